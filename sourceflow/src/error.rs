@@ -1,0 +1,114 @@
+//! The one error type of the runtime, and the domain error handlers return.
+
+use std::fmt;
+
+use crate::message::{Sequence, StreamId};
+use crate::store::StoreError;
+use crate::validate::Violations;
+
+/// A handler's refusal: a business rule said no. Nothing is stored when a handler returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainError {
+    /// A machine-readable code (`"rejected"` unless given), for callers that branch on it.
+    pub code: String,
+    /// What happened, for a human.
+    pub message: String,
+}
+
+impl DomainError {
+    /// A refusal with the code `"rejected"`.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self {
+            code: "rejected".to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// A refusal with a caller-chosen code (`"insufficient_funds"`).
+    pub fn with_code(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for DomainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.code == "rejected" {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.code, self.message)
+        }
+    }
+}
+
+impl std::error::Error for DomainError {}
+
+/// Everything that can go wrong in sourceflow, as variants a caller can match.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another writer kept winning the race for this stream, beyond the retry budget.
+    #[error(
+        "concurrency conflict on {stream}: expected sequence {expected} after {attempts} attempts"
+    )]
+    Concurrency {
+        /// The contended stream.
+        stream: StreamId,
+        /// The sequence the last attempt expected to extend.
+        expected: Sequence,
+        /// How many times the handler ran.
+        attempts: u32,
+    },
+    /// The handler refused the command; nothing was stored.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] DomainError),
+    /// No saga handles this command type (and no remote dispatcher took it).
+    #[error("no handler for command {message}")]
+    NoHandler {
+        /// Wire name of the command.
+        message: String,
+    },
+    /// A stored payload no longer matches its type.
+    #[error("cannot decode {name} at {stream} sequence {sequence}: {source}")]
+    Decode {
+        /// Wire name stored with the payload.
+        name: String,
+        /// The stream holding it.
+        stream: String,
+        /// Its position in the stream.
+        sequence: u64,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored message whose wire name no registered type has.
+    #[error("unknown message {name:?} at {stream} sequence {sequence}: no type registered with this name")]
+    UnknownMessage {
+        /// The unknown wire name.
+        name: String,
+        /// The stream holding it.
+        stream: String,
+        /// Its position in the stream.
+        sequence: u64,
+    },
+    /// The store failed (after retrying transient faults).
+    #[error("store error: {0}")]
+    Store(#[from] StoreError),
+    /// The application is wired wrongly; every problem found is listed.
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<String>),
+    /// Validation before persistence failed; nothing was stored.
+    #[error("invalid message: {0}")]
+    Invalid(Violations),
+}
+
+impl From<DomainError> for Error {
+    fn from(value: DomainError) -> Self {
+        Error::Rejected(value)
+    }
+}
+
+/// Shorthand for `Result<T, sourceflow::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,354 @@
+//! Messages and their identities: commands, events, entities, view models, ids and envelopes.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::validate::Violations;
+
+/// A message that can be stored and routed: it has a stable wire name and a JSON codec.
+///
+/// Implemented by `#[derive(Command)]` and `#[derive(Event)]`; never implement it by hand.
+pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Stable wire name, written next to every stored payload (`#[command(name = "..")]`).
+    const NAME: &'static str;
+
+    /// Checks run before the message is handled (commands) or committed (events).
+    ///
+    /// The derive fills it from `#[command(validate = path)]` / `#[event(validate = path)]`, or
+    /// from the type's [`Validate`](crate::Validate) impl with `#[command(validate)]`.
+    fn validate_message(&self, _violations: &mut Violations) {}
+}
+
+/// A request to change one entity, handled by exactly one saga.
+pub trait Command: Message {}
+
+/// A fact recorded in an entity's stream.
+pub trait Event: Message {
+    /// Schema version of the payload, stored with every event (`#[event(version = 2)]`).
+    const VERSION: u32;
+}
+
+/// The state a saga owns, stored as a cache of its command stream.
+pub trait Entity: Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {
+    /// Stable name of the entity type; the first half of every stream key.
+    const NAME: &'static str;
+}
+
+/// A read model maintained by a view.
+pub trait ViewModel:
+    Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static
+{
+    /// Stable name of the view model type; view models are keyed by (this name, id).
+    const NAME: &'static str;
+}
+
+/// The identity of an entity (and of its stream within the entity type).
+///
+/// Cheap to clone. Created fresh with [`EntityId::new`] (a UUID v7, time ordered) or from an
+/// existing key with `From<&str>`, `From<String>`, `From<u64>` or `From<Uuid>`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EntityId(Arc<str>);
+
+impl EntityId {
+    /// A fresh, time-ordered id (UUID v7).
+    pub fn new() -> Self {
+        Self(Arc::from(Uuid::now_v7().to_string()))
+    }
+
+    /// The id as text, exactly as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for EntityId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntityId({:?})", &*self.0)
+    }
+}
+
+impl From<&str> for EntityId {
+    fn from(value: &str) -> Self {
+        Self(Arc::from(value))
+    }
+}
+
+impl From<String> for EntityId {
+    fn from(value: String) -> Self {
+        Self(Arc::from(value))
+    }
+}
+
+impl From<&String> for EntityId {
+    fn from(value: &String) -> Self {
+        Self(Arc::from(value.as_str()))
+    }
+}
+
+impl From<&EntityId> for EntityId {
+    fn from(value: &EntityId) -> Self {
+        value.clone()
+    }
+}
+
+impl From<u64> for EntityId {
+    fn from(value: u64) -> Self {
+        Self(Arc::from(value.to_string()))
+    }
+}
+
+impl From<Uuid> for EntityId {
+    fn from(value: Uuid) -> Self {
+        Self(Arc::from(value.to_string()))
+    }
+}
+
+/// A stream key: the entity type name plus the entity id. Two entity types never share a stream.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamId {
+    /// The entity type name ([`Entity::NAME`], or the saga name for entity-less sagas).
+    pub entity_type: Cow<'static, str>,
+    /// The entity id.
+    pub id: EntityId,
+}
+
+impl StreamId {
+    /// A stream of `entity_type` for `id`.
+    pub fn new(entity_type: impl Into<Cow<'static, str>>, id: impl Into<EntityId>) -> Self {
+        Self {
+            entity_type: entity_type.into(),
+            id: id.into(),
+        }
+    }
+
+    /// The stream of entity `E` with this id.
+    pub fn of<E: Entity>(id: impl Into<EntityId>) -> Self {
+        Self::new(E::NAME, id)
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.entity_type, self.id)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamId({self})")
+    }
+}
+
+/// A position in one stream: dense, starting at 1. `Sequence(0)` means "nothing yet".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Sequence(pub u64);
+
+impl Sequence {
+    /// The sequence before the first record of a stream.
+    pub const ZERO: Sequence = Sequence(0);
+
+    /// The sequence after this one.
+    pub fn next(self) -> Sequence {
+        Sequence(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Sequence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A position in the global event log: strictly increasing in commit order, starting at 1.
+/// `Position(0)` means "before the first event".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Position(pub u64);
+
+impl Position {
+    /// The position before the first event; subscribe from here to read everything.
+    pub const START: Position = Position(0);
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Metadata stored with every command and event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique id of this message (UUID v7 unless the caller supplied one).
+    pub message_id: Uuid,
+    /// Wire name of the payload type.
+    pub name: Cow<'static, str>,
+    /// Payload schema version (events; 1 for commands).
+    pub version: u32,
+    /// The stream this message belongs to.
+    pub stream: StreamId,
+    /// Shared by every message caused, directly or not, by one outside request.
+    pub correlation_id: Uuid,
+    /// The message that caused this one, if any.
+    pub causation_id: Option<Uuid>,
+    /// When the message was created.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// A command as stored in the command log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredCommand {
+    /// The command's metadata.
+    pub envelope: Envelope,
+    /// Position in its stream (set by the store on append).
+    pub sequence: Sequence,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+}
+
+/// An event to be appended, before the store assigns it a sequence and position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// The event's metadata.
+    pub envelope: Envelope,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+}
+
+/// An event as recorded in the event log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedEvent {
+    /// The event's metadata.
+    pub envelope: Envelope,
+    /// Position in its stream's event sequence (dense from 1).
+    pub sequence: Sequence,
+    /// Sequence of the command that emitted it.
+    pub command_sequence: Sequence,
+    /// Position in the global log.
+    pub position: Position,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+}
+
+impl RecordedEvent {
+    /// Decodes the payload as `E`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownMessage`](crate::Error::UnknownMessage) if the stored name is not `E`'s,
+    /// [`Error::Decode`](crate::Error::Decode) if the payload does not match `E`.
+    pub fn decode<E: Event>(&self) -> Result<E, crate::Error> {
+        if self.envelope.name != E::NAME {
+            return Err(crate::Error::UnknownMessage {
+                name: self.envelope.name.to_string(),
+                stream: self.envelope.stream.to_string(),
+                sequence: self.sequence.0,
+            });
+        }
+        serde_json::from_slice(&self.payload).map_err(|source| crate::Error::Decode {
+            name: self.envelope.name.to_string(),
+            stream: self.envelope.stream.to_string(),
+            sequence: self.sequence.0,
+            source,
+        })
+    }
+
+    /// The payload as a JSON value (for tooling: exports, inspection).
+    ///
+    /// # Errors
+    /// [`Error::Decode`](crate::Error::Decode) if the stored bytes are not JSON.
+    pub fn payload_json(&self) -> Result<serde_json::Value, crate::Error> {
+        serde_json::from_slice(&self.payload).map_err(|source| crate::Error::Decode {
+            name: self.envelope.name.to_string(),
+            stream: self.envelope.stream.to_string(),
+            sequence: self.sequence.0,
+            source,
+        })
+    }
+
+    /// The metadata handed to projections and reactions.
+    pub fn meta(&self) -> EventMeta {
+        EventMeta {
+            message_id: self.envelope.message_id,
+            name: self.envelope.name.clone(),
+            version: self.envelope.version,
+            stream: self.envelope.stream.clone(),
+            sequence: self.sequence,
+            position: self.position,
+            correlation_id: self.envelope.correlation_id,
+            causation_id: self.envelope.causation_id,
+            timestamp: self.envelope.timestamp,
+        }
+    }
+}
+
+/// What a projection or reaction knows about the event it is applying.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventMeta {
+    /// The event's unique id.
+    pub message_id: Uuid,
+    /// Wire name of the event type.
+    pub name: Cow<'static, str>,
+    /// Payload schema version.
+    pub version: u32,
+    /// The stream (entity type and id) that recorded the event.
+    pub stream: StreamId,
+    /// Position of the event in its stream.
+    pub sequence: Sequence,
+    /// Position of the event in the global log.
+    pub position: Position,
+    /// Correlation id of the request that led to this event.
+    pub correlation_id: Uuid,
+    /// The command that emitted this event.
+    pub causation_id: Option<Uuid>,
+    /// When the event was emitted.
+    pub timestamp: DateTime<Utc>,
+}
+
+impl EventMeta {
+    /// The id of the entity whose stream recorded the event.
+    pub fn entity_id(&self) -> &EntityId {
+        &self.stream.id
+    }
+}
+
+/// The result of a successful `send`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommandReceipt {
+    /// The command's message id (the idempotency key).
+    pub message_id: Uuid,
+    /// The stream the command was appended to.
+    pub stream: StreamId,
+    /// The command's sequence in its stream.
+    pub sequence: Sequence,
+    /// The events the command emitted, as recorded.
+    pub events: Vec<RecordedEvent>,
+    /// True when this message id had already been accepted: nothing ran, this is the original
+    /// receipt.
+    pub duplicate: bool,
+    /// How many times the handler was re-run after a concurrency conflict.
+    pub retries: u32,
+}

@@ -1,0 +1,148 @@
+//! Support for macro-generated code. Not public API: names here change without notice.
+
+use std::any::{Any, TypeId};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+pub use futures_util::future::BoxFuture;
+pub use inventory;
+
+pub use crate::registry::{
+    ComponentKind, ComponentRecord, ErasedComponent, RouteFn, RouteRecord, StateVtable, TypeKind,
+    TypeRecord,
+};
+
+use crate::error::{DomainError, Error};
+use crate::message::{Command, Entity, EntityId, Event, Message, ViewModel};
+use crate::validate::{Validate, Violations};
+use crate::view::ViewContext;
+
+/// `TypeId::of::<T>` as a `fn` pointer for static records.
+pub fn type_id_of<T: 'static>() -> TypeId {
+    TypeId::of::<T>()
+}
+
+/// The wire name of a message type, as a `fn` pointer for static records.
+pub fn message_name<M: Message>() -> &'static str {
+    M::NAME
+}
+
+/// Compile-time check that a `#[handles]` argument is a command.
+pub fn assert_command<C: Command>() {}
+/// Compile-time check that a `#[projects_on]` / `#[subscribes]` argument is an event.
+pub fn assert_event<E: Event>() {}
+/// Compile-time check that `entity = ..` names an entity.
+pub fn assert_entity<E: Entity>() {}
+/// Compile-time check that `model = ..` names a view model.
+pub fn assert_view_model<M: ViewModel>() {}
+/// Compile-time check that a component can be shared between tasks.
+pub fn assert_component<T: Send + Sync + 'static>() {}
+
+/// Runs a message's `Validate` impl (for `#[command(validate)]` without a path).
+pub fn validate_with_impl<M: Validate>(message: &M, violations: &mut Violations) {
+    message.validate(violations);
+}
+
+/// Downcasts a component, message or state handed to a generated route function.
+///
+/// # Errors
+/// [`Error::Config`] if the runtime handed over a different type (a registry mix-up).
+pub fn downcast<'a, T: 'static>(value: &'a (dyn Any + Send + Sync)) -> Result<&'a T, Error> {
+    value.downcast_ref::<T>().ok_or_else(|| mismatch::<T>())
+}
+
+/// Downcasts the mutable entity state handed to a saga route function.
+///
+/// # Errors
+/// [`Error::Config`] if the state is missing or of another type.
+pub fn downcast_state<'a, T: 'static>(
+    value: Option<&'a mut (dyn Any + Send)>,
+) -> Result<&'a mut T, Error> {
+    value
+        .and_then(|v| v.downcast_mut::<T>())
+        .ok_or_else(|| mismatch::<T>())
+}
+
+fn mismatch<T>() -> Error {
+    Error::Config(vec![format!(
+        "route called with a value that is not a {}",
+        std::any::type_name::<T>()
+    )])
+}
+
+/// What a handler method may return: `()` or `Result<(), E>` with `E: Into<DomainError>`.
+pub trait IntoHandlerResult {
+    /// Normalises the method's return value.
+    fn into_handler_result(self) -> Result<(), Error>;
+}
+
+impl IntoHandlerResult for () {
+    fn into_handler_result(self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl<E: Into<DomainError>> IntoHandlerResult for Result<(), E> {
+    fn into_handler_result(self) -> Result<(), Error> {
+        self.map_err(|e| Error::Rejected(e.into()))
+    }
+}
+
+/// The key a `#[projects_on(id = field)]` projection uses: the field's value as an [`EntityId`].
+pub fn key_of<K: Clone + Into<EntityId>>(field: &K) -> EntityId {
+    field.clone().into()
+}
+
+/// Loads a view model for a single-model projection (default if absent).
+///
+/// # Errors
+/// [`Error::Store`] or [`Error::Decode`] from the view model store.
+pub async fn load_model<M: ViewModel>(cx: &mut ViewContext, id: &EntityId) -> Result<M, Error> {
+    Ok(cx.load::<M>(id).await?.unwrap_or_default())
+}
+
+/// Saves a view model after a single-model projection.
+pub fn save_model<M: ViewModel>(cx: &mut ViewContext, id: &EntityId, model: M) {
+    cx.save(id, model);
+}
+
+/// Probe used to build a component with `Default` when it has one (autoref specialisation):
+/// `(&&Construct::<T>::new()).construct()`.
+pub struct Construct<T>(PhantomData<fn() -> T>);
+
+impl<T> Construct<T> {
+    /// A probe for `T`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> Default for Construct<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Picked when `T: Default`: discovery builds the component.
+pub trait ConstructDefault {
+    /// An instance built with `Default`.
+    fn construct(&self) -> Option<ErasedComponent>;
+}
+
+impl<T: Default + Send + Sync + 'static> ConstructDefault for &Construct<T> {
+    fn construct(&self) -> Option<ErasedComponent> {
+        Some(Arc::new(T::default()))
+    }
+}
+
+/// Picked otherwise: the component must be registered by value.
+pub trait ConstructNone {
+    /// `None`: no way to build the component.
+    fn construct(&self) -> Option<ErasedComponent>;
+}
+
+impl<T> ConstructNone for Construct<T> {
+    fn construct(&self) -> Option<ErasedComponent> {
+        None
+    }
+}

@@ -1,0 +1,178 @@
+//! The write side: what a `#[handles]` method gets to publish events and send follow-ups.
+
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::message::{Command, EntityId, Envelope, Event, NewEvent, StreamId};
+use crate::registry::ErasedMessage;
+use crate::store::OutboxMessage;
+use crate::validate::Violations;
+
+/// Which stream type each command type is appended to (its saga's entity or saga name).
+pub(crate) type CommandStreams = Arc<HashMap<TypeId, Cow<'static, str>>>;
+
+/// Builds the outbox entry for a follow-up command, or records why it cannot be sent.
+pub(crate) fn follow_up<C: Command>(
+    streams: &CommandStreams,
+    id: EntityId,
+    command: &C,
+    message_id: Uuid,
+    correlation_id: Uuid,
+    causation_id: Uuid,
+) -> Result<OutboxMessage, Error> {
+    let Some(entity_type) = streams.get(&TypeId::of::<C>()) else {
+        return Err(Error::NoHandler {
+            message: C::NAME.to_owned(),
+        });
+    };
+    let mut violations = Violations::default();
+    command.validate_message(&mut violations);
+    if !violations.is_empty() {
+        violations.message = C::NAME.to_owned();
+        return Err(Error::Invalid(violations));
+    }
+    let payload = serde_json::to_vec(command).map_err(|source| Error::Decode {
+        name: C::NAME.to_owned(),
+        stream: format!("{entity_type}/{id}"),
+        sequence: 0,
+        source,
+    })?;
+    Ok(OutboxMessage {
+        envelope: Envelope {
+            message_id,
+            name: Cow::Borrowed(C::NAME),
+            version: 1,
+            stream: StreamId::new(entity_type.clone(), id),
+            correlation_id,
+            causation_id: Some(causation_id),
+            timestamp: Utc::now(),
+        },
+        payload,
+    })
+}
+
+/// What a saga handler can do besides changing its entity: publish events to the entity's
+/// stream, send follow-up commands, read the command's metadata.
+///
+/// Everything published or sent is committed atomically with the command, and only if the
+/// handler returns `Ok`.
+pub struct SagaContext {
+    pub(crate) message_id: Uuid,
+    pub(crate) correlation_id: Uuid,
+    pub(crate) stream: StreamId,
+    pub(crate) timestamp: DateTime<Utc>,
+    pub(crate) replay: bool,
+    pub(crate) events: Vec<(NewEvent, ErasedMessage)>,
+    pub(crate) outbox: Vec<OutboxMessage>,
+    pub(crate) problems: Vec<Error>,
+    pub(crate) streams: CommandStreams,
+}
+
+impl SagaContext {
+    pub(crate) fn new(envelope: &Envelope, replay: bool, streams: CommandStreams) -> Self {
+        Self {
+            message_id: envelope.message_id,
+            correlation_id: envelope.correlation_id,
+            stream: envelope.stream.clone(),
+            timestamp: envelope.timestamp,
+            replay,
+            events: Vec::new(),
+            outbox: Vec::new(),
+            problems: Vec::new(),
+            streams,
+        }
+    }
+
+    /// Records an event in this entity's stream. It is validated (see
+    /// [`Validate`](crate::Validate)) and committed with the command; a failed check makes the
+    /// whole command fail with [`Error::Invalid`] and nothing is stored.
+    pub fn publish<E: Event>(&mut self, event: E) {
+        let mut violations = Violations::default();
+        event.validate_message(&mut violations);
+        if !violations.is_empty() {
+            violations.message = E::NAME.to_owned();
+            self.problems.push(Error::Invalid(violations));
+            return;
+        }
+        match serde_json::to_vec(&event) {
+            Ok(payload) => {
+                let envelope = Envelope {
+                    message_id: Uuid::now_v7(),
+                    name: Cow::Borrowed(E::NAME),
+                    version: E::VERSION,
+                    stream: self.stream.clone(),
+                    correlation_id: self.correlation_id,
+                    causation_id: Some(self.message_id),
+                    timestamp: Utc::now(),
+                };
+                self.events
+                    .push((NewEvent { envelope, payload }, Arc::new(event)));
+            }
+            Err(source) => self.problems.push(Error::Decode {
+                name: E::NAME.to_owned(),
+                stream: self.stream.to_string(),
+                sequence: 0,
+                source,
+            }),
+        }
+    }
+
+    /// Sends a follow-up command to entity `id` once this command commits (through the
+    /// outbox, so a crash after the commit still delivers it). Its correlation id is this
+    /// command's; its causation id is this command's message id.
+    ///
+    /// A command no saga handles, or one that fails validation, fails this command.
+    pub fn send<C: Command>(&mut self, id: impl Into<EntityId>, command: C) {
+        if self.replay {
+            return;
+        }
+        match follow_up(
+            &self.streams,
+            id.into(),
+            &command,
+            Uuid::now_v7(),
+            self.correlation_id,
+            self.message_id,
+        ) {
+            Ok(message) => self.outbox.push(message),
+            Err(e) => self.problems.push(e),
+        }
+    }
+
+    /// The command's message id.
+    pub fn message_id(&self) -> Uuid {
+        self.message_id
+    }
+
+    /// The correlation id shared by the whole chain of messages.
+    pub fn correlation_id(&self) -> Uuid {
+        self.correlation_id
+    }
+
+    /// The entity (stream) the command is addressed to.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// The id of the entity the command is addressed to.
+    pub fn entity_id(&self) -> &EntityId {
+        &self.stream.id
+    }
+
+    /// When the command was sent.
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+
+    /// True while the command log is being replayed (`replay`, `state_at`, `verify`): events
+    /// are discarded, follow-up commands are not sent; skip side effects here.
+    pub fn is_replay(&self) -> bool {
+        self.replay
+    }
+}

@@ -1,0 +1,5 @@
+//! The in-memory store.
+
+/// Thread-safe in-memory store (placeholder).
+#[derive(Debug, Default)]
+pub struct MemoryStore;

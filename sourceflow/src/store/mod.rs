@@ -1,0 +1,345 @@
+//! The storage contract every backend implements, and the in-memory backend.
+//!
+//! One contract, several backends: [`MemoryStore`] here, `SqliteStore` and `PostgresStore` in
+//! `sourceflow-sqlx`. The conformance suite in the workspace's `tests/` runs the same scenarios
+//! against each of them.
+//!
+//! The rules every backend keeps:
+//! - Sequences are dense and start at 1 per stream (commands and events each have their own).
+//!   A write at an existing sequence is [`StoreError::Conflict`], never an overwrite; a gap found
+//!   on read is [`StoreError::Gap`].
+//! - Streams are keyed by (entity type name, entity id).
+//! - Global positions increase strictly in commit order: a reader that has seen position `p`
+//!   will never later find a newly committed event below `p`.
+//! - A command message id is accepted once per stream; a repeat is answered with the original
+//!   receipt, marked `duplicate`.
+//! - [`Store::commit`] and [`Store::commit_projection`] are atomic: all of it or none of it.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::message::{
+    CommandReceipt, EntityId, Envelope, NewEvent, Position, RecordedEvent, Sequence, StoredCommand,
+    StreamId,
+};
+
+/// A boxed error from a backend driver, kept as the source of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream moved on: the write expected `expected` as the last sequence.
+    #[error("concurrency conflict on {stream}: expected last sequence {expected}")]
+    Conflict {
+        /// The contended stream.
+        stream: StreamId,
+        /// The sequence the write expected to extend.
+        expected: Sequence,
+    },
+    /// A handler's stored position moved on: another process projected these events first.
+    #[error("position conflict for {handler}: expected {expected}")]
+    PositionConflict {
+        /// The view or aggregate whose position moved.
+        handler: String,
+        /// The position the write expected.
+        expected: Position,
+    },
+    /// A stream has a hole: records are missing between two stored ones.
+    #[error("sequence gap in {stream}: expected {expected}, found {found}")]
+    Gap {
+        /// The damaged stream.
+        stream: StreamId,
+        /// The sequence that should have come next.
+        expected: Sequence,
+        /// The sequence found instead.
+        found: Sequence,
+    },
+    /// A fault that may pass if retried (busy or locked database, dropped connection,
+    /// serialization failure). The runtime retries these with backoff before giving up.
+    #[error("transient store fault: {0}")]
+    Transient(#[source] BoxError),
+    /// A fault that will not pass by retrying.
+    #[error("store fault: {0}")]
+    Backend(#[source] BoxError),
+    /// A stored record cannot be read back (bad column value, unknown id format).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True for faults worth retrying with backoff.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+/// A command waiting in the outbox to be sent after the unit of work that produced it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxMessage {
+    /// The follow-up command's metadata (its stream is the target entity).
+    pub envelope: Envelope,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+}
+
+/// An outbox entry as stored, with the id used to remove it once sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingCommand {
+    /// Store-assigned id of the outbox row.
+    pub id: u64,
+    /// The command to send.
+    pub message: OutboxMessage,
+}
+
+/// Everything one handled command changes, committed atomically by [`Store::commit`].
+#[derive(Clone, Debug)]
+pub struct UnitOfWork {
+    /// The last command sequence the handler saw; the command is appended at `expected + 1`.
+    pub expected: Sequence,
+    /// The command (its `sequence` field is ignored: the store assigns `expected + 1`).
+    pub command: StoredCommand,
+    /// The entity state after the handler, saved with version `expected + 1`; `None` for
+    /// entity-less sagas.
+    pub entity: Option<Vec<u8>>,
+    /// The events the handler emitted, appended to the same stream.
+    pub events: Vec<NewEvent>,
+    /// Follow-up commands, sent after the commit.
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// A view model write inside a [`ProjectionCommit`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelWrite {
+    /// [`ViewModel::NAME`](crate::ViewModel::NAME) of the model.
+    pub model_type: String,
+    /// The model's key.
+    pub id: EntityId,
+    /// The new JSON state; `None` deletes the model.
+    pub state: Option<Vec<u8>>,
+}
+
+/// The result of applying a batch of events to one view or aggregate, committed atomically
+/// with the handler's new position by [`Store::commit_projection`].
+#[derive(Clone, Debug)]
+pub struct ProjectionCommit {
+    /// The handler's name (the view's or aggregate's type name).
+    pub handler: String,
+    /// The position the batch started from; a different stored position is a
+    /// [`StoreError::PositionConflict`] and nothing is written.
+    pub expected: Position,
+    /// The position of the last event of the batch.
+    pub position: Position,
+    /// View models written or deleted.
+    pub models: Vec<ModelWrite>,
+    /// Follow-up commands sent by reactions.
+    pub outbox: Vec<OutboxMessage>,
+}
+
+/// A page request for listings: keyset pagination on the id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Return ids strictly greater than this one (`None` for the first page).
+    pub after: Option<EntityId>,
+    /// Maximum number of rows.
+    pub limit: usize,
+}
+
+impl Page {
+    /// The first page of `limit` rows.
+    pub fn first(limit: usize) -> Self {
+        Self { after: None, limit }
+    }
+}
+
+/// The command log: every accepted command, per stream, in sequence order.
+#[async_trait]
+pub trait CommandLog: Send + Sync {
+    /// Appends one command at `expected + 1` with no entity or event writes.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stream's last sequence is not `expected`.
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        command: StoredCommand,
+    ) -> Result<Sequence, StoreError>;
+
+    /// Commands of `stream` with `from <= sequence <= to` (`to = None`: to the end), in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Gap`] if a sequence in the range is missing before the last stored one.
+    async fn load_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError>;
+
+    /// The last command sequence of `stream` (`Sequence::ZERO` if empty), without loading it.
+    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError>;
+
+    /// The receipt of the command with `message_id` in `stream`, if one was accepted.
+    async fn find_receipt(
+        &self,
+        stream: &StreamId,
+        message_id: Uuid,
+    ) -> Result<Option<CommandReceipt>, StoreError>;
+}
+
+/// The event log: every recorded event, per stream and globally.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Appends events to `stream` after its last event sequence `expected`, with no command.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stream's last event sequence is not `expected`.
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Events of `stream` from sequence `from` (inclusive), in order.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events with position greater than `after`, in position order.
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events with `from <= timestamp < to` and position greater than `after`,
+    /// in position order.
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The highest position a reader can see now (`Position::START` if the log is empty).
+    async fn head(&self) -> Result<Position, StoreError>;
+}
+
+/// Stored entity states: a cache of each stream's command log, versioned by sequence.
+#[async_trait]
+pub trait EntityStore: Send + Sync {
+    /// The stored state of `stream`'s entity and the sequence it reflects.
+    async fn get_entity(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError>;
+
+    /// Saves the state at `version` if the stored version is `expected` (`ZERO`: none stored).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stored version differs from `expected`.
+    async fn put_entity(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        version: Sequence,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// Drops the stored state; the next load replays the stream.
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError>;
+}
+
+/// Stored view models, keyed by (model type, id).
+#[async_trait]
+pub trait ViewModelStore: Send + Sync {
+    /// One model's JSON state.
+    async fn get_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes one model.
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes one model (no error if absent).
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError>;
+
+    /// A page of models of one type, ordered by id.
+    async fn list_models(
+        &self,
+        model_type: &str,
+        page: Page,
+    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError>;
+
+    /// Deletes every model of one type.
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError>;
+}
+
+/// Per-handler positions in the global event log.
+#[async_trait]
+pub trait PositionStore: Send + Sync {
+    /// The last position `handler` applied (`Position::START` if none).
+    async fn get_position(&self, handler: &str) -> Result<Position, StoreError>;
+
+    /// Sets `handler`'s position unconditionally.
+    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError>;
+}
+
+/// A complete backend: every log and store, plus the atomic units of work the runtime needs.
+#[async_trait]
+pub trait Store:
+    CommandLog + EventLog + EntityStore + ViewModelStore + PositionStore + fmt::Debug
+{
+    /// Commits one handled command atomically: command at `expected + 1`, entity state at that
+    /// version, events after the stream's last event, outbox entries.
+    ///
+    /// A message id already accepted in this stream commits nothing and returns the original
+    /// receipt with `duplicate = true`.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stream's last sequence is not `expected`; nothing written.
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError>;
+
+    /// Commits a projection batch atomically: model writes, outbox entries and the handler's
+    /// new position.
+    ///
+    /// # Errors
+    /// [`StoreError::PositionConflict`] if the handler's stored position is not
+    /// `commit.expected`; nothing written.
+    async fn commit_projection(&self, commit: ProjectionCommit) -> Result<(), StoreError>;
+
+    /// Clears `handler`'s position and every model of `model_types`, atomically.
+    async fn reset_projection(&self, handler: &str, model_types: &[&str])
+        -> Result<(), StoreError>;
+
+    /// Up to `limit` outbox entries, oldest first.
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingCommand>, StoreError>;
+
+    /// Removes sent outbox entries.
+    async fn outbox_remove(&self, ids: &[u64]) -> Result<(), StoreError>;
+
+    /// Entity types (stream type names) that have at least one command, sorted.
+    async fn entity_types(&self) -> Result<Vec<String>, StoreError>;
+
+    /// A page of stream ids of one entity type, ordered by id.
+    async fn stream_ids(&self, entity_type: &str, page: Page) -> Result<Vec<EntityId>, StoreError>;
+}

@@ -1,0 +1,156 @@
+//! The read side: what a `#[projects_on]` method gets to read and write view models.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::message::{EntityId, EventMeta, ViewModel};
+use crate::store::{ModelWrite, Store};
+
+struct Slot {
+    state: Option<Box<dyn Any + Send>>,
+    dirty: bool,
+    encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, serde_json::Error>,
+}
+
+/// Loads and saves view models for a projection.
+///
+/// A projection taking `&mut Model` gets the model keyed by the event's entity id (or by the
+/// field named in `#[projects_on(id = field)]`); one taking `&mut ViewContext` can touch any
+/// number of models by id, e.g. a customer's list of orders. Writes are buffered and committed
+/// together with the view's position, so a batch of events is applied exactly once.
+pub struct ViewContext {
+    store: Arc<dyn Store>,
+    meta: Option<EventMeta>,
+    slots: HashMap<(&'static str, EntityId), Slot>,
+}
+
+impl ViewContext {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            meta: None,
+            slots: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn set_meta(&mut self, meta: EventMeta) {
+        self.meta = Some(meta);
+    }
+
+    /// Metadata of the event being projected.
+    ///
+    /// # Panics
+    /// Never during a projection: the runtime sets it before calling the method.
+    pub fn meta(&self) -> &EventMeta {
+        self.meta
+            .as_ref()
+            .expect("ViewContext::meta is set before every projection call")
+    }
+
+    /// The model `id` of type `M`, as this batch left it (or as stored).
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails, [`Error::Decode`] if the stored model no longer
+    /// matches `M`.
+    pub async fn load<M: ViewModel>(&mut self, id: &EntityId) -> Result<Option<M>, Error> {
+        let key = (M::NAME, id.clone());
+        if let Some(slot) = self.slots.get(&key) {
+            return Ok(slot
+                .state
+                .as_ref()
+                .and_then(|s| s.downcast_ref::<M>())
+                .cloned());
+        }
+        let stored = self.store.get_model(M::NAME, id).await?;
+        let model = match stored {
+            Some(bytes) => {
+                Some(
+                    serde_json::from_slice::<M>(&bytes).map_err(|source| Error::Decode {
+                        name: M::NAME.to_owned(),
+                        stream: format!("view model {}/{id}", M::NAME),
+                        sequence: 0,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        self.slots.insert(
+            key,
+            Slot {
+                state: model.clone().map(|m| Box::new(m) as Box<dyn Any + Send>),
+                dirty: false,
+                encode: crate::registry::StateVtable::view_model::<M>().encode,
+            },
+        );
+        Ok(model)
+    }
+
+    /// The model `id`, or `M::default()` if there is none yet.
+    ///
+    /// # Errors
+    /// As [`ViewContext::load`].
+    pub async fn load_or_default<M: ViewModel>(&mut self, id: &EntityId) -> Result<M, Error> {
+        Ok(self.load::<M>(id).await?.unwrap_or_default())
+    }
+
+    /// Writes model `id`; committed with the view's position at the end of the batch.
+    pub fn save<M: ViewModel>(&mut self, id: &EntityId, model: M) {
+        self.slots.insert(
+            (M::NAME, id.clone()),
+            Slot {
+                state: Some(Box::new(model)),
+                dirty: true,
+                encode: crate::registry::StateVtable::view_model::<M>().encode,
+            },
+        );
+    }
+
+    /// Deletes model `id` of type `M`.
+    pub fn delete<M: ViewModel>(&mut self, id: &EntityId) {
+        self.slots.insert(
+            (M::NAME, id.clone()),
+            Slot {
+                state: None,
+                dirty: true,
+                encode: crate::registry::StateVtable::view_model::<M>().encode,
+            },
+        );
+    }
+
+    /// The buffered writes, encoded; clears the buffer.
+    pub(crate) fn take_writes(&mut self) -> Result<Vec<ModelWrite>, Error> {
+        let mut writes = Vec::new();
+        for ((model_type, id), slot) in self.slots.drain() {
+            if !slot.dirty {
+                continue;
+            }
+            let state = match &slot.state {
+                Some(state) => {
+                    Some(
+                        (slot.encode)(state.as_ref()).map_err(|source| Error::Decode {
+                            name: model_type.to_owned(),
+                            stream: format!("view model {model_type}/{id}"),
+                            sequence: 0,
+                            source,
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            writes.push(ModelWrite {
+                model_type: model_type.to_owned(),
+                id,
+                state,
+            });
+        }
+        Ok(writes)
+    }
+
+    /// Forgets buffered writes (the batch failed and will be retried).
+    pub(crate) fn discard(&mut self) {
+        self.slots.clear();
+    }
+}
