@@ -2,8 +2,11 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod bus;
 pub mod error;
+mod flow;
 pub mod message;
+mod projection;
 pub mod registry;
 pub mod saga;
 pub mod store;
@@ -15,11 +18,14 @@ pub mod view;
 pub mod __private;
 
 pub use aggregate::ReactionContext;
+pub use bus::{CommandDispatcher, OutgoingCommand, RetryPolicy, SendOptions};
 pub use error::{DomainError, Error, Result};
+pub use flow::{At, Builder, SourceFlow, Stats, Verification};
 pub use message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Event, EventMeta, Message, Position,
     RecordedEvent, Sequence, StreamId, ViewModel,
 };
+pub use projection::Progress;
 pub use saga::SagaContext;
 pub use store::MemoryStore;
 pub use validate::{Validate, Violation, Violations};
@@ -34,7 +40,7 @@ pub mod prelude {
     pub use crate::{
         aggregate, handles, projects_on, saga, subscribes, view, Command, CommandReceipt,
         DomainError, Entity, EntityId, Error, Event, EventMeta, MemoryStore, Position,
-        ReactionContext, SagaContext, Sequence, StreamId, Validate, ViewContext, ViewModel,
-        Violations,
+        ReactionContext, SagaContext, SendOptions, Sequence, SourceFlow, StreamId, Validate,
+        ViewContext, ViewModel, Violations,
     };
 }

@@ -1,5 +1,502 @@
-//! The in-memory store.
+//! The in-memory store: the whole contract, behind one lock, for tests and prototypes.
 
-/// Thread-safe in-memory store (placeholder).
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    CommandLog, EntityStore, EventLog, OutboxMessage, Page, PendingCommand, PositionStore,
+    ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+};
+use crate::message::{
+    CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
+};
+
+/// A thread-safe store kept in memory, with exactly the semantics of the SQL stores.
+///
+/// Every operation takes one short lock and never awaits while holding it. Nothing survives
+/// the process: use `SqliteStore` from `sourceflow-sqlx` for durability.
 #[derive(Debug, Default)]
-pub struct MemoryStore;
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct StreamData {
+    commands: Vec<StoredCommand>,
+    /// Indexes into `Inner::events`, in stream sequence order.
+    events: Vec<usize>,
+    message_ids: HashMap<Uuid, Sequence>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    streams: HashMap<StreamId, StreamData>,
+    events: Vec<RecordedEvent>,
+    entities: HashMap<StreamId, (Sequence, Vec<u8>)>,
+    models: HashMap<String, BTreeMap<EntityId, Vec<u8>>>,
+    positions: HashMap<String, Position>,
+    outbox: BTreeMap<u64, OutboxMessage>,
+    next_outbox_id: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied write: every mutation
+        // below is checked first and applied without fallible steps, so the data stays valid.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    fn last_sequence(&self, stream: &StreamId) -> Sequence {
+        self.streams
+            .get(stream)
+            .map_or(Sequence::ZERO, |s| Sequence(s.commands.len() as u64))
+    }
+
+    fn receipt(&self, stream: &StreamId, message_id: Uuid) -> Option<CommandReceipt> {
+        let data = self.streams.get(stream)?;
+        let sequence = *data.message_ids.get(&message_id)?;
+        let events = data
+            .events
+            .iter()
+            .map(|&i| &self.events[i])
+            .filter(|e| e.command_sequence == sequence)
+            .cloned()
+            .collect();
+        Some(CommandReceipt {
+            message_id,
+            stream: stream.clone(),
+            sequence,
+            events,
+            duplicate: true,
+            retries: 0,
+        })
+    }
+
+    fn push_events(
+        &mut self,
+        stream: &StreamId,
+        command_sequence: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Vec<RecordedEvent> {
+        let mut recorded = Vec::with_capacity(events.len());
+        let first = self
+            .streams
+            .get(stream)
+            .map_or(0, |s| s.events.len() as u64);
+        for (i, event) in events.into_iter().enumerate() {
+            let index = self.events.len();
+            let record = RecordedEvent {
+                envelope: event.envelope,
+                sequence: Sequence(first + i as u64 + 1),
+                command_sequence,
+                position: Position(index as u64 + 1),
+                payload: event.payload,
+            };
+            recorded.push(record.clone());
+            self.events.push(record);
+            self.streams
+                .entry(stream.clone())
+                .or_default()
+                .events
+                .push(index);
+        }
+        recorded
+    }
+
+    fn push_outbox(&mut self, messages: Vec<OutboxMessage>) {
+        for message in messages {
+            self.next_outbox_id += 1;
+            self.outbox.insert(self.next_outbox_id, message);
+        }
+    }
+}
+
+#[async_trait]
+impl CommandLog for MemoryStore {
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        mut command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        let mut inner = self.lock();
+        let stream = command.envelope.stream.clone();
+        if inner.last_sequence(&stream) != expected {
+            return Err(StoreError::Conflict { stream, expected });
+        }
+        let sequence = expected.next();
+        command.sequence = sequence;
+        let data = inner.streams.entry(stream).or_default();
+        data.message_ids
+            .insert(command.envelope.message_id, sequence);
+        data.commands.push(command);
+        Ok(sequence)
+    }
+
+    async fn load_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        let inner = self.lock();
+        let Some(data) = inner.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let start = from.0.max(1) as usize - 1;
+        let end = to.map_or(data.commands.len(), |to| {
+            (to.0 as usize).min(data.commands.len())
+        });
+        Ok(data
+            .commands
+            .get(start..end.max(start))
+            .map(<[_]>::to_vec)
+            .unwrap_or_default())
+    }
+
+    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
+        Ok(self.lock().last_sequence(stream))
+    }
+
+    async fn find_receipt(
+        &self,
+        stream: &StreamId,
+        message_id: Uuid,
+    ) -> Result<Option<CommandReceipt>, StoreError> {
+        Ok(self.lock().receipt(stream, message_id))
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut inner = self.lock();
+        let last = inner
+            .streams
+            .get(stream)
+            .map_or(0, |s| s.events.len() as u64);
+        if last != expected.0 {
+            return Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+            });
+        }
+        let command_sequence = inner.last_sequence(stream);
+        Ok(inner.push_events(stream, command_sequence, events))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let Some(data) = inner.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let start = (from.0.max(1) as usize - 1).min(data.events.len());
+        Ok(data.events[start..]
+            .iter()
+            .map(|&i| inner.events[i].clone())
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let start = (after.0 as usize).min(inner.events.len());
+        let end = start.saturating_add(limit).min(inner.events.len());
+        Ok(inner.events[start..end].to_vec())
+    }
+
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let start = (after.0 as usize).min(inner.events.len());
+        Ok(inner.events[start..]
+            .iter()
+            .filter(|e| e.envelope.timestamp >= from && e.envelope.timestamp < to)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(Position(self.lock().events.len() as u64))
+    }
+}
+
+#[async_trait]
+impl EntityStore for MemoryStore {
+    async fn get_entity(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError> {
+        Ok(self.lock().entities.get(stream).cloned())
+    }
+
+    async fn put_entity(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        version: Sequence,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let current = inner
+            .entities
+            .get(stream)
+            .map_or(Sequence::ZERO, |(v, _)| *v);
+        if current != expected {
+            return Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+            });
+        }
+        inner.entities.insert(stream.clone(), (version, state));
+        Ok(())
+    }
+
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
+        self.lock().entities.remove(stream);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ViewModelStore for MemoryStore {
+    async fn get_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .lock()
+            .models
+            .get(model_type)
+            .and_then(|m| m.get(id))
+            .cloned())
+    }
+
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .models
+            .entry(model_type.to_owned())
+            .or_default()
+            .insert(id.clone(), state);
+        Ok(())
+    }
+
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
+        if let Some(models) = self.lock().models.get_mut(model_type) {
+            models.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn list_models(
+        &self,
+        model_type: &str,
+        page: Page,
+    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError> {
+        let inner = self.lock();
+        let Some(models) = inner.models.get(model_type) else {
+            return Ok(Vec::new());
+        };
+        let rows = match &page.after {
+            Some(after) => models
+                .range::<EntityId, _>((
+                    std::ops::Bound::Excluded(after),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take(page.limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => models
+                .iter()
+                .take(page.limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        Ok(rows)
+    }
+
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
+        self.lock().models.remove(model_type);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PositionStore for MemoryStore {
+    async fn get_position(&self, handler: &str) -> Result<Position, StoreError> {
+        Ok(self
+            .lock()
+            .positions
+            .get(handler)
+            .copied()
+            .unwrap_or(Position::START))
+    }
+
+    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError> {
+        self.lock().positions.insert(handler.to_owned(), position);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        let mut inner = self.lock();
+        let stream = unit.command.envelope.stream.clone();
+        let message_id = unit.command.envelope.message_id;
+        if let Some(receipt) = inner.receipt(&stream, message_id) {
+            return Ok(receipt);
+        }
+        if inner.last_sequence(&stream) != unit.expected {
+            return Err(StoreError::Conflict {
+                stream,
+                expected: unit.expected,
+            });
+        }
+        let sequence = unit.expected.next();
+        let mut command = unit.command;
+        command.sequence = sequence;
+        let data = inner.streams.entry(stream.clone()).or_default();
+        data.message_ids.insert(message_id, sequence);
+        data.commands.push(command);
+        if let Some(state) = unit.entity {
+            inner.entities.insert(stream.clone(), (sequence, state));
+        }
+        let events = inner.push_events(&stream, sequence, unit.events);
+        inner.push_outbox(unit.outbox);
+        Ok(CommandReceipt {
+            message_id,
+            stream,
+            sequence,
+            events,
+            duplicate: false,
+            retries: 0,
+        })
+    }
+
+    async fn commit_projection(&self, commit: ProjectionCommit) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let current = inner
+            .positions
+            .get(&commit.handler)
+            .copied()
+            .unwrap_or(Position::START);
+        if current != commit.expected {
+            return Err(StoreError::PositionConflict {
+                handler: commit.handler,
+                expected: commit.expected,
+            });
+        }
+        for write in commit.models {
+            let models = inner.models.entry(write.model_type).or_default();
+            match write.state {
+                Some(state) => {
+                    models.insert(write.id, state);
+                }
+                None => {
+                    models.remove(&write.id);
+                }
+            }
+        }
+        inner.push_outbox(commit.outbox);
+        inner.positions.insert(commit.handler, commit.position);
+        Ok(())
+    }
+
+    async fn reset_projection(
+        &self,
+        handler: &str,
+        model_types: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for model_type in model_types {
+            inner.models.remove(*model_type);
+        }
+        inner.positions.remove(handler);
+        Ok(())
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingCommand>, StoreError> {
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .take(limit)
+            .map(|(id, message)| PendingCommand {
+                id: *id,
+                message: message.clone(),
+            })
+            .collect())
+    }
+
+    async fn outbox_remove(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for id in ids {
+            inner.outbox.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn entity_types(&self) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock();
+        let mut types: Vec<String> = inner
+            .streams
+            .iter()
+            .filter(|(_, data)| !data.commands.is_empty())
+            .map(|(stream, _)| stream.entity_type.to_string())
+            .collect();
+        types.sort();
+        types.dedup();
+        Ok(types)
+    }
+
+    async fn stream_ids(&self, entity_type: &str, page: Page) -> Result<Vec<EntityId>, StoreError> {
+        let inner = self.lock();
+        let mut ids: Vec<EntityId> = inner
+            .streams
+            .iter()
+            .filter(|(stream, data)| stream.entity_type == entity_type && !data.commands.is_empty())
+            .map(|(stream, _)| stream.id.clone())
+            .filter(|id| page.after.as_ref().is_none_or(|after| id > after))
+            .collect();
+        ids.sort();
+        ids.truncate(page.limit);
+        Ok(ids)
+    }
+}

@@ -1,0 +1,399 @@
+//! Delivering committed events to views and aggregates, exactly once and in order.
+//!
+//! Each view and aggregate is a subscriber with a stored position in the global event log. A
+//! batch of events is applied and its effects (view model writes, reaction commands) are
+//! committed together with the new position, compare-and-set on the old one. So:
+//! - an event is never applied twice: a second process that projected the same batch first makes
+//!   this commit fail, and this process re-reads from the stored position;
+//! - a crash between applying and committing loses the batch's effects and its position
+//!   together, and the next catch-up applies it again from the stored position.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tracing::{debug_span, error, Instrument};
+
+use crate::aggregate::ReactionContext;
+use crate::error::Error;
+use crate::flow::{take_problems, FlowInner, SourceFlow};
+use crate::message::{CommandReceipt, Position, RecordedEvent};
+use crate::registry::{
+    ComponentKind, ComponentRecord, ErasedComponent, ErasedMessage, Registry, RouteFn, RouteRecord,
+    StateVtable, TypeRecord,
+};
+use crate::store::{ProjectionCommit, StoreError};
+use crate::view::ViewContext;
+
+/// Events read from the log per projection batch.
+const BATCH: usize = 512;
+
+/// A view or aggregate, with its routes indexed by event wire name.
+pub(crate) struct Subscriber {
+    pub(crate) name: &'static str,
+    pub(crate) type_id: TypeId,
+    instance: ErasedComponent,
+    pub(crate) model: Option<StateVtable>,
+    routes: HashMap<&'static str, (TypeRecord, Vec<RouteRecord>)>,
+    pub(crate) background: bool,
+    /// The position this process last committed (`None`: read it from the store). The lock
+    /// serialises this process's batches for the subscriber.
+    position: tokio::sync::Mutex<Option<Position>>,
+}
+
+/// Progress of a long projection ([`SourceFlow::rebuild_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Position reached.
+    pub position: Position,
+    /// Position to reach.
+    pub head: Position,
+    /// Events applied so far in this run.
+    pub applied: u64,
+}
+
+impl Subscriber {
+    pub(crate) fn new(
+        record: &ComponentRecord,
+        instance: ErasedComponent,
+        routes: &[RouteRecord],
+        background: bool,
+    ) -> Result<Self, String> {
+        let registry = Registry::global();
+        let mut by_name: HashMap<&'static str, (TypeRecord, Vec<RouteRecord>)> = HashMap::new();
+        for route in routes {
+            let Some(event) = registry.type_record((route.message)()) else {
+                return Err(format!(
+                    "event {} of {} is not registered",
+                    (route.message_name)(),
+                    record.name
+                ));
+            };
+            by_name
+                .entry(event.name)
+                .or_insert_with(|| (*event, Vec::new()))
+                .1
+                .push(*route);
+        }
+        Ok(Self {
+            name: record.name,
+            type_id: (record.type_id)(),
+            instance,
+            model: record.state.filter(|_| record.kind == ComponentKind::View),
+            routes: by_name,
+            background,
+            position: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Applies every event up to `target` (or the log's head when `None`), reusing the
+    /// just-committed `fresh` events when they are the next ones, so the common path reads
+    /// nothing back from the store.
+    async fn project(
+        &self,
+        flow: &FlowInner,
+        target: Option<Position>,
+        fresh: &[(&RecordedEvent, Option<&ErasedMessage>)],
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<u64, Error> {
+        let mut guard = self.position.lock().await;
+        let mut position = match *guard {
+            Some(p) => p,
+            None => flow.store.get_position(self.name).await?,
+        };
+        let target = match target {
+            Some(t) => t,
+            None => flow.store.head().await?,
+        };
+        let mut applied = 0u64;
+        while position < target {
+            let from_fresh = fresh
+                .iter()
+                .position(|(e, _)| e.position > position)
+                .filter(|&i| fresh[i].0.position.0 == position.0 + 1);
+            let read;
+            let batch: Vec<(&RecordedEvent, Option<&ErasedMessage>)> = match from_fresh {
+                Some(i) => fresh[i..].to_vec(),
+                None => {
+                    read = flow.store.read_all(position, BATCH).await?;
+                    read.iter().map(|e| (e, None)).collect()
+                }
+            };
+            let Some(last) = batch.last().map(|(e, _)| e.position) else {
+                break;
+            };
+            let mut cx = ViewContext::new(flow.store.clone());
+            let mut outbox = Vec::new();
+            for (event, decoded) in &batch {
+                self.apply(flow, event, *decoded, &mut cx, &mut outbox)
+                    .await
+                    .inspect_err(|_| *guard = None)?;
+            }
+            let commit = ProjectionCommit {
+                handler: self.name.to_owned(),
+                expected: position,
+                position: last,
+                models: cx.take_writes().inspect_err(|_| *guard = None)?,
+                outbox,
+            };
+            let has_outbox = !commit.outbox.is_empty();
+            match flow.store.commit_projection(commit).await {
+                Ok(()) => {
+                    if has_outbox {
+                        flow.outbox_dirty.store(true, Ordering::Release);
+                    }
+                    applied += batch.len() as u64;
+                    flow.counters
+                        .events_projected
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    position = last;
+                    progress(Progress {
+                        position,
+                        head: target,
+                        applied,
+                    });
+                }
+                Err(StoreError::PositionConflict { .. }) => {
+                    // Another process applied these events first: continue from where it got.
+                    cx.discard();
+                    position = flow.store.get_position(self.name).await?;
+                }
+                Err(e) => {
+                    *guard = None;
+                    return Err(e.into());
+                }
+            }
+        }
+        *guard = Some(position);
+        Ok(applied)
+    }
+
+    async fn apply(
+        &self,
+        flow: &FlowInner,
+        event: &RecordedEvent,
+        decoded: Option<&ErasedMessage>,
+        cx: &mut ViewContext,
+        outbox: &mut Vec<crate::store::OutboxMessage>,
+    ) -> Result<(), Error> {
+        let Some((record, routes)) = self.routes.get(&*event.envelope.name) else {
+            return Ok(());
+        };
+        let owned;
+        let message: &ErasedMessage = match decoded {
+            Some(message) => message,
+            None => {
+                owned = (record.decode)(&event.payload).map_err(|source| Error::Decode {
+                    name: event.envelope.name.to_string(),
+                    stream: event.envelope.stream.to_string(),
+                    sequence: event.sequence.0,
+                    source,
+                })?;
+                &owned
+            }
+        };
+        let meta = event.meta();
+        for route in routes {
+            match route.call {
+                RouteFn::Project(project) => {
+                    cx.set_meta(meta.clone());
+                    project(&*self.instance, &**message, &meta, cx).await?;
+                }
+                RouteFn::React(react) => {
+                    let mut rcx =
+                        ReactionContext::new(meta.clone(), self.name, flow.streams.clone());
+                    rcx.method = route.method;
+                    react(&*self.instance, &**message, &mut rcx).await?;
+                    take_problems(&mut rcx.problems)?;
+                    outbox.append(&mut rcx.outbox);
+                }
+                RouteFn::Handle(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SourceFlow {
+    /// Delivers a command's events to the in-process views and aggregates before `send`
+    /// returns. A failing view is logged and left for the next catch-up: the command itself is
+    /// committed and its receipt stands.
+    pub(crate) async fn project_after_commit(
+        &self,
+        receipt: &CommandReceipt,
+        decoded: Vec<ErasedMessage>,
+    ) {
+        let Some(target) = receipt.events.last().map(|e| e.position) else {
+            return;
+        };
+        let fresh: Vec<(&RecordedEvent, Option<&ErasedMessage>)> = receipt
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e, decoded.get(i)))
+            .collect();
+        let mut any_background = false;
+        for subscriber in &self.inner.subscribers {
+            if subscriber.background {
+                any_background = true;
+                continue;
+            }
+            let span = debug_span!("sourceflow.project", handler = subscriber.name);
+            if let Err(e) = subscriber
+                .project(&self.inner, Some(target), &fresh, &mut |_| {})
+                .instrument(span)
+                .await
+            {
+                error!(handler = subscriber.name, error = %e, "projection failed; catch_up will retry");
+                metrics::counter!("sourceflow.projection.failed").increment(1);
+            }
+        }
+        if any_background {
+            self.inner.background.notify_one();
+        }
+    }
+
+    /// Brings every view and aggregate up to the log's current head: finishes what a crash
+    /// interrupted, applies what other processes committed, and waits for background views.
+    ///
+    /// # Errors
+    /// The first failure of a projection ([`Error::Decode`], [`Error::Store`], or a handler's
+    /// error); the other subscribers are still caught up.
+    pub async fn catch_up(&self) -> Result<(), Error> {
+        let mut first_error = None;
+        for subscriber in &self.inner.subscribers {
+            if let Err(e) = subscriber
+                .project(&self.inner, None, &[], &mut |_| {})
+                .await
+            {
+                error!(handler = subscriber.name, error = %e, "catch-up failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        self.drain_outbox().await;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Clears view `V`'s models and position and re-projects the whole event log into it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `V` is not a view of this flow; projection errors as
+    /// [`catch_up`](Self::catch_up).
+    pub async fn rebuild<V: 'static>(&self) -> Result<u64, Error> {
+        self.rebuild_with::<V>(|_| {}).await
+    }
+
+    /// [`rebuild`](Self::rebuild), reporting progress after every batch.
+    ///
+    /// # Errors
+    /// As [`rebuild`](Self::rebuild).
+    pub async fn rebuild_with<V: 'static>(
+        &self,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<u64, Error> {
+        let Some(subscriber) = self
+            .inner
+            .subscribers
+            .iter()
+            .find(|s| s.type_id == TypeId::of::<V>())
+        else {
+            return Err(Error::Config(vec![format!(
+                "{} is not a view of this flow",
+                std::any::type_name::<V>()
+            )]));
+        };
+        let models: Vec<&str> = subscriber.model.iter().map(|m| m.name).collect();
+        {
+            let mut guard = subscriber.position.lock().await;
+            self.inner
+                .store
+                .reset_projection(subscriber.name, &models)
+                .await?;
+            *guard = Some(Position::START);
+        }
+        subscriber
+            .project(&self.inner, None, &[], &mut progress)
+            .await
+    }
+
+    /// A stream of every recorded event after `from`, in global order: first what the log
+    /// holds, then new commits as they happen (in this process immediately, from other
+    /// processes within a poll interval). It never skips an event and never ends on its own.
+    ///
+    /// ```
+    /// # use sourceflow::prelude::*;
+    /// # async fn demo(flow: SourceFlow) -> Result<(), Error> {
+    /// use futures_util::StreamExt;
+    /// let mut events = std::pin::pin!(flow.subscribe(Position::START));
+    /// while let Some(event) = events.next().await {
+    ///     let event = event?;
+    ///     println!("{} {} at {}", event.position, event.envelope.name, event.envelope.stream);
+    /// #   break;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self, from: Position) -> impl Stream<Item = Result<RecordedEvent, Error>> {
+        struct State {
+            flow: SourceFlow,
+            position: Position,
+            buffer: std::collections::VecDeque<RecordedEvent>,
+            head: tokio::sync::watch::Receiver<Position>,
+        }
+        let state = State {
+            head: self.inner.head.subscribe(),
+            flow: self.clone(),
+            position: from,
+            buffer: Default::default(),
+        };
+        futures_util::stream::unfold(state, |mut state| async move {
+            loop {
+                if let Some(event) = state.buffer.pop_front() {
+                    state.position = event.position;
+                    return Some((Ok(event), state));
+                }
+                match state.flow.inner.store.read_all(state.position, BATCH).await {
+                    Ok(events) if !events.is_empty() => state.buffer.extend(events),
+                    Ok(_) => {
+                        // Wake on a local commit, or poll for other processes' commits.
+                        state.head.mark_unchanged();
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(200), state.head.changed())
+                                .await;
+                    }
+                    Err(e) => return Some((Err(e.into()), state)),
+                }
+            }
+        })
+    }
+
+    /// Starts the task that projects background views, if there are any.
+    pub(crate) fn start_background(&self) {
+        if !self.inner.subscribers.iter().any(|s| s.background) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<FlowInner> = Arc::downgrade(&self.inner);
+        let wake = self.inner.background.clone();
+        runtime.spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                for subscriber in inner.subscribers.iter().filter(|s| s.background) {
+                    if let Err(e) = subscriber.project(&inner, None, &[], &mut |_| {}).await {
+                        error!(handler = subscriber.name, error = %e, "background projection failed");
+                    }
+                }
+                let flow = SourceFlow { inner };
+                flow.drain_outbox().await;
+                // Only the weak handle survives the wait, so dropping the flow ends the task.
+                drop(flow);
+                // Poll too, so commits of other processes are picked up.
+                let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
+            }
+        });
+    }
+}
