@@ -1,1 +1,4 @@
-//! placeholder
+//! Shared test code: runtime scenarios and the store conformance suite, written once and run
+//! against every backend.
+
+pub mod scenarios;
