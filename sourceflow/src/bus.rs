@@ -131,3 +131,21 @@ impl RetryPolicy {
         Duration::from_nanos(fastrand::u64(0..=nanos))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_stay_within_the_exponential_bound() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(8),
+        };
+        for retry in 1..=40 {
+            let bound = Duration::from_millis(1 << (retry - 1).min(3));
+            assert!(policy.delay(retry) <= bound, "retry {retry}");
+        }
+    }
+}

@@ -89,3 +89,23 @@ pub trait Validate {
     /// Adds every problem found to `violations`.
     fn validate(&self, violations: &mut Violations);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_every_problem_with_its_field() {
+        let mut v = Violations {
+            message: "shop.AddItem".into(),
+            ..Violations::default()
+        };
+        v.check(true, "quantity", "must be at least 1")
+            .check(false, "sku", "never shown")
+            .add("", "the order is closed");
+        assert_eq!(
+            v.to_string(),
+            "shop.AddItem: quantity: must be at least 1; the order is closed"
+        );
+    }
+}

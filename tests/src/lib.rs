@@ -1,4 +1,5 @@
 //! Shared test code: runtime scenarios and the store conformance suite, written once and run
 //! against every backend.
 
+pub mod backends;
 pub mod scenarios;

@@ -409,11 +409,11 @@ pub async fn resent_message_id_runs_once(store: Arc<dyn Store>) {
 
 /// Instantiates every runtime scenario as a `#[tokio::test]` for one backend.
 ///
-/// `$factory` is an expression of type `impl Future<Output = Option<Arc<dyn Store>>>`;
+/// `$factory` is a path to an async fn returning `Option<Backend>` (see [`crate::backends`]);
 /// `None` skips the test (a backend that is not configured on this machine).
 #[macro_export]
 macro_rules! runtime_suite {
-    ($factory:expr) => {
+    ($factory:path) => {
         $crate::runtime_suite!(@tests $factory;
             end_to_end_chain,
             contention_on_one_stream,
@@ -431,15 +431,16 @@ macro_rules! runtime_suite {
             admin_listing,
         );
     };
-    (@tests $factory:expr; $($name:ident),* $(,)?) => {
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let Some(store) = $factory.await else {
-                    eprintln!("skipped: backend not configured");
+                let Some(backend) = $factory().await else {
+                    eprintln!("skipped: backend not configured (set SOURCEFLOW_PG_URL)");
                     return;
                 };
-                $crate::scenarios::$name(store).await;
+                $crate::scenarios::$name(backend.store.clone()).await;
+                backend.finish().await;
             }
         )*
     };

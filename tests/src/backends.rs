@@ -1,0 +1,77 @@
+//! Fresh, isolated stores for the suites: in memory, on a temporary SQLite file, and in a
+//! schema of its own on the Postgres at `SOURCEFLOW_PG_URL` (dropped when the test ends).
+
+use std::sync::Arc;
+
+use sourceflow::store::Store;
+use sourceflow::MemoryStore;
+
+/// A store under test and what to clean up after it.
+pub struct Backend {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<(String, String)>,
+}
+
+impl Backend {
+    /// Releases the backend: drops the Postgres schema, deletes the SQLite file.
+    pub async fn finish(self) {
+        if let Some((url, schema)) = &self.schema {
+            drop_schema(url, schema).await;
+        }
+    }
+}
+
+/// A fresh `MemoryStore`.
+pub async fn memory() -> Option<Backend> {
+    Some(Backend {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+        schema: None,
+    })
+}
+
+/// A `SqliteStore` on a new file in a temporary directory.
+pub async fn sqlite_file() -> Option<Backend> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = sourceflow_sqlx::SqliteStore::open(dir.path().join("test.db"))
+        .await
+        .expect("open a SQLite file");
+    Some(Backend {
+        store: Arc::new(store),
+        _dir: Some(dir),
+        schema: None,
+    })
+}
+
+/// A `PostgresStore` in a new schema, or `None` when `SOURCEFLOW_PG_URL` is not set.
+pub async fn postgres() -> Option<Backend> {
+    let url = std::env::var("SOURCEFLOW_PG_URL").ok()?;
+    let schema = format!("sf_test_{}", uuid::Uuid::new_v4().simple());
+    let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema)
+        .await
+        .expect("connect to SOURCEFLOW_PG_URL");
+    Some(Backend {
+        store: Arc::new(store),
+        _dir: None,
+        schema: Some((url, schema)),
+    })
+}
+
+/// Drops a test schema (names are generated here, so they are plain identifiers).
+pub async fn drop_schema(url: &str, schema: &str) {
+    if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return;
+    }
+    if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+    {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+    }
+}

@@ -1,0 +1,87 @@
+//! A load process for the multi-process and crash tests: sends commands against a shared
+//! database and prints its progress, one line per committed command.
+//!
+//! ```text
+//! sf-load <sqlite:PATH | postgres:URL#SCHEMA> tally <id> <count>
+//! sf-load <sqlite:PATH | postgres:URL#SCHEMA> bank <prefix> <accounts>
+//! ```
+//! `tally` adds 1 to one tally `count` times (contention across processes); `bank` opens
+//! accounts, deposits and overdraws each (so every account triggers a reaction and a
+//! follow-up command through the outbox).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bank::{Deposit, OpenAccount, Withdraw};
+use sourceflow::prelude::*;
+use sourceflow::store::Store;
+use sourceflow_tests::scenarios::Add;
+
+async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        let store = sourceflow_sqlx::SqliteStore::open(path)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Arc::new(store));
+    }
+    if let Some(rest) = spec.strip_prefix("postgres:") {
+        let (url, schema) = rest.rsplit_once('#').ok_or("postgres:URL#SCHEMA")?;
+        let store = sourceflow_sqlx::PostgresStore::connect_with_schema(url, schema)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Arc::new(store));
+    }
+    Err(format!("unknown store {spec:?}"))
+}
+
+async fn run(args: &[String]) -> Result<(), String> {
+    let [spec, mode, key, count] = args else {
+        return Err("usage: sf-load STORE (tally|bank) KEY COUNT".to_owned());
+    };
+    let count: u64 = count.parse().map_err(|_| "COUNT must be a number")?;
+    let flow = SourceFlow::builder()
+        .shared_store(open_store(spec).await?)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    match mode.as_str() {
+        "tally" => {
+            for i in 1..=count {
+                flow.send(key.as_str(), Add { n: 1 })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("committed {i}");
+            }
+        }
+        "bank" => {
+            for i in 1..=count {
+                let id = EntityId::from(format!("{key}-{i}"));
+                let owner = format!("owner {i}");
+                flow.send(&id, OpenAccount { owner, overdraft_limit: 1_000 })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                flow.send(&id, Deposit { amount: 100 })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                flow.send(&id, Withdraw { amount: 150 })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("committed {i}");
+            }
+        }
+        other => return Err(format!("unknown mode {other:?}")),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sf-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Real OS processes sharing one database: concurrent writers, and a writer killed with
+//! SIGKILL in the middle of a load.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use bank::{Account, AccountBalance, BalanceView, FeeCharged, Overdrawn, OVERDRAFT_FEE};
+use sourceflow::prelude::*;
+use sourceflow::store::{Page, Store};
+use sourceflow::Verification;
+use sourceflow_tests::scenarios::{Tally, TallyModel};
+
+const LOAD: &str = env!("CARGO_BIN_EXE_sf-load");
+
+/// A database both processes can reach, and the store of this (checking) process.
+struct Shared {
+    spec: String,
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    cleanup: Option<(String, String)>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = self.cleanup.take() {
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| rt.block_on(sourceflow_tests::backends::drop_schema(&url, &schema)))
+            })
+            .join();
+        }
+    }
+}
+
+async fn sqlite() -> Shared {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let store = sourceflow_sqlx::SqliteStore::open(&path).await.unwrap();
+    Shared {
+        spec: format!("sqlite:{}", path.display()),
+        store: Arc::new(store),
+        _dir: Some(dir),
+        cleanup: None,
+    }
+}
+
+async fn postgres() -> Option<Shared> {
+    let url = std::env::var("SOURCEFLOW_PG_URL").ok()?;
+    let schema = format!("sf_proc_{}", uuid::Uuid::new_v4().simple());
+    let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema)
+        .await
+        .unwrap();
+    Some(Shared {
+        spec: format!("postgres:{url}#{schema}"),
+        store: Arc::new(store),
+        _dir: None,
+        cleanup: Some((url, schema)),
+    })
+}
+
+fn spawn(spec: &str, mode: &str, key: &str, count: u64) -> std::process::Child {
+    Command::new(LOAD)
+        .args([spec, mode, key, &count.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sf-load")
+}
+
+async fn two_writers_one_account(shared: Shared) {
+    let children: Vec<_> = (0..2)
+        .map(|_| spawn(&shared.spec, "tally", "shared", 1_000))
+        .collect();
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.status.success(), "a writer failed: {:?}", out.status);
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(lines, 1_000, "every send returned Ok");
+    }
+    let store = shared.store.clone();
+    let flow = SourceFlow::builder()
+        .shared_store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let stream = StreamId::of::<Tally>("shared");
+    assert_eq!(store.last_sequence(&stream).await.unwrap(), Sequence(2_000));
+    let commands = store.load_commands(&stream, Sequence(1), None).await.unwrap();
+    assert_eq!(commands.len(), 2_000, "dense: no gap reported");
+    let tally: Tally = flow.replay("shared").await.unwrap();
+    assert_eq!(tally, Tally { total: 2_000, count: 2_000 });
+    let model: TallyModel = flow.view_model("shared").await.unwrap().unwrap();
+    assert_eq!(model, TallyModel { applied: 2_000, total: 2_000 });
+}
+
+async fn writer_killed_mid_load(shared: Shared) {
+    let mut child = spawn(&shared.spec, "bank", "acct", 100_000);
+    let stdout = child.stdout.take().unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut n = 0;
+        while n < 25 {
+            match lines.next() {
+                Some(Ok(_)) => n += 1,
+                _ => break,
+            }
+        }
+        n
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, 25, "the writer made progress before the kill");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    // Restart: build() finishes the projections and drains the outbox.
+    let store = shared.store.clone();
+    let flow = SourceFlow::builder()
+        .shared_store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut accounts = Vec::new();
+    let mut page = Page::first(100);
+    loop {
+        let ids = flow.stream_ids("bank.Account", page.clone()).await.unwrap();
+        let Some(last) = ids.last().cloned() else { break };
+        accounts.extend(ids);
+        page.after = Some(last);
+    }
+    assert!(accounts.len() >= 25, "every acknowledged account is there: {}", accounts.len());
+    for id in &accounts {
+        let stream = StreamId::of::<Account>(id);
+        // Nothing half-committed: each command has exactly its events, and the stored state
+        // is what the log replays to.
+        let verification = flow.verify::<Account>(id).await.unwrap();
+        assert!(
+            matches!(verification, Verification::Consistent { .. }),
+            "{id}: {verification:?}"
+        );
+        let events = store.read_stream(&stream, Sequence(1)).await.unwrap();
+        let overdrawn = events.iter().filter(|e| e.decode::<Overdrawn>().is_ok()).count();
+        let fees = events.iter().filter(|e| e.decode::<FeeCharged>().is_ok()).count();
+        assert_eq!(fees, overdrawn, "{id}: one fee per overdraft, none lost, none doubled");
+        let account: Account = flow.replay(id).await.unwrap();
+        let view: AccountBalance = flow.view_model(id).await.unwrap().unwrap_or_default();
+        assert_eq!(view.balance, account.balance, "{id}: the view caught up");
+        if overdrawn == 1 {
+            assert_eq!(account.balance, -50 - OVERDRAFT_FEE);
+        }
+    }
+    assert!(store.outbox_pending(10).await.unwrap().is_empty(), "outbox drained");
+    let head = store.head().await.unwrap();
+    assert_eq!(store.get_position("BalanceView").await.unwrap(), head);
+    // And the view equals a rebuild from the log.
+    let before: Vec<Option<AccountBalance>> = {
+        let mut v = Vec::new();
+        for id in &accounts {
+            v.push(flow.view_model(id).await.unwrap());
+        }
+        v
+    };
+    flow.rebuild::<BalanceView>().await.unwrap();
+    for (id, before) in accounts.iter().zip(before) {
+        assert_eq!(flow.view_model::<AccountBalance>(id).await.unwrap(), before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_processes_one_account() {
+    two_writers_one_account(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_processes_one_account() {
+    let Some(shared) = postgres().await else {
+        eprintln!("skipped: SOURCEFLOW_PG_URL not set");
+        return;
+    };
+    two_writers_one_account(shared).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writer_killed_mid_load() {
+    writer_killed_mid_load(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writer_killed_mid_load() {
+    let Some(shared) = postgres().await else {
+        eprintln!("skipped: SOURCEFLOW_PG_URL not set");
+        return;
+    };
+    writer_killed_mid_load(shared).await;
+}
