@@ -39,9 +39,32 @@ pub(crate) struct Subscriber {
     pub(crate) model: Option<StateVtable>,
     routes: HashMap<&'static str, (TypeRecord, Vec<RouteRecord>)>,
     pub(crate) background: bool,
-    /// The position this process last committed (`None`: read it from the store). The lock
-    /// serialises this process's batches for the subscriber.
-    position: tokio::sync::Mutex<Option<Position>>,
+    /// Where this process is (`None`: read it from the store). The lock serialises this
+    /// process's batches for the subscriber.
+    position: tokio::sync::Mutex<Option<Cursor>>,
+}
+
+/// Events a subscriber may pass over without recording its position, when none of them
+/// concerns it.
+const LAZY_SPAN: u64 = 1_000;
+
+/// A subscriber's place in the log.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    /// The position committed in the store (the compare-and-set value).
+    stored: Position,
+    /// The last event passed in this process (`>= stored`; the gap holds only events that
+    /// concern the subscriber not).
+    applied: Position,
+}
+
+impl Cursor {
+    fn at(position: Position) -> Self {
+        Self {
+            stored: position,
+            applied: position,
+        }
+    }
 }
 
 /// Progress of a long projection ([`SourceFlow::rebuild_with`]).
@@ -97,19 +120,21 @@ impl Subscriber {
         flow: &FlowInner,
         target: Option<Position>,
         fresh: &[(&RecordedEvent, Option<&ErasedMessage>)],
+        persist: bool,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<u64, Error> {
         let mut guard = self.position.lock().await;
-        let mut position = match *guard {
-            Some(p) => p,
-            None => flow.store.get_position(self.name).await?,
+        let mut cursor = match *guard {
+            Some(cursor) => cursor,
+            None => Cursor::at(flow.store.get_position(self.name).await?),
         };
         let target = match target {
             Some(t) => t,
             None => flow.store.head().await?,
         };
         let mut applied = 0u64;
-        while position < target {
+        while cursor.applied < target {
+            let position = cursor.applied;
             let from_fresh = fresh
                 .iter()
                 .position(|(e, _)| e.position > position)
@@ -132,11 +157,26 @@ impl Subscriber {
                     .await
                     .inspect_err(|_| *guard = None)?;
             }
+            let models = cx.take_writes().inspect_err(|_| *guard = None)?;
+            let passed = batch.len() as u64;
+            if models.is_empty() && outbox.is_empty() && last.0 - cursor.stored.0 < LAZY_SPAN {
+                // Nothing this subscriber cares about: no effect to make exactly-once, so the
+                // stored position may lag; re-reading these events after a crash changes
+                // nothing. Saves a write per command for subscribers of other events.
+                cursor.applied = last;
+                applied += passed;
+                progress(Progress {
+                    position: last,
+                    head: target,
+                    applied,
+                });
+                continue;
+            }
             let commit = ProjectionCommit {
                 handler: self.name.to_owned(),
-                expected: position,
+                expected: cursor.stored,
                 position: last,
-                models: cx.take_writes().inspect_err(|_| *guard = None)?,
+                models,
                 outbox,
             };
             let has_outbox = !commit.outbox.is_empty();
@@ -145,13 +185,13 @@ impl Subscriber {
                     if has_outbox {
                         flow.outbox_dirty.store(true, Ordering::Release);
                     }
-                    applied += batch.len() as u64;
+                    applied += passed;
                     flow.counters
                         .events_projected
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    position = last;
+                        .fetch_add(passed, Ordering::Relaxed);
+                    cursor = Cursor::at(last);
                     progress(Progress {
-                        position,
+                        position: last,
                         head: target,
                         applied,
                     });
@@ -159,7 +199,7 @@ impl Subscriber {
                 Err(StoreError::PositionConflict { .. }) => {
                     // Another process applied these events first: continue from where it got.
                     cx.discard();
-                    position = flow.store.get_position(self.name).await?;
+                    cursor = Cursor::at(flow.store.get_position(self.name).await?);
                 }
                 Err(e) => {
                     *guard = None;
@@ -167,7 +207,31 @@ impl Subscriber {
                 }
             }
         }
-        *guard = Some(position);
+        if persist && cursor.applied > cursor.stored {
+            let commit = ProjectionCommit {
+                handler: self.name.to_owned(),
+                expected: cursor.stored,
+                position: cursor.applied,
+                models: Vec::new(),
+                outbox: Vec::new(),
+            };
+            match flow.store.commit_projection(commit).await {
+                Ok(()) => cursor.stored = cursor.applied,
+                Err(StoreError::PositionConflict { .. }) => {
+                    cursor = Cursor::at(flow.store.get_position(self.name).await?);
+                }
+                Err(e) => {
+                    *guard = None;
+                    return Err(e.into());
+                }
+            }
+        }
+        *guard = Some(cursor);
+        progress(Progress {
+            position: cursor.applied,
+            head: target,
+            applied,
+        });
         Ok(applied)
     }
 
@@ -243,7 +307,7 @@ impl SourceFlow {
             }
             let span = debug_span!("sourceflow.project", handler = subscriber.name);
             if let Err(e) = subscriber
-                .project(&self.inner, Some(target), &fresh, &mut |_| {})
+                .project(&self.inner, Some(target), &fresh, false, &mut |_| {})
                 .instrument(span)
                 .await
             {
@@ -266,7 +330,7 @@ impl SourceFlow {
         let mut first_error = None;
         for subscriber in &self.inner.subscribers {
             if let Err(e) = subscriber
-                .project(&self.inner, None, &[], &mut |_| {})
+                .project(&self.inner, None, &[], true, &mut |_| {})
                 .await
             {
                 error!(handler = subscriber.name, error = %e, "catch-up failed");
@@ -312,10 +376,10 @@ impl SourceFlow {
                 .store
                 .reset_projection(subscriber.name, &models)
                 .await?;
-            *guard = Some(Position::START);
+            *guard = Some(Cursor::at(Position::START));
         }
         subscriber
-            .project(&self.inner, None, &[], &mut progress)
+            .project(&self.inner, None, &[], true, &mut progress)
             .await
     }
 
@@ -383,7 +447,7 @@ impl SourceFlow {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 for subscriber in inner.subscribers.iter().filter(|s| s.background) {
-                    if let Err(e) = subscriber.project(&inner, None, &[], &mut |_| {}).await {
+                    if let Err(e) = subscriber.project(&inner, None, &[], false, &mut |_| {}).await {
                         error!(handler = subscriber.name, error = %e, "background projection failed");
                     }
                 }
