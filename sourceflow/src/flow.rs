@@ -12,6 +12,7 @@ use tracing::{debug_span, error, warn, Instrument};
 use uuid::Uuid;
 
 use crate::bus::{CommandDispatcher, OutgoingCommand, RetryPolicy, SendOptions};
+use crate::cache::EntityCache;
 use crate::error::Error;
 use crate::message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Position, RecordedEvent, Sequence,
@@ -73,6 +74,7 @@ pub(crate) struct FlowInner {
     pub(crate) drain_lock: tokio::sync::Mutex<()>,
     pub(crate) drain_outbox: bool,
     pub(crate) background: Arc<tokio::sync::Notify>,
+    pub(crate) entities: EntityCache,
 }
 
 /// The running application: send commands, read view models, replay and rebuild.
@@ -446,6 +448,9 @@ impl SourceFlow {
                         return Ok((receipt, Vec::new()));
                     }
                     receipt.retries = attempt - 1;
+                    if let Some(state) = state {
+                        inner.entities.put(stream, receipt.sequence, state);
+                    }
                     if has_outbox {
                         inner.outbox_dirty.store(true, Ordering::Release);
                     }
@@ -454,6 +459,7 @@ impl SourceFlow {
                     return Ok((receipt, decoded));
                 }
                 Err(StoreError::Conflict { .. }) => {
+                    inner.entities.remove(stream);
                     inner
                         .counters
                         .conflicts_retried
@@ -485,6 +491,11 @@ impl SourceFlow {
         let Some(vtable) = route.state else {
             return Ok((store.last_sequence(stream).await?, None));
         };
+        if trust_cache {
+            if let Some(hit) = self.inner.entities.get(stream, &vtable) {
+                return Ok((hit.0, Some(hit.1)));
+            }
+        }
         let cached = store.get_entity(stream).await?;
         let last = match (&cached, trust_cache) {
             // The unit of work saves the state with the command, so a stored version is the
@@ -909,7 +920,6 @@ fn compare_events(
 }
 
 /// Configures and validates a [`SourceFlow`].
-#[derive(Default)]
 pub struct Builder {
     store: Option<Arc<dyn Store>>,
     instances: Vec<(TypeId, ComponentKind, &'static str, ErasedComponent)>,
@@ -918,6 +928,22 @@ pub struct Builder {
     no_discovery: bool,
     keep_outbox: bool,
     background: HashSet<TypeId>,
+    entity_cache: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            store: None,
+            instances: Vec::new(),
+            dispatchers: Vec::new(),
+            retry: RetryPolicy::default(),
+            no_discovery: false,
+            keep_outbox: false,
+            background: HashSet::new(),
+            entity_cache: 10_000,
+        }
+    }
 }
 
 impl Builder {
@@ -970,6 +996,14 @@ impl Builder {
     /// Adds a dispatcher offered every command before the local one (a remote transport).
     pub fn dispatcher(mut self, dispatcher: impl CommandDispatcher) -> Self {
         self.dispatchers.push(Arc::new(dispatcher));
+        self
+    }
+
+    /// How many entity states this process keeps in memory between commands (default
+    /// 10,000; 0 disables the cache). A cached state is checked by the commit's expected
+    /// sequence, so a write from another process is never missed, only costs a retry.
+    pub fn entity_cache(mut self, capacity: usize) -> Self {
+        self.entity_cache = capacity;
         self
     }
 
@@ -1201,6 +1235,7 @@ impl Builder {
                 drain_lock: tokio::sync::Mutex::new(()),
                 drain_outbox: !self.keep_outbox,
                 background: Arc::new(tokio::sync::Notify::new()),
+                entities: EntityCache::new(self.entity_cache),
             }),
         };
         flow.catch_up().await?;

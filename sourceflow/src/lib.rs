@@ -91,6 +91,7 @@
 
 pub mod aggregate;
 pub mod bus;
+mod cache;
 pub mod error;
 mod flow;
 pub mod message;

@@ -1,0 +1,66 @@
+//! The in-process entity cache: the state each stream had after this process's last commit.
+//!
+//! A hit saves the store read and the JSON decode on the hot path. It is never trusted blindly:
+//! the commit still checks the expected sequence, so a state made stale by another process
+//! shows up as a concurrency conflict, the entry is dropped and the handler re-runs on the
+//! stored state.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::message::{Sequence, StreamId};
+use crate::registry::{ErasedState, StateVtable};
+
+pub(crate) struct EntityCache {
+    capacity: usize,
+    entries: Mutex<HashMap<StreamId, (Sequence, ErasedState)>>,
+}
+
+impl EntityCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, (Sequence, ErasedState)>> {
+        // Entries are replaced whole, so a panic elsewhere cannot leave one half-written.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the cached state of `stream`, if any.
+    pub(crate) fn get(
+        &self,
+        stream: &StreamId,
+        vtable: &StateVtable,
+    ) -> Option<(Sequence, ErasedState)> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let entries = self.lock();
+        let (version, state) = entries.get(stream)?;
+        if (vtable.type_id)() != state.as_ref().type_id() {
+            return None;
+        }
+        Some((*version, (vtable.clone)(state.as_ref())))
+    }
+
+    pub(crate) fn put(&self, stream: &StreamId, version: Sequence, state: ErasedState) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity && !entries.contains_key(stream) {
+            // Crude but bounded: the cache only saves reads, starting over is always correct.
+            entries.clear();
+        }
+        entries.insert(stream.clone(), (version, state));
+    }
+
+    pub(crate) fn remove(&self, stream: &StreamId) {
+        if self.capacity > 0 {
+            self.lock().remove(stream);
+        }
+    }
+}
