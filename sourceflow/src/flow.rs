@@ -244,13 +244,8 @@ impl SourceFlow {
                 message: C::NAME.to_owned(),
             });
         };
-        let mut violations = Violations::default();
-        command.validate_message(&mut violations);
-        if !violations.is_empty() {
-            violations.message = C::NAME.to_owned();
-            self.inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::Invalid(violations));
-        }
+        // Validation runs in the pipeline (`execute`), the one place every command passes:
+        // sent here, drained from the outbox, or received from a remote transport.
         let stream = StreamId::new(entity_type, id);
         let payload = serde_json::to_vec(&command).map_err(|source| Error::Decode {
             name: C::NAME.to_owned(),
