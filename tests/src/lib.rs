@@ -2,4 +2,5 @@
 //! against every backend.
 
 pub mod backends;
+pub mod conformance;
 pub mod scenarios;

@@ -1,0 +1,1367 @@
+//! The Postgres store: several processes sharing one database, JSONB payloads, a pool.
+//!
+//! # One round trip per command
+//! A unit of work is one call of the `sf_commit` function (created by the migration): the
+//! duplicate check, the optimistic command append, the entity state, the outbox and the events
+//! run inside the server in the call's own transaction. sqlx prepares each statement once per
+//! connection, and the pool does not ping connections before handing them out.
+//!
+//! # Positions become visible in order (serialised appends)
+//! A sequence hands out positions in allocation order, but transactions commit in any order: a
+//! transaction that took position 10 may commit after one that took 11, and a catch-up reader
+//! that saw 11 would then never read 10. To rule this out, every transaction that inserts
+//! events first takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`), held until
+//! it commits. Positions are therefore allocated and committed one transaction at a time, in
+//! lock order, and a reader can never observe a position before a lower one that is still to
+//! commit.
+//!
+//! The trade-off: appends of events are serialised across the database (per schema: the lock
+//! key is derived from the schema name). The lock is taken as late as possible (after the
+//! command, entity and outbox writes, right before the event rows) so only the event inserts and
+//! the commit itself are serialised; commands on different streams still run their checks and
+//! writes concurrently. Throughput of event-producing commits is bounded by one commit (one WAL
+//! flush) at a time. A transaction-id snapshot rule (readers hold back until older transactions
+//! finish) would avoid the lock at the cost of more complex and laggier reads.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Timelike, Utc};
+use sourceflow::message::{NewEvent, StoredCommand};
+use sourceflow::store::{
+    CommandLog, EntityStore, EventLog, OutboxMessage, Page, PendingCommand, PositionStore,
+    ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+};
+use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, Executor, Postgres, Row};
+use uuid::Uuid;
+
+use crate::retry::{classify, is_unique_violation, Backoff, Dialect};
+use crate::sql::{
+    check_dense, corrupt, db_int, db_limit, from_db, last_writes, payload_text, CommandRow,
+    EnvelopeParts, EventRow,
+};
+
+/// The Postgres migrations, applied by [`PostgresStore::connect`] and
+/// [`PostgresStore::from_pool`].
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Why a store could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Schema names are spliced into `CREATE SCHEMA` and `search_path`, so only plain
+    /// identifiers are accepted.
+    #[error("invalid schema name {0:?}: use 1 to 63 ASCII letters, digits or underscores, not starting with a digit")]
+    InvalidSchema(String),
+    /// The connection's `search_path` names no existing schema.
+    #[error("the connection has no current schema (check search_path)")]
+    NoSchema,
+}
+
+/// True for a name usable as an unquoted Postgres identifier (and so safe to splice).
+pub fn is_valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Options for connecting a [`PostgresStore`]; start from [`PostgresStore::builder`].
+#[derive(Clone, Debug)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: Option<String>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    backoff: Backoff,
+}
+
+impl PostgresStoreBuilder {
+    /// Keep the tables in `schema`, created if missing: every pooled connection gets
+    /// `search_path = schema`. Validated as an identifier.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Pool size (default 10).
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// How long to wait for a pooled connection before a transient error (default 30 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Retry policy for transient faults (serialization failures, deadlocks, dropped
+    /// connections, server restarts).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Connects, creates the schema if one was given, and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] for a bad URL or schema name, a refused connection or a failed
+    /// migration; [`StoreError::Transient`] if the server stays unreachable.
+    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        let mut options = PgConnectOptions::from_str(&self.url).map_err(backend)?;
+        if let Some(schema) = &self.schema {
+            if !is_valid_schema_name(schema) {
+                return Err(backend(ConfigError::InvalidSchema(schema.clone())));
+            }
+            create_schema(&options, schema, &self.backoff).await?;
+            // A startup parameter: set once per connection, no extra round trip.
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            // A ping per checkout would double the round trips; broken connections surface as
+            // I/O errors, which are retried.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        PostgresStore::open(pool, self.backoff).await
+    }
+}
+
+async fn create_schema(
+    options: &PgConnectOptions,
+    schema: &str,
+    backoff: &Backoff,
+) -> Result<(), StoreError> {
+    backoff
+        .run("postgres.create_schema", || async move {
+            let mut connection = options.connect().await.map_err(db_err)?;
+            // The name is a validated identifier; DDL cannot take it as a parameter.
+            let created = connection
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str())
+                .await;
+            let _ = connection.close().await;
+            match created {
+                Ok(_) => Ok(()),
+                // Two connections creating the same schema at once: the loser sees a unique
+                // violation on pg_namespace, and the schema exists.
+                Err(e) if is_unique_violation(&e) => Ok(()),
+                Err(e) => Err(db_err(e)),
+            }
+        })
+        .await
+}
+
+/// The Postgres store: one shared log for many processes, JSONB payloads, a connection pool.
+///
+/// Cheap to clone (clones share the pool). See the [module docs](self) for how commits take
+/// one round trip and how positions become visible in order.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    lock_key: i64,
+    schema: String,
+    backoff: Backoff,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("lock_key", &self.lock_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (e.g. `postgres://user@host/db`) with a pool of 10 connections and
+    /// applies pending migrations, in the connection's default schema.
+    ///
+    /// # Errors
+    /// As [`PostgresStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// As [`connect`](Self::connect), with the tables in `schema` (created if missing).
+    ///
+    /// # Errors
+    /// As [`PostgresStoreBuilder::connect`]; a schema name that is not a plain identifier is
+    /// refused with [`ConfigError::InvalidSchema`] as the source.
+    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        Self::builder(url).schema(schema).connect().await
+    }
+
+    /// Options for connecting to `url`.
+    pub fn builder(url: &str) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.to_owned(),
+            schema: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// A store over an existing pool; applies pending migrations in the pool's current schema
+    /// (its `search_path`). For best latency, build the pool with `test_before_acquire(false)`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the migrations fail or no schema is current.
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        Self::open(pool, Backoff::default()).await
+    }
+
+    async fn open(pool: PgPool, backoff: Backoff) -> Result<Self, StoreError> {
+        MIGRATOR.run(&pool).await.map_err(backend)?;
+        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await
+            .map_err(db_err)?;
+        let schema = schema.ok_or_else(|| backend(ConfigError::NoSchema))?;
+        Ok(Self {
+            lock_key: append_lock_key(&schema),
+            pool,
+            schema,
+            backoff,
+        })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The advisory lock key that serialises event appends in this schema.
+    pub fn append_lock_key(&self) -> i64 {
+        self.lock_key
+    }
+
+    /// Sets the retry policy for transient faults.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    async fn retry<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        self.backoff.run(what, op).await
+    }
+}
+
+/// The advisory lock key of a schema: FNV-1a of `sourceflow.events/<schema>`, so that every
+/// process sharing a schema uses the same key and different schemas do not contend.
+fn append_lock_key(schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in "sourceflow.events/".bytes().chain(schema.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    classify(e, Dialect::Postgres)
+}
+
+/// Postgres keeps microseconds: receipts report what was stored.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+// ---- row mapping ----------------------------------------------------------------------------
+
+fn get<'r, T>(row: &'r PgRow, index: usize) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(index).map_err(corrupt)
+}
+
+fn command_row(row: &PgRow) -> Result<StoredCommand, StoreError> {
+    CommandRow {
+        stream_type: get(row, 0)?,
+        stream_id: get(row, 1)?,
+        sequence: get(row, 2)?,
+        message_id: get(row, 3)?,
+        name: get(row, 4)?,
+        version: get(row, 5)?,
+        correlation_id: get(row, 6)?,
+        causation_id: get(row, 7)?,
+        created_at: get(row, 8)?,
+        payload: get(row, 9)?,
+    }
+    .into_command()
+}
+
+fn event_row(row: &PgRow, at: usize) -> Result<RecordedEvent, StoreError> {
+    EventRow {
+        position: get(row, at)?,
+        stream_type: get(row, at + 1)?,
+        stream_id: get(row, at + 2)?,
+        sequence: get(row, at + 3)?,
+        command_sequence: get(row, at + 4)?,
+        message_id: get(row, at + 5)?,
+        name: get(row, at + 6)?,
+        version: get(row, at + 7)?,
+        correlation_id: get(row, at + 8)?,
+        causation_id: get(row, at + 9)?,
+        created_at: get(row, at + 10)?,
+        payload: get(row, at + 11)?,
+    }
+    .into_event()
+}
+
+fn outbox_row(row: &PgRow) -> Result<PendingCommand, StoreError> {
+    let envelope = crate::sql::envelope(EnvelopeParts {
+        stream_type: get(row, 1)?,
+        stream_id: get(row, 2)?,
+        message_id: get(row, 3)?,
+        name: get(row, 4)?,
+        version: get(row, 5)?,
+        correlation_id: get(row, 6)?,
+        causation_id: get(row, 7)?,
+        created_at: get(row, 8)?,
+    })?;
+    Ok(PendingCommand {
+        id: from_db(get(row, 0)?, "outbox id")?,
+        message: OutboxMessage {
+            envelope,
+            payload: get::<String>(row, 9)?.into_bytes(),
+        },
+    })
+}
+
+/// The columns of new events, as arrays for one function call.
+struct EventArrays<'a> {
+    ids: Vec<Uuid>,
+    names: Vec<&'a str>,
+    versions: Vec<i64>,
+    correlations: Vec<Uuid>,
+    causations: Vec<Option<Uuid>>,
+    times: Vec<DateTime<Utc>>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> EventArrays<'a> {
+    fn new(events: &'a [NewEvent]) -> Result<Self, StoreError> {
+        Ok(Self {
+            ids: events.iter().map(|e| e.envelope.message_id).collect(),
+            names: events.iter().map(|e| &*e.envelope.name).collect(),
+            versions: events
+                .iter()
+                .map(|e| i64::from(e.envelope.version))
+                .collect(),
+            correlations: events.iter().map(|e| e.envelope.correlation_id).collect(),
+            causations: events.iter().map(|e| e.envelope.causation_id).collect(),
+            times: events.iter().map(|e| e.envelope.timestamp).collect(),
+            payloads: events
+                .iter()
+                .map(|e| payload_text(&e.payload, "event payload"))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The recorded events, once the store has given them sequences after `last` and
+    /// `positions`.
+    fn recorded(
+        events: &[NewEvent],
+        stream: &StreamId,
+        command_sequence: Sequence,
+        last: Sequence,
+        positions: &[i64],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if positions.len() != events.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} positions returned for {} events",
+                positions.len(),
+                events.len()
+            )));
+        }
+        events
+            .iter()
+            .zip(positions)
+            .enumerate()
+            .map(|(i, (event, position))| {
+                let mut envelope = event.envelope.clone();
+                envelope.stream = stream.clone();
+                envelope.timestamp = micros(envelope.timestamp);
+                Ok(RecordedEvent {
+                    envelope,
+                    sequence: Sequence(last.0 + i as u64 + 1),
+                    command_sequence,
+                    position: Position(from_db(*position, "position")?),
+                    payload: event.payload.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The columns of outbox messages, as arrays for one function call.
+struct OutboxArrays<'a> {
+    stream_types: Vec<&'a str>,
+    stream_ids: Vec<&'a str>,
+    ids: Vec<Uuid>,
+    names: Vec<&'a str>,
+    versions: Vec<i64>,
+    correlations: Vec<Uuid>,
+    causations: Vec<Option<Uuid>>,
+    times: Vec<DateTime<Utc>>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> OutboxArrays<'a> {
+    fn new(messages: &'a [OutboxMessage]) -> Result<Self, StoreError> {
+        Ok(Self {
+            stream_types: messages
+                .iter()
+                .map(|m| &*m.envelope.stream.entity_type)
+                .collect(),
+            stream_ids: messages
+                .iter()
+                .map(|m| m.envelope.stream.id.as_str())
+                .collect(),
+            ids: messages.iter().map(|m| m.envelope.message_id).collect(),
+            names: messages.iter().map(|m| &*m.envelope.name).collect(),
+            versions: messages
+                .iter()
+                .map(|m| i64::from(m.envelope.version))
+                .collect(),
+            correlations: messages.iter().map(|m| m.envelope.correlation_id).collect(),
+            causations: messages.iter().map(|m| m.envelope.causation_id).collect(),
+            times: messages.iter().map(|m| m.envelope.timestamp).collect(),
+            payloads: messages
+                .iter()
+                .map(|m| payload_text(&m.payload, "outbox payload"))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+// ---- queries --------------------------------------------------------------------------------
+
+macro_rules! command_columns {
+    () => {
+        "stream_type, stream_id, sequence, message_id, name, version, correlation_id, \
+         causation_id, created_at, payload::text"
+    };
+}
+
+macro_rules! event_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "position, ",
+            $p,
+            "stream_type, ",
+            $p,
+            "stream_id, ",
+            $p,
+            "sequence, ",
+            $p,
+            "command_sequence, ",
+            $p,
+            "message_id, ",
+            $p,
+            "name, ",
+            $p,
+            "version, ",
+            $p,
+            "correlation_id, ",
+            $p,
+            "causation_id, ",
+            $p,
+            "created_at, ",
+            $p,
+            "payload::text"
+        )
+    };
+}
+
+const COMMIT: &str = "SELECT r_status, r_sequence, r_first_event, r_positions FROM sf_commit(\
+     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+     $20, $21, $22, $23, $24, $25, $26, $27, $28)";
+const APPEND_EVENTS: &str = "SELECT r_ok, r_command_sequence, r_positions FROM \
+     sf_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const COMMIT_PROJECTION: &str = "SELECT sf_commit_projection($1, $2, $3, $4, $5, $6, $7, $8, \
+     $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+const INSERT_COMMAND: &str = "INSERT INTO sf_commands (stream_type, stream_id, sequence, \
+     message_id, name, version, correlation_id, causation_id, created_at, payload) \
+     SELECT $1, $2, $3 + 1, $4, $5, $6, $7, $8, $9, $10::jsonb \
+     WHERE (SELECT COALESCE(MAX(sequence), 0) FROM sf_commands \
+            WHERE stream_type = $1 AND stream_id = $2) = $3";
+const LAST_SEQUENCE: &str =
+    "SELECT COALESCE(MAX(sequence), 0) FROM sf_commands WHERE stream_type = $1 AND stream_id = $2";
+const LOAD_COMMANDS: &str = concat!(
+    "SELECT ",
+    command_columns!(),
+    " FROM sf_commands WHERE stream_type = $1 AND stream_id = $2 \
+     AND sequence >= $3 AND sequence <= $4 ORDER BY sequence"
+);
+const FIND_RECEIPT: &str = concat!(
+    "SELECT c.sequence, ",
+    event_columns!("e."),
+    " FROM sf_commands c LEFT JOIN sf_events e ON e.stream_type = c.stream_type \
+     AND e.stream_id = c.stream_id AND e.command_sequence = c.sequence \
+     WHERE c.stream_type = $1 AND c.stream_id = $2 AND c.message_id = $3 ORDER BY e.sequence"
+);
+const READ_STREAM: &str = concat!(
+    "SELECT ",
+    event_columns!(""),
+    " FROM sf_events WHERE stream_type = $1 AND stream_id = $2 AND sequence >= $3 \
+     ORDER BY sequence"
+);
+const READ_ALL: &str = concat!(
+    "SELECT ",
+    event_columns!(""),
+    " FROM sf_events WHERE position > $1 ORDER BY position LIMIT $2"
+);
+const READ_BETWEEN: &str = concat!(
+    "SELECT ",
+    event_columns!(""),
+    " FROM sf_events WHERE created_at >= $1 AND created_at < $2 AND position > $3 \
+     ORDER BY position LIMIT $4"
+);
+const HEAD: &str = "SELECT COALESCE(MAX(position), 0) FROM sf_events";
+const GET_ENTITY: &str = "SELECT version, state::text FROM sf_entities \
+     WHERE entity_type = $1 AND entity_id = $2";
+const PUT_ENTITY_NEW: &str = "INSERT INTO sf_entities AS s (entity_type, entity_id, version, \
+     state, updated_at) VALUES ($1, $2, $3, $4::jsonb, now()) \
+     ON CONFLICT (entity_type, entity_id) DO UPDATE \
+     SET version = EXCLUDED.version, state = EXCLUDED.state, updated_at = EXCLUDED.updated_at \
+     WHERE s.version = 0";
+const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = $3, state = $4::jsonb, \
+     updated_at = now() WHERE entity_type = $1 AND entity_id = $2 AND version = $5";
+const DELETE_ENTITY: &str = "DELETE FROM sf_entities WHERE entity_type = $1 AND entity_id = $2";
+const GET_MODEL: &str =
+    "SELECT state::text FROM sf_view_models WHERE model_type = $1 AND model_id = $2";
+const PUT_MODEL: &str = "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
+     VALUES ($1, $2, $3::jsonb, now()) ON CONFLICT (model_type, model_id) DO UPDATE \
+     SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at";
+const DELETE_MODEL: &str = "DELETE FROM sf_view_models WHERE model_type = $1 AND model_id = $2";
+const LIST_MODELS_FIRST: &str = "SELECT model_id, state::text FROM sf_view_models \
+     WHERE model_type = $1 ORDER BY model_id LIMIT $2";
+const LIST_MODELS_AFTER: &str = "SELECT model_id, state::text FROM sf_view_models \
+     WHERE model_type = $1 AND model_id > $2 ORDER BY model_id LIMIT $3";
+const CLEAR_MODELS: &str = "DELETE FROM sf_view_models WHERE model_type = $1";
+const GET_POSITION: &str = "SELECT position FROM sf_positions WHERE handler = $1";
+const SET_POSITION: &str = "INSERT INTO sf_positions (handler, position, updated_at) \
+     VALUES ($1, $2, now()) ON CONFLICT (handler) DO UPDATE \
+     SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at";
+/// One statement, so one transaction: the models and the position go together.
+const RESET_PROJECTION: &str = "WITH models AS (DELETE FROM sf_view_models \
+     WHERE model_type = ANY($2)) DELETE FROM sf_positions WHERE handler = $1";
+const OUTBOX_PENDING: &str = "SELECT id, stream_type, stream_id, message_id, name, version, \
+     correlation_id, causation_id, created_at, payload::text FROM sf_outbox ORDER BY id LIMIT $1";
+const OUTBOX_REMOVE: &str = "DELETE FROM sf_outbox WHERE id = ANY($1)";
+/// A loose index scan: one index probe per entity type.
+const ENTITY_TYPES: &str = "WITH RECURSIVE types(t) AS ( \
+       SELECT MIN(stream_type) FROM sf_commands \
+       UNION ALL \
+       SELECT (SELECT MIN(stream_type) FROM sf_commands WHERE stream_type > types.t) \
+       FROM types WHERE types.t IS NOT NULL) \
+     SELECT t FROM types WHERE t IS NOT NULL";
+/// A loose index scan over the stream ids of type `$1`: `$3` of them after `$2` (or from the
+/// first when `$2` is null).
+const STREAM_IDS: &str = "WITH RECURSIVE ids(id, n) AS ( \
+       SELECT (SELECT MIN(stream_id) FROM sf_commands \
+               WHERE stream_type = $1 AND ($2::text IS NULL OR stream_id > $2::text)), 1 \
+       UNION ALL \
+       SELECT (SELECT MIN(stream_id) FROM sf_commands \
+               WHERE stream_type = $1 AND stream_id > ids.id), n + 1 \
+       FROM ids WHERE ids.id IS NOT NULL AND n < $3) \
+     SELECT id FROM ids WHERE id IS NOT NULL";
+
+async fn find_receipt<'c, E>(
+    executor: E,
+    stream: &StreamId,
+    message_id: Uuid,
+) -> Result<Option<CommandReceipt>, StoreError>
+where
+    E: Executor<'c, Database = Postgres>,
+{
+    let rows = sqlx::query(FIND_RECEIPT)
+        .bind(&*stream.entity_type)
+        .bind(stream.id.as_str())
+        .bind(message_id)
+        .fetch_all(executor)
+        .await
+        .map_err(db_err)?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let sequence = Sequence(from_db(get(first, 0)?, "sequence")?);
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if get::<Option<i64>>(row, 1)?.is_some() {
+            events.push(event_row(row, 1)?);
+        }
+    }
+    Ok(Some(CommandReceipt {
+        message_id,
+        stream: stream.clone(),
+        sequence,
+        events,
+        duplicate: true,
+        retries: 0,
+    }))
+}
+
+fn conflict(stream: &StreamId, expected: Sequence) -> StoreError {
+    StoreError::Conflict {
+        stream: stream.clone(),
+        expected,
+    }
+}
+
+// ---- the contract ---------------------------------------------------------------------------
+
+#[async_trait]
+impl CommandLog for PostgresStore {
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        let envelope = &command.envelope;
+        let stream = &envelope.stream;
+        let expected_value = db_int(expected.0, "sequence")?;
+        let payload = payload_text(&command.payload, "command payload")?;
+        let pool = &self.pool;
+        let inserted = self
+            .retry("postgres.append_command", || async move {
+                let done = sqlx::query(INSERT_COMMAND)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(expected_value)
+                    .bind(envelope.message_id)
+                    .bind(&*envelope.name)
+                    .bind(i64::from(envelope.version))
+                    .bind(envelope.correlation_id)
+                    .bind(envelope.causation_id)
+                    .bind(envelope.timestamp)
+                    .bind(payload)
+                    .execute(pool)
+                    .await;
+                match done {
+                    Ok(done) => Ok(done.rows_affected() == 1),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(db_err(e)),
+                }
+            })
+            .await?;
+        if inserted {
+            Ok(expected.next())
+        } else {
+            Err(conflict(stream, expected))
+        }
+    }
+
+    async fn load_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        let from_value = db_int(from.0, "sequence")?;
+        let to_value = to.map_or(Ok(i64::MAX), |to| db_int(to.0, "sequence"))?;
+        let pool = &self.pool;
+        let rows = self
+            .retry("postgres.load_commands", || async move {
+                sqlx::query(LOAD_COMMANDS)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(from_value)
+                    .bind(to_value)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        let commands = rows
+            .iter()
+            .map(command_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        check_dense(stream, from, commands.iter().map(|c| c.sequence))?;
+        Ok(commands)
+    }
+
+    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
+        let pool = &self.pool;
+        let last: i64 = self
+            .retry("postgres.last_sequence", || async move {
+                sqlx::query_scalar(LAST_SEQUENCE)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Sequence(from_db(last, "sequence")?))
+    }
+
+    async fn find_receipt(
+        &self,
+        stream: &StreamId,
+        message_id: Uuid,
+    ) -> Result<Option<CommandReceipt>, StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.find_receipt", || {
+            find_receipt(pool, stream, message_id)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EventLog for PostgresStore {
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let arrays = EventArrays::new(&events)?;
+        let arrays = &arrays;
+        let expected_value = db_int(expected.0, "sequence")?;
+        let (pool, lock_key) = (&self.pool, self.lock_key);
+        let row = self
+            .retry("postgres.append_events", || async move {
+                sqlx::query(APPEND_EVENTS)
+                    .bind(lock_key)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(expected_value)
+                    .bind(&arrays.ids)
+                    .bind(&arrays.names)
+                    .bind(&arrays.versions)
+                    .bind(&arrays.correlations)
+                    .bind(&arrays.causations)
+                    .bind(&arrays.times)
+                    .bind(&arrays.payloads)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            conflict(stream, expected)
+                        } else {
+                            db_err(e)
+                        }
+                    })
+            })
+            .await?;
+        if !get::<bool>(&row, 0)? {
+            return Err(conflict(stream, expected));
+        }
+        let command_sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
+        let positions: Vec<i64> = get(&row, 2)?;
+        EventArrays::recorded(&events, stream, command_sequence, expected, &positions)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from_value = db_int(from.0, "sequence")?;
+        let pool = &self.pool;
+        let rows = self
+            .retry("postgres.read_stream", || async move {
+                sqlx::query(READ_STREAM)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(from_value)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        let events = rows
+            .iter()
+            .map(|row| event_row(row, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_dense(stream, from, events.iter().map(|e| e.sequence))?;
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = db_int(after.0, "position")?;
+        let pool = &self.pool;
+        let rows = self
+            .retry("postgres.read_all", || async move {
+                sqlx::query(READ_ALL)
+                    .bind(after)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        rows.iter().map(|row| event_row(row, 0)).collect()
+    }
+
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = db_int(after.0, "position")?;
+        let pool = &self.pool;
+        let rows = self
+            .retry("postgres.read_between", || async move {
+                sqlx::query(READ_BETWEEN)
+                    .bind(from)
+                    .bind(to)
+                    .bind(after)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        rows.iter().map(|row| event_row(row, 0)).collect()
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let pool = &self.pool;
+        let head: i64 = self
+            .retry("postgres.head", || async move {
+                sqlx::query_scalar(HEAD)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Position(from_db(head, "position")?))
+    }
+}
+
+#[async_trait]
+impl EntityStore for PostgresStore {
+    async fn get_entity(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError> {
+        let pool = &self.pool;
+        let row = self
+            .retry("postgres.get_entity", || async move {
+                sqlx::query(GET_ENTITY)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        row.map(|row| {
+            Ok((
+                Sequence(from_db(get(&row, 0)?, "entity version")?),
+                get::<String>(&row, 1)?.into_bytes(),
+            ))
+        })
+        .transpose()
+    }
+
+    async fn put_entity(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        version: Sequence,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let state = payload_text(&state, "entity state")?;
+        let version = db_int(version.0, "entity version")?;
+        let expected_value = db_int(expected.0, "entity version")?;
+        let pool = &self.pool;
+        let done = self
+            .retry("postgres.put_entity", || async move {
+                let query = if expected_value == 0 {
+                    sqlx::query(PUT_ENTITY_NEW)
+                } else {
+                    sqlx::query(PUT_ENTITY_CAS)
+                };
+                let query = query
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(version)
+                    .bind(state);
+                let query = if expected_value == 0 {
+                    query
+                } else {
+                    query.bind(expected_value)
+                };
+                query.execute(pool).await.map_err(db_err)
+            })
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(conflict(stream, expected));
+        }
+        Ok(())
+    }
+
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.delete_entity", || async move {
+            sqlx::query(DELETE_ENTITY)
+                .bind(&*stream.entity_type)
+                .bind(stream.id.as_str())
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl ViewModelStore for PostgresStore {
+    async fn get_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let pool = &self.pool;
+        let state: Option<String> = self
+            .retry("postgres.get_model", || async move {
+                sqlx::query_scalar(GET_MODEL)
+                    .bind(model_type)
+                    .bind(id.as_str())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(state.map(String::into_bytes))
+    }
+
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let state = payload_text(&state, "view model state")?;
+        let pool = &self.pool;
+        self.retry("postgres.put_model", || async move {
+            sqlx::query(PUT_MODEL)
+                .bind(model_type)
+                .bind(id.as_str())
+                .bind(state)
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.delete_model", || async move {
+            sqlx::query(DELETE_MODEL)
+                .bind(model_type)
+                .bind(id.as_str())
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn list_models(
+        &self,
+        model_type: &str,
+        page: Page,
+    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError> {
+        let pool = &self.pool;
+        let after = page.after.as_ref().map(EntityId::as_str);
+        let limit = db_limit(page.limit);
+        let rows = self
+            .retry("postgres.list_models", || async move {
+                let query = match after {
+                    Some(after) => sqlx::query(LIST_MODELS_AFTER)
+                        .bind(model_type)
+                        .bind(after)
+                        .bind(limit),
+                    None => sqlx::query(LIST_MODELS_FIRST).bind(model_type).bind(limit),
+                };
+                query.fetch_all(pool).await.map_err(db_err)
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    EntityId::from(get::<String>(row, 0)?),
+                    get::<String>(row, 1)?.into_bytes(),
+                ))
+            })
+            .collect()
+    }
+
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.clear_models", || async move {
+            sqlx::query(CLEAR_MODELS)
+                .bind(model_type)
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl PositionStore for PostgresStore {
+    async fn get_position(&self, handler: &str) -> Result<Position, StoreError> {
+        let pool = &self.pool;
+        let position: Option<i64> = self
+            .retry("postgres.get_position", || async move {
+                sqlx::query_scalar(GET_POSITION)
+                    .bind(handler)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Position(from_db(position.unwrap_or(0), "position")?))
+    }
+
+    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError> {
+        let position = db_int(position.0, "position")?;
+        let pool = &self.pool;
+        self.retry("postgres.set_position", || async move {
+            sqlx::query(SET_POSITION)
+                .bind(handler)
+                .bind(position)
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    #[tracing::instrument(name = "sourceflow.postgres.commit", skip_all, fields(stream = %unit.command.envelope.stream, expected = %unit.expected))]
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        let envelope = &unit.command.envelope;
+        let stream = &envelope.stream;
+        let expected = db_int(unit.expected.0, "sequence")?;
+        let payload = payload_text(&unit.command.payload, "command payload")?;
+        let entity = unit
+            .entity
+            .as_deref()
+            .map(|state| payload_text(state, "entity state"))
+            .transpose()?;
+        let events = EventArrays::new(&unit.events)?;
+        let outbox = OutboxArrays::new(&unit.outbox)?;
+        let (events, outbox) = (&events, &outbox);
+        let (pool, lock_key) = (&self.pool, self.lock_key);
+        enum Outcome {
+            Committed(Sequence, Sequence, Vec<i64>),
+            Duplicate(CommandReceipt),
+        }
+        let outcome = self
+            .retry("postgres.commit", || async move {
+                let row = sqlx::query(COMMIT)
+                    .bind(lock_key)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(expected)
+                    .bind(envelope.message_id)
+                    .bind(&*envelope.name)
+                    .bind(i64::from(envelope.version))
+                    .bind(envelope.correlation_id)
+                    .bind(envelope.causation_id)
+                    .bind(envelope.timestamp)
+                    .bind(payload)
+                    .bind(entity)
+                    .bind(&events.ids)
+                    .bind(&events.names)
+                    .bind(&events.versions)
+                    .bind(&events.correlations)
+                    .bind(&events.causations)
+                    .bind(&events.times)
+                    .bind(&events.payloads)
+                    .bind(&outbox.stream_types)
+                    .bind(&outbox.stream_ids)
+                    .bind(&outbox.ids)
+                    .bind(&outbox.names)
+                    .bind(&outbox.versions)
+                    .bind(&outbox.correlations)
+                    .bind(&outbox.causations)
+                    .bind(&outbox.times)
+                    .bind(&outbox.payloads)
+                    .fetch_one(pool)
+                    .await;
+                let row = match row {
+                    Ok(row) => row,
+                    // A concurrent commit to the same stream got there first: either the same
+                    // message id (a concurrent duplicate, answered with its receipt) or the
+                    // same sequence (a conflict).
+                    Err(e) if is_unique_violation(&e) => {
+                        return match find_receipt(pool, stream, envelope.message_id).await? {
+                            Some(receipt) => Ok(Outcome::Duplicate(receipt)),
+                            None => Err(conflict(stream, unit.expected)),
+                        };
+                    }
+                    Err(e) => return Err(db_err(e)),
+                };
+                let status: String = get(&row, 0)?;
+                match status.as_str() {
+                    "ok" => {
+                        let sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
+                        let first: i64 = get(&row, 2)?;
+                        let last_event = Sequence(from_db(first - 1, "event sequence")?);
+                        Ok(Outcome::Committed(sequence, last_event, get(&row, 3)?))
+                    }
+                    "duplicate" => match find_receipt(pool, stream, envelope.message_id).await? {
+                        Some(receipt) => Ok(Outcome::Duplicate(receipt)),
+                        None => Err(StoreError::Corrupt(format!(
+                            "command {} in {stream} vanished",
+                            envelope.message_id
+                        ))),
+                    },
+                    "conflict" => Err(conflict(stream, unit.expected)),
+                    other => Err(StoreError::Corrupt(format!(
+                        "sf_commit returned status {other:?}"
+                    ))),
+                }
+            })
+            .await?;
+        match outcome {
+            Outcome::Duplicate(receipt) => Ok(receipt),
+            Outcome::Committed(sequence, last_event, positions) => Ok(CommandReceipt {
+                message_id: envelope.message_id,
+                stream: stream.clone(),
+                sequence,
+                events: EventArrays::recorded(
+                    &unit.events,
+                    stream,
+                    sequence,
+                    last_event,
+                    &positions,
+                )?,
+                duplicate: false,
+                retries: 0,
+            }),
+        }
+    }
+
+    #[tracing::instrument(name = "sourceflow.postgres.commit_projection", skip_all, fields(handler = %commit.handler, position = %commit.position))]
+    async fn commit_projection(&self, commit: ProjectionCommit) -> Result<(), StoreError> {
+        let writes = last_writes(&commit.models);
+        let mut puts: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+        let mut deletes: (Vec<&str>, Vec<&str>) = Default::default();
+        for write in writes {
+            match &write.state {
+                Some(state) => {
+                    puts.0.push(&write.model_type);
+                    puts.1.push(write.id.as_str());
+                    puts.2.push(payload_text(state, "view model state")?);
+                }
+                None => {
+                    deletes.0.push(&write.model_type);
+                    deletes.1.push(write.id.as_str());
+                }
+            }
+        }
+        let outbox = OutboxArrays::new(&commit.outbox)?;
+        let (puts, deletes, outbox) = (&puts, &deletes, &outbox);
+        let expected = db_int(commit.expected.0, "position")?;
+        let position = db_int(commit.position.0, "position")?;
+        let handler = commit.handler.as_str();
+        let pool = &self.pool;
+        let applied: bool = self
+            .retry("postgres.commit_projection", || async move {
+                sqlx::query_scalar(COMMIT_PROJECTION)
+                    .bind(handler)
+                    .bind(expected)
+                    .bind(position)
+                    .bind(&puts.0)
+                    .bind(&puts.1)
+                    .bind(&puts.2)
+                    .bind(&deletes.0)
+                    .bind(&deletes.1)
+                    .bind(&outbox.stream_types)
+                    .bind(&outbox.stream_ids)
+                    .bind(&outbox.ids)
+                    .bind(&outbox.names)
+                    .bind(&outbox.versions)
+                    .bind(&outbox.correlations)
+                    .bind(&outbox.causations)
+                    .bind(&outbox.times)
+                    .bind(&outbox.payloads)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            // Two first batches of one handler raced to insert its position.
+                            StoreError::PositionConflict {
+                                handler: handler.to_owned(),
+                                expected: commit.expected,
+                            }
+                        } else {
+                            db_err(e)
+                        }
+                    })
+            })
+            .await?;
+        if applied {
+            Ok(())
+        } else {
+            Err(StoreError::PositionConflict {
+                handler: commit.handler,
+                expected: commit.expected,
+            })
+        }
+    }
+
+    async fn reset_projection(
+        &self,
+        handler: &str,
+        model_types: &[&str],
+    ) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.reset_projection", || async move {
+            sqlx::query(RESET_PROJECTION)
+                .bind(handler)
+                .bind(model_types)
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingCommand>, StoreError> {
+        let pool = &self.pool;
+        let rows = self
+            .retry("postgres.outbox_pending", || async move {
+                sqlx::query(OUTBOX_PENDING)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn outbox_remove(&self, ids: &[u64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids
+            .iter()
+            .map(|id| db_int(*id, "outbox id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (ids, pool) = (&ids, &self.pool);
+        self.retry("postgres.outbox_remove", || async move {
+            sqlx::query(OUTBOX_REMOVE)
+                .bind(ids)
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn entity_types(&self) -> Result<Vec<String>, StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.entity_types", || async move {
+            sqlx::query_scalar(ENTITY_TYPES)
+                .fetch_all(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn stream_ids(&self, entity_type: &str, page: Page) -> Result<Vec<EntityId>, StoreError> {
+        if page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let pool = &self.pool;
+        let after = page.after.as_ref().map(EntityId::as_str);
+        let limit = db_limit(page.limit);
+        let ids: Vec<String> = self
+            .retry("postgres.stream_ids", || async move {
+                sqlx::query_scalar(STREAM_IDS)
+                    .bind(entity_type)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(ids.into_iter().map(EntityId::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_identifiers() {
+        for ok in ["t_abc", "_x", "Schema1"] {
+            assert!(is_valid_schema_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"; DROP TABLE x; --",
+            &"x".repeat(64),
+        ] {
+            assert!(!is_valid_schema_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lock_keys_differ_per_schema() {
+        assert_eq!(append_lock_key("public"), append_lock_key("public"));
+        assert_ne!(append_lock_key("public"), append_lock_key("t_abc"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Transient faults: which driver errors are worth retrying, and the bounded backoff that
+//! retries them.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sourceflow::store::StoreError;
+
+/// How a store retries transient faults (busy or locked database, dropped connection,
+/// serialization failure, deadlock, server restart) before returning
+/// [`StoreError::Transient`] to the caller.
+///
+/// Delays grow exponentially from `base_delay` up to `max_delay`, with full jitter so that
+/// contending writers spread out instead of colliding again in lockstep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// How many times an operation may run in total (at least 1).
+    pub max_attempts: u32,
+    /// Upper bound of the delay before the first retry.
+    pub base_delay: Duration,
+    /// Upper bound of any delay.
+    pub max_delay: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Backoff {
+    /// Never retry: the first transient fault is returned as [`StoreError::Transient`].
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The jittered delay before retry number `retry` (1-based).
+    pub(crate) fn delay(&self, retry: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(20));
+        let bound = exp.min(self.max_delay);
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(fastrand::u64(0..=nanos))
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or the attempts are used up.
+    ///
+    /// `op` is called afresh for each attempt, so it must not have committed anything when it
+    /// returns a transient error (every store operation is one transaction, rolled back on
+    /// failure).
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if e.is_transient() && attempt < self.max_attempts => {
+                    tracing::debug!(operation = what, attempt, error = %e, "transient store fault, retrying");
+                    tokio::time::sleep(self.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Which database produced an error: the transient codes differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    Sqlite,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Postgres,
+}
+
+/// True for driver errors that may pass if the operation is run again.
+pub(crate) fn is_transient(err: &sqlx::Error, dialect: Dialect) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            match dialect {
+                // Extended result codes: the primary code is the low byte.
+                // 5 = SQLITE_BUSY (and BUSY_SNAPSHOT, BUSY_RECOVERY), 6 = SQLITE_LOCKED.
+                Dialect::Sqlite => code
+                    .parse::<i32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
+                Dialect::Postgres => {
+                    matches!(
+                        &*code,
+                        "40001" // serialization_failure
+                            | "40P01" // deadlock_detected
+                            | "55P03" // lock_not_available
+                            | "57P01" // admin_shutdown
+                            | "57P02" // crash_shutdown
+                            | "57P03" // cannot_connect_now
+                            | "53300" // too_many_connections
+                    ) || code.starts_with("08") // connection_exception class
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Maps a driver error to the store's error, keeping it as the source.
+pub(crate) fn classify(err: sqlx::Error, dialect: Dialect) -> StoreError {
+    if is_transient(&err, dialect) {
+        StoreError::Transient(Box::new(err))
+    } else {
+        StoreError::Backend(Box::new(err))
+    }
+}
+
+/// True for a unique-constraint violation (a concurrent writer got there first).
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_bounded() {
+        let backoff = Backoff::default();
+        for retry in 1..40 {
+            assert!(backoff.delay(retry) <= backoff.max_delay);
+        }
+        assert!(backoff.delay(1) <= backoff.base_delay);
+    }
+
+    #[test]
+    fn io_errors_are_transient() {
+        let err = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_transient(&err, Dialect::Postgres));
+        assert!(classify(err, Dialect::Sqlite).is_transient());
+        assert!(!classify(sqlx::Error::RowNotFound, Dialect::Sqlite).is_transient());
+    }
+}

@@ -1,0 +1,1056 @@
+//! The embedded SQLite store: one file, WAL, one writer with group commit, a pool of readers.
+//!
+//! Every write goes through a single writer task that owns the only writing connection. The
+//! writer drains every queued unit of work, runs them in one `BEGIN IMMEDIATE` transaction
+//! with a `SAVEPOINT` per unit (so one unit's conflict undoes only that unit) and one `COMMIT`
+//! (one fsync), then answers each caller with its own result. Readers use a separate pool and
+//! never block the writer (WAL). Another process writing the same file is waited for with
+//! `busy_timeout`, and a batch that still meets `SQLITE_BUSY` is retried with backoff.
+
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sourceflow::message::{NewEvent, StoredCommand};
+use sourceflow::store::{
+    CommandLog, EntityStore, EventLog, OutboxMessage, Page, PendingCommand, PositionStore,
+    ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+};
+use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Executor, Row, Sqlite};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::retry::{classify, Backoff, Dialect};
+use crate::sql::{
+    check_dense, corrupt, db_int, db_limit, from_db, CommandRow, EnvelopeParts, EventRow,
+};
+use writer::{Job, Write, WriterStats, Written};
+
+/// The SQLite migrations, applied by [`SqliteStore::open`].
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How hard SQLite pushes each commit to disk (`PRAGMA synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Every commit is on disk when it returns: survives a process kill and a power loss.
+    /// The default.
+    #[default]
+    Full,
+    /// A durability trade for throughput: in WAL mode a commit survives a process kill, but
+    /// the last commits before a power loss or OS crash may be lost (never corrupted).
+    Normal,
+}
+
+/// What a [`SqliteStore`]'s writer has done: how many units of work it committed in how many
+/// transactions. Fewer transactions than units means group commit shared fsyncs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SqliteStats {
+    /// Transactions committed (one fsync each with [`Synchronous::Full`]).
+    pub transactions: u64,
+    /// Units of work (commits, projection commits, single writes) that went through them,
+    /// including those that failed with a conflict inside their savepoint.
+    pub units: u64,
+    /// The most units committed in one transaction.
+    pub largest_batch: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Location {
+    File(PathBuf),
+    Memory,
+}
+
+/// Options for opening a [`SqliteStore`]; start from [`SqliteStore::builder`] or
+/// [`SqliteStore::memory_builder`].
+#[derive(Clone, Debug)]
+pub struct SqliteStoreBuilder {
+    location: Location,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    readers: u32,
+    max_batch: usize,
+    backoff: Backoff,
+}
+
+impl SqliteStoreBuilder {
+    fn new(location: Location) -> Self {
+        Self {
+            location,
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            readers: 4,
+            max_batch: 512,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// `PRAGMA synchronous` for the writer: [`Synchronous::Full`] (default) or the opt-in
+    /// [`Synchronous::Normal`] durability trade.
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// How long a connection waits for another process's lock before `SQLITE_BUSY`
+    /// (default 5 s). A batch that still fails with busy is retried with [`Self::backoff`].
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Number of pooled reader connections (default 4, at least 1).
+    pub fn readers(mut self, readers: u32) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// The most units of work committed in one transaction (default 512, at least 1).
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// Retry policy for transient faults (busy, locked, I/O).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    fn connect_options(&self) -> Result<SqliteConnectOptions, StoreError> {
+        let options = match &self.location {
+            Location::File(path) => SqliteConnectOptions::new().filename(path),
+            // A named, shared-cache in-memory database, unique to this call: the writer and
+            // the readers are separate connections and must all see the same database.
+            Location::Memory => SqliteConnectOptions::from_str("sqlite::memory:")
+                .map_err(|e| classify(e, Dialect::Sqlite))?,
+        };
+        Ok(options.busy_timeout(self.busy_timeout))
+    }
+
+    /// Opens (creating if needed) the database, applies pending migrations and starts the
+    /// writer task. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the file cannot be opened or migrated.
+    pub async fn open(self) -> Result<SqliteStore, StoreError> {
+        let base = self.connect_options()?;
+        let memory = matches!(self.location, Location::Memory);
+        let synchronous = match self.synchronous {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+        };
+        let writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(synchronous);
+        let mut connection = self
+            .backoff
+            .run("sqlite.open", || {
+                let options = writer_options.clone();
+                async move {
+                    options
+                        .connect()
+                        .await
+                        .map_err(|e| classify(e, Dialect::Sqlite))
+                }
+            })
+            .await?;
+        migrate(&mut connection, &self.backoff).await?;
+
+        let reader_options = if memory { base } else { base.read_only(true) };
+        let readers = SqlitePoolOptions::new()
+            .max_connections(self.readers)
+            .min_connections(0)
+            .connect_with(reader_options)
+            .await
+            .map_err(|e| classify(e, Dialect::Sqlite))?;
+
+        let stats = Arc::new(WriterStats::default());
+        let (sender, receiver) = mpsc::channel(self.max_batch.saturating_mul(4).max(64));
+        tokio::spawn(writer::run(
+            connection,
+            receiver,
+            stats.clone(),
+            self.backoff.clone(),
+            self.max_batch,
+        ));
+        let location = match &self.location {
+            Location::File(path) => path.display().to_string(),
+            Location::Memory => ":memory:".to_owned(),
+        };
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: sender,
+                readers,
+                stats,
+                backoff: self.backoff,
+                location,
+            }),
+        })
+    }
+}
+
+async fn migrate(
+    connection: &mut sqlx::SqliteConnection,
+    backoff: &Backoff,
+) -> Result<(), StoreError> {
+    // Another process may be applying the same migration right now: its transaction makes us
+    // wait (busy_timeout) and the `IF NOT EXISTS` statements plus a re-run settle the race.
+    let mut attempt = 1;
+    loop {
+        match MIGRATOR.run(&mut *connection).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < backoff.max_attempts.clamp(1, 3) => {
+                tracing::debug!(error = %e, attempt, "sqlite migration failed, retrying");
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(StoreError::Backend(Box::new(e))),
+        }
+    }
+}
+
+/// The embedded SQLite store: one file, WAL, group commit, migrations applied on open.
+///
+/// Cheap to clone (clones share the writer and the reader pool). Open it with
+/// [`SqliteStore::open`], [`SqliteStore::memory`] or [`SqliteStore::builder`]. The file can be
+/// inspected with the `sqlite3` tool while the application runs (tables `sf_commands`,
+/// `sf_events`, `sf_entities`, `sf_view_models`, `sf_positions`, `sf_outbox`).
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<Job>,
+    readers: SqlitePool,
+    stats: Arc<WriterStats>,
+    backoff: Backoff,
+    location: String,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.inner.location)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path` with the defaults (created if missing, WAL,
+    /// `synchronous=FULL`, 5 s busy timeout) and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the file cannot be opened or migrated.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::builder(path).open().await
+    }
+
+    /// A private in-memory database, gone when the store is dropped. For tests.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if SQLite cannot allocate it.
+    pub async fn memory() -> Result<Self, StoreError> {
+        Self::memory_builder().open().await
+    }
+
+    /// Options for opening the database file at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteStoreBuilder {
+        SqliteStoreBuilder::new(Location::File(path.as_ref().to_path_buf()))
+    }
+
+    /// Options for a private in-memory database.
+    pub fn memory_builder() -> SqliteStoreBuilder {
+        SqliteStoreBuilder::new(Location::Memory)
+    }
+
+    /// What the writer has done so far (group commit at work).
+    pub fn stats(&self) -> SqliteStats {
+        let stats = &self.inner.stats;
+        SqliteStats {
+            transactions: stats.transactions.load(Ordering::Relaxed),
+            units: stats.units.load(Ordering::Relaxed),
+            largest_batch: stats.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The pool of read-only connections (for tooling and tests; writes go through the store).
+    pub fn reader_pool(&self) -> &SqlitePool {
+        &self.inner.readers
+    }
+
+    async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| writer::stopped())?;
+        answer.await.map_err(|_| writer::stopped())?
+    }
+
+    async fn read<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        self.inner.backoff.run(what, op).await
+    }
+}
+
+// ---- encoding -------------------------------------------------------------------------------
+
+/// Timestamps as fixed-width UTC text: readable, and text order is time order.
+pub(crate) fn time_text(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("bad uuid {text:?}: {e}")))
+}
+
+fn text(row: &SqliteRow, index: usize) -> Result<String, StoreError> {
+    row.try_get(index).map_err(corrupt)
+}
+
+fn int(row: &SqliteRow, index: usize) -> Result<i64, StoreError> {
+    row.try_get(index).map_err(corrupt)
+}
+
+fn uuid(row: &SqliteRow, index: usize) -> Result<Uuid, StoreError> {
+    parse_uuid(&text(row, index)?)
+}
+
+fn optional_uuid(row: &SqliteRow, index: usize) -> Result<Option<Uuid>, StoreError> {
+    let value: Option<String> = row.try_get(index).map_err(corrupt)?;
+    value.as_deref().map(parse_uuid).transpose()
+}
+
+fn time(row: &SqliteRow, index: usize) -> Result<DateTime<Utc>, StoreError> {
+    parse_time(&text(row, index)?)
+}
+
+/// Reads the columns of [`command_columns!`] starting at `at`.
+fn command_row(row: &SqliteRow) -> Result<StoredCommand, StoreError> {
+    CommandRow {
+        stream_type: text(row, 0)?,
+        stream_id: text(row, 1)?,
+        sequence: int(row, 2)?,
+        message_id: uuid(row, 3)?,
+        name: text(row, 4)?,
+        version: int(row, 5)?,
+        correlation_id: uuid(row, 6)?,
+        causation_id: optional_uuid(row, 7)?,
+        created_at: time(row, 8)?,
+        payload: text(row, 9)?,
+    }
+    .into_command()
+}
+
+/// Reads the columns of [`event_columns!`] starting at column `at`.
+fn event_row(row: &SqliteRow, at: usize) -> Result<RecordedEvent, StoreError> {
+    EventRow {
+        position: int(row, at)?,
+        stream_type: text(row, at + 1)?,
+        stream_id: text(row, at + 2)?,
+        sequence: int(row, at + 3)?,
+        command_sequence: int(row, at + 4)?,
+        message_id: uuid(row, at + 5)?,
+        name: text(row, at + 6)?,
+        version: int(row, at + 7)?,
+        correlation_id: uuid(row, at + 8)?,
+        causation_id: optional_uuid(row, at + 9)?,
+        created_at: time(row, at + 10)?,
+        payload: text(row, at + 11)?,
+    }
+    .into_event()
+}
+
+fn outbox_row(row: &SqliteRow) -> Result<PendingCommand, StoreError> {
+    let envelope = crate::sql::envelope(EnvelopeParts {
+        stream_type: text(row, 1)?,
+        stream_id: text(row, 2)?,
+        message_id: uuid(row, 3)?,
+        name: text(row, 4)?,
+        version: int(row, 5)?,
+        correlation_id: uuid(row, 6)?,
+        causation_id: optional_uuid(row, 7)?,
+        created_at: time(row, 8)?,
+    })?;
+    Ok(PendingCommand {
+        id: from_db(int(row, 0)?, "outbox id")?,
+        message: OutboxMessage {
+            envelope,
+            payload: text(row, 9)?.into_bytes(),
+        },
+    })
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    classify(e, Dialect::Sqlite)
+}
+
+// ---- queries --------------------------------------------------------------------------------
+// Every query the store runs is here; `tests::hot_queries_use_indexes` checks their plans.
+
+macro_rules! command_columns {
+    () => {
+        "stream_type, stream_id, sequence, message_id, name, version, correlation_id, \
+         causation_id, created_at, payload"
+    };
+}
+
+macro_rules! event_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "position, ",
+            $p,
+            "stream_type, ",
+            $p,
+            "stream_id, ",
+            $p,
+            "sequence, ",
+            $p,
+            "command_sequence, ",
+            $p,
+            "message_id, ",
+            $p,
+            "name, ",
+            $p,
+            "version, ",
+            $p,
+            "correlation_id, ",
+            $p,
+            "causation_id, ",
+            $p,
+            "created_at, ",
+            $p,
+            "payload"
+        )
+    };
+}
+
+pub(crate) const LAST_SEQUENCE: &str =
+    "SELECT COALESCE(MAX(sequence), 0) FROM sf_commands WHERE stream_type = ?1 AND stream_id = ?2";
+pub(crate) const LOAD_COMMANDS: &str = concat!(
+    "SELECT ",
+    command_columns!(),
+    " FROM sf_commands WHERE stream_type = ?1 AND stream_id = ?2 \
+     AND sequence >= ?3 AND sequence <= ?4 ORDER BY sequence"
+);
+/// The receipt of a command: its sequence and its events, in one query.
+pub(crate) const FIND_RECEIPT: &str = concat!(
+    "SELECT c.sequence, ",
+    event_columns!("e."),
+    " FROM sf_commands c LEFT JOIN sf_events e INDEXED BY sf_events_by_command \
+     ON e.stream_type = c.stream_type AND e.stream_id = c.stream_id \
+     AND e.command_sequence = c.sequence WHERE c.stream_type = ?1 AND c.stream_id = ?2 AND c.message_id = ?3 ORDER BY e.sequence"
+);
+pub(crate) const READ_STREAM: &str = concat!(
+    "SELECT ",
+    event_columns!(""),
+    " FROM sf_events WHERE stream_type = ?1 AND stream_id = ?2 AND sequence >= ?3 \
+     ORDER BY sequence"
+);
+pub(crate) const READ_ALL: &str = concat!(
+    "SELECT ",
+    event_columns!(""),
+    " FROM sf_events WHERE position > ?1 ORDER BY position LIMIT ?2"
+);
+pub(crate) const READ_BETWEEN: &str = concat!(
+    "SELECT ",
+    event_columns!(""),
+    " FROM sf_events WHERE created_at >= ?1 AND created_at < ?2 AND position > ?3 \
+     ORDER BY position LIMIT ?4"
+);
+pub(crate) const HEAD: &str = "SELECT COALESCE(MAX(position), 0) FROM sf_events";
+pub(crate) const GET_ENTITY: &str =
+    "SELECT version, state FROM sf_entities WHERE entity_type = ?1 AND entity_id = ?2";
+pub(crate) const GET_MODEL: &str =
+    "SELECT state FROM sf_view_models WHERE model_type = ?1 AND model_id = ?2";
+pub(crate) const LIST_MODELS_FIRST: &str = "SELECT model_id, state FROM sf_view_models \
+     WHERE model_type = ?1 ORDER BY model_id LIMIT ?2";
+pub(crate) const LIST_MODELS_AFTER: &str = "SELECT model_id, state FROM sf_view_models \
+     WHERE model_type = ?1 AND model_id > ?2 ORDER BY model_id LIMIT ?3";
+pub(crate) const GET_POSITION: &str = "SELECT position FROM sf_positions WHERE handler = ?1";
+pub(crate) const OUTBOX_PENDING: &str = "SELECT id, stream_type, stream_id, message_id, name, \
+     version, correlation_id, causation_id, created_at, payload FROM sf_outbox ORDER BY id LIMIT ?1";
+/// A loose index scan: one index seek per entity type, however many commands each has.
+pub(crate) const ENTITY_TYPES: &str = "WITH RECURSIVE types(t) AS ( \
+       SELECT MIN(stream_type) FROM sf_commands \
+       UNION ALL \
+       SELECT (SELECT MIN(stream_type) FROM sf_commands WHERE stream_type > types.t) \
+       FROM types WHERE types.t IS NOT NULL) \
+     SELECT t FROM types WHERE t IS NOT NULL";
+/// A loose index scan over the stream ids of one type, `?3` of them after `?2`.
+pub(crate) const STREAM_IDS_AFTER: &str = "WITH RECURSIVE ids(id, n) AS ( \
+       SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ?2), 1 \
+       UNION ALL \
+       SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), n + 1 \
+       FROM ids WHERE ids.id IS NOT NULL AND n < ?3) \
+     SELECT id FROM ids WHERE id IS NOT NULL";
+/// As [`STREAM_IDS_AFTER`], from the first id (`?2` is unused but bound).
+pub(crate) const STREAM_IDS_FIRST: &str = "WITH RECURSIVE ids(id, n) AS ( \
+       SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND ?2 IS NULL), 1 \
+       UNION ALL \
+       SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), n + 1 \
+       FROM ids WHERE ids.id IS NOT NULL AND n < ?3) \
+     SELECT id FROM ids WHERE id IS NOT NULL";
+
+pub(crate) use command_columns;
+
+/// The receipt of `message_id` in `stream`, if that command was accepted.
+pub(crate) async fn find_receipt<'c, E>(
+    executor: E,
+    stream: &StreamId,
+    message_id: Uuid,
+) -> Result<Option<CommandReceipt>, StoreError>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    let rows = sqlx::query(FIND_RECEIPT)
+        .bind(&*stream.entity_type)
+        .bind(stream.id.as_str())
+        .bind(message_id.to_string())
+        .fetch_all(executor)
+        .await
+        .map_err(db_err)?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let sequence = Sequence(from_db(int(first, 0)?, "sequence")?);
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let position: Option<i64> = row.try_get(1).map_err(corrupt)?;
+        if position.is_some() {
+            events.push(event_row(row, 1)?);
+        }
+    }
+    Ok(Some(CommandReceipt {
+        message_id,
+        stream: stream.clone(),
+        sequence,
+        events,
+        duplicate: true,
+        retries: 0,
+    }))
+}
+
+// ---- the contract ---------------------------------------------------------------------------
+
+fn unexpected(written: Written) -> StoreError {
+    writer::unexpected(written)
+}
+
+#[async_trait]
+impl CommandLog for SqliteStore {
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        match self
+            .write(Write::AppendCommand { expected, command })
+            .await?
+        {
+            Written::Sequence(sequence) => Ok(sequence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn load_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        let from_db_value = db_int(from.0, "sequence")?;
+        let to_db_value = to.map_or(Ok(i64::MAX), |to| db_int(to.0, "sequence"))?;
+        let pool = &self.inner.readers;
+        let rows = self
+            .read("sqlite.load_commands", || async move {
+                sqlx::query(LOAD_COMMANDS)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(from_db_value)
+                    .bind(to_db_value)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        let commands = rows
+            .iter()
+            .map(command_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        check_dense(stream, from, commands.iter().map(|c| c.sequence))?;
+        Ok(commands)
+    }
+
+    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
+        let pool = &self.inner.readers;
+        let last: i64 = self
+            .read("sqlite.last_sequence", || async move {
+                sqlx::query_scalar(LAST_SEQUENCE)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Sequence(from_db(last, "sequence")?))
+    }
+
+    async fn find_receipt(
+        &self,
+        stream: &StreamId,
+        message_id: Uuid,
+    ) -> Result<Option<CommandReceipt>, StoreError> {
+        let pool = &self.inner.readers;
+        self.read("sqlite.find_receipt", || {
+            find_receipt(pool, stream, message_id)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let write = Write::AppendEvents {
+            stream: stream.clone(),
+            expected,
+            events,
+        };
+        match self.write(write).await? {
+            Written::Events(events) => Ok(events),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from_value = db_int(from.0, "sequence")?;
+        let pool = &self.inner.readers;
+        let rows = self
+            .read("sqlite.read_stream", || async move {
+                sqlx::query(READ_STREAM)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(from_value)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        let events = rows
+            .iter()
+            .map(|row| event_row(row, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_dense(stream, from, events.iter().map(|e| e.sequence))?;
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = db_int(after.0, "position")?;
+        let pool = &self.inner.readers;
+        let rows = self
+            .read("sqlite.read_all", || async move {
+                sqlx::query(READ_ALL)
+                    .bind(after)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        rows.iter().map(|row| event_row(row, 0)).collect()
+    }
+
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = db_int(after.0, "position")?;
+        let (from, to) = (time_text(&from), time_text(&to));
+        let (from, to) = (from.as_str(), to.as_str());
+        let pool = &self.inner.readers;
+        let rows = self
+            .read("sqlite.read_between", || async move {
+                sqlx::query(READ_BETWEEN)
+                    .bind(from)
+                    .bind(to)
+                    .bind(after)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        rows.iter().map(|row| event_row(row, 0)).collect()
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let pool = &self.inner.readers;
+        let head: i64 = self
+            .read("sqlite.head", || async move {
+                sqlx::query_scalar(HEAD)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Position(from_db(head, "position")?))
+    }
+}
+
+#[async_trait]
+impl EntityStore for SqliteStore {
+    async fn get_entity(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError> {
+        let pool = &self.inner.readers;
+        let row = self
+            .read("sqlite.get_entity", || async move {
+                sqlx::query(GET_ENTITY)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        row.map(|row| {
+            Ok((
+                Sequence(from_db(int(&row, 0)?, "entity version")?),
+                text(&row, 1)?.into_bytes(),
+            ))
+        })
+        .transpose()
+    }
+
+    async fn put_entity(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        version: Sequence,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let write = Write::PutEntity {
+            stream: stream.clone(),
+            expected,
+            version,
+            state,
+        };
+        self.write(write).await.map(drop)
+    }
+
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
+        self.write(Write::DeleteEntity {
+            stream: stream.clone(),
+        })
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl ViewModelStore for SqliteStore {
+    async fn get_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let pool = &self.inner.readers;
+        let state: Option<String> = self
+            .read("sqlite.get_model", || async move {
+                sqlx::query_scalar(GET_MODEL)
+                    .bind(model_type)
+                    .bind(id.as_str())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(state.map(String::into_bytes))
+    }
+
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let write = Write::PutModel {
+            model_type: model_type.to_owned(),
+            id: id.clone(),
+            state,
+        };
+        self.write(write).await.map(drop)
+    }
+
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
+        let write = Write::DeleteModel {
+            model_type: model_type.to_owned(),
+            id: id.clone(),
+        };
+        self.write(write).await.map(drop)
+    }
+
+    async fn list_models(
+        &self,
+        model_type: &str,
+        page: Page,
+    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError> {
+        let pool = &self.inner.readers;
+        let after = page.after.as_ref().map(EntityId::as_str);
+        let limit = db_limit(page.limit);
+        let rows = self
+            .read("sqlite.list_models", || async move {
+                let query = match after {
+                    Some(after) => sqlx::query(LIST_MODELS_AFTER)
+                        .bind(model_type)
+                        .bind(after)
+                        .bind(limit),
+                    None => sqlx::query(LIST_MODELS_FIRST).bind(model_type).bind(limit),
+                };
+                query.fetch_all(pool).await.map_err(db_err)
+            })
+            .await?;
+        rows.iter()
+            .map(|row| Ok((EntityId::from(text(row, 0)?), text(row, 1)?.into_bytes())))
+            .collect()
+    }
+
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
+        self.write(Write::ClearModels {
+            model_type: model_type.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl PositionStore for SqliteStore {
+    async fn get_position(&self, handler: &str) -> Result<Position, StoreError> {
+        let pool = &self.inner.readers;
+        let position: Option<i64> = self
+            .read("sqlite.get_position", || async move {
+                sqlx::query_scalar(GET_POSITION)
+                    .bind(handler)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Position(from_db(position.unwrap_or(0), "position")?))
+    }
+
+    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError> {
+        self.write(Write::SetPosition {
+            handler: handler.to_owned(),
+            position,
+        })
+        .await
+        .map(drop)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(name = "sourceflow.sqlite.commit", skip_all, fields(stream = %unit.command.envelope.stream, expected = %unit.expected))]
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        match self.write(Write::Commit(unit)).await? {
+            Written::Receipt(receipt) => Ok(receipt),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(name = "sourceflow.sqlite.commit_projection", skip_all, fields(handler = %commit.handler, position = %commit.position))]
+    async fn commit_projection(&self, commit: ProjectionCommit) -> Result<(), StoreError> {
+        self.write(Write::CommitProjection(commit)).await.map(drop)
+    }
+
+    async fn reset_projection(
+        &self,
+        handler: &str,
+        model_types: &[&str],
+    ) -> Result<(), StoreError> {
+        self.write(Write::ResetProjection {
+            handler: handler.to_owned(),
+            model_types: model_types.iter().map(|t| (*t).to_owned()).collect(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingCommand>, StoreError> {
+        let pool = &self.inner.readers;
+        let rows = self
+            .read("sqlite.outbox_pending", || async move {
+                sqlx::query(OUTBOX_PENDING)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    async fn outbox_remove(&self, ids: &[u64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(Write::RemoveOutbox { ids: ids.to_vec() })
+            .await
+            .map(drop)
+    }
+
+    async fn entity_types(&self) -> Result<Vec<String>, StoreError> {
+        let pool = &self.inner.readers;
+        self.read("sqlite.entity_types", || async move {
+            sqlx::query_scalar(ENTITY_TYPES)
+                .fetch_all(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn stream_ids(&self, entity_type: &str, page: Page) -> Result<Vec<EntityId>, StoreError> {
+        if page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let pool = &self.inner.readers;
+        let after = page.after.as_ref().map(EntityId::as_str);
+        let limit = db_limit(page.limit);
+        let ids: Vec<String> = self
+            .read("sqlite.stream_ids", || async move {
+                let query = if after.is_some() {
+                    STREAM_IDS_AFTER
+                } else {
+                    STREAM_IDS_FIRST
+                };
+                sqlx::query_scalar(query)
+                    .bind(entity_type)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(ids.into_iter().map(EntityId::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of every hot query uses an index: no full `SCAN` of the logs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hot_queries_use_indexes() {
+        let store = SqliteStore::memory().await.expect("open");
+        let pool = store.reader_pool();
+        let queries: &[(&str, &str)] = &[
+            ("last_sequence", LAST_SEQUENCE),
+            ("load_commands", LOAD_COMMANDS),
+            ("find_receipt", FIND_RECEIPT),
+            ("read_stream", READ_STREAM),
+            ("read_all", READ_ALL),
+            ("read_between", READ_BETWEEN),
+            ("head", HEAD),
+            ("get_entity", GET_ENTITY),
+            ("get_model", GET_MODEL),
+            ("list_models_first", LIST_MODELS_FIRST),
+            ("list_models_after", LIST_MODELS_AFTER),
+            ("get_position", GET_POSITION),
+            ("entity_types", ENTITY_TYPES),
+            ("stream_ids_first", STREAM_IDS_FIRST),
+            ("stream_ids_after", STREAM_IDS_AFTER),
+            ("insert_command", writer::INSERT_COMMAND),
+            ("last_event_sequence", writer::LAST_EVENT_SEQUENCE),
+            ("put_entity_cas", writer::PUT_ENTITY_CAS),
+            ("cas_position", writer::CAS_POSITION),
+            ("delete_model", writer::DELETE_MODEL),
+            ("clear_models", writer::CLEAR_MODELS),
+        ];
+        for (name, query) in queries {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {query}"))
+                .fetch_all(pool)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+            eprintln!("{name}: {plan:?}");
+            for step in &plan {
+                for table in [
+                    "sf_commands",
+                    "sf_events",
+                    "sf_entities",
+                    "sf_view_models",
+                    "sf_positions",
+                ] {
+                    // `SCAN t` is a full table scan, `SCAN t USING ... INDEX` a full index scan.
+                    let scan = format!("SCAN {table}");
+                    assert!(
+                        !(*step == scan || step.starts_with(&format!("{scan} "))),
+                        "{name} scans {table}: {plan:?}"
+                    );
+                }
+            }
+            assert!(
+                plan.iter().any(|s| s.starts_with("SEARCH")),
+                "{name} searches no index: {plan:?}"
+            );
+        }
+    }
+}
