@@ -266,3 +266,48 @@ async fn late_commit(store: &PostgresStore) -> Result<(), Box<dyn std::any::Any 
     assert_eq!(visible, vec![Position(p2 as u64), p3]);
     Ok(())
 }
+
+/// `from_pool` takes the pool's own schema (its search_path) and derives the lock key from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_pool_uses_the_pools_schema() {
+    use sqlx::Executor;
+    let Some(url) = url() else { return };
+    let schema = format!("sf_pool_{}", uuid::Uuid::now_v7().simple());
+    let setup = sqlx::PgPool::connect(&url).await.unwrap();
+    setup
+        .execute(format!("CREATE SCHEMA \"{schema}\"").as_str())
+        .await
+        .unwrap();
+    setup.close().await;
+    let search_path = schema.clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(move |connection, _| {
+            let statement = format!("SET search_path TO \"{search_path}\"");
+            Box::pin(async move {
+                connection.execute(statement.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PostgresStore::from_pool(pool).await.unwrap();
+    let same = PostgresStore::connect_with_schema(&url, &schema)
+        .await
+        .unwrap();
+    let s = conformance::stream("conf.Account", "a");
+    let committed = store.commit(conformance::unit(&s, 0, 1)).await;
+    let seen = same.last_sequence(&s).await;
+    let (schema_seen, keys) = (
+        store.schema().to_owned(),
+        (store.append_lock_key(), same.append_lock_key()),
+    );
+    store.pool().close().await;
+    same.pool().close().await;
+    drop_schema(&url, &schema).await;
+    committed.unwrap();
+    assert_eq!(seen.unwrap(), Sequence(1));
+    assert_eq!(schema_seen, schema);
+    assert_eq!(keys.0, keys.1);
+}
