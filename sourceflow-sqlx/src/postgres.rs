@@ -384,27 +384,28 @@ impl<'a> EventArrays<'a> {
         })
     }
 
-    /// The recorded events, once the store has given them sequences after `last` and
-    /// `positions`.
+    /// The recorded events, once the store has given them sequences after `last`,
+    /// `positions`, and stored `payloads` (JSONB text: what a later read returns).
     fn recorded(
         events: &[NewEvent],
         stream: &StreamId,
         command_sequence: Sequence,
         last: Sequence,
-        positions: &[i64],
+        (positions, payloads): (Vec<i64>, Vec<String>),
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if positions.len() != events.len() {
+        if positions.len() != events.len() || payloads.len() != events.len() {
             return Err(StoreError::Corrupt(format!(
-                "{} positions returned for {} events",
+                "{} positions and {} payloads returned for {} events",
                 positions.len(),
+                payloads.len(),
                 events.len()
             )));
         }
         events
             .iter()
-            .zip(positions)
+            .zip(positions.into_iter().zip(payloads))
             .enumerate()
-            .map(|(i, (event, position))| {
+            .map(|(i, (event, (position, payload)))| {
                 let mut envelope = event.envelope.clone();
                 envelope.stream = stream.clone();
                 envelope.timestamp = micros(envelope.timestamp);
@@ -412,8 +413,8 @@ impl<'a> EventArrays<'a> {
                     envelope,
                     sequence: Sequence(last.0 + i as u64 + 1),
                     command_sequence,
-                    position: Position(from_db(*position, "position")?),
-                    payload: event.payload.clone(),
+                    position: Position(from_db(position, "position")?),
+                    payload: payload.into_bytes(),
                 })
             })
             .collect()
@@ -501,10 +502,11 @@ macro_rules! event_columns {
     };
 }
 
-const COMMIT: &str = "SELECT r_status, r_sequence, r_first_event, r_positions FROM sf_commit(\
+const COMMIT: &str = "SELECT r_status, r_sequence, r_first_event, r_positions, r_payloads \
+     FROM sf_commit(\
      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
      $20, $21, $22, $23, $24, $25, $26, $27, $28)";
-const APPEND_EVENTS: &str = "SELECT r_ok, r_command_sequence, r_positions FROM \
+const APPEND_EVENTS: &str = "SELECT r_ok, r_command_sequence, r_positions, r_payloads FROM \
      sf_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const COMMIT_PROJECTION: &str = "SELECT sf_commit_projection($1, $2, $3, $4, $5, $6, $7, $8, \
      $9, $10, $11, $12, $13, $14, $15, $16, $17)";
@@ -778,8 +780,8 @@ impl EventLog for PostgresStore {
             return Err(conflict(stream, expected));
         }
         let command_sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
-        let positions: Vec<i64> = get(&row, 2)?;
-        EventArrays::recorded(&events, stream, command_sequence, expected, &positions)
+        let stored = (get(&row, 2)?, get(&row, 3)?);
+        EventArrays::recorded(&events, stream, command_sequence, expected, stored)
     }
 
     async fn read_stream(
@@ -1094,7 +1096,7 @@ impl Store for PostgresStore {
         let (events, outbox) = (&events, &outbox);
         let (pool, lock_key) = (&self.pool, self.lock_key);
         enum Outcome {
-            Committed(Sequence, Sequence, Vec<i64>),
+            Committed(Sequence, Sequence, (Vec<i64>, Vec<String>)),
             Duplicate(CommandReceipt),
         }
         let outcome = self
@@ -1149,7 +1151,8 @@ impl Store for PostgresStore {
                         let sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
                         let first: i64 = get(&row, 2)?;
                         let last_event = Sequence(from_db(first - 1, "event sequence")?);
-                        Ok(Outcome::Committed(sequence, last_event, get(&row, 3)?))
+                        let stored = (get(&row, 3)?, get(&row, 4)?);
+                        Ok(Outcome::Committed(sequence, last_event, stored))
                     }
                     "duplicate" => match find_receipt(pool, stream, envelope.message_id).await? {
                         Some(receipt) => Ok(Outcome::Duplicate(receipt)),
@@ -1167,17 +1170,11 @@ impl Store for PostgresStore {
             .await?;
         match outcome {
             Outcome::Duplicate(receipt) => Ok(receipt),
-            Outcome::Committed(sequence, last_event, positions) => Ok(CommandReceipt {
+            Outcome::Committed(sequence, last_event, stored) => Ok(CommandReceipt {
                 message_id: envelope.message_id,
                 stream: stream.clone(),
                 sequence,
-                events: EventArrays::recorded(
-                    &unit.events,
-                    stream,
-                    sequence,
-                    last_event,
-                    &positions,
-                )?,
+                events: EventArrays::recorded(&unit.events, stream, sequence, last_event, stored)?,
                 duplicate: false,
                 retries: 0,
             }),

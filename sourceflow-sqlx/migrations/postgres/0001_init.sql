@@ -84,16 +84,21 @@ CREATE TABLE sf_outbox (
 );
 
 -- Appends events to a stream after event sequence `p_last`, emitted by command
--- `p_command_sequence`, returning their positions in order. The caller holds the append lock.
+-- `p_command_sequence`. Returns their positions and their payloads as stored (JSONB text, so
+-- that a receipt carries the same bytes as a later read), in order. The caller holds the
+-- append lock.
 CREATE FUNCTION sf_insert_events(
     p_stream_type text, p_stream_id text, p_last bigint, p_command_sequence bigint,
     p_ids uuid[], p_names text[], p_versions bigint[], p_correlations uuid[],
-    p_causations uuid[], p_times timestamptz[], p_payloads text[]
-) RETURNS bigint[] LANGUAGE plpgsql AS $$
+    p_causations uuid[], p_times timestamptz[], p_payloads text[],
+    OUT r_positions bigint[], OUT r_payloads text[]
+) LANGUAGE plpgsql AS $$
 DECLARE
-    v_positions bigint[] := '{}';
     v_position bigint;
+    v_payload text;
 BEGIN
+    r_positions := '{}';
+    r_payloads := '{}';
     -- One row at a time, so positions follow the stream order of the events.
     FOR i IN 1 .. coalesce(cardinality(p_ids), 0) LOOP
         INSERT INTO sf_events (stream_type, stream_id, sequence, command_sequence, message_id,
@@ -101,10 +106,10 @@ BEGIN
         VALUES (p_stream_type, p_stream_id, p_last + i, p_command_sequence, p_ids[i],
                 p_names[i], p_versions[i], p_correlations[i], p_causations[i], p_times[i],
                 p_payloads[i]::jsonb)
-        RETURNING position INTO v_position;
-        v_positions := v_positions || v_position;
+        RETURNING position, payload::text INTO v_position, v_payload;
+        r_positions := r_positions || v_position;
+        r_payloads := r_payloads || v_payload;
     END LOOP;
-    RETURN v_positions;
 END $$;
 
 -- Queues follow-up commands, in order.
@@ -144,18 +149,22 @@ CREATE FUNCTION sf_commit(
     p_outbox_stream_types text[], p_outbox_stream_ids text[], p_outbox_ids uuid[],
     p_outbox_names text[], p_outbox_versions bigint[], p_outbox_correlations uuid[],
     p_outbox_causations uuid[], p_outbox_times timestamptz[], p_outbox_payloads text[]
-) RETURNS TABLE (r_status text, r_sequence bigint, r_first_event bigint, r_positions bigint[])
+) RETURNS TABLE (r_status text, r_sequence bigint, r_first_event bigint, r_positions bigint[],
+                r_payloads text[])
 LANGUAGE plpgsql AS $$
 DECLARE
     v_sequence bigint;
     v_last_event bigint := 0;
+    v_events record;
     v_positions bigint[] := '{}';
+    v_payloads text[] := '{}';
 BEGIN
     SELECT c.sequence INTO v_sequence FROM sf_commands c
      WHERE c.stream_type = p_stream_type AND c.stream_id = p_stream_id
        AND c.message_id = p_message_id;
     IF FOUND THEN
-        RETURN QUERY SELECT 'duplicate'::text, v_sequence, NULL::bigint, NULL::bigint[];
+        RETURN QUERY SELECT 'duplicate'::text, v_sequence, NULL::bigint, NULL::bigint[],
+                            NULL::text[];
         RETURN;
     END IF;
 
@@ -173,9 +182,11 @@ BEGIN
          WHERE c.stream_type = p_stream_type AND c.stream_id = p_stream_id
            AND c.message_id = p_message_id;
         IF FOUND THEN
-            RETURN QUERY SELECT 'duplicate'::text, v_sequence, NULL::bigint, NULL::bigint[];
+            RETURN QUERY SELECT 'duplicate'::text, v_sequence, NULL::bigint, NULL::bigint[],
+                                NULL::text[];
         ELSE
-            RETURN QUERY SELECT 'conflict'::text, NULL::bigint, NULL::bigint, NULL::bigint[];
+            RETURN QUERY SELECT 'conflict'::text, NULL::bigint, NULL::bigint, NULL::bigint[],
+                                NULL::text[];
         END IF;
         RETURN;
     END IF;
@@ -196,12 +207,14 @@ BEGIN
         PERFORM pg_advisory_xact_lock(p_lock_key);
         SELECT coalesce(max(e.sequence), 0) INTO v_last_event FROM sf_events e
          WHERE e.stream_type = p_stream_type AND e.stream_id = p_stream_id;
-        v_positions := sf_insert_events(p_stream_type, p_stream_id, v_last_event, v_sequence,
-                                        p_event_ids, p_event_names, p_event_versions,
-                                        p_event_correlations, p_event_causations,
-                                        p_event_times, p_event_payloads);
+        v_events := sf_insert_events(p_stream_type, p_stream_id, v_last_event, v_sequence,
+                                     p_event_ids, p_event_names, p_event_versions,
+                                     p_event_correlations, p_event_causations,
+                                     p_event_times, p_event_payloads);
+        v_positions := v_events.r_positions;
+        v_payloads := v_events.r_payloads;
     END IF;
-    RETURN QUERY SELECT 'ok'::text, v_sequence, v_last_event + 1, v_positions;
+    RETURN QUERY SELECT 'ok'::text, v_sequence, v_last_event + 1, v_positions, v_payloads;
 END $$;
 
 -- Events without a command (EventLog::append_events): under the append lock, if the stream's
@@ -210,7 +223,8 @@ CREATE FUNCTION sf_append_events(
     p_lock_key bigint, p_stream_type text, p_stream_id text, p_expected bigint,
     p_ids uuid[], p_names text[], p_versions bigint[], p_correlations uuid[],
     p_causations uuid[], p_times timestamptz[], p_payloads text[]
-) RETURNS TABLE (r_ok boolean, r_command_sequence bigint, r_positions bigint[])
+) RETURNS TABLE (r_ok boolean, r_command_sequence bigint, r_positions bigint[],
+                r_payloads text[])
 LANGUAGE plpgsql AS $$
 DECLARE
     v_last bigint;
@@ -220,14 +234,14 @@ BEGIN
     SELECT coalesce(max(e.sequence), 0) INTO v_last FROM sf_events e
      WHERE e.stream_type = p_stream_type AND e.stream_id = p_stream_id;
     IF v_last <> p_expected THEN
-        RETURN QUERY SELECT false, NULL::bigint, NULL::bigint[];
+        RETURN QUERY SELECT false, NULL::bigint, NULL::bigint[], NULL::text[];
         RETURN;
     END IF;
     SELECT coalesce(max(c.sequence), 0) INTO v_command FROM sf_commands c
      WHERE c.stream_type = p_stream_type AND c.stream_id = p_stream_id;
-    RETURN QUERY SELECT true, v_command,
-        sf_insert_events(p_stream_type, p_stream_id, v_last, v_command, p_ids, p_names,
-                         p_versions, p_correlations, p_causations, p_times, p_payloads);
+    RETURN QUERY SELECT true, v_command, e.r_positions, e.r_payloads
+      FROM sf_insert_events(p_stream_type, p_stream_id, v_last, v_command, p_ids, p_names,
+                            p_versions, p_correlations, p_causations, p_times, p_payloads) e;
 END $$;
 
 -- A projection batch: compare-and-set of the handler's position (absent counts as 0), then
