@@ -92,6 +92,11 @@ impl SendOptions {
 ///
 /// Delays grow exponentially from `base_delay` up to `max_delay`, with full jitter, so
 /// contending writers spread out instead of colliding again in lockstep.
+///
+/// Within one process, commands to one stream queue instead of conflicting; conflicts come
+/// from other processes. A process that writes one stream in a tight loop wins most races
+/// against another (it reuses its cached state and skips a read), so the default budget —
+/// 100 attempts, about five seconds — is sized to outlast such bursts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// How many times the handler may run in total (at least 1).
@@ -105,9 +110,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 25,
+            max_attempts: 100,
             base_delay: Duration::from_micros(200),
-            max_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(100),
         }
     }
 }

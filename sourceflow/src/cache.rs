@@ -6,6 +6,7 @@
 //! stored state.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
 use crate::message::{Sequence, StreamId};
@@ -62,5 +63,33 @@ impl EntityCache {
         if self.capacity > 0 {
             self.lock().remove(stream);
         }
+    }
+}
+
+/// Striped locks that serialise this process's commands per stream.
+///
+/// Two commands to one entity would otherwise both load the same version, and one would lose
+/// the commit and run again; under load that wastes most of the work and can starve a writer.
+/// Streams share a stripe by hash, so distinct streams rarely wait for each other.
+pub(crate) struct StreamLocks {
+    hasher: RandomState,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl StreamLocks {
+    const STRIPES: usize = 256;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            stripes: (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    pub(crate) async fn lock(&self, stream: &StreamId) -> tokio::sync::MutexGuard<'_, ()> {
+        let index = (self.hasher.hash_one(stream) % Self::STRIPES as u64) as usize;
+        self.stripes[index].lock().await
     }
 }

@@ -12,7 +12,7 @@ use tracing::{debug_span, error, warn, Instrument};
 use uuid::Uuid;
 
 use crate::bus::{CommandDispatcher, OutgoingCommand, RetryPolicy, SendOptions};
-use crate::cache::EntityCache;
+use crate::cache::{EntityCache, StreamLocks};
 use crate::error::Error;
 use crate::message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Position, RecordedEvent, Sequence,
@@ -75,6 +75,7 @@ pub(crate) struct FlowInner {
     pub(crate) drain_outbox: bool,
     pub(crate) background: Arc<tokio::sync::Notify>,
     pub(crate) entities: EntityCache,
+    pub(crate) stream_locks: StreamLocks,
 }
 
 /// The running application: send commands, read view models, replay and rebuild.
@@ -393,6 +394,9 @@ impl SourceFlow {
             inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Invalid(violations));
         }
+        // Commands to one stream from this process queue here instead of racing: a conflict
+        // then only comes from another process (or another handle on the same store).
+        let _turn = inner.stream_locks.lock(stream).await;
         let mut attempt: u32 = 0;
         let mut trust_cache = true;
         loop {
@@ -1231,6 +1235,7 @@ impl Builder {
                 drain_outbox: !self.keep_outbox,
                 background: Arc::new(tokio::sync::Notify::new()),
                 entities: EntityCache::new(self.entity_cache),
+                stream_locks: StreamLocks::new(),
             }),
         };
         flow.catch_up().await?;

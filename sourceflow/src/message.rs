@@ -14,6 +14,12 @@ use crate::validate::Violations;
 /// A message that can be stored and routed: it has a stable wire name and a JSON codec.
 ///
 /// Implemented by `#[derive(Command)]` and `#[derive(Event)]`; never implement it by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a message",
+    label = "not a command or event",
+    note = "derive it: `#[derive(Serialize, Deserialize, Command)]` or \
+            `#[derive(Serialize, Deserialize, Event)]`"
+)]
 pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Stable wire name, written next to every stored payload (`#[command(name = "..")]`).
     const NAME: &'static str;
@@ -26,21 +32,44 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// A request to change one entity, handled by exactly one saga.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a command",
+    label = "`#[handles]` methods take a command",
+    note = "derive it with `#[derive(Serialize, Deserialize, Command)]`; if `{Self}` is an \
+            event, consume it with `#[projects_on]` in a `#[view]` or `#[subscribes]` in an \
+            `#[aggregate]` instead"
+)]
 pub trait Command: Message {}
 
 /// A fact recorded in an entity's stream.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "`#[projects_on]` and `#[subscribes]` methods take an event",
+    note = "derive it with `#[derive(Serialize, Deserialize, Event)]`; if `{Self}` is a \
+            command, handle it with `#[handles]` in a `#[saga]` instead"
+)]
 pub trait Event: Message {
     /// Schema version of the payload, stored with every event (`#[event(version = 2)]`).
     const VERSION: u32;
 }
 
 /// The state a saga owns, stored as a cache of its command stream.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an entity",
+    label = "`entity = ..` names an entity type",
+    note = "derive it with `#[derive(Default, Clone, Serialize, Deserialize, Entity)]`"
+)]
 pub trait Entity: Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {
     /// Stable name of the entity type; the first half of every stream key.
     const NAME: &'static str;
 }
 
 /// A read model maintained by a view.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a view model",
+    label = "`model = ..` names a view model type",
+    note = "derive it with `#[derive(Default, Clone, Serialize, Deserialize, ViewModel)]`"
+)]
 pub trait ViewModel:
     Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static
 {

@@ -38,6 +38,22 @@ pub fn assert_view_model<M: ViewModel>() {}
 /// Compile-time check that a component can be shared between tasks.
 pub fn assert_component<T: Send + Sync + 'static>() {}
 
+/// Compile-time check that a handler's `&mut` argument is the component's declared state
+/// (`entity = ..` / `model = ..`): the runtime creates, loads and saves the declared type.
+pub fn assert_same_state<Declared, Found: SameState<Declared>>() {}
+
+/// Implemented only for `T: SameState<T>`; see [`assert_same_state`].
+#[diagnostic::on_unimplemented(
+    message = "this handler takes `&mut {Self}`, but its component's state is `{Declared}`",
+    label = "expected `{Declared}` here",
+    note = "the runtime loads and saves the type named in `#[saga(entity = ..)]`, \
+            `#[aggregate(entity = ..)]` or `#[view(model = ..)]`; take `&mut {Declared}`, or \
+            change the attribute"
+)]
+pub trait SameState<Declared> {}
+
+impl<T> SameState<T> for T {}
+
 /// Runs a message's `Validate` impl (for `#[command(validate)]` without a path).
 pub fn validate_with_impl<M: Validate>(message: &M, violations: &mut Violations) {
     message.validate(violations);
@@ -71,6 +87,12 @@ fn mismatch<T>() -> Error {
 }
 
 /// What a handler method may return: `()` or `Result<(), E>` with `E: Into<DomainError>`.
+#[diagnostic::on_unimplemented(
+    message = "a handler cannot return `{Self}`",
+    label = "handlers return `()` or `Result<(), E>` where `E: Into<DomainError>`",
+    note = "return `Result<(), DomainError>` to reject a command; for another error type, \
+            implement `From<YourError> for DomainError`"
+)]
 pub trait IntoHandlerResult {
     /// Normalises the method's return value.
     fn into_handler_result(self) -> Result<(), Error>;

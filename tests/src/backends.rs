@@ -61,7 +61,10 @@ pub async fn postgres() -> Option<Backend> {
 
 /// Drops a test schema (names are generated here, so they are plain identifiers).
 pub async fn drop_schema(url: &str, schema: &str) {
-    if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if !schema
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return;
     }
     if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()

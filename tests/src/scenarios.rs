@@ -166,13 +166,14 @@ pub async fn end_to_end_chain(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_pending(10).await.unwrap(), vec![]);
 }
 
-/// 8 tasks x 500 commands on one stream: exact total, dense sequence, conflicts retried.
+/// 8 tasks x 500 commands on one stream, spread over two handles on one store (as two
+/// processes would be): exact total, dense sequence, conflicts between the handles retried.
 pub async fn contention_on_one_stream(store: Arc<dyn Store>) {
-    let flow = flow(store.clone()).await;
+    let handles = [flow(store.clone()).await, flow(store.clone()).await];
     let id = EntityId::from("tally-1");
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let flow = flow.clone();
+    for task in 0..8 {
+        let flow = handles[task % 2].clone();
         let id = id.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..500 {
@@ -187,6 +188,7 @@ pub async fn contention_on_one_stream(store: Arc<dyn Store>) {
     }
     let stream = StreamId::of::<Tally>(&id);
     assert_eq!(store.last_sequence(&stream).await.unwrap(), Sequence(4_000));
+    let flow = &handles[0];
     let tally: Tally = flow.replay(&id).await.unwrap();
     assert_eq!(
         tally,
@@ -203,6 +205,7 @@ pub async fn contention_on_one_stream(store: Arc<dyn Store>) {
         .iter()
         .enumerate()
         .all(|(i, c)| c.sequence == Sequence(i as u64 + 1)));
+    handles[1].catch_up().await.unwrap();
     let model: TallyModel = flow.view_model(&id).await.unwrap().unwrap();
     assert_eq!(
         model,
@@ -211,11 +214,11 @@ pub async fn contention_on_one_stream(store: Arc<dyn Store>) {
             total: 8_000
         }
     );
-    let stats: Stats = flow.stats();
-    assert_eq!(stats.committed, 4_000);
+    let stats: Vec<Stats> = handles.iter().map(SourceFlow::stats).collect();
+    assert_eq!(stats[0].committed + stats[1].committed, 4_000);
     assert!(
-        stats.conflicts_retried > 0,
-        "8 writers on one stream must have collided at least once: {stats:?}"
+        stats[0].conflicts_retried + stats[1].conflicts_retried > 0,
+        "two writers on one stream must have collided at least once: {stats:?}"
     );
 }
 
@@ -402,9 +405,27 @@ pub async fn resent_message_id_runs_once(store: Arc<dyn Store>) {
     assert!(!first.duplicate);
     assert!(again.duplicate);
     assert_eq!(again.sequence, first.sequence);
-    assert_eq!(again.events, first.events);
+    assert_eq!(comparable(&again.events), comparable(&first.events));
     let account: Account = flow.replay(&id).await.unwrap();
     assert_eq!(account.balance, 12);
+}
+
+/// Events with their payloads as JSON values: Postgres stores JSONB, which keeps the value
+/// but not the whitespace or key order of the text that was written.
+pub fn comparable(
+    events: &[sourceflow::RecordedEvent],
+) -> Vec<(Uuid, Sequence, Position, serde_json::Value)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.envelope.message_id,
+                e.sequence,
+                e.position,
+                e.payload_json().expect("stored payloads are JSON"),
+            )
+        })
+        .collect()
 }
 
 /// Instantiates every runtime scenario as a `#[tokio::test]` for one backend.
@@ -634,7 +655,9 @@ pub async fn idempotency_keys(store: Arc<dyn Store>) {
     }
     assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 1);
     assert!(receipts.iter().all(|r| r.sequence == Sequence(1)));
-    assert!(receipts.iter().all(|r| r.events == receipts[0].events));
+    assert!(receipts
+        .iter()
+        .all(|r| comparable(&r.events) == comparable(&receipts[0].events)));
     let tally: Tally = flow.replay(&id).await.unwrap();
     assert_eq!(tally, Tally { total: 7, count: 1 });
 

@@ -91,12 +91,27 @@ async fn two_writers_one_account(shared: Shared) {
         .unwrap();
     let stream = StreamId::of::<Tally>("shared");
     assert_eq!(store.last_sequence(&stream).await.unwrap(), Sequence(2_000));
-    let commands = store.load_commands(&stream, Sequence(1), None).await.unwrap();
+    let commands = store
+        .load_commands(&stream, Sequence(1), None)
+        .await
+        .unwrap();
     assert_eq!(commands.len(), 2_000, "dense: no gap reported");
     let tally: Tally = flow.replay("shared").await.unwrap();
-    assert_eq!(tally, Tally { total: 2_000, count: 2_000 });
+    assert_eq!(
+        tally,
+        Tally {
+            total: 2_000,
+            count: 2_000
+        }
+    );
     let model: TallyModel = flow.view_model("shared").await.unwrap().unwrap();
-    assert_eq!(model, TallyModel { applied: 2_000, total: 2_000 });
+    assert_eq!(
+        model,
+        TallyModel {
+            applied: 2_000,
+            total: 2_000
+        }
+    );
 }
 
 async fn writer_killed_mid_load(shared: Shared) {
@@ -130,11 +145,17 @@ async fn writer_killed_mid_load(shared: Shared) {
     let mut page = Page::first(100);
     loop {
         let ids = flow.stream_ids("bank.Account", page.clone()).await.unwrap();
-        let Some(last) = ids.last().cloned() else { break };
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
         accounts.extend(ids);
         page.after = Some(last);
     }
-    assert!(accounts.len() >= 25, "every acknowledged account is there: {}", accounts.len());
+    assert!(
+        accounts.len() >= 25,
+        "every acknowledged account is there: {}",
+        accounts.len()
+    );
     for id in &accounts {
         let stream = StreamId::of::<Account>(id);
         // Nothing half-committed: each command has exactly its events, and the stored state
@@ -145,9 +166,18 @@ async fn writer_killed_mid_load(shared: Shared) {
             "{id}: {verification:?}"
         );
         let events = store.read_stream(&stream, Sequence(1)).await.unwrap();
-        let overdrawn = events.iter().filter(|e| e.decode::<Overdrawn>().is_ok()).count();
-        let fees = events.iter().filter(|e| e.decode::<FeeCharged>().is_ok()).count();
-        assert_eq!(fees, overdrawn, "{id}: one fee per overdraft, none lost, none doubled");
+        let overdrawn = events
+            .iter()
+            .filter(|e| e.decode::<Overdrawn>().is_ok())
+            .count();
+        let fees = events
+            .iter()
+            .filter(|e| e.decode::<FeeCharged>().is_ok())
+            .count();
+        assert_eq!(
+            fees, overdrawn,
+            "{id}: one fee per overdraft, none lost, none doubled"
+        );
         let account: Account = flow.replay(id).await.unwrap();
         let view: AccountBalance = flow.view_model(id).await.unwrap().unwrap_or_default();
         assert_eq!(view.balance, account.balance, "{id}: the view caught up");
@@ -155,7 +185,10 @@ async fn writer_killed_mid_load(shared: Shared) {
             assert_eq!(account.balance, -50 - OVERDRAFT_FEE);
         }
     }
-    assert!(store.outbox_pending(10).await.unwrap().is_empty(), "outbox drained");
+    assert!(
+        store.outbox_pending(10).await.unwrap().is_empty(),
+        "outbox drained"
+    );
     let head = store.head().await.unwrap();
     assert_eq!(store.get_position("BalanceView").await.unwrap(), head);
     // And the view equals a rebuild from the log.

@@ -57,9 +57,15 @@ async fn run(args: &[String]) -> Result<(), String> {
             for i in 1..=count {
                 let id = EntityId::from(format!("{key}-{i}"));
                 let owner = format!("owner {i}");
-                flow.send(&id, OpenAccount { owner, overdraft_limit: 1_000 })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                flow.send(
+                    &id,
+                    OpenAccount {
+                        owner,
+                        overdraft_limit: 1_000,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 flow.send(&id, Deposit { amount: 100 })
                     .await
                     .map_err(|e| e.to_string())?;
