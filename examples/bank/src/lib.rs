@@ -339,3 +339,63 @@ impl OverdraftPolicy {
         cx.send(ChargeOverdraftFee { fee: OVERDRAFT_FEE });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sourceflow::testing::SagaTest;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn overdrawing_records_the_overdraft() {
+        let test = SagaTest::new(AccountSaga).await;
+        let id = EntityId::from("acct-1");
+        test.given(
+            &id,
+            OpenAccount {
+                owner: "Ada".into(),
+                overdraft_limit: 100,
+            },
+        )
+        .await
+        .given(&id, Deposit { amount: 30 })
+        .await;
+        test.when(&id, Withdraw { amount: 50 })
+            .await
+            .expect_event(Withdrawn {
+                amount: 50,
+                balance: -20,
+            })
+            .expect_event(Overdrawn { balance: -20 })
+            .expect_no_commands();
+        assert_eq!(test.state::<Account>(&id).await.balance, -20);
+    }
+
+    #[tokio::test]
+    async fn the_overdraft_limit_is_enforced() {
+        let test = SagaTest::new(AccountSaga).await;
+        let id = EntityId::from("acct-2");
+        test.given_state(
+            &id,
+            Account {
+                owner: "Bob".into(),
+                balance: 10,
+                overdraft_limit: 5,
+                closed: false,
+            },
+        )
+        .await;
+        test.when(&id, Withdraw { amount: 16 })
+            .await
+            .expect_rejected("insufficient_funds");
+        test.when(&id, Withdraw { amount: 0 })
+            .await
+            .expect_invalid("amount");
+        test.when(&id, Withdraw { amount: 15 })
+            .await
+            .expect_event(Withdrawn {
+                amount: 15,
+                balance: -5,
+            });
+    }
+}
