@@ -126,8 +126,9 @@ impl RetryPolicy {
         }
     }
 
-    /// The jittered delay before retry number `retry` (1-based).
-    pub(crate) fn delay(&self, retry: u32) -> Duration {
+    /// The jittered delay before retry number `retry` (1-based): uniformly random between zero
+    /// and `min(max_delay, base_delay * 2^(retry - 1))`.
+    pub fn delay(&self, retry: u32) -> Duration {
         let exp = self
             .base_delay
             .saturating_mul(1u32 << retry.saturating_sub(1).min(16));
