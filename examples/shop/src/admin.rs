@@ -461,12 +461,17 @@ pub async fn import(session: &Session, file: &Path) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A seed used before on this database; store faults.
-pub async fn seed(session: &Session, orders: usize, seed: Option<u64>) -> anyhow::Result<()> {
+pub async fn seed(
+    session: &Session,
+    orders: usize,
+    seed: Option<u64>,
+    jobs: usize,
+) -> anyhow::Result<()> {
     let seed = seed.unwrap_or_else(|| fastrand::u64(..));
     let started = Instant::now();
     let flow = open_flow(&session.target, Access::Bulk, shop::bulk_builder()).await?;
     let bar = progress_bar(orders as u64, "orders");
-    let report = shop::seed::seed(&flow, SeedOptions { orders, seed }, |n| {
+    let report = shop::seed::seed(&flow, SeedOptions { orders, seed }, jobs, |n| {
         bar.set_position(n as u64)
     })
     .await;

@@ -179,6 +179,10 @@ pub enum Command {
         /// Seed for the generator (same seed, same orders) [default: random]
         #[arg(long)]
         seed: Option<u64>,
+        /// Orders in flight at once: faster, but with more than 1 who gets the last units of
+        /// a scarce product may vary between runs
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
     },
     /// Counts, streams and how far each view and reaction has got
     Stats,
@@ -376,8 +380,8 @@ pub async fn run_command(session: &Session, command: Command) -> anyhow::Result<
             admin::import(session, &file).await?;
             Ok(None)
         }
-        Command::Seed { orders, seed } => {
-            admin::seed(session, orders, seed).await?;
+        Command::Seed { orders, seed, jobs } => {
+            admin::seed(session, orders, seed, jobs.into()).await?;
             Ok(None)
         }
         Command::Stats => {
@@ -644,10 +648,20 @@ pub fn print_error(e: &anyhow::Error) {
     eprintln!("{}", warn(&format!("error: {}", one_line(e))));
 }
 
-/// An error chain on one line: causes joined with `: `, newlines folded.
+/// An error chain on one line: causes joined with `: `, newlines folded. A cause whose text
+/// its parent already ends with is not repeated (some errors print their source themselves).
 pub fn one_line(e: &anyhow::Error) -> String {
-    let text = format!("{e:#}");
-    text.split('\n')
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|last| last.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts
+        .join(": ")
+        .split('\n')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
@@ -668,5 +682,8 @@ mod tests {
     fn errors_fit_on_one_line() {
         let e = anyhow::anyhow!("first\n  - second").context("outer");
         assert_eq!(one_line(&e), "outer: first; - second");
+        let refused = sourceflow::Error::Rejected(sourceflow::DomainError::rejected("no"));
+        let e = anyhow::Error::new(refused).context("cannot confirm");
+        assert_eq!(one_line(&e), "cannot confirm: command rejected: no");
     }
 }

@@ -247,6 +247,7 @@ async fn choose(
             Step::Run(Command::Seed {
                 orders: orders as usize,
                 seed,
+                jobs: 1,
             })
         }
         other => {
