@@ -1,0 +1,16 @@
+//! Benchmarks of sourceflow against the physical floor and against peer frameworks.
+//!
+//! - The binary `sourceflow-bench` runs the workloads W1 to W7 in one process run and prints a
+//!   ratio table (`--quick` for a run under two minutes, `--check` to exit non-zero on a missed
+//!   target). See the workspace's `BENCHMARKS.md` for a measured table and what it means.
+//! - `benches/pipeline.rs` holds criterion micro-benchmarks of the hot paths.
+//!
+//! Every workload uses the [`domain`] here: a deposit command of about 100 bytes of JSON, a
+//! saga owning an account entity, one event, one view and one aggregate reaction. The peers in
+//! [`peers`] implement the same account.
+
+pub mod domain;
+pub mod peers;
+pub mod raw;
+pub mod report;
+pub mod workloads;
