@@ -1,0 +1,255 @@
+//! `#[derive(Command)]`, `#[derive(Event)]`, `#[derive(Entity)]` and `#[derive(ViewModel)]`.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{DeriveInput, Ident, LitInt, LitStr, Path};
+
+use crate::attr::{Args, Errors, Key};
+
+/// Which derive is expanding.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `#[derive(Command)]`.
+    Command,
+    /// `#[derive(Event)]`.
+    Event,
+    /// `#[derive(Entity)]`.
+    Entity,
+    /// `#[derive(ViewModel)]`.
+    ViewModel,
+}
+
+impl Kind {
+    fn trait_name(self) -> &'static str {
+        match self {
+            Kind::Command => "Command",
+            Kind::Event => "Event",
+            Kind::Entity => "Entity",
+            Kind::ViewModel => "ViewModel",
+        }
+    }
+
+    /// The helper attribute: `command`, `event`, `entity`, `view_model`.
+    fn attr(self) -> &'static str {
+        match self {
+            Kind::Command => "command",
+            Kind::Event => "event",
+            Kind::Entity => "entity",
+            Kind::ViewModel => "view_model",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Command => "#[command(..)]",
+            Kind::Event => "#[event(..)]",
+            Kind::Entity => "#[entity(..)]",
+            Kind::ViewModel => "#[view_model(..)]",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Command => "commands",
+            Kind::Event => "events",
+            Kind::Entity => "entities",
+            Kind::ViewModel => "view models",
+        }
+    }
+
+    fn keys(self) -> &'static [Key] {
+        const NAME: Key = Key {
+            name: "name",
+            form: "name = \"bank.Deposit\"",
+        };
+        const VALIDATE: Key = Key {
+            name: "validate",
+            form: "validate = path::to_fn",
+        };
+        const VALIDATE_FLAG: Key = Key {
+            name: "validate",
+            form: "validate",
+        };
+        match self {
+            Kind::Command => &[NAME, VALIDATE, VALIDATE_FLAG],
+            Kind::Event => &[
+                NAME,
+                Key {
+                    name: "version",
+                    form: "version = 2",
+                },
+                VALIDATE,
+                VALIDATE_FLAG,
+            ],
+            Kind::Entity | Kind::ViewModel => &[NAME],
+        }
+    }
+}
+
+/// How a message checks itself before it is stored.
+enum Validation {
+    /// `validate = path`: `fn(&T, &mut Violations)`.
+    Function(Path),
+    /// `validate`: the type's `Validate` impl.
+    Impl(Ident),
+}
+
+struct Attrs {
+    name: Option<LitStr>,
+    version: Option<LitInt>,
+    validate: Option<Validation>,
+}
+
+/// Expands one of the four derives.
+pub(crate) fn expand(kind: Kind, input: TokenStream) -> TokenStream {
+    let input: DeriveInput = match syn::parse2(input) {
+        Ok(input) => input,
+        Err(e) => return e.to_compile_error(),
+    };
+    let mut errors = Errors::default();
+    let attrs = parse(kind, &input, &mut errors);
+    validate(kind, &input, &mut errors);
+    if !errors.is_empty() {
+        return errors.to_compile_errors();
+    }
+    generate(kind, &input, &attrs)
+}
+
+fn parse(kind: Kind, input: &DeriveInput, errors: &mut Errors) -> Attrs {
+    let mut args = Args::new(kind.what(), kind.keys());
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident(kind.attr())) {
+        match &attr.meta {
+            syn::Meta::Path(_) => {}
+            syn::Meta::List(list) => args.parse(list.tokens.clone(), errors),
+            syn::Meta::NameValue(nv) => errors.spanned(
+                nv,
+                format!(
+                    "write the arguments in parentheses: `#[{}(name = \"..\")]`",
+                    kind.attr()
+                ),
+            ),
+        }
+    }
+    let name = args.take_str("name", errors);
+    let version = match kind {
+        Kind::Event => args.take_u32("version", errors),
+        _ => None,
+    };
+    let validate = match kind {
+        Kind::Command | Kind::Event => {
+            args.take_path_or_flag("validate", errors)
+                .map(|validate| match validate {
+                    Ok(path) => Validation::Function(path),
+                    Err(flag) => Validation::Impl(flag),
+                })
+        }
+        _ => None,
+    };
+    args.finish(errors);
+    Attrs {
+        name,
+        version,
+        validate,
+    }
+}
+
+fn validate(kind: Kind, input: &DeriveInput, errors: &mut Errors) {
+    if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
+        errors.spanned(
+            &input.generics,
+            format!(
+                "generic {} are not supported: a stored payload is decoded into one concrete \
+                 type; remove the generic parameters from `{}` (or derive `{}` on a concrete \
+                 wrapper type)",
+                kind.plural(),
+                input.ident,
+                kind.trait_name()
+            ),
+        );
+    }
+    if let syn::Data::Union(data) = &input.data {
+        errors.spanned(
+            data.union_token,
+            format!(
+                "`{}` cannot be derived for a union: use a struct or an enum",
+                kind.trait_name()
+            ),
+        );
+    }
+}
+
+fn generate(kind: Kind, input: &DeriveInput, attrs: &Attrs) -> TokenStream {
+    let ident = &input.ident;
+    let name = attrs
+        .name
+        .clone()
+        .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let validate_message = attrs.validate.as_ref().map(|validate| {
+        let call = match validate {
+            Validation::Function(path) => quote_spanned! {path.span()=>
+                #path(self, violations)
+            },
+            Validation::Impl(flag) => quote_spanned! {flag.span()=>
+                ::sourceflow::__private::validate_with_impl::<Self>(self, violations)
+            },
+        };
+        quote! {
+            fn validate_message(&self, violations: &mut ::sourceflow::Violations) {
+                #call
+            }
+        }
+    });
+    let (impls, record) = match kind {
+        Kind::Command => (
+            quote! {
+                impl ::sourceflow::Message for #ident {
+                    const NAME: &'static str = #name;
+                    #validate_message
+                }
+                impl ::sourceflow::Command for #ident {}
+            },
+            quote!(::sourceflow::__private::TypeRecord::command::<#ident>()),
+        ),
+        Kind::Event => {
+            let version = attrs
+                .version
+                .clone()
+                .unwrap_or_else(|| LitInt::new("1", ident.span()));
+            (
+                quote! {
+                    impl ::sourceflow::Message for #ident {
+                        const NAME: &'static str = #name;
+                        #validate_message
+                    }
+                    impl ::sourceflow::Event for #ident {
+                        const VERSION: u32 = #version;
+                    }
+                },
+                quote!(::sourceflow::__private::TypeRecord::event::<#ident>()),
+            )
+        }
+        Kind::Entity => (
+            quote! {
+                impl ::sourceflow::Entity for #ident {
+                    const NAME: &'static str = #name;
+                }
+            },
+            quote!(::sourceflow::__private::TypeRecord::entity::<#ident>()),
+        ),
+        Kind::ViewModel => (
+            quote! {
+                impl ::sourceflow::ViewModel for #ident {
+                    const NAME: &'static str = #name;
+                }
+            },
+            quote!(::sourceflow::__private::TypeRecord::view_model::<#ident>()),
+        ),
+    };
+    quote! {
+        #impls
+        const _: () = {
+            ::sourceflow::__private::inventory::submit! { #record }
+        };
+    }
+}
