@@ -22,7 +22,7 @@ use sourceflow::{
 use uuid::Uuid;
 
 use crate::cli::{EntityKind, Session, ViewName};
-use crate::db::{open_flow, open_store, Access};
+use crate::db::Access;
 use crate::output::{bold, dim, format_count, good, progress_bar, say, spinner, table, warn};
 
 /// Events read per batch when scanning the log.
@@ -370,7 +370,7 @@ async fn rebuild_one<V: 'static>(
 /// # Errors
 /// Store faults, file errors.
 pub async fn export(session: &Session, file: &Path) -> anyhow::Result<()> {
-    let store = open_store(&session.target, Access::Existing).await?;
+    let store = session.store(Access::Existing).await?;
     let partial = file.with_extension("partial");
     let handle = tokio::fs::File::create(&partial)
         .await
@@ -412,7 +412,7 @@ pub async fn import(session: &Session, file: &Path) -> anyhow::Result<()> {
     let plan = transfer::parse(&text)
         .with_context(|| format!("{} is not a valid export", file.display()))?;
     drop(text);
-    let store = open_store(&session.target, Access::Bulk).await?;
+    let store = session.store(Access::Bulk).await?;
     transfer::ensure_empty(&*store)
         .await
         .context("import refused")?;
@@ -469,7 +469,9 @@ pub async fn seed(
 ) -> anyhow::Result<()> {
     let seed = seed.unwrap_or_else(|| fastrand::u64(..));
     let started = Instant::now();
-    let flow = open_flow(&session.target, Access::Bulk, shop::bulk_builder()).await?;
+    let flow = session
+        .flow_with(Access::Bulk, shop::bulk_builder())
+        .await?;
     let bar = progress_bar(orders as u64, "orders");
     let report = shop::seed::seed(&flow, SeedOptions { orders, seed }, jobs, |n| {
         bar.set_position(n as u64)

@@ -4,6 +4,8 @@
 //! runs the very same [`run_command`], so both interfaces behave alike.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -12,11 +14,12 @@ use shop::domain::{
     RemoveItem, Restock,
 };
 use shop::queries::{self, OrderFilter};
-use sourceflow::{EntityId, Position, SourceFlow};
+use sourceflow::store::Store;
+use sourceflow::{Builder, EntityId, Position, SourceFlow};
 
 use crate::admin;
-use crate::db::{open_flow, Access, Target};
-use crate::output::{bold, describe, dim, good, say, short, table, time, warn};
+use crate::db::{open_flow, open_store, Access, Target};
+use crate::output::{bold, describe, dim, good, say, short, table, time, warn, warn_stderr};
 
 /// An event-sourced shop on sourceflow.
 ///
@@ -24,7 +27,8 @@ use crate::output::{bold, describe, dim, good, say, short, table, time, warn};
 /// `--db`, `--database-url` or `$SHOP_DATABASE_URL` say otherwise.
 #[derive(Parser, Debug)]
 #[command(name = "shop", version, about, long_about = None)]
-#[command(after_help = "Start with `shop demo`, then `shop --db shop-demo.db orders`.")]
+#[command(after_help = "Without a command, shop opens an interactive menu.\n\
+                        Start with `shop demo`, then `shop --db shop-demo.db orders`.")]
 pub struct Cli {
     /// SQLite database file [default: shop.db]
     #[arg(long, global = true, value_name = "PATH")]
@@ -38,6 +42,10 @@ pub struct Cli {
     /// Postgres schema for the shop's tables (created if missing)
     #[arg(long, global = true, value_name = "NAME")]
     pub schema: Option<String>,
+
+    /// How long to wait for a SQLite file another process is writing to
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5)]
+    pub lock_timeout: u64,
 
     /// What to do (nothing: the interactive menu)
     #[command(subcommand)]
@@ -225,6 +233,8 @@ pub struct Session {
     pub target: Target,
     /// Whether the user chose it (`demo` then uses it instead of its own file).
     pub chosen: bool,
+    /// How long to wait for a locked SQLite file.
+    pub lock_timeout: Duration,
 }
 
 impl Session {
@@ -242,6 +252,7 @@ impl Session {
             chosen: cli.db.is_some()
                 || cli.database_url.is_some()
                 || std::env::var_os(crate::db::DATABASE_URL_ENV).is_some(),
+            lock_timeout: Duration::from_secs(cli.lock_timeout),
         })
     }
 
@@ -250,7 +261,23 @@ impl Session {
     /// # Errors
     /// As [`open_flow`].
     pub async fn flow(&self, access: Access) -> anyhow::Result<SourceFlow> {
-        open_flow(&self.target, access, SourceFlow::builder()).await
+        self.flow_with(access, SourceFlow::builder()).await
+    }
+
+    /// Opens the flow from a configured builder.
+    ///
+    /// # Errors
+    /// As [`open_flow`].
+    pub async fn flow_with(&self, access: Access, builder: Builder) -> anyhow::Result<SourceFlow> {
+        open_flow(&self.target, access, self.lock_timeout, builder).await
+    }
+
+    /// Opens the store alone (export and import work below the flow).
+    ///
+    /// # Errors
+    /// As [`open_store`].
+    pub async fn store(&self, access: Access) -> anyhow::Result<Arc<dyn Store>> {
+        open_store(&self.target, access, self.lock_timeout).await
     }
 }
 
@@ -645,7 +672,7 @@ pub async fn print_products(flow: &SourceFlow) -> anyhow::Result<()> {
 
 /// Prints an error the way `main` does, for the menu (which carries on afterwards).
 pub fn print_error(e: &anyhow::Error) {
-    eprintln!("{}", warn(&format!("error: {}", one_line(e))));
+    eprintln!("{}", warn_stderr(&format!("error: {}", one_line(e))));
 }
 
 /// An error chain on one line: causes joined with `: `, newlines folded. A cause whose text

@@ -3,11 +3,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use sourceflow::store::Store;
 use sourceflow::{Builder, SourceFlow};
-use sourceflow_sqlx::{PostgresStore, SqliteStore, Synchronous};
+use sourceflow_sqlx::{Backoff, PostgresStore, SqliteStore, Synchronous};
 
 /// The SQLite file used when nothing else is said.
 pub const DEFAULT_DB: &str = "shop.db";
@@ -105,11 +106,17 @@ pub enum Access {
     Bulk,
 }
 
-/// Opens the store behind `target`.
+/// Opens the store behind `target`. A SQLite file locked by another process is waited for
+/// `lock_timeout`, once: a person at a prompt would rather hear "locked" than wait for
+/// retries.
 ///
 /// # Errors
 /// A missing SQLite file with [`Access::Existing`], or the store's own error, as one line.
-pub async fn open_store(target: &Target, access: Access) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(
+    target: &Target,
+    access: Access,
+    lock_timeout: Duration,
+) -> anyhow::Result<Arc<dyn Store>> {
     match target {
         Target::Sqlite(path) => {
             if access == Access::Existing && !path.exists() {
@@ -119,7 +126,9 @@ pub async fn open_store(target: &Target, access: Access) -> anyhow::Result<Arc<d
                     path.display()
                 );
             }
-            let mut builder = SqliteStore::builder(path);
+            let mut builder = SqliteStore::builder(path)
+                .busy_timeout(lock_timeout)
+                .backoff(Backoff::none());
             if access == Access::Bulk {
                 builder = builder.synchronous(Synchronous::Normal);
             }
@@ -148,9 +157,10 @@ pub async fn open_store(target: &Target, access: Access) -> anyhow::Result<Arc<d
 pub async fn open_flow(
     target: &Target,
     access: Access,
+    lock_timeout: Duration,
     builder: Builder,
 ) -> anyhow::Result<SourceFlow> {
-    let store = open_store(target, access).await?;
+    let store = open_store(target, access, lock_timeout).await?;
     let flow = builder
         .shared_store(store)
         .build()

@@ -42,7 +42,13 @@ pub async fn run(session: &Session) -> anyhow::Result<()> {
         }
         Target::Sqlite(path)
     };
-    let flow = open_flow(&target, Access::Create, SourceFlow::builder()).await?;
+    let flow = open_flow(
+        &target,
+        Access::Create,
+        session.lock_timeout,
+        SourceFlow::builder(),
+    )
+    .await?;
     if session.chosen && transfer::ensure_empty(&**flow.store()).await.is_err() {
         bail!(
             "the demo needs an empty database and {target} is not; run `shop demo` without \

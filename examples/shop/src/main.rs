@@ -31,7 +31,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One readable line, never a backtrace: the error chain says what and why.
-            eprintln!("error: {}", cli::one_line(&e));
+            let mut message = cli::one_line(&e);
+            if message.contains("database is locked") {
+                message.push_str(
+                    " (another process is writing to it: try again, or wait longer with --lock-timeout)",
+                );
+            }
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

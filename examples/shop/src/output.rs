@@ -48,6 +48,15 @@ fn paint(code: &str, text: &str) -> String {
     }
 }
 
+/// Yellow for stderr (coloured only when stderr is a terminal).
+pub fn warn_stderr(text: &str) -> String {
+    if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        format!("\x1b[33m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// Green: something succeeded.
 pub fn good(text: &str) -> String {
     paint("32", text)

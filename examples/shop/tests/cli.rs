@@ -185,6 +185,38 @@ fn bad_ids_and_missing_databases_are_one_line_errors() {
 }
 
 #[test]
+fn a_database_locked_by_another_process_is_a_one_line_error() {
+    use sqlx::Connection as _;
+    let shop = Shop::new();
+    shop.place("alice");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("sqlite://{}", shop.db.display());
+    let mut other = runtime
+        .block_on(sqlx::SqliteConnection::connect(&url))
+        .unwrap();
+    runtime
+        .block_on(sqlx::query("BEGIN EXCLUSIVE").execute(&mut other))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = shop.fails(&["--lock-timeout", "1", "place-order", "--customer", "bob"]);
+    assert!(
+        e.contains("database is locked") && e.contains("--lock-timeout"),
+        "{e}"
+    );
+    assert!(started.elapsed().as_secs() < 20, "gave up in time");
+    // Starting the shop catches views up (a write), so queries wait for the lock too.
+    let e = shop.fails(&["--lock-timeout", "1", "orders"]);
+    assert!(e.contains("database is locked"), "{e}");
+    // Once the lock is gone, everything goes through.
+    runtime
+        .block_on(sqlx::query("ROLLBACK").execute(&mut other))
+        .unwrap();
+    drop(other);
+    shop.place("bob");
+    assert!(shop.ok(&["orders"]).contains("bob"));
+}
+
+#[test]
 fn events_filter_by_stream_type_and_time() {
     let shop = Shop::new();
     let id = shop.place("alice");
