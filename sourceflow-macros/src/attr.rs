@@ -165,10 +165,7 @@ impl Args {
             Err(_) => {
                 errors.spanned(
                     value,
-                    format!(
-                        "`{key}` takes a string literal: write `{}`",
-                        self.form(key)
-                    ),
+                    format!("`{key}` takes a string literal: write `{}`", self.form(key)),
                 );
                 None
             }

@@ -204,7 +204,7 @@ pub fn subscribes(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// kept so that its own uses still compile and only this mistake is reported.
 fn misplaced(marker: Marker, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
-    let error = syn::Error::new(proc_macro2::Span::call_site(), marker.misplaced(None))
-        .to_compile_error();
+    let error =
+        syn::Error::new(proc_macro2::Span::call_site(), marker.misplaced(None)).to_compile_error();
     quote::quote!(#item #error).into()
 }

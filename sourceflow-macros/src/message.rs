@@ -118,7 +118,11 @@ pub(crate) fn expand(kind: Kind, input: TokenStream) -> TokenStream {
 
 fn parse(kind: Kind, input: &DeriveInput, errors: &mut Errors) -> Attrs {
     let mut args = Args::new(kind.what(), kind.keys());
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident(kind.attr())) {
+    for attr in input
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident(kind.attr()))
+    {
         match &attr.meta {
             syn::Meta::Path(_) => {}
             syn::Meta::List(list) => args.parse(list.tokens.clone(), errors),

@@ -123,7 +123,11 @@ impl Expectation<'_> {
 
 /// Checks what every handler shares (receiver, no generics, arguments by reference) and
 /// classifies the arguments. Returns `None` if the signature cannot be used at all.
-pub(crate) fn analyze(sig: &Signature, expect: &Expectation, errors: &mut Errors) -> Option<Handler> {
+pub(crate) fn analyze(
+    sig: &Signature,
+    expect: &Expectation,
+    errors: &mut Errors,
+) -> Option<Handler> {
     let mut ok = true;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.spanned(
@@ -150,7 +154,11 @@ pub(crate) fn analyze(sig: &Signature, expect: &Expectation, errors: &mut Errors
     if let Some(abi) = &sig.abi {
         errors.spanned(
             abi,
-            format!("`{}` methods use the Rust ABI: remove `{}`", expect.marker, pretty(abi)),
+            format!(
+                "`{}` methods use the Rust ABI: remove `{}`",
+                expect.marker,
+                pretty(abi)
+            ),
         );
         ok = false;
     }

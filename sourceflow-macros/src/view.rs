@@ -38,7 +38,10 @@ struct ViewArgs {
 /// Which model a projection writes.
 enum Target {
     /// `&mut Model`, keyed by the event's entity id or by `id = field`.
-    Model { model: Type, key: Option<Member> },
+    Model {
+        model: Box<Type>,
+        key: Option<Member>,
+    },
     /// `&mut ViewContext`: the method loads and saves models itself.
     Context,
 }
@@ -120,8 +123,8 @@ fn validate(component: &Component, args: &ViewArgs, errors: &mut Errors) -> Vec<
                 syn::FnArg::Typed(t) => match &*t.ty {
                     Type::Reference(r)
                         if r.mutability.is_none()
-                            && !signature::last_segment(&r.elem)
-                                .is_some_and(|s| s == "EventMeta") =>
+                            && signature::last_segment(&r.elem)
+                                .is_none_or(|s| s != "EventMeta") =>
                     {
                         Some(pretty(&r.elem))
                     }
@@ -193,7 +196,7 @@ fn validate(component: &Component, args: &ViewArgs, errors: &mut Errors) -> Vec<
         } else {
             match handler.arg(Role::State) {
                 Some(state) => Target::Model {
-                    model: state.ty.clone(),
+                    model: Box::new(state.ty.clone()),
                     key,
                 },
                 None => continue,

@@ -86,7 +86,8 @@ fn mismatch<T>() -> Error {
     )])
 }
 
-/// What a handler method may return: `()` or `Result<(), E>` with `E: Into<DomainError>`.
+/// What a handler method may return: `()`, `Result<(), E>` with `E: Into<DomainError>`, or
+/// `Result<(), sourceflow::Error>`.
 #[diagnostic::on_unimplemented(
     message = "a handler cannot return `{Self}`",
     label = "handlers return `()` or `Result<(), E>` where `E: Into<DomainError>`",
@@ -101,6 +102,13 @@ pub trait IntoHandlerResult {
 impl IntoHandlerResult for () {
     fn into_handler_result(self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+/// Projections that load models with `?` return the runtime's own error unchanged.
+impl IntoHandlerResult for Result<(), Error> {
+    fn into_handler_result(self) -> Result<(), Error> {
+        self
     }
 }
 

@@ -1,0 +1,16 @@
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+struct Overdrawn;
+
+#[derive(Default)]
+struct OverdraftPolicy;
+
+#[aggregate]
+impl OverdraftPolicy {
+    #[subscribes]
+    async fn overdrawn(&self, _e: &Overdrawn) {}
+}
+
+fn main() {}

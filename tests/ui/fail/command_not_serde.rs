@@ -1,0 +1,8 @@
+use sourceflow::prelude::*;
+
+#[derive(Debug, Clone, Command)]
+struct Deposit {
+    amount: i64,
+}
+
+fn main() {}

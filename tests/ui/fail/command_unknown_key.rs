@@ -1,0 +1,8 @@
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+#[command(name = "bank.Deposit", version = 2)]
+struct Deposit;
+
+fn main() {}

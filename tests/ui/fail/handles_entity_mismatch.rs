@@ -1,0 +1,22 @@
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, Entity)]
+struct Account;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, Entity)]
+struct Customer;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+struct Deposit;
+
+#[derive(Default)]
+struct AccountSaga;
+
+#[saga(entity = Account)]
+impl AccountSaga {
+    #[handles]
+    async fn deposit(&self, _customer: &mut Customer, _cmd: &Deposit) {}
+}
+
+fn main() {}

@@ -1,0 +1,23 @@
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, Entity)]
+struct Account;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+struct Deposit;
+
+#[derive(Default)]
+struct AccountSaga {
+    handled: u64,
+}
+
+#[saga(entity = Account)]
+impl AccountSaga {
+    #[handles]
+    async fn deposit(&mut self, _account: &mut Account, _cmd: &Deposit) {
+        self.handled += 1;
+    }
+}
+
+fn main() {}

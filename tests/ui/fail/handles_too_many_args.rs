@@ -1,0 +1,22 @@
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, Entity)]
+struct Account;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+struct Deposit;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+struct Withdraw;
+
+#[derive(Default)]
+struct AccountSaga;
+
+#[saga(entity = Account)]
+impl AccountSaga {
+    #[handles]
+    async fn deposit(&self, _account: &mut Account, _cmd: &Deposit, _other: &Withdraw) {}
+}
+
+fn main() {}

@@ -1,0 +1,19 @@
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, Entity)]
+struct Account;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+struct Deposit;
+
+#[derive(Default)]
+struct AccountSaga;
+
+#[saga(entity = Account)]
+impl AccountSaga {
+    #[handles]
+    async fn deposit(&self, cmd: &Deposit, account: &mut Account, cx: &mut SagaContext) {}
+}
+
+fn main() {}

@@ -1,0 +1,21 @@
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, ViewModel)]
+struct Orders;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+struct OrderPlaced {
+    customer_id: String,
+}
+
+#[derive(Default)]
+struct OrdersView;
+
+#[view(model = Orders)]
+impl OrdersView {
+    #[projects_on(id = customer_id)]
+    async fn placed(&self, _e: &OrderPlaced, _cx: &mut ViewContext) {}
+}
+
+fn main() {}
