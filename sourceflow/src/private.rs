@@ -63,7 +63,7 @@ pub fn validate_with_impl<M: Validate>(message: &M, violations: &mut Violations)
 ///
 /// # Errors
 /// [`Error::Config`] if the runtime handed over a different type (a registry mix-up).
-pub fn downcast<'a, T: 'static>(value: &'a (dyn Any + Send + Sync)) -> Result<&'a T, Error> {
+pub fn downcast<T: 'static>(value: &(dyn Any + Send + Sync)) -> Result<&T, Error> {
     value.downcast_ref::<T>().ok_or_else(|| mismatch::<T>())
 }
 
@@ -71,9 +71,7 @@ pub fn downcast<'a, T: 'static>(value: &'a (dyn Any + Send + Sync)) -> Result<&'
 ///
 /// # Errors
 /// [`Error::Config`] if the state is missing or of another type.
-pub fn downcast_state<'a, T: 'static>(
-    value: Option<&'a mut (dyn Any + Send)>,
-) -> Result<&'a mut T, Error> {
+pub fn downcast_state<T: 'static>(value: Option<&mut (dyn Any + Send)>) -> Result<&mut T, Error> {
     value
         .and_then(|v| v.downcast_mut::<T>())
         .ok_or_else(|| mismatch::<T>())
