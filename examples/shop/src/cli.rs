@@ -545,7 +545,7 @@ pub async fn print_orders(
             s.units.to_string(),
             format_money(s.total),
             s.placed_at.as_ref().map(time).unwrap_or_default(),
-            s.note.clone(),
+            clip(&s.note, 40),
         ]);
     }
     say!("{t}");
@@ -559,6 +559,17 @@ pub async fn print_orders(
         );
     }
     Ok(())
+}
+
+/// At most `max` characters of `text`, with an ellipsis when cut (keeps tables narrow; `order`
+/// shows the whole text).
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 /// Prints one order; returns its full id.

@@ -11,15 +11,16 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use crate::cli::{print_error, run_command, Command, EntityKind, Session, ViewName};
 use crate::output::{bold, dim, say};
 
-const MENU: &str = "\
-  Commands                  Queries                      Admin
-   1  Place an order         7  List orders              12  Raw events
-   2  Add an item            8  Show an order            13  Replay an order
-   3  Remove an item         9  A customer's orders      14  Rebuild the views
-   4  Confirm an order      10  Products and stock       15  Export to a file
-   5  Cancel an order       11  Statistics               16  Import from a file
-   6  Restock a product                                  17  Generate sample orders
-   0  Quit                  ?  This menu";
+const MENU: &str = concat!(
+    "  Commands                  Queries                      Admin\n",
+    "   1  Place an order         7  List orders              12  Raw events\n",
+    "   2  Add an item            8  Show an order            13  Replay an order\n",
+    "   3  Remove an item         9  A customer's orders      14  Rebuild the views\n",
+    "   4  Confirm an order      10  Products and stock       15  Export to a file\n",
+    "   5  Cancel an order       11  Statistics               16  Import from a file\n",
+    "   6  Restock a product                                  17  Generate sample orders\n",
+    "   0  Quit                  ?  This menu",
+);
 
 /// Lines typed by the user.
 struct Input {

@@ -101,7 +101,7 @@ pub fn time(at: &DateTime<Utc>) -> String {
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     let style =
-        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {elapsed} eta {eta}")
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
