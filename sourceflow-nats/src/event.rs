@@ -1,0 +1,369 @@
+//! Events across processes: [`NatsEventPublisher`] publishes the log, [`NatsEventSubscriber`]
+//! applies it elsewhere.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, AckKind};
+use async_nats::Client;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use sourceflow::store::{ModelWrite, ProjectionCommit, Store, StoreError};
+use sourceflow::{Error, Position, RecordedEvent, SourceFlow};
+use tracing::{error, warn};
+
+use crate::error::NatsError;
+use crate::wire;
+use crate::Topology;
+
+/// Publishes every committed event of a flow's store to JetStream, in log order.
+///
+/// ```no_run
+/// # async fn demo(client: async_nats::Client, flow: sourceflow::SourceFlow) {
+/// use sourceflow_nats::{NatsEventPublisher, Topology};
+/// let publisher = NatsEventPublisher::new(client, flow, Topology::new("bank"));
+/// tokio::spawn(async move { publisher.run().await });
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct NatsEventPublisher {
+    client: Client,
+    flow: SourceFlow,
+    topology: Topology,
+    name: String,
+    checkpoint_every: u64,
+    published: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for NatsEventPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsEventPublisher")
+            .field("topology", &self.topology)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsEventPublisher {
+    /// A publisher of `flow`'s event log; its position is stored as `"nats-publisher"`.
+    pub fn new(client: Client, flow: SourceFlow, topology: Topology) -> Self {
+        Self {
+            client,
+            flow,
+            topology,
+            name: "nats-publisher".to_owned(),
+            checkpoint_every: 64,
+            published: Arc::default(),
+        }
+    }
+
+    /// The key under which the publisher's position is stored.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Record the position after this many events (default 64; always when idle).
+    pub fn checkpoint_every(mut self, events: u64) -> Self {
+        self.checkpoint_every = events.max(1);
+        self
+    }
+
+    /// Events published (and acknowledged by JetStream) so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the log from the stored position on, forever.
+    ///
+    /// Transient failures (NATS or the store unreachable) are logged and retried with backoff.
+    ///
+    /// # Errors
+    /// [`NatsError::Setup`] if the events stream cannot be created; [`NatsError::Store`] if
+    /// the starting position cannot be read; [`NatsError::Wire`] for an event whose ids
+    /// cannot be written as headers.
+    pub async fn run(&self) -> Result<(), NatsError> {
+        let jetstream = jetstream::new(self.client.clone());
+        self.topology.ensure_event_stream(&jetstream).await?;
+        let store = self.flow.store().clone();
+        let mut recorded = store.get_position(&self.name).await?;
+        let mut position = recorded;
+        let events = self.flow.subscribe(position);
+        let mut events = std::pin::pin!(events);
+        loop {
+            let next = tokio::time::timeout(Duration::from_millis(250), events.next()).await;
+            let event = match next {
+                Ok(Some(Ok(event))) => event,
+                Ok(Some(Err(e))) => {
+                    warn!(error = %e, "cannot read the event log; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Ok(None) => return Ok(()),
+                Err(_idle) => {
+                    if position != recorded {
+                        recorded = self.checkpoint(store.as_ref(), position, recorded).await;
+                    }
+                    continue;
+                }
+            };
+            self.publish(&jetstream, &event).await?;
+            position = event.position;
+            if position.0 - recorded.0 >= self.checkpoint_every {
+                recorded = self.checkpoint(store.as_ref(), position, recorded).await;
+            }
+        }
+    }
+
+    async fn checkpoint(
+        &self,
+        store: &dyn Store,
+        position: Position,
+        recorded: Position,
+    ) -> Position {
+        match store.set_position(&self.name, position).await {
+            Ok(()) => position,
+            Err(e) => {
+                // Only costs re-publishing (deduplicated) after a restart.
+                warn!(error = %e, "cannot record the publisher position");
+                recorded
+            }
+        }
+    }
+
+    /// Publishes one event until JetStream acknowledges it.
+    async fn publish(
+        &self,
+        jetstream: &jetstream::Context,
+        event: &RecordedEvent,
+    ) -> Result<(), NatsError> {
+        let subject = self
+            .topology
+            .event_subject(&event.envelope.stream.entity_type);
+        let headers = wire::event_headers(event).map_err(NatsError::Wire)?;
+        let mut retry = 0u32;
+        loop {
+            let attempt = async {
+                jetstream
+                    .publish_with_headers(
+                        subject.clone(),
+                        headers.clone(),
+                        event.payload.clone().into(),
+                    )
+                    .await
+                    .map_err(async_nats::Error::from)?
+                    .await
+                    .map_err(async_nats::Error::from)
+            };
+            match attempt.await {
+                Ok(_) => {
+                    self.published.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("sourceflow.nats.published").increment(1);
+                    return Ok(());
+                }
+                Err(e) => {
+                    retry += 1;
+                    warn!(subject, position = event.position.0, error = %e, retry, "publish failed; retrying");
+                    let delay = Duration::from_millis(50u64 << retry.min(6));
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// Applies remote events: what a [`NatsEventSubscriber`] runs for each event.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies `event`, returning the view-model writes to commit with the subscriber's new
+    /// position (atomically). Return no writes for events of no interest.
+    ///
+    /// # Errors
+    /// [`Error::UnknownMessage`] or [`Error::Decode`] mark the event as poison (terminated,
+    /// counted); any other error is retried later.
+    async fn apply(&self, event: &RecordedEvent) -> Result<Vec<ModelWrite>, Error>;
+}
+
+/// Feeds remote events to an [`EventHandler`] from a durable JetStream consumer.
+///
+/// ```no_run
+/// # async fn demo(client: async_nats::Client, store: std::sync::Arc<dyn sourceflow::store::Store>) {
+/// use sourceflow::store::ModelWrite;
+/// use sourceflow::{Error, RecordedEvent};
+/// use sourceflow_nats::{EventHandler, NatsEventSubscriber, Topology};
+///
+/// struct Audit;
+/// #[async_trait::async_trait]
+/// impl EventHandler for Audit {
+///     async fn apply(&self, event: &RecordedEvent) -> Result<Vec<ModelWrite>, Error> {
+///         println!("{} at {}", event.envelope.name, event.position);
+///         Ok(Vec::new())
+///     }
+/// }
+///
+/// let subscriber = NatsEventSubscriber::new(client, store, Topology::new("bank"), "audit", Audit);
+/// tokio::spawn(async move { subscriber.run().await });
+/// # }
+/// ```
+pub struct NatsEventSubscriber<H> {
+    client: Client,
+    store: Arc<dyn Store>,
+    topology: Topology,
+    durable: String,
+    handler: H,
+    applied: AtomicU64,
+    poison: AtomicU64,
+}
+
+impl<H> std::fmt::Debug for NatsEventSubscriber<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsEventSubscriber")
+            .field("topology", &self.topology)
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: EventHandler> NatsEventSubscriber<H> {
+    /// A subscriber named `durable` (the JetStream consumer and the stored position key
+    /// `nats:<durable>`), applying events with `handler` and committing to `store`.
+    pub fn new(
+        client: Client,
+        store: Arc<dyn Store>,
+        topology: Topology,
+        durable: impl Into<String>,
+        handler: H,
+    ) -> Self {
+        Self {
+            client,
+            store,
+            topology,
+            durable: durable.into(),
+            handler,
+            applied: AtomicU64::new(0),
+            poison: AtomicU64::new(0),
+        }
+    }
+
+    /// Events applied by this instance.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Poison events terminated by this instance.
+    pub fn poisoned(&self) -> u64 {
+        self.poison.load(Ordering::Relaxed)
+    }
+
+    fn position_key(&self) -> String {
+        format!("nats:{}", self.durable)
+    }
+
+    /// Applies events until the task is dropped or the consumer fails.
+    ///
+    /// # Errors
+    /// [`NatsError::Config`] for a durable name JetStream refuses, [`NatsError::Setup`] if
+    /// the stream or consumer cannot be created, [`NatsError::Consume`] if pulling fails for
+    /// good.
+    pub async fn run(&self) -> Result<(), NatsError> {
+        crate::check_name(&self.durable)?;
+        let jetstream = jetstream::new(self.client.clone());
+        let stream = self.topology.ensure_event_stream(&jetstream).await?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &self.durable,
+                consumer::pull::Config {
+                    durable_name: Some(self.durable.clone()),
+                    filter_subject: self.topology.event_filter(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    // Several instances of one subscriber still apply in stream order.
+                    max_ack_pending: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| NatsError::Setup(e.into()))?;
+        let consume_error = |source: async_nats::Error| NatsError::Consume {
+            consumer: self.durable.clone(),
+            source,
+        };
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| consume_error(e.into()))?;
+        let key = self.position_key();
+        let mut last = self.store.get_position(&key).await?;
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    warn!(consumer = %self.durable, error = %e, "pull failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let ack = match wire::read_event(message.headers.as_ref(), &message.payload) {
+                Err(reason) => self.poison(&message.subject, &reason),
+                Ok(event) => self.apply(&key, &mut last, event).await,
+            };
+            if let Err(e) = message.ack_with(ack).await {
+                warn!(consumer = %self.durable, error = %e, "ack failed");
+            }
+        }
+        Err(consume_error("the message stream ended".into()))
+    }
+
+    async fn apply(&self, key: &str, last: &mut Position, event: RecordedEvent) -> AckKind {
+        if event.position <= *last {
+            return AckKind::Ack;
+        }
+        let models = match self.handler.apply(&event).await {
+            Ok(models) => models,
+            Err(e @ (Error::UnknownMessage { .. } | Error::Decode { .. })) => {
+                return self.poison(&event.envelope.name, &e.to_string());
+            }
+            Err(e) => {
+                warn!(consumer = %self.durable, position = event.position.0, error = %e, "apply failed; retrying");
+                return AckKind::Nak(Some(Duration::from_millis(500)));
+            }
+        };
+        let commit = ProjectionCommit {
+            handler: key.to_owned(),
+            expected: *last,
+            position: event.position,
+            models,
+            outbox: Vec::new(),
+        };
+        match self.store.commit_projection(commit).await {
+            Ok(()) => {
+                *last = event.position;
+                self.applied.fetch_add(1, Ordering::Relaxed);
+                AckKind::Ack
+            }
+            Err(StoreError::PositionConflict { .. }) => {
+                // Another instance applied events meanwhile: catch up with its position.
+                match self.store.get_position(key).await {
+                    Ok(position) => *last = position,
+                    Err(e) => warn!(error = %e, "cannot read the subscriber position"),
+                }
+                if event.position <= *last {
+                    AckKind::Ack
+                } else {
+                    AckKind::Nak(Some(Duration::from_millis(100)))
+                }
+            }
+            Err(e) => {
+                warn!(consumer = %self.durable, error = %e, "cannot commit an applied event; retrying");
+                AckKind::Nak(Some(Duration::from_millis(500)))
+            }
+        }
+    }
+
+    fn poison(&self, what: &str, reason: &str) -> AckKind {
+        self.poison.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("sourceflow.nats.poison").increment(1);
+        error!(consumer = %self.durable, what, reason, "poison event terminated");
+        AckKind::Term
+    }
+}

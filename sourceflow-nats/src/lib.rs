@@ -1,0 +1,331 @@
+//! NATS JetStream transport for sourceflow: commands handled in another process, events
+//! published to other services.
+//!
+//! - [`NatsCommandDispatcher`] plugs into [`Builder::dispatcher`](sourceflow::Builder::dispatcher):
+//!   the commands it routes go to JetStream instead of the local saga, partitioned by entity
+//!   stream, and `send` returns the remote handler's receipt (or error).
+//! - [`NatsCommandWorker`] handles them with [`SourceFlow::dispatch_local`](sourceflow::SourceFlow::dispatch_local) against the shared
+//!   store: one entity's commands one at a time, in order; a dead worker's partitions taken
+//!   over by the others; duplicates answered with the original receipt.
+//! - [`NatsEventPublisher`] follows the event log and publishes every committed event,
+//!   deduplicated by message id; [`NatsEventSubscriber`] applies them elsewhere exactly once.
+//!
+//! The [`wire`] module documents the headers. A message a worker cannot read (unknown wire
+//! name, undecodable payload or envelope) is terminated, logged and counted, never retried.
+//!
+//! ```no_run
+//! use sourceflow::prelude::*;
+//! use sourceflow_nats::{NatsCommandDispatcher, NatsCommandWorker, Topology};
+//! # #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, Entity)]
+//! # #[entity(name = "doc.Counter")] struct Counter { n: i64 }
+//! # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Command)]
+//! # #[command(name = "doc.Bump")] struct Bump;
+//! # #[derive(Default)] struct CounterSaga;
+//! # #[saga(entity = Counter)] impl CounterSaga {
+//! #     #[handles] async fn bump(&self, c: &mut Counter, _: &Bump, _: &mut SagaContext) { c.n += 1; }
+//! # }
+//!
+//! # async fn demo(store: std::sync::Arc<dyn sourceflow::store::Store>) -> Result<(), Box<dyn std::error::Error>> {
+//! let topology = Topology::new("doc").partitions(8);
+//!
+//! // The worker process: handles commands against the shared store.
+//! let client = async_nats::connect("127.0.0.1:4222").await?;
+//! let flow = SourceFlow::builder().shared_store(store).build().await?;
+//! let worker = NatsCommandWorker::new(client, flow, topology.clone());
+//! tokio::spawn(async move { worker.run().await });
+//!
+//! // The API process: `send` travels over NATS and returns the worker's receipt.
+//! let client = async_nats::connect("127.0.0.1:4222").await?;
+//! let dispatcher = NatsCommandDispatcher::builder(client, topology).route::<Bump>().build().await?;
+//! let api = SourceFlow::builder().store(MemoryStore::new()).dispatcher(dispatcher).build().await?;
+//! let receipt = api.send("c-1", Bump).await?;
+//! assert!(receipt.sequence.0 >= 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! ## Ordering and failover
+//! A command goes to subject `<prefix>.cmd.<p>`, where `p = fnv1a(stream) % partitions`, in
+//! the stream `<prefix>_commands`. Each partition has one durable pull consumer,
+//! `<prefix>_cmd_p<p>`, with `max_ack_pending = 1`: JetStream hands out the next message of a
+//! partition only once the previous one is acknowledged (or terminated). Every worker pulls
+//! from every partition, so
+//! - one entity's commands run one at a time, in the order they were published;
+//! - a worker that dies holding a message does not stall its partition for long: after
+//!   `ack_wait` JetStream redelivers the message to any other worker;
+//! - a command that was committed but not acknowledged before the crash runs again as a
+//!   duplicate: `dispatch_local` finds its message id in the store and returns the original
+//!   receipt, so nothing is applied twice.
+//!
+//! While a handler runs, the worker extends the deadline with `+WPI` (progress) acks every
+//! half `ack_wait`, so a slow handler is not mistaken for a dead worker.
+//!
+//! ## Replies and errors
+//! With [`Delivery::Reply`] the sender subscribes to a fresh inbox, names it in `Sf-Reply-To`,
+//! publishes the command (waiting for JetStream to store it) and waits up to its timeout for
+//! the worker's answer: the receipt, or the handler's error rebuilt as the same
+//! [`sourceflow::Error`] variant (`Rejected` keeps its code, `Invalid` its violations). NATS
+//! faults and a missing reply reach the caller as `Error::Store(StoreError::Transient(..))`
+//! wrapping a [`NatsError`]: the command may still run, and resending it with the same
+//! message id ([`SendOptions::message_id`](sourceflow::SendOptions::message_id)) returns its
+//! receipt without running it twice. With [`Delivery::Enqueue`] `send` returns once JetStream
+//! has stored the command.
+//!
+//! A worker terminates (`AckKind::Term`) a message whose envelope it cannot read, whose wire
+//! name no command type has, whose payload does not decode, or that no saga handles; it logs
+//! it, counts it ([`NatsCommandWorker::poisoned`], metric `sourceflow.nats.poison`) and
+//! answers the sender if one waits. A transient store fault leaves the command queued (`Nak`
+//! with a delay); the partition waits for it, so order is kept.
+//!
+//! ## Nothing lost, nothing applied twice
+//! The publisher follows the store's global log ([`SourceFlow::subscribe`](sourceflow::SourceFlow::subscribe)) from the position
+//! it last recorded, publishes each event with `Nats-Msg-Id` = the event's message id and
+//! waits for JetStream's ack before the next one, then records its position every
+//! `checkpoint_every` events and whenever the log is idle. A crash between commit and publish
+//! loses nothing (the log still holds the event); a crash after publish but before the
+//! position is recorded re-publishes, and JetStream drops the repeat within its duplicate
+//! window. Publishing one event at a time keeps the stream in log order even when two
+//! publishers run at once.
+//!
+//! The subscriber keeps the last global position it applied in the store and commits the
+//! handler's view-model writes together with that position
+//! ([`Store::commit_projection`](sourceflow::store::Store::commit_projection)), so a
+//! redelivered or re-published event is recognised and skipped.
+//!
+//! # Metrics
+//! | name | what |
+//! | --- | --- |
+//! | `sourceflow.nats.poison` | messages terminated because they cannot be read |
+//! | `sourceflow.nats.published` | events published by a [`NatsEventPublisher`] |
+
+mod command;
+mod error;
+mod event;
+pub mod wire;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use sourceflow::StreamId;
+
+pub use command::{Delivery, DispatcherBuilder, NatsCommandDispatcher, NatsCommandWorker};
+pub use error::NatsError;
+pub use event::{EventHandler, NatsEventPublisher, NatsEventSubscriber};
+
+/// Where a deployment's commands and events live in JetStream. Every sender, worker,
+/// publisher and subscriber of one deployment uses the same topology.
+///
+/// With prefix `p` and `n` partitions:
+/// - commands: stream `p_commands`, subjects `p.cmd.0` .. `p.cmd.<n-1>`, consumers `p_cmd_p<k>`;
+/// - events: stream `p_events`, subjects `p.evt.<entity type>`.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    prefix: String,
+    partitions: u32,
+    duplicate_window: Duration,
+    storage: stream::StorageType,
+}
+
+impl Topology {
+    /// A topology named `prefix` (letters, digits, `_` and `-`), with 16 partitions, a two
+    /// minute duplicate window and file storage.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            partitions: 16,
+            duplicate_window: Duration::from_secs(120),
+            storage: stream::StorageType::File,
+        }
+    }
+
+    /// How many command partitions (at least 1). Changing it on a live deployment moves
+    /// streams between partitions: drain the commands first.
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// How long JetStream remembers message ids to drop re-publishes (default 2 minutes).
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = window;
+        self
+    }
+
+    /// Keeps the streams in memory instead of files (tests, benchmarks).
+    pub fn in_memory(mut self) -> Self {
+        self.storage = stream::StorageType::Memory;
+        self
+    }
+
+    /// The prefix of every name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The command stream's name.
+    pub fn command_stream(&self) -> String {
+        format!("{}_commands", self.prefix)
+    }
+
+    /// The event stream's name.
+    pub fn event_stream(&self) -> String {
+        format!("{}_events", self.prefix)
+    }
+
+    /// The partition of an entity stream: FNV-1a of `type/id`, stable across processes.
+    pub fn partition_of(&self, stream: &StreamId) -> u32 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let bytes = stream
+            .entity_type
+            .as_bytes()
+            .iter()
+            .chain(b"/")
+            .chain(stream.id.as_str().as_bytes());
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        u32::try_from(hash % u64::from(self.partitions)).unwrap_or(0)
+    }
+
+    fn partition_subject(&self, partition: u32) -> String {
+        format!("{}.cmd.{partition}", self.prefix)
+    }
+
+    fn partition_consumer(&self, partition: u32) -> String {
+        format!("{}_cmd_p{partition}", self.prefix)
+    }
+
+    fn command_subject(&self, stream: &StreamId) -> String {
+        self.partition_subject(self.partition_of(stream))
+    }
+
+    /// The subject an entity type's events are published on (characters a subject cannot
+    /// hold become `_`).
+    pub fn event_subject(&self, entity_type: &str) -> String {
+        let token: String = entity_type
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let token = token.trim_matches('.');
+        format!(
+            "{}.evt.{}",
+            self.prefix,
+            if token.is_empty() { "_" } else { token }
+        )
+    }
+
+    fn event_filter(&self) -> String {
+        format!("{}.evt.>", self.prefix)
+    }
+
+    async fn ensure(
+        &self,
+        jetstream: &jetstream::Context,
+        name: String,
+        subject: String,
+    ) -> Result<stream::Stream, NatsError> {
+        check_name(&self.prefix)?;
+        jetstream
+            .get_or_create_stream(stream::Config {
+                name,
+                subjects: vec![subject],
+                storage: self.storage,
+                duplicate_window: self.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::Setup(e.into()))
+    }
+
+    async fn ensure_command_stream(
+        &self,
+        jetstream: &jetstream::Context,
+    ) -> Result<stream::Stream, NatsError> {
+        self.ensure(
+            jetstream,
+            self.command_stream(),
+            format!("{}.cmd.*", self.prefix),
+        )
+        .await
+    }
+
+    async fn ensure_event_stream(
+        &self,
+        jetstream: &jetstream::Context,
+    ) -> Result<stream::Stream, NatsError> {
+        self.ensure(jetstream, self.event_stream(), self.event_filter())
+            .await
+    }
+
+    /// Deletes both streams and their consumers (tests, teardown). Absent streams are fine.
+    ///
+    /// # Errors
+    /// [`NatsError::Setup`] if JetStream refuses.
+    pub async fn delete_streams(&self, jetstream: &jetstream::Context) -> Result<(), NatsError> {
+        for name in [self.command_stream(), self.event_stream()] {
+            match jetstream.delete_stream(&name).await {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {}
+                Err(e) => return Err(NatsError::Setup(e.into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stream and consumer names: no dots, spaces or wildcards.
+fn check_name(name: &str) -> Result<(), NatsError> {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(())
+    } else {
+        Err(NatsError::Config(format!(
+            "{name:?}: use letters, digits, `_` and `-`"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_in_range() {
+        let topology = Topology::new("t").partitions(7);
+        let stream = StreamId::new("bank.Account", "acc-42");
+        let p = topology.partition_of(&stream);
+        assert!(p < 7);
+        assert_eq!(p, topology.partition_of(&stream.clone()));
+        let spread: std::collections::HashSet<u32> = (0..200)
+            .map(|i| topology.partition_of(&StreamId::new("bank.Account", i as u64)))
+            .collect();
+        assert_eq!(spread.len(), 7, "200 streams reach every partition");
+    }
+
+    #[test]
+    fn event_subjects_are_valid_tokens() {
+        let topology = Topology::new("t");
+        assert_eq!(topology.event_subject("bank.Account"), "t.evt.bank.Account");
+        assert_eq!(topology.event_subject("a b*>"), "t.evt.a_b__");
+    }
+
+    #[test]
+    fn names_with_dots_are_refused() {
+        assert!(check_name("ok_name-1").is_ok());
+        assert!(check_name("no.dots").is_err());
+        assert!(check_name("").is_err());
+    }
+}

@@ -1,0 +1,624 @@
+//! The transport against a real NATS server (`SOURCEFLOW_NATS_URL`, with JetStream) and a
+//! real Postgres (`SOURCEFLOW_PG_URL`); each test skips itself when either is missing. Every
+//! test uses its own stream prefix and Postgres schema and deletes them at the end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+use sourceflow::store::{ModelWrite, Store};
+use sourceflow::RecordedEvent;
+use sourceflow_nats::{
+    Delivery, EventHandler, NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher,
+    NatsEventSubscriber, Topology,
+};
+
+// ---- The domain: a ledger that notices commands arriving out of order.
+
+/// Counts steps and remembers the last one, so order and duplicates show in the state.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Entity)]
+#[entity(name = "nt.Ledger")]
+pub struct Ledger {
+    /// The last step handled.
+    pub last: u64,
+    /// Steps handled.
+    pub count: u64,
+    /// Steps that did not follow the previous one.
+    pub out_of_order: u64,
+}
+
+/// Step `n` of a ledger; steps are sent 1, 2, 3, ...
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+#[command(name = "nt.Step")]
+pub struct Step {
+    /// The step number.
+    pub n: u64,
+}
+
+/// A step was taken.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(name = "nt.Stepped")]
+pub struct Stepped {
+    /// The step number.
+    pub n: u64,
+}
+
+/// Owns ledgers.
+#[derive(Default)]
+pub struct LedgerSaga;
+
+#[saga(entity = Ledger)]
+impl LedgerSaga {
+    #[handles]
+    async fn step(&self, ledger: &mut Ledger, cmd: &Step, cx: &mut SagaContext) {
+        if cmd.n != ledger.last + 1 {
+            ledger.out_of_order += 1;
+        }
+        ledger.last = cmd.n;
+        ledger.count += 1;
+        cx.publish(Stepped { n: cmd.n });
+    }
+}
+
+// ---- Environment.
+
+struct Env {
+    nats: String,
+    pg: String,
+}
+
+fn env(test: &str) -> Option<Env> {
+    match (
+        std::env::var("SOURCEFLOW_NATS_URL"),
+        std::env::var("SOURCEFLOW_PG_URL"),
+    ) {
+        (Ok(nats), Ok(pg)) => Some(Env { nats, pg }),
+        _ => {
+            eprintln!("skipping {test}: set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL");
+            None
+        }
+    }
+}
+
+struct Fixture {
+    env: Env,
+    topology: Topology,
+    store: Arc<dyn Store>,
+    schema: String,
+}
+
+impl Fixture {
+    async fn new(env: Env, partitions: u32) -> Fixture {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let schema = format!("sf_nats_{tag}");
+        let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&env.pg, &schema)
+            .await
+            .expect("connect to SOURCEFLOW_PG_URL");
+        Fixture {
+            topology: Topology::new(format!("t{}", &tag[..12]))
+                .partitions(partitions)
+                .in_memory(),
+            env,
+            store: Arc::new(store),
+            schema,
+        }
+    }
+
+    async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.env.nats)
+            .await
+            .expect("connect to SOURCEFLOW_NATS_URL")
+    }
+
+    async fn worker_flow(&self) -> SourceFlow {
+        SourceFlow::builder()
+            .shared_store(self.store.clone())
+            .build()
+            .await
+            .expect("the test domain is wired correctly")
+    }
+
+    /// A worker on a connection of its own, running on a task of its own.
+    async fn spawn_worker(&self) -> (NatsCommandWorker, tokio::task::JoinHandle<()>) {
+        let worker = NatsCommandWorker::new(
+            self.client().await,
+            self.worker_flow().await,
+            self.topology.clone(),
+        )
+        .ack_wait(Duration::from_secs(2));
+        let running = worker.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = running.run().await {
+                eprintln!("worker stopped: {e}");
+            }
+        });
+        (worker, task)
+    }
+
+    /// An API-side flow whose `Step` commands go over NATS.
+    async fn sender(&self, delivery: Delivery) -> SourceFlow {
+        let dispatcher = NatsCommandDispatcher::builder(self.client().await, self.topology.clone())
+            .route_with::<Step>(delivery)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .await
+            .expect("dispatcher");
+        SourceFlow::builder()
+            .store(MemoryStore::new())
+            .dispatcher(dispatcher)
+            .build()
+            .await
+            .expect("sender flow")
+    }
+
+    async fn ledgers(&self, streams: usize) -> Vec<Ledger> {
+        let flow = self.worker_flow().await;
+        let mut ledgers = Vec::new();
+        for s in 0..streams {
+            ledgers.push(
+                flow.replay::<Ledger>(format!("ledger-{s}"))
+                    .await
+                    .expect("replay"),
+            );
+        }
+        ledgers
+    }
+
+    async fn finish(self) {
+        let jetstream = jetstream::new(self.client().await);
+        if let Err(e) = self.topology.delete_streams(&jetstream).await {
+            eprintln!(
+                "cannot delete the test streams {}_*: {e}",
+                self.topology.prefix()
+            );
+        }
+        if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.env.pg)
+            .await
+        {
+            let _ = sqlx::query(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.schema
+            ))
+            .execute(&pool)
+            .await;
+            pool.close().await;
+        }
+    }
+}
+
+const STREAMS: usize = 50;
+const STEPS: u64 = 40;
+
+/// What a single process makes of the same commands.
+async fn single_process_ledgers() -> Vec<Ledger> {
+    let flow = SourceFlow::builder()
+        .store(MemoryStore::new())
+        .build()
+        .await
+        .expect("local flow");
+    for s in 0..STREAMS {
+        for n in 1..=STEPS {
+            flow.send(format!("ledger-{s}"), Step { n })
+                .await
+                .expect("local send");
+        }
+    }
+    let mut ledgers = Vec::new();
+    for s in 0..STREAMS {
+        ledgers.push(
+            flow.replay::<Ledger>(format!("ledger-{s}"))
+                .await
+                .expect("replay"),
+        );
+    }
+    ledgers
+}
+
+async fn assert_every_stream_complete(fixture: &Fixture) {
+    let expected = single_process_ledgers().await;
+    let ledgers = fixture.ledgers(STREAMS).await;
+    for (s, ledger) in ledgers.iter().enumerate() {
+        assert_eq!(
+            ledger,
+            &Ledger {
+                last: STEPS,
+                count: STEPS,
+                out_of_order: 0
+            },
+            "ledger-{s}"
+        );
+        let stream = StreamId::of::<Ledger>(format!("ledger-{s}"));
+        let logged = fixture
+            .store
+            .last_sequence(&stream)
+            .await
+            .expect("last sequence");
+        assert_eq!(
+            logged.0, STEPS,
+            "ledger-{s}: every command logged exactly once"
+        );
+    }
+    assert_eq!(ledgers, expected, "same states as a single-process run");
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+// ---- Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_handle_every_command_once_in_stream_order() {
+    let Some(env) = env("two_workers_handle_every_command_once_in_stream_order") else {
+        return;
+    };
+    let fixture = Fixture::new(env, 16).await;
+    let (first, first_task) = fixture.spawn_worker().await;
+    let (second, second_task) = fixture.spawn_worker().await;
+    let sender = fixture.sender(Delivery::Reply).await;
+
+    // 50 streams in parallel, each sending its steps in order and waiting for every receipt.
+    let start = Instant::now();
+    let per_stream = (0..STREAMS).map(|s| {
+        let sender = sender.clone();
+        async move {
+            let mut latencies = Vec::new();
+            for n in 1..=STEPS {
+                let sent = Instant::now();
+                let receipt = sender
+                    .send(format!("ledger-{s}"), Step { n })
+                    .await
+                    .expect("send");
+                latencies.push(sent.elapsed());
+                assert_eq!(receipt.sequence.0, n, "ledger-{s} step {n}");
+                assert_eq!(receipt.events.len(), 1);
+                assert!(!receipt.duplicate);
+            }
+            latencies
+        }
+    });
+    let mut latencies: Vec<Duration> = join_all(per_stream).await.into_iter().flatten().collect();
+    let elapsed = start.elapsed();
+    latencies.sort();
+    let total = latencies.len();
+    eprintln!(
+        "NATS request/reply: {total} commands, 50 streams, 2 workers, 16 partitions: {:.0} commands/s, p50 {:.2} ms, p99 {:.2} ms",
+        total as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    assert_eq!(first.handled() + second.handled(), 2_000);
+    assert!(
+        first.handled() > 0 && second.handled() > 0,
+        "both workers took part"
+    );
+    assert_eq!(first.poisoned() + second.poisoned(), 0);
+
+    assert_every_stream_complete(&fixture).await;
+
+    // One caller alone: the round trip without queueing behind other streams.
+    let mut alone = Vec::new();
+    for n in 1..=200 {
+        let sent = Instant::now();
+        sender.send("ledger-alone", Step { n }).await.expect("send");
+        alone.push(sent.elapsed());
+    }
+    alone.sort();
+    eprintln!(
+        "NATS request/reply, one caller: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&alone, 0.50).as_secs_f64() * 1e3,
+        percentile(&alone, 0.99).as_secs_f64() * 1e3,
+    );
+    first_task.abort();
+    second_task.abort();
+    fixture.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_loses_nothing_and_applies_nothing_twice() {
+    let Some(env) = env("a_killed_worker_loses_nothing_and_applies_nothing_twice") else {
+        return;
+    };
+    let fixture = Fixture::new(env, 8).await;
+    let (doomed, doomed_task) = fixture.spawn_worker().await;
+    let (survivor, survivor_task) = fixture.spawn_worker().await;
+    let sender = fixture.sender(Delivery::Enqueue).await;
+
+    // Enqueue everything (per stream in step order); the workers drain it meanwhile.
+    let enqueue = (0..STREAMS).map(|s| {
+        let sender = sender.clone();
+        async move {
+            for n in 1..=STEPS {
+                sender
+                    .send(format!("ledger-{s}"), Step { n })
+                    .await
+                    .expect("enqueue");
+            }
+        }
+    });
+    let enqueued = tokio::spawn(join_all(enqueue));
+
+    wait_for(
+        "the doomed worker to get going",
+        Duration::from_secs(60),
+        || doomed.handled() >= 200,
+    )
+    .await;
+    // Killed mid-run: possibly inside a handler or between commit and ack.
+    doomed_task.abort();
+    let killed_at = doomed.handled();
+    enqueued.await.expect("enqueued");
+
+    wait_for("the survivor to finish", Duration::from_secs(120), || {
+        killed_at + survivor.handled() >= 2_000
+    })
+    .await;
+    // Give a redelivered duplicate, if any, time to show up in the counters.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eprintln!(
+        "killed worker handled {killed_at}, survivor {} (duplicates answered from the store count too)",
+        survivor.handled()
+    );
+    assert!(survivor.handled() >= 2_000 - killed_at);
+    assert_every_stream_complete(&fixture).await;
+    survivor_task.abort();
+    fixture.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_messages_are_terminated_and_the_partition_keeps_flowing() {
+    let Some(env) = env("poison_messages_are_terminated_and_the_partition_keeps_flowing") else {
+        return;
+    };
+    // One partition: the poison sits in front of the good commands.
+    let fixture = Fixture::new(env, 1).await;
+    let (worker, task) = fixture.spawn_worker().await;
+    let sender = fixture.sender(Delivery::Reply).await;
+    sender
+        .send("ledger-0", Step { n: 1 })
+        .await
+        .expect("first step");
+
+    let client = fixture.client().await;
+    let jetstream = jetstream::new(client.clone());
+    let subject = format!("{}.cmd.0", fixture.topology.prefix());
+    let good = |name: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        for (key, value) in [
+            ("Sf-Name", name.to_owned()),
+            ("Sf-Version", "1".to_owned()),
+            ("Sf-Message-Id", uuid::Uuid::now_v7().to_string()),
+            ("Sf-Correlation-Id", uuid::Uuid::now_v7().to_string()),
+            ("Sf-Stream-Type", "nt.Ledger".to_owned()),
+            ("Sf-Stream-Id", "ledger-0".to_owned()),
+            ("Sf-Timestamp", chrono::Utc::now().to_rfc3339()),
+        ] {
+            headers.insert(key, value.as_str());
+        }
+        headers
+    };
+    let poison = [
+        (good("nt.NoSuchCommand"), br#"{"n":2}"#.to_vec()),
+        (good("nt.Step"), b"{not json".to_vec()),
+        (async_nats::HeaderMap::new(), br#"{"n":2}"#.to_vec()),
+    ];
+    for (headers, body) in poison {
+        jetstream
+            .publish_with_headers(subject.clone(), headers, body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    // The partition is not stuck behind them.
+    for n in 2..=5 {
+        let receipt = sender
+            .send("ledger-0", Step { n })
+            .await
+            .expect("after the poison");
+        assert_eq!(receipt.sequence.0, n);
+    }
+    assert_eq!(
+        worker.poisoned(),
+        3,
+        "every poison message terminated and counted"
+    );
+    assert_eq!(worker.handled(), 5);
+    let ledger = fixture
+        .worker_flow()
+        .await
+        .replay::<Ledger>("ledger-0")
+        .await
+        .expect("replay");
+    assert_eq!(
+        ledger,
+        Ledger {
+            last: 5,
+            count: 5,
+            out_of_order: 0
+        }
+    );
+
+    // Terminated, not waiting for redelivery.
+    let mut consumer: jetstream::consumer::PullConsumer = jetstream
+        .get_consumer_from_stream(
+            format!("{}_cmd_p0", fixture.topology.prefix()),
+            fixture.topology.command_stream(),
+        )
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("consumer info");
+    assert_eq!(info.num_ack_pending, 0);
+    assert_eq!(info.num_pending, 0);
+    task.abort();
+    fixture.finish().await;
+}
+
+/// Counts `Stepped` events per ledger in a view model, committed with the position.
+struct StepCounter {
+    store: Arc<dyn Store>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for StepCounter {
+    async fn apply(&self, event: &RecordedEvent) -> Result<Vec<ModelWrite>, Error> {
+        let stepped: Stepped = event.decode()?;
+        let id = event.envelope.stream.id.clone();
+        let seen: Vec<u64> = match self.store.get_model("nt.RemoteSteps", &id).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mut seen = seen;
+        seen.push(stepped.n);
+        Ok(vec![ModelWrite {
+            model_type: "nt.RemoteSteps".to_owned(),
+            id,
+            state: serde_json::to_vec(&seen).ok(),
+        }])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn published_events_reach_a_remote_subscriber_exactly_once() {
+    let Some(env) = env("published_events_reach_a_remote_subscriber_exactly_once") else {
+        return;
+    };
+    let fixture = Fixture::new(env, 4).await;
+    let flow = fixture.worker_flow().await;
+    for s in 0..5 {
+        for n in 1..=10 {
+            flow.send(format!("ledger-{s}"), Step { n })
+                .await
+                .expect("send");
+        }
+    }
+    let publisher = NatsEventPublisher::new(
+        fixture.client().await,
+        flow.clone(),
+        fixture.topology.clone(),
+    )
+    .checkpoint_every(7);
+    let running = publisher.clone();
+    let publishing = tokio::spawn(async move { running.run().await });
+    let subscriber = Arc::new(NatsEventSubscriber::new(
+        fixture.client().await,
+        fixture.store.clone(),
+        fixture.topology.clone(),
+        "remote-steps",
+        StepCounter {
+            store: fixture.store.clone(),
+        },
+    ));
+    let running = subscriber.clone();
+    let subscribing = tokio::spawn(async move { running.run().await });
+    wait_for("50 events applied", Duration::from_secs(30), || {
+        subscriber.applied() >= 50
+    })
+    .await;
+
+    // A publisher that lost its position re-publishes everything: JetStream drops the
+    // repeats, and the subscriber would skip any that got through.
+    publishing.abort();
+    fixture
+        .store
+        .set_position("nats-publisher", Position::START)
+        .await
+        .expect("reset");
+    let again = NatsEventPublisher::new(
+        fixture.client().await,
+        flow.clone(),
+        fixture.topology.clone(),
+    );
+    let running = again.clone();
+    let republishing = tokio::spawn(async move { running.run().await });
+    wait_for("re-publish", Duration::from_secs(30), || {
+        again.published() >= 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let jetstream = jetstream::new(fixture.client().await);
+    let mut stream = jetstream
+        .get_stream(fixture.topology.event_stream())
+        .await
+        .expect("stream");
+    assert_eq!(
+        stream.info().await.expect("info").state.messages,
+        50,
+        "repeats deduplicated"
+    );
+    assert_eq!(subscriber.applied(), 50);
+    let mut models = HashMap::new();
+    for s in 0..5 {
+        let id = EntityId::from(format!("ledger-{s}"));
+        let bytes = fixture
+            .store
+            .get_model("nt.RemoteSteps", &id)
+            .await
+            .expect("model")
+            .expect("present");
+        let seen: Vec<u64> = serde_json::from_slice(&bytes).expect("json");
+        models.insert(s, seen);
+    }
+    for (s, seen) in models {
+        assert_eq!(
+            seen,
+            (1..=10).collect::<Vec<_>>(),
+            "ledger-{s}: every event once, in order"
+        );
+    }
+    republishing.abort();
+    subscribing.abort();
+    fixture.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resent_message_id_is_answered_with_the_original_receipt() {
+    let Some(env) = env("a_resent_message_id_is_answered_with_the_original_receipt") else {
+        return;
+    };
+    let fixture = Fixture::new(env, 2).await;
+    let (worker, task) = fixture.spawn_worker().await;
+    let sender = fixture.sender(Delivery::Reply).await;
+    let id = uuid::Uuid::now_v7();
+    let options = || sourceflow::SendOptions::new().message_id(id);
+    let first = sender
+        .send_with("ledger-0", Step { n: 1 }, options())
+        .await
+        .expect("first");
+    let again = sender
+        .send_with("ledger-0", Step { n: 1 }, options())
+        .await
+        .expect("again");
+    assert!(!first.duplicate);
+    assert!(again.duplicate, "answered from the store");
+    assert_eq!(
+        (again.message_id, again.sequence),
+        (first.message_id, first.sequence)
+    );
+    let ledger = fixture
+        .worker_flow()
+        .await
+        .replay::<Ledger>("ledger-0")
+        .await
+        .expect("replay");
+    assert_eq!(ledger.count, 1, "ran once");
+    assert_eq!(worker.handled(), 2);
+    task.abort();
+    fixture.finish().await;
+}
