@@ -170,13 +170,24 @@ pub async fn export<W: AsyncWrite + Unpin>(
             page.after = ids.last().cloned();
         }
     }
+    // Events are read after the commands: an event whose command was committed after the
+    // commands were listed (the store is in use) is left out with its command, so the file
+    // holds whole units of work only.
+    let loaded_to: HashMap<&StreamId, Sequence> = pending
+        .iter()
+        .map(|(stream, queue)| (stream, queue.back().map_or(Sequence::ZERO, |c| c.sequence)))
+        .collect();
     let mut events = Vec::new();
     let mut after = Position::START;
     loop {
         let batch = store.read_all(after, BATCH).await?;
         let Some(last) = batch.last() else { break };
         after = last.position;
-        events.extend(batch);
+        events.extend(batch.into_iter().filter(|e| {
+            loaded_to
+                .get(&e.envelope.stream)
+                .is_some_and(|to| e.command_sequence <= *to)
+        }));
     }
 
     let header = Header {
