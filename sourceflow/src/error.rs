@@ -61,9 +61,10 @@ pub enum Error {
         /// How many times the handler ran.
         attempts: u32,
     },
-    /// The handler refused the command; nothing was stored.
+    /// The handler refused the command; nothing was stored. (The refusal is the message, not
+    /// a cause: it is shown once, not again as a source.)
     #[error("command rejected: {0}")]
-    Rejected(#[source] DomainError),
+    Rejected(DomainError),
     /// No saga handles this command type (and no remote dispatcher took it).
     #[error("no handler for command {message}")]
     NoHandler {
