@@ -27,7 +27,7 @@ use component::Marker;
 ///
 /// The type must also derive `Serialize` and `Deserialize`, and cannot be generic.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Debug, Clone, Serialize, Deserialize, Command)]
 /// #[command(name = "bank.Deposit", validate = check_deposit)]
 /// pub struct Deposit { pub amount: i64 }
@@ -51,7 +51,7 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 ///
 /// The type must also derive `Serialize` and `Deserialize`, and cannot be generic.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
 /// #[event(name = "bank.Deposited", version = 2)]
 /// pub struct Deposited { pub amount: i64, pub balance: i64 }
@@ -70,7 +70,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 ///
 /// The type must also implement `Serialize`, `Deserialize`, `Default` and `Clone`.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Debug, Default, Clone, Serialize, Deserialize, Entity)]
 /// #[entity(name = "bank.Account")] // optional; default: the type's name
 /// pub struct Account { pub balance: i64 }
@@ -84,7 +84,7 @@ pub fn derive_entity(input: TokenStream) -> TokenStream {
 ///
 /// The type must also implement `Serialize`, `Deserialize`, `Default` and `Clone`.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Debug, Default, Clone, Serialize, Deserialize, ViewModel)]
 /// #[view_model(name = "bank.AccountSummary")] // optional; default: the type's name
 /// pub struct AccountSummary { pub balance: i64, pub deposits: u32 }
@@ -96,7 +96,7 @@ pub fn derive_view_model(input: TokenStream) -> TokenStream {
 
 /// Makes an `impl` block a saga: each `#[handles]` method handles one command type.
 ///
-/// ```ignore
+/// ```text
 /// #[saga(entity = Account)]       // or `#[saga]` for a process manager without entity
 /// impl AccountSaga {
 ///     #[handles]
@@ -135,7 +135,7 @@ pub fn handles(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// Makes an `impl` block a view: each `#[projects_on]` method projects one event type onto
 /// the view's model.
 ///
-/// ```ignore
+/// ```text
 /// #[view(model = AccountSummary)]
 /// impl AccountSummaryView {
 ///     #[projects_on]
@@ -174,7 +174,7 @@ pub fn projects_on(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// Makes an `impl` block an aggregate: each `#[subscribes]` method reacts to one event type
 /// of the entity, after it commits, and may send follow-up commands exactly once.
 ///
-/// ```ignore
+/// ```text
 /// #[aggregate(entity = Account)]
 /// impl OverdraftPolicy {
 ///     #[subscribes]

@@ -69,7 +69,7 @@ impl Fixture {
 /// named `$backend`. `$fixture` is an expression evaluated afresh for every test, a future of
 /// `Option<Fixture>`; `None` skips the test (a backend that is not available here).
 ///
-/// ```ignore
+/// ```text
 /// sourceflow_tests::conformance_suite!(sqlite_memory, async {
 ///     Some(Fixture::new(SqliteStore::memory().await.expect("open")))
 /// });
