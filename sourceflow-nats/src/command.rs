@@ -25,7 +25,8 @@ pub enum Delivery {
     #[default]
     Reply,
     /// Return once JetStream has stored the command. The receipt carries the message id and
-    /// stream, sequence 0 and no events; `duplicate` is JetStream's duplicate flag.
+    /// stream, sequence 0, no events and `duplicate = false` (a repeated message id is
+    /// recognised by the store when a worker runs it).
     Enqueue,
 }
 
@@ -255,6 +256,11 @@ enum Outcome {
 
 impl NatsCommandWorker {
     /// A worker handling `topology`'s commands with `flow`.
+    ///
+    /// Build the worker's flow with `.entity_cache(0)`: the next command of a stream may go
+    /// to any worker, so a cached entity state is often stale, and while a stale state that
+    /// leads to a commit is caught as a conflict and retried, a handler that *refuses* a
+    /// command on a stale state returns that refusal as final.
     pub fn new(client: Client, flow: SourceFlow, topology: Topology) -> Self {
         Self {
             client,

@@ -30,7 +30,8 @@
 //!
 //! // The worker process: handles commands against the shared store.
 //! let client = async_nats::connect("127.0.0.1:4222").await?;
-//! let flow = SourceFlow::builder().shared_store(store).build().await?;
+//! // No entity cache: any worker may take a stream's next command (see `NatsCommandWorker::new`).
+//! let flow = SourceFlow::builder().shared_store(store).entity_cache(0).build().await?;
 //! let worker = NatsCommandWorker::new(client, flow, topology.clone());
 //! tokio::spawn(async move { worker.run().await });
 //!

@@ -117,6 +117,7 @@ impl Fixture {
     async fn worker_flow(&self) -> SourceFlow {
         SourceFlow::builder()
             .shared_store(self.store.clone())
+            .entity_cache(0)
             .build()
             .await
             .expect("the test domain is wired correctly")

@@ -16,9 +16,10 @@ use sourceflow::prelude::*;
 use sourceflow_nats::{NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher, Topology};
 use sourceflow_sqlx::PostgresStore;
 
-/// Every process of the deployment agrees on this.
+/// Every process of the deployment agrees on this (`BANK_NATS_PREFIX` names the streams).
 fn topology() -> Topology {
-    Topology::new("bank").partitions(8)
+    let prefix = std::env::var("BANK_NATS_PREFIX").unwrap_or_else(|_| "bank".into());
+    Topology::new(prefix).partitions(8)
 }
 
 async fn nats() -> anyhow::Result<async_nats::Client> {
@@ -30,17 +31,26 @@ async fn nats() -> anyhow::Result<async_nats::Client> {
 async fn postgres() -> anyhow::Result<PostgresStore> {
     let url = std::env::var("SOURCEFLOW_PG_URL")
         .map_err(|_| anyhow::anyhow!("set SOURCEFLOW_PG_URL to the shared Postgres"))?;
-    Ok(PostgresStore::connect(&url).await?)
+    // `SOURCEFLOW_PG_SCHEMA` keeps a deployment (or a test) in a schema of its own.
+    Ok(match std::env::var("SOURCEFLOW_PG_SCHEMA") {
+        Ok(schema) => PostgresStore::connect_with_schema(&url, &schema).await?,
+        Err(_) => PostgresStore::connect(&url).await?,
+    })
 }
 
 /// Handles bank commands from NATS and publishes the events they record, until Ctrl-C.
 async fn worker() -> anyhow::Result<()> {
     // The full local pipeline: saga, balance view, overdraft reaction, over the shared store.
+    // No entity cache: any worker may handle any account next, so a cached state would often
+    // be stale, and a handler that refuses a command on a stale state is not retried.
     let flow = SourceFlow::builder()
         .store(postgres().await?)
+        .entity_cache(0)
         .build()
         .await?;
-    let worker = NatsCommandWorker::new(nats().await?, flow.clone(), topology());
+    // A short ack_wait: a killed worker's unacknowledged command moves on within 5 seconds.
+    let worker = NatsCommandWorker::new(nats().await?, flow.clone(), topology())
+        .ack_wait(Duration::from_secs(5));
     let publisher = NatsEventPublisher::new(nats().await?, flow.clone(), topology());
     println!("worker: handling bank commands (Ctrl-C to stop)");
     tokio::select! {

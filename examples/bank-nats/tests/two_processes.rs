@@ -1,0 +1,114 @@
+//! The example as real processes: two workers and the API, one worker SIGKILLed between two
+//! API sessions. Runs when `SOURCEFLOW_NATS_URL` and `SOURCEFLOW_PG_URL` are set; uses a
+//! stream prefix and a Postgres schema of its own and removes both.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn command(prefix: &str, schema: &str, arg: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bank-nats"));
+    command
+        .arg(arg)
+        .env("BANK_NATS_PREFIX", prefix)
+        .env("SOURCEFLOW_PG_SCHEMA", schema)
+        .stdin(Stdio::null());
+    command
+}
+
+fn api(prefix: &str, schema: &str) -> String {
+    let output = command(prefix, schema, "api")
+        .output()
+        .expect("run the api");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "api failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn an_api_process_and_worker_processes_survive_a_killed_worker() {
+    let (Ok(nats), Ok(pg)) = (
+        std::env::var("SOURCEFLOW_NATS_URL"),
+        std::env::var("SOURCEFLOW_PG_URL"),
+    ) else {
+        eprintln!("skipping: set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL");
+        return;
+    };
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("banktest{}", &tag[..10]);
+    let schema = format!("sf_banknats_{tag}");
+    let spawn = || {
+        command(&prefix, &schema, "worker")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a worker")
+    };
+    let mut workers = Workers(vec![spawn()]);
+    // The first worker creates the schema and streams before the second races it.
+    std::thread::sleep(Duration::from_secs(2));
+    workers.0.push(spawn());
+    std::thread::sleep(Duration::from_secs(1));
+
+    let first = api(&prefix, &schema);
+    assert!(
+        first.contains("balance -225 after 3 movements, fees 25"),
+        "{first}"
+    );
+    assert!(first.contains("refused: insufficient_funds"), "{first}");
+    assert!(
+        first.contains("invalid: bank.Deposit: amount: must be positive"),
+        "{first}"
+    );
+
+    // SIGKILL one worker: the other serves every partition.
+    workers.0[0].kill().expect("kill a worker");
+    let _ = workers.0[0].wait();
+    let second = api(&prefix, &schema);
+    assert!(
+        second.contains("balance -225 after 3 movements, fees 25"),
+        "{second}"
+    );
+    drop(workers);
+
+    cleanup(&nats, &pg, &prefix, &schema);
+}
+
+fn cleanup(nats: &str, pg: &str, prefix: &str, schema: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        if let Ok(client) = async_nats::connect(nats).await {
+            let jetstream = async_nats::jetstream::new(client);
+            let _ = sourceflow_nats::Topology::new(prefix)
+                .delete_streams(&jetstream)
+                .await;
+        }
+        if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(pg)
+            .await
+        {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .execute(&pool)
+                .await;
+            pool.close().await;
+        }
+    });
+}
