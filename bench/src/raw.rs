@@ -83,6 +83,81 @@ impl RawInsert {
     }
 }
 
+/// W2's second floor: the rows one command's unit of work writes (a command row, an entity
+/// upsert and an event row, in the store's own tables and under their indexes) in one durable
+/// transaction, with plain sqlx and no framework. The gap between this and [`RawInsert`] is
+/// the physical cost of the schema; the gap between the framework and this is the framework.
+pub struct RawUnit {
+    connection: SqliteConnection,
+    next: i64,
+}
+
+impl RawUnit {
+    /// Opens the file (already migrated by the store) with the store's pragmas.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            connection: connect(path).await?,
+            next: 0,
+        })
+    }
+
+    /// One transaction writing one command's rows to stream `("raw.Account", stream_id)`;
+    /// each call appends to a fresh stream id, so sequences are always 1. Returns the time.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn commit(
+        &mut self,
+        payload: &str,
+        state: &str,
+        event: &str,
+    ) -> Result<Duration, sqlx::Error> {
+        self.next += 1;
+        let stream_id = format!("raw-{:09}", self.next);
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let started = Instant::now();
+        let mut tx = self.connection.begin().await?;
+        sqlx::query(
+            "INSERT INTO sf_commands (stream_type, stream_id, sequence, message_id, name, \
+             version, correlation_id, causation_id, created_at, payload) \
+             VALUES ('raw.Account', ?1, 1, ?2, 'bench.Deposit', 1, ?2, NULL, ?3, ?4)",
+        )
+        .bind(&stream_id)
+        .bind(&id)
+        .bind(&now)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO sf_entities (entity_type, entity_id, version, state, updated_at) \
+             VALUES ('raw.Account', ?1, 1, ?2, ?3) ON CONFLICT (entity_type, entity_id) \
+             DO UPDATE SET version = excluded.version, state = excluded.state",
+        )
+        .bind(&stream_id)
+        .bind(state)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO sf_events (stream_type, stream_id, sequence, command_sequence, \
+             message_id, name, version, correlation_id, causation_id, created_at, payload) \
+             VALUES ('raw.Account', ?1, 1, 1, ?2, 'bench.Deposited', 1, ?2, NULL, ?3, ?4)",
+        )
+        .bind(&stream_id)
+        .bind(&id)
+        .bind(&now)
+        .bind(event)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(started.elapsed())
+    }
+}
+
 /// Appends `count` deposit commands to stream `(Account, stream_id)`, sequences 1..=count, in
 /// one transaction. The store must have been opened on `path` first (it migrates).
 ///

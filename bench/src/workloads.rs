@@ -254,9 +254,19 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
     let saga_store = SqliteStore::open(dir.join("w2-saga.db")).await?;
     let saga_only = domain::flow(saga_store.clone(), Components::SagaOnly).await?;
     let mut floor = raw::RawInsert::open(&path).await?;
+    let mut unit_floor = raw::RawUnit::open(&path).await?;
     let payload = serde_json::to_string(&Deposit::nth(0))?;
+    let state = serde_json::to_string(&Account {
+        balance: 100,
+        deposits: 1,
+    })?;
+    let event = serde_json::to_string(&domain::Deposited {
+        amount: 1,
+        balance: 100,
+    })?;
 
     let (mut full, mut saga, mut raw_times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unit_times = Vec::new();
     let mut n = 0u64;
     for block in 0..=blocks {
         for _ in 0..BLOCK {
@@ -269,11 +279,13 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
             saga_only.send(&*id, Deposit::nth(n)).await?;
             let b = started.elapsed();
             let c = floor.insert(&id, &payload).await?;
+            let d = unit_floor.commit(&payload, &state, &event).await?;
             // The first block warms up the files and the caches.
             if block > 0 {
                 full.push(a);
                 saga.push(b);
                 raw_times.push(c);
+                unit_times.push(d);
             }
         }
     }
@@ -282,6 +294,7 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
         rate: rate(full.len() as u64, total),
     };
     let (full, saga, floor) = (median(&mut full), median(&mut saga), median(&mut raw_times));
+    let unit_floor = median(&mut unit_times);
     let stats = store.stats();
     let per_command = stats.transactions as f64 / flow.stats().committed.max(1) as f64;
     Ok((
@@ -305,8 +318,17 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
                 fmt_us(saga),
             )
             .note(format!(
-                "ratio {:.2} to the floor",
+                "ratio {:.2} to the floor, 1 transaction per command",
                 saga.as_secs_f64() / floor.as_secs_f64()
+            )),
+            Row::info(
+                "W2",
+                "context: raw sqlx txn writing one unit of work's rows",
+                fmt_us(unit_floor),
+            )
+            .note(format!(
+                "command+entity+event rows under the store's indexes; ratio {:.2} to the floor",
+                unit_floor.as_secs_f64() / floor.as_secs_f64()
             )),
         ],
         result,
@@ -323,8 +345,43 @@ pub async fn w3(settings: &Settings, dir: &Path, w2: W2Result) -> anyhow::Result
     progress(format!(
         "W3: {SENDERS} concurrent senders x {per_sender} durable commands"
     ));
-    let store = SqliteStore::open(dir.join("w3.db")).await?;
-    let flow = domain::flow(store.clone(), Components::Full).await?;
+    let (throughput, batch, largest) =
+        concurrent(dir, "w3.db", Components::Full, per_sender).await?;
+    let (saga_throughput, saga_batch, saga_largest) =
+        concurrent(dir, "w3-saga.db", Components::SagaOnly, per_sender).await?;
+    Ok(vec![
+        Row::checked(
+            "W3",
+            "SQLite, 32 concurrent senders: throughput / W2",
+            fmt_rate(throughput),
+            throughput / w2.rate,
+            Target::AtLeast(3.0),
+        )
+        .note(format!(
+            "group commit: {batch:.1} units per transaction, largest {largest}"
+        )),
+        Row::info(
+            "W3",
+            "context: the same without view and aggregate",
+            fmt_rate(saga_throughput),
+        )
+        .note(format!(
+            "{:.2}x W2; group commit: {saga_batch:.1} units per transaction, largest {saga_largest}",
+            saga_throughput / w2.rate
+        )),
+    ])
+}
+
+/// 32 senders on their own accounts: commands/s, average and largest group-commit batch.
+async fn concurrent(
+    dir: &Path,
+    file: &str,
+    components: Components,
+    per_sender: u64,
+) -> anyhow::Result<(f64, f64, u64)> {
+    const SENDERS: u64 = 32;
+    let store = SqliteStore::open(dir.join(file)).await?;
+    let flow = domain::flow(store.clone(), components).await?;
     // Warm-up: one command per sender's account.
     for s in 0..SENDERS {
         flow.send(&*account_id(s), Deposit::nth(s)).await?;
@@ -347,21 +404,13 @@ pub async fn w3(settings: &Settings, dir: &Path, w2: W2Result) -> anyhow::Result
     }
     let elapsed = started.elapsed();
     let after = store.stats();
-    let throughput = rate(SENDERS * per_sender, elapsed);
     let transactions = after.transactions - before.transactions;
     let units = after.units - before.units;
-    Ok(vec![Row::checked(
-        "W3",
-        "SQLite, 32 concurrent senders: throughput / W2",
-        fmt_rate(throughput),
-        throughput / w2.rate,
-        Target::AtLeast(3.0),
-    )
-    .note(format!(
-        "group commit: {:.1} units per transaction, largest {}",
+    Ok((
+        rate(SENDERS * per_sender, elapsed),
         units as f64 / transactions.max(1) as f64,
-        after.largest_batch
-    ))])
+        after.largest_batch,
+    ))
 }
 
 // ---- W4: history growth -----------------------------------------------------------------------
@@ -522,7 +571,7 @@ pub const W7_STREAMS: u64 = 1_000;
 /// # Errors
 /// A failed workload.
 pub async fn w7(settings: &Settings, dir: &Path) -> anyhow::Result<Vec<Row>> {
-    let events: u64 = settings.pick(200_000, 1_000_000);
+    let events: u64 = settings.pick(100_000, 1_000_000);
     let path = dir.join("w7.db");
     drop(SqliteStore::open(&path).await?);
     progress(format!(
@@ -548,7 +597,7 @@ pub async fn w7(settings: &Settings, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let base = child["base_kib"].as_u64().unwrap_or(0) as f64 / 1024.0;
     ensure!(applied == events, "rebuild applied {applied} of {events}");
     let label = if settings.quick {
-        "rebuild over a 200,000-event log (quick)"
+        "rebuild over a 100,000-event log (quick)"
     } else {
         "rebuild over a 1,000,000-event log"
     };
@@ -710,11 +759,10 @@ impl Contender for EsrsPg {
     }
 }
 
-/// Per contender: total time, count and per-command latencies of one shape.
+/// Per contender: total time and count of one shape.
 struct Tally {
     total: Duration,
     count: u64,
-    latencies: Vec<Duration>,
 }
 
 /// Runs `commands` deposits per contender, interleaved in blocks of 100 (the order rotating
@@ -731,7 +779,6 @@ async fn interleaved(
         .map(|_| Tally {
             total: Duration::ZERO,
             count: 0,
-            latencies: Vec::with_capacity(commands as usize),
         })
         .collect();
     let mut done = 0;
@@ -746,7 +793,6 @@ async fn interleaved(
                 let elapsed = started.elapsed();
                 tallies[c].total += elapsed;
                 tallies[c].count += 1;
-                tallies[c].latencies.push(elapsed);
             }
         }
         done = end;
@@ -756,6 +802,47 @@ async fn interleaved(
         }
     }
     Ok(tallies)
+}
+
+/// Per contender, the median per-command time on the `long` account (already holding the
+/// one-stream shape) and on a `short` one seeded with 10 commands, in alternating blocks of 5.
+async fn pg_history(
+    contenders: &[Arc<dyn Contender>],
+    long: u64,
+    short: u64,
+    blocks: usize,
+) -> anyhow::Result<Vec<(Duration, Duration)>> {
+    const BLOCK: u64 = 5;
+    let mut result = Vec::new();
+    for contender in contenders {
+        for i in 0..10 {
+            contender.deposit(short, Deposit::nth(i)).await?;
+        }
+        let (mut on_long, mut on_short) = (Vec::new(), Vec::new());
+        for b in 0..=blocks {
+            let order = if b % 2 == 0 {
+                [long, short]
+            } else {
+                [short, long]
+            };
+            for account in order {
+                let started = Instant::now();
+                for i in 0..BLOCK {
+                    contender.deposit(account, Deposit::nth(i)).await?;
+                }
+                let elapsed = started.elapsed() / BLOCK as u32;
+                if b > 0 {
+                    if account == long {
+                        on_long.push(elapsed);
+                    } else {
+                        on_short.push(elapsed);
+                    }
+                }
+            }
+        }
+        result.push((median(&mut on_long), median(&mut on_short)));
+    }
+    Ok(result)
 }
 
 /// W5: sourceflow, `cqrs-es` + `postgres-es` and `esrs` on one Postgres database, each in a
@@ -795,7 +882,7 @@ pub async fn w5(settings: &Settings) -> anyhow::Result<Vec<Row>> {
 
 async fn w5_in(settings: &Settings, url: &str, schema: &str) -> anyhow::Result<Vec<Row>> {
     use std::str::FromStr;
-    let round_robin: u64 = settings.pick(2_000, 10_000);
+    let round_robin: u64 = settings.pick(1_000, 10_000);
     let long: u64 = settings.pick(1_000, 10_000);
     const STREAMS: u64 = 1_000;
 
@@ -831,22 +918,11 @@ async fn w5_in(settings: &Settings, url: &str, schema: &str) -> anyhow::Result<V
         "W5: Postgres, one stream of {long} commands per framework (peers replay it each time)"
     ));
     let single = interleaved(&contenders, long, |_| 800_000, "one stream").await?;
-    pool.close().await;
 
     let rates = |tallies: &[Tally]| -> Vec<f64> {
         tallies.iter().map(|t| rate(t.count, t.total)).collect()
     };
     let (spread_rates, single_rates) = (rates(&spread), rates(&single));
-    // Commands with ~`long` prior against commands 11..=110 of the same stream.
-    let history = |t: &Tally| -> (Duration, Duration) {
-        let n = t.latencies.len();
-        let window = 100.min(n / 4).max(1);
-        let mut late = t.latencies[n - window..].to_vec();
-        let mut early = t.latencies[10.min(n)..(10 + window).min(n)].to_vec();
-        (median(&mut late), median(&mut early))
-    };
-    let ratio =
-        |(late, early): (Duration, Duration)| late.as_secs_f64() / early.as_secs_f64().max(1e-9);
     let mut rows = Vec::new();
     let describe = |rates: &[f64]| -> String {
         contenders
@@ -882,19 +958,30 @@ async fn w5_in(settings: &Settings, url: &str, schema: &str) -> anyhow::Result<V
         rows.push(row);
     }
     let prior = if settings.quick { "1,000" } else { "10,000" };
+    progress(format!(
+        "W5: per-command time at {prior} prior commands vs at 10, interleaved"
+    ));
+    let blocks = settings.pick(20, 40);
+    let histories = pg_history(&contenders, 800_000, 700_000, blocks).await?;
     let peers_history: Vec<String> = contenders
         .iter()
-        .zip(&single)
+        .zip(&histories)
         .skip(1)
-        .map(|(c, t)| format!("{} {:.1}", c.name(), ratio(history(t))))
+        .map(|(c, (long, short))| {
+            format!(
+                "{} {:.1}",
+                c.name(),
+                long.as_secs_f64() / short.as_secs_f64()
+            )
+        })
         .collect();
-    let (late, early) = history(&single[0]);
+    let (late, early) = histories[0];
     rows.push(
         Row::checked(
             "W5",
             format!("Postgres: per command at {prior} prior / at 10"),
             format!("{} vs {}", fmt_us(late), fmt_us(early)),
-            ratio((late, early)),
+            late.as_secs_f64() / early.as_secs_f64(),
             Target::AtMost(1.2),
         )
         .note(format!("peers: {}", peers_history.join(", "))),
@@ -907,5 +994,6 @@ async fn w5_in(settings: &Settings, url: &str, schema: &str) -> anyhow::Result<V
              `runtime-tokio-native-tls`, which links OpenSSL into every sqlx user of the workspace",
         ));
     }
+    pool.close().await;
     Ok(rows)
 }
