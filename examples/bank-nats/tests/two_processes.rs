@@ -94,11 +94,17 @@ fn cleanup(nats: &str, pg: &str, prefix: &str, schema: &str) {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        if let Ok(client) = async_nats::connect(nats).await {
-            let jetstream = async_nats::jetstream::new(client);
-            let _ = sourceflow_nats::Topology::new(prefix)
-                .delete_streams(&jetstream)
-                .await;
+        match async_nats::connect(nats).await {
+            Ok(client) => {
+                let jetstream = async_nats::jetstream::new(client);
+                if let Err(e) = sourceflow_nats::Topology::new(prefix)
+                    .delete_streams(&jetstream)
+                    .await
+                {
+                    eprintln!("cannot delete the streams {prefix}_*: {e}");
+                }
+            }
+            Err(e) => eprintln!("cannot connect to delete the streams {prefix}_*: {e}"),
         }
         if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
