@@ -401,7 +401,8 @@ impl SourceFlow {
         let mut trust_cache = true;
         loop {
             attempt += 1;
-            let (expected, mut state) = self.load_state(route, stream, trust_cache).await?;
+            let (expected, mut state, from_memory) =
+                self.load_state(route, stream, trust_cache).await?;
             let mut cx = SagaContext::new(&command.envelope, false, inner.streams.clone());
             let handled = (route.handle)(
                 &*route.saga,
@@ -411,6 +412,14 @@ impl SourceFlow {
             )
             .await;
             if let Err(e) = handled.and_then(|()| take_problems(&mut cx.problems)) {
+                // A refusal decided on this process's cached state stands only if no other
+                // process has moved the stream since: a stale state that leads to a commit is
+                // caught by the commit, one that leads to a refusal must be checked here.
+                if from_memory && inner.store.last_sequence(stream).await? != expected {
+                    inner.entities.remove(stream);
+                    trust_cache = false;
+                    continue;
+                }
                 inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("sourceflow.commands.rejected").increment(1);
                 return Err(e);
@@ -485,14 +494,14 @@ impl SourceFlow {
         route: &SagaRoute,
         stream: &StreamId,
         trust_cache: bool,
-    ) -> Result<(Sequence, Option<ErasedState>), Error> {
+    ) -> Result<(Sequence, Option<ErasedState>, bool), Error> {
         let store = &self.inner.store;
         let Some(vtable) = route.state else {
-            return Ok((store.last_sequence(stream).await?, None));
+            return Ok((store.last_sequence(stream).await?, None, false));
         };
         if trust_cache {
             if let Some(hit) = self.inner.entities.get(stream, &vtable) {
-                return Ok((hit.0, Some(hit.1)));
+                return Ok((hit.0, Some(hit.1), true));
             }
         }
         let cached = store.get_entity(stream).await?;
@@ -506,18 +515,18 @@ impl SourceFlow {
         if let Some((version, bytes)) = cached {
             if version == last {
                 if let Ok(state) = (vtable.decode)(&bytes) {
-                    return Ok((version, Some(state)));
+                    return Ok((version, Some(state), false));
                 }
                 // A state that no longer decodes (the type changed) is rebuilt from the log.
             }
         }
         if last == Sequence::ZERO {
-            return Ok((last, Some((vtable.default)())));
+            return Ok((last, Some((vtable.default)()), false));
         }
         let replayed = self
             .replay_stream(stream, Some(vtable), Some(last), None, false)
             .await?;
-        Ok((replayed.last, replayed.state))
+        Ok((replayed.last, replayed.state, false))
     }
 
     /// Re-runs the command log of `stream` against a fresh state, with `is_replay = true`.

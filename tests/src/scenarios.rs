@@ -450,6 +450,7 @@ macro_rules! runtime_suite {
             validation_before_persistence,
             entity_state_is_a_cache,
             admin_listing,
+            stale_cached_state_never_refuses,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -788,4 +789,25 @@ pub async fn admin_listing(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(next.len(), 4);
     assert_eq!(next[0], EntityId::from("tally-03"));
+}
+
+/// A refusal decided on a state another process has since changed is not final: the handle
+/// re-checks the stream and runs the command on the current state.
+pub async fn stale_cached_state_never_refuses(store: Arc<dyn Store>) {
+    let a = flow(store.clone()).await;
+    let b = flow(store.clone()).await;
+    let id = EntityId::new();
+    open(&a, &id, 0).await; // `a` now caches the account at balance 0
+    b.send(&id, Deposit { amount: 100 }).await.unwrap();
+    let receipt = a
+        .send(&id, Withdraw { amount: 60 })
+        .await
+        .expect("the deposit made by the other handle counts");
+    assert_eq!(receipt.sequence, Sequence(3));
+    let account: Account = a.replay(&id).await.unwrap();
+    assert_eq!(account.balance, 40);
+    match a.send(&id, Withdraw { amount: 41 }).await {
+        Err(Error::Rejected(e)) => assert_eq!(e.code, "insufficient_funds"),
+        other => panic!("a refusal on the current state stands: {other:?}"),
+    }
 }
