@@ -257,10 +257,9 @@ enum Outcome {
 impl NatsCommandWorker {
     /// A worker handling `topology`'s commands with `flow`.
     ///
-    /// Build the worker's flow with `.entity_cache(0)`: the next command of a stream may go
-    /// to any worker, so a cached entity state is often stale, and while a stale state that
-    /// leads to a commit is caught as a conflict and retried, a handler that *refuses* a
-    /// command on a stale state returns that refusal as final.
+    /// Building the worker's flow with `.entity_cache(0)` is recommended: the next command of
+    /// a stream may go to any worker, so a cached entity state is often stale and only costs a
+    /// conflict and a re-run (or, for a refusal, a check of the stream head).
     pub fn new(client: Client, flow: SourceFlow, topology: Topology) -> Self {
         Self {
             client,
