@@ -94,7 +94,9 @@
 //! # Errors and retries
 //! Transient faults (`SQLITE_BUSY`/`SQLITE_LOCKED`, dropped connections and I/O errors,
 //! Postgres serialization failures `40001`, deadlocks `40P01`, server shutdown `57P01`) are
-//! retried with bounded exponential backoff and full jitter ([`Backoff`]); if they persist the
+//! retried with bounded exponential backoff and full jitter ([`Backoff`]: the runtime's
+//! [`RetryPolicy`](sourceflow::RetryPolicy) schedule with the store's defaults of 10 attempts,
+//! 2 ms up to 500 ms; the builders also take a `RetryPolicy`); if they persist the
 //! caller gets [`StoreError::Transient`](sourceflow::store::StoreError::Transient), which the
 //! runtime may retry again. Everything else is
 //! [`StoreError::Backend`](sourceflow::store::StoreError::Backend) with the driver error as

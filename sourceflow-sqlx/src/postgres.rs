@@ -41,8 +41,9 @@ use uuid::Uuid;
 
 use crate::retry::{classify, is_unique_violation, Backoff, Dialect};
 use crate::sql::{
-    check_dense, corrupt, db_int, db_limit, from_db, last_writes, payload_text, CommandRow,
-    EnvelopeParts, EventRow,
+    command_columns, corrupt, db_int, db_limit, entity_row, event_columns, from_db, last_writes,
+    log_events, model_row, outbox_row, payload_text, receipt, stream_commands, stream_events,
+    Columns,
 };
 
 /// The Postgres migrations, applied by [`PostgresStore::connect`] and
@@ -104,8 +105,10 @@ impl PostgresStoreBuilder {
 
     /// Retry policy for transient faults (serialization failures, deadlocks, dropped
     /// connections, server restarts).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+    ///
+    /// Takes a [`Backoff`] or a [`sourceflow::RetryPolicy`].
+    pub fn backoff(mut self, backoff: impl Into<Backoff>) -> Self {
+        self.backoff = backoff.into();
         self
     }
 
@@ -252,8 +255,10 @@ impl PostgresStore {
     }
 
     /// Sets the retry policy for transient faults.
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+    ///
+    /// Takes a [`Backoff`] or a [`sourceflow::RetryPolicy`].
+    pub fn with_backoff(mut self, backoff: impl Into<Backoff>) -> Self {
+        self.backoff = backoff.into();
         self
     }
 
@@ -263,6 +268,30 @@ impl PostgresStore {
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         self.backoff.run(what, op).await
+    }
+
+    /// The rows `query` returns for `stream` (bound first, as `stream_type, stream_id`) and
+    /// the integers `bounds` bound after it, retried on transient faults.
+    async fn stream_rows(
+        &self,
+        what: &'static str,
+        query: &'static str,
+        stream: &StreamId,
+        bounds: &[i64],
+    ) -> Result<Vec<PgRow>, StoreError> {
+        let pool = &self.pool;
+        self.retry(what, || async move {
+            let query = sqlx::query(query)
+                .bind(&*stream.entity_type)
+                .bind(stream.id.as_str());
+            bounds
+                .iter()
+                .fold(query, |query, bound| query.bind(*bound))
+                .fetch_all(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
     }
 }
 
@@ -300,58 +329,30 @@ where
     row.try_get(index).map_err(corrupt)
 }
 
-fn command_row(row: &PgRow) -> Result<StoredCommand, StoreError> {
-    CommandRow {
-        stream_type: get(row, 0)?,
-        stream_id: get(row, 1)?,
-        sequence: get(row, 2)?,
-        message_id: get(row, 3)?,
-        name: get(row, 4)?,
-        version: get(row, 5)?,
-        correlation_id: get(row, 6)?,
-        causation_id: get(row, 7)?,
-        created_at: get(row, 8)?,
-        payload: get(row, 9)?,
+impl Columns for PgRow {
+    fn text(&self, index: usize) -> Result<String, StoreError> {
+        get(self, index)
     }
-    .into_command()
-}
 
-fn event_row(row: &PgRow, at: usize) -> Result<RecordedEvent, StoreError> {
-    EventRow {
-        position: get(row, at)?,
-        stream_type: get(row, at + 1)?,
-        stream_id: get(row, at + 2)?,
-        sequence: get(row, at + 3)?,
-        command_sequence: get(row, at + 4)?,
-        message_id: get(row, at + 5)?,
-        name: get(row, at + 6)?,
-        version: get(row, at + 7)?,
-        correlation_id: get(row, at + 8)?,
-        causation_id: get(row, at + 9)?,
-        created_at: get(row, at + 10)?,
-        payload: get(row, at + 11)?,
+    fn int(&self, index: usize) -> Result<i64, StoreError> {
+        get(self, index)
     }
-    .into_event()
-}
 
-fn outbox_row(row: &PgRow) -> Result<PendingCommand, StoreError> {
-    let envelope = crate::sql::envelope(EnvelopeParts {
-        stream_type: get(row, 1)?,
-        stream_id: get(row, 2)?,
-        message_id: get(row, 3)?,
-        name: get(row, 4)?,
-        version: get(row, 5)?,
-        correlation_id: get(row, 6)?,
-        causation_id: get(row, 7)?,
-        created_at: get(row, 8)?,
-    })?;
-    Ok(PendingCommand {
-        id: from_db(get(row, 0)?, "outbox id")?,
-        message: OutboxMessage {
-            envelope,
-            payload: get::<String>(row, 9)?.into_bytes(),
-        },
-    })
+    fn optional_int(&self, index: usize) -> Result<Option<i64>, StoreError> {
+        get(self, index)
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError> {
+        get(self, index)
+    }
+
+    fn optional_uuid(&self, index: usize) -> Result<Option<Uuid>, StoreError> {
+        get(self, index)
+    }
+
+    fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
+        get(self, index)
+    }
 }
 
 /// The columns of new events, as arrays for one function call.
@@ -464,44 +465,6 @@ impl<'a> OutboxArrays<'a> {
 
 // ---- queries --------------------------------------------------------------------------------
 
-macro_rules! command_columns {
-    () => {
-        "stream_type, stream_id, sequence, message_id, name, version, correlation_id, \
-         causation_id, created_at, payload::text"
-    };
-}
-
-macro_rules! event_columns {
-    ($p:literal) => {
-        concat!(
-            $p,
-            "position, ",
-            $p,
-            "stream_type, ",
-            $p,
-            "stream_id, ",
-            $p,
-            "sequence, ",
-            $p,
-            "command_sequence, ",
-            $p,
-            "message_id, ",
-            $p,
-            "name, ",
-            $p,
-            "version, ",
-            $p,
-            "correlation_id, ",
-            $p,
-            "causation_id, ",
-            $p,
-            "created_at, ",
-            $p,
-            "payload::text"
-        )
-    };
-}
-
 const COMMIT: &str = "SELECT r_status, r_sequence, r_first_event, r_positions, r_payloads \
      FROM sf_commit(\
      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
@@ -519,31 +482,31 @@ const LAST_SEQUENCE: &str =
     "SELECT COALESCE(MAX(sequence), 0) FROM sf_commands WHERE stream_type = $1 AND stream_id = $2";
 const LOAD_COMMANDS: &str = concat!(
     "SELECT ",
-    command_columns!(),
+    command_columns!("::text"),
     " FROM sf_commands WHERE stream_type = $1 AND stream_id = $2 \
      AND sequence >= $3 AND sequence <= $4 ORDER BY sequence"
 );
 const FIND_RECEIPT: &str = concat!(
     "SELECT c.sequence, ",
-    event_columns!("e."),
+    event_columns!("e.", "::text"),
     " FROM sf_commands c LEFT JOIN sf_events e ON e.stream_type = c.stream_type \
      AND e.stream_id = c.stream_id AND e.command_sequence = c.sequence \
      WHERE c.stream_type = $1 AND c.stream_id = $2 AND c.message_id = $3 ORDER BY e.sequence"
 );
 const READ_STREAM: &str = concat!(
     "SELECT ",
-    event_columns!(""),
+    event_columns!("", "::text"),
     " FROM sf_events WHERE stream_type = $1 AND stream_id = $2 AND sequence >= $3 \
      ORDER BY sequence"
 );
 const READ_ALL: &str = concat!(
     "SELECT ",
-    event_columns!(""),
+    event_columns!("", "::text"),
     " FROM sf_events WHERE position > $1 ORDER BY position LIMIT $2"
 );
 const READ_BETWEEN: &str = concat!(
     "SELECT ",
-    event_columns!(""),
+    event_columns!("", "::text"),
     " FROM sf_events WHERE created_at >= $1 AND created_at < $2 AND position > $3 \
      ORDER BY position LIMIT $4"
 );
@@ -612,24 +575,7 @@ where
         .fetch_all(executor)
         .await
         .map_err(db_err)?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let sequence = Sequence(from_db(get(first, 0)?, "sequence")?);
-    let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if get::<Option<i64>>(row, 1)?.is_some() {
-            events.push(event_row(row, 1)?);
-        }
-    }
-    Ok(Some(CommandReceipt {
-        message_id,
-        stream: stream.clone(),
-        sequence,
-        events,
-        duplicate: true,
-        retries: 0,
-    }))
+    receipt(&rows, stream, message_id)
 }
 
 fn conflict(stream: &StreamId, expected: Sequence) -> StoreError {
@@ -688,27 +634,14 @@ impl CommandLog for PostgresStore {
         from: Sequence,
         to: Option<Sequence>,
     ) -> Result<Vec<StoredCommand>, StoreError> {
-        let from_value = db_int(from.0, "sequence")?;
-        let to_value = to.map_or(Ok(i64::MAX), |to| db_int(to.0, "sequence"))?;
-        let pool = &self.pool;
+        let bounds = [
+            db_int(from.0, "sequence")?,
+            to.map_or(Ok(i64::MAX), |to| db_int(to.0, "sequence"))?,
+        ];
         let rows = self
-            .retry("postgres.load_commands", || async move {
-                sqlx::query(LOAD_COMMANDS)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(from_value)
-                    .bind(to_value)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_err)
-            })
+            .stream_rows("postgres.load_commands", LOAD_COMMANDS, stream, &bounds)
             .await?;
-        let commands = rows
-            .iter()
-            .map(command_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        check_dense(stream, from, commands.iter().map(|c| c.sequence))?;
-        Ok(commands)
+        stream_commands(&rows, stream, from)
     }
 
     async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
@@ -789,25 +722,11 @@ impl EventLog for PostgresStore {
         stream: &StreamId,
         from: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let from_value = db_int(from.0, "sequence")?;
-        let pool = &self.pool;
+        let bounds = [db_int(from.0, "sequence")?];
         let rows = self
-            .retry("postgres.read_stream", || async move {
-                sqlx::query(READ_STREAM)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(from_value)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_err)
-            })
+            .stream_rows("postgres.read_stream", READ_STREAM, stream, &bounds)
             .await?;
-        let events = rows
-            .iter()
-            .map(|row| event_row(row, 0))
-            .collect::<Result<Vec<_>, _>>()?;
-        check_dense(stream, from, events.iter().map(|e| e.sequence))?;
-        Ok(events)
+        stream_events(&rows, stream, from)
     }
 
     async fn read_all(
@@ -827,7 +746,7 @@ impl EventLog for PostgresStore {
                     .map_err(db_err)
             })
             .await?;
-        rows.iter().map(|row| event_row(row, 0)).collect()
+        log_events(&rows)
     }
 
     async fn read_between(
@@ -851,7 +770,7 @@ impl EventLog for PostgresStore {
                     .map_err(db_err)
             })
             .await?;
-        rows.iter().map(|row| event_row(row, 0)).collect()
+        log_events(&rows)
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
@@ -885,13 +804,7 @@ impl EntityStore for PostgresStore {
                     .map_err(db_err)
             })
             .await?;
-        row.map(|row| {
-            Ok((
-                Sequence(from_db(get(&row, 0)?, "entity version")?),
-                get::<String>(&row, 1)?.into_bytes(),
-            ))
-        })
-        .transpose()
+        row.as_ref().map(entity_row).transpose()
     }
 
     async fn put_entity(
@@ -1022,14 +935,7 @@ impl ViewModelStore for PostgresStore {
                 query.fetch_all(pool).await.map_err(db_err)
             })
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    EntityId::from(get::<String>(row, 0)?),
-                    get::<String>(row, 1)?.into_bytes(),
-                ))
-            })
-            .collect()
+        rows.iter().map(model_row).collect()
     }
 
     async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {

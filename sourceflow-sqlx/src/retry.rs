@@ -5,50 +5,63 @@ use std::future::Future;
 use std::time::Duration;
 
 use sourceflow::store::StoreError;
+use sourceflow::RetryPolicy;
 
 /// How a store retries transient faults (busy or locked database, dropped connection,
 /// serialization failure, deadlock, server restart) before returning
 /// [`StoreError::Transient`] to the caller.
 ///
-/// Delays grow exponentially from `base_delay` up to `max_delay`, with full jitter so that
-/// contending writers spread out instead of colliding again in lockstep.
+/// The schedule is the runtime's [`RetryPolicy`] (delays grow exponentially from `base_delay`
+/// up to `max_delay`, with full jitter so that contending writers spread out instead of
+/// colliding again in lockstep); `Backoff` only gives it the store's own defaults: 10 attempts,
+/// 2 ms up to 500 ms. Builders take `impl Into<Backoff>`, so a [`RetryPolicy`] can be passed
+/// directly.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backoff {
-    /// How many times an operation may run in total (at least 1).
-    pub max_attempts: u32,
-    /// Upper bound of the delay before the first retry.
-    pub base_delay: Duration,
-    /// Upper bound of any delay.
-    pub max_delay: Duration,
+    /// The attempts and delays.
+    pub policy: RetryPolicy,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Self {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(2),
-            max_delay: Duration::from_millis(500),
+            policy: RetryPolicy {
+                max_attempts: 10,
+                base_delay: Duration::from_millis(2),
+                max_delay: Duration::from_millis(500),
+            },
         }
+    }
+}
+
+impl From<RetryPolicy> for Backoff {
+    fn from(policy: RetryPolicy) -> Self {
+        Self { policy }
+    }
+}
+
+impl From<Backoff> for RetryPolicy {
+    fn from(backoff: Backoff) -> Self {
+        backoff.policy
     }
 }
 
 impl Backoff {
     /// Never retry: the first transient fault is returned as [`StoreError::Transient`].
     pub fn none() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default()
-        }
+        let mut backoff = Self::default();
+        backoff.policy.max_attempts = 1;
+        backoff
     }
 
-    /// The jittered delay before retry number `retry` (1-based).
-    pub(crate) fn delay(&self, retry: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(20));
-        let bound = exp.min(self.max_delay);
-        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(fastrand::u64(0..=nanos))
+    /// How many times an operation may run in total.
+    pub fn max_attempts(&self) -> u32 {
+        self.policy.max_attempts
+    }
+
+    /// The jittered delay before retry number `retry` (1-based): [`RetryPolicy::delay`].
+    pub fn delay(&self, retry: u32) -> Duration {
+        self.policy.delay(retry)
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the attempts are used up.
@@ -68,7 +81,7 @@ impl Backoff {
         let mut attempt = 1;
         loop {
             match op().await {
-                Err(e) if e.is_transient() && attempt < self.max_attempts => {
+                Err(e) if e.is_transient() && attempt < self.max_attempts() => {
                     tracing::debug!(operation = what, attempt, error = %e, "transient store fault, retrying");
                     tokio::time::sleep(self.delay(attempt)).await;
                     attempt += 1;
@@ -142,9 +155,11 @@ mod tests {
     fn delays_are_bounded() {
         let backoff = Backoff::default();
         for retry in 1..40 {
-            assert!(backoff.delay(retry) <= backoff.max_delay);
+            assert!(backoff.delay(retry) <= backoff.policy.max_delay);
         }
-        assert!(backoff.delay(1) <= backoff.base_delay);
+        assert!(backoff.delay(1) <= backoff.policy.base_delay);
+        assert_eq!(Backoff::none().max_attempts(), 1);
+        assert_eq!(Backoff::from(RetryPolicy::none()).max_attempts(), 1);
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! Shared SQL logic: number and text conversions, row mapping, gap checks. The backends read
-//! columns into the plain rows below and leave the rest to this module, so both map records
-//! the same way.
+//! Shared SQL logic: number and text conversions, row mapping, receipts, gap checks. Each
+//! backend decodes its column types through [`Columns`] and leaves the rest to this module, so
+//! both map records the same way.
 
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use sourceflow::message::StoredCommand;
-use sourceflow::store::{ModelWrite, StoreError};
-use sourceflow::{EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
+use sourceflow::store::{ModelWrite, OutboxMessage, PendingCommand, StoreError};
+use sourceflow::{CommandReceipt, EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use uuid::Uuid;
 
 /// Why a value could not be written.
@@ -48,102 +48,216 @@ pub(crate) fn corrupt(err: sqlx::Error) -> StoreError {
     StoreError::Corrupt(err.to_string())
 }
 
-/// A command row as read from `sf_commands`, with ids and timestamps already decoded.
-pub(crate) struct CommandRow {
-    pub stream_type: String,
-    pub stream_id: String,
-    pub sequence: i64,
-    pub message_id: Uuid,
-    pub name: String,
-    pub version: i64,
-    pub correlation_id: Uuid,
-    pub causation_id: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-    pub payload: String,
+/// The command columns in the order [`command_row`] reads them; `$cast` follows the payload
+/// column (Postgres reads JSONB as `::text`).
+macro_rules! command_columns {
+    ($cast:literal) => {
+        concat!(
+            "stream_type, stream_id, sequence, message_id, name, version, correlation_id, \
+             causation_id, created_at, payload",
+            $cast
+        )
+    };
+}
+pub(crate) use command_columns;
+
+/// The event columns in the order [`event_row`] reads them, each prefixed with `$p` (a table
+/// alias such as `"e."`, or `""`); `$cast` follows the payload column (Postgres reads JSONB as
+/// `::text`).
+macro_rules! event_columns {
+    ($p:literal, $cast:literal) => {
+        concat!(
+            $p,
+            "position, ",
+            $p,
+            "stream_type, ",
+            $p,
+            "stream_id, ",
+            $p,
+            "sequence, ",
+            $p,
+            "command_sequence, ",
+            $p,
+            "message_id, ",
+            $p,
+            "name, ",
+            $p,
+            "version, ",
+            $p,
+            "correlation_id, ",
+            $p,
+            "causation_id, ",
+            $p,
+            "created_at, ",
+            $p,
+            "payload",
+            $cast
+        )
+    };
+}
+pub(crate) use event_columns;
+
+/// A result row, as each backend decodes its column types: Postgres has native UUIDs and
+/// timestamps, SQLite stores them as text.
+pub(crate) trait Columns {
+    /// A non-null text column.
+    fn text(&self, index: usize) -> Result<String, StoreError>;
+    /// A non-null integer column.
+    fn int(&self, index: usize) -> Result<i64, StoreError>;
+    /// A nullable integer column.
+    fn optional_int(&self, index: usize) -> Result<Option<i64>, StoreError>;
+    /// A non-null UUID column.
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError>;
+    /// A nullable UUID column.
+    fn optional_uuid(&self, index: usize) -> Result<Option<Uuid>, StoreError>;
+    /// A non-null timestamp column.
+    fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError>;
 }
 
-impl CommandRow {
-    pub(crate) fn into_command(self) -> Result<StoredCommand, StoreError> {
-        let sequence = Sequence(from_db(self.sequence, "sequence")?);
-        Ok(StoredCommand {
-            envelope: envelope(EnvelopeParts {
-                stream_type: self.stream_type,
-                stream_id: self.stream_id,
-                message_id: self.message_id,
-                name: self.name,
-                version: self.version,
-                correlation_id: self.correlation_id,
-                causation_id: self.causation_id,
-                created_at: self.created_at,
-            })?,
-            sequence,
-            payload: self.payload.into_bytes(),
-        })
-    }
-}
-
-/// An event row as read from `sf_events`.
-pub(crate) struct EventRow {
-    pub position: i64,
-    pub stream_type: String,
-    pub stream_id: String,
-    pub sequence: i64,
-    pub command_sequence: i64,
-    pub message_id: Uuid,
-    pub name: String,
-    pub version: i64,
-    pub correlation_id: Uuid,
-    pub causation_id: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-    pub payload: String,
-}
-
-impl EventRow {
-    pub(crate) fn into_event(self) -> Result<RecordedEvent, StoreError> {
-        Ok(RecordedEvent {
-            sequence: Sequence(from_db(self.sequence, "sequence")?),
-            command_sequence: Sequence(from_db(self.command_sequence, "command sequence")?),
-            position: Position(from_db(self.position, "position")?),
-            envelope: envelope(EnvelopeParts {
-                stream_type: self.stream_type,
-                stream_id: self.stream_id,
-                message_id: self.message_id,
-                name: self.name,
-                version: self.version,
-                correlation_id: self.correlation_id,
-                causation_id: self.causation_id,
-                created_at: self.created_at,
-            })?,
-            payload: self.payload.into_bytes(),
-        })
-    }
-}
-
-/// The metadata columns shared by commands, events and outbox rows.
-pub(crate) struct EnvelopeParts {
-    pub stream_type: String,
-    pub stream_id: String,
-    pub message_id: Uuid,
-    pub name: String,
-    pub version: i64,
-    pub correlation_id: Uuid,
-    pub causation_id: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-}
-
-pub(crate) fn envelope(parts: EnvelopeParts) -> Result<Envelope, StoreError> {
-    let version = u32::try_from(parts.version).map_err(|_| {
-        StoreError::Corrupt(format!("message version out of range: {}", parts.version))
-    })?;
+/// Reads the envelope columns: `stream_type, stream_id` at `stream`, and `message_id, name,
+/// version, correlation_id, causation_id, created_at` from `meta` on.
+fn envelope_at(row: &impl Columns, stream: usize, meta: usize) -> Result<Envelope, StoreError> {
+    let stream_type = row.text(stream)?;
+    let stream_id = row.text(stream + 1)?;
+    let message_id = row.uuid(meta)?;
+    let name = row.text(meta + 1)?;
+    let version = row.int(meta + 2)?;
+    let correlation_id = row.uuid(meta + 3)?;
+    let causation_id = row.optional_uuid(meta + 4)?;
+    let timestamp = row.time(meta + 5)?;
+    let version = u32::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("message version out of range: {version}")))?;
     Ok(Envelope {
-        message_id: parts.message_id,
-        name: Cow::Owned(parts.name),
+        message_id,
+        name: Cow::Owned(name),
         version,
-        stream: StreamId::new(parts.stream_type, EntityId::from(parts.stream_id)),
-        correlation_id: parts.correlation_id,
-        causation_id: parts.causation_id,
-        timestamp: parts.created_at,
+        stream: StreamId::new(stream_type, EntityId::from(stream_id)),
+        correlation_id,
+        causation_id,
+        timestamp,
     })
+}
+
+/// Reads a command row: `stream_type, stream_id, sequence, message_id, name, version,
+/// correlation_id, causation_id, created_at, payload`.
+pub(crate) fn command_row(row: &impl Columns) -> Result<StoredCommand, StoreError> {
+    let sequence = row.int(2)?;
+    let envelope = envelope_at(row, 0, 3)?;
+    let payload = row.text(9)?;
+    Ok(StoredCommand {
+        envelope,
+        sequence: Sequence(from_db(sequence, "sequence")?),
+        payload: payload.into_bytes(),
+    })
+}
+
+/// Reads the columns of [`event_columns!`] starting at column `at`.
+pub(crate) fn event_row(row: &impl Columns, at: usize) -> Result<RecordedEvent, StoreError> {
+    let position = row.int(at)?;
+    let sequence = row.int(at + 3)?;
+    let command_sequence = row.int(at + 4)?;
+    let envelope = envelope_at(row, at + 1, at + 5)?;
+    let payload = row.text(at + 11)?;
+    Ok(RecordedEvent {
+        sequence: Sequence(from_db(sequence, "sequence")?),
+        command_sequence: Sequence(from_db(command_sequence, "command sequence")?),
+        position: Position(from_db(position, "position")?),
+        envelope,
+        payload: payload.into_bytes(),
+    })
+}
+
+/// Reads an outbox row: `id, stream_type, stream_id, message_id, name, version,
+/// correlation_id, causation_id, created_at, payload`.
+pub(crate) fn outbox_row(row: &impl Columns) -> Result<PendingCommand, StoreError> {
+    let envelope = envelope_at(row, 1, 3)?;
+    Ok(PendingCommand {
+        id: from_db(row.int(0)?, "outbox id")?,
+        message: OutboxMessage {
+            envelope,
+            payload: row.text(9)?.into_bytes(),
+        },
+    })
+}
+
+/// Reads an entity row: `version, state`.
+pub(crate) fn entity_row(row: &impl Columns) -> Result<(Sequence, Vec<u8>), StoreError> {
+    Ok((
+        Sequence(from_db(row.int(0)?, "entity version")?),
+        row.text(1)?.into_bytes(),
+    ))
+}
+
+/// Reads a view model row: `model_id, state`.
+pub(crate) fn model_row(row: &impl Columns) -> Result<(EntityId, Vec<u8>), StoreError> {
+    Ok((EntityId::from(row.text(0)?), row.text(1)?.into_bytes()))
+}
+
+/// Assembles the receipt of a duplicate command from the rows of a `FIND_RECEIPT` query:
+/// the command's sequence, then [`event_columns!`] (null when the command emitted no events).
+/// `None` when there is no row: the command was never accepted.
+pub(crate) fn receipt<R: Columns>(
+    rows: &[R],
+    stream: &StreamId,
+    message_id: Uuid,
+) -> Result<Option<CommandReceipt>, StoreError> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let sequence = Sequence(from_db(first.int(0)?, "sequence")?);
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.optional_int(1)?.is_some() {
+            events.push(event_row(row, 1)?);
+        }
+    }
+    Ok(Some(CommandReceipt {
+        message_id,
+        stream: stream.clone(),
+        sequence,
+        events,
+        duplicate: true,
+        retries: 0,
+    }))
+}
+
+/// The events of a stream read from `from`, checked to be dense.
+///
+/// # Errors
+/// As [`event_row`], and [`StoreError::Gap`] as [`check_dense`].
+pub(crate) fn stream_events<R: Columns>(
+    rows: &[R],
+    stream: &StreamId,
+    from: Sequence,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let events = rows
+        .iter()
+        .map(|row| event_row(row, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_dense(stream, from, events.iter().map(|e| e.sequence))?;
+    Ok(events)
+}
+
+/// The commands of a stream read from `from`, checked to be dense.
+///
+/// # Errors
+/// As [`command_row`], and [`StoreError::Gap`] as [`check_dense`].
+pub(crate) fn stream_commands<R: Columns>(
+    rows: &[R],
+    stream: &StreamId,
+    from: Sequence,
+) -> Result<Vec<StoredCommand>, StoreError> {
+    let commands = rows
+        .iter()
+        .map(command_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    check_dense(stream, from, commands.iter().map(|c| c.sequence))?;
+    Ok(commands)
+}
+
+/// The events of a global-log page, in position order.
+pub(crate) fn log_events<R: Columns>(rows: &[R]) -> Result<Vec<RecordedEvent>, StoreError> {
+    rows.iter().map(|row| event_row(row, 0)).collect()
 }
 
 /// Checks that `sequences` (read in order from `from`) are dense.

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::store::{
-    CommandLog, EntityStore, EventLog, OutboxMessage, Page, PendingCommand, PositionStore,
-    ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+    CommandLog, EntityStore, EventLog, Page, PendingCommand, PositionStore, ProjectionCommit,
+    Store, StoreError, UnitOfWork, ViewModelStore,
 };
 use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::sqlite::{
@@ -34,7 +34,8 @@ use uuid::Uuid;
 
 use crate::retry::{classify, Backoff, Dialect};
 use crate::sql::{
-    check_dense, corrupt, db_int, db_limit, from_db, CommandRow, EnvelopeParts, EventRow,
+    command_columns, corrupt, db_int, db_limit, entity_row, event_columns, from_db, log_events,
+    model_row, outbox_row, receipt, stream_commands, stream_events, Columns,
 };
 use writer::{Job, Write, WriterStats, Written};
 
@@ -124,8 +125,10 @@ impl SqliteStoreBuilder {
     }
 
     /// Retry policy for transient faults (busy, locked, I/O).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+    ///
+    /// Takes a [`Backoff`] or a [`sourceflow::RetryPolicy`].
+    pub fn backoff(mut self, backoff: impl Into<Backoff>) -> Self {
+        self.backoff = backoff.into();
         self
     }
 
@@ -218,7 +221,7 @@ async fn migrate(
     loop {
         match MIGRATOR.run(&mut *connection).await {
             Ok(()) => return Ok(()),
-            Err(e) if attempt < backoff.max_attempts.clamp(1, 3) => {
+            Err(e) if attempt < backoff.max_attempts().clamp(1, 3) => {
                 tracing::debug!(error = %e, attempt, "sqlite migration failed, retrying");
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
@@ -316,6 +319,30 @@ impl SqliteStore {
     {
         self.inner.backoff.run(what, op).await
     }
+
+    /// The rows `query` returns for `stream` (bound first, as `stream_type, stream_id`) and
+    /// the integers `bounds` bound after it, retried on transient faults.
+    async fn stream_rows(
+        &self,
+        what: &'static str,
+        query: &'static str,
+        stream: &StreamId,
+        bounds: &[i64],
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        let pool = &self.inner.readers;
+        self.read(what, || async move {
+            let query = sqlx::query(query)
+                .bind(&*stream.entity_type)
+                .bind(stream.id.as_str());
+            bounds
+                .iter()
+                .fold(query, |query, bound| query.bind(*bound))
+                .fetch_all(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+    }
 }
 
 // ---- encoding -------------------------------------------------------------------------------
@@ -335,81 +362,31 @@ fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("bad uuid {text:?}: {e}")))
 }
 
-fn text(row: &SqliteRow, index: usize) -> Result<String, StoreError> {
-    row.try_get(index).map_err(corrupt)
-}
-
-fn int(row: &SqliteRow, index: usize) -> Result<i64, StoreError> {
-    row.try_get(index).map_err(corrupt)
-}
-
-fn uuid(row: &SqliteRow, index: usize) -> Result<Uuid, StoreError> {
-    parse_uuid(&text(row, index)?)
-}
-
-fn optional_uuid(row: &SqliteRow, index: usize) -> Result<Option<Uuid>, StoreError> {
-    let value: Option<String> = row.try_get(index).map_err(corrupt)?;
-    value.as_deref().map(parse_uuid).transpose()
-}
-
-fn time(row: &SqliteRow, index: usize) -> Result<DateTime<Utc>, StoreError> {
-    parse_time(&text(row, index)?)
-}
-
-/// Reads the columns of [`command_columns!`] starting at `at`.
-fn command_row(row: &SqliteRow) -> Result<StoredCommand, StoreError> {
-    CommandRow {
-        stream_type: text(row, 0)?,
-        stream_id: text(row, 1)?,
-        sequence: int(row, 2)?,
-        message_id: uuid(row, 3)?,
-        name: text(row, 4)?,
-        version: int(row, 5)?,
-        correlation_id: uuid(row, 6)?,
-        causation_id: optional_uuid(row, 7)?,
-        created_at: time(row, 8)?,
-        payload: text(row, 9)?,
+impl Columns for SqliteRow {
+    fn text(&self, index: usize) -> Result<String, StoreError> {
+        self.try_get(index).map_err(corrupt)
     }
-    .into_command()
-}
 
-/// Reads the columns of [`event_columns!`] starting at column `at`.
-fn event_row(row: &SqliteRow, at: usize) -> Result<RecordedEvent, StoreError> {
-    EventRow {
-        position: int(row, at)?,
-        stream_type: text(row, at + 1)?,
-        stream_id: text(row, at + 2)?,
-        sequence: int(row, at + 3)?,
-        command_sequence: int(row, at + 4)?,
-        message_id: uuid(row, at + 5)?,
-        name: text(row, at + 6)?,
-        version: int(row, at + 7)?,
-        correlation_id: uuid(row, at + 8)?,
-        causation_id: optional_uuid(row, at + 9)?,
-        created_at: time(row, at + 10)?,
-        payload: text(row, at + 11)?,
+    fn int(&self, index: usize) -> Result<i64, StoreError> {
+        self.try_get(index).map_err(corrupt)
     }
-    .into_event()
-}
 
-fn outbox_row(row: &SqliteRow) -> Result<PendingCommand, StoreError> {
-    let envelope = crate::sql::envelope(EnvelopeParts {
-        stream_type: text(row, 1)?,
-        stream_id: text(row, 2)?,
-        message_id: uuid(row, 3)?,
-        name: text(row, 4)?,
-        version: int(row, 5)?,
-        correlation_id: uuid(row, 6)?,
-        causation_id: optional_uuid(row, 7)?,
-        created_at: time(row, 8)?,
-    })?;
-    Ok(PendingCommand {
-        id: from_db(int(row, 0)?, "outbox id")?,
-        message: OutboxMessage {
-            envelope,
-            payload: text(row, 9)?.into_bytes(),
-        },
-    })
+    fn optional_int(&self, index: usize) -> Result<Option<i64>, StoreError> {
+        self.try_get(index).map_err(corrupt)
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError> {
+        parse_uuid(&self.text(index)?)
+    }
+
+    fn optional_uuid(&self, index: usize) -> Result<Option<Uuid>, StoreError> {
+        let value: Option<String> = self.try_get(index).map_err(corrupt)?;
+        value.as_deref().map(parse_uuid).transpose()
+    }
+
+    fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
+        parse_time(&self.text(index)?)
+    }
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
@@ -419,74 +396,36 @@ fn db_err(e: sqlx::Error) -> StoreError {
 // ---- queries --------------------------------------------------------------------------------
 // Every query the store runs is here; `tests::hot_queries_use_indexes` checks their plans.
 
-macro_rules! command_columns {
-    () => {
-        "stream_type, stream_id, sequence, message_id, name, version, correlation_id, \
-         causation_id, created_at, payload"
-    };
-}
-
-macro_rules! event_columns {
-    ($p:literal) => {
-        concat!(
-            $p,
-            "position, ",
-            $p,
-            "stream_type, ",
-            $p,
-            "stream_id, ",
-            $p,
-            "sequence, ",
-            $p,
-            "command_sequence, ",
-            $p,
-            "message_id, ",
-            $p,
-            "name, ",
-            $p,
-            "version, ",
-            $p,
-            "correlation_id, ",
-            $p,
-            "causation_id, ",
-            $p,
-            "created_at, ",
-            $p,
-            "payload"
-        )
-    };
-}
-
 pub(crate) const LAST_SEQUENCE: &str =
     "SELECT COALESCE(MAX(sequence), 0) FROM sf_commands WHERE stream_type = ?1 AND stream_id = ?2";
 pub(crate) const LOAD_COMMANDS: &str = concat!(
     "SELECT ",
-    command_columns!(),
+    command_columns!(""),
     " FROM sf_commands WHERE stream_type = ?1 AND stream_id = ?2 \
      AND sequence >= ?3 AND sequence <= ?4 ORDER BY sequence"
 );
 /// The receipt of a command: its sequence and its events, in one query.
 pub(crate) const FIND_RECEIPT: &str = concat!(
     "SELECT c.sequence, ",
-    event_columns!("e."),
+    event_columns!("e.", ""),
     " FROM sf_commands c LEFT JOIN sf_events e INDEXED BY sf_events_by_command \
      ON e.stream_type = c.stream_type AND e.stream_id = c.stream_id \
      AND e.command_sequence = c.sequence WHERE c.stream_type = ?1 AND c.stream_id = ?2 AND c.message_id = ?3 ORDER BY e.sequence"
 );
 pub(crate) const READ_STREAM: &str = concat!(
     "SELECT ",
-    event_columns!(""),
+    event_columns!("", ""),
     " FROM sf_events WHERE stream_type = ?1 AND stream_id = ?2 AND sequence >= ?3 \
      ORDER BY sequence"
 );
 pub(crate) const READ_ALL: &str = concat!(
     "SELECT ",
-    event_columns!(""),
+    event_columns!("", ""),
     " FROM sf_events WHERE position > ?1 ORDER BY position LIMIT ?2"
 );
 pub(crate) const READ_BETWEEN: &str = concat!(
     "SELECT ",
-    event_columns!(""),
+    event_columns!("", ""),
     " FROM sf_events WHERE created_at >= ?1 AND created_at < ?2 AND position > ?3 \
      ORDER BY position LIMIT ?4"
 );
@@ -524,8 +463,6 @@ pub(crate) const STREAM_IDS_FIRST: &str = "WITH RECURSIVE ids(id, n) AS ( \
        FROM ids WHERE ids.id IS NOT NULL AND n < ?3) \
      SELECT id FROM ids WHERE id IS NOT NULL";
 
-pub(crate) use command_columns;
-
 /// The receipt of `message_id` in `stream`, if that command was accepted.
 pub(crate) async fn find_receipt<'c, E>(
     executor: E,
@@ -542,25 +479,7 @@ where
         .fetch_all(executor)
         .await
         .map_err(db_err)?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let sequence = Sequence(from_db(int(first, 0)?, "sequence")?);
-    let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let position: Option<i64> = row.try_get(1).map_err(corrupt)?;
-        if position.is_some() {
-            events.push(event_row(row, 1)?);
-        }
-    }
-    Ok(Some(CommandReceipt {
-        message_id,
-        stream: stream.clone(),
-        sequence,
-        events,
-        duplicate: true,
-        retries: 0,
-    }))
+    receipt(&rows, stream, message_id)
 }
 
 // ---- the contract ---------------------------------------------------------------------------
@@ -591,27 +510,14 @@ impl CommandLog for SqliteStore {
         from: Sequence,
         to: Option<Sequence>,
     ) -> Result<Vec<StoredCommand>, StoreError> {
-        let from_db_value = db_int(from.0, "sequence")?;
-        let to_db_value = to.map_or(Ok(i64::MAX), |to| db_int(to.0, "sequence"))?;
-        let pool = &self.inner.readers;
+        let bounds = [
+            db_int(from.0, "sequence")?,
+            to.map_or(Ok(i64::MAX), |to| db_int(to.0, "sequence"))?,
+        ];
         let rows = self
-            .read("sqlite.load_commands", || async move {
-                sqlx::query(LOAD_COMMANDS)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(from_db_value)
-                    .bind(to_db_value)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_err)
-            })
+            .stream_rows("sqlite.load_commands", LOAD_COMMANDS, stream, &bounds)
             .await?;
-        let commands = rows
-            .iter()
-            .map(command_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        check_dense(stream, from, commands.iter().map(|c| c.sequence))?;
-        Ok(commands)
+        stream_commands(&rows, stream, from)
     }
 
     async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
@@ -666,25 +572,11 @@ impl EventLog for SqliteStore {
         stream: &StreamId,
         from: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let from_value = db_int(from.0, "sequence")?;
-        let pool = &self.inner.readers;
+        let bounds = [db_int(from.0, "sequence")?];
         let rows = self
-            .read("sqlite.read_stream", || async move {
-                sqlx::query(READ_STREAM)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(from_value)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_err)
-            })
+            .stream_rows("sqlite.read_stream", READ_STREAM, stream, &bounds)
             .await?;
-        let events = rows
-            .iter()
-            .map(|row| event_row(row, 0))
-            .collect::<Result<Vec<_>, _>>()?;
-        check_dense(stream, from, events.iter().map(|e| e.sequence))?;
-        Ok(events)
+        stream_events(&rows, stream, from)
     }
 
     async fn read_all(
@@ -704,7 +596,7 @@ impl EventLog for SqliteStore {
                     .map_err(db_err)
             })
             .await?;
-        rows.iter().map(|row| event_row(row, 0)).collect()
+        log_events(&rows)
     }
 
     async fn read_between(
@@ -730,7 +622,7 @@ impl EventLog for SqliteStore {
                     .map_err(db_err)
             })
             .await?;
-        rows.iter().map(|row| event_row(row, 0)).collect()
+        log_events(&rows)
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
@@ -764,13 +656,7 @@ impl EntityStore for SqliteStore {
                     .map_err(db_err)
             })
             .await?;
-        row.map(|row| {
-            Ok((
-                Sequence(from_db(int(&row, 0)?, "entity version")?),
-                text(&row, 1)?.into_bytes(),
-            ))
-        })
-        .transpose()
+        row.as_ref().map(entity_row).transpose()
     }
 
     async fn put_entity(
@@ -861,9 +747,7 @@ impl ViewModelStore for SqliteStore {
                 query.fetch_all(pool).await.map_err(db_err)
             })
             .await?;
-        rows.iter()
-            .map(|row| Ok((EntityId::from(text(row, 0)?), text(row, 1)?.into_bytes())))
-            .collect()
+        rows.iter().map(model_row).collect()
     }
 
     async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {

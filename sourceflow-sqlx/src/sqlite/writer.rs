@@ -185,7 +185,7 @@ async fn commit_batch(
     loop {
         match try_batch(connection, batch).await {
             Ok(results) => return (results, true),
-            Err(e) if e.is_transient() && attempt < backoff.max_attempts => {
+            Err(e) if e.is_transient() && attempt < backoff.max_attempts() => {
                 tracing::debug!(error = %e, attempt, units = batch.len(), "sqlite batch failed, retrying");
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
@@ -441,6 +441,21 @@ async fn commit(
     })
 }
 
+/// Binds the metadata columns of `envelope` (`message_id, name, version, correlation_id,
+/// causation_id, created_at`) as SQLite stores them: UUIDs and times as text.
+macro_rules! bind_metadata {
+    ($query:expr, $envelope:expr) => {{
+        let envelope = $envelope;
+        $query
+            .bind(envelope.message_id.to_string())
+            .bind(&*envelope.name)
+            .bind(i64::from(envelope.version))
+            .bind(envelope.correlation_id.to_string())
+            .bind(envelope.causation_id.map(|id| id.to_string()))
+            .bind(time_text(&envelope.timestamp))
+    }};
+}
+
 /// Inserts `command` at `expected + 1` if the stream's last sequence is `expected`: `false`
 /// when the stream has moved on.
 async fn insert_command(
@@ -449,19 +464,16 @@ async fn insert_command(
     command: &StoredCommand,
 ) -> Result<bool, StoreError> {
     let envelope = &command.envelope;
-    let done = sqlx::query(INSERT_COMMAND)
-        .bind(&*envelope.stream.entity_type)
-        .bind(envelope.stream.id.as_str())
-        .bind(db_int(expected.0, "sequence")?)
-        .bind(envelope.message_id.to_string())
-        .bind(&*envelope.name)
-        .bind(i64::from(envelope.version))
-        .bind(envelope.correlation_id.to_string())
-        .bind(envelope.causation_id.map(|id| id.to_string()))
-        .bind(time_text(&envelope.timestamp))
-        .bind(payload_text(&command.payload, "command payload")?)
-        .execute(&mut *connection)
-        .await;
+    let done = bind_metadata!(
+        sqlx::query(INSERT_COMMAND)
+            .bind(&*envelope.stream.entity_type)
+            .bind(envelope.stream.id.as_str())
+            .bind(db_int(expected.0, "sequence")?),
+        envelope
+    )
+    .bind(payload_text(&command.payload, "command payload")?)
+    .execute(&mut *connection)
+    .await;
     match done {
         Ok(done) => Ok(done.rows_affected() == 1),
         // Only another writer of the file could get there first, and it holds the write lock
@@ -497,27 +509,24 @@ async fn insert_events(
     for event in events {
         sequence = sequence.next();
         let envelope = &event.envelope;
-        let position: i64 = sqlx::query_scalar(INSERT_EVENT)
-            .bind(&*stream.entity_type)
-            .bind(stream.id.as_str())
-            .bind(db_int(sequence.0, "event sequence")?)
-            .bind(db_int(command_sequence.0, "sequence")?)
-            .bind(envelope.message_id.to_string())
-            .bind(&*envelope.name)
-            .bind(i64::from(envelope.version))
-            .bind(envelope.correlation_id.to_string())
-            .bind(envelope.causation_id.map(|id| id.to_string()))
-            .bind(time_text(&envelope.timestamp))
-            .bind(payload_text(&event.payload, "event payload")?)
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    conflict(stream, last)
-                } else {
-                    db_err(e)
-                }
-            })?;
+        let position: i64 = bind_metadata!(
+            sqlx::query_scalar(INSERT_EVENT)
+                .bind(&*stream.entity_type)
+                .bind(stream.id.as_str())
+                .bind(db_int(sequence.0, "event sequence")?)
+                .bind(db_int(command_sequence.0, "sequence")?),
+            envelope
+        )
+        .bind(payload_text(&event.payload, "event payload")?)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                conflict(stream, last)
+            } else {
+                db_err(e)
+            }
+        })?;
         let mut envelope = envelope.clone();
         envelope.stream = stream.clone();
         recorded.push(RecordedEvent {
@@ -537,19 +546,16 @@ async fn insert_outbox(
 ) -> Result<(), StoreError> {
     for message in messages {
         let envelope = &message.envelope;
-        sqlx::query(INSERT_OUTBOX)
-            .bind(&*envelope.stream.entity_type)
-            .bind(envelope.stream.id.as_str())
-            .bind(envelope.message_id.to_string())
-            .bind(&*envelope.name)
-            .bind(i64::from(envelope.version))
-            .bind(envelope.correlation_id.to_string())
-            .bind(envelope.causation_id.map(|id| id.to_string()))
-            .bind(time_text(&envelope.timestamp))
-            .bind(payload_text(&message.payload, "outbox payload")?)
-            .execute(&mut *connection)
-            .await
-            .map_err(db_err)?;
+        bind_metadata!(
+            sqlx::query(INSERT_OUTBOX)
+                .bind(&*envelope.stream.entity_type)
+                .bind(envelope.stream.id.as_str()),
+            envelope
+        )
+        .bind(payload_text(&message.payload, "outbox payload")?)
+        .execute(&mut *connection)
+        .await
+        .map_err(db_err)?;
     }
     Ok(())
 }
@@ -636,7 +642,7 @@ async fn commit_projection(
 /// sequence (an index lookup on the primary key); 0 rows means a conflict.
 pub(super) const INSERT_COMMAND: &str = concat!(
     "INSERT INTO sf_commands (",
-    super::command_columns!(),
+    crate::sql::command_columns!(""),
     ") SELECT ?1, ?2, ?3 + 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
      WHERE (SELECT COALESCE(MAX(sequence), 0) FROM sf_commands \
             WHERE stream_type = ?1 AND stream_id = ?2) = ?3"
