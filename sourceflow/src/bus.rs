@@ -96,7 +96,8 @@ impl SendOptions {
 /// Within one process, commands to one stream queue instead of conflicting; conflicts come
 /// from other processes. A process that writes one stream in a tight loop wins most races
 /// against another (it reuses its cached state and skips a read), so the default budget —
-/// 100 attempts, about five seconds — is sized to outlast such bursts.
+/// 400 attempts, about twenty seconds of backoff — is sized to outlast such bursts; lower it
+/// where a caller would rather hear `Error::Concurrency` sooner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// How many times the handler may run in total (at least 1).
@@ -110,7 +111,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 100,
+            max_attempts: 400,
             base_delay: Duration::from_micros(200),
             max_delay: Duration::from_millis(100),
         }
