@@ -6,7 +6,7 @@ use syn::spanned::Spanned;
 use syn::{LitStr, Type};
 
 use crate::attr::{pretty, Args, Errors, Key};
-use crate::component::{self, Component, Marker, Record};
+use crate::component::{self, Component, Marker, MessageKind, Record};
 use crate::signature::{self, Context, Expectation, Handler, Role};
 
 const KEYS: &[Key] = &[
@@ -140,14 +140,9 @@ fn validate(component: &Component, errors: &mut Errors) -> Vec<Route> {
 fn generate(component: &Component, args: &AggregateArgs, routes: &[Route]) -> TokenStream {
     let self_ty = &component.self_ty;
     let mut out = TokenStream::new();
-    let state = args.entity.as_ref().map(|entity| {
-        out.extend(quote_spanned! {entity.span()=>
-            const _: () = {
-                let _ = ::sourceflow::__private::assert_entity::<#entity>;
-            };
-        });
-        quote_spanned!(entity.span()=> ::sourceflow::__private::StateVtable::entity::<#entity>())
-    });
+    let state = args.entity.as_ref().map(
+        |entity| quote_spanned!(entity.span()=> ::sourceflow::__private::entity_state::<#entity>()),
+    );
     out.extend(component.record(Record {
         kind: "Aggregate",
         name: args.name.as_ref(),
@@ -159,9 +154,6 @@ fn generate(component: &Component, args: &AggregateArgs, routes: &[Route]) -> To
         let event = &route.event;
         let method = &route.handler.ident;
         let fn_name = format_ident!("__sourceflow_react_{}", method);
-        let checks = quote_spanned! {event.span()=>
-            let _ = ::sourceflow::__private::assert_event::<#event>;
-        };
         let call_args = if route.has_context {
             quote!(__aggregate, __event, __cx)
         } else {
@@ -180,13 +172,11 @@ fn generate(component: &Component, args: &AggregateArgs, routes: &[Route]) -> To
                     #call
                 })
             }
-            const _: () = {
-                #checks
-            };
         });
         out.extend(component::route(
             self_ty,
             event,
+            MessageKind::Event,
             method,
             quote!(::sourceflow::__private::RouteFn::React(#fn_name)),
         ));

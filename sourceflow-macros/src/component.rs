@@ -152,17 +152,20 @@ pub(crate) fn parse(
             ),
         )
     };
-    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+    let generic_impl = !item.generics.params.is_empty() || item.generics.where_clause.is_some();
+    if generic_impl {
         errors.push(generic_error(&item.generics));
     }
     let ident = match &*item.self_ty {
         Type::Path(path) if path.qself.is_none() => {
+            // `impl<T> Saga<T>` is one mistake: report it once, on the generics.
             if let Some(args) = path
                 .path
                 .segments
                 .iter()
                 .find(|s| !s.arguments.is_empty())
                 .map(|s| &s.arguments)
+                .filter(|_| !generic_impl)
             {
                 errors.push(generic_error(args));
             }
@@ -273,7 +276,7 @@ pub(crate) struct Record<'a> {
     pub(crate) kind: &'static str,
     /// `name = ".."`, if given.
     pub(crate) name: Option<&'a LitStr>,
-    /// `StateVtable::entity::<T>()` or `StateVtable::view_model::<T>()`, with its span.
+    /// `entity_state::<T>()` or `view_model_state::<T>()`, spanned on the user's type.
     pub(crate) state: Option<TokenStream>,
     /// Views only.
     pub(crate) background: bool,
@@ -336,20 +339,39 @@ impl Component {
     }
 }
 
-/// The route record of one method.
+/// Which trait a route's message type must implement.
+#[derive(Clone, Copy)]
+pub(crate) enum MessageKind {
+    /// `#[handles]`: a command.
+    Command,
+    /// `#[projects_on]` / `#[subscribes]`: an event.
+    Event,
+}
+
+/// The route record of one method. Building it checks that the message type implements the
+/// right trait, spanned on the user's type so the error points there.
 pub(crate) fn route(
     self_ty: &Type,
     message: &Type,
+    kind: MessageKind,
     method: &Ident,
     call: TokenStream,
 ) -> TokenStream {
     let method = LitStr::new(&method.to_string(), method.span());
+    let message_name = match kind {
+        MessageKind::Command => quote_spanned! {message.span()=>
+            ::sourceflow::__private::command_name::<#message>()
+        },
+        MessageKind::Event => quote_spanned! {message.span()=>
+            ::sourceflow::__private::event_name::<#message>()
+        },
+    };
     quote! {
         ::sourceflow::__private::inventory::submit! {
             ::sourceflow::__private::RouteRecord {
                 component: ::sourceflow::__private::type_id_of::<#self_ty>,
                 message: ::sourceflow::__private::type_id_of::<#message>,
-                message_name: ::sourceflow::__private::message_name::<#message>,
+                message_name: #message_name,
                 method: #method,
                 call: #call,
             }
@@ -375,7 +397,13 @@ pub(crate) fn call_method(
     } else {
         handler.output.span()
     };
-    quote_spanned! {output_span=>
-        ::sourceflow::__private::IntoHandlerResult::into_handler_result(#call)
-    }
+    // The conversion carries the return type's span, so a return type that is not a handler
+    // result is reported on the return type (the call itself keeps the method's span).
+    let convert = quote_spanned! {output_span=>
+        ::sourceflow::__private::IntoHandlerResult::into_handler_result(__result)
+    };
+    quote! {{
+        let __result = #call;
+        #convert
+    }}
 }

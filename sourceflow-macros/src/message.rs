@@ -191,8 +191,11 @@ fn generate(kind: Kind, input: &DeriveInput, attrs: &Attrs) -> TokenStream {
         .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
     let validate_message = attrs.validate.as_ref().map(|validate| {
         let call = match validate {
+            // Through a typed `fn` pointer, so a wrong signature is one error that shows the
+            // expected one.
             Validation::Function(path) => quote_spanned! {path.span()=>
-                #path(self, violations)
+                let validate: fn(&Self, &mut ::sourceflow::Violations) = #path;
+                validate(self, violations)
             },
             Validation::Impl(flag) => quote_spanned! {flag.span()=>
                 ::sourceflow::__private::validate_with_impl::<Self>(self, violations)

@@ -6,7 +6,7 @@ use syn::spanned::Spanned;
 use syn::{LitStr, Type};
 
 use crate::attr::{pretty, Args, Errors, Key};
-use crate::component::{self, Component, Marker, Record};
+use crate::component::{self, Component, Marker, MessageKind, Record};
 use crate::signature::{self, Context, Expectation, Handler, Role};
 
 const KEYS: &[Key] = &[
@@ -166,14 +166,9 @@ fn validate(component: &Component, args: &SagaArgs, errors: &mut Errors) -> Vec<
 fn generate(component: &Component, args: &SagaArgs, routes: &[Route]) -> TokenStream {
     let self_ty = &component.self_ty;
     let mut out = TokenStream::new();
-    let state = args.entity.as_ref().map(|entity| {
-        out.extend(quote_spanned! {entity.span()=>
-            const _: () = {
-                let _ = ::sourceflow::__private::assert_entity::<#entity>;
-            };
-        });
-        quote_spanned!(entity.span()=> ::sourceflow::__private::StateVtable::entity::<#entity>())
-    });
+    let state = args.entity.as_ref().map(
+        |entity| quote_spanned!(entity.span()=> ::sourceflow::__private::entity_state::<#entity>()),
+    );
     out.extend(component.record(Record {
         kind: "Saga",
         name: args.name.as_ref(),
@@ -185,9 +180,7 @@ fn generate(component: &Component, args: &SagaArgs, routes: &[Route]) -> TokenSt
         let command = &route.command;
         let method = &route.handler.ident;
         let fn_name = format_ident!("__sourceflow_handle_{}", method);
-        let mut checks = quote_spanned! {command.span()=>
-            let _ = ::sourceflow::__private::assert_command::<#command>;
-        };
+        let mut checks = TokenStream::new();
         let mut call_args = quote!(__saga,);
         let entity_downcast = match (&route.entity, &args.entity) {
             (Some(found), Some(declared)) => {
@@ -219,13 +212,14 @@ fn generate(component: &Component, args: &SagaArgs, routes: &[Route]) -> TokenSt
                     #call
                 })
             }
-            const _: () = {
-                #checks
-            };
         });
+        if !checks.is_empty() {
+            out.extend(quote!(const _: () = { #checks };));
+        }
         out.extend(component::route(
             self_ty,
             command,
+            MessageKind::Command,
             method,
             quote!(::sourceflow::__private::RouteFn::Handle(#fn_name)),
         ));

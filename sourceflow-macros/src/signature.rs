@@ -201,11 +201,7 @@ pub(crate) fn analyze(
             let span = first.map_or_else(|| sig.paren_token.span.join(), Spanned::span);
             errors.at(
                 span,
-                format!(
-                    "`{}` methods take `&self` first: {}",
-                    expect.marker,
-                    expect.takes()
-                ),
+                format!("add `&self` as the first argument: {}", expect.takes()),
             );
             ok = false;
         }
@@ -317,8 +313,9 @@ pub(crate) fn check_order(
             errors.spanned(
                 &arg.tokens,
                 format!(
-                    "a second {} argument: {}",
+                    "a second {} argument: remove `{}`; {}",
                     role_noun(arg.role, expect),
+                    pretty(&arg.tokens),
                     expect.takes()
                 ),
             );

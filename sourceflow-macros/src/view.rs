@@ -6,7 +6,7 @@ use syn::spanned::Spanned;
 use syn::{Ident, LitStr, Member, Type};
 
 use crate::attr::{pretty, Args, Errors, Key};
-use crate::component::{self, Component, Marked, Marker, Record};
+use crate::component::{self, Component, Marked, Marker, MessageKind, Record};
 use crate::signature::{self, Context, Expectation, Handler, Role};
 
 const KEYS: &[Key] = &[
@@ -216,12 +216,7 @@ fn generate(component: &Component, args: &ViewArgs, routes: &[Route]) -> TokenSt
     let self_ty = &component.self_ty;
     let mut out = TokenStream::new();
     let state = args.model.as_ref().map(|model| {
-        out.extend(quote_spanned! {model.span()=>
-            const _: () = {
-                let _ = ::sourceflow::__private::assert_view_model::<#model>;
-            };
-        });
-        quote_spanned!(model.span()=> ::sourceflow::__private::StateVtable::view_model::<#model>())
+        quote_spanned!(model.span()=> ::sourceflow::__private::view_model_state::<#model>())
     });
     out.extend(component.record(Record {
         kind: "View",
@@ -234,9 +229,7 @@ fn generate(component: &Component, args: &ViewArgs, routes: &[Route]) -> TokenSt
         let event = &route.event;
         let method = &route.handler.ident;
         let fn_name = format_ident!("__sourceflow_project_{}", method);
-        let mut checks = quote_spanned! {event.span()=>
-            let _ = ::sourceflow::__private::assert_event::<#event>;
-        };
+        let mut checks = TokenStream::new();
         let body = match &route.target {
             Target::Model { model, key } => {
                 if let Some(declared) = &args.model {
@@ -290,13 +283,14 @@ fn generate(component: &Component, args: &ViewArgs, routes: &[Route]) -> TokenSt
                     #body
                 })
             }
-            const _: () = {
-                #checks
-            };
         });
+        if !checks.is_empty() {
+            out.extend(quote!(const _: () = { #checks };));
+        }
         out.extend(component::route(
             self_ty,
             event,
+            MessageKind::Event,
             method,
             quote!(::sourceflow::__private::RouteFn::Project(#fn_name)),
         ));

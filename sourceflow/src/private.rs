@@ -27,14 +27,31 @@ pub fn message_name<M: Message>() -> &'static str {
     M::NAME
 }
 
-/// Compile-time check that a `#[handles]` argument is a command.
-pub fn assert_command<C: Command>() {}
-/// Compile-time check that a `#[projects_on]` / `#[subscribes]` argument is an event.
-pub fn assert_event<E: Event>() {}
-/// Compile-time check that `entity = ..` names an entity.
-pub fn assert_entity<E: Entity>() {}
-/// Compile-time check that `model = ..` names a view model.
-pub fn assert_view_model<M: ViewModel>() {}
+// The record builders below carry the trait bounds that check the user's types. The macros
+// call them with the user's type tokens as the span, so a wrong type fails once, on the
+// user's own token, with the trait's `on_unimplemented` message ("`Deposit` is not an event").
+
+/// The wire name of a `#[handles]` argument; the bound checks that it is a command.
+pub const fn command_name<C: Command>() -> fn() -> &'static str {
+    message_name::<C>
+}
+
+/// The wire name of a `#[projects_on]` / `#[subscribes]` argument; the bound checks that it is
+/// an event.
+pub const fn event_name<E: Event>() -> fn() -> &'static str {
+    message_name::<E>
+}
+
+/// The state of a saga or aggregate; the bound checks that `entity = ..` names an entity.
+pub const fn entity_state<E: Entity>() -> StateVtable {
+    StateVtable::entity::<E>()
+}
+
+/// The state of a view; the bound checks that `model = ..` names a view model.
+pub const fn view_model_state<M: ViewModel>() -> StateVtable {
+    StateVtable::view_model::<M>()
+}
+
 /// Compile-time check that a component can be shared between tasks.
 pub fn assert_component<T: Send + Sync + 'static>() {}
 

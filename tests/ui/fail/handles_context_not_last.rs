@@ -10,7 +10,7 @@ struct Pinger;
 #[saga]
 impl Pinger {
     #[handles]
-    async fn ping(&self, cx: &mut SagaContext, cmd: &Ping) {}
+    async fn ping(&self, _cx: &mut SagaContext, _cmd: &Ping) {}
 }
 
 fn main() {}

@@ -13,7 +13,7 @@ struct AccountSaga;
 #[saga(entity = Account)]
 impl AccountSaga {
     #[handles]
-    async fn deposit(&self, cmd: &Deposit, account: &mut Account, cx: &mut SagaContext) {}
+    async fn deposit(&self, _cmd: &Deposit, _account: &mut Account, _cx: &mut SagaContext) {}
 }
 
 fn main() {}

@@ -13,7 +13,7 @@ struct AccountSaga;
 #[saga]
 impl AccountSaga {
     #[handles]
-    async fn deposit(&self, account: &mut Account, cmd: &Deposit) {}
+    async fn deposit(&self, _account: &mut Account, _cmd: &Deposit) {}
 }
 
 fn main() {}

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use sourceflow::prelude::*;
-use sourceflow::{Command as _, Entity as _, Event as _, Message as _, ViewModel as _};
+use sourceflow::Message as _;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Command)]
 #[command(name = "bank.OpenAccount", validate = checks::open_account)]
