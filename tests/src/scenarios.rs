@@ -1,4 +1,4 @@
-//! Runtime scenarios, written once and run against every backend with [`runtime_suite!`].
+//! Runtime scenarios, written once and run against every backend with [`runtime_suite!`](crate::runtime_suite).
 //!
 //! Each takes a fresh, empty store. They use the bank example's domain (so the template users
 //! copy is what the tests prove) plus a tally saga for the contention test.
