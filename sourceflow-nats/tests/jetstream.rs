@@ -356,7 +356,7 @@ async fn a_killed_worker_loses_nothing_and_applies_nothing_twice() {
 
     wait_for(
         "the doomed worker to get going",
-        Duration::from_secs(60),
+        Duration::from_secs(300),
         || doomed.handled() >= 200,
     )
     .await;
@@ -365,7 +365,7 @@ async fn a_killed_worker_loses_nothing_and_applies_nothing_twice() {
     let killed_at = doomed.handled();
     enqueued.await.expect("enqueued");
 
-    wait_for("the survivor to finish", Duration::from_secs(120), || {
+    wait_for("the survivor to finish", Duration::from_secs(600), || {
         killed_at + survivor.handled() >= 2_000
     })
     .await;
