@@ -106,6 +106,15 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     }
 
+    const WORKLOADS: [&str; 7] = ["w1", "w2", "w3", "w4", "w5", "w6", "w7"];
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .flatten()
+        .find(|w| !WORKLOADS.contains(&w.as_str()))
+    {
+        bail!("unknown workload {unknown:?} in --only\n\n{USAGE}");
+    }
     let wanted = |w: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == w));
     let base = std::env::var_os("SOURCEFLOW_BENCH_DIR")
         .map(PathBuf::from)
