@@ -476,10 +476,11 @@ const COMMIT_PROJECTION: &str = "SELECT sf_commit_projection($1, $2, $3, $4, $5,
 const INSERT_COMMAND: &str = "INSERT INTO sf_commands (stream_type, stream_id, sequence, \
      message_id, name, version, correlation_id, causation_id, created_at, payload) \
      SELECT $1, $2, $3 + 1, $4, $5, $6, $7, $8, $9, $10::jsonb \
-     WHERE (SELECT COALESCE(MAX(sequence), 0) FROM sf_commands \
-            WHERE stream_type = $1 AND stream_id = $2) = $3";
+     WHERE COALESCE((SELECT sequence FROM sf_commands WHERE stream_type = $1 \
+            AND stream_id = $2 ORDER BY sequence DESC LIMIT 1), 0) = $3";
 const LAST_SEQUENCE: &str =
-    "SELECT COALESCE(MAX(sequence), 0) FROM sf_commands WHERE stream_type = $1 AND stream_id = $2";
+    "SELECT COALESCE((SELECT sequence FROM sf_commands WHERE stream_type = $1 \
+     AND stream_id = $2 ORDER BY sequence DESC LIMIT 1), 0)";
 const LOAD_COMMANDS: &str = concat!(
     "SELECT ",
     command_columns!("::text"),
