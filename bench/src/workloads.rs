@@ -254,7 +254,11 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
     let saga_store = SqliteStore::open(dir.join("w2-saga.db")).await?;
     let saga_only = domain::flow(saga_store.clone(), Components::SagaOnly).await?;
     let mut floor = raw::RawInsert::open(&path).await?;
-    let mut unit_floor = raw::RawUnit::open(&path).await?;
+    // The unit-of-work floor writes events too, so it gets a file of its own: in the store's
+    // file its events would fall between the framework's, as another writer's would.
+    let unit_path = dir.join("w2-unit.db");
+    drop(SqliteStore::open(&unit_path).await?);
+    let mut unit_floor = raw::RawUnit::open(&unit_path).await?;
     let payload = serde_json::to_string(&Deposit::nth(0))?;
     let state = serde_json::to_string(&Account {
         balance: 100,

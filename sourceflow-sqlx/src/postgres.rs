@@ -31,8 +31,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::store::{
-    CommandLog, EntityStore, EventLog, OutboxMessage, Page, PendingCommand, PositionStore,
-    ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+    CommandLog, EntityStore, EventLog, InlineProjection, OutboxMessage, Page, PendingCommand,
+    PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
 };
 use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -469,6 +469,11 @@ const COMMIT: &str = "SELECT r_status, r_sequence, r_first_event, r_positions, r
      FROM sf_commit(\
      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
      $20, $21, $22, $23, $24, $25, $26, $27, $28)";
+const COMMIT_INLINE: &str = "SELECT r_status, r_sequence, r_first_event, r_positions, \
+     r_payloads, r_projected FROM sf_commit_inline(\
+     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+     $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, \
+     $38, $39)";
 const APPEND_EVENTS: &str = "SELECT r_ok, r_command_sequence, r_positions, r_payloads FROM \
      sf_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const COMMIT_PROJECTION: &str = "SELECT sf_commit_projection($1, $2, $3, $4, $5, $6, $7, $8, \
@@ -985,10 +990,13 @@ impl PositionStore for PostgresStore {
     }
 }
 
-#[async_trait]
-impl Store for PostgresStore {
-    #[tracing::instrument(name = "sourceflow.postgres.commit", skip_all, fields(stream = %unit.command.envelope.stream, expected = %unit.expected))]
-    async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+impl PostgresStore {
+    /// One round trip: `sf_commit`, or `sf_commit_inline` when there are inline projections.
+    async fn commit_unit(
+        &self,
+        unit: UnitOfWork,
+        projections: &[InlineProjection],
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
         let envelope = &unit.command.envelope;
         let stream = &envelope.stream;
         let expected = db_int(unit.expected.0, "sequence")?;
@@ -1002,13 +1010,20 @@ impl Store for PostgresStore {
         let outbox = OutboxArrays::new(&unit.outbox)?;
         let (events, outbox) = (&events, &outbox);
         let (pool, lock_key) = (&self.pool, self.lock_key);
+        let inline = InlineArrays::new(projections)?;
+        let inline = &inline;
         enum Outcome {
-            Committed(Sequence, Sequence, (Vec<i64>, Vec<String>)),
+            Committed(Sequence, Sequence, (Vec<i64>, Vec<String>), Vec<bool>),
             Duplicate(CommandReceipt),
         }
         let outcome = self
             .retry("postgres.commit", || async move {
-                let row = sqlx::query(COMMIT)
+                let sql = if projections.is_empty() {
+                    COMMIT
+                } else {
+                    COMMIT_INLINE
+                };
+                let query = sqlx::query(sql)
                     .bind(lock_key)
                     .bind(&*stream.entity_type)
                     .bind(stream.id.as_str())
@@ -1036,9 +1051,24 @@ impl Store for PostgresStore {
                     .bind(&outbox.correlations)
                     .bind(&outbox.causations)
                     .bind(&outbox.times)
-                    .bind(&outbox.payloads)
-                    .fetch_one(pool)
-                    .await;
+                    .bind(&outbox.payloads);
+                let query = if projections.is_empty() {
+                    query
+                } else {
+                    query
+                        .bind(&inline.handlers)
+                        .bind(&inline.expected)
+                        .bind(&inline.after)
+                        .bind(&inline.first_sequences)
+                        .bind(&inline.put_owners)
+                        .bind(&inline.put_types)
+                        .bind(&inline.put_ids)
+                        .bind(&inline.put_states)
+                        .bind(&inline.delete_owners)
+                        .bind(&inline.delete_types)
+                        .bind(&inline.delete_ids)
+                };
+                let row = query.fetch_one(pool).await;
                 let row = match row {
                     Ok(row) => row,
                     // A concurrent commit to the same stream got there first: either the same
@@ -1059,7 +1089,12 @@ impl Store for PostgresStore {
                         let first: i64 = get(&row, 2)?;
                         let last_event = Sequence(from_db(first - 1, "event sequence")?);
                         let stored = (get(&row, 3)?, get(&row, 4)?);
-                        Ok(Outcome::Committed(sequence, last_event, stored))
+                        let projected = if projections.is_empty() {
+                            Vec::new()
+                        } else {
+                            get(&row, 5)?
+                        };
+                        Ok(Outcome::Committed(sequence, last_event, stored, projected))
                     }
                     "duplicate" => match find_receipt(pool, stream, envelope.message_id).await? {
                         Some(receipt) => Ok(Outcome::Duplicate(receipt)),
@@ -1076,16 +1111,95 @@ impl Store for PostgresStore {
             })
             .await?;
         match outcome {
-            Outcome::Duplicate(receipt) => Ok(receipt),
-            Outcome::Committed(sequence, last_event, stored) => Ok(CommandReceipt {
-                message_id: envelope.message_id,
-                stream: stream.clone(),
-                sequence,
-                events: EventArrays::recorded(&unit.events, stream, sequence, last_event, stored)?,
-                duplicate: false,
-                retries: 0,
-            }),
+            Outcome::Duplicate(receipt) => Ok((receipt, vec![false; projections.len()])),
+            Outcome::Committed(sequence, last_event, stored, mut projected) => {
+                projected.resize(projections.len(), false);
+                let receipt = CommandReceipt {
+                    message_id: envelope.message_id,
+                    stream: stream.clone(),
+                    sequence,
+                    events: EventArrays::recorded(
+                        &unit.events,
+                        stream,
+                        sequence,
+                        last_event,
+                        stored,
+                    )?,
+                    duplicate: false,
+                    retries: 0,
+                };
+                Ok((receipt, projected))
+            }
         }
+    }
+}
+
+/// Inline projections as the parallel arrays `sf_commit_inline` takes; model writes are tagged
+/// with the 1-based index of their projection.
+#[derive(Default)]
+struct InlineArrays<'a> {
+    handlers: Vec<&'a str>,
+    expected: Vec<i64>,
+    after: Vec<i64>,
+    first_sequences: Vec<i64>,
+    put_owners: Vec<i32>,
+    put_types: Vec<&'a str>,
+    put_ids: Vec<&'a str>,
+    put_states: Vec<&'a str>,
+    delete_owners: Vec<i32>,
+    delete_types: Vec<&'a str>,
+    delete_ids: Vec<&'a str>,
+}
+
+impl<'a> InlineArrays<'a> {
+    fn new(projections: &'a [InlineProjection]) -> Result<Self, StoreError> {
+        let mut arrays = Self::default();
+        for (index, projection) in projections.iter().enumerate() {
+            let owner = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            arrays.handlers.push(&projection.handler);
+            arrays
+                .expected
+                .push(db_int(projection.expected.0, "position")?);
+            arrays.after.push(db_int(projection.after.0, "position")?);
+            arrays
+                .first_sequences
+                .push(db_int(projection.first_sequence.0, "event sequence")?);
+            for write in last_writes(&projection.models) {
+                match &write.state {
+                    Some(state) => {
+                        arrays.put_owners.push(owner);
+                        arrays.put_types.push(&write.model_type);
+                        arrays.put_ids.push(write.id.as_str());
+                        arrays
+                            .put_states
+                            .push(payload_text(state, "view model state")?);
+                    }
+                    None => {
+                        arrays.delete_owners.push(owner);
+                        arrays.delete_types.push(&write.model_type);
+                        arrays.delete_ids.push(write.id.as_str());
+                    }
+                }
+            }
+        }
+        Ok(arrays)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    #[tracing::instrument(name = "sourceflow.postgres.commit", skip_all, fields(stream = %unit.command.envelope.stream, expected = %unit.expected))]
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        Ok(self.commit_unit(unit, &[]).await?.0)
+    }
+
+    #[tracing::instrument(name = "sourceflow.postgres.commit_inline", skip_all, fields(stream = %unit.command.envelope.stream, expected = %unit.expected))]
+    async fn commit_inline(
+        &self,
+        unit: UnitOfWork,
+        projections: Vec<InlineProjection>,
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
+        self.commit_unit(unit, &projections).await
     }
 
     #[tracing::instrument(name = "sourceflow.postgres.commit_projection", skip_all, fields(handler = %commit.handler, position = %commit.position))]

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::store::{
-    CommandLog, EntityStore, EventLog, Page, PendingCommand, PositionStore, ProjectionCommit,
-    Store, StoreError, UnitOfWork, ViewModelStore,
+    CommandLog, EntityStore, EventLog, InlineProjection, Page, PendingCommand, PositionStore,
+    ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
 };
 use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::sqlite::{
@@ -795,6 +795,18 @@ impl Store for SqliteStore {
         }
     }
 
+    #[tracing::instrument(name = "sourceflow.sqlite.commit_inline", skip_all, fields(stream = %unit.command.envelope.stream, expected = %unit.expected))]
+    async fn commit_inline(
+        &self,
+        unit: UnitOfWork,
+        projections: Vec<InlineProjection>,
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
+        match self.write(Write::CommitInline(unit, projections)).await? {
+            Written::Inline(receipt, applied) => Ok((receipt, applied)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     #[tracing::instrument(name = "sourceflow.sqlite.commit_projection", skip_all, fields(handler = %commit.handler, position = %commit.position))]
     async fn commit_projection(&self, commit: ProjectionCommit) -> Result<(), StoreError> {
         self.write(Write::CommitProjection(commit)).await.map(drop)
@@ -901,6 +913,7 @@ mod tests {
             ("stream_ids_after", STREAM_IDS_AFTER),
             ("insert_command", writer::INSERT_COMMAND),
             ("last_event_sequence", writer::LAST_EVENT_SEQUENCE),
+            ("insert_next_event", writer::INSERT_NEXT_EVENT),
             ("put_entity_cas", writer::PUT_ENTITY_CAS),
             ("cas_position", writer::CAS_POSITION),
             ("delete_model", writer::DELETE_MODEL),

@@ -12,9 +12,13 @@ use std::sync::Mutex;
 use crate::message::{Sequence, StreamId};
 use crate::registry::{ErasedState, StateVtable};
 
+/// A cached entity: the command sequence its state reflects, the state, and the stream's last
+/// event sequence when this process knows it (it predicts where the next events will land).
+type Entry = (Sequence, ErasedState, Option<Sequence>);
+
 pub(crate) struct EntityCache {
     capacity: usize,
-    entries: Mutex<HashMap<StreamId, (Sequence, ErasedState)>>,
+    entries: Mutex<HashMap<StreamId, Entry>>,
 }
 
 impl EntityCache {
@@ -25,29 +29,31 @@ impl EntityCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, (Sequence, ErasedState)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Entry>> {
         // Entries are replaced whole, so a panic elsewhere cannot leave one half-written.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A copy of the cached state of `stream`, if any.
-    pub(crate) fn get(
-        &self,
-        stream: &StreamId,
-        vtable: &StateVtable,
-    ) -> Option<(Sequence, ErasedState)> {
+    pub(crate) fn get(&self, stream: &StreamId, vtable: &StateVtable) -> Option<Entry> {
         if self.capacity == 0 {
             return None;
         }
         let entries = self.lock();
-        let (version, state) = entries.get(stream)?;
+        let (version, state, last_event) = entries.get(stream)?;
         if (vtable.type_id)() != state.as_ref().type_id() {
             return None;
         }
-        Some((*version, (vtable.clone)(state.as_ref())))
+        Some((*version, (vtable.clone)(state.as_ref()), *last_event))
     }
 
-    pub(crate) fn put(&self, stream: &StreamId, version: Sequence, state: ErasedState) {
+    pub(crate) fn put(
+        &self,
+        stream: &StreamId,
+        version: Sequence,
+        state: ErasedState,
+        last_event: Option<Sequence>,
+    ) {
         if self.capacity == 0 {
             return;
         }
@@ -56,7 +62,7 @@ impl EntityCache {
             // Crude but bounded: the cache only saves reads, starting over is always correct.
             entries.clear();
         }
-        entries.insert(stream.clone(), (version, state));
+        entries.insert(stream.clone(), (version, state, last_event));
     }
 
     pub(crate) fn remove(&self, stream: &StreamId) {

@@ -3,7 +3,7 @@
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,6 +50,9 @@ pub struct Stats {
     pub rejected: u64,
     /// Events applied by views and aggregates.
     pub events_projected: u64,
+    /// View batches committed inline, in the same transaction as the command that emitted
+    /// their events (the fast path); the others were projected after the commit.
+    pub projected_inline: u64,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +62,7 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) events_projected: AtomicU64,
+    pub(crate) projected_inline: AtomicU64,
 }
 
 pub(crate) struct FlowInner {
@@ -76,6 +80,25 @@ pub(crate) struct FlowInner {
     pub(crate) background: Arc<tokio::sync::Notify>,
     pub(crate) entities: EntityCache,
     pub(crate) stream_locks: StreamLocks,
+    /// Commands of this process between handler and commit: the inline fast path is for a
+    /// command alone in flight; concurrent commands are grouped instead.
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// Counts a command in flight while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The running application: send commands, read view models, replay and rebuild.
@@ -207,6 +230,7 @@ impl SourceFlow {
             duplicates: c.duplicates.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             events_projected: c.events_projected.load(Ordering::Relaxed),
+            projected_inline: c.projected_inline.load(Ordering::Relaxed),
         }
     }
 
@@ -263,7 +287,7 @@ impl SourceFlow {
                 stream,
                 correlation_id: options.correlation_id.unwrap_or(message_id),
                 causation_id: options.causation_id,
-                timestamp: Utc::now(),
+                timestamp: crate::message::now(),
             },
             payload,
             message: Arc::new(command),
@@ -401,7 +425,7 @@ impl SourceFlow {
         let mut trust_cache = true;
         loop {
             attempt += 1;
-            let (expected, mut state, from_memory) =
+            let (expected, mut state, from_memory, last_event) =
                 self.load_state(route, stream, trust_cache).await?;
             let mut cx = SagaContext::new(&command.envelope, false, inner.streams.clone());
             let handled = (route.handle)(
@@ -437,6 +461,30 @@ impl SourceFlow {
             };
             let (events, decoded): (Vec<_>, Vec<_>) = cx.events.into_iter().unzip();
             let has_outbox = !cx.outbox.is_empty();
+            // Views this process keeps up with apply the events now and commit with the unit:
+            // one transaction per command, and a view never lags its command.
+            //
+            // Only for a command alone in flight: under concurrency the view's lock would be
+            // held across this commit while other commands wait to project theirs, and after
+            // the commit one projection batch covers every command committed meanwhile.
+            let mut prepared = Vec::new();
+            let mut projections = Vec::new();
+            let _in_flight = InFlight::enter(&inner.in_flight);
+            if let (Some(last_event), false, 1) = (
+                last_event,
+                events.is_empty(),
+                inner.in_flight.load(Ordering::Acquire),
+            ) {
+                for subscriber in &inner.subscribers {
+                    if let Some((ready, projection)) = subscriber
+                        .prepare_inline(inner, stream, last_event.next(), &events, &decoded)
+                        .await
+                    {
+                        prepared.push(ready);
+                        projections.push(projection);
+                    }
+                }
+            }
             let unit = UnitOfWork {
                 expected,
                 command: StoredCommand {
@@ -448,7 +496,25 @@ impl SourceFlow {
                 events,
                 outbox: cx.outbox,
             };
-            match inner.store.commit(unit).await {
+            let committed = if projections.is_empty() {
+                inner.store.commit(unit).await.map(|r| (r, Vec::new()))
+            } else {
+                inner.store.commit_inline(unit, projections).await
+            };
+            let (applied, last_position) = match &committed {
+                Ok((receipt, applied)) if !receipt.duplicate => {
+                    (&applied[..], receipt.events.last().map(|e| e.position))
+                }
+                _ => (&[][..], None),
+            };
+            for (i, ready) in prepared.into_iter().enumerate() {
+                ready.settle(
+                    inner,
+                    applied.get(i).copied().unwrap_or(false),
+                    last_position,
+                );
+            }
+            match committed.map(|(receipt, _)| receipt) {
                 Ok(mut receipt) => {
                     if receipt.duplicate {
                         inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -457,7 +523,13 @@ impl SourceFlow {
                     }
                     receipt.retries = attempt - 1;
                     if let Some(state) = state {
-                        inner.entities.put(stream, receipt.sequence, state);
+                        let last_event = match receipt.events.last() {
+                            Some(event) => Some(event.sequence),
+                            None => last_event,
+                        };
+                        inner
+                            .entities
+                            .put(stream, receipt.sequence, state, last_event);
                     }
                     if has_outbox {
                         inner.outbox_dirty.store(true, Ordering::Release);
@@ -488,20 +560,21 @@ impl SourceFlow {
         }
     }
 
-    /// The entity state a handler starts from, and the sequence it reflects.
+    /// The entity state a handler starts from, the sequence it reflects, whether it came from
+    /// this process's cache, and (from the cache) the stream's last event sequence.
     async fn load_state(
         &self,
         route: &SagaRoute,
         stream: &StreamId,
         trust_cache: bool,
-    ) -> Result<(Sequence, Option<ErasedState>, bool), Error> {
+    ) -> Result<(Sequence, Option<ErasedState>, bool, Option<Sequence>), Error> {
         let store = &self.inner.store;
         let Some(vtable) = route.state else {
-            return Ok((store.last_sequence(stream).await?, None, false));
+            return Ok((store.last_sequence(stream).await?, None, false, None));
         };
         if trust_cache {
-            if let Some(hit) = self.inner.entities.get(stream, &vtable) {
-                return Ok((hit.0, Some(hit.1), true));
+            if let Some((version, state, last_event)) = self.inner.entities.get(stream, &vtable) {
+                return Ok((version, Some(state), true, last_event));
             }
         }
         let cached = store.get_entity(stream).await?;
@@ -515,18 +588,18 @@ impl SourceFlow {
         if let Some((version, bytes)) = cached {
             if version == last {
                 if let Ok(state) = (vtable.decode)(&bytes) {
-                    return Ok((version, Some(state), false));
+                    return Ok((version, Some(state), false, None));
                 }
                 // A state that no longer decodes (the type changed) is rebuilt from the log.
             }
         }
         if last == Sequence::ZERO {
-            return Ok((last, Some((vtable.default)()), false));
+            return Ok((last, Some((vtable.default)()), false, Some(Sequence::ZERO)));
         }
         let replayed = self
             .replay_stream(stream, Some(vtable), Some(last), None, false)
             .await?;
-        Ok((replayed.last, replayed.state, false))
+        Ok((replayed.last, replayed.state, false, None))
     }
 
     /// Re-runs the command log of `stream` against a fresh state, with `is_replay = true`.
@@ -1245,6 +1318,7 @@ impl Builder {
                 background: Arc::new(tokio::sync::Notify::new()),
                 entities: EntityCache::new(self.entity_cache),
                 stream_locks: StreamLocks::new(),
+                in_flight: AtomicUsize::new(0),
             }),
         };
         flow.catch_up().await?;

@@ -78,6 +78,13 @@
 //! 1. **Read your writes.** When `send` returns `Ok`, every view and aggregate of this process
 //!    has applied the command's events. A view may opt into background projection
 //!    ([`Builder::background`]); [`SourceFlow::catch_up`] waits for it. *(`read_your_writes`)*
+//!    On the fast path a view that this process keeps up applies the events before the commit
+//!    and its model writes commit in the command's own transaction
+//!    ([`store::InlineProjection`]): one transaction per command, and no moment where the
+//!    command is stored but its view is not. The store re-checks every assumption (the view's
+//!    position, where the events land) and refuses the batch if one fails; the events are then
+//!    projected after the commit from the stored models. [`Stats::projected_inline`] counts the
+//!    fast path. *(`views_commit_with_their_command`)*
 //! 2. **Exactly once, in order.** A view applies a batch of events and commits its model writes
 //!    with its new position, compare-and-set on the old one; a second process that got there
 //!    first makes the commit fail and this one continues from the stored position. A crash

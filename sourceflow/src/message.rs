@@ -334,6 +334,13 @@ impl RecordedEvent {
     }
 }
 
+/// The current time at the precision every store keeps (whole microseconds), so that a
+/// message's timestamp reads back exactly as it was created.
+pub(crate) fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// What a projection or reaction knows about the event it is applying.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventMeta {

@@ -20,13 +20,15 @@ use tracing::{debug_span, error, Instrument};
 use crate::aggregate::ReactionContext;
 use crate::error::Error;
 use crate::flow::{take_problems, FlowInner, SourceFlow};
-use crate::message::{CommandReceipt, Position, RecordedEvent};
+use crate::message::{
+    CommandReceipt, EventMeta, NewEvent, Position, RecordedEvent, Sequence, StreamId,
+};
 use crate::registry::{
     ComponentKind, ComponentRecord, ErasedComponent, ErasedMessage, Registry, RouteFn, RouteRecord,
     StateVtable, TypeRecord,
 };
-use crate::store::{ProjectionCommit, StoreError};
-use crate::view::ViewContext;
+use crate::store::{InlineProjection, ProjectionCommit, StoreError};
+use crate::view::{ModelCache, ViewContext};
 
 /// Events read from the log per projection batch.
 const BATCH: usize = 512;
@@ -39,9 +41,32 @@ pub(crate) struct Subscriber {
     pub(crate) model: Option<StateVtable>,
     routes: HashMap<&'static str, (TypeRecord, Vec<RouteRecord>)>,
     pub(crate) background: bool,
-    /// Where this process is (`None`: read it from the store). The lock serialises this
-    /// process's batches for the subscriber.
-    position: tokio::sync::Mutex<Option<Cursor>>,
+    /// Where this process is, and its cached models. The lock serialises this process's
+    /// batches for the subscriber.
+    state: tokio::sync::Mutex<SubscriberState>,
+}
+
+/// A subscriber's state in this process.
+#[derive(Default)]
+pub(crate) struct SubscriberState {
+    /// Where this process is (`None`: read it from the store).
+    cursor: Option<Cursor>,
+    /// Decoded models as of `cursor` (views only).
+    models: ModelCache,
+}
+
+impl SubscriberState {
+    /// Forgets everything: the next batch starts from the stored position.
+    fn forget(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// A view's inline projection of a unit of work, prepared before the commit
+/// ([`Subscriber::prepare_inline`]) and settled after it ([`Subscriber::settle_inline`]).
+pub(crate) struct Prepared<'a> {
+    guard: tokio::sync::MutexGuard<'a, SubscriberState>,
+    cx: ViewContext,
 }
 
 /// Events a subscriber may pass over without recording its position, when none of them
@@ -108,7 +133,7 @@ impl Subscriber {
             model: record.state.filter(|_| record.kind == ComponentKind::View),
             routes: by_name,
             background,
-            position: tokio::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(SubscriberState::default()),
         })
     }
 
@@ -123,13 +148,18 @@ impl Subscriber {
         persist: bool,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<u64, Error> {
-        let mut guard = self.position.lock().await;
-        let mut cursor = match *guard {
+        let mut guard = self.state.lock().await;
+        let mut cursor = match guard.cursor {
             Some(cursor) => cursor,
-            None => Cursor::at(flow.store.get_position(self.name).await?),
+            None => {
+                guard.forget();
+                Cursor::at(flow.store.get_position(self.name).await?)
+            }
         };
         let target = match target {
-            Some(t) => t,
+            // Everything this process has committed so far: commands that committed together
+            // are projected together, in one batch.
+            Some(t) => t.max(*flow.head.borrow()),
             None => flow.store.head().await?,
         };
         let mut applied = 0u64;
@@ -150,19 +180,20 @@ impl Subscriber {
             let Some(last) = batch.last().map(|(e, _)| e.position) else {
                 break;
             };
-            let mut cx = ViewContext::new(flow.store.clone());
+            let mut cx = ViewContext::new(flow.store.clone(), std::mem::take(&mut guard.models));
             let mut outbox = Vec::new();
             for (event, decoded) in &batch {
                 self.apply(flow, event, *decoded, &mut cx, &mut outbox)
                     .await
-                    .inspect_err(|_| *guard = None)?;
+                    .inspect_err(|_| guard.forget())?;
             }
-            let models = cx.take_writes().inspect_err(|_| *guard = None)?;
+            let models = cx.take_writes().inspect_err(|_| guard.forget())?;
             let passed = batch.len() as u64;
             if models.is_empty() && outbox.is_empty() && last.0 - cursor.stored.0 < LAZY_SPAN {
                 // Nothing this subscriber cares about: no effect to make exactly-once, so the
                 // stored position may lag; re-reading these events after a crash changes
                 // nothing. Saves a write per command for subscribers of other events.
+                guard.models = cx.into_cache(true);
                 cursor.applied = last;
                 applied += passed;
                 progress(Progress {
@@ -182,6 +213,7 @@ impl Subscriber {
             let has_outbox = !commit.outbox.is_empty();
             match flow.store.commit_projection(commit).await {
                 Ok(()) => {
+                    guard.models = cx.into_cache(true);
                     if has_outbox {
                         flow.outbox_dirty.store(true, Ordering::Release);
                     }
@@ -197,12 +229,13 @@ impl Subscriber {
                     });
                 }
                 Err(StoreError::PositionConflict { .. }) => {
-                    // Another process applied these events first: continue from where it got.
-                    cx.discard();
+                    // Another process applied these events first: continue from where it got,
+                    // with the models as it left them.
+                    drop(cx);
                     cursor = Cursor::at(flow.store.get_position(self.name).await?);
                 }
                 Err(e) => {
-                    *guard = None;
+                    guard.forget();
                     return Err(e.into());
                 }
             }
@@ -218,15 +251,16 @@ impl Subscriber {
             match flow.store.commit_projection(commit).await {
                 Ok(()) => cursor.stored = cursor.applied,
                 Err(StoreError::PositionConflict { .. }) => {
+                    guard.models = ModelCache::default();
                     cursor = Cursor::at(flow.store.get_position(self.name).await?);
                 }
                 Err(e) => {
-                    *guard = None;
+                    guard.forget();
                     return Err(e.into());
                 }
             }
         }
-        *guard = Some(cursor);
+        guard.cursor = Some(cursor);
         progress(Progress {
             position: cursor.applied,
             head: target,
@@ -243,7 +277,7 @@ impl Subscriber {
         cx: &mut ViewContext,
         outbox: &mut Vec<crate::store::OutboxMessage>,
     ) -> Result<(), Error> {
-        let Some((record, routes)) = self.routes.get(&*event.envelope.name) else {
+        let Some((record, _)) = self.routes.get(&*event.envelope.name) else {
             return Ok(());
         };
         let owned;
@@ -259,7 +293,22 @@ impl Subscriber {
                 &owned
             }
         };
-        let meta = event.meta();
+        self.apply_decoded(flow, event.meta(), message, cx, outbox)
+            .await
+    }
+
+    /// Runs this subscriber's routes for one decoded event.
+    async fn apply_decoded(
+        &self,
+        flow: &FlowInner,
+        meta: EventMeta,
+        message: &ErasedMessage,
+        cx: &mut ViewContext,
+        outbox: &mut Vec<crate::store::OutboxMessage>,
+    ) -> Result<(), Error> {
+        let Some((_, routes)) = self.routes.get(&*meta.name) else {
+            return Ok(());
+        };
         for route in routes {
             match route.call {
                 RouteFn::Project(project) => {
@@ -278,6 +327,96 @@ impl Subscriber {
             }
         }
         Ok(())
+    }
+
+    /// Applies a unit of work's events to this view before the unit commits, so that its
+    /// model writes commit in the same transaction ([`InlineProjection`]).
+    ///
+    /// Only for an in-process view that this process has been keeping up (its position and
+    /// models known), that is not busy (no waiting: a busy view projects after the commit,
+    /// together with whatever else committed meanwhile), and that some of the events concern.
+    /// `first_sequence` is the stream sequence the first event will get; the store checks
+    /// every assumption made here and writes nothing of the projection if one fails.
+    pub(crate) async fn prepare_inline<'a>(
+        &'a self,
+        flow: &FlowInner,
+        stream: &StreamId,
+        first_sequence: Sequence,
+        events: &[NewEvent],
+        decoded: &[ErasedMessage],
+    ) -> Option<(Prepared<'a>, InlineProjection)> {
+        if self.model.is_none() || self.background {
+            return None;
+        }
+        if !events
+            .iter()
+            .any(|e| self.routes.contains_key(&*e.envelope.name))
+        {
+            return None;
+        }
+        let mut guard = self.state.try_lock().ok()?;
+        let cursor = guard.cursor?;
+        let mut cx = ViewContext::new(flow.store.clone(), std::mem::take(&mut guard.models));
+        let mut outbox = Vec::new();
+        for (i, (event, message)) in events.iter().zip(decoded).enumerate() {
+            let envelope = &event.envelope;
+            let meta = EventMeta {
+                message_id: envelope.message_id,
+                name: envelope.name.clone(),
+                version: envelope.version,
+                stream: stream.clone(),
+                sequence: Sequence(first_sequence.0 + i as u64),
+                position: Position(cursor.applied.0 + 1 + i as u64),
+                correlation_id: envelope.correlation_id,
+                causation_id: envelope.causation_id,
+                timestamp: envelope.timestamp,
+            };
+            if self
+                .apply_decoded(flow, meta, message, &mut cx, &mut outbox)
+                .await
+                .is_err()
+            {
+                // The projection after the commit meets the same error and reports it.
+                guard.models = cx.into_cache(false);
+                return None;
+            }
+        }
+        let models = match cx.take_writes() {
+            Ok(models) if !models.is_empty() && outbox.is_empty() => models,
+            _ => {
+                guard.models = cx.into_cache(false);
+                return None;
+            }
+        };
+        let projection = InlineProjection {
+            handler: self.name.to_owned(),
+            expected: cursor.stored,
+            after: cursor.applied,
+            first_sequence,
+            models,
+        };
+        Some((Prepared { guard, cx }, projection))
+    }
+}
+
+impl Prepared<'_> {
+    /// Records the outcome of the commit: `applied` is the store's verdict on this projection
+    /// (`false` also when the commit failed), `last` the unit's last event position.
+    pub(crate) fn settle(self, flow: &FlowInner, applied: bool, last: Option<Position>) {
+        let Prepared { mut guard, cx } = self;
+        guard.models = cx.into_cache(applied);
+        if let (true, Some(last)) = (applied, last) {
+            let passed = guard
+                .cursor
+                .map_or(0, |c| last.0.saturating_sub(c.applied.0));
+            guard.cursor = Some(Cursor::at(last));
+            flow.counters
+                .events_projected
+                .fetch_add(passed, Ordering::Relaxed);
+            flow.counters
+                .projected_inline
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -371,12 +510,13 @@ impl SourceFlow {
         };
         let models: Vec<&str> = subscriber.model.iter().map(|m| m.name).collect();
         {
-            let mut guard = subscriber.position.lock().await;
+            let mut guard = subscriber.state.lock().await;
+            guard.forget();
             self.inner
                 .store
                 .reset_projection(subscriber.name, &models)
                 .await?;
-            *guard = Some(Cursor::at(Position::START));
+            guard.cursor = Some(Cursor::at(Position::START));
         }
         subscriber
             .project(&self.inner, None, &[], true, &mut progress)

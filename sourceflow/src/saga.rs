@@ -51,7 +51,7 @@ pub(crate) fn follow_up<C: Command>(
             stream: StreamId::new(entity_type.clone(), id),
             correlation_id,
             causation_id: Some(causation_id),
-            timestamp: Utc::now(),
+            timestamp: crate::message::now(),
         },
         payload,
     })
@@ -109,7 +109,7 @@ impl SagaContext {
                     stream: self.stream.clone(),
                     correlation_id: self.correlation_id,
                     causation_id: Some(self.message_id),
-                    timestamp: Utc::now(),
+                    timestamp: crate::message::now(),
                 };
                 self.events
                     .push((NewEvent { envelope, payload }, Arc::new(event)));

@@ -14,6 +14,24 @@ struct Slot {
     encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, serde_json::Error>,
 }
 
+/// Decoded view models as this process last committed (or read) them, kept between batches so
+/// that a projection does not read and decode its model again for every event.
+///
+/// It belongs to one view and is only used under that view's lock, while the view's position
+/// in this process is known. A cached model is valid because every change to a view's models
+/// also moves the view's stored position: a write computed from a model that another process
+/// has changed since fails its position compare-and-set, and the runtime then drops the cache.
+/// A missing entry just means "read it from the store".
+#[derive(Default)]
+pub(crate) struct ModelCache {
+    entries: HashMap<(&'static str, EntityId), Option<Box<dyn Any + Send>>>,
+}
+
+impl ModelCache {
+    /// Models kept per view; past this the cache starts over (reading is always correct).
+    const CAPACITY: usize = 10_000;
+}
+
 /// Loads and saves view models for a projection.
 ///
 /// A projection taking `&mut Model` gets the model keyed by the event's entity id (or by the
@@ -24,14 +42,18 @@ pub struct ViewContext {
     store: Arc<dyn Store>,
     meta: Option<EventMeta>,
     slots: HashMap<(&'static str, EntityId), Slot>,
+    cache: ModelCache,
 }
 
 impl ViewContext {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    /// A context reading through `cache` (which it takes over until
+    /// [`into_cache`](Self::into_cache)).
+    pub(crate) fn new(store: Arc<dyn Store>, cache: ModelCache) -> Self {
         Self {
             store,
             meta: None,
             slots: HashMap::new(),
+            cache,
         }
     }
 
@@ -62,6 +84,20 @@ impl ViewContext {
                 .as_ref()
                 .and_then(|s| s.downcast_ref::<M>())
                 .cloned());
+        }
+        if let Some(cached) = self.cache.entries.remove(&key) {
+            if cached.as_ref().is_none_or(|state| state.is::<M>()) {
+                let model = cached.as_ref().and_then(|s| s.downcast_ref::<M>()).cloned();
+                self.slots.insert(
+                    key,
+                    Slot {
+                        state: cached,
+                        dirty: false,
+                        encode: crate::registry::StateVtable::view_model::<M>().encode,
+                    },
+                );
+                return Ok(model);
+            }
         }
         let stored = self.store.get_model(M::NAME, id).await?;
         let model = match stored {
@@ -120,10 +156,10 @@ impl ViewContext {
         );
     }
 
-    /// The buffered writes, encoded; clears the buffer.
+    /// The buffered writes, encoded (the buffer stays, for [`into_cache`](Self::into_cache)).
     pub(crate) fn take_writes(&mut self) -> Result<Vec<ModelWrite>, Error> {
         let mut writes = Vec::new();
-        for ((model_type, id), slot) in self.slots.drain() {
+        for ((model_type, id), slot) in &self.slots {
             if !slot.dirty {
                 continue;
             }
@@ -131,7 +167,7 @@ impl ViewContext {
                 Some(state) => {
                     Some(
                         (slot.encode)(state.as_ref()).map_err(|source| Error::Decode {
-                            name: model_type.to_owned(),
+                            name: (*model_type).to_owned(),
                             stream: format!("view model {model_type}/{id}"),
                             sequence: 0,
                             source,
@@ -141,16 +177,26 @@ impl ViewContext {
                 None => None,
             };
             writes.push(ModelWrite {
-                model_type: model_type.to_owned(),
-                id,
+                model_type: (*model_type).to_owned(),
+                id: id.clone(),
                 state,
             });
         }
         Ok(writes)
     }
 
-    /// Forgets buffered writes (the batch failed and will be retried).
-    pub(crate) fn discard(&mut self) {
-        self.slots.clear();
+    /// Ends the batch and hands back the model cache: with this batch's models when its writes
+    /// were `committed`, and otherwise with only the models it read unchanged.
+    pub(crate) fn into_cache(self, committed: bool) -> ModelCache {
+        let mut cache = self.cache;
+        if cache.entries.len() + self.slots.len() > ModelCache::CAPACITY {
+            cache.entries.clear();
+        }
+        for (key, slot) in self.slots {
+            if committed || !slot.dirty {
+                cache.entries.insert(key, slot.state);
+            }
+        }
+        cache
     }
 }

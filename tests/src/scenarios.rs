@@ -84,6 +84,44 @@ impl TallyView {
     }
 }
 
+/// Totals over every tally: one model that the events of every stream update.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, ViewModel)]
+#[view_model(name = "test.TallyTotals")]
+pub struct TallyTotals {
+    /// Events applied.
+    pub applied: u64,
+    /// Sum of every addition.
+    pub sum: i64,
+}
+
+/// Projects [`TallyTotals`] under the id `all` through `&mut ViewContext`. Not `Default`, so
+/// not discovered: only the flows that register it have it.
+pub struct TallyTotalsView {
+    _registered_by_value: (),
+}
+
+impl TallyTotalsView {
+    /// The id of the only model.
+    pub fn id() -> EntityId {
+        EntityId::from("all")
+    }
+}
+
+#[view(model = TallyTotals)]
+impl TallyTotalsView {
+    #[projects_on]
+    async fn added(&self, e: &Added, cx: &mut ViewContext) -> Result<(), DomainError> {
+        let mut totals: TallyTotals = cx
+            .load_or_default(&Self::id())
+            .await
+            .map_err(|e| DomainError::with_code("view_store", e.to_string()))?;
+        totals.applied += 1;
+        totals.sum += e.n;
+        cx.save(&Self::id(), totals);
+        Ok(())
+    }
+}
+
 /// A flow over `store` with every discovered component.
 pub async fn flow(store: Arc<dyn Store>) -> SourceFlow {
     SourceFlow::builder()
@@ -451,6 +489,7 @@ macro_rules! runtime_suite {
             entity_state_is_a_cache,
             admin_listing,
             stale_cached_state_never_refuses,
+            views_commit_with_their_command,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -810,4 +849,66 @@ pub async fn stale_cached_state_never_refuses(store: Arc<dyn Store>) {
         Err(Error::Rejected(e)) => assert_eq!(e.code, "insufficient_funds"),
         other => panic!("a refusal on the current state stands: {other:?}"),
     }
+}
+
+/// Contract 1, fast path: a view this process keeps up commits its batch in the same
+/// transaction as the command that emitted the events. When another process has moved the view
+/// in between (so this process's cached models may be stale), the store refuses the inline
+/// batch and the events are projected from the stored models instead: still exactly once.
+pub async fn views_commit_with_their_command(store: Arc<dyn Store>) {
+    async fn with_totals(store: &Arc<dyn Store>) -> SourceFlow {
+        SourceFlow::builder()
+            .shared_store(store.clone())
+            .view(TallyTotalsView {
+                _registered_by_value: (),
+            })
+            .build()
+            .await
+            .unwrap()
+    }
+    let a = with_totals(&store).await;
+    let id = EntityId::from("inline-a");
+    a.send(&id, Add { n: 1 }).await.unwrap();
+    let before = a.stats().projected_inline;
+    for n in 2..=11 {
+        a.send(&id, Add { n }).await.unwrap();
+        let model: TallyModel = a.view_model(&id).await.unwrap().unwrap();
+        assert_eq!(model.total, (1..=n).sum::<i64>());
+    }
+    // Both views (TallyView and TallyTotalsView) took the fast path for each of the 10 sends.
+    assert_eq!(a.stats().projected_inline - before, 20);
+
+    // Two processes on distinct streams, both updating the shared totals model: each one's
+    // cached totals go stale whenever the other commits.
+    let b = with_totals(&store).await;
+    let other = EntityId::from("inline-b");
+    let mut sum = (1..=11).sum::<i64>();
+    for round in 0..10 {
+        let (flow, stream) = if round % 2 == 0 {
+            (&b, &other)
+        } else {
+            (&a, &id)
+        };
+        flow.send(stream, Add { n: 100 }).await.unwrap();
+        sum += 100;
+        for reader in [&a, &b] {
+            let totals: TallyTotals = reader
+                .view_model(&TallyTotalsView::id())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                totals,
+                TallyTotals {
+                    applied: 12 + round,
+                    sum
+                },
+                "round {round}"
+            );
+        }
+    }
+    a.catch_up().await.unwrap();
+    b.catch_up().await.unwrap();
+    let totals: TallyTotals = a.view_model(&TallyTotalsView::id()).await.unwrap().unwrap();
+    assert_eq!(totals, TallyTotals { applied: 21, sum });
 }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sourceflow::message::{NewEvent, StoredCommand};
-use sourceflow::store::{OutboxMessage, ProjectionCommit, StoreError, UnitOfWork};
+use sourceflow::store::{
+    InlineProjection, ModelWrite, OutboxMessage, ProjectionCommit, StoreError, UnitOfWork,
+};
 use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::{Connection, Executor, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +29,7 @@ use crate::sql::{db_int, from_db, last_writes, payload_text};
 /// A write the writer task runs on behalf of a caller.
 pub(super) enum Write {
     Commit(UnitOfWork),
+    CommitInline(UnitOfWork, Vec<InlineProjection>),
     AppendCommand {
         expected: Sequence,
         command: StoredCommand,
@@ -75,6 +78,7 @@ pub(super) enum Write {
 #[derive(Debug)]
 pub(super) enum Written {
     Receipt(CommandReceipt),
+    Inline(CommandReceipt, Vec<bool>),
     Sequence(Sequence),
     Events(Vec<RecordedEvent>),
     Done,
@@ -184,7 +188,7 @@ async fn commit_batch(
     let mut attempt = 1;
     loop {
         match try_batch(connection, batch).await {
-            Ok(results) => return (results, true),
+            Ok(outcome) => return outcome,
             Err(e) if e.is_transient() && attempt < backoff.max_attempts() => {
                 tracing::debug!(error = %e, attempt, units = batch.len(), "sqlite batch failed, retrying");
                 tokio::time::sleep(backoff.delay(attempt)).await;
@@ -199,11 +203,12 @@ async fn commit_batch(
     }
 }
 
-/// One attempt: `Err` means nothing of the batch was committed.
+/// One attempt: `Err` means nothing of the batch was committed; the flag says whether a
+/// transaction was.
 async fn try_batch(
     connection: &mut SqliteConnection,
     batch: &[Job],
-) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+) -> Result<(Vec<Result<Written, StoreError>>, bool), StoreError> {
     // IMMEDIATE takes the write lock now (waiting up to busy_timeout for another process)
     // rather than at the first write, where a stale read snapshot could not be upgraded.
     connection
@@ -211,13 +216,17 @@ async fn try_batch(
         .await
         .map_err(db_err)?;
     match run_units(connection, batch).await {
-        Ok(results) => match connection.execute("COMMIT").await {
-            Ok(_) => Ok(results),
+        Ok(Ok(results)) => match connection.execute("COMMIT").await {
+            Ok(_) => Ok((results, true)),
             Err(e) => {
                 rollback(connection).await;
                 Err(db_err(e))
             }
         },
+        Ok(Err(refused)) => {
+            rollback(connection).await;
+            Ok((vec![Err(refused)], false))
+        }
         Err(e) => {
             rollback(connection).await;
             Err(e)
@@ -232,13 +241,55 @@ async fn rollback(connection: &mut SqliteConnection) {
     }
 }
 
-/// Runs each unit in its own savepoint. `Err` aborts the batch: the transaction is unusable
-/// or the fault is transient and worth a retry of the whole batch.
+/// Runs the batch's units. `Err` aborts the batch: the transaction is unusable or the fault is
+/// transient and worth a retry of the whole batch. `Ok(Err(_))` is a lone unit that failed:
+/// roll back, and that is its answer.
+///
+/// Units run without savepoints first: a unit refused with a conflict has written nothing
+/// (every write checks its condition in its first statement), so it is answered and the batch
+/// goes on. Any other failure of a unit may leave part of it written: then the transaction is
+/// rolled back and the batch re-run with each unit in its own savepoint.
 async fn run_units(
     connection: &mut SqliteConnection,
     batch: &[Job],
-) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+) -> Result<Result<Vec<Result<Written, StoreError>>, StoreError>, StoreError> {
     let mut results = Vec::with_capacity(batch.len());
+    if let [job] = batch {
+        // Alone in its transaction, a unit needs no savepoint: if it fails, the caller rolls
+        // the whole transaction back.
+        return match apply(connection, &job.write).await {
+            Ok(written) => Ok(Ok(vec![Ok(written)])),
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => Ok(Err(e)),
+        };
+    }
+    let mut clean = true;
+    for job in batch {
+        match apply(connection, &job.write).await {
+            Ok(written) => results.push(Ok(written)),
+            // (Appending events checks the head first too, but a unique violation on a later
+            // event of the same write would come after the first insert.)
+            Err(e @ (StoreError::Conflict { .. } | StoreError::PositionConflict { .. }))
+                if !matches!(job.write, Write::AppendEvents { .. }) =>
+            {
+                results.push(Err(e));
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(_) => {
+                clean = false;
+                break;
+            }
+        }
+    }
+    if clean {
+        return Ok(Ok(results));
+    }
+    rollback(connection).await;
+    connection
+        .execute("BEGIN IMMEDIATE")
+        .await
+        .map_err(db_err)?;
+    results.clear();
     for job in batch {
         connection
             .execute("SAVEPOINT sf_unit")
@@ -266,12 +317,43 @@ async fn run_units(
             }
         }
     }
-    Ok(results)
+    Ok(Ok(results))
 }
 
 async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Written, StoreError> {
     match write {
         Write::Commit(unit) => commit(connection, unit).await.map(Written::Receipt),
+        Write::CommitInline(unit, projections) => {
+            let receipt = commit(connection, unit).await?;
+            let mut applied = vec![false; projections.len()];
+            let (Some(first), Some(last)) = (receipt.events.first(), receipt.events.last()) else {
+                return Ok(Written::Inline(receipt, applied));
+            };
+            if receipt.duplicate {
+                return Ok(Written::Inline(receipt, applied));
+            }
+            let first = (first.position, first.sequence);
+            for (projection, applied) in projections.iter().zip(&mut applied) {
+                if first != (Position(projection.after.0 + 1), projection.first_sequence) {
+                    continue;
+                }
+                let done = project(
+                    connection,
+                    &projection.handler,
+                    projection.expected,
+                    last.position,
+                    &projection.models,
+                    &[],
+                )
+                .await;
+                *applied = match done {
+                    Ok(()) => true,
+                    Err(StoreError::PositionConflict { .. }) => false,
+                    Err(e) => return Err(e),
+                };
+            }
+            Ok(Written::Inline(receipt, applied))
+        }
         Write::AppendCommand { expected, command } => {
             let stream = &command.envelope.stream;
             if insert_command(connection, *expected, command).await? {
@@ -362,7 +444,15 @@ async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Writt
             Ok(Written::Done)
         }
         Write::CommitProjection(commit) => {
-            commit_projection(connection, commit).await?;
+            project(
+                connection,
+                &commit.handler,
+                commit.expected,
+                commit.position,
+                &commit.models,
+                &commit.outbox,
+            )
+            .await?;
             Ok(Written::Done)
         }
         Write::ResetProjection {
@@ -406,11 +496,13 @@ async fn commit(
 ) -> Result<CommandReceipt, StoreError> {
     let envelope = &unit.command.envelope;
     let stream = &envelope.stream;
-    if let Some(receipt) = find_receipt(&mut *connection, stream, envelope.message_id).await? {
-        return Ok(receipt);
-    }
+    // The append itself detects a resent message id (the stream moved past `expected`, or the
+    // (stream, message id) key exists), so the common case costs no lookup beforehand.
     if !insert_command(connection, unit.expected, &unit.command).await? {
-        return Err(conflict(stream, unit.expected));
+        return match find_receipt(&mut *connection, stream, envelope.message_id).await? {
+            Some(receipt) => Ok(receipt),
+            None => Err(conflict(stream, unit.expected)),
+        };
     }
     let sequence = unit.expected.next();
     if let Some(state) = &unit.entity {
@@ -424,12 +516,7 @@ async fn commit(
             .await
             .map_err(db_err)?;
     }
-    let events = if unit.events.is_empty() {
-        Vec::new()
-    } else {
-        let last = last_event_sequence(connection, stream).await?;
-        insert_events(connection, stream, sequence, last, &unit.events).await?
-    };
+    let events = append_next_events(connection, stream, sequence, &unit.events).await?;
     insert_outbox(connection, &unit.outbox).await?;
     Ok(CommandReceipt {
         message_id: envelope.message_id,
@@ -540,6 +627,41 @@ async fn insert_events(
     Ok(recorded)
 }
 
+/// Appends `events` after the stream's last event, emitted by command `command_sequence`: each
+/// insert takes the next sequence itself (an index lookup), so no separate head query.
+async fn append_next_events(
+    connection: &mut SqliteConnection,
+    stream: &StreamId,
+    command_sequence: Sequence,
+    events: &[NewEvent],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut recorded = Vec::with_capacity(events.len());
+    for event in events {
+        let envelope = &event.envelope;
+        let (position, sequence): (i64, i64) = bind_metadata!(
+            sqlx::query_as(INSERT_NEXT_EVENT)
+                .bind(&*stream.entity_type)
+                .bind(stream.id.as_str())
+                .bind(db_int(command_sequence.0, "sequence")?),
+            envelope
+        )
+        .bind(payload_text(&event.payload, "event payload")?)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(db_err)?;
+        let mut envelope = envelope.clone();
+        envelope.stream = stream.clone();
+        recorded.push(RecordedEvent {
+            envelope,
+            sequence: Sequence(from_db(sequence, "event sequence")?),
+            command_sequence,
+            position: Position(from_db(position, "position")?),
+            payload: event.payload.clone(),
+        });
+    }
+    Ok(recorded)
+}
+
 async fn insert_outbox(
     connection: &mut SqliteConnection,
     messages: &[OutboxMessage],
@@ -603,37 +725,42 @@ async fn clear_models(
     Ok(())
 }
 
-/// Compare-and-set of the handler's position first, then the models and the outbox.
-async fn commit_projection(
+/// Compare-and-set of the handler's position first (a conflict writes nothing), then the
+/// models and the outbox.
+async fn project(
     connection: &mut SqliteConnection,
-    commit: &ProjectionCommit,
+    handler: &str,
+    expected: Position,
+    position: Position,
+    models: &[ModelWrite],
+    outbox: &[OutboxMessage],
 ) -> Result<(), StoreError> {
-    let query = if commit.expected == Position::START {
+    let query = if expected == Position::START {
         CAS_POSITION_NEW
     } else {
         CAS_POSITION
     };
     let done = sqlx::query(query)
-        .bind(commit.handler.as_str())
-        .bind(db_int(commit.position.0, "position")?)
+        .bind(handler)
+        .bind(db_int(position.0, "position")?)
         .bind(time_text(&Utc::now()))
-        .bind(db_int(commit.expected.0, "position")?)
+        .bind(db_int(expected.0, "position")?)
         .execute(&mut *connection)
         .await
         .map_err(db_err)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::PositionConflict {
-            handler: commit.handler.clone(),
-            expected: commit.expected,
+            handler: handler.to_owned(),
+            expected,
         });
     }
-    for write in last_writes(&commit.models) {
+    for write in last_writes(models) {
         match &write.state {
             Some(state) => put_model(connection, &write.model_type, &write.id, state).await?,
             None => delete_model(connection, &write.model_type, &write.id).await?,
         }
     }
-    insert_outbox(connection, &commit.outbox).await
+    insert_outbox(connection, outbox).await
 }
 
 // ---- statements -----------------------------------------------------------------------------
@@ -652,6 +779,13 @@ pub(super) const LAST_EVENT_SEQUENCE: &str =
 const INSERT_EVENT: &str = "INSERT INTO sf_events (stream_type, stream_id, sequence, \
      command_sequence, message_id, name, version, correlation_id, causation_id, created_at, \
      payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING position";
+/// An event at the stream's next sequence (`MAX` over the stream's index entries reads one).
+pub(super) const INSERT_NEXT_EVENT: &str =
+    "INSERT INTO sf_events (stream_type, stream_id, sequence, \
+     command_sequence, message_id, name, version, correlation_id, causation_id, created_at, \
+     payload) VALUES (?1, ?2, (SELECT COALESCE(MAX(sequence), 0) + 1 FROM sf_events \
+     WHERE stream_type = ?1 AND stream_id = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+     RETURNING position, sequence";
 const INSERT_OUTBOX: &str = "INSERT INTO sf_outbox (stream_type, stream_id, message_id, name, \
      version, correlation_id, causation_id, created_at, payload) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    CommandLog, EntityStore, EventLog, OutboxMessage, Page, PendingCommand, PositionStore,
-    ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+    CommandLog, EntityStore, EventLog, InlineProjection, OutboxMessage, Page, PendingCommand,
+    PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
 };
 use crate::message::{
     CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
@@ -114,6 +114,68 @@ impl Inner {
                 .push(index);
         }
         recorded
+    }
+
+    fn commit(&mut self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        let inner = self;
+        let stream = unit.command.envelope.stream.clone();
+        let message_id = unit.command.envelope.message_id;
+        if let Some(receipt) = inner.receipt(&stream, message_id) {
+            return Ok(receipt);
+        }
+        if inner.last_sequence(&stream) != unit.expected {
+            return Err(StoreError::Conflict {
+                stream,
+                expected: unit.expected,
+            });
+        }
+        let sequence = unit.expected.next();
+        let mut command = unit.command;
+        command.sequence = sequence;
+        let data = inner.streams.entry(stream.clone()).or_default();
+        data.message_ids.insert(message_id, sequence);
+        data.commands.push(command);
+        if let Some(state) = unit.entity {
+            inner.entities.insert(stream.clone(), (sequence, state));
+        }
+        let events = inner.push_events(&stream, sequence, unit.events);
+        inner.push_outbox(unit.outbox);
+        Ok(CommandReceipt {
+            message_id,
+            stream,
+            sequence,
+            events,
+            duplicate: false,
+            retries: 0,
+        })
+    }
+
+    fn commit_projection(&mut self, commit: ProjectionCommit) -> Result<(), StoreError> {
+        let current = self
+            .positions
+            .get(&commit.handler)
+            .copied()
+            .unwrap_or(Position::START);
+        if current != commit.expected {
+            return Err(StoreError::PositionConflict {
+                handler: commit.handler,
+                expected: commit.expected,
+            });
+        }
+        for write in commit.models {
+            let models = self.models.entry(write.model_type).or_default();
+            match write.state {
+                Some(state) => {
+                    models.insert(write.id, state);
+                }
+                None => {
+                    models.remove(&write.id);
+                }
+            }
+        }
+        self.push_outbox(commit.outbox);
+        self.positions.insert(commit.handler, commit.position);
+        Ok(())
     }
 
     fn push_outbox(&mut self, messages: Vec<OutboxMessage>) {
@@ -377,66 +439,44 @@ impl PositionStore for MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        self.lock().commit(unit)
+    }
+
+    async fn commit_inline(
+        &self,
+        unit: UnitOfWork,
+        projections: Vec<InlineProjection>,
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
+        // One lock for the unit and its projections: nothing can come between them.
         let mut inner = self.lock();
-        let stream = unit.command.envelope.stream.clone();
-        let message_id = unit.command.envelope.message_id;
-        if let Some(receipt) = inner.receipt(&stream, message_id) {
-            return Ok(receipt);
+        let receipt = inner.commit(unit)?;
+        let mut applied = vec![false; projections.len()];
+        let (Some(first), Some(last)) = (receipt.events.first(), receipt.events.last()) else {
+            return Ok((receipt, applied));
+        };
+        if receipt.duplicate {
+            return Ok((receipt, applied));
         }
-        if inner.last_sequence(&stream) != unit.expected {
-            return Err(StoreError::Conflict {
-                stream,
-                expected: unit.expected,
-            });
+        let (first, last) = ((first.position, first.sequence), last.position);
+        for (projection, applied) in projections.into_iter().zip(&mut applied) {
+            if first != (Position(projection.after.0 + 1), projection.first_sequence) {
+                continue;
+            }
+            *applied = inner
+                .commit_projection(ProjectionCommit {
+                    handler: projection.handler,
+                    expected: projection.expected,
+                    position: last,
+                    models: projection.models,
+                    outbox: Vec::new(),
+                })
+                .is_ok();
         }
-        let sequence = unit.expected.next();
-        let mut command = unit.command;
-        command.sequence = sequence;
-        let data = inner.streams.entry(stream.clone()).or_default();
-        data.message_ids.insert(message_id, sequence);
-        data.commands.push(command);
-        if let Some(state) = unit.entity {
-            inner.entities.insert(stream.clone(), (sequence, state));
-        }
-        let events = inner.push_events(&stream, sequence, unit.events);
-        inner.push_outbox(unit.outbox);
-        Ok(CommandReceipt {
-            message_id,
-            stream,
-            sequence,
-            events,
-            duplicate: false,
-            retries: 0,
-        })
+        Ok((receipt, applied))
     }
 
     async fn commit_projection(&self, commit: ProjectionCommit) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let current = inner
-            .positions
-            .get(&commit.handler)
-            .copied()
-            .unwrap_or(Position::START);
-        if current != commit.expected {
-            return Err(StoreError::PositionConflict {
-                handler: commit.handler,
-                expected: commit.expected,
-            });
-        }
-        for write in commit.models {
-            let models = inner.models.entry(write.model_type).or_default();
-            match write.state {
-                Some(state) => {
-                    models.insert(write.id, state);
-                }
-                None => {
-                    models.remove(&write.id);
-                }
-            }
-        }
-        inner.push_outbox(commit.outbox);
-        inner.positions.insert(commit.handler, commit.position);
-        Ok(())
+        self.lock().commit_projection(commit)
     }
 
     async fn reset_projection(

@@ -144,6 +144,31 @@ pub struct ProjectionCommit {
     pub outbox: Vec<OutboxMessage>,
 }
 
+/// A view's projection of a unit of work's own events, computed before the commit and written
+/// in the same transaction ([`Store::commit_inline`]), so that a command and its view updates
+/// become durable together, at the cost of one transaction.
+///
+/// It was computed assuming the unit's events land directly after `after` in the global log
+/// and at `first_sequence` in their stream, on models as of the handler's stored position
+/// `expected`. The store applies it only if all three hold at commit time; otherwise it writes
+/// nothing of it (the unit itself still commits) and the runtime projects those events the
+/// ordinary way.
+#[derive(Clone, Debug)]
+pub struct InlineProjection {
+    /// The view's name (its handler name in the positions table).
+    pub handler: String,
+    /// The view's stored position the projection started from (compare-and-set).
+    pub expected: Position,
+    /// The last global position the view has passed (`>= expected`: the events in between
+    /// did not concern it). The unit's first event must be at `after + 1`.
+    pub after: Position,
+    /// The stream sequence the unit's first event must get.
+    pub first_sequence: Sequence,
+    /// The model writes of applying the unit's events. On success the view's position becomes
+    /// the unit's last event's.
+    pub models: Vec<ModelWrite>,
+}
+
 /// A page request for listings: keyset pagination on the id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Page {
@@ -318,6 +343,24 @@ pub trait Store:
     /// # Errors
     /// [`StoreError::Conflict`] if the stream's last sequence is not `expected`; nothing written.
     async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError>;
+
+    /// Commits `unit` as [`commit`](Self::commit) does, and in the same transaction each of
+    /// `projections` whose assumptions hold (see [`InlineProjection`]). Returns the receipt and,
+    /// per projection, whether it was written. A duplicate writes none of them.
+    ///
+    /// The provided implementation writes none (every flag `false`): correct for any backend,
+    /// since the runtime then projects the events after the commit.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit); a projection that does not apply is not an error.
+    async fn commit_inline(
+        &self,
+        unit: UnitOfWork,
+        projections: Vec<InlineProjection>,
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
+        let receipt = self.commit(unit).await?;
+        Ok((receipt, vec![false; projections.len()]))
+    }
 
     /// Commits a projection batch atomically: model writes, outbox entries and the handler's
     /// new position.
