@@ -5,8 +5,8 @@
 //! shows up as a concurrency conflict, the entry is dropped and the handler re-runs on the
 //! stored state.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use foldhash::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 use crate::message::{Sequence, StreamId};
@@ -25,7 +25,7 @@ impl EntityCache {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
         }
     }
 
@@ -78,7 +78,7 @@ impl EntityCache {
 /// the commit and run again; under load that wastes most of the work and can starve a writer.
 /// Streams share a stripe by hash, so distinct streams rarely wait for each other.
 pub(crate) struct StreamLocks {
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -87,7 +87,7 @@ impl StreamLocks {
 
     pub(crate) fn new() -> Self {
         Self {
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             stripes: (0..Self::STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

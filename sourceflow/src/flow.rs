@@ -2,7 +2,9 @@
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -292,8 +294,14 @@ impl SourceFlow {
             payload,
             message: Arc::new(command),
         };
-        self.dispatch(command, options.message_id.is_some(), true)
-            .await
+        let check_duplicate = options.message_id.is_some();
+        if self.inner.dispatchers.iter().any(|d| d.accepts(&command)) {
+            return self.dispatch(command, check_duplicate, true).await;
+        }
+        // The local pipeline, awaited in place (no boxed future on the hot path).
+        let receipt = self.run_local(&command, check_duplicate).await?;
+        self.drain_outbox().await;
+        Ok(receipt)
     }
 
     /// Runs a command that arrived as an envelope and JSON payload (from a remote transport)
@@ -425,7 +433,7 @@ impl SourceFlow {
         let mut trust_cache = true;
         loop {
             attempt += 1;
-            let (expected, mut state, from_memory, last_event) =
+            let (expected, mut state, unverified, last_event) =
                 self.load_state(route, stream, trust_cache).await?;
             let mut cx = SagaContext::new(&command.envelope, false, inner.streams.clone());
             let handled = (route.handle)(
@@ -439,7 +447,7 @@ impl SourceFlow {
                 // A refusal decided on this process's cached state stands only if no other
                 // process has moved the stream since: a stale state that leads to a commit is
                 // caught by the commit, one that leads to a refusal must be checked here.
-                if from_memory && inner.store.last_sequence(stream).await? != expected {
+                if unverified && inner.store.last_sequence(stream).await? != expected {
                     inner.entities.remove(stream);
                     trust_cache = false;
                     continue;
@@ -560,8 +568,9 @@ impl SourceFlow {
         }
     }
 
-    /// The entity state a handler starts from, the sequence it reflects, whether it came from
-    /// this process's cache, and (from the cache) the stream's last event sequence.
+    /// The entity state a handler starts from, the sequence it reflects, whether that is
+    /// unverified (this process's cache, or an assumed new stream: a refusal must then be
+    /// checked against the head), and, when known, the stream's last event sequence.
     async fn load_state(
         &self,
         route: &SagaRoute,
@@ -578,6 +587,18 @@ impl SourceFlow {
             }
         }
         let cached = store.get_entity(stream).await?;
+        if cached.is_none() && trust_cache {
+            // No stored state: most likely a new stream, so start from the default state
+            // without asking for the head. If the stream does exist (its state was dropped),
+            // the commit conflicts, or a refusal is re-checked against the head, as for a
+            // cached state.
+            return Ok((
+                Sequence::ZERO,
+                Some((vtable.default)()),
+                true,
+                Some(Sequence::ZERO),
+            ));
+        }
         let last = match (&cached, trust_cache) {
             // The unit of work saves the state with the command, so a stored version is the
             // stream's head unless someone dropped or bypassed the cache; a stale version shows
@@ -1154,7 +1175,7 @@ impl Builder {
                 )),
             }
         }
-        let mut missing_instances: HashMap<TypeId, &'static str> = HashMap::new();
+        let mut missing_instances: HashMap<TypeId, &'static str> = HashMap::default();
         if !self.no_discovery {
             let mut discovered: Vec<&ComponentRecord> = registry
                 .components()
@@ -1172,8 +1193,8 @@ impl Builder {
         }
 
         // Sagas: one owner per command.
-        let mut sagas: HashMap<TypeId, SagaRoute> = HashMap::new();
-        let mut streams: HashMap<TypeId, Cow<'static, str>> = HashMap::new();
+        let mut sagas: HashMap<TypeId, SagaRoute> = HashMap::default();
+        let mut streams: HashMap<TypeId, Cow<'static, str>> = HashMap::default();
         for (record, instance) in chosen.iter().filter(|(r, _)| r.kind == ComponentKind::Saga) {
             for route in registry.routes_of((record.type_id)()) {
                 let RouteFn::Handle(handle) = route.call else {

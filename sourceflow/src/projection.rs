@@ -8,8 +8,8 @@
 //! - a crash between applying and committing loses the batch's effects and its position
 //!   together, and the next catch-up applies it again from the stored position.
 
+use foldhash::HashMap;
 use std::any::TypeId;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -111,7 +111,7 @@ impl Subscriber {
         background: bool,
     ) -> Result<Self, String> {
         let registry = Registry::global();
-        let mut by_name: HashMap<&'static str, (TypeRecord, Vec<RouteRecord>)> = HashMap::new();
+        let mut by_name: HashMap<&'static str, (TypeRecord, Vec<RouteRecord>)> = HashMap::default();
         for route in routes {
             let Some(event) = registry.type_record((route.message)()) else {
                 return Err(format!(

@@ -13,8 +13,8 @@
 //! missing. If a saga seems unknown at runtime, reference its crate (or register the component
 //! explicitly with `SourceFlow::builder().saga(..)`, which also registers its routes).
 
+use foldhash::HashMap;
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
@@ -322,10 +322,10 @@ impl Registry {
         static GLOBAL: OnceLock<Registry> = OnceLock::new();
         GLOBAL.get_or_init(|| {
             let mut registry = Registry {
-                types_by_name: HashMap::new(),
-                types_by_id: HashMap::new(),
-                components: HashMap::new(),
-                routes: HashMap::new(),
+                types_by_name: HashMap::default(),
+                types_by_id: HashMap::default(),
+                components: HashMap::default(),
+                routes: HashMap::default(),
             };
             for record in inventory::iter::<TypeRecord> {
                 registry

@@ -1,8 +1,8 @@
 //! The write side: what a `#[handles]` method gets to publish events and send follow-ups.
 
+use foldhash::HashMap;
 use std::any::TypeId;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};

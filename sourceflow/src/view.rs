@@ -1,7 +1,7 @@
 //! The read side: what a `#[projects_on]` method gets to read and write view models.
 
+use foldhash::HashMap;
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -52,7 +52,7 @@ impl ViewContext {
         Self {
             store,
             meta: None,
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             cache,
         }
     }

@@ -1,6 +1,8 @@
 //! The in-memory store: the whole contract, behind one lock, for tests and prototypes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -117,34 +119,76 @@ impl Inner {
     }
 
     fn commit(&mut self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        let inner = self;
-        let stream = unit.command.envelope.stream.clone();
-        let message_id = unit.command.envelope.message_id;
-        if let Some(receipt) = inner.receipt(&stream, message_id) {
-            return Ok(receipt);
-        }
-        if inner.last_sequence(&stream) != unit.expected {
-            return Err(StoreError::Conflict {
+        let Inner {
+            streams,
+            events: log,
+            entities,
+            ..
+        } = self;
+        let UnitOfWork {
+            expected,
+            mut command,
+            entity,
+            events,
+            outbox,
+        } = unit;
+        let stream = command.envelope.stream.clone();
+        let message_id = command.envelope.message_id;
+        // One lookup of the stream for the duplicate check, the head check and the appends.
+        let data = streams.entry(stream.clone()).or_default();
+        if let Some(&sequence) = data.message_ids.get(&message_id) {
+            let events = data
+                .events
+                .iter()
+                .map(|&i| &log[i])
+                .filter(|e| e.command_sequence == sequence)
+                .cloned()
+                .collect();
+            return Ok(CommandReceipt {
+                message_id,
                 stream,
-                expected: unit.expected,
+                sequence,
+                events,
+                duplicate: true,
+                retries: 0,
             });
         }
-        let sequence = unit.expected.next();
-        let mut command = unit.command;
+        if data.commands.len() as u64 != expected.0 {
+            if data.commands.is_empty() && data.events.is_empty() {
+                // Created just now by the lookup: leave no trace of a refused write.
+                streams.remove(&stream);
+            }
+            return Err(StoreError::Conflict { stream, expected });
+        }
+        let sequence = expected.next();
         command.sequence = sequence;
-        let data = inner.streams.entry(stream.clone()).or_default();
         data.message_ids.insert(message_id, sequence);
         data.commands.push(command);
-        if let Some(state) = unit.entity {
-            inner.entities.insert(stream.clone(), (sequence, state));
+        let mut recorded = Vec::with_capacity(events.len());
+        for event in events {
+            let index = log.len();
+            let mut envelope = event.envelope;
+            envelope.stream = stream.clone();
+            let record = RecordedEvent {
+                envelope,
+                sequence: Sequence(data.events.len() as u64 + 1),
+                command_sequence: sequence,
+                position: Position(index as u64 + 1),
+                payload: event.payload,
+            };
+            recorded.push(record.clone());
+            log.push(record);
+            data.events.push(index);
         }
-        let events = inner.push_events(&stream, sequence, unit.events);
-        inner.push_outbox(unit.outbox);
+        if let Some(state) = entity {
+            entities.insert(stream.clone(), (sequence, state));
+        }
+        self.push_outbox(outbox);
         Ok(CommandReceipt {
             message_id,
             stream,
             sequence,
-            events,
+            events: recorded,
             duplicate: false,
             retries: 0,
         })
