@@ -1,5 +1,6 @@
-//! Events across processes: [`NatsEventPublisher`] publishes the log, [`NatsEventSubscriber`]
-//! applies it elsewhere.
+//! Events across processes: [`NatsEventPublisher`] publishes the log; elsewhere,
+//! [`NatsViewFeeder`] feeds it to a flow's `#[view]`s and `#[aggregate]`s, and
+//! [`NatsEventSubscriber`] to a hand-written [`EventHandler`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -267,31 +268,7 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
     /// the stream or consumer cannot be created, [`NatsError::Consume`] if pulling fails for
     /// good.
     pub async fn run(&self) -> Result<(), NatsError> {
-        crate::check_name(&self.durable)?;
-        let jetstream = jetstream::new(self.client.clone());
-        let stream = self.topology.ensure_event_stream(&jetstream).await?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &self.durable,
-                consumer::pull::Config {
-                    durable_name: Some(self.durable.clone()),
-                    filter_subject: self.topology.event_filter(),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    // Several instances of one subscriber still apply in stream order.
-                    max_ack_pending: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| NatsError::Setup(e.into()))?;
-        let consume_error = |source: async_nats::Error| NatsError::Consume {
-            consumer: self.durable.clone(),
-            source,
-        };
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| consume_error(e.into()))?;
+        let mut messages = event_messages(&self.client, &self.topology, &self.durable).await?;
         let key = self.position_key();
         let mut last = self.store.get_position(&key).await?;
         while let Some(message) = messages.next().await {
@@ -311,7 +288,10 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
                 warn!(consumer = %self.durable, error = %e, "ack failed");
             }
         }
-        Err(consume_error("the message stream ended".into()))
+        Err(NatsError::Consume {
+            consumer: self.durable.clone(),
+            source: "the message stream ended".into(),
+        })
     }
 
     async fn apply(&self, key: &str, last: &mut Position, event: RecordedEvent) -> AckKind {
@@ -361,9 +341,154 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
     }
 
     fn poison(&self, what: &str, reason: &str) -> AckKind {
-        self.poison.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("sourceflow.nats.poison").increment(1);
-        error!(consumer = %self.durable, what, reason, "poison event terminated");
-        AckKind::Term
+        poison(&self.poison, &self.durable, what, reason)
+    }
+}
+
+/// Terminates a poison event: counted, logged, never redelivered.
+fn poison(counter: &AtomicU64, durable: &str, what: &str, reason: &str) -> AckKind {
+    counter.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("sourceflow.nats.poison").increment(1);
+    error!(consumer = %durable, what, reason, "poison event terminated");
+    AckKind::Term
+}
+
+/// The durable pull consumer `durable` on the event stream, delivering one message at a time
+/// (several instances of one subscriber still apply in stream order).
+async fn event_messages(
+    client: &Client,
+    topology: &Topology,
+    durable: &str,
+) -> Result<consumer::pull::Stream, NatsError> {
+    crate::check_name(durable)?;
+    let jetstream = jetstream::new(client.clone());
+    let stream = topology.ensure_event_stream(&jetstream).await?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.to_owned()),
+                filter_subject: topology.event_filter(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                max_ack_pending: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| NatsError::Setup(e.into()))?;
+    consumer.messages().await.map_err(|e| NatsError::Consume {
+        consumer: durable.to_owned(),
+        source: e.into(),
+    })
+}
+
+/// Feeds remote events to the `#[view]`s and `#[aggregate]`s of a flow in this process, from
+/// a durable JetStream consumer: the read side of another process's write side.
+///
+/// Each event goes through [`SourceFlow::apply_remote`]: every view and aggregate commits its
+/// writes with its own position (the event's global position in the origin log),
+/// compare-and-set, so a redelivered event, or two feeders on one store, apply it once;
+/// reactions' follow-up commands leave through the flow's outbox and dispatchers (for example
+/// a [`NatsCommandDispatcher`](crate::NatsCommandDispatcher) back to the workers). An event
+/// that is malformed on the wire, or whose payload does not decode as the registered type, is
+/// terminated and counted (`sourceflow.nats.poison`); any other failure is retried.
+///
+/// ```no_run
+/// # async fn demo(client: async_nats::Client, read_side: sourceflow::SourceFlow) {
+/// use sourceflow_nats::{NatsViewFeeder, Topology};
+/// // `read_side` is built with the views (and a store of its own for their models).
+/// let feeder = NatsViewFeeder::new(client, read_side, Topology::new("bank"), "bank-views");
+/// tokio::spawn(async move { feeder.run().await });
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct NatsViewFeeder {
+    client: Client,
+    flow: SourceFlow,
+    topology: Topology,
+    durable: String,
+    delivered: Arc<AtomicU64>,
+    poison: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for NatsViewFeeder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsViewFeeder")
+            .field("topology", &self.topology)
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsViewFeeder {
+    /// A feeder named `durable` (the JetStream consumer), applying events to `flow`.
+    pub fn new(
+        client: Client,
+        flow: SourceFlow,
+        topology: Topology,
+        durable: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            flow,
+            topology,
+            durable: durable.into(),
+            delivered: Arc::new(AtomicU64::new(0)),
+            poison: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Events taken off the stream and acknowledged (applied, or already applied before).
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Poison events terminated by this feeder.
+    pub fn poisoned(&self) -> u64 {
+        self.poison.load(Ordering::Relaxed)
+    }
+
+    /// Applies events until the task is dropped or the consumer fails.
+    ///
+    /// # Errors
+    /// As [`NatsEventSubscriber::run`].
+    pub async fn run(&self) -> Result<(), NatsError> {
+        let mut messages = event_messages(&self.client, &self.topology, &self.durable).await?;
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    warn!(consumer = %self.durable, error = %e, "pull failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let ack = match wire::read_event(message.headers.as_ref(), &message.payload) {
+                Err(reason) => poison(&self.poison, &self.durable, &message.subject, &reason),
+                Ok(event) => match self.flow.apply_remote(std::slice::from_ref(&event)).await {
+                    Ok(_) => {
+                        self.delivered.fetch_add(1, Ordering::Relaxed);
+                        AckKind::Ack
+                    }
+                    Err(e @ (Error::UnknownMessage { .. } | Error::Decode { .. })) => poison(
+                        &self.poison,
+                        &self.durable,
+                        &event.envelope.name,
+                        &e.to_string(),
+                    ),
+                    Err(e) => {
+                        warn!(consumer = %self.durable, position = event.position.0, error = %e, "apply failed; retrying");
+                        AckKind::Nak(Some(Duration::from_millis(500)))
+                    }
+                },
+            };
+            if let Err(e) = message.ack_with(ack).await {
+                warn!(consumer = %self.durable, error = %e, "ack failed");
+            }
+        }
+        Err(NatsError::Consume {
+            consumer: self.durable.clone(),
+            source: "the message stream ended".into(),
+        })
     }
 }

@@ -112,7 +112,7 @@ use sourceflow::StreamId;
 
 pub use command::{Delivery, DispatcherBuilder, NatsCommandDispatcher, NatsCommandWorker};
 pub use error::NatsError;
-pub use event::{EventHandler, NatsEventPublisher, NatsEventSubscriber};
+pub use event::{EventHandler, NatsEventPublisher, NatsEventSubscriber, NatsViewFeeder};
 
 /// Where a deployment's commands and events live in JetStream. Every sender, worker,
 /// publisher and subscriber of one deployment uses the same topology.

@@ -14,7 +14,7 @@ use sourceflow::store::{ModelWrite, Store};
 use sourceflow::RecordedEvent;
 use sourceflow_nats::{
     Delivery, EventHandler, NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher,
-    NatsEventSubscriber, Topology,
+    NatsEventSubscriber, NatsViewFeeder, Topology,
 };
 
 // ---- The domain: a ledger that notices commands arriving out of order.
@@ -621,5 +621,128 @@ async fn a_resent_message_id_is_answered_with_the_original_receipt() {
     assert_eq!(ledger.count, 1, "ran once");
     assert_eq!(worker.handled(), 2);
     task.abort();
+    fixture.finish().await;
+}
+
+/// The steps a remote read side has seen for one ledger, in the order it applied them.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, ViewModel)]
+#[view_model(name = "nt.SeenSteps")]
+pub struct SeenSteps {
+    /// Step numbers, in application order.
+    pub steps: Vec<u64>,
+}
+
+/// A plain `#[view]` in the read-side process. Not `Default`: only the read side registers it.
+pub struct SeenStepsView {
+    _read_side_only: (),
+}
+
+#[view(model = SeenSteps)]
+impl SeenStepsView {
+    #[projects_on]
+    async fn stepped(&self, seen: &mut SeenSteps, e: &Stepped) {
+        seen.steps.push(e.n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn published_events_feed_remote_views_exactly_once() {
+    let Some(env) = env("published_events_feed_remote_views_exactly_once") else {
+        return;
+    };
+    let fixture = Fixture::new(env, 2).await;
+    let origin = fixture.worker_flow().await;
+    let publisher = NatsEventPublisher::new(
+        fixture.client().await,
+        origin.clone(),
+        fixture.topology.clone(),
+    );
+    let running = publisher.clone();
+    let publishing = tokio::spawn(async move { running.run().await });
+
+    // The read side: a store of its own, the view, and two feeders sharing one durable
+    // consumer (two processes of one read side).
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let read_store: Arc<dyn Store> = Arc::new(
+        sourceflow_sqlx::SqliteStore::open(dir.path().join("read.db"))
+            .await
+            .expect("open the read-side store"),
+    );
+    let read_side = || async {
+        SourceFlow::builder()
+            .shared_store(read_store.clone())
+            .without_discovery()
+            .view(SeenStepsView {
+                _read_side_only: (),
+            })
+            .build()
+            .await
+            .expect("read side")
+    };
+    let mut feeders = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let feeder = NatsViewFeeder::new(
+            fixture.client().await,
+            read_side().await,
+            fixture.topology.clone(),
+            "seen-steps",
+        );
+        let running = feeder.clone();
+        tasks.push(tokio::spawn(async move { running.run().await }));
+        feeders.push(feeder);
+    }
+
+    for s in 0..5 {
+        for n in 1..=10 {
+            origin
+                .send(format!("ledger-{s}"), Step { n })
+                .await
+                .expect("send");
+        }
+    }
+    // A poison event on the wire: terminated and counted, the rest keeps flowing.
+    let client = fixture.client().await;
+    client
+        .publish(fixture.topology.event_subject("nt.Ledger"), "{}".into())
+        .await
+        .expect("publish poison");
+    client.flush().await.expect("flush");
+    for n in 11..=12 {
+        origin.send("ledger-0", Step { n }).await.expect("send");
+    }
+
+    let reader = read_side().await;
+    let done = || async {
+        let seen: Option<SeenSteps> = reader.view_model("ledger-0").await.expect("read");
+        seen.is_some_and(|s| s.steps.len() >= 12)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "the read side never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        feeders.iter().map(NatsViewFeeder::poisoned).sum::<u64>(),
+        1,
+        "the poison event was terminated once"
+    );
+    for s in 0..5 {
+        let seen: SeenSteps = reader
+            .view_model(format!("ledger-{s}"))
+            .await
+            .expect("read")
+            .expect("present");
+        let last = if s == 0 { 12 } else { 10 };
+        assert_eq!(
+            seen.steps,
+            (1..=last).collect::<Vec<_>>(),
+            "ledger-{s}: every event once, in order"
+        );
+    }
+    for task in tasks {
+        task.abort();
+    }
+    publishing.abort();
     fixture.finish().await;
 }

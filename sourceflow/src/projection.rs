@@ -92,6 +92,14 @@ impl Cursor {
     }
 }
 
+/// What became of a batch.
+enum Batch {
+    /// Applied (committed, or passed over lazily): this many events.
+    Applied(u64),
+    /// Another process had moved the position; the cursor now holds the stored one.
+    Moved,
+}
+
 /// Progress of a long projection ([`SourceFlow::rebuild_with`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -180,64 +188,16 @@ impl Subscriber {
             let Some(last) = batch.last().map(|(e, _)| e.position) else {
                 break;
             };
-            let mut cx = ViewContext::new(flow.store.clone(), std::mem::take(&mut guard.models));
-            let mut outbox = Vec::new();
-            for (event, decoded) in &batch {
-                self.apply(flow, event, *decoded, &mut cx, &mut outbox)
-                    .await
-                    .inspect_err(|_| guard.forget())?;
-            }
-            let models = cx.take_writes().inspect_err(|_| guard.forget())?;
-            let passed = batch.len() as u64;
-            if models.is_empty() && outbox.is_empty() && last.0 - cursor.stored.0 < LAZY_SPAN {
-                // Nothing this subscriber cares about: no effect to make exactly-once, so the
-                // stored position may lag; re-reading these events after a crash changes
-                // nothing. Saves a write per command for subscribers of other events.
-                guard.models = cx.into_cache(true);
-                cursor.applied = last;
+            if let Batch::Applied(passed) = self
+                .apply_batch(flow, &mut guard, &mut cursor, &batch)
+                .await?
+            {
                 applied += passed;
                 progress(Progress {
                     position: last,
                     head: target,
                     applied,
                 });
-                continue;
-            }
-            let commit = ProjectionCommit {
-                handler: self.name.to_owned(),
-                expected: cursor.stored,
-                position: last,
-                models,
-                outbox,
-            };
-            let has_outbox = !commit.outbox.is_empty();
-            match flow.store.commit_projection(commit).await {
-                Ok(()) => {
-                    guard.models = cx.into_cache(true);
-                    if has_outbox {
-                        flow.outbox_dirty.store(true, Ordering::Release);
-                    }
-                    applied += passed;
-                    flow.counters
-                        .events_projected
-                        .fetch_add(passed, Ordering::Relaxed);
-                    cursor = Cursor::at(last);
-                    progress(Progress {
-                        position: last,
-                        head: target,
-                        applied,
-                    });
-                }
-                Err(StoreError::PositionConflict { .. }) => {
-                    // Another process applied these events first: continue from where it got,
-                    // with the models as it left them.
-                    drop(cx);
-                    cursor = Cursor::at(flow.store.get_position(self.name).await?);
-                }
-                Err(e) => {
-                    guard.forget();
-                    return Err(e.into());
-                }
             }
         }
         if persist && cursor.applied > cursor.stored {
@@ -266,6 +226,113 @@ impl Subscriber {
             head: target,
             applied,
         });
+        Ok(applied)
+    }
+
+    /// Applies one batch (non-empty, in position order, directly after `cursor.applied`) and
+    /// commits its effects with the new position, compare-and-set on `cursor.stored`.
+    async fn apply_batch(
+        &self,
+        flow: &FlowInner,
+        state: &mut SubscriberState,
+        cursor: &mut Cursor,
+        batch: &[(&RecordedEvent, Option<&ErasedMessage>)],
+    ) -> Result<Batch, Error> {
+        let Some(last) = batch.last().map(|(e, _)| e.position) else {
+            return Ok(Batch::Applied(0));
+        };
+        let mut cx = ViewContext::new(flow.store.clone(), std::mem::take(&mut state.models));
+        let mut outbox = Vec::new();
+        for (event, decoded) in batch {
+            if let Err(e) = self
+                .apply(flow, event, *decoded, &mut cx, &mut outbox)
+                .await
+            {
+                state.forget();
+                return Err(e);
+            }
+        }
+        let models = cx.take_writes().inspect_err(|_| state.forget())?;
+        let passed = batch.len() as u64;
+        if models.is_empty() && outbox.is_empty() && last.0 - cursor.stored.0 < LAZY_SPAN {
+            // Nothing this subscriber cares about: no effect to make exactly-once, so the
+            // stored position may lag; re-reading these events after a crash changes
+            // nothing. Saves a write per command for subscribers of other events.
+            state.models = cx.into_cache(true);
+            cursor.applied = last;
+            return Ok(Batch::Applied(passed));
+        }
+        let commit = ProjectionCommit {
+            handler: self.name.to_owned(),
+            expected: cursor.stored,
+            position: last,
+            models,
+            outbox,
+        };
+        let has_outbox = !commit.outbox.is_empty();
+        match flow.store.commit_projection(commit).await {
+            Ok(()) => {
+                state.models = cx.into_cache(true);
+                if has_outbox {
+                    flow.outbox_dirty.store(true, Ordering::Release);
+                }
+                flow.counters
+                    .events_projected
+                    .fetch_add(passed, Ordering::Relaxed);
+                *cursor = Cursor::at(last);
+                Ok(Batch::Applied(passed))
+            }
+            Err(StoreError::PositionConflict { .. }) => {
+                // Another process applied these events first: continue from where it got,
+                // with the models as it left them (the cache went with `cx`).
+                drop(cx);
+                *cursor = Cursor::at(flow.store.get_position(self.name).await?);
+                Ok(Batch::Moved)
+            }
+            Err(e) => {
+                state.forget();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Applies events recorded in another store ([`SourceFlow::apply_remote`]): those past
+    /// this subscriber's position, in one batch.
+    async fn project_remote(
+        &self,
+        flow: &FlowInner,
+        events: &[RecordedEvent],
+    ) -> Result<u64, Error> {
+        let mut guard = self.state.lock().await;
+        let mut cursor = match guard.cursor {
+            Some(cursor) => cursor,
+            None => {
+                guard.forget();
+                Cursor::at(flow.store.get_position(self.name).await?)
+            }
+        };
+        let mut applied = 0;
+        loop {
+            let batch: Vec<(&RecordedEvent, Option<&ErasedMessage>)> = events
+                .iter()
+                .filter(|e| e.position > cursor.applied)
+                .map(|e| (e, None))
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            match self
+                .apply_batch(flow, &mut guard, &mut cursor, &batch)
+                .await?
+            {
+                Batch::Applied(passed) => {
+                    applied += passed;
+                    break;
+                }
+                Batch::Moved => {}
+            }
+        }
+        guard.cursor = Some(cursor);
         Ok(applied)
     }
 
@@ -457,6 +524,27 @@ impl SourceFlow {
         if any_background {
             self.inner.background.notify_one();
         }
+    }
+
+    /// Applies events recorded in another process's store (received over a transport such as
+    /// `sourceflow-nats`) to this flow's views and aggregates, exactly once: each one skips the
+    /// events at or below its stored position and commits its model writes (and its
+    /// reactions' follow-up commands) with its new position, compare-and-set. `events` must
+    /// be in global position order, as the other store recorded them; delivering a batch
+    /// twice, or two processes delivering it at once, applies it once. Returns the number of
+    /// (subscriber, event) applications.
+    ///
+    /// # Errors
+    /// The first failure of a view or aggregate ([`Error::Decode`] for a payload that does not
+    /// match its type, [`Error::Store`], or a handler's error); nothing of that subscriber's
+    /// batch is committed, so delivering the batch again retries it.
+    pub async fn apply_remote(&self, events: &[RecordedEvent]) -> Result<u64, Error> {
+        let mut applied = 0;
+        for subscriber in &self.inner.subscribers {
+            applied += subscriber.project_remote(&self.inner, events).await?;
+        }
+        self.drain_outbox().await;
+        Ok(applied)
     }
 
     /// Brings every view and aggregate up to the log's current head: finishes what a crash

@@ -490,6 +490,7 @@ macro_rules! runtime_suite {
             admin_listing,
             stale_cached_state_never_refuses,
             views_commit_with_their_command,
+            remote_events_apply_exactly_once,
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -911,4 +912,75 @@ pub async fn views_commit_with_their_command(store: Arc<dyn Store>) {
     b.catch_up().await.unwrap();
     let totals: TallyTotals = a.view_model(&TallyTotalsView::id()).await.unwrap().unwrap();
     assert_eq!(totals, TallyTotals { applied: 21, sum });
+}
+
+/// Events recorded by another process's store (as a transport delivers them) reach this
+/// process's views exactly once: overlapping and repeated deliveries, and two processes
+/// delivering at the same time, leave every model as one pass over the log would.
+pub async fn remote_events_apply_exactly_once(store: Arc<dyn Store>) {
+    // The origin: its own store, handling the commands.
+    let origin_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let origin = SourceFlow::builder()
+        .shared_store(origin_store.clone())
+        .without_discovery()
+        .saga(TallySaga)
+        .build()
+        .await
+        .unwrap();
+    let ids: Vec<EntityId> = (0..3).map(|i| EntityId::from(format!("r-{i}"))).collect();
+    for n in 1..=20 {
+        origin.send(&ids[n % 3], Add { n: n as i64 }).await.unwrap();
+    }
+    let log = origin_store.read_all(Position::START, 1_000).await.unwrap();
+    assert_eq!(log.len(), 20);
+
+    // Two remote processes with the same views on the store under test.
+    let remote = || async {
+        SourceFlow::builder()
+            .shared_store(store.clone())
+            .without_discovery()
+            .view(TallyView)
+            .view(TallyTotalsView {
+                _registered_by_value: (),
+            })
+            .build()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (remote().await, remote().await);
+    // Overlapping windows, each delivered twice, by both processes at once.
+    let mut tasks = Vec::new();
+    for flow in [a.clone(), b.clone()] {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for start in (0usize..20).step_by(5) {
+                let window = &log[start.saturating_sub(3)..(start + 5).min(20)];
+                flow.apply_remote(window).await.unwrap();
+                flow.apply_remote(window).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Delivering the whole log again changes nothing.
+    assert_eq!(a.apply_remote(&log).await.unwrap(), 0);
+
+    let totals: TallyTotals = a.view_model(&TallyTotalsView::id()).await.unwrap().unwrap();
+    assert_eq!(
+        totals,
+        TallyTotals {
+            applied: 20,
+            sum: (1..=20).sum()
+        }
+    );
+    for id in &ids {
+        let model: TallyModel = b.view_model(id).await.unwrap().unwrap();
+        let tally: Tally = origin.replay(id).await.unwrap();
+        assert_eq!(
+            (model.applied, model.total),
+            (tally.count, tally.total),
+            "{id}"
+        );
+    }
 }
