@@ -7,11 +7,12 @@
 //! export SOURCEFLOW_PG_URL=postgres://postgres@127.0.0.1:5432/bank
 //! cargo run -p bank-nats -- worker &     # as many as you like
 //! cargo run -p bank-nats -- api
+//! cargo run -p bank-nats -- load 20 50    # 20 accounts x 50 deposits, then verified
 //! ```
 
 use std::time::Duration;
 
-use bank::{AccountBalance, Deposit, OpenAccount, Withdraw};
+use bank::{Account, AccountBalance, Deposit, OpenAccount, Withdraw};
 use sourceflow::prelude::*;
 use sourceflow_nats::{NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher, Topology};
 use sourceflow_sqlx::PostgresStore;
@@ -128,13 +129,115 @@ async fn api() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends `deposits` deposits of 1 to each of `accounts` new accounts, one task per account,
+/// then checks the shared store: every deposit applied exactly once, in every account, in the
+/// entity and in the view. A command whose reply does not come (its worker died) is resent
+/// with the same message id until it is answered, from the store if it had committed.
+async fn load(accounts: usize, deposits: usize) -> anyhow::Result<()> {
+    let dispatcher = NatsCommandDispatcher::builder(nats().await?, topology())
+        .route::<OpenAccount>()
+        .route::<Deposit>()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .await?;
+    let flow = SourceFlow::builder()
+        .store(MemoryStore::new())
+        .dispatcher(dispatcher)
+        .build()
+        .await?;
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let ids: Vec<EntityId> = (0..accounts)
+        .map(|i| EntityId::from(format!("load-{run}-{i}")))
+        .collect();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let (flow, sent) = (flow.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let open = OpenAccount {
+                owner: "Load".into(),
+                overdraft_limit: 0,
+            };
+            send_until_answered(&flow, &id, open).await?;
+            for _ in 0..deposits {
+                send_until_answered(&flow, &id, Deposit { amount: 1 }).await?;
+                let done = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if done % 100 == 0 {
+                    println!("api: load progress {done}");
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    println!("api: load sent {} deposits", accounts * deposits);
+
+    // Verify against the shared store, once the workers' views have caught up.
+    let reader = SourceFlow::builder()
+        .store(postgres().await?)
+        .build()
+        .await?;
+    for id in &ids {
+        let account: Account = reader.replay(id).await?;
+        let view: AccountBalance = reader.view_model(id).await?.unwrap_or_default();
+        let expected = i64::try_from(deposits)?;
+        anyhow::ensure!(
+            account.balance == expected && view.balance == expected,
+            "{id}: balance {} (view {}), expected {expected}",
+            account.balance,
+            view.balance
+        );
+        anyhow::ensure!(
+            usize::try_from(view.movements)? == deposits,
+            "{id}: {} movements in the view, expected {deposits}",
+            view.movements
+        );
+    }
+    println!("api: load verified: {accounts} accounts x {deposits} deposits, each applied once");
+    Ok(())
+}
+
+/// Sends `command`, resending it with the same message id after a transport fault (a timeout
+/// when the worker handling it died) until a worker answers.
+async fn send_until_answered<C: Command + Clone>(
+    flow: &SourceFlow,
+    id: &EntityId,
+    command: C,
+) -> anyhow::Result<sourceflow::CommandReceipt> {
+    let message_id = uuid::Uuid::now_v7();
+    for _ in 0..20 {
+        let options = SendOptions::new().message_id(message_id);
+        match flow.send_with(id, command.clone(), options).await {
+            Err(Error::Store(e)) if e.is_transient() => {
+                eprintln!("api: {id}: {e}; resending");
+            }
+            other => return Ok(other?),
+        }
+    }
+    anyhow::bail!("{id}: no worker answered after 20 attempts")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match std::env::args().nth(1).as_deref() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
         Some("worker") => worker().await,
         Some("api") => api().await,
+        Some("load") => {
+            let number = |i: usize, default: usize| -> anyhow::Result<usize> {
+                args.get(i).map_or(Ok(default), |a| {
+                    a.parse()
+                        .map_err(|_| anyhow::anyhow!("not a number: {a:?}"))
+                })
+            };
+            load(number(2, 20)?, number(3, 50)?).await
+        }
         _ => {
-            eprintln!("usage: bank-nats worker | bank-nats api");
+            eprintln!(
+                "usage: bank-nats worker | bank-nats api | bank-nats load [accounts] [deposits]"
+            );
             std::process::exit(2);
         }
     }

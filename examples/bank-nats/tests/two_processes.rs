@@ -1,7 +1,8 @@
 //! The example as real processes: two workers and the API, one worker SIGKILLed between two
-//! API sessions. Runs when `SOURCEFLOW_NATS_URL` and `SOURCEFLOW_PG_URL` are set; uses a
+//! API sessions, and one SIGKILLed while a load of commands is in flight. Runs when `SOURCEFLOW_NATS_URL` and `SOURCEFLOW_PG_URL` are set; uses a
 //! stream prefix and a Postgres schema of its own and removes both.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -85,6 +86,68 @@ fn an_api_process_and_worker_processes_survive_a_killed_worker() {
     );
     drop(workers);
 
+    cleanup(&nats, &pg, &prefix, &schema);
+}
+
+#[test]
+fn a_worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() {
+    let (Ok(nats), Ok(pg)) = (
+        std::env::var("SOURCEFLOW_NATS_URL"),
+        std::env::var("SOURCEFLOW_PG_URL"),
+    ) else {
+        eprintln!("skipping: set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL");
+        return;
+    };
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("bankload{}", &tag[..10]);
+    let schema = format!("sf_bankload_{tag}");
+    let spawn = || {
+        command(&prefix, &schema, "worker")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a worker")
+    };
+    let mut workers = Workers(vec![spawn()]);
+    std::thread::sleep(Duration::from_secs(2));
+    workers.0.push(spawn());
+    std::thread::sleep(Duration::from_secs(1));
+
+    // 16 accounts x 40 deposits, sent concurrently; the first worker dies once 150 are done,
+    // with commands of its partitions in flight.
+    let mut load = command(&prefix, &schema, "load")
+        .args(["16", "40"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the load");
+    let stdout = load.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut transcript = String::new();
+    let mut killed = false;
+    for line in lines.by_ref() {
+        let line = line.expect("read the load's output");
+        transcript.push_str(&line);
+        transcript.push('\n');
+        let progress = line
+            .strip_prefix("api: load progress ")
+            .and_then(|n| n.parse::<u32>().ok());
+        if !killed && progress.is_some_and(|n| n >= 100) {
+            workers.0[0].kill().expect("kill a worker");
+            let _ = workers.0[0].wait();
+            killed = true;
+        }
+    }
+    let status = load.wait().expect("the load finishes");
+    let stderr =
+        std::io::read_to_string(load.stderr.take().expect("piped stderr")).unwrap_or_default();
+    assert!(killed, "the load ended before the kill:\n{transcript}");
+    assert!(status.success(), "the load failed:\n{transcript}\n{stderr}");
+    assert!(
+        transcript.contains("api: load verified: 16 accounts x 40 deposits, each applied once"),
+        "{transcript}\n{stderr}"
+    );
+    drop(workers);
     cleanup(&nats, &pg, &prefix, &schema);
 }
 
