@@ -325,6 +325,20 @@ async fn two_workers_handle_every_command_once_in_stream_order() {
         percentile(&alone, 0.50).as_secs_f64() * 1e3,
         percentile(&alone, 0.99).as_secs_f64() * 1e3,
     );
+    // The same caller in the worker's process, without NATS: what the transport adds.
+    let local = fixture.worker_flow().await;
+    let mut direct = Vec::new();
+    for n in 1..=200 {
+        let sent = Instant::now();
+        local.send("ledger-direct", Step { n }).await.expect("send");
+        direct.push(sent.elapsed());
+    }
+    direct.sort();
+    eprintln!(
+        "in-process send on the worker's flow, one caller: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&direct, 0.50).as_secs_f64() * 1e3,
+        percentile(&direct, 0.99).as_secs_f64() * 1e3,
+    );
     first_task.abort();
     second_task.abort();
     fixture.finish().await;
