@@ -73,9 +73,9 @@
 //! # SQLite
 //! One file in WAL mode, durable by default (`synchronous=FULL`; [`Synchronous::Normal`] is
 //! an opt-in trade of the last commits before a power loss for throughput). A single writer
-//! task does **group commit**: concurrent units of work share one transaction and one fsync,
-//! each in its own savepoint so one unit's conflict does not affect the others
-//! ([`SqliteStore::stats`] shows it working). Readers use a separate pool. Other processes may
+//! thread does **group commit**: concurrent units of work share one transaction and one fsync,
+//! and one unit's conflict or failure does not affect the others ([`SqliteStore::stats`] shows
+//! it working). Readers use a separate pool. Other processes may
 //! open the same file: `busy_timeout` waits for their locks and remaining busy errors are
 //! retried with [`Backoff`]. The file is readable with the `sqlite3` tool: UUIDs are text,
 //! timestamps RFC 3339 UTC text, payloads JSON text.

@@ -147,6 +147,52 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// True for SQLite errors of the SQLite writer's own connection that may pass if the
+/// transaction is run again: `SQLITE_BUSY` (and `BUSY_SNAPSHOT`, `BUSY_RECOVERY`, `BUSY_TIMEOUT`)
+/// and `SQLITE_LOCKED` (and `LOCKED_SHAREDCACHE`, `LOCKED_VTAB`), as [`is_transient`] judges
+/// the same codes coming through sqlx.
+#[cfg(feature = "sqlite")]
+pub(crate) fn is_transient_sqlite(err: &rusqlite::Error) -> bool {
+    sqlite_code(err).is_some_and(|code| {
+        matches!(
+            code & 0xff,
+            rusqlite::ffi::SQLITE_BUSY | rusqlite::ffi::SQLITE_LOCKED
+        )
+    })
+}
+
+/// Maps an error of the SQLite writer's connection to the store's error, keeping it as the
+/// source.
+#[cfg(feature = "sqlite")]
+pub(crate) fn classify_sqlite(err: rusqlite::Error) -> StoreError {
+    if is_transient_sqlite(&err) {
+        StoreError::Transient(Box::new(err))
+    } else {
+        StoreError::Backend(Box::new(err))
+    }
+}
+
+/// True for a unique or primary-key constraint violation on the SQLite writer's connection
+/// (the codes sqlx reports as a unique violation).
+#[cfg(feature = "sqlite")]
+pub(crate) fn is_unique_violation_sqlite(err: &rusqlite::Error) -> bool {
+    sqlite_code(err).is_some_and(|code| {
+        matches!(
+            code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        )
+    })
+}
+
+/// The extended result code of an error SQLite itself returned.
+#[cfg(feature = "sqlite")]
+fn sqlite_code(err: &rusqlite::Error) -> Option<i32> {
+    match err {
+        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.extended_code),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +214,32 @@ mod tests {
         assert!(is_transient(&err, Dialect::Postgres));
         assert!(classify(err, Dialect::Sqlite).is_transient());
         assert!(!classify(sqlx::Error::RowNotFound, Dialect::Sqlite).is_transient());
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_writer_errors_are_classified() {
+        use rusqlite::ffi;
+        let failure = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_BUSY_SNAPSHOT,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_LOCKED_SHAREDCACHE,
+        ] {
+            assert!(classify_sqlite(failure(code)).is_transient(), "{code}");
+        }
+        for code in [
+            ffi::SQLITE_CONSTRAINT_UNIQUE,
+            ffi::SQLITE_CONSTRAINT_PRIMARYKEY,
+        ] {
+            assert!(is_unique_violation_sqlite(&failure(code)), "{code}");
+            assert!(!classify_sqlite(failure(code)).is_transient(), "{code}");
+        }
+        assert!(!is_unique_violation_sqlite(&failure(
+            ffi::SQLITE_CONSTRAINT_NOTNULL
+        )));
+        assert!(!classify_sqlite(failure(ffi::SQLITE_IOERR)).is_transient());
+        assert!(!classify_sqlite(rusqlite::Error::QueryReturnedNoRows).is_transient());
     }
 }

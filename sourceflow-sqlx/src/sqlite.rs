@@ -1,17 +1,17 @@
 //! The embedded SQLite store: one file, WAL, one writer with group commit, a pool of readers.
 //!
-//! Every write goes through a single writer task that owns the only writing connection. The
-//! writer drains every queued unit of work, runs them in one `BEGIN IMMEDIATE` transaction
-//! with a `SAVEPOINT` per unit (so one unit's conflict undoes only that unit) and one `COMMIT`
-//! (one fsync), then answers each caller with its own result. Readers use a separate pool and
-//! never block the writer (WAL). Another process writing the same file is waited for with
-//! `busy_timeout`, and a batch that still meets `SQLITE_BUSY` is retried with backoff.
+//! Every write goes through a single writer thread that owns the only writing connection (a
+//! synchronous SQLite connection with its statements prepared once and cached). The writer
+//! drains every queued unit of work, runs them in one `BEGIN IMMEDIATE` transaction and one
+//! `COMMIT` (one fsync), then answers each caller with its own result; a unit that fails
+//! part-way is isolated in a `SAVEPOINT` so that it alone is undone. Readers use a separate
+//! sqlx pool and never block the writer (WAL). Another process writing the same file is waited
+//! for with `busy_timeout`, and a batch that still meets `SQLITE_BUSY` is retried with backoff.
 
 mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +25,13 @@ use sourceflow::store::{
 };
 use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Executor, Row, Sqlite};
+use sqlx::{ConnectOptions, Connection, Executor, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::retry::{classify, Backoff, Dialect};
+use crate::retry::{classify, classify_sqlite, Backoff, Dialect};
 use crate::sql::{
     command_columns, corrupt, db_int, db_limit, entity_row, event_columns, from_db, log_events,
     model_row, outbox_row, receipt, stream_commands, stream_events, Columns,
@@ -132,42 +131,45 @@ impl SqliteStoreBuilder {
         self
     }
 
-    fn connect_options(&self) -> Result<SqliteConnectOptions, StoreError> {
-        let options = match &self.location {
-            Location::File(path) => SqliteConnectOptions::new().filename(path),
-            // A named, shared-cache in-memory database, unique to this call: the writer and
-            // the readers are separate connections and must all see the same database.
-            Location::Memory => SqliteConnectOptions::from_str("sqlite::memory:")
-                .map_err(|e| classify(e, Dialect::Sqlite))?,
-        };
-        Ok(options.busy_timeout(self.busy_timeout))
-    }
-
     /// Opens (creating if needed) the database, applies pending migrations and starts the
-    /// writer task. Must be called inside a Tokio runtime.
+    /// writer thread. Must be called inside a Tokio runtime.
     ///
     /// # Errors
     /// [`StoreError::Backend`] if the file cannot be opened or migrated.
     pub async fn open(self) -> Result<SqliteStore, StoreError> {
-        let base = self.connect_options()?;
-        let memory = matches!(self.location, Location::Memory);
-        let synchronous = match self.synchronous {
-            Synchronous::Full => SqliteSynchronous::Full,
-            Synchronous::Normal => SqliteSynchronous::Normal,
+        let database = match &self.location {
+            Location::File(path) => Database::File(path.clone()),
+            // A named, shared-cache in-memory database unique to this store: the writer and
+            // the readers are separate connections and must all see the same database.
+            Location::Memory => Database::Memory(format!("sourceflow-mem-{}", Uuid::new_v4())),
         };
-        let writer_options = base
-            .clone()
-            .create_if_missing(true)
-            .journal_mode(if memory {
-                SqliteJournalMode::Memory
-            } else {
-                SqliteJournalMode::Wal
-            })
-            .synchronous(synchronous);
-        let mut connection = self
+        // The writer's connection first: it keeps an in-memory database alive for as long as
+        // the store lives.
+        let (synchronous, busy_timeout) = (self.synchronous, self.busy_timeout);
+        let connection = self
             .backoff
             .run("sqlite.open", || {
-                let options = writer_options.clone();
+                let database = database.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        open_writer(&database, synchronous, busy_timeout)
+                    })
+                    .await
+                    .map_err(|e| StoreError::Backend(Box::new(e)))?
+                    .map_err(classify_sqlite)
+                }
+            })
+            .await?;
+
+        let base = database.connect_options().busy_timeout(self.busy_timeout);
+        let migrator_options = base.clone().synchronous(match self.synchronous {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+        });
+        let mut migrator = self
+            .backoff
+            .run("sqlite.open", || {
+                let options = migrator_options.clone();
                 async move {
                     options
                         .connect()
@@ -176,9 +178,15 @@ impl SqliteStoreBuilder {
                 }
             })
             .await?;
-        migrate(&mut connection, &self.backoff).await?;
+        migrate(&mut migrator, &self.backoff).await?;
+        if let Err(e) = migrator.close().await {
+            tracing::debug!(error = %e, "sqlite migration connection close");
+        }
 
-        let reader_options = if memory { base } else { base.read_only(true) };
+        let reader_options = match database {
+            Database::File(_) => base.read_only(true),
+            Database::Memory(_) => base,
+        };
         let readers = SqlitePoolOptions::new()
             .max_connections(self.readers)
             .min_connections(0)
@@ -188,13 +196,12 @@ impl SqliteStoreBuilder {
 
         let stats = Arc::new(WriterStats::default());
         let (sender, receiver) = mpsc::channel(self.max_batch.saturating_mul(4).max(64));
-        tokio::spawn(writer::run(
-            connection,
-            receiver,
-            stats.clone(),
-            self.backoff.clone(),
-            self.max_batch,
-        ));
+        let (writer_stats, backoff, max_batch) =
+            (stats.clone(), self.backoff.clone(), self.max_batch);
+        std::thread::Builder::new()
+            .name("sourceflow-sqlite-writer".to_owned())
+            .spawn(move || writer::run(connection, receiver, writer_stats, backoff, max_batch))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let location = match &self.location {
             Location::File(path) => path.display().to_string(),
             Location::Memory => ":memory:".to_owned(),
@@ -209,6 +216,70 @@ impl SqliteStoreBuilder {
             }),
         })
     }
+}
+
+/// The database a store's connections open.
+#[derive(Clone, Debug)]
+enum Database {
+    /// A file, created if missing.
+    File(PathBuf),
+    /// A named in-memory database in SQLite's shared cache, alive while a connection to it is
+    /// open.
+    Memory(String),
+}
+
+impl Database {
+    /// The sqlx options of the migration and reader connections.
+    fn connect_options(&self) -> SqliteConnectOptions {
+        match self {
+            Database::File(path) => SqliteConnectOptions::new().filename(path),
+            Database::Memory(name) => SqliteConnectOptions::new()
+                .filename(format!("file:{name}"))
+                .in_memory(true)
+                .shared_cache(true),
+        }
+    }
+}
+
+/// Opens the writer's connection with the settings sqlx gives a connection: the database
+/// created if missing, `busy_timeout` set first, then `journal_mode` (WAL for a file, MEMORY in
+/// memory), `foreign_keys=ON` and `synchronous`.
+fn open_writer(
+    database: &Database,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+) -> Result<rusqlite::Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let (connection, journal_mode) = match database {
+        Database::File(path) => (
+            rusqlite::Connection::open_with_flags(
+                path,
+                flags | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE,
+            )?,
+            "WAL",
+        ),
+        Database::Memory(name) => (
+            rusqlite::Connection::open_with_flags(
+                format!("file:{name}?mode=memory&cache=shared"),
+                flags | OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE,
+            )?,
+            "MEMORY",
+        ),
+    };
+    connection.busy_timeout(busy_timeout)?;
+    connection.pragma_update(None, "journal_mode", journal_mode)?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    let synchronous = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    connection.pragma_update(None, "synchronous", synchronous)?;
+    connection.set_prepared_statement_cache_capacity(writer::STATEMENT_CACHE);
+    Ok(connection)
 }
 
 async fn migrate(
@@ -889,6 +960,90 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sourceflow::Envelope;
+
+    fn unit(stream: &StreamId, event_payload: &[u8]) -> UnitOfWork {
+        let envelope = |name: &'static str| Envelope {
+            message_id: Uuid::now_v7(),
+            name: name.into(),
+            version: 1,
+            stream: stream.clone(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            timestamp: Utc::now(),
+        };
+        UnitOfWork {
+            expected: Sequence::ZERO,
+            command: StoredCommand {
+                envelope: envelope("t.Do"),
+                sequence: Sequence::ZERO,
+                payload: br#"{"do":1}"#.to_vec(),
+            },
+            entity: Some(br#"{"done":1}"#.to_vec()),
+            events: vec![NewEvent {
+                envelope: envelope("t.Done"),
+                payload: event_payload.to_vec(),
+            }],
+            outbox: vec![],
+        }
+    }
+
+    /// A unit that fails after its first writes, inside a batch, is undone alone: the batch
+    /// is re-run with a savepoint per unit and the other units commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_unit_failing_part_way_is_undone_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("batch.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        // Another connection holds the write lock, so the units queue up behind the first.
+        let blocker = rusqlite::Connection::open(&path).expect("blocker");
+        blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let commit = |id: &str, payload: &'static [u8]| {
+            let store = store.clone();
+            let stream = StreamId::new("t", id);
+            tokio::spawn(async move { store.commit(unit(&stream, payload)).await })
+        };
+        let first = commit("first", br#"{"n":0}"#);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let batch = [
+            commit("good-1", br#"{"n":1}"#),
+            commit("bad", &[0xff, 0xfe]),
+            commit("good-2", br#"{"n":2}"#),
+        ];
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        blocker.execute_batch("COMMIT").expect("unlock");
+
+        first.await.expect("join").expect("first commits");
+        let [good_1, bad, good_2] = batch;
+        good_1.await.expect("join").expect("good-1 commits");
+        good_2.await.expect("join").expect("good-2 commits");
+        let refused = bad.await.expect("join").expect_err("bad is refused");
+        assert!(!refused.is_transient(), "{refused:?}");
+        for (id, commands) in [("first", 1), ("good-1", 1), ("bad", 0), ("good-2", 1)] {
+            let stream = StreamId::new("t", id);
+            assert_eq!(
+                store.last_sequence(&stream).await.expect("read"),
+                Sequence(commands)
+            );
+            assert_eq!(
+                store.get_entity(&stream).await.expect("read").is_some(),
+                commands == 1
+            );
+        }
+        assert_eq!(
+            store
+                .read_all(Position::START, 10)
+                .await
+                .expect("read")
+                .len(),
+            3
+        );
+        let stats = store.stats();
+        assert_eq!(
+            (stats.transactions, stats.units, stats.largest_batch),
+            (2, 4, 3)
+        );
+    }
 
     /// The plan of every hot query uses an index: no full `SCAN` of the logs.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

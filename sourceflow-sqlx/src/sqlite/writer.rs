@@ -1,32 +1,42 @@
 //! The single writer and its group commit.
 //!
-//! One task owns the only writing connection. It waits for a unit of work, takes every other
-//! one already queued (up to `max_batch`), and runs them all in one `BEGIN IMMEDIATE`
-//! transaction: each unit inside its own `SAVEPOINT`, released on success and rolled back on
-//! failure, so a conflict undoes that unit alone. One `COMMIT` (one fsync) then makes the whole
-//! batch durable, and only then is each caller answered. If the transaction as a whole fails
-//! (another process held the file past `busy_timeout`, an I/O error), nothing of the batch is
-//! committed: the batch is retried with backoff when the fault is transient, and every caller
-//! gets the error otherwise.
+//! One OS thread owns the only writing connection, a synchronous SQLite connection whose
+//! statements are prepared once and reused. It waits for a unit of work, takes every other one
+//! already queued (up to `max_batch`), and runs them all in one `BEGIN IMMEDIATE` transaction.
+//! Units run one after another without savepoints: a unit refused with a conflict has written
+//! nothing and is answered on the spot. If a unit fails part-way, the transaction is rolled
+//! back and the batch re-run with each unit inside its own `SAVEPOINT`, released on success and
+//! rolled back on failure, so a failure undoes that unit alone. One `COMMIT` (one fsync) then
+//! makes the whole batch durable, and only then is each caller answered. If the transaction as
+//! a whole fails (another process held the file past `busy_timeout`, an I/O error), nothing of
+//! the batch is committed: the batch is retried with backoff when the fault is transient, and
+//! every caller gets the error otherwise.
+//!
+//! Callers on the async side reach the thread through a bounded Tokio channel and get their
+//! answer back through a oneshot channel; the thread ends once every sender is dropped. Rows are
+//! written exactly as the readers (sqlx) read them: UUIDs and timestamps as text, payloads as
+//! UTF-8 JSON text.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, Params};
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::store::{
     InlineProjection, ModelWrite, OutboxMessage, ProjectionCommit, StoreError, UnitOfWork,
 };
-use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
-use sqlx::{Connection, Executor, SqliteConnection};
+use sourceflow::{CommandReceipt, EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
-use super::{db_err, find_receipt, time_text};
-use crate::retry::{is_unique_violation, Backoff};
-use crate::sql::{db_int, from_db, last_writes, payload_text};
+use super::{parse_time, parse_uuid, time_text};
+use crate::retry::{classify_sqlite, is_unique_violation_sqlite, Backoff};
+use crate::sql::{db_int, from_db, last_writes, payload_text, receipt, Columns};
 
-/// A write the writer task runs on behalf of a caller.
+/// A write the writer thread runs on behalf of a caller.
 pub(super) enum Write {
     Commit(UnitOfWork),
     CommitInline(UnitOfWork, Vec<InlineProjection>),
@@ -98,9 +108,9 @@ pub(super) struct WriterStats {
     pub largest_batch: AtomicU64,
 }
 
-/// The writer task is gone (the runtime is shutting down).
+/// The writer thread is gone (it could not be started, or it panicked).
 #[derive(Debug, thiserror::Error)]
-#[error("the SQLite writer task has stopped")]
+#[error("the SQLite writer thread has stopped")]
 struct WriterStopped;
 
 pub(super) fn stopped() -> StoreError {
@@ -141,16 +151,20 @@ fn share(error: &Arc<StoreError>) -> StoreError {
     }
 }
 
-/// The writer loop: runs until every [`SqliteStore`](super::SqliteStore) handle is dropped.
-pub(super) async fn run(
-    mut connection: SqliteConnection,
+/// How many prepared statements the writer's connection keeps: every statement it runs.
+pub(super) const STATEMENT_CACHE: usize = 64;
+
+/// The writer loop, run on the writer thread: returns once every
+/// [`SqliteStore`](super::SqliteStore) handle is dropped, closing the connection.
+pub(super) fn run(
+    connection: Connection,
     mut queue: mpsc::Receiver<Job>,
     stats: Arc<WriterStats>,
     backoff: Backoff,
     max_batch: usize,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-    while let Some(job) = queue.recv().await {
+    while let Some(job) = queue.blocking_recv() {
         batch.push(job);
         while batch.len() < max_batch {
             match queue.try_recv() {
@@ -163,7 +177,7 @@ pub(super) async fn run(
         if batch.is_empty() {
             continue;
         }
-        let (results, committed) = commit_batch(&mut connection, &batch, &backoff).await;
+        let (results, committed) = commit_batch(&connection, &batch, &backoff);
         if committed {
             let units = batch.len() as u64;
             stats.transactions.fetch_add(1, Ordering::Relaxed);
@@ -175,23 +189,25 @@ pub(super) async fn run(
             let _ = job.reply.send(result);
         }
     }
-    let _ = connection.close().await;
+    if let Err((_, e)) = connection.close() {
+        tracing::debug!(error = %e, "sqlite writer close");
+    }
 }
 
 /// Commits one batch, retrying the whole transaction on transient faults. The flag says
 /// whether a transaction was committed.
-async fn commit_batch(
-    connection: &mut SqliteConnection,
+fn commit_batch(
+    connection: &Connection,
     batch: &[Job],
     backoff: &Backoff,
 ) -> (Vec<Result<Written, StoreError>>, bool) {
     let mut attempt = 1;
     loop {
-        match try_batch(connection, batch).await {
+        match try_batch(connection, batch) {
             Ok(outcome) => return outcome,
             Err(e) if e.is_transient() && attempt < backoff.max_attempts() => {
                 tracing::debug!(error = %e, attempt, units = batch.len(), "sqlite batch failed, retrying");
-                tokio::time::sleep(backoff.delay(attempt)).await;
+                std::thread::sleep(backoff.delay(attempt));
                 attempt += 1;
             }
             Err(e) => {
@@ -205,38 +221,35 @@ async fn commit_batch(
 
 /// One attempt: `Err` means nothing of the batch was committed; the flag says whether a
 /// transaction was.
-async fn try_batch(
-    connection: &mut SqliteConnection,
+fn try_batch(
+    connection: &Connection,
     batch: &[Job],
 ) -> Result<(Vec<Result<Written, StoreError>>, bool), StoreError> {
     // IMMEDIATE takes the write lock now (waiting up to busy_timeout for another process)
     // rather than at the first write, where a stale read snapshot could not be upgraded.
-    connection
-        .execute("BEGIN IMMEDIATE")
-        .await
-        .map_err(db_err)?;
-    match run_units(connection, batch).await {
-        Ok(Ok(results)) => match connection.execute("COMMIT").await {
-            Ok(_) => Ok((results, true)),
+    control(connection, "BEGIN IMMEDIATE")?;
+    match run_units(connection, batch) {
+        Ok(Ok(results)) => match control(connection, "COMMIT") {
+            Ok(()) => Ok((results, true)),
             Err(e) => {
-                rollback(connection).await;
-                Err(db_err(e))
+                rollback(connection);
+                Err(e)
             }
         },
         Ok(Err(refused)) => {
-            rollback(connection).await;
+            rollback(connection);
             Ok((vec![Err(refused)], false))
         }
         Err(e) => {
-            rollback(connection).await;
+            rollback(connection);
             Err(e)
         }
     }
 }
 
-async fn rollback(connection: &mut SqliteConnection) {
+fn rollback(connection: &Connection) {
     // Fails harmlessly if SQLite already rolled the transaction back itself.
-    if let Err(e) = connection.execute("ROLLBACK").await {
+    if let Err(e) = control(connection, "ROLLBACK") {
         tracing::debug!(error = %e, "sqlite rollback");
     }
 }
@@ -249,15 +262,16 @@ async fn rollback(connection: &mut SqliteConnection) {
 /// (every write checks its condition in its first statement), so it is answered and the batch
 /// goes on. Any other failure of a unit may leave part of it written: then the transaction is
 /// rolled back and the batch re-run with each unit in its own savepoint.
-async fn run_units(
-    connection: &mut SqliteConnection,
+#[allow(clippy::type_complexity)]
+fn run_units(
+    connection: &Connection,
     batch: &[Job],
 ) -> Result<Result<Vec<Result<Written, StoreError>>, StoreError>, StoreError> {
     let mut results = Vec::with_capacity(batch.len());
     if let [job] = batch {
         // Alone in its transaction, a unit needs no savepoint: if it fails, the caller rolls
         // the whole transaction back.
-        return match apply(connection, &job.write).await {
+        return match apply(connection, &job.write) {
             Ok(written) => Ok(Ok(vec![Ok(written)])),
             Err(e) if e.is_transient() => Err(e),
             Err(e) => Ok(Err(e)),
@@ -265,7 +279,7 @@ async fn run_units(
     }
     let mut clean = true;
     for job in batch {
-        match apply(connection, &job.write).await {
+        match apply(connection, &job.write) {
             Ok(written) => results.push(Ok(written)),
             // (Appending events checks the head first too, but a unique violation on a later
             // event of the same write would come after the first insert.)
@@ -284,35 +298,20 @@ async fn run_units(
     if clean {
         return Ok(Ok(results));
     }
-    rollback(connection).await;
-    connection
-        .execute("BEGIN IMMEDIATE")
-        .await
-        .map_err(db_err)?;
+    rollback(connection);
+    control(connection, "BEGIN IMMEDIATE")?;
     results.clear();
     for job in batch {
-        connection
-            .execute("SAVEPOINT sf_unit")
-            .await
-            .map_err(db_err)?;
-        match apply(connection, &job.write).await {
+        control(connection, "SAVEPOINT sf_unit")?;
+        match apply(connection, &job.write) {
             Ok(written) => {
-                connection
-                    .execute("RELEASE sf_unit")
-                    .await
-                    .map_err(db_err)?;
+                control(connection, "RELEASE sf_unit")?;
                 results.push(Ok(written));
             }
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
-                connection
-                    .execute("ROLLBACK TO sf_unit")
-                    .await
-                    .map_err(db_err)?;
-                connection
-                    .execute("RELEASE sf_unit")
-                    .await
-                    .map_err(db_err)?;
+                control(connection, "ROLLBACK TO sf_unit")?;
+                control(connection, "RELEASE sf_unit")?;
                 results.push(Err(e));
             }
         }
@@ -320,11 +319,154 @@ async fn run_units(
     Ok(Ok(results))
 }
 
-async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Written, StoreError> {
+// ---- statement execution --------------------------------------------------------------------
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    classify_sqlite(e)
+}
+
+/// Runs `sql` (prepared once, then taken from the connection's cache) with `params`: the
+/// number of rows it changed.
+fn execute(
+    connection: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<usize, rusqlite::Error> {
+    connection.prepare_cached(sql)?.execute(params)
+}
+
+/// A transaction control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`, ...).
+fn control(connection: &Connection, sql: &str) -> Result<(), StoreError> {
+    execute(connection, sql, []).map(drop).map_err(db_err)
+}
+
+/// The single integer `sql` returns.
+fn scalar(connection: &Connection, sql: &str, params: impl Params) -> Result<i64, StoreError> {
+    connection
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.query_row(params, |row| row.get(0)))
+        .map_err(db_err)
+}
+
+/// The metadata columns of an envelope (`message_id, name, version, correlation_id,
+/// causation_id, created_at`) as SQLite stores them: UUIDs and times as text.
+struct Metadata<'a> {
+    message_id: String,
+    name: &'a str,
+    version: i64,
+    correlation_id: String,
+    causation_id: Option<String>,
+    created_at: String,
+}
+
+impl<'a> Metadata<'a> {
+    fn of(envelope: &'a Envelope) -> Self {
+        Self {
+            message_id: envelope.message_id.to_string(),
+            name: &envelope.name,
+            version: i64::from(envelope.version),
+            correlation_id: envelope.correlation_id.to_string(),
+            causation_id: envelope.causation_id.map(|id| id.to_string()),
+            created_at: time_text(&envelope.timestamp),
+        }
+    }
+}
+
+/// A column that does not hold what the row mapping expects.
+fn corrupt_value(index: usize, expected: &str, found: &Value) -> StoreError {
+    StoreError::Corrupt(format!(
+        "column {index}: expected {expected}, found {:?}",
+        found.data_type()
+    ))
+}
+
+/// A result row read into owned values, so a query's rows can be kept and mapped together.
+struct ValueRow(Vec<Value>);
+
+impl ValueRow {
+    fn value(&self, index: usize) -> Result<&Value, StoreError> {
+        self.0
+            .get(index)
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {index}")))
+    }
+}
+
+impl Columns for ValueRow {
+    fn text(&self, index: usize) -> Result<String, StoreError> {
+        match self.value(index)? {
+            Value::Text(text) => Ok(text.clone()),
+            other => Err(corrupt_value(index, "text", other)),
+        }
+    }
+
+    fn int(&self, index: usize) -> Result<i64, StoreError> {
+        match self.value(index)? {
+            Value::Integer(value) => Ok(*value),
+            other => Err(corrupt_value(index, "an integer", other)),
+        }
+    }
+
+    fn optional_int(&self, index: usize) -> Result<Option<i64>, StoreError> {
+        match self.value(index)? {
+            Value::Null => Ok(None),
+            _ => self.int(index).map(Some),
+        }
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError> {
+        parse_uuid(&self.text(index)?)
+    }
+
+    fn optional_uuid(&self, index: usize) -> Result<Option<Uuid>, StoreError> {
+        match self.value(index)? {
+            Value::Null => Ok(None),
+            _ => self.uuid(index).map(Some),
+        }
+    }
+
+    fn time(&self, index: usize) -> Result<chrono::DateTime<Utc>, StoreError> {
+        parse_time(&self.text(index)?)
+    }
+}
+
+/// The receipt of `message_id` in `stream`, read inside the writer's transaction (so it sees
+/// the batch's earlier units): `None` if no such command was accepted.
+fn find_receipt(
+    connection: &Connection,
+    stream: &StreamId,
+    message_id: Uuid,
+) -> Result<Option<CommandReceipt>, StoreError> {
+    let rows = connection
+        .prepare_cached(super::FIND_RECEIPT)
+        .and_then(|mut statement| {
+            let columns = statement.column_count();
+            statement
+                .query_map(
+                    params![
+                        &*stream.entity_type,
+                        stream.id.as_str(),
+                        message_id.to_string()
+                    ],
+                    |row| {
+                        (0..columns)
+                            .map(|index| row.get::<_, Value>(index))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map(ValueRow)
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(db_err)?;
+    receipt(&rows, stream, message_id)
+}
+
+// ---- the writes -----------------------------------------------------------------------------
+
+fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> {
     match write {
-        Write::Commit(unit) => commit(connection, unit).await.map(Written::Receipt),
+        Write::Commit(unit) => commit(connection, unit).map(Written::Receipt),
         Write::CommitInline(unit, projections) => {
-            let receipt = commit(connection, unit).await?;
+            let receipt = commit(connection, unit)?;
             let mut applied = vec![false; projections.len()];
             let (Some(first), Some(last)) = (receipt.events.first(), receipt.events.last()) else {
                 return Ok(Written::Inline(receipt, applied));
@@ -344,8 +486,7 @@ async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Writt
                     last.position,
                     &projection.models,
                     &[],
-                )
-                .await;
+                );
                 *applied = match done {
                     Ok(()) => true,
                     Err(StoreError::PositionConflict { .. }) => false,
@@ -356,7 +497,7 @@ async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Writt
         }
         Write::AppendCommand { expected, command } => {
             let stream = &command.envelope.stream;
-            if insert_command(connection, *expected, command).await? {
+            if insert_command(connection, *expected, command)? {
                 Ok(Written::Sequence(expected.next()))
             } else {
                 Err(conflict(stream, *expected))
@@ -367,20 +508,17 @@ async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Writt
             expected,
             events,
         } => {
-            let last = last_event_sequence(connection, stream).await?;
+            let last = last_event_sequence(connection, stream)?;
             if last != *expected {
                 return Err(conflict(stream, *expected));
             }
-            let command_sequence: i64 = sqlx::query_scalar(super::LAST_SEQUENCE)
-                .bind(&*stream.entity_type)
-                .bind(stream.id.as_str())
-                .fetch_one(&mut *connection)
-                .await
-                .map_err(db_err)?;
+            let command_sequence = scalar(
+                connection,
+                super::LAST_SEQUENCE,
+                params![&*stream.entity_type, stream.id.as_str()],
+            )?;
             let command_sequence = Sequence(from_db(command_sequence, "sequence")?);
-            insert_events(connection, stream, command_sequence, last, events)
-                .await
-                .map(Written::Events)
+            insert_events(connection, stream, command_sequence, last, events).map(Written::Events)
         }
         Write::PutEntity {
             stream,
@@ -393,28 +531,31 @@ async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Writt
             } else {
                 PUT_ENTITY_CAS
             };
-            let done = sqlx::query(query)
-                .bind(&*stream.entity_type)
-                .bind(stream.id.as_str())
-                .bind(db_int(version.0, "entity version")?)
-                .bind(payload_text(state, "entity state")?)
-                .bind(time_text(&Utc::now()))
-                .bind(db_int(expected.0, "entity version")?)
-                .execute(&mut *connection)
-                .await
-                .map_err(db_err)?;
-            if done.rows_affected() == 0 {
+            let changed = execute(
+                connection,
+                query,
+                params![
+                    &*stream.entity_type,
+                    stream.id.as_str(),
+                    db_int(version.0, "entity version")?,
+                    payload_text(state, "entity state")?,
+                    time_text(&Utc::now()),
+                    db_int(expected.0, "entity version")?,
+                ],
+            )
+            .map_err(db_err)?;
+            if changed == 0 {
                 return Err(conflict(stream, *expected));
             }
             Ok(Written::Done)
         }
         Write::DeleteEntity { stream } => {
-            sqlx::query(DELETE_ENTITY)
-                .bind(&*stream.entity_type)
-                .bind(stream.id.as_str())
-                .execute(&mut *connection)
-                .await
-                .map_err(db_err)?;
+            execute(
+                connection,
+                DELETE_ENTITY,
+                params![&*stream.entity_type, stream.id.as_str()],
+            )
+            .map_err(db_err)?;
             Ok(Written::Done)
         }
         Write::PutModel {
@@ -422,25 +563,28 @@ async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Writt
             id,
             state,
         } => {
-            put_model(connection, model_type, id, state).await?;
+            put_model(connection, model_type, id, state)?;
             Ok(Written::Done)
         }
         Write::DeleteModel { model_type, id } => {
-            delete_model(connection, model_type, id).await?;
+            delete_model(connection, model_type, id)?;
             Ok(Written::Done)
         }
         Write::ClearModels { model_type } => {
-            clear_models(connection, model_type).await?;
+            clear_models(connection, model_type)?;
             Ok(Written::Done)
         }
         Write::SetPosition { handler, position } => {
-            sqlx::query(SET_POSITION)
-                .bind(handler.as_str())
-                .bind(db_int(position.0, "position")?)
-                .bind(time_text(&Utc::now()))
-                .execute(&mut *connection)
-                .await
-                .map_err(db_err)?;
+            execute(
+                connection,
+                SET_POSITION,
+                params![
+                    handler.as_str(),
+                    db_int(position.0, "position")?,
+                    time_text(&Utc::now()),
+                ],
+            )
+            .map_err(db_err)?;
             Ok(Written::Done)
         }
         Write::CommitProjection(commit) => {
@@ -451,8 +595,7 @@ async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Writt
                 commit.position,
                 &commit.models,
                 &commit.outbox,
-            )
-            .await?;
+            )?;
             Ok(Written::Done)
         }
         Write::ResetProjection {
@@ -460,22 +603,19 @@ async fn apply(connection: &mut SqliteConnection, write: &Write) -> Result<Writt
             model_types,
         } => {
             for model_type in model_types {
-                clear_models(connection, model_type).await?;
+                clear_models(connection, model_type)?;
             }
-            sqlx::query(DELETE_POSITION)
-                .bind(handler.as_str())
-                .execute(&mut *connection)
-                .await
-                .map_err(db_err)?;
+            execute(connection, DELETE_POSITION, params![handler.as_str()]).map_err(db_err)?;
             Ok(Written::Done)
         }
         Write::RemoveOutbox { ids } => {
             for id in ids {
-                sqlx::query(DELETE_OUTBOX)
-                    .bind(db_int(*id, "outbox id")?)
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(db_err)?;
+                execute(
+                    connection,
+                    DELETE_OUTBOX,
+                    params![db_int(*id, "outbox id")?],
+                )
+                .map_err(db_err)?;
             }
             Ok(Written::Done)
         }
@@ -490,34 +630,34 @@ fn conflict(stream: &StreamId, expected: Sequence) -> StoreError {
 }
 
 /// One handled command: duplicate check, command, entity, events, outbox.
-async fn commit(
-    connection: &mut SqliteConnection,
-    unit: &UnitOfWork,
-) -> Result<CommandReceipt, StoreError> {
+fn commit(connection: &Connection, unit: &UnitOfWork) -> Result<CommandReceipt, StoreError> {
     let envelope = &unit.command.envelope;
     let stream = &envelope.stream;
     // The append itself detects a resent message id (the stream moved past `expected`, or the
     // (stream, message id) key exists), so the common case costs no lookup beforehand.
-    if !insert_command(connection, unit.expected, &unit.command).await? {
-        return match find_receipt(&mut *connection, stream, envelope.message_id).await? {
+    if !insert_command(connection, unit.expected, &unit.command)? {
+        return match find_receipt(connection, stream, envelope.message_id)? {
             Some(receipt) => Ok(receipt),
             None => Err(conflict(stream, unit.expected)),
         };
     }
     let sequence = unit.expected.next();
     if let Some(state) = &unit.entity {
-        sqlx::query(UPSERT_ENTITY)
-            .bind(&*stream.entity_type)
-            .bind(stream.id.as_str())
-            .bind(db_int(sequence.0, "entity version")?)
-            .bind(payload_text(state, "entity state")?)
-            .bind(time_text(&Utc::now()))
-            .execute(&mut *connection)
-            .await
-            .map_err(db_err)?;
+        execute(
+            connection,
+            UPSERT_ENTITY,
+            params![
+                &*stream.entity_type,
+                stream.id.as_str(),
+                db_int(sequence.0, "entity version")?,
+                payload_text(state, "entity state")?,
+                time_text(&Utc::now()),
+            ],
+        )
+        .map_err(db_err)?;
     }
-    let events = append_next_events(connection, stream, sequence, &unit.events).await?;
-    insert_outbox(connection, &unit.outbox).await?;
+    let events = append_next_events(connection, stream, sequence, &unit.events)?;
+    insert_outbox(connection, &unit.outbox)?;
     Ok(CommandReceipt {
         message_id: envelope.message_id,
         stream: stream.clone(),
@@ -528,207 +668,229 @@ async fn commit(
     })
 }
 
-/// Binds the metadata columns of `envelope` (`message_id, name, version, correlation_id,
-/// causation_id, created_at`) as SQLite stores them: UUIDs and times as text.
-macro_rules! bind_metadata {
-    ($query:expr, $envelope:expr) => {{
-        let envelope = $envelope;
-        $query
-            .bind(envelope.message_id.to_string())
-            .bind(&*envelope.name)
-            .bind(i64::from(envelope.version))
-            .bind(envelope.correlation_id.to_string())
-            .bind(envelope.causation_id.map(|id| id.to_string()))
-            .bind(time_text(&envelope.timestamp))
-    }};
-}
-
 /// Inserts `command` at `expected + 1` if the stream's last sequence is `expected`: `false`
 /// when the stream has moved on.
-async fn insert_command(
-    connection: &mut SqliteConnection,
+fn insert_command(
+    connection: &Connection,
     expected: Sequence,
     command: &StoredCommand,
 ) -> Result<bool, StoreError> {
     let envelope = &command.envelope;
-    let done = bind_metadata!(
-        sqlx::query(INSERT_COMMAND)
-            .bind(&*envelope.stream.entity_type)
-            .bind(envelope.stream.id.as_str())
-            .bind(db_int(expected.0, "sequence")?),
-        envelope
-    )
-    .bind(payload_text(&command.payload, "command payload")?)
-    .execute(&mut *connection)
-    .await;
+    let meta = Metadata::of(envelope);
+    let done = execute(
+        connection,
+        INSERT_COMMAND,
+        params![
+            &*envelope.stream.entity_type,
+            envelope.stream.id.as_str(),
+            db_int(expected.0, "sequence")?,
+            meta.message_id,
+            meta.name,
+            meta.version,
+            meta.correlation_id,
+            meta.causation_id,
+            meta.created_at,
+            payload_text(&command.payload, "command payload")?,
+        ],
+    );
     match done {
-        Ok(done) => Ok(done.rows_affected() == 1),
+        Ok(changed) => Ok(changed == 1),
         // Only another writer of the file could get there first, and it holds the write lock
         // while we check; a unique violation still means "the stream moved on".
-        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) if is_unique_violation_sqlite(&e) => Ok(false),
         Err(e) => Err(db_err(e)),
     }
 }
 
-async fn last_event_sequence(
-    connection: &mut SqliteConnection,
-    stream: &StreamId,
-) -> Result<Sequence, StoreError> {
-    let last: i64 = sqlx::query_scalar(LAST_EVENT_SEQUENCE)
-        .bind(&*stream.entity_type)
-        .bind(stream.id.as_str())
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(db_err)?;
+fn last_event_sequence(connection: &Connection, stream: &StreamId) -> Result<Sequence, StoreError> {
+    let last = scalar(
+        connection,
+        LAST_EVENT_SEQUENCE,
+        params![&*stream.entity_type, stream.id.as_str()],
+    )?;
     Ok(Sequence(from_db(last, "event sequence")?))
 }
 
+/// The event as recorded at `sequence` and `position` in `stream`.
+fn recorded(
+    event: &NewEvent,
+    stream: &StreamId,
+    sequence: Sequence,
+    command_sequence: Sequence,
+    position: i64,
+) -> Result<RecordedEvent, StoreError> {
+    let mut envelope = event.envelope.clone();
+    envelope.stream = stream.clone();
+    Ok(RecordedEvent {
+        envelope,
+        sequence,
+        command_sequence,
+        position: Position(from_db(position, "position")?),
+        payload: event.payload.clone(),
+    })
+}
+
 /// Appends `events` after event sequence `last`, emitted by command `command_sequence`.
-async fn insert_events(
-    connection: &mut SqliteConnection,
+fn insert_events(
+    connection: &Connection,
     stream: &StreamId,
     command_sequence: Sequence,
     last: Sequence,
     events: &[NewEvent],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut recorded = Vec::with_capacity(events.len());
+    let mut recorded_events = Vec::with_capacity(events.len());
     let mut sequence = last;
     for event in events {
         sequence = sequence.next();
-        let envelope = &event.envelope;
-        let position: i64 = bind_metadata!(
-            sqlx::query_scalar(INSERT_EVENT)
-                .bind(&*stream.entity_type)
-                .bind(stream.id.as_str())
-                .bind(db_int(sequence.0, "event sequence")?)
-                .bind(db_int(command_sequence.0, "sequence")?),
-            envelope
-        )
-        .bind(payload_text(&event.payload, "event payload")?)
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                conflict(stream, last)
-            } else {
-                db_err(e)
-            }
-        })?;
-        let mut envelope = envelope.clone();
-        envelope.stream = stream.clone();
-        recorded.push(RecordedEvent {
-            envelope,
+        let at = db_int(sequence.0, "event sequence")?;
+        let command = db_int(command_sequence.0, "sequence")?;
+        let meta = Metadata::of(&event.envelope);
+        let payload = payload_text(&event.payload, "event payload")?;
+        let position: i64 = connection
+            .prepare_cached(INSERT_EVENT)
+            .and_then(|mut statement| {
+                statement.query_row(
+                    params![
+                        &*stream.entity_type,
+                        stream.id.as_str(),
+                        at,
+                        command,
+                        meta.message_id,
+                        meta.name,
+                        meta.version,
+                        meta.correlation_id,
+                        meta.causation_id,
+                        meta.created_at,
+                        payload,
+                    ],
+                    |row| row.get(0),
+                )
+            })
+            .map_err(|e| {
+                if is_unique_violation_sqlite(&e) {
+                    conflict(stream, last)
+                } else {
+                    db_err(e)
+                }
+            })?;
+        recorded_events.push(recorded(
+            event,
+            stream,
             sequence,
             command_sequence,
-            position: Position(from_db(position, "position")?),
-            payload: event.payload.clone(),
-        });
+            position,
+        )?);
     }
-    Ok(recorded)
+    Ok(recorded_events)
 }
 
 /// Appends `events` after the stream's last event, emitted by command `command_sequence`: each
 /// insert takes the next sequence itself (an index lookup), so no separate head query.
-async fn append_next_events(
-    connection: &mut SqliteConnection,
+fn append_next_events(
+    connection: &Connection,
     stream: &StreamId,
     command_sequence: Sequence,
     events: &[NewEvent],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut recorded = Vec::with_capacity(events.len());
+    let mut recorded_events = Vec::with_capacity(events.len());
     for event in events {
-        let envelope = &event.envelope;
-        let (position, sequence): (i64, i64) = bind_metadata!(
-            sqlx::query_as(INSERT_NEXT_EVENT)
-                .bind(&*stream.entity_type)
-                .bind(stream.id.as_str())
-                .bind(db_int(command_sequence.0, "sequence")?),
-            envelope
-        )
-        .bind(payload_text(&event.payload, "event payload")?)
-        .fetch_one(&mut *connection)
-        .await
-        .map_err(db_err)?;
-        let mut envelope = envelope.clone();
-        envelope.stream = stream.clone();
-        recorded.push(RecordedEvent {
-            envelope,
-            sequence: Sequence(from_db(sequence, "event sequence")?),
+        let command = db_int(command_sequence.0, "sequence")?;
+        let meta = Metadata::of(&event.envelope);
+        let payload = payload_text(&event.payload, "event payload")?;
+        let (position, sequence): (i64, i64) = connection
+            .prepare_cached(INSERT_NEXT_EVENT)
+            .and_then(|mut statement| {
+                statement.query_row(
+                    params![
+                        &*stream.entity_type,
+                        stream.id.as_str(),
+                        command,
+                        meta.message_id,
+                        meta.name,
+                        meta.version,
+                        meta.correlation_id,
+                        meta.causation_id,
+                        meta.created_at,
+                        payload,
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+            })
+            .map_err(db_err)?;
+        let sequence = Sequence(from_db(sequence, "event sequence")?);
+        recorded_events.push(recorded(
+            event,
+            stream,
+            sequence,
             command_sequence,
-            position: Position(from_db(position, "position")?),
-            payload: event.payload.clone(),
-        });
+            position,
+        )?);
     }
-    Ok(recorded)
+    Ok(recorded_events)
 }
 
-async fn insert_outbox(
-    connection: &mut SqliteConnection,
-    messages: &[OutboxMessage],
-) -> Result<(), StoreError> {
+fn insert_outbox(connection: &Connection, messages: &[OutboxMessage]) -> Result<(), StoreError> {
     for message in messages {
         let envelope = &message.envelope;
-        bind_metadata!(
-            sqlx::query(INSERT_OUTBOX)
-                .bind(&*envelope.stream.entity_type)
-                .bind(envelope.stream.id.as_str()),
-            envelope
+        let meta = Metadata::of(envelope);
+        execute(
+            connection,
+            INSERT_OUTBOX,
+            params![
+                &*envelope.stream.entity_type,
+                envelope.stream.id.as_str(),
+                meta.message_id,
+                meta.name,
+                meta.version,
+                meta.correlation_id,
+                meta.causation_id,
+                meta.created_at,
+                payload_text(&message.payload, "outbox payload")?,
+            ],
         )
-        .bind(payload_text(&message.payload, "outbox payload")?)
-        .execute(&mut *connection)
-        .await
         .map_err(db_err)?;
     }
     Ok(())
 }
 
-async fn put_model(
-    connection: &mut SqliteConnection,
+fn put_model(
+    connection: &Connection,
     model_type: &str,
     id: &EntityId,
     state: &[u8],
 ) -> Result<(), StoreError> {
-    sqlx::query(PUT_MODEL)
-        .bind(model_type)
-        .bind(id.as_str())
-        .bind(payload_text(state, "view model state")?)
-        .bind(time_text(&Utc::now()))
-        .execute(&mut *connection)
-        .await
-        .map_err(db_err)?;
+    execute(
+        connection,
+        PUT_MODEL,
+        params![
+            model_type,
+            id.as_str(),
+            payload_text(state, "view model state")?,
+            time_text(&Utc::now()),
+        ],
+    )
+    .map_err(db_err)?;
     Ok(())
 }
 
-async fn delete_model(
-    connection: &mut SqliteConnection,
+fn delete_model(
+    connection: &Connection,
     model_type: &str,
     id: &EntityId,
 ) -> Result<(), StoreError> {
-    sqlx::query(DELETE_MODEL)
-        .bind(model_type)
-        .bind(id.as_str())
-        .execute(&mut *connection)
-        .await
-        .map_err(db_err)?;
+    execute(connection, DELETE_MODEL, params![model_type, id.as_str()]).map_err(db_err)?;
     Ok(())
 }
 
-async fn clear_models(
-    connection: &mut SqliteConnection,
-    model_type: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(CLEAR_MODELS)
-        .bind(model_type)
-        .execute(&mut *connection)
-        .await
-        .map_err(db_err)?;
+fn clear_models(connection: &Connection, model_type: &str) -> Result<(), StoreError> {
+    execute(connection, CLEAR_MODELS, params![model_type]).map_err(db_err)?;
     Ok(())
 }
 
 /// Compare-and-set of the handler's position first (a conflict writes nothing), then the
 /// models and the outbox.
-async fn project(
-    connection: &mut SqliteConnection,
+fn project(
+    connection: &Connection,
     handler: &str,
     expected: Position,
     position: Position,
@@ -740,15 +902,18 @@ async fn project(
     } else {
         CAS_POSITION
     };
-    let done = sqlx::query(query)
-        .bind(handler)
-        .bind(db_int(position.0, "position")?)
-        .bind(time_text(&Utc::now()))
-        .bind(db_int(expected.0, "position")?)
-        .execute(&mut *connection)
-        .await
-        .map_err(db_err)?;
-    if done.rows_affected() == 0 {
+    let changed = execute(
+        connection,
+        query,
+        params![
+            handler,
+            db_int(position.0, "position")?,
+            time_text(&Utc::now()),
+            db_int(expected.0, "position")?,
+        ],
+    )
+    .map_err(db_err)?;
+    if changed == 0 {
         return Err(StoreError::PositionConflict {
             handler: handler.to_owned(),
             expected,
@@ -756,11 +921,11 @@ async fn project(
     }
     for write in last_writes(models) {
         match &write.state {
-            Some(state) => put_model(connection, &write.model_type, &write.id, state).await?,
-            None => delete_model(connection, &write.model_type, &write.id).await?,
+            Some(state) => put_model(connection, &write.model_type, &write.id, state)?,
+            None => delete_model(connection, &write.model_type, &write.id)?,
         }
     }
-    insert_outbox(connection, outbox).await
+    insert_outbox(connection, outbox)
 }
 
 // ---- statements -----------------------------------------------------------------------------
