@@ -376,10 +376,14 @@ impl SourceFlow {
             seq = tracing::field::Empty,
         );
         let started = Instant::now();
-        let (receipt, decoded) = self
-            .execute(route, command, check_duplicate)
-            .instrument(span.clone())
-            .await?;
+        // Futures are only wrapped in their span when something listens: the wrapper moves
+        // the whole pipeline's state machine, a cost on every command otherwise.
+        let executing = self.execute(route, command, check_duplicate);
+        let (receipt, decoded) = if span.is_disabled() {
+            executing.await?
+        } else {
+            executing.instrument(span.clone()).await?
+        };
         span.record("seq", receipt.sequence.0);
         metrics::histogram!("sourceflow.command.duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -393,9 +397,12 @@ impl SourceFlow {
                     moved
                 });
             }
-            self.project_after_commit(&receipt, decoded)
-                .instrument(span)
-                .await;
+            let projecting = self.project_after_commit(&receipt, decoded);
+            if span.is_disabled() {
+                projecting.await;
+            } else {
+                projecting.instrument(span).await;
+            }
         }
         Ok(receipt)
     }

@@ -512,11 +512,15 @@ impl SourceFlow {
                 continue;
             }
             let span = debug_span!("sourceflow.project", handler = subscriber.name);
-            if let Err(e) = subscriber
-                .project(&self.inner, Some(target), &fresh, false, &mut |_| {})
-                .instrument(span)
-                .await
-            {
+            let mut ignore = |_| {};
+            let projecting =
+                subscriber.project(&self.inner, Some(target), &fresh, false, &mut ignore);
+            let projected = if span.is_disabled() {
+                projecting.await
+            } else {
+                projecting.instrument(span).await
+            };
+            if let Err(e) = projected {
                 error!(handler = subscriber.name, error = %e, "projection failed; catch_up will retry");
                 metrics::counter!("sourceflow.projection.failed").increment(1);
             }
