@@ -85,6 +85,10 @@ pub(crate) struct FlowInner {
     /// Commands of this process between handler and commit: the inline fast path is for a
     /// command alone in flight; concurrent commands are grouped instead.
     pub(crate) in_flight: AtomicUsize,
+    /// The events this process committed last, decoded, by position: a projection that
+    /// catches up with other commands of this process takes them from here instead of reading
+    /// and decoding them back from the store.
+    pub(crate) recent: crate::projection::Recent,
 }
 
 /// Counts a command in flight while it lives.
@@ -388,6 +392,11 @@ impl SourceFlow {
         metrics::histogram!("sourceflow.command.duration_seconds")
             .record(started.elapsed().as_secs_f64());
         if !receipt.duplicate {
+            // With other commands in flight, one projection batch will likely cover this
+            // command's events too: keep them at hand, decoded.
+            if self.inner.in_flight.load(Ordering::Acquire) > 0 {
+                self.inner.recent.record(&receipt.events, &decoded);
+            }
             if let Some(last) = receipt.events.last() {
                 self.inner.head.send_if_modified(|head| {
                     let moved = last.position > *head;
@@ -1347,6 +1356,7 @@ impl Builder {
                 entities: EntityCache::new(self.entity_cache),
                 stream_locks: StreamLocks::new(),
                 in_flight: AtomicUsize::new(0),
+                recent: crate::projection::Recent::default(),
             }),
         };
         flow.catch_up().await?;

@@ -92,6 +92,54 @@ impl Cursor {
     }
 }
 
+/// The latest events committed by this process, decoded, keyed by position (bounded).
+#[derive(Default)]
+pub(crate) struct Recent {
+    events: std::sync::Mutex<std::collections::BTreeMap<Position, (RecordedEvent, ErasedMessage)>>,
+}
+
+impl Recent {
+    /// Events kept; older ones are read from the store when needed.
+    const CAPACITY: usize = 4_096;
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::BTreeMap<Position, (RecordedEvent, ErasedMessage)>,
+    > {
+        // Entries are inserted and removed whole: a panic elsewhere leaves the map valid.
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers a commit's events.
+    pub(crate) fn record(&self, events: &[RecordedEvent], decoded: &[ErasedMessage]) {
+        if events.len() != decoded.len() || events.is_empty() {
+            return;
+        }
+        let mut recent = self.lock();
+        for (event, message) in events.iter().zip(decoded) {
+            recent.insert(event.position, (event.clone(), message.clone()));
+        }
+        while recent.len() > Self::CAPACITY {
+            recent.pop_first();
+        }
+    }
+
+    /// The events at `after + 1, after + 2, ...` up to `to`, as far as they are here without a
+    /// gap (a gap is an event of another process, or one already dropped).
+    fn after(&self, after: Position, to: Position) -> Vec<(RecordedEvent, ErasedMessage)> {
+        let recent = self.lock();
+        let first = after.0 + 1;
+        (first..)
+            .zip(recent.range(Position(first)..=to))
+            .take_while(|(expected, (position, _))| position.0 == *expected)
+            .take(BATCH)
+            .map(|(_, (_, entry))| entry.clone())
+            .collect()
+    }
+}
+
 /// What became of a batch.
 enum Batch {
     /// Applied (committed, or passed over lazily): this many events.
@@ -157,13 +205,7 @@ impl Subscriber {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<u64, Error> {
         let mut guard = self.state.lock().await;
-        let mut cursor = match guard.cursor {
-            Some(cursor) => cursor,
-            None => {
-                guard.forget();
-                Cursor::at(flow.store.get_position(self.name).await?)
-            }
-        };
+        let mut cursor = self.cursor(flow, &mut guard).await?;
         let target = match target {
             // Everything this process has committed so far: commands that committed together
             // are projected together, in one batch.
@@ -178,11 +220,17 @@ impl Subscriber {
                 .position(|(e, _)| e.position > position)
                 .filter(|&i| fresh[i].0.position.0 == position.0 + 1);
             let read;
+            let recent;
             let batch: Vec<(&RecordedEvent, Option<&ErasedMessage>)> = match from_fresh {
                 Some(i) => fresh[i..].to_vec(),
                 None => {
-                    read = flow.store.read_all(position, BATCH).await?;
-                    read.iter().map(|e| (e, None)).collect()
+                    recent = flow.recent.after(position, target);
+                    if recent.is_empty() {
+                        read = flow.store.read_all(position, BATCH).await?;
+                        read.iter().map(|e| (e, None)).collect()
+                    } else {
+                        recent.iter().map(|(e, m)| (e, Some(m))).collect()
+                    }
                 }
             };
             let Some(last) = batch.last().map(|(e, _)| e.position) else {
@@ -227,6 +275,16 @@ impl Subscriber {
             applied,
         });
         Ok(applied)
+    }
+
+    /// Where this process is: as it left it, or (when unknown) the stored position, with an
+    /// empty model cache.
+    async fn cursor(&self, flow: &FlowInner, state: &mut SubscriberState) -> Result<Cursor, Error> {
+        if let Some(cursor) = state.cursor {
+            return Ok(cursor);
+        }
+        state.forget();
+        Ok(Cursor::at(flow.store.get_position(self.name).await?))
     }
 
     /// Applies one batch (non-empty, in position order, directly after `cursor.applied`) and
@@ -304,13 +362,7 @@ impl Subscriber {
         events: &[RecordedEvent],
     ) -> Result<u64, Error> {
         let mut guard = self.state.lock().await;
-        let mut cursor = match guard.cursor {
-            Some(cursor) => cursor,
-            None => {
-                guard.forget();
-                Cursor::at(flow.store.get_position(self.name).await?)
-            }
-        };
+        let mut cursor = self.cursor(flow, &mut guard).await?;
         let mut applied = 0;
         loop {
             let batch: Vec<(&RecordedEvent, Option<&ErasedMessage>)> = events

@@ -69,21 +69,26 @@ async fn worker() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends a short session over NATS and prints the worker's answers.
-async fn api() -> anyhow::Result<()> {
+/// The API side: keeps no state, every bank command it sends runs in a worker, and `send`
+/// waits up to `timeout` for the worker's answer.
+async fn api_flow(timeout: Duration) -> anyhow::Result<SourceFlow> {
     let dispatcher = NatsCommandDispatcher::builder(nats().await?, topology())
         .route::<OpenAccount>()
         .route::<Deposit>()
         .route::<Withdraw>()
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .await?;
-    // The API keeps no state: every bank command it sends runs in a worker.
-    let flow = SourceFlow::builder()
+    Ok(SourceFlow::builder()
         .store(MemoryStore::new())
         .dispatcher(dispatcher)
         .build()
-        .await?;
+        .await?)
+}
+
+/// Sends a short session over NATS and prints the worker's answers.
+async fn api() -> anyhow::Result<()> {
+    let flow = api_flow(Duration::from_secs(10)).await?;
 
     let id = EntityId::new();
     println!("api: account {id}");
@@ -134,17 +139,7 @@ async fn api() -> anyhow::Result<()> {
 /// entity and in the view. A command whose reply does not come (its worker died) is resent
 /// with the same message id until it is answered, from the store if it had committed.
 async fn load(accounts: usize, deposits: usize) -> anyhow::Result<()> {
-    let dispatcher = NatsCommandDispatcher::builder(nats().await?, topology())
-        .route::<OpenAccount>()
-        .route::<Deposit>()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .await?;
-    let flow = SourceFlow::builder()
-        .store(MemoryStore::new())
-        .dispatcher(dispatcher)
-        .build()
-        .await?;
+    let flow = api_flow(Duration::from_secs(3)).await?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let ids: Vec<EntityId> = (0..accounts)
         .map(|i| EntityId::from(format!("load-{run}-{i}")))

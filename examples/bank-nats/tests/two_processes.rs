@@ -31,6 +31,25 @@ fn api(prefix: &str, schema: &str) -> String {
 
 struct Workers(Vec<Child>);
 
+impl Workers {
+    /// Two worker processes; the first creates the schema and streams before the second
+    /// races it.
+    fn start_two(prefix: &str, schema: &str) -> Self {
+        let spawn = || {
+            command(prefix, schema, "worker")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start a worker")
+        };
+        let mut workers = Workers(vec![spawn()]);
+        std::thread::sleep(Duration::from_secs(2));
+        workers.0.push(spawn());
+        std::thread::sleep(Duration::from_secs(1));
+        workers
+    }
+}
+
 impl Drop for Workers {
     fn drop(&mut self) {
         for child in &mut self.0 {
@@ -52,18 +71,7 @@ fn an_api_process_and_worker_processes_survive_a_killed_worker() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("banktest{}", &tag[..10]);
     let schema = format!("sf_banknats_{tag}");
-    let spawn = || {
-        command(&prefix, &schema, "worker")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a worker")
-    };
-    let mut workers = Workers(vec![spawn()]);
-    // The first worker creates the schema and streams before the second races it.
-    std::thread::sleep(Duration::from_secs(2));
-    workers.0.push(spawn());
-    std::thread::sleep(Duration::from_secs(1));
+    let mut workers = Workers::start_two(&prefix, &schema);
 
     let first = api(&prefix, &schema);
     assert!(
@@ -101,17 +109,7 @@ fn a_worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("bankload{}", &tag[..10]);
     let schema = format!("sf_bankload_{tag}");
-    let spawn = || {
-        command(&prefix, &schema, "worker")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a worker")
-    };
-    let mut workers = Workers(vec![spawn()]);
-    std::thread::sleep(Duration::from_secs(2));
-    workers.0.push(spawn());
-    std::thread::sleep(Duration::from_secs(1));
+    let mut workers = Workers::start_two(&prefix, &schema);
 
     // 16 accounts x 40 deposits, sent concurrently; the first worker dies once 150 are done,
     // with commands of its partitions in flight.
