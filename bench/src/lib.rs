@@ -11,6 +11,26 @@
 
 pub mod domain;
 pub mod peers;
+
+/// With the `count-allocations` feature: the process's allocator, counting (see
+/// [`allocations`]).
+#[cfg(feature = "count-allocations")]
+#[global_allocator]
+pub static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> =
+    &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// Heap allocations made by the whole process so far, when built with the `count-allocations`
+/// feature (`None` otherwise).
+pub fn allocations() -> Option<u64> {
+    #[cfg(feature = "count-allocations")]
+    {
+        Some(ALLOCATOR.stats().allocations as u64)
+    }
+    #[cfg(not(feature = "count-allocations"))]
+    {
+        None
+    }
+}
 pub mod raw;
 pub mod report;
 pub mod workloads;

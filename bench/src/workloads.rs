@@ -182,13 +182,14 @@ pub async fn w1(settings: &Settings) -> anyhow::Result<Vec<Row>> {
     ));
     let ours = w1_sourceflow(shape).await?;
     let quiet = w1_cqrs(shape, cqrs::QuietMemStore::default).await?;
+    let allocations = w1_allocations(shape).await?;
     progress("W1: cqrs-es MemStore in a child process (it prints two lines per command)");
     let child = run_child(settings, "w1-cqrs-child", &[], true)?;
     let memstore = child["rate"]
         .as_f64()
         .context("the W1 child reported no rate")?;
     let per_command = Duration::from_secs_f64(1.0 / ours);
-    Ok(vec![
+    let mut rows = vec![
         Row::checked(
             "W1",
             "in-memory pipeline vs cqrs-es MemStore (cmd/s)",
@@ -210,7 +211,42 @@ pub async fn w1(settings: &Settings) -> anyhow::Result<Vec<Row>> {
             format!("{} vs {}", fmt_rate(ours), fmt_rate(quiet)),
         )
         .note(format!("ratio {:.2}, no target", ours / quiet)),
-    ])
+    ];
+    if let Some((sourceflow, cqrs)) = allocations {
+        rows.push(Row::info(
+            "W1",
+            "context: heap allocations per command",
+            format!("sourceflow {sourceflow:.1}; cqrs-es QuietMemStore + query {cqrs:.1}"),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Heap allocations per command of one W1 round, sourceflow then cqrs-es on its quiet store,
+/// when the binary counts allocations (the `count-allocations` feature).
+async fn w1_allocations(shape: W1Shape) -> anyhow::Result<Option<(f64, f64)>> {
+    let Some(_) = crate::allocations() else {
+        return Ok(None);
+    };
+    let count = |before: Option<u64>| crate::allocations().unwrap_or(0) - before.unwrap_or(0);
+    let flow = domain::flow(MemoryStore::new(), Components::Full).await?;
+    let (ids, commands) = shape.work();
+    let before = crate::allocations();
+    for (i, command) in commands.into_iter().enumerate() {
+        flow.send(&*ids[i % ids.len()], command).await?;
+    }
+    let sourceflow = count(before) as f64 / shape.commands() as f64;
+    let (framework, _query) = cqrs::memory_framework(cqrs::QuietMemStore::default());
+    let (ids, commands) = shape.work();
+    let before = crate::allocations();
+    for (i, command) in commands.into_iter().enumerate() {
+        framework
+            .execute(&ids[i % ids.len()], BankCommand::Deposit(command))
+            .await
+            .map_err(|e| anyhow::anyhow!("cqrs-es: {e}"))?;
+    }
+    let cqrs = count(before) as f64 / shape.commands() as f64;
+    Ok(Some((sourceflow, cqrs)))
 }
 
 /// The child half of W1: `cqrs-es` on its own `MemStore`, stdout discarded by the parent.
