@@ -221,23 +221,25 @@ impl Subscriber {
                 .filter(|&i| fresh[i].0.position.0 == position.0 + 1);
             let read;
             let recent;
-            let batch: Vec<(&RecordedEvent, Option<&ErasedMessage>)> = match from_fresh {
-                Some(i) => fresh[i..].to_vec(),
+            let collected: Vec<(&RecordedEvent, Option<&ErasedMessage>)>;
+            let batch: &[(&RecordedEvent, Option<&ErasedMessage>)] = match from_fresh {
+                Some(i) => &fresh[i..],
                 None => {
                     recent = flow.recent.after(position, target);
-                    if recent.is_empty() {
+                    collected = if recent.is_empty() {
                         read = flow.store.read_all(position, BATCH).await?;
                         read.iter().map(|e| (e, None)).collect()
                     } else {
                         recent.iter().map(|(e, m)| (e, Some(m))).collect()
-                    }
+                    };
+                    &collected
                 }
             };
             let Some(last) = batch.last().map(|(e, _)| e.position) else {
                 break;
             };
             if let Batch::Applied(passed) = self
-                .apply_batch(flow, &mut guard, &mut cursor, &batch)
+                .apply_batch(flow, &mut guard, &mut cursor, batch)
                 .await?
             {
                 applied += passed;
