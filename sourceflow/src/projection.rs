@@ -398,7 +398,7 @@ impl Subscriber {
         cx: &mut ViewContext,
         outbox: &mut Vec<crate::store::OutboxMessage>,
     ) -> Result<(), Error> {
-        let Some((record, _)) = self.routes.get(&*event.envelope.name) else {
+        let Some((record, routes)) = self.routes.get(&*event.envelope.name) else {
             return Ok(());
         };
         let owned;
@@ -414,7 +414,7 @@ impl Subscriber {
                 &owned
             }
         };
-        self.apply_decoded(flow, event.meta(), message, cx, outbox)
+        self.run_routes(flow, routes, event.meta(), message, cx, outbox)
             .await
     }
 
@@ -430,6 +430,20 @@ impl Subscriber {
         let Some((_, routes)) = self.routes.get(&*meta.name) else {
             return Ok(());
         };
+        self.run_routes(flow, routes, meta, message, cx, outbox)
+            .await
+    }
+
+    /// Runs `routes` (this subscriber's routes for the event's type) for one decoded event.
+    async fn run_routes(
+        &self,
+        flow: &FlowInner,
+        routes: &[RouteRecord],
+        meta: EventMeta,
+        message: &ErasedMessage,
+        cx: &mut ViewContext,
+        outbox: &mut Vec<crate::store::OutboxMessage>,
+    ) -> Result<(), Error> {
         for route in routes {
             match route.call {
                 RouteFn::Project(project) => {

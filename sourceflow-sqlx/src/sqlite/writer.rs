@@ -281,11 +281,7 @@ fn run_units(
     for job in batch {
         match apply(connection, &job.write) {
             Ok(written) => results.push(Ok(written)),
-            // (Appending events checks the head first too, but a unique violation on a later
-            // event of the same write would come after the first insert.)
-            Err(e @ (StoreError::Conflict { .. } | StoreError::PositionConflict { .. }))
-                if !matches!(job.write, Write::AppendEvents { .. }) =>
-            {
+            Err(e @ (StoreError::Conflict { .. } | StoreError::PositionConflict { .. })) => {
                 results.push(Err(e));
             }
             Err(e) if e.is_transient() => return Err(e),
@@ -518,7 +514,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
                 params![&*stream.entity_type, stream.id.as_str()],
             )?;
             let command_sequence = Sequence(from_db(command_sequence, "sequence")?);
-            insert_events(connection, stream, command_sequence, last, events).map(Written::Events)
+            append_next_events(connection, stream, command_sequence, events).map(Written::Events)
         }
         Write::PutEntity {
             stream,
@@ -730,60 +726,6 @@ fn recorded(
     })
 }
 
-/// Appends `events` after event sequence `last`, emitted by command `command_sequence`.
-fn insert_events(
-    connection: &Connection,
-    stream: &StreamId,
-    command_sequence: Sequence,
-    last: Sequence,
-    events: &[NewEvent],
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut recorded_events = Vec::with_capacity(events.len());
-    let mut sequence = last;
-    for event in events {
-        sequence = sequence.next();
-        let at = db_int(sequence.0, "event sequence")?;
-        let command = db_int(command_sequence.0, "sequence")?;
-        let meta = Metadata::of(&event.envelope);
-        let payload = payload_text(&event.payload, "event payload")?;
-        let position: i64 = connection
-            .prepare_cached(INSERT_EVENT)
-            .and_then(|mut statement| {
-                statement.query_row(
-                    params![
-                        &*stream.entity_type,
-                        stream.id.as_str(),
-                        at,
-                        command,
-                        meta.message_id,
-                        meta.name,
-                        meta.version,
-                        meta.correlation_id,
-                        meta.causation_id,
-                        meta.created_at,
-                        payload,
-                    ],
-                    |row| row.get(0),
-                )
-            })
-            .map_err(|e| {
-                if is_unique_violation_sqlite(&e) {
-                    conflict(stream, last)
-                } else {
-                    db_err(e)
-                }
-            })?;
-        recorded_events.push(recorded(
-            event,
-            stream,
-            sequence,
-            command_sequence,
-            position,
-        )?);
-    }
-    Ok(recorded_events)
-}
-
 /// Appends `events` after the stream's last event, emitted by command `command_sequence`: each
 /// insert takes the next sequence itself (an index lookup), so no separate head query.
 fn append_next_events(
@@ -941,9 +883,6 @@ pub(super) const INSERT_COMMAND: &str = concat!(
 );
 pub(super) const LAST_EVENT_SEQUENCE: &str =
     "SELECT COALESCE(MAX(sequence), 0) FROM sf_events WHERE stream_type = ?1 AND stream_id = ?2";
-const INSERT_EVENT: &str = "INSERT INTO sf_events (stream_type, stream_id, sequence, \
-     command_sequence, message_id, name, version, correlation_id, causation_id, created_at, \
-     payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING position";
 /// An event at the stream's next sequence (`MAX` over the stream's index entries reads one).
 pub(super) const INSERT_NEXT_EVENT: &str =
     "INSERT INTO sf_events (stream_type, stream_id, sequence, \

@@ -45,6 +45,59 @@ struct Inner {
     next_outbox_id: u64,
 }
 
+/// Appends `events` to the global log and to the stream `data`, emitted by command
+/// `command_sequence`; returns them as recorded.
+fn append_events(
+    log: &mut Vec<RecordedEvent>,
+    data: &mut StreamData,
+    stream: &StreamId,
+    command_sequence: Sequence,
+    events: Vec<NewEvent>,
+) -> Vec<RecordedEvent> {
+    let mut recorded = Vec::with_capacity(events.len());
+    for event in events {
+        let index = log.len();
+        let mut envelope = event.envelope;
+        envelope.stream = stream.clone();
+        let record = RecordedEvent {
+            envelope,
+            sequence: Sequence(data.events.len() as u64 + 1),
+            command_sequence,
+            position: Position(index as u64 + 1),
+            payload: event.payload,
+        };
+        recorded.push(record.clone());
+        log.push(record);
+        data.events.push(index);
+    }
+    recorded
+}
+
+/// The original receipt of `message_id` in a stream, if that command was accepted.
+fn duplicate_receipt(
+    log: &[RecordedEvent],
+    data: &StreamData,
+    stream: &StreamId,
+    message_id: Uuid,
+) -> Option<CommandReceipt> {
+    let sequence = *data.message_ids.get(&message_id)?;
+    let events = data
+        .events
+        .iter()
+        .map(|&i| &log[i])
+        .filter(|e| e.command_sequence == sequence)
+        .cloned()
+        .collect();
+    Some(CommandReceipt {
+        message_id,
+        stream: stream.clone(),
+        sequence,
+        events,
+        duplicate: true,
+        retries: 0,
+    })
+}
+
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -68,54 +121,7 @@ impl Inner {
     }
 
     fn receipt(&self, stream: &StreamId, message_id: Uuid) -> Option<CommandReceipt> {
-        let data = self.streams.get(stream)?;
-        let sequence = *data.message_ids.get(&message_id)?;
-        let events = data
-            .events
-            .iter()
-            .map(|&i| &self.events[i])
-            .filter(|e| e.command_sequence == sequence)
-            .cloned()
-            .collect();
-        Some(CommandReceipt {
-            message_id,
-            stream: stream.clone(),
-            sequence,
-            events,
-            duplicate: true,
-            retries: 0,
-        })
-    }
-
-    fn push_events(
-        &mut self,
-        stream: &StreamId,
-        command_sequence: Sequence,
-        events: Vec<NewEvent>,
-    ) -> Vec<RecordedEvent> {
-        let mut recorded = Vec::with_capacity(events.len());
-        let first = self
-            .streams
-            .get(stream)
-            .map_or(0, |s| s.events.len() as u64);
-        for (i, event) in events.into_iter().enumerate() {
-            let index = self.events.len();
-            let record = RecordedEvent {
-                envelope: event.envelope,
-                sequence: Sequence(first + i as u64 + 1),
-                command_sequence,
-                position: Position(index as u64 + 1),
-                payload: event.payload,
-            };
-            recorded.push(record.clone());
-            self.events.push(record);
-            self.streams
-                .entry(stream.clone())
-                .or_default()
-                .events
-                .push(index);
-        }
-        recorded
+        duplicate_receipt(&self.events, self.streams.get(stream)?, stream, message_id)
     }
 
     fn commit(&mut self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
@@ -136,22 +142,8 @@ impl Inner {
         let message_id = command.envelope.message_id;
         // One lookup of the stream for the duplicate check, the head check and the appends.
         let data = streams.entry(stream.clone()).or_default();
-        if let Some(&sequence) = data.message_ids.get(&message_id) {
-            let events = data
-                .events
-                .iter()
-                .map(|&i| &log[i])
-                .filter(|e| e.command_sequence == sequence)
-                .cloned()
-                .collect();
-            return Ok(CommandReceipt {
-                message_id,
-                stream,
-                sequence,
-                events,
-                duplicate: true,
-                retries: 0,
-            });
+        if let Some(receipt) = duplicate_receipt(log, data, &stream, message_id) {
+            return Ok(receipt);
         }
         if data.commands.len() as u64 != expected.0 {
             if data.commands.is_empty() && data.events.is_empty() {
@@ -164,22 +156,7 @@ impl Inner {
         command.sequence = sequence;
         data.message_ids.insert(message_id, sequence);
         data.commands.push(command);
-        let mut recorded = Vec::with_capacity(events.len());
-        for event in events {
-            let index = log.len();
-            let mut envelope = event.envelope;
-            envelope.stream = stream.clone();
-            let record = RecordedEvent {
-                envelope,
-                sequence: Sequence(data.events.len() as u64 + 1),
-                command_sequence: sequence,
-                position: Position(index as u64 + 1),
-                payload: event.payload,
-            };
-            recorded.push(record.clone());
-            log.push(record);
-            data.events.push(index);
-        }
+        let recorded = append_events(log, data, &stream, sequence, events);
         if let Some(state) = entity {
             entities.insert(stream.clone(), (sequence, state));
         }
@@ -294,18 +271,21 @@ impl EventLog for MemoryStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut inner = self.lock();
-        let last = inner
-            .streams
-            .get(stream)
-            .map_or(0, |s| s.events.len() as u64);
+        let Inner {
+            streams,
+            events: log,
+            ..
+        } = &mut *inner;
+        let last = streams.get(stream).map_or(0, |s| s.events.len() as u64);
         if last != expected.0 {
             return Err(StoreError::Conflict {
                 stream: stream.clone(),
                 expected,
             });
         }
-        let command_sequence = inner.last_sequence(stream);
-        Ok(inner.push_events(stream, command_sequence, events))
+        let data = streams.entry(stream.clone()).or_default();
+        let command_sequence = Sequence(data.commands.len() as u64);
+        Ok(append_events(log, data, stream, command_sequence, events))
     }
 
     async fn read_stream(
