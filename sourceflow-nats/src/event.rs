@@ -309,7 +309,7 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
             }
         };
         let commit = ProjectionCommit {
-            handler: key.to_owned(),
+            handler: key.to_owned().into(),
             expected: *last,
             position: event.position,
             models,

@@ -501,7 +501,7 @@ impl EventHandler for StepCounter {
         let mut seen = seen;
         seen.push(stepped.n);
         Ok(vec![ModelWrite {
-            model_type: "nt.RemoteSteps".to_owned(),
+            model_type: "nt.RemoteSteps".into(),
             id,
             state: serde_json::to_vec(&seen).ok(),
         }])

@@ -1224,7 +1224,7 @@ impl Store for PostgresStore {
         let (puts, deletes, outbox) = (&puts, &deletes, &outbox);
         let expected = db_int(commit.expected.0, "position")?;
         let position = db_int(commit.position.0, "position")?;
-        let handler = commit.handler.as_str();
+        let handler = &*commit.handler;
         let pool = &self.pool;
         let applied: bool = self
             .retry("postgres.commit_projection", || async move {
@@ -1265,7 +1265,7 @@ impl Store for PostgresStore {
             Ok(())
         } else {
             Err(StoreError::PositionConflict {
-                handler: commit.handler,
+                handler: commit.handler.into_owned(),
                 expected: commit.expected,
             })
         }

@@ -34,17 +34,20 @@ impl EntityCache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A copy of the cached state of `stream`, if any.
-    pub(crate) fn get(&self, stream: &StreamId, vtable: &StateVtable) -> Option<Entry> {
+    /// Takes the cached state of `stream` out of the cache, if any: the caller is this
+    /// process's only user of the stream (see [`StreamLocks`]) and puts the state back after a
+    /// commit. A command that fails leaves no entry, so the next one starts from the store
+    /// and never from a state a failed handler half changed.
+    pub(crate) fn take(&self, stream: &StreamId, vtable: &StateVtable) -> Option<Entry> {
         if self.capacity == 0 {
             return None;
         }
-        let entries = self.lock();
-        let (version, state, last_event) = entries.get(stream)?;
-        if (vtable.type_id)() != state.as_ref().type_id() {
+        let mut entries = self.lock();
+        let entry = entries.remove(stream)?;
+        if (vtable.type_id)() != entry.1.as_ref().type_id() {
             return None;
         }
-        Some((*version, (vtable.clone)(state.as_ref()), *last_event))
+        Some(entry)
     }
 
     pub(crate) fn put(

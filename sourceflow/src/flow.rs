@@ -388,7 +388,9 @@ impl SourceFlow {
         } else {
             executing.instrument(span.clone()).await?
         };
-        span.record("seq", receipt.sequence.0);
+        if !span.is_disabled() {
+            span.record("seq", receipt.sequence.0);
+        }
         metrics::histogram!("sourceflow.command.duration_seconds")
             .record(started.elapsed().as_secs_f64());
         if !receipt.duplicate {
@@ -398,12 +400,15 @@ impl SourceFlow {
                 self.inner.recent.record(&receipt.events, &decoded);
             }
             if let Some(last) = receipt.events.last() {
+                // Wake subscribers only if there are any: without receivers the value is
+                // still updated, and a subscriber that arrives later reads the store first.
+                let wake = self.inner.head.receiver_count() > 0;
                 self.inner.head.send_if_modified(|head| {
                     let moved = last.position > *head;
                     if moved {
                         *head = last.position;
                     }
-                    moved
+                    moved && wake
                 });
             }
             let projecting = self.project_after_commit(&receipt, decoded);
@@ -449,8 +454,16 @@ impl SourceFlow {
         let mut trust_cache = true;
         loop {
             attempt += 1;
-            let (expected, mut state, unverified, last_event) =
-                self.load_state(route, stream, trust_cache).await?;
+            // The cached state is taken synchronously; only a miss awaits the store (boxed, so
+            // the hot path does not carry the loading state machine).
+            let cached = match (trust_cache, &route.state) {
+                (true, Some(vtable)) => inner.entities.take(stream, vtable),
+                _ => None,
+            };
+            let (expected, mut state, unverified, last_event) = match cached {
+                Some((version, state, last_event)) => (version, Some(state), true, last_event),
+                None => Box::pin(self.load_state(route, stream, trust_cache)).await?,
+            };
             let mut cx = SagaContext::new(&command.envelope, false, inner.streams.clone());
             let handled = (route.handle)(
                 &*route.saga,
@@ -483,7 +496,7 @@ impl SourceFlow {
                 )?),
                 _ => None,
             };
-            let (events, decoded): (Vec<_>, Vec<_>) = cx.events.into_iter().unzip();
+            let (events, decoded) = (cx.events, cx.decoded);
             let has_outbox = !cx.outbox.is_empty();
             // Views this process keeps up with apply the events now and commit with the unit:
             // one transaction per command, and a view never lags its command.
@@ -491,7 +504,7 @@ impl SourceFlow {
             // Only for a command alone in flight: under concurrency the view's lock would be
             // held across this commit while other commands wait to project theirs, and after
             // the commit one projection batch covers every command committed meanwhile.
-            let mut prepared = Vec::new();
+            let mut prepared: smallvec::SmallVec<[_; 2]> = smallvec::SmallVec::new();
             let mut projections = Vec::new();
             let _in_flight = InFlight::enter(&inner.in_flight);
             if let (Some(last_event), false, 1) = (
@@ -584,8 +597,8 @@ impl SourceFlow {
         }
     }
 
-    /// The entity state a handler starts from, the sequence it reflects, whether that is
-    /// unverified (this process's cache, or an assumed new stream: a refusal must then be
+    /// The entity state a handler starts from when this process has none cached: the sequence
+    /// it reflects, whether that is unverified (an assumed new stream: a refusal must then be
     /// checked against the head), and, when known, the stream's last event sequence.
     async fn load_state(
         &self,
@@ -597,11 +610,6 @@ impl SourceFlow {
         let Some(vtable) = route.state else {
             return Ok((store.last_sequence(stream).await?, None, false, None));
         };
-        if trust_cache {
-            if let Some((version, state, last_event)) = self.inner.entities.get(stream, &vtable) {
-                return Ok((version, Some(state), true, last_event));
-            }
-        }
         let cached = store.get_entity(stream).await?;
         if cached.is_none() && trust_cache {
             // No stored state: most likely a new stream, so start from the default state
@@ -689,10 +697,7 @@ impl SourceFlow {
             .await?;
             take_problems(&mut cx.problems)?;
             if collect_events {
-                emitted.push((
-                    stored.sequence,
-                    cx.events.into_iter().map(|(e, _)| e).collect(),
-                ));
+                emitted.push((stored.sequence, cx.events));
             }
             last = stored.sequence;
         }

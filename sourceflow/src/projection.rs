@@ -10,6 +10,7 @@
 
 use foldhash::HashMap;
 use std::any::TypeId;
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -252,7 +253,7 @@ impl Subscriber {
         }
         if persist && cursor.applied > cursor.stored {
             let commit = ProjectionCommit {
-                handler: self.name.to_owned(),
+                handler: Cow::Borrowed(self.name),
                 expected: cursor.stored,
                 position: cursor.applied,
                 models: Vec::new(),
@@ -277,6 +278,14 @@ impl Subscriber {
             applied,
         });
         Ok(applied)
+    }
+
+    /// True if this process has applied every event up to `target` (known without waiting:
+    /// a busy subscriber counts as not there yet).
+    fn has_passed(&self, target: Position) -> bool {
+        self.state
+            .try_lock()
+            .is_ok_and(|state| state.cursor.is_some_and(|c| c.applied >= target))
     }
 
     /// Where this process is: as it left it, or (when unknown) the stored position, with an
@@ -323,7 +332,7 @@ impl Subscriber {
             return Ok(Batch::Applied(passed));
         }
         let commit = ProjectionCommit {
-            handler: self.name.to_owned(),
+            handler: Cow::Borrowed(self.name),
             expected: cursor.stored,
             position: last,
             models,
@@ -524,7 +533,7 @@ impl Subscriber {
             }
         };
         let projection = InlineProjection {
-            handler: self.name.to_owned(),
+            handler: Cow::Borrowed(self.name),
             expected: cursor.stored,
             after: cursor.applied,
             first_sequence,
@@ -567,7 +576,7 @@ impl SourceFlow {
         let Some(target) = receipt.events.last().map(|e| e.position) else {
             return;
         };
-        let fresh: Vec<(&RecordedEvent, Option<&ErasedMessage>)> = receipt
+        let fresh: smallvec::SmallVec<[(&RecordedEvent, Option<&ErasedMessage>); 4]> = receipt
             .events
             .iter()
             .enumerate()
@@ -577,6 +586,10 @@ impl SourceFlow {
         for subscriber in &self.inner.subscribers {
             if subscriber.background {
                 any_background = true;
+                continue;
+            }
+            if subscriber.has_passed(target) {
+                // Applied inline, with the commit.
                 continue;
             }
             let span = debug_span!("sourceflow.project", handler = subscriber.name);

@@ -68,7 +68,9 @@ pub struct SagaContext {
     pub(crate) stream: StreamId,
     pub(crate) timestamp: DateTime<Utc>,
     pub(crate) replay: bool,
-    pub(crate) events: Vec<(NewEvent, ErasedMessage)>,
+    pub(crate) events: Vec<NewEvent>,
+    /// The published events as values, index for index with `events`.
+    pub(crate) decoded: Vec<ErasedMessage>,
     pub(crate) outbox: Vec<OutboxMessage>,
     pub(crate) problems: Vec<Error>,
     pub(crate) streams: CommandStreams,
@@ -83,6 +85,7 @@ impl SagaContext {
             timestamp: envelope.timestamp,
             replay,
             events: Vec::new(),
+            decoded: Vec::new(),
             outbox: Vec::new(),
             problems: Vec::new(),
             streams,
@@ -111,8 +114,8 @@ impl SagaContext {
                     causation_id: Some(self.message_id),
                     timestamp: crate::message::now(),
                 };
-                self.events
-                    .push((NewEvent { envelope, payload }, Arc::new(event)));
+                self.events.push(NewEvent { envelope, payload });
+                self.decoded.push(Arc::new(event));
             }
             Err(source) => self.problems.push(Error::Decode {
                 name: E::NAME.to_owned(),

@@ -177,7 +177,7 @@ impl ViewContext {
                 None => None,
             };
             writes.push(ModelWrite {
-                model_type: (*model_type).to_owned(),
+                model_type: std::borrow::Cow::Borrowed(*model_type),
                 id: id.clone(),
                 state,
             });

@@ -93,9 +93,11 @@ macro_rules! conformance_suite {
                 commit_projection_is_compare_and_set,
                 reset_projection_clears_models_and_position,
                 resent_message_id_is_accepted_once,
+                resent_message_id_is_found_in_a_long_stream,
                 concurrent_duplicates_commit_once,
                 entity_versions_are_optimistic,
                 view_models_get_put_delete_list_clear,
+                view_models_page_in_id_order,
                 large_and_non_ascii_payloads_round_trip,
                 ten_thousand_commands_load_in_order,
                 outbox_pending_and_remove,
@@ -609,7 +611,7 @@ pub async fn positions_are_per_handler(store: Arc<dyn Store>) {
 
 fn put(model_type: &str, id: &str, state: Value) -> ModelWrite {
     ModelWrite {
-        model_type: model_type.to_owned(),
+        model_type: model_type.to_owned().into(),
         id: EntityId::from(id),
         state: Some(bytes(&state)),
     }
@@ -617,7 +619,7 @@ fn put(model_type: &str, id: &str, state: Value) -> ModelWrite {
 
 fn delete(model_type: &str, id: &str) -> ModelWrite {
     ModelWrite {
-        model_type: model_type.to_owned(),
+        model_type: model_type.to_owned().into(),
         id: EntityId::from(id),
         state: None,
     }
@@ -826,6 +828,40 @@ pub async fn resent_message_id_is_accepted_once(store: Arc<dyn Store>) {
     assert_eq!((found.sequence, found.events.len()), (Sequence(3), 0));
 }
 
+/// A resent message id is recognised at any depth of a long stream, early or late, and its
+/// receipt is the original one.
+pub async fn resent_message_id_is_found_in_a_long_stream(store: Arc<dyn Store>) {
+    let s = stream("conf.Account", "long");
+    let mut sent = Vec::new();
+    for expected in 0..40 {
+        let unit = unit(&s, expected, 1);
+        let receipt = store.commit(unit.clone()).await.unwrap();
+        sent.push((unit, receipt));
+    }
+    let head = store.head().await.unwrap();
+    for index in [0, 1, 15, 16, 17, 30, 39] {
+        let (unit, original) = &sent[index];
+        let mut resent = unit.clone();
+        resent.expected = Sequence(40);
+        let receipt = store.commit(resent).await.unwrap();
+        assert!(receipt.duplicate, "command {index} resent");
+        assert_eq!(receipt.sequence, Sequence(index as u64 + 1));
+        assert_same_events(&receipt.events, &original.events);
+        let found = store
+            .find_receipt(&s, original.message_id)
+            .await
+            .unwrap()
+            .expect("a receipt");
+        assert_eq!(found.sequence, Sequence(index as u64 + 1));
+    }
+    assert_eq!(store.last_sequence(&s).await.unwrap(), Sequence(40));
+    assert_eq!(store.head().await.unwrap(), head);
+    // A new message still commits after the resends.
+    let next = store.commit(unit(&s, 40, 0)).await.unwrap();
+    assert!(!next.duplicate);
+    assert_eq!(next.sequence, Sequence(41));
+}
+
 /// The same command sent concurrently commits exactly once; every sender gets its receipt.
 pub async fn concurrent_duplicates_commit_once(store: Arc<dyn Store>) {
     let s = stream("conf.Account", "a");
@@ -975,6 +1011,46 @@ pub async fn view_models_get_put_delete_list_clear(store: Arc<dyn Store>) {
     store.clear_models(m).await.unwrap();
     assert!(page(None, 100).await.is_empty());
     assert_eq!(model(&*store, "conf.Other", "a").await, Some(json!(0)));
+}
+
+/// Paging through many models returns every one exactly once, in id order, whatever the
+/// order they were written in.
+pub async fn view_models_page_in_id_order(store: Arc<dyn Store>) {
+    let m = "conf.Paged";
+    // 97 ids written in a scrambled order (97 is prime, so i * 37 % 97 visits each once).
+    let ids: Vec<String> = (0..97).map(|i| format!("m-{:03}", i * 37 % 97)).collect();
+    for id in &ids {
+        store
+            .put_model(m, &EntityId::from(id.as_str()), bytes(&json!({ "id": id })))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_models(
+                m,
+                Page {
+                    after: after.clone(),
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        for (id, state) in &page {
+            assert_eq!(json_of(state), json!({ "id": id.as_str() }));
+        }
+        after = page.last().map(|(id, _)| id.clone());
+        seen.extend(page.into_iter().map(|(id, _)| id.as_str().to_owned()));
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
 }
 
 /// A 1 MiB payload and non-ASCII text (payloads, ids, type names) round-trip everywhere.
@@ -1283,7 +1359,7 @@ fn inline(
     models: Vec<ModelWrite>,
 ) -> InlineProjection {
     InlineProjection {
-        handler: handler.to_owned(),
+        handler: handler.to_owned().into(),
         expected: Position(expected),
         after: Position(after),
         first_sequence: Sequence(first),

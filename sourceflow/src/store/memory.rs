@@ -31,15 +31,97 @@ struct StreamData {
     commands: Vec<StoredCommand>,
     /// Indexes into `Inner::events`, in stream sequence order.
     events: Vec<usize>,
-    message_ids: HashMap<Uuid, Sequence>,
+    /// Message id -> command sequence, built once the stream is long enough that scanning
+    /// `commands` would cost more than the map.
+    message_ids: Option<HashMap<Uuid, Sequence>>,
+}
+
+impl StreamData {
+    /// Streams up to this many commands find a message id by scanning.
+    const SCAN: usize = 16;
+
+    fn sequence_of(&self, message_id: Uuid) -> Option<Sequence> {
+        match &self.message_ids {
+            Some(index) => index.get(&message_id).copied(),
+            None => self
+                .commands
+                .iter()
+                .find(|c| c.envelope.message_id == message_id)
+                .map(|c| c.sequence),
+        }
+    }
+
+    /// Appends a command whose `sequence` is already set.
+    fn push_command(&mut self, command: StoredCommand) {
+        let (message_id, sequence) = (command.envelope.message_id, command.sequence);
+        self.commands.push(command);
+        match &mut self.message_ids {
+            Some(index) => {
+                index.insert(message_id, sequence);
+            }
+            None if self.commands.len() > Self::SCAN => {
+                let index = self
+                    .commands
+                    .iter()
+                    .map(|c| (c.envelope.message_id, c.sequence))
+                    .collect();
+                self.message_ids = Some(index);
+            }
+            None => {}
+        }
+    }
+}
+
+/// The global event log in fixed-size pages: appending never moves recorded events (a single
+/// growing `Vec` would copy the whole log on every doubling and churn the allocator).
+#[derive(Debug, Default)]
+struct Log {
+    pages: Vec<Vec<RecordedEvent>>,
+    len: usize,
+}
+
+impl Log {
+    const PAGE: usize = 4096;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, event: RecordedEvent) {
+        if self.len % Self::PAGE == 0 {
+            self.pages.push(Vec::with_capacity(Self::PAGE));
+        }
+        if let Some(page) = self.pages.last_mut() {
+            page.push(event);
+            self.len += 1;
+        }
+    }
+
+    fn get(&self, index: usize) -> &RecordedEvent {
+        &self.pages[index / Self::PAGE][index % Self::PAGE]
+    }
+
+    /// The events from index `start` on, in order.
+    fn iter_from(&self, start: usize) -> impl Iterator<Item = &RecordedEvent> {
+        let start = start.min(self.len);
+        self.pages
+            .iter()
+            .skip(start / Self::PAGE)
+            .enumerate()
+            .flat_map(move |(i, page)| {
+                let skip = if i == 0 { start % Self::PAGE } else { 0 };
+                page[skip..].iter()
+            })
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     streams: HashMap<StreamId, StreamData>,
-    events: Vec<RecordedEvent>,
+    events: Log,
     entities: HashMap<StreamId, (Sequence, Vec<u8>)>,
-    models: HashMap<String, BTreeMap<EntityId, Vec<u8>>>,
+    /// Per model type; unordered (a write is one hash lookup), listings sort the page.
+    models: HashMap<String, HashMap<EntityId, Vec<u8>>>,
     positions: HashMap<String, Position>,
     outbox: BTreeMap<u64, OutboxMessage>,
     next_outbox_id: u64,
@@ -48,7 +130,7 @@ struct Inner {
 /// Appends `events` to the global log and to the stream `data`, emitted by command
 /// `command_sequence`; returns them as recorded.
 fn append_events(
-    log: &mut Vec<RecordedEvent>,
+    log: &mut Log,
     data: &mut StreamData,
     stream: &StreamId,
     command_sequence: Sequence,
@@ -75,16 +157,16 @@ fn append_events(
 
 /// The original receipt of `message_id` in a stream, if that command was accepted.
 fn duplicate_receipt(
-    log: &[RecordedEvent],
+    log: &Log,
     data: &StreamData,
     stream: &StreamId,
     message_id: Uuid,
 ) -> Option<CommandReceipt> {
-    let sequence = *data.message_ids.get(&message_id)?;
+    let sequence = data.sequence_of(message_id)?;
     let events = data
         .events
         .iter()
-        .map(|&i| &log[i])
+        .map(|&i| log.get(i))
         .filter(|e| e.command_sequence == sequence)
         .cloned()
         .collect();
@@ -154,11 +236,15 @@ impl Inner {
         }
         let sequence = expected.next();
         command.sequence = sequence;
-        data.message_ids.insert(message_id, sequence);
-        data.commands.push(command);
+        data.push_command(command);
         let recorded = append_events(log, data, &stream, sequence, events);
         if let Some(state) = entity {
-            entities.insert(stream.clone(), (sequence, state));
+            match entities.get_mut(&stream) {
+                Some(stored) => *stored = (sequence, state),
+                None => {
+                    entities.insert(stream.clone(), (sequence, state));
+                }
+            }
         }
         self.push_outbox(outbox);
         Ok(CommandReceipt {
@@ -174,17 +260,23 @@ impl Inner {
     fn commit_projection(&mut self, commit: ProjectionCommit) -> Result<(), StoreError> {
         let current = self
             .positions
-            .get(&commit.handler)
+            .get(&*commit.handler)
             .copied()
             .unwrap_or(Position::START);
         if current != commit.expected {
             return Err(StoreError::PositionConflict {
-                handler: commit.handler,
+                handler: commit.handler.into_owned(),
                 expected: commit.expected,
             });
         }
         for write in commit.models {
-            let models = self.models.entry(write.model_type).or_default();
+            let models = match self.models.get_mut(&*write.model_type) {
+                Some(models) => models,
+                None => self
+                    .models
+                    .entry(write.model_type.into_owned())
+                    .or_default(),
+            };
             match write.state {
                 Some(state) => {
                     models.insert(write.id, state);
@@ -195,7 +287,13 @@ impl Inner {
             }
         }
         self.push_outbox(commit.outbox);
-        self.positions.insert(commit.handler, commit.position);
+        match self.positions.get_mut(&*commit.handler) {
+            Some(position) => *position = commit.position,
+            None => {
+                self.positions
+                    .insert(commit.handler.into_owned(), commit.position);
+            }
+        }
         Ok(())
     }
 
@@ -222,9 +320,7 @@ impl CommandLog for MemoryStore {
         let sequence = expected.next();
         command.sequence = sequence;
         let data = inner.streams.entry(stream).or_default();
-        data.message_ids
-            .insert(command.envelope.message_id, sequence);
-        data.commands.push(command);
+        data.push_command(command);
         Ok(sequence)
     }
 
@@ -300,7 +396,7 @@ impl EventLog for MemoryStore {
         let start = (from.0.max(1) as usize - 1).min(data.events.len());
         Ok(data.events[start..]
             .iter()
-            .map(|&i| inner.events[i].clone())
+            .map(|&i| inner.events.get(i).clone())
             .collect())
     }
 
@@ -310,9 +406,12 @@ impl EventLog for MemoryStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let inner = self.lock();
-        let start = (after.0 as usize).min(inner.events.len());
-        let end = start.saturating_add(limit).min(inner.events.len());
-        Ok(inner.events[start..end].to_vec())
+        Ok(inner
+            .events
+            .iter_from(after.0 as usize)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn read_between(
@@ -323,9 +422,9 @@ impl EventLog for MemoryStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let inner = self.lock();
-        let start = (after.0 as usize).min(inner.events.len());
-        Ok(inner.events[start..]
-            .iter()
+        Ok(inner
+            .events
+            .iter_from(after.0 as usize)
             .filter(|e| e.envelope.timestamp >= from && e.envelope.timestamp < to)
             .take(limit)
             .cloned()
@@ -419,22 +518,22 @@ impl ViewModelStore for MemoryStore {
         let Some(models) = inner.models.get(model_type) else {
             return Ok(Vec::new());
         };
-        let rows = match &page.after {
-            Some(after) => models
-                .range::<EntityId, _>((
-                    std::ops::Bound::Excluded(after),
-                    std::ops::Bound::Unbounded,
-                ))
-                .take(page.limit)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            None => models
-                .iter()
-                .take(page.limit)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        Ok(rows)
+        // The page's ids: those after `page.after`, the smallest `limit` of them, in order.
+        let mut ids: Vec<&EntityId> = models
+            .keys()
+            .filter(|id| page.after.as_ref().is_none_or(|after| *id > after))
+            .collect();
+        if ids.len() > page.limit {
+            if page.limit > 0 {
+                ids.select_nth_unstable(page.limit - 1);
+            }
+            ids.truncate(page.limit);
+        }
+        ids.sort_unstable();
+        Ok(ids
+            .into_iter()
+            .map(|id| (id.clone(), models[id].clone()))
+            .collect())
     }
 
     async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ mod memory;
 
 pub use memory::MemoryStore;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -120,7 +121,7 @@ pub struct UnitOfWork {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelWrite {
     /// [`ViewModel::NAME`](crate::ViewModel::NAME) of the model.
-    pub model_type: String,
+    pub model_type: Cow<'static, str>,
     /// The model's key.
     pub id: EntityId,
     /// The new JSON state; `None` deletes the model.
@@ -132,7 +133,7 @@ pub struct ModelWrite {
 #[derive(Clone, Debug)]
 pub struct ProjectionCommit {
     /// The handler's name (the view's or aggregate's type name).
-    pub handler: String,
+    pub handler: Cow<'static, str>,
     /// The position the batch started from; a different stored position is a
     /// [`StoreError::PositionConflict`] and nothing is written.
     pub expected: Position,
@@ -156,7 +157,7 @@ pub struct ProjectionCommit {
 #[derive(Clone, Debug)]
 pub struct InlineProjection {
     /// The view's name (its handler name in the positions table).
-    pub handler: String,
+    pub handler: Cow<'static, str>,
     /// The view's stored position the projection started from (compare-and-set).
     pub expected: Position,
     /// The last global position the view has passed (`>= expected`: the events in between
