@@ -1,9 +1,10 @@
 //! The Postgres store: several processes sharing one database, JSONB payloads, a pool.
 //!
 //! # One round trip per command
-//! A unit of work is one call of the `sf_commit` function (created by the migration): the
-//! duplicate check, the optimistic command append, the entity state, the outbox and the events
-//! run inside the server in the call's own transaction. sqlx prepares each statement once per
+//! A unit of work is one call of the `sf_commit_inline` function (created by the migrations):
+//! the duplicate check, the optimistic command append, the entity state, the outbox, the events
+//! and the inline views' writes run inside the server in the call's own transaction, as a few
+//! flat statements (migration `0004`). sqlx prepares each statement once per
 //! connection, and the pool does not ping connections before handing them out.
 //!
 //! # Positions become visible in order (serialised appends)
@@ -465,10 +466,6 @@ impl<'a> OutboxArrays<'a> {
 
 // ---- queries --------------------------------------------------------------------------------
 
-const COMMIT: &str = "SELECT r_status, r_sequence, r_first_event, r_positions, r_payloads \
-     FROM sf_commit(\
-     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-     $20, $21, $22, $23, $24, $25, $26, $27, $28)";
 const COMMIT_INLINE: &str = "SELECT r_status, r_sequence, r_first_event, r_positions, \
      r_payloads, r_projected FROM sf_commit_inline(\
      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
@@ -991,7 +988,7 @@ impl PositionStore for PostgresStore {
 }
 
 impl PostgresStore {
-    /// One round trip: `sf_commit`, or `sf_commit_inline` when there are inline projections.
+    /// One round trip: `sf_commit_inline`, with or without inline projections.
     async fn commit_unit(
         &self,
         unit: UnitOfWork,
@@ -1018,12 +1015,7 @@ impl PostgresStore {
         }
         let outcome = self
             .retry("postgres.commit", || async move {
-                let sql = if projections.is_empty() {
-                    COMMIT
-                } else {
-                    COMMIT_INLINE
-                };
-                let query = sqlx::query(sql)
+                let query = sqlx::query(COMMIT_INLINE)
                     .bind(lock_key)
                     .bind(&*stream.entity_type)
                     .bind(stream.id.as_str())
@@ -1051,23 +1043,18 @@ impl PostgresStore {
                     .bind(&outbox.correlations)
                     .bind(&outbox.causations)
                     .bind(&outbox.times)
-                    .bind(&outbox.payloads);
-                let query = if projections.is_empty() {
-                    query
-                } else {
-                    query
-                        .bind(&inline.handlers)
-                        .bind(&inline.expected)
-                        .bind(&inline.after)
-                        .bind(&inline.first_sequences)
-                        .bind(&inline.put_owners)
-                        .bind(&inline.put_types)
-                        .bind(&inline.put_ids)
-                        .bind(&inline.put_states)
-                        .bind(&inline.delete_owners)
-                        .bind(&inline.delete_types)
-                        .bind(&inline.delete_ids)
-                };
+                    .bind(&outbox.payloads)
+                    .bind(&inline.handlers)
+                    .bind(&inline.expected)
+                    .bind(&inline.after)
+                    .bind(&inline.first_sequences)
+                    .bind(&inline.put_owners)
+                    .bind(&inline.put_types)
+                    .bind(&inline.put_ids)
+                    .bind(&inline.put_states)
+                    .bind(&inline.delete_owners)
+                    .bind(&inline.delete_types)
+                    .bind(&inline.delete_ids);
                 let row = query.fetch_one(pool).await;
                 let row = match row {
                     Ok(row) => row,
@@ -1089,11 +1076,7 @@ impl PostgresStore {
                         let first: i64 = get(&row, 2)?;
                         let last_event = Sequence(from_db(first - 1, "event sequence")?);
                         let stored = (get(&row, 3)?, get(&row, 4)?);
-                        let projected = if projections.is_empty() {
-                            Vec::new()
-                        } else {
-                            get(&row, 5)?
-                        };
+                        let projected: Vec<bool> = get(&row, 5)?;
                         Ok(Outcome::Committed(sequence, last_event, stored, projected))
                     }
                     "duplicate" => match find_receipt(pool, stream, envelope.message_id).await? {
