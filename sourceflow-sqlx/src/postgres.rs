@@ -32,8 +32,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::store::{
-    CommandLog, EntityStore, EventLog, InlineProjection, OutboxMessage, Page, PendingCommand,
-    PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+    CommandLog, EntityStore, EntityWithModels, EventLog, InlineProjection, OutboxMessage, Page,
+    PendingCommand, PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
 };
 use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -524,6 +524,12 @@ const PUT_ENTITY_NEW: &str = "INSERT INTO sf_entities AS s (entity_type, entity_
 const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = $3, state = $4::jsonb, \
      updated_at = now() WHERE entity_type = $1 AND entity_id = $2 AND version = $5";
 const DELETE_ENTITY: &str = "DELETE FROM sf_entities WHERE entity_type = $1 AND entity_id = $2";
+/// The entity (row `n = 0`) and the present ones of the asked models (row `n` = 1-based index).
+const GET_ENTITY_WITH_MODELS: &str = "SELECT 0::bigint AS n, version, state::text \
+     FROM sf_entities WHERE entity_type = $1 AND entity_id = $2 \
+     UNION ALL SELECT u.n, NULL::bigint, m.state::text \
+     FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(model_type, model_id, n) \
+     JOIN sf_view_models m ON m.model_type = u.model_type AND m.model_id = u.model_id";
 const GET_MODEL: &str =
     "SELECT state::text FROM sf_view_models WHERE model_type = $1 AND model_id = $2";
 const PUT_MODEL: &str = "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
@@ -1183,6 +1189,51 @@ impl Store for PostgresStore {
         projections: Vec<InlineProjection>,
     ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
         self.commit_unit(unit, &projections).await
+    }
+
+    async fn get_entity_with_models(
+        &self,
+        stream: &StreamId,
+        models: &[(&'static str, EntityId)],
+    ) -> Result<EntityWithModels, StoreError> {
+        let types: Vec<&str> = models.iter().map(|(t, _)| *t).collect();
+        let ids: Vec<&str> = models.iter().map(|(_, id)| id.as_str()).collect();
+        let (pool, types, ids) = (&self.pool, &types, &ids);
+        let rows = self
+            .retry("postgres.get_entity_with_models", || async move {
+                sqlx::query(GET_ENTITY_WITH_MODELS)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(types)
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        let mut entity = None;
+        let mut found = vec![None; models.len()];
+        for row in &rows {
+            let n: i64 = get(row, 0)?;
+            let state: String = get(row, 2)?;
+            match usize::try_from(n) {
+                Ok(0) => {
+                    let version: i64 = get(row, 1)?;
+                    entity = Some((
+                        Sequence(from_db(version, "entity version")?),
+                        state.into_bytes(),
+                    ));
+                }
+                Ok(n) if n <= models.len() => found[n - 1] = Some(state.into_bytes()),
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "model row {n} of {}",
+                        models.len()
+                    )))
+                }
+            }
+        }
+        Ok((entity, found))
     }
 
     #[tracing::instrument(name = "sourceflow.postgres.commit_projection", skip_all, fields(handler = %commit.handler, position = %commit.position))]

@@ -280,6 +280,48 @@ impl Subscriber {
         Ok(applied)
     }
 
+    /// The model this view would most likely read for an event of `stream` and does not have
+    /// cached: its model keyed by the stream's id, with the position the read would be valid
+    /// at. Only for an in-process view whose position this process knows and that is not busy.
+    pub(crate) fn model_to_prefetch(&self, stream: &StreamId) -> Option<(&'static str, Position)> {
+        let vtable = self.model.as_ref()?;
+        if self.background {
+            return None;
+        }
+        let state = self.state.try_lock().ok()?;
+        let cursor = state.cursor?;
+        if state.models.contains(vtable.name, &stream.id) {
+            return None;
+        }
+        Some((vtable.name, cursor.applied))
+    }
+
+    /// Caches model `id` read from the store for [`model_to_prefetch`](Self::model_to_prefetch)
+    /// while the view was at `at`; dropped if the view has moved since (the model may have
+    /// changed with it) or it does not decode.
+    pub(crate) fn offer_model(
+        &self,
+        id: &crate::message::EntityId,
+        at: Position,
+        stored: Option<&[u8]>,
+    ) {
+        let Some(vtable) = self.model.as_ref() else {
+            return;
+        };
+        let Ok(mut state) = self.state.try_lock() else {
+            return;
+        };
+        if state.cursor.map(|c| c.applied) != Some(at) {
+            return;
+        }
+        let model = match stored.map(vtable.decode) {
+            None => None,
+            Some(Ok(model)) => Some(model),
+            Some(Err(_)) => return,
+        };
+        state.models.offer(vtable.name, id.clone(), model);
+    }
+
     /// True if this process has applied every event up to `target` (known without waiting:
     /// a busy subscriber counts as not there yet).
     fn has_passed(&self, target: Position) -> bool {

@@ -30,6 +30,24 @@ pub(crate) struct ModelCache {
 impl ModelCache {
     /// Models kept per view; past this the cache starts over (reading is always correct).
     const CAPACITY: usize = 10_000;
+
+    /// True if the cache knows model `id` of `model_type` (present or absent).
+    pub(crate) fn contains(&self, model_type: &'static str, id: &EntityId) -> bool {
+        self.entries.contains_key(&(model_type, id.clone()))
+    }
+
+    /// Adds model `id` as just read from the store (`None`: absent), unless the cache already
+    /// knows it or is full.
+    pub(crate) fn offer(
+        &mut self,
+        model_type: &'static str,
+        id: EntityId,
+        model: Option<Box<dyn Any + Send>>,
+    ) {
+        if self.entries.len() < Self::CAPACITY {
+            self.entries.entry((model_type, id)).or_insert(model);
+        }
+    }
 }
 
 /// Loads and saves view models for a projection.

@@ -98,6 +98,7 @@ macro_rules! conformance_suite {
                 entity_versions_are_optimistic,
                 view_models_get_put_delete_list_clear,
                 view_models_page_in_id_order,
+                entity_with_models_reads_both,
                 large_and_non_ascii_payloads_round_trip,
                 ten_thousand_commands_load_in_order,
                 outbox_pending_and_remove,
@@ -1011,6 +1012,41 @@ pub async fn view_models_get_put_delete_list_clear(store: Arc<dyn Store>) {
     store.clear_models(m).await.unwrap();
     assert!(page(None, 100).await.is_empty());
     assert_eq!(model(&*store, "conf.Other", "a").await, Some(json!(0)));
+}
+
+/// `get_entity_with_models` answers what `get_entity` and `get_model` would, in the order the
+/// models were asked for, absent ones as `None`.
+pub async fn entity_with_models_reads_both(store: Arc<dyn Store>) {
+    let s = stream("conf.Account", "ewm");
+    let (m, other) = ("conf.Summary", "conf.Other");
+    let keys = vec![
+        (m, EntityId::from("ewm")),
+        (other, EntityId::from("ewm")),
+        (m, EntityId::from("absent")),
+    ];
+    let (entity, models) = store.get_entity_with_models(&s, &keys).await.unwrap();
+    assert_eq!(entity, None);
+    assert_eq!(models, vec![None, None, None]);
+
+    store.commit(unit(&s, 0, 1)).await.unwrap();
+    store
+        .put_model(m, &EntityId::from("ewm"), bytes(&json!({"n": 1})))
+        .await
+        .unwrap();
+    store
+        .put_model(other, &EntityId::from("ewm"), bytes(&json!({"n": 2})))
+        .await
+        .unwrap();
+    let (entity, models) = store.get_entity_with_models(&s, &keys).await.unwrap();
+    assert_eq!(entity, store.get_entity(&s).await.unwrap());
+    assert_eq!(entity.map(|(version, _)| version), Some(Sequence(1)));
+    let models: Vec<Option<Value>> = models.iter().map(|m| m.as_deref().map(json_of)).collect();
+    assert_eq!(
+        models,
+        vec![Some(json!({"n": 1})), Some(json!({"n": 2})), None]
+    );
+    let (_, none) = store.get_entity_with_models(&s, &[]).await.unwrap();
+    assert!(none.is_empty());
 }
 
 /// Paging through many models returns every one exactly once, in id order, whatever the

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    CommandLog, EntityStore, EventLog, InlineProjection, OutboxMessage, Page, PendingCommand,
-    PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+    CommandLog, EntityStore, EntityWithModels, EventLog, InlineProjection, OutboxMessage, Page,
+    PendingCommand, PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
 };
 use crate::message::{
     CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
@@ -600,6 +600,20 @@ impl Store for MemoryStore {
 
     async fn commit_projection(&self, commit: ProjectionCommit) -> Result<(), StoreError> {
         self.lock().commit_projection(commit)
+    }
+
+    async fn get_entity_with_models(
+        &self,
+        stream: &StreamId,
+        models: &[(&'static str, EntityId)],
+    ) -> Result<EntityWithModels, StoreError> {
+        let inner = self.lock();
+        let entity = inner.entities.get(stream).cloned();
+        let found = models
+            .iter()
+            .map(|(model_type, id)| inner.models.get(*model_type)?.get(id).cloned())
+            .collect();
+        Ok((entity, found))
     }
 
     async fn reset_projection(

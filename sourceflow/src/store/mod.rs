@@ -170,6 +170,10 @@ pub struct InlineProjection {
     pub models: Vec<ModelWrite>,
 }
 
+/// An entity's stored state (version and JSON), if any, and view models' JSON states in the
+/// order asked for ([`Store::get_entity_with_models`]).
+pub type EntityWithModels = (Option<(Sequence, Vec<u8>)>, Vec<Option<Vec<u8>>>);
+
 /// A page request for listings: keyset pagination on the id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Page {
@@ -361,6 +365,26 @@ pub trait Store:
     ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
         let receipt = self.commit(unit).await?;
         Ok((receipt, vec![false; projections.len()]))
+    }
+
+    /// The stored state of `stream`'s entity together with the view models `models` (model
+    /// type, id), each `None` if absent: what the first command on a stream that this process
+    /// has not cached needs, read at once. Network backends answer in one round trip; the
+    /// provided implementation reads them one by one.
+    ///
+    /// # Errors
+    /// As [`get_entity`](EntityStore::get_entity) and [`get_model`](ViewModelStore::get_model).
+    async fn get_entity_with_models(
+        &self,
+        stream: &StreamId,
+        models: &[(&'static str, EntityId)],
+    ) -> Result<EntityWithModels, StoreError> {
+        let entity = self.get_entity(stream).await?;
+        let mut found = Vec::with_capacity(models.len());
+        for (model_type, id) in models {
+            found.push(self.get_model(model_type, id).await?);
+        }
+        Ok((entity, found))
     }
 
     /// Commits a projection batch atomically: model writes, outbox entries and the handler's
