@@ -471,6 +471,57 @@ const COMMIT_INLINE: &str = "SELECT r_status, r_sequence, r_first_event, r_posit
      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
      $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, \
      $38, $39)";
+/// The common unit of work as one statement: a command with an entity state and one event,
+/// no follow-up commands, and at most one inline view writing one model (`$20` NULL: none).
+/// Each step feeds the next, so the append lock is taken before the event's position is
+/// allocated, as in `sf_commit_inline`; the view's compare-and-set also checks that the event
+/// landed where the projection assumed (`$22 + 1`, stream sequence `$23`). No row: nothing
+/// written, a resent message id or a moved stream (the caller looks the message id up).
+const COMMIT_ONE: &str = "WITH cmd AS ( \
+       INSERT INTO sf_commands (stream_type, stream_id, sequence, message_id, name, version, \
+                                correlation_id, causation_id, created_at, payload) \
+       SELECT $2, $3, $4 + 1, $5, $6, $7, $8, $9, $10, $11::jsonb \
+        WHERE coalesce((SELECT c.sequence FROM sf_commands c \
+                         WHERE c.stream_type = $2 AND c.stream_id = $3 \
+                         ORDER BY c.sequence DESC LIMIT 1), 0) = $4 \
+       ON CONFLICT DO NOTHING \
+       RETURNING sequence), \
+     ent AS ( \
+       INSERT INTO sf_entities AS s (entity_type, entity_id, version, state, updated_at) \
+       SELECT $2, $3, cmd.sequence, $12::jsonb, now() FROM cmd \
+       ON CONFLICT (entity_type, entity_id) DO UPDATE \
+       SET version = EXCLUDED.version, state = EXCLUDED.state, \
+           updated_at = EXCLUDED.updated_at), \
+     lk AS (SELECT cmd.sequence, pg_advisory_xact_lock($1) FROM cmd), \
+     ev AS ( \
+       INSERT INTO sf_events (stream_type, stream_id, sequence, command_sequence, message_id, \
+                              name, version, correlation_id, causation_id, created_at, payload) \
+       SELECT $2, $3, coalesce((SELECT e.sequence FROM sf_events e \
+                                 WHERE e.stream_type = $2 AND e.stream_id = $3 \
+                                 ORDER BY e.sequence DESC LIMIT 1), 0) + 1, \
+              lk.sequence, $13, $14, $15, $16, $17, $18, $19::jsonb FROM lk \
+       RETURNING position, sequence, payload::text AS payload), \
+     pos AS ( \
+       UPDATE sf_positions s SET position = ev.position, updated_at = now() FROM ev \
+        WHERE $21 <> 0 AND s.handler = $20 AND s.position = $21 \
+          AND ev.position = $22 + 1 AND ev.sequence = $23 \
+       RETURNING 1), \
+     pos0 AS ( \
+       INSERT INTO sf_positions AS s (handler, position, updated_at) \
+       SELECT $20, ev.position, now() FROM ev \
+        WHERE $21 = 0 AND ev.position = $22 + 1 AND ev.sequence = $23 \
+       ON CONFLICT (handler) DO UPDATE \
+       SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at \
+       WHERE s.position = 0 \
+       RETURNING 1), \
+     moved AS (SELECT 1 FROM pos UNION ALL SELECT 1 FROM pos0), \
+     mdl AS ( \
+       INSERT INTO sf_view_models AS m (model_type, model_id, state, updated_at) \
+       SELECT $24, $25, $26::jsonb, now() FROM moved \
+       ON CONFLICT (model_type, model_id) DO UPDATE \
+       SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at) \
+     SELECT cmd.sequence, ev.position, ev.sequence, ev.payload, EXISTS (SELECT 1 FROM moved) \
+       FROM cmd, ev";
 const APPEND_EVENTS: &str = "SELECT r_ok, r_command_sequence, r_positions, r_payloads FROM \
      sf_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const COMMIT_PROJECTION: &str = "SELECT sf_commit_projection($1, $2, $3, $4, $5, $6, $7, $8, \
@@ -994,7 +1045,8 @@ impl PositionStore for PostgresStore {
 }
 
 impl PostgresStore {
-    /// One round trip: `sf_commit_inline`, with or without inline projections.
+    /// One round trip: the common shape as one statement (`COMMIT_ONE`), anything else through
+    /// `sf_commit_inline`.
     async fn commit_unit(
         &self,
         unit: UnitOfWork,
@@ -1019,8 +1071,74 @@ impl PostgresStore {
             Committed(Sequence, Sequence, (Vec<i64>, Vec<String>), Vec<bool>),
             Duplicate(CommandReceipt),
         }
+        // The common shape goes as one statement (`COMMIT_ONE`), the rest through the function.
+        let one = entity.is_some()
+            && unit.events.len() == 1
+            && unit.outbox.is_empty()
+            && projections.len() <= 1
+            && inline.delete_owners.is_empty()
+            && inline.put_owners.len() == projections.len();
         let outcome = self
             .retry("postgres.commit", || async move {
+                if one {
+                    let row = sqlx::query(COMMIT_ONE)
+                        .bind(lock_key)
+                        .bind(&*stream.entity_type)
+                        .bind(stream.id.as_str())
+                        .bind(expected)
+                        .bind(envelope.message_id)
+                        .bind(&*envelope.name)
+                        .bind(i64::from(envelope.version))
+                        .bind(envelope.correlation_id)
+                        .bind(envelope.causation_id)
+                        .bind(envelope.timestamp)
+                        .bind(payload)
+                        .bind(entity)
+                        .bind(events.ids[0])
+                        .bind(events.names[0])
+                        .bind(events.versions[0])
+                        .bind(events.correlations[0])
+                        .bind(events.causations[0])
+                        .bind(events.times[0])
+                        .bind(events.payloads[0])
+                        .bind(inline.handlers.first().copied())
+                        .bind(inline.expected.first().copied())
+                        .bind(inline.after.first().copied())
+                        .bind(inline.first_sequences.first().copied())
+                        .bind(inline.put_types.first().copied())
+                        .bind(inline.put_ids.first().copied())
+                        .bind(inline.put_states.first().copied())
+                        .fetch_optional(pool)
+                        .await;
+                    return match row {
+                        Ok(Some(row)) => {
+                            let sequence = Sequence(from_db(get(&row, 0)?, "sequence")?);
+                            let first: i64 = get(&row, 2)?;
+                            let last_event = Sequence(from_db(first - 1, "event sequence")?);
+                            let stored = (vec![get(&row, 1)?], vec![get(&row, 3)?]);
+                            let projected: bool = get(&row, 4)?;
+                            let projected = if projections.is_empty() {
+                                Vec::new()
+                            } else {
+                                vec![projected]
+                            };
+                            Ok(Outcome::Committed(sequence, last_event, stored, projected))
+                        }
+                        // Nothing written: a resent message id, or the stream moved on (also
+                        // when a concurrent commit to the stream got there first).
+                        Ok(None) => match find_receipt(pool, stream, envelope.message_id).await? {
+                            Some(receipt) => Ok(Outcome::Duplicate(receipt)),
+                            None => Err(conflict(stream, unit.expected)),
+                        },
+                        Err(e) if is_unique_violation(&e) => {
+                            match find_receipt(pool, stream, envelope.message_id).await? {
+                                Some(receipt) => Ok(Outcome::Duplicate(receipt)),
+                                None => Err(conflict(stream, unit.expected)),
+                            }
+                        }
+                        Err(e) => Err(db_err(e)),
+                    };
+                }
                 let query = sqlx::query(COMMIT_INLINE)
                     .bind(lock_key)
                     .bind(&*stream.entity_type)
