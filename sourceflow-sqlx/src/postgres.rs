@@ -1,10 +1,12 @@
 //! The Postgres store: several processes sharing one database, JSONB payloads, a pool.
 //!
 //! # One round trip per command
-//! A unit of work is one call of the `sf_commit_inline` function (created by the migrations):
-//! the duplicate check, the optimistic command append, the entity state, the outbox, the events
-//! and the inline views' writes run inside the server in the call's own transaction, as a few
-//! flat statements (migration `0004`). sqlx prepares each statement once per
+//! A unit of work is one statement in its own transaction: the optimistic command append (a
+//! resent message id is caught by its unique key), the entity state, the outbox, the events and
+//! the inline views' writes. The common shape (one event, no follow-up commands, at most one
+//! view writing one model) is a single SQL statement whose steps feed each other; anything else
+//! calls the `sf_commit_inline` function (migration `0004`). A first command on a stream reads
+//! its entity and the views' models in one more round trip. sqlx prepares each statement once per
 //! connection, and the pool does not ping connections before handing them out.
 //!
 //! # Positions become visible in order (serialised appends)
