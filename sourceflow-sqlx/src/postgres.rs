@@ -1073,6 +1073,33 @@ impl PostgresStore {
             Committed(Sequence, Sequence, (Vec<i64>, Vec<String>), Vec<bool>),
             Duplicate(CommandReceipt),
         }
+        // Both statements start with the command: lock key, stream, expected sequence, the
+        // command's envelope and payload, the entity state (`$1`-`$12`).
+        let command = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(lock_key)
+                .bind(&*stream.entity_type)
+                .bind(stream.id.as_str())
+                .bind(expected)
+                .bind(envelope.message_id)
+                .bind(&*envelope.name)
+                .bind(i64::from(envelope.version))
+                .bind(envelope.correlation_id)
+                .bind(envelope.causation_id)
+                .bind(envelope.timestamp)
+                .bind(payload)
+                .bind(entity)
+        };
+        let command = &command;
+        // Nothing was written: a resent message id (answered with its receipt) or a stream
+        // that moved on (also when a concurrent commit to the stream got there first).
+        let not_written = || async move {
+            match find_receipt(pool, stream, envelope.message_id).await? {
+                Some(receipt) => Ok(Outcome::Duplicate(receipt)),
+                None => Err(conflict(stream, unit.expected)),
+            }
+        };
+        let not_written = &not_written;
         // The common shape goes as one statement (`COMMIT_ONE`), the rest through the function.
         let one = entity.is_some()
             && unit.events.len() == 1
@@ -1083,19 +1110,7 @@ impl PostgresStore {
         let outcome = self
             .retry("postgres.commit", || async move {
                 if one {
-                    let row = sqlx::query(COMMIT_ONE)
-                        .bind(lock_key)
-                        .bind(&*stream.entity_type)
-                        .bind(stream.id.as_str())
-                        .bind(expected)
-                        .bind(envelope.message_id)
-                        .bind(&*envelope.name)
-                        .bind(i64::from(envelope.version))
-                        .bind(envelope.correlation_id)
-                        .bind(envelope.causation_id)
-                        .bind(envelope.timestamp)
-                        .bind(payload)
-                        .bind(entity)
+                    let row = command(COMMIT_ONE)
                         .bind(events.ids[0])
                         .bind(events.names[0])
                         .bind(events.versions[0])
@@ -1126,34 +1141,12 @@ impl PostgresStore {
                             };
                             Ok(Outcome::Committed(sequence, last_event, stored, projected))
                         }
-                        // Nothing written: a resent message id, or the stream moved on (also
-                        // when a concurrent commit to the stream got there first).
-                        Ok(None) => match find_receipt(pool, stream, envelope.message_id).await? {
-                            Some(receipt) => Ok(Outcome::Duplicate(receipt)),
-                            None => Err(conflict(stream, unit.expected)),
-                        },
-                        Err(e) if is_unique_violation(&e) => {
-                            match find_receipt(pool, stream, envelope.message_id).await? {
-                                Some(receipt) => Ok(Outcome::Duplicate(receipt)),
-                                None => Err(conflict(stream, unit.expected)),
-                            }
-                        }
+                        Ok(None) => not_written().await,
+                        Err(e) if is_unique_violation(&e) => not_written().await,
                         Err(e) => Err(db_err(e)),
                     };
                 }
-                let query = sqlx::query(COMMIT_INLINE)
-                    .bind(lock_key)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(expected)
-                    .bind(envelope.message_id)
-                    .bind(&*envelope.name)
-                    .bind(i64::from(envelope.version))
-                    .bind(envelope.correlation_id)
-                    .bind(envelope.causation_id)
-                    .bind(envelope.timestamp)
-                    .bind(payload)
-                    .bind(entity)
+                let query = command(COMMIT_INLINE)
                     .bind(&events.ids)
                     .bind(&events.names)
                     .bind(&events.versions)
@@ -1187,12 +1180,7 @@ impl PostgresStore {
                     // A concurrent commit to the same stream got there first: either the same
                     // message id (a concurrent duplicate, answered with its receipt) or the
                     // same sequence (a conflict).
-                    Err(e) if is_unique_violation(&e) => {
-                        return match find_receipt(pool, stream, envelope.message_id).await? {
-                            Some(receipt) => Ok(Outcome::Duplicate(receipt)),
-                            None => Err(conflict(stream, unit.expected)),
-                        };
-                    }
+                    Err(e) if is_unique_violation(&e) => return not_written().await,
                     Err(e) => return Err(db_err(e)),
                 };
                 let status: String = get(&row, 0)?;
