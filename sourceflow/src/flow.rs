@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tracing::{debug_span, error, warn, Instrument};
-use uuid::Uuid;
 
 use crate::bus::{CommandDispatcher, OutgoingCommand, RetryPolicy, SendOptions};
 use crate::cache::{EntityCache, StreamLocks};
@@ -284,7 +283,8 @@ impl SourceFlow {
             sequence: 0,
             source,
         })?;
-        let message_id = options.message_id.unwrap_or_else(Uuid::now_v7);
+        let (generated, timestamp) = crate::message::id_and_now();
+        let message_id = options.message_id.unwrap_or(generated);
         let command = OutgoingCommand {
             envelope: Envelope {
                 message_id,
@@ -293,7 +293,7 @@ impl SourceFlow {
                 stream,
                 correlation_id: options.correlation_id.unwrap_or(message_id),
                 causation_id: options.causation_id,
-                timestamp: crate::message::now(),
+                timestamp,
             },
             payload,
             message: Arc::new(command),

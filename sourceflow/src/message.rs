@@ -341,6 +341,27 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+thread_local! {
+    /// This thread's UUID v7 counter: ids are unique and increase within a thread, without a
+    /// lock shared by every thread.
+    static IDS: uuid::ContextV7 = const { uuid::ContextV7::new() };
+}
+
+/// A new message id (UUID v7) and the current time at the precision every store keeps, from
+/// one reading of the clock.
+pub(crate) fn id_and_now() -> (Uuid, DateTime<Utc>) {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (seconds, nanos) = (since.as_secs(), since.subsec_nanos());
+    let id = IDS.with(|ids| Uuid::new_v7(uuid::Timestamp::from_unix(ids, seconds, nanos)));
+    let time = i64::try_from(seconds)
+        .ok()
+        .and_then(|seconds| DateTime::from_timestamp(seconds, nanos / 1_000 * 1_000))
+        .unwrap_or_else(now);
+    (id, time)
+}
+
 /// What a projection or reaction knows about the event it is applying.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventMeta {

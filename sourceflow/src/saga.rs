@@ -105,14 +105,15 @@ impl SagaContext {
         }
         match serde_json::to_vec(&event) {
             Ok(payload) => {
+                let (message_id, timestamp) = crate::message::id_and_now();
                 let envelope = Envelope {
-                    message_id: Uuid::now_v7(),
+                    message_id,
                     name: Cow::Borrowed(E::NAME),
                     version: E::VERSION,
                     stream: self.stream.clone(),
                     correlation_id: self.correlation_id,
                     causation_id: Some(self.message_id),
-                    timestamp: crate::message::now(),
+                    timestamp,
                 };
                 self.events.push(NewEvent { envelope, payload });
                 self.decoded.push(Arc::new(event));
