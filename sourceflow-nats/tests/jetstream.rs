@@ -374,9 +374,20 @@ async fn a_killed_worker_loses_nothing_and_applies_nothing_twice() {
         || doomed.handled() >= 200,
     )
     .await;
-    // Killed mid-run: possibly inside a handler or between commit and ack.
+    // Killed mid-run: possibly inside a handler or between commit and ack. Aborting only
+    // requests cancellation: a partition task already running finishes its current step, so
+    // the doomed worker's count is read once it has stopped moving.
     doomed_task.abort();
-    let killed_at = doomed.handled();
+    let _ = doomed_task.await;
+    let mut killed_at = doomed.handled();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = doomed.handled();
+        if now == killed_at {
+            break;
+        }
+        killed_at = now;
+    }
     enqueued.await.expect("enqueued");
 
     wait_for("the survivor to finish", Duration::from_secs(600), || {
