@@ -1156,7 +1156,10 @@ impl Builder {
 
     /// How many entity states this process keeps in memory between commands (default
     /// 10,000; 0 disables the cache). A cached state is checked by the commit's expected
-    /// sequence, so a write from another process is never missed, only costs a retry.
+    /// sequence, so a write from another process is never missed, only costs a retry. A
+    /// command hands the state to its handler and puts the new one back when it commits; a
+    /// command that is refused or fails leaves no entry (its handler may have changed the
+    /// state half-way), so the stream's next command reads it from the store.
     pub fn entity_cache(mut self, capacity: usize) -> Self {
         self.entity_cache = capacity;
         self
