@@ -5,7 +5,9 @@
 //! resent message id is caught by its unique key), the entity state, the outbox, the events and
 //! the inline views' writes. The common shape (one event, no follow-up commands, at most one
 //! view writing one model) is a single SQL statement whose steps feed each other; anything else
-//! calls the `sf_commit_inline` function (migration `0004`). A first command on a stream reads
+//! calls the `sf_commit_inline` function (migration `0005`), as does the common shape when the
+//! single statement meets events appended to its stream without a command (it reads the
+//! stream's last event before it waits for the append lock). A first command on a stream reads
 //! its entity and the views' models in one more round trip. sqlx prepares each statement once per
 //! connection, and the pool does not ping connections before handing them out.
 //!
@@ -1127,7 +1129,7 @@ impl PostgresStore {
                         .bind(inline.put_states.first().copied())
                         .fetch_optional(pool)
                         .await;
-                    return match row {
+                    let outcome = match row {
                         Ok(Some(row)) => {
                             let sequence = Sequence(from_db(get(&row, 0)?, "sequence")?);
                             let first: i64 = get(&row, 2)?;
@@ -1139,12 +1141,22 @@ impl PostgresStore {
                             } else {
                                 vec![projected]
                             };
-                            Ok(Outcome::Committed(sequence, last_event, stored, projected))
+                            Some(Ok(Outcome::Committed(
+                                sequence, last_event, stored, projected,
+                            )))
                         }
-                        Ok(None) => not_written().await,
-                        Err(e) if is_unique_violation(&e) => not_written().await,
-                        Err(e) => Err(db_err(e)),
+                        Ok(None) => Some(not_written().await),
+                        // The statement read the stream's last event before it waited for the
+                        // append lock, and events appended without a command (`append_events`)
+                        // committed meanwhile: nothing was written, and the function, which
+                        // reads under the lock, commits the unit.
+                        Err(e) if is_event_sequence_taken(&e) => None,
+                        Err(e) if is_unique_violation(&e) => Some(not_written().await),
+                        Err(e) => Some(Err(db_err(e))),
                     };
+                    if let Some(outcome) = outcome {
+                        return outcome;
+                    }
                 }
                 let query = command(COMMIT_INLINE)
                     .bind(&events.ids)
@@ -1229,6 +1241,16 @@ impl PostgresStore {
             }
         }
     }
+}
+
+/// True when `err` is the stream's event sequence already being taken (`COMMIT_ONE` computed
+/// it from a snapshot older than the append lock).
+fn is_event_sequence_taken(err: &sqlx::Error) -> bool {
+    is_unique_violation(err)
+        && err
+            .as_database_error()
+            .and_then(|db| db.constraint())
+            .is_some_and(|name| name == "sf_events_stream_sequence_key")
 }
 
 /// Inline projections as the parallel arrays `sf_commit_inline` takes; model writes are tagged

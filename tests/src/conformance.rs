@@ -104,6 +104,7 @@ macro_rules! conformance_suite {
                 outbox_pending_and_remove,
                 entity_types_and_stream_ids_are_paged,
                 append_events_continue_the_stream,
+                commands_and_event_appends_race,
                 inline_projection_commits_with_the_unit,
                 inline_projection_is_refused_when_an_assumption_fails,
                 inline_projection_is_atomic_with_the_unit,
@@ -1300,6 +1301,58 @@ pub async fn append_events_continue_the_stream(store: Arc<dyn Store>) {
     all.extend(more);
     assert_same_events(&store.read_stream(&s, Sequence(1)).await.unwrap(), &all);
     assert!(store.append_events(&s, Sequence(3), vec![]).await.is_err());
+}
+
+/// Commands and event-only appends racing on one stream: a command at the stream's head is
+/// accepted whatever events were appended meanwhile (it expects a command sequence, not an
+/// event sequence), an append is accepted or refused on the event sequence alone, and the
+/// stream's events stay dense, each command's right after its commit.
+pub async fn commands_and_event_appends_race(store: Arc<dyn Store>) {
+    let s = stream("conf.Account", "race");
+    let mut events = 0u64;
+    for round in 0..60u64 {
+        let command = {
+            let store = store.clone();
+            let unit = unit(&s, round, 1);
+            tokio::spawn(async move { store.commit(unit).await })
+        };
+        let append = {
+            let (store, s) = (store.clone(), s.clone());
+            tokio::spawn(async move {
+                let mut expected = events;
+                loop {
+                    match store
+                        .append_events(&s, Sequence(expected), vec![event(&s, -1)])
+                        .await
+                    {
+                        Ok(appended) => return appended,
+                        // The command's event got there first.
+                        Err(StoreError::Conflict { .. }) if expected == events => expected += 1,
+                        Err(e) => panic!("append at {expected}: {e}"),
+                    }
+                }
+            })
+        };
+        let receipt = command
+            .await
+            .expect("no panic")
+            .unwrap_or_else(|e| panic!("round {round}: the command at the head was refused: {e}"));
+        let appended = append.await.expect("no panic");
+        assert!(!receipt.duplicate);
+        assert_eq!(receipt.sequence, Sequence(round + 1));
+        let (ours, theirs) = (receipt.events[0].sequence.0, appended[0].sequence.0);
+        let mut both = [ours, theirs];
+        both.sort_unstable();
+        assert_eq!(both, [events + 1, events + 2], "round {round}");
+        events += 2;
+    }
+    let recorded = store.read_stream(&s, Sequence(1)).await.unwrap();
+    assert_eq!(
+        recorded.iter().map(|e| e.sequence.0).collect::<Vec<_>>(),
+        (1..=events).collect::<Vec<_>>()
+    );
+    assert!(recorded.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(store.last_sequence(&s).await.unwrap(), Sequence(60));
 }
 
 /// One proptest case: `ops` are `(stream, offset, race)`. `offset == 0` appends at the right
