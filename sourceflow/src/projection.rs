@@ -208,6 +208,12 @@ impl Subscriber {
         let mut guard = self.state.lock().await;
         let mut cursor = self.cursor(flow, &mut guard).await?;
         let target = match target {
+            // Whoever held the lock before may have applied these events already (it went as
+            // far as it could): then there is nothing to wait for.
+            Some(t) if cursor.applied >= t => {
+                guard.cursor = Some(cursor);
+                return Ok(0);
+            }
             // Everything this process has committed so far: commands that committed together
             // are projected together, in one batch.
             Some(t) => t.max(*flow.head.borrow()),
