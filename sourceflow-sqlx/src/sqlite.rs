@@ -475,13 +475,15 @@ pub(crate) const LOAD_COMMANDS: &str = concat!(
     " FROM sf_commands WHERE stream_type = ?1 AND stream_id = ?2 \
      AND sequence >= ?3 AND sequence <= ?4 ORDER BY sequence"
 );
-/// The receipt of a command: its sequence and its events, in one query.
+/// The receipt of a command: its sequence and its events (the range of stream sequences the
+/// command row records), in one query.
 pub(crate) const FIND_RECEIPT: &str = concat!(
     "SELECT c.sequence, ",
     event_columns!("e.", ""),
-    " FROM sf_commands c LEFT JOIN sf_events e INDEXED BY sf_events_by_command \
+    " FROM sf_commands c LEFT JOIN sf_events e \
      ON e.stream_type = c.stream_type AND e.stream_id = c.stream_id \
-     AND e.command_sequence = c.sequence WHERE c.stream_type = ?1 AND c.stream_id = ?2 AND c.message_id = ?3 ORDER BY e.sequence"
+     AND e.sequence BETWEEN c.first_event AND c.last_event \
+     WHERE c.stream_type = ?1 AND c.stream_id = ?2 AND c.message_id = ?3 ORDER BY e.sequence"
 );
 pub(crate) const READ_STREAM: &str = concat!(
     "SELECT ",

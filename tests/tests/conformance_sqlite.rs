@@ -292,3 +292,139 @@ async fn the_builder_applies_options() {
         .unwrap();
     assert_eq!(again.last_sequence(&s).await.unwrap(), Sequence(1));
 }
+
+/// A file written by schema v1 (AUTOINCREMENT positions, events found by command through their
+/// own index) is upgraded in place on open: every row and position is kept, a resent command
+/// is still answered with its original events, and new events continue after the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_is_upgraded_on_open() {
+    use sqlx::migrate::Migrator;
+    use std::borrow::Cow;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let mut raw = {
+        use sqlx::ConnectOptions;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .expect("a new file")
+    };
+    let v1 = Migrator {
+        migrations: Cow::Owned(sourceflow_sqlx::sqlite::MIGRATOR.migrations[..1].to_vec()),
+        ..Migrator::DEFAULT
+    };
+    v1.run(&mut raw).await.expect("schema v1");
+    // Two streams as v1 stored them: `a` with commands of two, zero and one events, and `b`
+    // with one, interleaved so positions and stream sequences differ.
+    let now = conformance::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let commands: [(&str, i64, usize); 4] = [("a", 1, 2), ("b", 1, 1), ("a", 2, 0), ("a", 3, 1)];
+    let mut ids = Vec::new();
+    let mut next_event = std::collections::HashMap::new();
+    for (stream, sequence, events) in commands {
+        let id = uuid::Uuid::now_v7();
+        ids.push(id);
+        sqlx::query(
+            "INSERT INTO sf_commands (stream_type, stream_id, sequence, message_id, name, \
+             version, correlation_id, causation_id, created_at, payload) \
+             VALUES ('conf.Account', ?1, ?2, ?3, 'conf.Add', 1, ?3, NULL, ?4, '{}')",
+        )
+        .bind(stream)
+        .bind(sequence)
+        .bind(id.to_string())
+        .bind(&now)
+        .execute(&mut raw)
+        .await
+        .unwrap();
+        for n in 0..events {
+            let event_sequence = next_event.entry(stream).or_insert(0i64);
+            *event_sequence += 1;
+            sqlx::query(
+                "INSERT INTO sf_events (stream_type, stream_id, sequence, command_sequence, \
+                 message_id, name, version, correlation_id, causation_id, created_at, payload) \
+                 VALUES ('conf.Account', ?1, ?2, ?3, ?4, 'conf.Added', 1, ?4, NULL, ?5, ?6)",
+            )
+            .bind(stream)
+            .bind(*event_sequence)
+            .bind(sequence)
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(&now)
+            .bind(format!("{{\"n\":{n}}}"))
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        }
+    }
+    drop(raw);
+
+    let store = SqliteStore::open(&path).await.expect("open and upgrade");
+    let a = conformance::stream("conf.Account", "a");
+    let b = conformance::stream("conf.Account", "b");
+    let before = store.read_all(Position::START, 100).await.unwrap();
+    assert_eq!(
+        before
+            .iter()
+            .map(|e| (
+                e.envelope.stream.id.as_str().to_owned(),
+                e.sequence.0,
+                e.position.0
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("a".to_owned(), 1, 1),
+            ("a".to_owned(), 2, 2),
+            ("b".to_owned(), 1, 3),
+            ("a".to_owned(), 3, 4)
+        ]
+    );
+    for (i, (stream, sequence, events)) in commands.into_iter().enumerate() {
+        let s = conformance::stream("conf.Account", stream);
+        let receipt = store
+            .find_receipt(&s, ids[i])
+            .await
+            .unwrap()
+            .expect("a receipt");
+        assert_eq!(receipt.sequence, Sequence(sequence as u64));
+        let stored: Vec<_> = before
+            .iter()
+            .filter(|e| e.envelope.stream == s && e.command_sequence == Sequence(sequence as u64))
+            .cloned()
+            .collect();
+        assert_eq!(stored.len(), events);
+        conformance::assert_same_events(&receipt.events, &stored);
+    }
+
+    // New commands continue both sequences and the positions, and are found again.
+    let unit = conformance::unit(&a, 3, 2);
+    let message_id = unit.command.envelope.message_id;
+    let receipt = store.commit(unit.clone()).await.unwrap();
+    assert_eq!(
+        receipt
+            .events
+            .iter()
+            .map(|e| (e.sequence.0, e.position.0))
+            .collect::<Vec<_>>(),
+        [(4, 5), (5, 6)]
+    );
+    let again = store.commit(unit).await.unwrap();
+    assert!(again.duplicate);
+    conformance::assert_same_events(&again.events, &receipt.events);
+    assert_eq!(
+        store
+            .find_receipt(&a, message_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .events
+            .len(),
+        2
+    );
+    let more = store.commit(conformance::unit(&b, 1, 1)).await.unwrap();
+    assert_eq!(
+        (more.events[0].sequence.0, more.events[0].position.0),
+        (2, 7)
+    );
+}

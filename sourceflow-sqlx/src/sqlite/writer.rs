@@ -493,7 +493,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
         }
         Write::AppendCommand { expected, command } => {
             let stream = &command.envelope.stream;
-            if insert_command(connection, *expected, command)? {
+            if insert_command(connection, *expected, command, 0)? {
                 Ok(Written::Sequence(expected.next()))
             } else {
                 Err(conflict(stream, *expected))
@@ -631,7 +631,7 @@ fn commit(connection: &Connection, unit: &UnitOfWork) -> Result<CommandReceipt, 
     let stream = &envelope.stream;
     // The append itself detects a resent message id (the stream moved past `expected`, or the
     // (stream, message id) key exists), so the common case costs no lookup beforehand.
-    if !insert_command(connection, unit.expected, &unit.command)? {
+    if !insert_command(connection, unit.expected, &unit.command, unit.events.len())? {
         return match find_receipt(connection, stream, envelope.message_id)? {
             Some(receipt) => Ok(receipt),
             None => Err(conflict(stream, unit.expected)),
@@ -665,11 +665,12 @@ fn commit(connection: &Connection, unit: &UnitOfWork) -> Result<CommandReceipt, 
 }
 
 /// Inserts `command` at `expected + 1` if the stream's last sequence is `expected`: `false`
-/// when the stream has moved on.
+/// when the stream has moved on. `events` is the number of events the caller appends next.
 fn insert_command(
     connection: &Connection,
     expected: Sequence,
     command: &StoredCommand,
+    events: usize,
 ) -> Result<bool, StoreError> {
     let envelope = &command.envelope;
     let meta = Metadata::of(envelope);
@@ -687,6 +688,7 @@ fn insert_command(
             meta.causation_id,
             meta.created_at,
             payload_text(&command.payload, "command payload")?,
+            db_int(events as u64, "event count")?,
         ],
     );
     match done {
@@ -874,10 +876,16 @@ fn project(
 
 /// The optimistic append: one statement inserts at `?3 + 1` only if `?3` is the stream's last
 /// sequence (an index lookup on the primary key); 0 rows means a conflict.
+/// A command at `?3 + 1` if the stream's last command is at `?3`, with the range of stream
+/// sequences its `?11` events are about to take (the writer inserts them right after, in the
+/// same transaction; NULL without events).
 pub(super) const INSERT_COMMAND: &str = concat!(
     "INSERT INTO sf_commands (",
     crate::sql::command_columns!(""),
-    ") SELECT ?1, ?2, ?3 + 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
+    ", first_event, last_event) SELECT ?1, ?2, ?3 + 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+     f.first, f.first + ?11 - 1 \
+     FROM (SELECT CASE WHEN ?11 > 0 THEN (SELECT COALESCE(MAX(sequence), 0) + 1 FROM sf_events \
+                  WHERE stream_type = ?1 AND stream_id = ?2) END AS first) f \
      WHERE (SELECT COALESCE(MAX(sequence), 0) FROM sf_commands \
             WHERE stream_type = ?1 AND stream_id = ?2) = ?3"
 );
