@@ -1,7 +1,7 @@
 //! The physical floors (plain sqlx on the same file and pragmas) and fast seeding of large
 //! logs straight into the store's tables.
 //!
-//! Seeding writes rows that match `sourceflow-sqlx`'s SQLite schema (migration `0001_init`),
+//! Seeding writes rows that match `sourceflow-sqlx`'s SQLite schema (its migrations),
 //! generated inside SQLite by a recursive CTE: a million events take seconds instead of the
 //! minutes the commit API needs. Every workload reads a seeded row back through the store
 //! before measuring, so a schema change shows up as a readable error, not as wrong numbers.
@@ -123,8 +123,9 @@ impl RawUnit {
         let mut tx = self.connection.begin().await?;
         sqlx::query(
             "INSERT INTO sf_commands (stream_type, stream_id, sequence, message_id, name, \
-             version, correlation_id, causation_id, created_at, payload) \
-             VALUES ('raw.Account', ?1, 1, ?2, 'bench.Deposit', 1, ?2, NULL, ?3, ?4)",
+             version, correlation_id, causation_id, created_at, payload, first_event, \
+             last_event) \
+             VALUES ('raw.Account', ?1, 1, ?2, 'bench.Deposit', 1, ?2, NULL, ?3, ?4, 1, 1)",
         )
         .bind(&stream_id)
         .bind(&id)
