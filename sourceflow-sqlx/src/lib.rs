@@ -80,6 +80,12 @@
 //! retried with [`Backoff`]. The file is readable with the `sqlite3` tool: UUIDs are text,
 //! timestamps RFC 3339 UTC text, payloads JSON text.
 //!
+//! A commit's cost is mostly its fsync, which grows with the pages the transaction changed, so
+//! the schema keeps the indexes a command updates to the ones its reads need (a command row
+//! records the stream sequences of its events instead of an index by command). Migrations
+//! apply on open; a file from schema v1 has its events table rebuilt once, with the same rows
+//! and positions (about 15 s per million events and commands on a 2-core VM).
+//!
 //! # Postgres
 //! JSONB payloads (whitespace and key order are normalised by the server: payloads read back
 //! are equal as JSON, not byte for byte), timestamps with microsecond precision, optional
