@@ -75,7 +75,12 @@
 //! an opt-in trade of the last commits before a power loss for throughput). A single writer
 //! thread does **group commit**: concurrent units of work share one transaction and one fsync,
 //! and one unit's conflict or failure does not affect the others ([`SqliteStore::stats`] shows
-//! it working). Readers use a separate pool. Other processes may
+//! it working). A transaction holding nothing but views' and reactions' batches committed after
+//! their events (`commit_projection`) does not wait for an fsync of its own: the WAL is one
+//! append-only file, so the next command's commit makes it durable too, and a power failure
+//! before that loses the batch whole (its position with its effects), to be projected again
+//! from the log; commands are never acknowledged before their fsync. Readers use a separate
+//! pool. Other processes may
 //! open the same file: `busy_timeout` waits for their locks and remaining busy errors are
 //! retried with [`Backoff`]. The file is readable with the `sqlite3` tool: UUIDs are text,
 //! timestamps RFC 3339 UTC text, payloads JSON text.

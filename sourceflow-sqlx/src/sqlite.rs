@@ -65,6 +65,9 @@ pub struct SqliteStats {
     pub units: u64,
     /// The most units committed in one transaction.
     pub largest_batch: u64,
+    /// Transactions of projection commits alone, which did not wait for an fsync of their own
+    /// (with [`Synchronous::Full`]; see [`SqliteStore`]).
+    pub unsynced: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -198,9 +201,19 @@ impl SqliteStoreBuilder {
         let (sender, receiver) = mpsc::channel(self.max_batch.saturating_mul(4).max(64));
         let (writer_stats, backoff, max_batch) =
             (stats.clone(), self.backoff.clone(), self.max_batch);
+        let relax_projections = self.synchronous == Synchronous::Full;
         std::thread::Builder::new()
             .name("sourceflow-sqlite-writer".to_owned())
-            .spawn(move || writer::run(connection, receiver, writer_stats, backoff, max_batch))
+            .spawn(move || {
+                writer::run(
+                    connection,
+                    receiver,
+                    writer_stats,
+                    backoff,
+                    max_batch,
+                    relax_projections,
+                )
+            })
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let location = match &self.location {
             Location::File(path) => path.display().to_string(),
@@ -365,6 +378,7 @@ impl SqliteStore {
             transactions: stats.transactions.load(Ordering::Relaxed),
             units: stats.units.load(Ordering::Relaxed),
             largest_batch: stats.largest_batch.load(Ordering::Relaxed),
+            unsynced: stats.unsynced.load(Ordering::Relaxed),
         }
     }
 
@@ -1045,6 +1059,93 @@ mod tests {
             (stats.transactions, stats.units, stats.largest_batch),
             (2, 4, 3)
         );
+    }
+
+    /// With `synchronous=FULL`, a transaction holding only projection commits does not wait
+    /// for an fsync of its own (the next command's commit makes it durable); a transaction
+    /// with a command always does, also when a projection commit shares it. With `NORMAL`
+    /// there is nothing to relax.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn projection_commits_alone_skip_their_own_fsync() {
+        let projection = |expected: u64, position: u64| ProjectionCommit {
+            handler: "t.View".into(),
+            expected: Position(expected),
+            position: Position(position),
+            models: vec![sourceflow::store::ModelWrite {
+                model_type: "t.Model".into(),
+                id: EntityId::from("a"),
+                state: Some(format!(r#"{{"at":{position}}}"#).into_bytes()),
+            }],
+            outbox: vec![],
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relaxed.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .commit(unit(&StreamId::new("t", "a"), br#"{"n":1}"#))
+            .await
+            .expect("commit");
+        assert_eq!(store.stats().unsynced, 0);
+        store
+            .commit_projection(projection(0, 1))
+            .await
+            .expect("project");
+        assert_eq!(store.stats().unsynced, 1);
+        assert_eq!(
+            store.get_position("t.View").await.expect("read"),
+            Position(1)
+        );
+        assert_eq!(
+            store
+                .get_model("t.Model", &EntityId::from("a"))
+                .await
+                .expect("read"),
+            Some(br#"{"at":1}"#.to_vec())
+        );
+
+        // A projection commit queued with a command shares the command's synchronous commit.
+        let blocker = rusqlite::Connection::open(&path).expect("blocker");
+        blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move { store.commit(unit(&StreamId::new("t", "b"), b"{}")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let together = {
+            let (a, b) = (store.clone(), store.clone());
+            [
+                tokio::spawn(async move {
+                    a.commit(unit(&StreamId::new("t", "c"), b"{}"))
+                        .await
+                        .map(drop)
+                }),
+                tokio::spawn(async move { b.commit_projection(projection(1, 2)).await }),
+            ]
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        blocker.execute_batch("COMMIT").expect("unlock");
+        first.await.expect("join").expect("first commits");
+        for task in together {
+            task.await.expect("join").expect("commits");
+        }
+        let stats = store.stats();
+        assert_eq!((stats.transactions, stats.unsynced), (4, 1));
+        store
+            .commit(unit(&StreamId::new("t", "d"), b"{}"))
+            .await
+            .expect("commit");
+        assert_eq!(store.stats().unsynced, 1);
+
+        let normal = SqliteStore::builder(dir.path().join("normal.db"))
+            .synchronous(Synchronous::Normal)
+            .open()
+            .await
+            .expect("open");
+        normal
+            .commit_projection(projection(0, 1))
+            .await
+            .expect("project");
+        assert_eq!(normal.stats().unsynced, 0);
     }
 
     /// The plan of every hot query uses an index: no full `SCAN` of the logs.

@@ -100,12 +100,22 @@ pub(super) struct Job {
     pub reply: oneshot::Sender<Result<Written, StoreError>>,
 }
 
+impl Write {
+    /// A view's or reaction's batch committed after the events it applies: its position and
+    /// effects commit together, so losing the transaction to a power failure only means
+    /// projecting those events again from the log.
+    fn is_projection(&self) -> bool {
+        matches!(self, Write::CommitProjection(_))
+    }
+}
+
 /// Counters behind [`SqliteStats`](super::SqliteStats).
 #[derive(Debug, Default)]
 pub(super) struct WriterStats {
     pub transactions: AtomicU64,
     pub units: AtomicU64,
     pub largest_batch: AtomicU64,
+    pub unsynced: AtomicU64,
 }
 
 /// The writer thread is gone (it could not be started, or it panicked).
@@ -156,12 +166,20 @@ pub(super) const STATEMENT_CACHE: usize = 64;
 
 /// The writer loop, run on the writer thread: returns once every
 /// [`SqliteStore`](super::SqliteStore) handle is dropped, closing the connection.
+///
+/// With `relax_projections` (the connection runs `synchronous=FULL`), a batch made only
+/// of projection commits is committed with `synchronous=NORMAL`: it does not wait for an fsync
+/// of its own. The WAL is one append-only file, so the next synchronous commit's fsync makes
+/// it durable too, and a power failure before that loses it whole (position and effects
+/// together; the events are projected again from the log). The commands' own commits keep
+/// waiting for their fsync.
 pub(super) fn run(
     connection: Connection,
     mut queue: mpsc::Receiver<Job>,
     stats: Arc<WriterStats>,
     backoff: Backoff,
     max_batch: usize,
+    relax_projections: bool,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(job) = queue.blocking_recv() {
@@ -177,7 +195,27 @@ pub(super) fn run(
         if batch.is_empty() {
             continue;
         }
+        let unsynced = relax_projections && batch.iter().all(|job| job.write.is_projection());
+        if unsynced {
+            if let Err(e) = connection.pragma_update(None, "synchronous", "NORMAL") {
+                tracing::warn!(error = %e, "sqlite writer: could not relax synchronous");
+            }
+        }
         let (results, committed) = commit_batch(&connection, &batch, &backoff);
+        if unsynced {
+            if let Err(e) = connection.pragma_update(None, "synchronous", "FULL") {
+                // Later commits would not wait for their fsync: stop writing instead (every
+                // write then fails with "the SQLite writer thread has stopped").
+                tracing::error!(error = %e, "sqlite writer: could not restore synchronous=FULL; stopping");
+                for (job, result) in batch.drain(..).zip(results) {
+                    let _ = job.reply.send(result);
+                }
+                return;
+            }
+            if committed {
+                stats.unsynced.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if committed {
             let units = batch.len() as u64;
             stats.transactions.fetch_add(1, Ordering::Relaxed);
