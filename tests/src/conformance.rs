@@ -1283,7 +1283,9 @@ pub async fn append_events_continue_the_stream(store: Arc<dyn Store>) {
             .collect::<Vec<_>>(),
         [(1, 0), (2, 0)]
     );
-    let receipt = store.commit(unit(&s, 0, 1)).await.unwrap();
+    let first = unit(&s, 0, 1);
+    let message_id = first.command.envelope.message_id;
+    let receipt = store.commit(first).await.unwrap();
     assert_eq!(receipt.events[0].sequence, Sequence(3));
     assert_eq!(receipt.events[0].command_sequence, Sequence(1));
     let more = store
@@ -1301,6 +1303,15 @@ pub async fn append_events_continue_the_stream(store: Arc<dyn Store>) {
     all.extend(more);
     assert_same_events(&store.read_stream(&s, Sequence(1)).await.unwrap(), &all);
     assert!(store.append_events(&s, Sequence(3), vec![]).await.is_err());
+    // The command's receipt lists the events recorded under it: its own and the one appended
+    // after it, not those appended before the stream had a command.
+    let found = store
+        .find_receipt(&s, message_id)
+        .await
+        .unwrap()
+        .expect("a receipt");
+    assert_eq!(found.sequence, Sequence(1));
+    assert_same_events(&found.events, &all[2..]);
 }
 
 /// Commands and event-only appends racing on one stream: a command at the stream's head is

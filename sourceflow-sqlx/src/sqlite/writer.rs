@@ -552,7 +552,24 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
                 params![&*stream.entity_type, stream.id.as_str()],
             )?;
             let command_sequence = Sequence(from_db(command_sequence, "sequence")?);
-            append_next_events(connection, stream, command_sequence, events).map(Written::Events)
+            let recorded = append_next_events(connection, stream, command_sequence, events)?;
+            if let (Some(first), Some(last)) = (recorded.first(), recorded.last()) {
+                // The events are recorded under the stream's last command: its receipt lists
+                // them too, as on every store.
+                execute(
+                    connection,
+                    EXTEND_COMMAND_EVENTS,
+                    params![
+                        &*stream.entity_type,
+                        stream.id.as_str(),
+                        db_int(command_sequence.0, "sequence")?,
+                        db_int(first.sequence.0, "event sequence")?,
+                        db_int(last.sequence.0, "event sequence")?,
+                    ],
+                )
+                .map_err(db_err)?;
+            }
+            Ok(Written::Events(recorded))
         }
         Write::PutEntity {
             stream,
@@ -950,6 +967,10 @@ const PUT_ENTITY_NEW: &str = "INSERT INTO sf_entities (entity_type, entity_id, v
      WHERE sf_entities.version = 0";
 pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = ?3, state = ?4, \
      updated_at = ?5 WHERE entity_type = ?1 AND entity_id = ?2 AND version = ?6";
+/// Widens a command's range of event sequences to events appended after it without a command.
+pub(super) const EXTEND_COMMAND_EVENTS: &str = "UPDATE sf_commands \
+     SET first_event = COALESCE(first_event, ?4), last_event = ?5 \
+     WHERE stream_type = ?1 AND stream_id = ?2 AND sequence = ?3";
 const DELETE_ENTITY: &str = "DELETE FROM sf_entities WHERE entity_type = ?1 AND entity_id = ?2";
 const PUT_MODEL: &str = "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (model_type, model_id) DO UPDATE \

@@ -217,7 +217,10 @@ pub trait CommandLog: Send + Sync {
     /// The last command sequence of `stream` (`Sequence::ZERO` if empty), without loading it.
     async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError>;
 
-    /// The receipt of the command with `message_id` in `stream`, if one was accepted.
+    /// The receipt of the command with `message_id` in `stream`, if one was accepted: its
+    /// sequence and the events recorded under it (its own, and any appended to the stream
+    /// after it by [`EventLog::append_events`], which records them under the stream's last
+    /// command).
     async fn find_receipt(
         &self,
         stream: &StreamId,
