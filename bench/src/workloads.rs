@@ -212,6 +212,29 @@ pub async fn w1(settings: &Settings) -> anyhow::Result<Vec<Row>> {
         )
         .note(format!("ratio {:.2}, no target", ours / quiet)),
     ];
+    // The same pipeline on one long stream: cqrs-es's stores load (and `MemStore` clones) the
+    // aggregate's whole history for every command; sourceflow keeps the entity's state.
+    let long = W1Shape {
+        rounds: settings.pick(2, 4),
+        streams: 1,
+        per_stream: 2_000,
+    };
+    progress("W1: one stream of 2,000 deposits, sourceflow and cqrs-es QuietMemStore");
+    let (ours_long, quiet_long) = (
+        w1_sourceflow(long).await?,
+        w1_cqrs(long, cqrs::QuietMemStore::default).await?,
+    );
+    rows.push(
+        Row::info(
+            "W1",
+            "context: one stream of 2,000 deposits vs cqrs-es QuietMemStore",
+            format!("{} vs {}", fmt_rate(ours_long), fmt_rate(quiet_long)),
+        )
+        .note(format!(
+            "ratio {:.2}, no target; cqrs-es loads the stream for every command",
+            ours_long / quiet_long
+        )),
+    );
     if let Some((sourceflow, cqrs)) = allocations {
         rows.push(Row::info(
             "W1",
