@@ -195,12 +195,16 @@ pub(super) fn run(
         if batch.is_empty() {
             continue;
         }
-        let unsynced = relax_projections && batch.iter().all(|job| job.write.is_projection());
-        if unsynced {
-            if let Err(e) = connection.pragma_update(None, "synchronous", "NORMAL") {
-                tracing::warn!(error = %e, "sqlite writer: could not relax synchronous");
-            }
-        }
+        let unsynced = relax_projections
+            && batch.iter().all(|job| job.write.is_projection())
+            && match connection.pragma_update(None, "synchronous", "NORMAL") {
+                Ok(()) => true,
+                Err(e) => {
+                    // Committed with its own fsync, then.
+                    tracing::warn!(error = %e, "sqlite writer: could not relax synchronous");
+                    false
+                }
+            };
         let (results, committed) = commit_batch(&connection, &batch, &backoff);
         if unsynced {
             if let Err(e) = connection.pragma_update(None, "synchronous", "FULL") {
