@@ -299,6 +299,19 @@ async fn migrate(
     connection: &mut sqlx::SqliteConnection,
     backoff: &Backoff,
 ) -> Result<(), StoreError> {
+    // Upgrading an existing file can take a while (v2 rebuilds the events table): say so.
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&mut *connection)
+        .await
+        .unwrap_or(None);
+    if let Some(applied) = applied.filter(|&applied| applied < latest) {
+        tracing::info!(
+            from = applied,
+            to = latest,
+            "upgrading the SQLite schema (a v1 file's events table is rebuilt once, about 15 s per million events)"
+        );
+    }
     // Another process may be applying the same migration right now: its transaction makes us
     // wait (busy_timeout) and the `IF NOT EXISTS` statements plus a re-run settle the race.
     let mut attempt = 1;
