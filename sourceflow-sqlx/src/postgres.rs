@@ -39,7 +39,7 @@ use sourceflow::store::{
     CommandLog, EntityStore, EntityWithModels, EventLog, InlineProjection, OutboxMessage, Page,
     PendingCommand, PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
 };
-use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
+use sourceflow::{CommandReceipt, EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Executor, Postgres, Row};
 use uuid::Uuid;
@@ -669,12 +669,7 @@ impl CommandLog for PostgresStore {
                     .bind(&*stream.entity_type)
                     .bind(stream.id.as_str())
                     .bind(expected_value)
-                    .bind(envelope.message_id)
-                    .bind(&*envelope.name)
-                    .bind(i64::from(envelope.version))
-                    .bind(envelope.correlation_id)
-                    .bind(envelope.causation_id)
-                    .bind(envelope.timestamp)
+                    .bind_envelope(envelope)
                     .bind(payload)
                     .execute(pool)
                     .await;
@@ -1083,12 +1078,7 @@ impl PostgresStore {
                 .bind(&*stream.entity_type)
                 .bind(stream.id.as_str())
                 .bind(expected)
-                .bind(envelope.message_id)
-                .bind(&*envelope.name)
-                .bind(i64::from(envelope.version))
-                .bind(envelope.correlation_id)
-                .bind(envelope.causation_id)
-                .bind(envelope.timestamp)
+                .bind_envelope(envelope)
                 .bind(payload)
                 .bind(entity)
         };
@@ -1240,6 +1230,23 @@ impl PostgresStore {
                 Ok((receipt, projected))
             }
         }
+    }
+}
+
+/// Binds an envelope's columns in the order every command statement lists them: message id,
+/// name, version, correlation id, causation id, time.
+trait BindEnvelope<'q> {
+    fn bind_envelope(self, envelope: &'q Envelope) -> Self;
+}
+
+impl<'q> BindEnvelope<'q> for sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    fn bind_envelope(self, envelope: &'q Envelope) -> Self {
+        self.bind(envelope.message_id)
+            .bind(&*envelope.name)
+            .bind(i64::from(envelope.version))
+            .bind(envelope.correlation_id)
+            .bind(envelope.causation_id)
+            .bind(envelope.timestamp)
     }
 }
 
