@@ -1184,7 +1184,6 @@ mod tests {
             ("stream_ids_after", STREAM_IDS_AFTER),
             ("insert_command", writer::INSERT_COMMAND),
             ("last_event_sequence", writer::LAST_EVENT_SEQUENCE),
-            ("insert_next_event", writer::INSERT_NEXT_EVENT),
             ("extend_command_events", writer::EXTEND_COMMAND_EVENTS),
             ("put_entity_cas", writer::PUT_ENTITY_CAS),
             ("cas_position", writer::CAS_POSITION),

@@ -535,7 +535,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
         }
         Write::AppendCommand { expected, command } => {
             let stream = &command.envelope.stream;
-            if insert_command(connection, *expected, command, 0)? {
+            if insert_command(connection, *expected, command, None)? {
                 Ok(Written::Sequence(expected.next()))
             } else {
                 Err(conflict(stream, *expected))
@@ -556,7 +556,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
                 params![&*stream.entity_type, stream.id.as_str()],
             )?;
             let command_sequence = Sequence(from_db(command_sequence, "sequence")?);
-            let recorded = append_next_events(connection, stream, command_sequence, events)?;
+            let recorded = insert_events(connection, stream, command_sequence, last, events)?;
             if let (Some(first), Some(last)) = (recorded.first(), recorded.last()) {
                 // The events are recorded under the stream's last command: its receipt lists
                 // them too, as on every store.
@@ -688,9 +688,15 @@ fn conflict(stream: &StreamId, expected: Sequence) -> StoreError {
 fn commit(connection: &Connection, unit: &UnitOfWork) -> Result<CommandReceipt, StoreError> {
     let envelope = &unit.command.envelope;
     let stream = &envelope.stream;
+    // The command row records the stream sequences its events take, after the stream's last.
+    let last_event = match unit.events.len() {
+        0 => None,
+        _ => Some(last_event_sequence(connection, stream)?),
+    };
+    let range = last_event.map(|last| (last.next(), Sequence(last.0 + unit.events.len() as u64)));
     // The append itself detects a resent message id (the stream moved past `expected`, or the
     // (stream, message id) key exists), so the common case costs no lookup beforehand.
-    if !insert_command(connection, unit.expected, &unit.command, unit.events.len())? {
+    if !insert_command(connection, unit.expected, &unit.command, range)? {
         return match find_receipt(connection, stream, envelope.message_id)? {
             Some(receipt) => Ok(receipt),
             None => Err(conflict(stream, unit.expected)),
@@ -711,7 +717,10 @@ fn commit(connection: &Connection, unit: &UnitOfWork) -> Result<CommandReceipt, 
         )
         .map_err(db_err)?;
     }
-    let events = append_next_events(connection, stream, sequence, &unit.events)?;
+    let events = match last_event {
+        Some(last) => insert_events(connection, stream, sequence, last, &unit.events)?,
+        None => Vec::new(),
+    };
     insert_outbox(connection, &unit.outbox)?;
     Ok(CommandReceipt {
         message_id: envelope.message_id,
@@ -724,13 +733,21 @@ fn commit(connection: &Connection, unit: &UnitOfWork) -> Result<CommandReceipt, 
 }
 
 /// Inserts `command` at `expected + 1` if the stream's last sequence is `expected`: `false`
-/// when the stream has moved on. `events` is the number of events the caller appends next.
+/// when the stream has moved on. `events` is the range of stream sequences the events the
+/// caller appends next take (`None` without events).
 fn insert_command(
     connection: &Connection,
     expected: Sequence,
     command: &StoredCommand,
-    events: usize,
+    events: Option<(Sequence, Sequence)>,
 ) -> Result<bool, StoreError> {
+    let (first_event, last_event) = match events {
+        Some((first, last)) => (
+            Some(db_int(first.0, "event sequence")?),
+            Some(db_int(last.0, "event sequence")?),
+        ),
+        None => (None, None),
+    };
     let envelope = &command.envelope;
     let meta = Metadata::of(envelope);
     let done = execute(
@@ -747,7 +764,8 @@ fn insert_command(
             meta.causation_id,
             meta.created_at,
             payload_text(&command.payload, "command payload")?,
-            db_int(events as u64, "event count")?,
+            first_event,
+            last_event,
         ],
     );
     match done {
@@ -787,26 +805,29 @@ fn recorded(
     })
 }
 
-/// Appends `events` after the stream's last event, emitted by command `command_sequence`: each
-/// insert takes the next sequence itself (an index lookup), so no separate head query.
-fn append_next_events(
+/// Inserts `events` after the stream's last event `last`, emitted by command
+/// `command_sequence`.
+fn insert_events(
     connection: &Connection,
     stream: &StreamId,
     command_sequence: Sequence,
+    last: Sequence,
     events: &[NewEvent],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut recorded_events = Vec::with_capacity(events.len());
-    for event in events {
+    for (event, sequence) in events.iter().zip(last.0 + 1..) {
         let command = db_int(command_sequence.0, "sequence")?;
+        let stored_sequence = db_int(sequence, "event sequence")?;
         let meta = Metadata::of(&event.envelope);
         let payload = payload_text(&event.payload, "event payload")?;
-        let (position, sequence): (i64, i64) = connection
-            .prepare_cached(INSERT_NEXT_EVENT)
+        let position: i64 = connection
+            .prepare_cached(INSERT_EVENT)
             .and_then(|mut statement| {
                 statement.query_row(
                     params![
                         &*stream.entity_type,
                         stream.id.as_str(),
+                        stored_sequence,
                         command,
                         meta.message_id,
                         meta.name,
@@ -816,11 +837,11 @@ fn append_next_events(
                         meta.created_at,
                         payload,
                     ],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| row.get(0),
                 )
             })
             .map_err(db_err)?;
-        let sequence = Sequence(from_db(sequence, "event sequence")?);
+        let sequence = Sequence(sequence);
         recorded_events.push(recorded(
             event,
             stream,
@@ -934,29 +955,21 @@ fn project(
 // ---- statements -----------------------------------------------------------------------------
 
 /// The optimistic append: one statement inserts at `?3 + 1` only if `?3` is the stream's last
-/// sequence (an index lookup on the primary key); 0 rows means a conflict.
-/// A command at `?3 + 1` if the stream's last command is at `?3`, with the range of stream
-/// sequences its `?11` events are about to take (the writer inserts them right after, in the
-/// same transaction; NULL without events).
+/// sequence (an index lookup on the primary key); 0 rows means a conflict. `?11`..`?12` are the
+/// stream sequences its events take (NULL without events).
 pub(super) const INSERT_COMMAND: &str = concat!(
     "INSERT INTO sf_commands (",
     crate::sql::command_columns!(""),
-    ", first_event, last_event) SELECT ?1, ?2, ?3 + 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-     f.first, f.first + ?11 - 1 \
-     FROM (SELECT CASE WHEN ?11 > 0 THEN (SELECT COALESCE(MAX(sequence), 0) + 1 FROM sf_events \
-                  WHERE stream_type = ?1 AND stream_id = ?2) END AS first) f \
+    ", first_event, last_event) SELECT ?1, ?2, ?3 + 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
      WHERE (SELECT COALESCE(MAX(sequence), 0) FROM sf_commands \
             WHERE stream_type = ?1 AND stream_id = ?2) = ?3"
 );
 pub(super) const LAST_EVENT_SEQUENCE: &str =
     "SELECT COALESCE(MAX(sequence), 0) FROM sf_events WHERE stream_type = ?1 AND stream_id = ?2";
-/// An event at the stream's next sequence (`MAX` over the stream's index entries reads one).
-pub(super) const INSERT_NEXT_EVENT: &str =
-    "INSERT INTO sf_events (stream_type, stream_id, sequence, \
+/// An event at stream sequence `?3` (the caller read the stream's last one in this transaction).
+const INSERT_EVENT: &str = "INSERT INTO sf_events (stream_type, stream_id, sequence, \
      command_sequence, message_id, name, version, correlation_id, causation_id, created_at, \
-     payload) VALUES (?1, ?2, (SELECT COALESCE(MAX(sequence), 0) + 1 FROM sf_events \
-     WHERE stream_type = ?1 AND stream_id = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-     RETURNING position, sequence";
+     payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING position";
 const INSERT_OUTBOX: &str = "INSERT INTO sf_outbox (stream_type, stream_id, message_id, name, \
      version, correlation_id, causation_id, created_at, payload) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
