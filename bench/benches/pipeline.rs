@@ -1,8 +1,9 @@
 //! Criterion micro-benchmarks of the in-memory hot path (`cargo bench -p sourceflow-bench`).
 //!
-//! Each measurement builds a fresh framework and spreads its commands over enough accounts
-//! that no account gets more than 10 commands, as in W1: `cqrs-es` replays an account's
-//! whole history on every command, so a long history would measure that instead.
+//! Commands go out in W1's shape: rounds of 10 deposits to each of 1,000 accounts, round-robin,
+//! each round on a fresh framework (only the sends are timed). `cqrs-es` replays an account's
+//! whole history on every command, so a long history would measure that instead; and a store
+//! that grows without bound would measure the kernel handing out fresh memory.
 
 // `criterion_group!` generates an undocumented `pub fn`.
 #![allow(missing_docs)]
@@ -21,8 +22,17 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a Tokio runtime")
 }
 
-fn accounts(iters: u64) -> Vec<String> {
-    (0..iters.div_ceil(10).max(1)).map(account_id).collect()
+/// Accounts per round, and commands per round (10 per account).
+const ACCOUNTS: u64 = 1_000;
+const ROUND: u64 = 10 * ACCOUNTS;
+
+fn accounts() -> Vec<String> {
+    (0..ACCOUNTS).map(account_id).collect()
+}
+
+/// The commands of a run of `iters` in rounds: (first command number, commands) per round.
+fn rounds(iters: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..iters.div_ceil(ROUND)).map(move |r| (r * ROUND, ROUND.min(iters - r * ROUND)))
 }
 
 fn sourceflow_memory(c: &mut Criterion, name: &str, components: Components) {
@@ -30,20 +40,24 @@ fn sourceflow_memory(c: &mut Criterion, name: &str, components: Components) {
     c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let flow = domain::flow(MemoryStore::new(), components)
-                    .await
-                    .expect("build");
-                let ids = accounts(iters);
-                let commands: Vec<Deposit> = (0..iters).map(Deposit::nth).collect();
-                let started = Instant::now();
-                for (i, command) in commands.into_iter().enumerate() {
-                    black_box(
-                        flow.send(&*ids[i % ids.len()], command)
-                            .await
-                            .expect("send"),
-                    );
+                let ids = accounts();
+                let mut total = Duration::ZERO;
+                for (first, n) in rounds(iters) {
+                    let flow = domain::flow(MemoryStore::new(), components)
+                        .await
+                        .expect("build");
+                    let commands: Vec<Deposit> = (first..first + n).map(Deposit::nth).collect();
+                    let started = Instant::now();
+                    for (i, command) in commands.into_iter().enumerate() {
+                        black_box(
+                            flow.send(&*ids[i % ids.len()], command)
+                                .await
+                                .expect("send"),
+                        );
+                    }
+                    total += started.elapsed();
                 }
-                started.elapsed()
+                total
             })
         })
     });
@@ -61,17 +75,22 @@ fn pipeline(c: &mut Criterion) {
     c.bench_function("w1/cqrs_es_execute/quiet_memstore+query", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let (framework, _query) = cqrs::memory_framework(cqrs::QuietMemStore::default());
-                let ids = accounts(iters);
-                let commands: Vec<Deposit> = (0..iters).map(Deposit::nth).collect();
-                let started = Instant::now();
-                for (i, command) in commands.into_iter().enumerate() {
-                    framework
-                        .execute(&ids[i % ids.len()], BankCommand::Deposit(command))
-                        .await
-                        .expect("execute");
+                let ids = accounts();
+                let mut total = Duration::ZERO;
+                for (first, n) in rounds(iters) {
+                    let (framework, _query) =
+                        cqrs::memory_framework(cqrs::QuietMemStore::default());
+                    let commands: Vec<Deposit> = (first..first + n).map(Deposit::nth).collect();
+                    let started = Instant::now();
+                    for (i, command) in commands.into_iter().enumerate() {
+                        framework
+                            .execute(&ids[i % ids.len()], BankCommand::Deposit(command))
+                            .await
+                            .expect("execute");
+                    }
+                    total += started.elapsed();
                 }
-                started.elapsed()
+                total
             })
         })
     });
