@@ -209,6 +209,9 @@ pub enum Verification {
     },
 }
 
+/// Commands a replay reads per page.
+const REPLAY_PAGE: u64 = 1_000;
+
 struct Replayed {
     last: Sequence,
     state: Option<ErasedState>,
@@ -679,7 +682,9 @@ impl SourceFlow {
         Ok(entity)
     }
 
-    /// Re-runs the command log of `stream` against a fresh state, with `is_replay = true`.
+    /// Re-runs the command log of `stream` against a fresh state, with `is_replay = true`,
+    /// reading it in pages of [`REPLAY_PAGE`] commands: memory stays bounded however long the
+    /// stream, and a time bound stops the reading where it stops the replay.
     async fn replay_stream(
         &self,
         stream: &StreamId,
@@ -688,56 +693,95 @@ impl SourceFlow {
         until: Option<DateTime<Utc>>,
         collect_events: bool,
     ) -> Result<Replayed, Error> {
-        let commands = self
-            .inner
-            .store
-            .load_commands(stream, Sequence(1), to)
-            .await?;
         let mut state = vtable.map(|v| (v.default)());
         let mut last = Sequence::ZERO;
         let mut emitted = Vec::new();
-        for stored in commands {
-            if until.is_some_and(|t| stored.envelope.timestamp > t) {
+        'pages: loop {
+            let from = last.next();
+            let page_end = Sequence(last.0 + REPLAY_PAGE);
+            let end = to.map_or(page_end, |to| to.min(page_end));
+            if end < from {
                 break;
             }
-            let record =
-                command_record(&stored.envelope.name).ok_or_else(|| Error::UnknownMessage {
-                    name: stored.envelope.name.to_string(),
-                    stream: stream.to_string(),
-                    sequence: stored.sequence.0,
-                })?;
-            let message = (record.decode)(&stored.payload).map_err(|source| Error::Decode {
-                name: stored.envelope.name.to_string(),
-                stream: stream.to_string(),
-                sequence: stored.sequence.0,
-                source,
-            })?;
-            let route =
-                self.inner
-                    .sagas
-                    .get(&(record.type_id)())
-                    .ok_or_else(|| Error::NoHandler {
-                        message: record.name.to_owned(),
-                    })?;
-            let mut cx = SagaContext::new(&stored.envelope, true, self.inner.streams.clone());
-            (route.handle)(
-                &*route.saga,
-                state.as_deref_mut().map(|s| s as &mut (dyn Any + Send)),
-                &*message,
-                &mut cx,
-            )
-            .await?;
-            take_problems(&mut cx.problems)?;
-            if collect_events {
-                emitted.push((stored.sequence, cx.events));
+            let commands = self
+                .inner
+                .store
+                .load_commands(stream, from, Some(end))
+                .await?;
+            if commands.is_empty() {
+                break;
             }
-            last = stored.sequence;
+            for stored in commands {
+                // Stores check density within a page; this also covers the seam between two.
+                if stored.sequence != last.next() {
+                    return Err(StoreError::Gap {
+                        stream: stream.clone(),
+                        expected: last.next(),
+                        found: stored.sequence,
+                    }
+                    .into());
+                }
+                if until.is_some_and(|t| stored.envelope.timestamp > t) {
+                    break 'pages;
+                }
+                self.replay_command(stream, &stored, &mut state, collect_events, &mut emitted)
+                    .await?;
+                last = stored.sequence;
+            }
+            // A short page is the end of the stream, unless a missing command cut it short:
+            // the next read (from just after it) finds nothing, or reports the gap.
+            if Some(last) == to {
+                break;
+            }
         }
         Ok(Replayed {
             last,
             state,
             emitted,
         })
+    }
+
+    /// Runs one stored command of a replay against `state`.
+    async fn replay_command(
+        &self,
+        stream: &StreamId,
+        stored: &StoredCommand,
+        state: &mut Option<ErasedState>,
+        collect_events: bool,
+        emitted: &mut Vec<(Sequence, Vec<crate::message::NewEvent>)>,
+    ) -> Result<(), Error> {
+        let record =
+            command_record(&stored.envelope.name).ok_or_else(|| Error::UnknownMessage {
+                name: stored.envelope.name.to_string(),
+                stream: stream.to_string(),
+                sequence: stored.sequence.0,
+            })?;
+        let message = (record.decode)(&stored.payload).map_err(|source| Error::Decode {
+            name: stored.envelope.name.to_string(),
+            stream: stream.to_string(),
+            sequence: stored.sequence.0,
+            source,
+        })?;
+        let route = self
+            .inner
+            .sagas
+            .get(&(record.type_id)())
+            .ok_or_else(|| Error::NoHandler {
+                message: record.name.to_owned(),
+            })?;
+        let mut cx = SagaContext::new(&stored.envelope, true, self.inner.streams.clone());
+        (route.handle)(
+            &*route.saga,
+            state.as_deref_mut().map(|s| s as &mut (dyn Any + Send)),
+            &*message,
+            &mut cx,
+        )
+        .await?;
+        take_problems(&mut cx.problems)?;
+        if collect_events {
+            emitted.push((stored.sequence, cx.events));
+        }
+        Ok(())
     }
 
     /// Rebuilds entity `E`'s state from its command log, saves it as the stored state and

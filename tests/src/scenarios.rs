@@ -313,6 +313,64 @@ pub async fn replay_and_rebuild_match_live(store: Arc<dyn Store>) {
     }
 }
 
+/// Replay and `state_at` over a stream longer than two of replay's pages (it reads 1,000
+/// commands at a time) give the state after exactly the commands asked for, whether the bound
+/// falls on a page's last command, its first, or inside one, by sequence or by time.
+pub async fn replay_reads_long_streams_in_pages(store: Arc<dyn Store>) {
+    const COMMANDS: u64 = 2_050;
+    let flow = flow(store.clone()).await;
+    let id = EntityId::new();
+    open(&flow, &id, 0).await;
+    for k in 2..=COMMANDS {
+        flow.send(&id, Deposit { amount: k as i64 }).await.unwrap();
+    }
+    // Command 1 opens the account, command k >= 2 deposits k.
+    let balance_after = |k: u64| (2..=k as i64).sum::<i64>();
+    let stream = StreamId::of::<Account>(&id);
+    let (_, live) = store.get_entity(&stream).await.unwrap().unwrap();
+    let live: Account = serde_json::from_slice(&live).unwrap();
+    assert_eq!(live.balance, balance_after(COMMANDS));
+
+    let replayed: Account = flow.replay(&id).await.unwrap();
+    assert_eq!(replayed, live);
+    for k in [
+        999,
+        1_000,
+        1_001,
+        1_999,
+        2_000,
+        2_001,
+        COMMANDS,
+        COMMANDS + 5,
+    ] {
+        let at: Account = flow.state_at(&id, Sequence(k)).await.unwrap();
+        assert_eq!(
+            at.balance,
+            balance_after(k.min(COMMANDS)),
+            "state at sequence {k}"
+        );
+    }
+    // By time: the commands stamped at or before the 1,500th command's timestamp (a later one
+    // may share its microsecond).
+    let commands = store
+        .load_commands(&stream, Sequence(1), None)
+        .await
+        .unwrap();
+    let t = commands[1_499].envelope.timestamp;
+    let included = commands
+        .iter()
+        .take_while(|c| c.envelope.timestamp <= t)
+        .count() as u64;
+    let at: Account = flow.state_at(&id, t).await.unwrap();
+    assert_eq!(at.balance, balance_after(included));
+    assert_eq!(
+        flow.verify::<Account>(&id).await.unwrap(),
+        sourceflow::Verification::Consistent {
+            sequence: Sequence(COMMANDS)
+        }
+    );
+}
+
 /// A stored command with an unknown wire name, or a payload that no longer decodes, makes
 /// replay fail with an error naming the stream and sequence.
 pub async fn undecodable_commands_fail_replay(store: Arc<dyn Store>) {
@@ -477,6 +535,7 @@ macro_rules! runtime_suite {
             end_to_end_chain,
             contention_on_one_stream,
             replay_and_rebuild_match_live,
+            replay_reads_long_streams_in_pages,
             undecodable_commands_fail_replay,
             rejection_persists_nothing,
             resent_message_id_runs_once,
