@@ -785,12 +785,14 @@ impl SourceFlow {
     }
 
     /// Rebuilds entity `E`'s state from its command log, saves it as the stored state and
-    /// returns it. Nothing is appended and no event is re-delivered.
+    /// returns it. Nothing is appended and no event is re-delivered. The log is read in pages
+    /// of 1,000 commands, so a long stream replays in bounded memory.
     ///
     /// # Errors
     /// [`Error::UnknownMessage`] / [`Error::Decode`] for a stored command that no longer
     /// decodes (naming its stream and sequence), [`Error::Rejected`] if a handler now refuses a
-    /// command it once accepted, [`Error::Store`] on store faults.
+    /// command it once accepted, [`Error::Store`] on store faults (a command missing from the
+    /// log is [`StoreError::Gap`](crate::store::StoreError::Gap)).
     pub async fn replay<E: Entity>(&self, id: impl Into<EntityId>) -> Result<E, Error> {
         let stream = StreamId::of::<E>(id);
         let (last, state) = self.rebuild_entity::<E>(&stream, None).await?;
