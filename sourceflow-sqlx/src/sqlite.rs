@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -136,6 +136,11 @@ impl SqliteStoreBuilder {
 
     /// Opens (creating if needed) the database, applies pending migrations and starts the
     /// writer thread. Must be called inside a Tokio runtime.
+    ///
+    /// Upgrading a file written by an older version can take a while (schema v2 rebuilds the
+    /// events table, about 15 s per million events): the upgrade is logged through `tracing`
+    /// when it starts, every 10 s while it runs, and when it ends. Another process opening the
+    /// same file meanwhile waits for it (up to 30 minutes) instead of failing.
     ///
     /// # Errors
     /// [`StoreError::Backend`] if the file cannot be opened or migrated.
@@ -299,31 +304,102 @@ async fn migrate(
     connection: &mut sqlx::SqliteConnection,
     backoff: &Backoff,
 ) -> Result<(), StoreError> {
-    // Upgrading an existing file can take a while (v2 rebuilds the events table): say so.
+    // Upgrading an existing file can take a while (v2 rebuilds the events table): say so, and
+    // keep saying so while it runs.
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
         .fetch_one(&mut *connection)
         .await
         .unwrap_or(None);
-    if let Some(applied) = applied.filter(|&applied| applied < latest) {
+    let upgrading = applied.is_some_and(|applied| applied < latest);
+    if let Some(applied) = applied.filter(|_| upgrading) {
+        let events: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM sf_events")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap_or(0);
         tracing::info!(
             from = applied,
             to = latest,
+            events,
             "upgrading the SQLite schema (a v1 file's events table is rebuilt once, about 15 s per million events)"
         );
     }
-    // Another process may be applying the same migration right now: its transaction makes us
-    // wait (busy_timeout) and the `IF NOT EXISTS` statements plus a re-run settle the race.
+    let started = Instant::now();
+    let mut next_report = Duration::ZERO;
     let mut attempt = 1;
     loop {
-        match MIGRATOR.run(&mut *connection).await {
-            Ok(()) => return Ok(()),
+        match with_progress(MIGRATOR.run(&mut *connection), started, upgrading).await {
+            Ok(()) => {
+                if upgrading {
+                    tracing::info!(
+                        seconds = started.elapsed().as_secs(),
+                        "SQLite schema upgraded"
+                    );
+                }
+                return Ok(());
+            }
+            // The file's write lock is held, most likely by another process applying this same
+            // migration (a rebuild holds it for as long as it runs): wait for it, then find
+            // the migration applied. `IF NOT EXISTS` statements settle the rest of the race.
+            Err(e) if migration_is_busy(&e) && started.elapsed() < MIGRATION_WAIT => {
+                if started.elapsed() >= next_report {
+                    tracing::info!(
+                        seconds = started.elapsed().as_secs(),
+                        "waiting for another connection to release the SQLite file (another process may be upgrading its schema)"
+                    );
+                    next_report = started.elapsed() + REPORT_EVERY;
+                }
+                tokio::time::sleep(backoff.delay(attempt).max(Duration::from_millis(100))).await;
+                attempt += 1;
+            }
             Err(e) if attempt < backoff.max_attempts().clamp(1, 3) => {
                 tracing::debug!(error = %e, attempt, "sqlite migration failed, retrying");
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
             }
             Err(e) => return Err(StoreError::Backend(Box::new(e))),
+        }
+    }
+}
+
+/// How long opening a file waits for another connection's lock during migrations (another
+/// process upgrading a large file) before it fails.
+const MIGRATION_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// How often a long migration, or a wait for one, is reported.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// True when a migration failed because another connection holds the file's lock.
+fn migration_is_busy(err: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    matches!(
+        err,
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _)
+            if crate::retry::is_transient(e, Dialect::Sqlite)
+    )
+}
+
+/// Runs `migration`, logging every [`REPORT_EVERY`] that it is still running (an upgrade) or
+/// waiting.
+async fn with_progress<T>(
+    migration: impl std::future::Future<Output = T>,
+    started: Instant,
+    upgrading: bool,
+) -> T {
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + REPORT_EVERY, REPORT_EVERY);
+    tokio::pin!(migration);
+    loop {
+        tokio::select! {
+            done = &mut migration => return done,
+            _ = ticks.tick() => {
+                let seconds = started.elapsed().as_secs();
+                if upgrading {
+                    tracing::info!(seconds, "still upgrading the SQLite schema");
+                } else {
+                    tracing::info!(seconds, "still waiting for the SQLite file's lock");
+                }
+            }
         }
     }
 }

@@ -293,31 +293,35 @@ async fn the_builder_applies_options() {
     assert_eq!(again.last_sequence(&s).await.unwrap(), Sequence(1));
 }
 
-/// A file written by schema v1 (AUTOINCREMENT positions, events found by command through their
-/// own index) is upgraded in place on open: every row and position is kept, a resent command
-/// is still answered with its original events, and new events continue after the old ones.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_1_file_is_upgraded_on_open() {
+/// A new file at `path` with schema v1 only, as a store of that version left it.
+async fn new_v1_file(path: &std::path::Path) -> sqlx::SqliteConnection {
     use sqlx::migrate::Migrator;
+    use sqlx::ConnectOptions;
     use std::borrow::Cow;
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v1.db");
-    let mut raw = {
-        use sqlx::ConnectOptions;
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .connect()
-            .await
-            .expect("a new file")
-    };
+    let mut raw = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .expect("a new file");
     let v1 = Migrator {
         migrations: Cow::Owned(sourceflow_sqlx::sqlite::MIGRATOR.migrations[..1].to_vec()),
         ..Migrator::DEFAULT
     };
     v1.run(&mut raw).await.expect("schema v1");
+    raw
+}
+
+/// A file written by schema v1 (AUTOINCREMENT positions, events found by command through their
+/// own index) is upgraded in place on open: every row and position is kept, a resent command
+/// is still answered with its original events, and new events continue after the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let mut raw = new_v1_file(&path).await;
     // Two streams as v1 stored them: `a` with commands of two, zero and one events, and `b`
     // with one, interleaved so positions and stream sequences differ.
     let now = conformance::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
@@ -427,4 +431,63 @@ async fn a_version_1_file_is_upgraded_on_open() {
         (more.events[0].sequence.0, more.events[0].position.0),
         (2, 7)
     );
+}
+
+/// Two stores opening the same v1 file at once (two processes starting together after an
+/// upgrade) both open it: one rebuilds the events table, the other waits for it however long
+/// the rebuild outlasts its busy timeout, then finds the schema current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_opening_one_version_1_file_both_open_it() {
+    const COMMANDS: i64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1-race.db");
+    let mut raw = new_v1_file(&path).await;
+    // 1,000 accounts of 100 commands, one event each (a rebuild of about a second here).
+    let now = conformance::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    for (table, columns, values) in [
+        (
+            "sf_commands",
+            "stream_type, stream_id, sequence, message_id, name, version, correlation_id, \
+             causation_id, created_at, payload",
+            "'conf.Account', 'acct-' || (x % 1000), x / 1000 + 1, \
+             printf('00000000-0000-7000-8000-%012d', x), 'conf.Add', 1, \
+             printf('00000000-0000-7000-8000-%012d', x), NULL, ?1, '{}'",
+        ),
+        (
+            "sf_events",
+            "stream_type, stream_id, sequence, command_sequence, message_id, name, version, \
+             correlation_id, causation_id, created_at, payload",
+            "'conf.Account', 'acct-' || (x % 1000), x / 1000 + 1, x / 1000 + 1, \
+             printf('00000000-0000-7000-9000-%012d', x), 'conf.Added', 1, \
+             printf('00000000-0000-7000-8000-%012d', x), NULL, ?1, '{\"n\":1}'",
+        ),
+    ] {
+        sqlx::query(&format!(
+            "WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x + 1 < {COMMANDS}) \
+             INSERT INTO {table} ({columns}) SELECT {values} FROM n"
+        ))
+        .bind(&now)
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    }
+    drop(raw);
+
+    let open = || {
+        SqliteStore::builder(&path)
+            .busy_timeout(std::time::Duration::from_millis(50))
+            .open()
+    };
+    let (a, b) = tokio::join!(open(), open());
+    let (a, b) = (a.expect("first store"), b.expect("second store"));
+    let s = conformance::stream("conf.Account", "acct-7");
+    for store in [&a, &b] {
+        assert_eq!(store.last_sequence(&s).await.unwrap(), Sequence(100));
+        let events = store.read_stream(&s, Sequence(1)).await.unwrap();
+        assert_eq!(events.len(), 100);
+        assert_eq!(events[99].position, Position(99_008));
+    }
+    let receipt = a.commit(conformance::unit(&s, 100, 1)).await.unwrap();
+    assert_eq!(receipt.events[0].position, Position(COMMANDS as u64 + 1));
+    assert_eq!(b.last_sequence(&s).await.unwrap(), Sequence(101));
 }
