@@ -326,7 +326,9 @@ async fn migrate(
     }
     let started = Instant::now();
     let mut next_report = Duration::ZERO;
-    let mut attempt = 1;
+    // Waits for the lock and other failures are counted apart: however long a wait, a
+    // migration that then fails because the other process applied it first is run again.
+    let (mut waits, mut attempt) = (1, 1);
     loop {
         match with_progress(MIGRATOR.run(&mut *connection), started, upgrading).await {
             Ok(()) => {
@@ -340,7 +342,9 @@ async fn migrate(
             }
             // The file's write lock is held, most likely by another process applying this same
             // migration (a rebuild holds it for as long as it runs): wait for it, then find
-            // the migration applied. `IF NOT EXISTS` statements settle the rest of the race.
+            // the migration applied. A run that read the applied versions just before the
+            // other process committed fails on its first statement instead (a column or table
+            // that now exists) and is run again below.
             Err(e) if migration_is_busy(&e) && started.elapsed() < MIGRATION_WAIT => {
                 if started.elapsed() >= next_report {
                     tracing::info!(
@@ -349,8 +353,8 @@ async fn migrate(
                     );
                     next_report = started.elapsed() + REPORT_EVERY;
                 }
-                tokio::time::sleep(backoff.delay(attempt).max(Duration::from_millis(100))).await;
-                attempt += 1;
+                tokio::time::sleep(backoff.delay(waits).max(Duration::from_millis(100))).await;
+                waits += 1;
             }
             Err(e) if attempt < backoff.max_attempts().clamp(1, 3) => {
                 tracing::debug!(error = %e, attempt, "sqlite migration failed, retrying");
