@@ -557,6 +557,12 @@ const READ_STREAM: &str = concat!(
     " FROM sf_events WHERE stream_type = $1 AND stream_id = $2 AND sequence >= $3 \
      ORDER BY sequence"
 );
+const READ_STREAM_RANGE: &str = concat!(
+    "SELECT ",
+    event_columns!("", "::text"),
+    " FROM sf_events WHERE stream_type = $1 AND stream_id = $2 AND sequence >= $3 \
+     AND sequence <= $4 ORDER BY sequence"
+);
 const READ_ALL: &str = concat!(
     "SELECT ",
     event_columns!("", "::text"),
@@ -784,6 +790,24 @@ impl EventLog for PostgresStore {
         let bounds = [db_int(from.0, "sequence")?];
         let rows = self
             .stream_rows("postgres.read_stream", READ_STREAM, stream, &bounds)
+            .await?;
+        stream_events(&rows, stream, from)
+    }
+
+    async fn read_stream_range(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let bounds = [db_int(from.0, "sequence")?, db_int(to.0, "sequence")?];
+        let rows = self
+            .stream_rows(
+                "postgres.read_stream_range",
+                READ_STREAM_RANGE,
+                stream,
+                &bounds,
+            )
             .await?;
         stream_events(&rows, stream, from)
     }

@@ -598,6 +598,12 @@ pub(crate) const READ_STREAM: &str = concat!(
     " FROM sf_events WHERE stream_type = ?1 AND stream_id = ?2 AND sequence >= ?3 \
      ORDER BY sequence"
 );
+pub(crate) const READ_STREAM_RANGE: &str = concat!(
+    "SELECT ",
+    event_columns!("", ""),
+    " FROM sf_events WHERE stream_type = ?1 AND stream_id = ?2 AND sequence >= ?3 \
+     AND sequence <= ?4 ORDER BY sequence"
+);
 pub(crate) const READ_ALL: &str = concat!(
     "SELECT ",
     event_columns!("", ""),
@@ -755,6 +761,24 @@ impl EventLog for SqliteStore {
         let bounds = [db_int(from.0, "sequence")?];
         let rows = self
             .stream_rows("sqlite.read_stream", READ_STREAM, stream, &bounds)
+            .await?;
+        stream_events(&rows, stream, from)
+    }
+
+    async fn read_stream_range(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let bounds = [db_int(from.0, "sequence")?, db_int(to.0, "sequence")?];
+        let rows = self
+            .stream_rows(
+                "sqlite.read_stream_range",
+                READ_STREAM_RANGE,
+                stream,
+                &bounds,
+            )
             .await?;
         stream_events(&rows, stream, from)
     }
@@ -1251,6 +1275,7 @@ mod tests {
             ("load_commands", LOAD_COMMANDS),
             ("find_receipt", FIND_RECEIPT),
             ("read_stream", READ_STREAM),
+            ("read_stream_range", READ_STREAM_RANGE),
             ("read_all", READ_ALL),
             ("read_between", READ_BETWEEN),
             ("head", HEAD),

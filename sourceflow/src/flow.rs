@@ -215,7 +215,111 @@ const REPLAY_PAGE: u64 = 1_000;
 struct Replayed {
     last: Sequence,
     state: Option<ErasedState>,
-    emitted: Vec<(Sequence, Vec<crate::message::NewEvent>)>,
+}
+
+/// A stream's command log up to `to`, read in pages of [`REPLAY_PAGE`] as a replay consumes
+/// it. Stores check that a page is dense; this also checks the seams between pages, so a
+/// command missing at the end of a page is reported rather than taken for the end of the log.
+struct CommandPages<'a> {
+    stream: &'a StreamId,
+    to: Option<Sequence>,
+    page: std::collections::VecDeque<StoredCommand>,
+    /// The last sequence read from the store, and the last one handed out.
+    fetched: Sequence,
+    returned: Sequence,
+    done: bool,
+}
+
+impl<'a> CommandPages<'a> {
+    fn new(stream: &'a StreamId, to: Option<Sequence>) -> Self {
+        Self {
+            stream,
+            to,
+            page: std::collections::VecDeque::new(),
+            fetched: Sequence::ZERO,
+            returned: Sequence::ZERO,
+            done: false,
+        }
+    }
+
+    async fn next(&mut self, store: &dyn Store) -> Result<Option<StoredCommand>, Error> {
+        if self.page.is_empty() && !self.done {
+            let page_end = Sequence(self.fetched.0 + REPLAY_PAGE);
+            let end = self.to.map_or(page_end, |to| to.min(page_end));
+            if end <= self.fetched {
+                self.done = true;
+            } else {
+                let commands = store
+                    .load_commands(self.stream, self.fetched.next(), Some(end))
+                    .await?;
+                match commands.last() {
+                    // A short page ends the log, unless a missing command cut it short: the
+                    // next read (from just after it) then finds nothing, or reports the gap.
+                    Some(last) => self.fetched = last.sequence,
+                    None => self.done = true,
+                }
+                self.page.extend(commands);
+            }
+        }
+        let Some(next) = self.page.pop_front() else {
+            return Ok(None);
+        };
+        let expected = self.returned.next();
+        if next.sequence != expected {
+            return Err(StoreError::Gap {
+                stream: self.stream.clone(),
+                expected,
+                found: next.sequence,
+            }
+            .into());
+        }
+        self.returned = next.sequence;
+        Ok(Some(next))
+    }
+}
+
+/// A stream's recorded events, read in pages of [`REPLAY_PAGE`] as [`SourceFlow::verify`]
+/// consumes them.
+struct EventPages<'a> {
+    stream: &'a StreamId,
+    page: std::collections::VecDeque<RecordedEvent>,
+    next: Sequence,
+    done: bool,
+}
+
+impl<'a> EventPages<'a> {
+    fn new(stream: &'a StreamId) -> Self {
+        Self {
+            stream,
+            page: std::collections::VecDeque::new(),
+            next: Sequence(1),
+            done: false,
+        }
+    }
+
+    /// The next event if it was recorded under a command at or before `command`.
+    async fn next_before(
+        &mut self,
+        store: &dyn Store,
+        command: Sequence,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        if self.page.is_empty() && !self.done {
+            let to = Sequence(self.next.0 + REPLAY_PAGE - 1);
+            let events = store.read_stream_range(self.stream, self.next, to).await?;
+            match events.last() {
+                // A short page may be cut short by a missing event: the next read reports it.
+                Some(last) => self.next = last.sequence.next(),
+                None => self.done = true,
+            }
+            self.page.extend(events);
+        }
+        Ok(self
+            .page
+            .front()
+            .is_some_and(|e| e.command_sequence <= command)
+            .then(|| self.page.pop_front())
+            .flatten())
+    }
 }
 
 impl SourceFlow {
@@ -649,7 +753,7 @@ impl SourceFlow {
             return Ok((last, Some((vtable.default)()), false, Some(Sequence::ZERO)));
         }
         let replayed = self
-            .replay_stream(stream, Some(vtable), Some(last), None, false)
+            .replay_stream(stream, Some(vtable), Some(last), None)
             .await?;
         Ok((replayed.last, replayed.state, false, None))
     }
@@ -691,65 +795,27 @@ impl SourceFlow {
         vtable: Option<StateVtable>,
         to: Option<Sequence>,
         until: Option<DateTime<Utc>>,
-        collect_events: bool,
     ) -> Result<Replayed, Error> {
         let mut state = vtable.map(|v| (v.default)());
         let mut last = Sequence::ZERO;
-        let mut emitted = Vec::new();
-        'pages: loop {
-            let from = last.next();
-            let page_end = Sequence(last.0 + REPLAY_PAGE);
-            let end = to.map_or(page_end, |to| to.min(page_end));
-            if end < from {
+        let mut commands = CommandPages::new(stream, to);
+        while let Some(stored) = commands.next(&*self.inner.store).await? {
+            if until.is_some_and(|t| stored.envelope.timestamp > t) {
                 break;
             }
-            let commands = self
-                .inner
-                .store
-                .load_commands(stream, from, Some(end))
-                .await?;
-            if commands.is_empty() {
-                break;
-            }
-            for stored in commands {
-                // Stores check density within a page; this also covers the seam between two.
-                if stored.sequence != last.next() {
-                    return Err(StoreError::Gap {
-                        stream: stream.clone(),
-                        expected: last.next(),
-                        found: stored.sequence,
-                    }
-                    .into());
-                }
-                if until.is_some_and(|t| stored.envelope.timestamp > t) {
-                    break 'pages;
-                }
-                self.replay_command(stream, &stored, &mut state, collect_events, &mut emitted)
-                    .await?;
-                last = stored.sequence;
-            }
-            // A short page is the end of the stream, unless a missing command cut it short:
-            // the next read (from just after it) finds nothing, or reports the gap.
-            if Some(last) == to {
-                break;
-            }
+            self.replay_command(stream, &stored, &mut state).await?;
+            last = stored.sequence;
         }
-        Ok(Replayed {
-            last,
-            state,
-            emitted,
-        })
+        Ok(Replayed { last, state })
     }
 
-    /// Runs one stored command of a replay against `state`.
+    /// Runs one stored command of a replay against `state`; returns the events it published.
     async fn replay_command(
         &self,
         stream: &StreamId,
         stored: &StoredCommand,
         state: &mut Option<ErasedState>,
-        collect_events: bool,
-        emitted: &mut Vec<(Sequence, Vec<crate::message::NewEvent>)>,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<crate::message::NewEvent>, Error> {
         let record =
             command_record(&stored.envelope.name).ok_or_else(|| Error::UnknownMessage {
                 name: stored.envelope.name.to_string(),
@@ -778,10 +844,7 @@ impl SourceFlow {
         )
         .await?;
         take_problems(&mut cx.problems)?;
-        if collect_events {
-            emitted.push((stored.sequence, cx.events));
-        }
-        Ok(())
+        Ok(cx.events)
     }
 
     /// Rebuilds entity `E`'s state from its command log, saves it as the stored state and
@@ -842,7 +905,7 @@ impl SourceFlow {
             Some(At::Time(t)) => (None, Some(t)),
         };
         let replayed = self
-            .replay_stream(stream, Some(StateVtable::entity::<E>()), to, until, false)
+            .replay_stream(stream, Some(StateVtable::entity::<E>()), to, until)
             .await?;
         let state = replayed
             .state
@@ -854,50 +917,66 @@ impl SourceFlow {
 
     /// Replays entity `E`'s command log and compares the result with what is stored: the
     /// events each command recorded, then the stored state. Catches handlers that are not
-    /// deterministic and data changed outside the framework.
+    /// deterministic and data changed outside the framework. Commands and events are read in
+    /// pages, so a long stream is verified in bounded memory.
     ///
     /// # Errors
     /// As [`replay`](Self::replay).
     pub async fn verify<E: Entity>(&self, id: impl Into<EntityId>) -> Result<Verification, Error> {
         let stream = StreamId::of::<E>(id);
         let vtable = StateVtable::entity::<E>();
-        let replayed = self
-            .replay_stream(&stream, Some(vtable), None, None, true)
-            .await?;
-        let recorded = self.inner.store.read_stream(&stream, Sequence(1)).await?;
-        let mut by_command: BTreeMap<Sequence, Vec<&RecordedEvent>> = BTreeMap::new();
-        for event in &recorded {
-            by_command
-                .entry(event.command_sequence)
-                .or_default()
-                .push(event);
-        }
-        for (sequence, emitted) in &replayed.emitted {
-            let stored = by_command.remove(sequence).unwrap_or_default();
-            if let Some(detail) = compare_events(emitted, &stored) {
+        // Commands and events are both read in pages, side by side: a command's events follow
+        // its predecessors' in the stream, so memory stays bounded however long the stream.
+        let mut state = Some((vtable.default)());
+        let mut last = Sequence::ZERO;
+        let mut recorded = EventPages::new(&stream);
+        // Events recorded under a command that replay does not reach: reported only if every
+        // replayed command matches (the first differing command is the more useful answer).
+        let mut orphan: Option<Sequence> = None;
+        let mut commands = CommandPages::new(&stream, None);
+        while let Some(stored) = commands.next(&*self.inner.store).await? {
+            let emitted = self.replay_command(&stream, &stored, &mut state).await?;
+            let mut mine = Vec::new();
+            while let Some(event) = recorded
+                .next_before(&*self.inner.store, stored.sequence)
+                .await?
+            {
+                if event.command_sequence < stored.sequence {
+                    orphan.get_or_insert(event.command_sequence);
+                } else {
+                    mine.push(event);
+                }
+            }
+            let mine: Vec<&RecordedEvent> = mine.iter().collect();
+            if let Some(detail) = compare_events(&emitted, &mine) {
                 return Ok(Verification::Differs {
-                    sequence: *sequence,
+                    sequence: stored.sequence,
                     detail,
                 });
             }
+            last = stored.sequence;
         }
-        if let Some((sequence, _)) = by_command.into_iter().next() {
+        if let Some(event) = recorded
+            .next_before(&*self.inner.store, Sequence(u64::MAX))
+            .await?
+        {
+            orphan.get_or_insert(event.command_sequence);
+        }
+        if let Some(sequence) = orphan {
             return Ok(Verification::Differs {
                 sequence,
                 detail: "events recorded for a command that replay did not reach".to_owned(),
             });
         }
         let Some((version, bytes)) = self.inner.store.get_entity(&stream).await? else {
-            return Ok(Verification::NoStoredState {
-                sequence: replayed.last,
-            });
+            return Ok(Verification::NoStoredState { sequence: last });
         };
-        if version != replayed.last {
+        if version != last {
             return Ok(Verification::Differs {
-                sequence: version.min(replayed.last).next(),
+                sequence: version.min(last).next(),
                 detail: format!(
                     "stored state reflects sequence {version}, the log ends at {}",
-                    replayed.last
+                    last
                 ),
             });
         }
@@ -908,7 +987,7 @@ impl SourceFlow {
                 sequence: version.0,
                 source,
             })?;
-        let replayed_json = match &replayed.state {
+        let replayed_json = match &state {
             Some(state) => (vtable.to_json)(state.as_ref()).map_err(|source| Error::Decode {
                 name: E::NAME.to_owned(),
                 stream: stream.to_string(),
@@ -919,13 +998,11 @@ impl SourceFlow {
         };
         if stored != replayed_json {
             return Ok(Verification::Differs {
-                sequence: replayed.last,
+                sequence: last,
                 detail: format!("stored state {stored} but replay gives {replayed_json}"),
             });
         }
-        Ok(Verification::Consistent {
-            sequence: replayed.last,
-        })
+        Ok(Verification::Consistent { sequence: last })
     }
 
     /// The view model `id` of type `M`, as its view last projected it.

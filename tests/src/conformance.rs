@@ -443,7 +443,8 @@ pub async fn streams_of_different_types_are_isolated(store: Arc<dyn Store>) {
     assert_eq!(receipt.sequence, Sequence(2));
 }
 
-/// `load_commands(from, to)` is inclusive at both ends; `read_stream(from)` likewise.
+/// `load_commands(from, to)` and `read_stream_range(from, to)` are inclusive at both ends;
+/// `read_stream(from)` likewise.
 pub async fn range_reads_are_inclusive(store: Arc<dyn Store>) {
     let s = stream("conf.Account", "a");
     for i in 0..6 {
@@ -478,6 +479,25 @@ pub async fn range_reads_are_inclusive(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(events, vec![4, 5, 6]);
     assert!(store.read_stream(&s, Sequence(7)).await.unwrap().is_empty());
+    let events = |from: u64, to: u64| {
+        let store = store.clone();
+        let s = s.clone();
+        async move {
+            store
+                .read_stream_range(&s, Sequence(from), Sequence(to))
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.sequence.0)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(events(2, 4).await, vec![2, 3, 4]);
+    assert_eq!(events(0, 2).await, vec![1, 2]);
+    assert_eq!(events(3, 3).await, vec![3]);
+    assert_eq!(events(4, 100).await, vec![4, 5, 6]);
+    assert_eq!(events(7, 10).await, Vec::<u64>::new());
+    assert_eq!(events(4, 3).await, Vec::<u64>::new());
 }
 
 /// `read_all` returns every event once, in position order, page by page.

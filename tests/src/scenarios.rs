@@ -853,6 +853,38 @@ pub async fn entity_state_is_a_cache(store: Arc<dyn Store>) {
         }
         other => panic!("expected Differs, got {other:?}"),
     }
+
+    // Events recorded behind the log's back: under the stream's last command, verify names
+    // that command; before the first command, no command replays them.
+    let stray = |stream: &StreamId| crate::conformance::event(stream, 1);
+    let late = EntityId::new();
+    open(&flow, &late, 0).await;
+    let late_stream = StreamId::of::<Account>(&late);
+    store
+        .append_events(&late_stream, Sequence(1), vec![stray(&late_stream)])
+        .await
+        .unwrap();
+    match flow.verify::<Account>(&late).await.unwrap() {
+        sourceflow::Verification::Differs { sequence, detail } => {
+            assert_eq!(sequence, Sequence(1));
+            assert_eq!(detail, "replay emits 1 events, 2 are recorded");
+        }
+        other => panic!("expected Differs, got {other:?}"),
+    }
+    let early = EntityId::new();
+    let early_stream = StreamId::of::<Account>(&early);
+    store
+        .append_events(&early_stream, Sequence(0), vec![stray(&early_stream)])
+        .await
+        .unwrap();
+    open(&flow, &early, 0).await;
+    match flow.verify::<Account>(&early).await.unwrap() {
+        sourceflow::Verification::Differs { sequence, detail } => {
+            assert_eq!(sequence, Sequence(0));
+            assert!(detail.contains("did not reach"), "{detail}");
+        }
+        other => panic!("expected Differs, got {other:?}"),
+    }
 }
 
 /// Contract 9: operators list entity types and the stream ids of a type, paged.

@@ -389,12 +389,25 @@ impl EventLog for MemoryStore {
         stream: &StreamId,
         from: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_stream_range(stream, from, Sequence(u64::MAX))
+            .await
+    }
+
+    async fn read_stream_range(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let inner = self.lock();
         let Some(data) = inner.streams.get(stream) else {
             return Ok(Vec::new());
         };
         let start = (from.0.max(1) as usize - 1).min(data.events.len());
-        Ok(data.events[start..]
+        let end = usize::try_from(to.0)
+            .unwrap_or(usize::MAX)
+            .clamp(start, data.events.len());
+        Ok(data.events[start..end]
             .iter()
             .map(|&i| inner.events.get(i).clone())
             .collect())

@@ -243,11 +243,32 @@ pub trait EventLog: Send + Sync {
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Events of `stream` from sequence `from` (inclusive), in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Gap`] if a sequence is missing before the last stored one.
     async fn read_stream(
         &self,
         stream: &StreamId,
         from: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Events of `stream` with `from <= sequence <= to`, in order: a long stream read in pages.
+    ///
+    /// The provided implementation reads from `from` to the end and keeps the range; the
+    /// stores of this workspace read only the range.
+    ///
+    /// # Errors
+    /// [`StoreError::Gap`] if a sequence in the range is missing before the last stored one.
+    async fn read_stream_range(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.read_stream(stream, from).await?;
+        events.retain(|e| e.sequence <= to);
+        Ok(events)
+    }
 
     /// Up to `limit` events with position greater than `after`, in position order.
     async fn read_all(
