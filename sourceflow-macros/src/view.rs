@@ -251,13 +251,12 @@ fn generate(component: &Component, args: &ViewArgs, routes: &[Route]) -> TokenSt
                 let call = component::call_method(
                     self_ty,
                     &route.handler,
-                    quote!(__view, &mut __model, __event #meta),
+                    quote!(__view, __model, __event #meta),
                 );
                 quote! {
                     let __id: ::sourceflow::EntityId = #id;
-                    let mut __model = ::sourceflow::__private::load_model::<#model>(__cx, &__id).await?;
+                    let __model = ::sourceflow::__private::model_mut::<#model>(__cx, &__id).await?;
                     #call?;
-                    ::sourceflow::__private::save_model::<#model>(__cx, &__id, __model);
                     ::core::result::Result::Ok(())
                 }
             }

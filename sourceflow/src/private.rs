@@ -138,17 +138,13 @@ pub fn key_of<K: Clone + Into<EntityId>>(field: &K) -> EntityId {
     field.clone().into()
 }
 
-/// Loads a view model for a single-model projection (default if absent).
-///
-/// # Errors
-/// [`Error::Store`] or [`Error::Decode`] from the view model store.
-pub async fn load_model<M: ViewModel>(cx: &mut ViewContext, id: &EntityId) -> Result<M, Error> {
-    Ok(cx.load::<M>(id).await?.unwrap_or_default())
-}
-
-/// Saves a view model after a single-model projection.
-pub fn save_model<M: ViewModel>(cx: &mut ViewContext, id: &EntityId, model: M) {
-    cx.save(id, model);
+/// The view model a single-model projection changes in place (`M::default()` if there is
+/// none yet); written with the view's position at the end of the batch.
+pub async fn model_mut<'a, M: ViewModel>(
+    cx: &'a mut ViewContext,
+    id: &EntityId,
+) -> Result<&'a mut M, Error> {
+    cx.model_mut::<M>(id).await
 }
 
 /// Probe used to build a component with `Default` when it has one (autoref specialisation):

@@ -205,7 +205,11 @@ impl Subscriber {
         persist: bool,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<u64, Error> {
-        let mut guard = self.state.lock().await;
+        // Uncontended (one sender at a time) the lock is taken without a waiting future.
+        let mut guard = match self.state.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => self.state.lock().await,
+        };
         let mut cursor = self.cursor(flow, &mut guard).await?;
         let target = match target {
             // Whoever held the lock before may have applied these events already (it went as
@@ -501,15 +505,27 @@ impl Subscriber {
         cx: &mut ViewContext,
         outbox: &mut Vec<crate::store::OutboxMessage>,
     ) -> Result<(), Error> {
-        for route in routes {
+        let mut meta = Some(meta);
+        for (i, route) in routes.iter().enumerate() {
+            let Some(current) = meta.as_ref() else {
+                break;
+            };
             match route.call {
                 RouteFn::Project(project) => {
-                    cx.set_meta(meta.clone());
-                    project(&*self.instance, &**message, &meta, cx).await?;
+                    cx.set_meta(current.clone());
+                    project(&*self.instance, &**message, current, cx).await?;
                 }
                 RouteFn::React(react) => {
-                    let mut rcx =
-                        ReactionContext::new(meta.clone(), self.name, flow.streams.clone());
+                    // The last route takes the metadata instead of a copy.
+                    let owned = if i + 1 == routes.len() {
+                        meta.take()
+                    } else {
+                        meta.clone()
+                    };
+                    let Some(owned) = owned else {
+                        break;
+                    };
+                    let mut rcx = ReactionContext::new(owned, self.name, flow.streams.clone());
                     rcx.method = route.method;
                     react(&*self.instance, &**message, &mut rcx).await?;
                     take_problems(&mut rcx.problems)?;

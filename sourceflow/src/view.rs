@@ -2,6 +2,7 @@
 
 use foldhash::HashMap;
 use std::any::Any;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -95,51 +96,54 @@ impl ViewContext {
     /// [`Error::Store`] if the store fails, [`Error::Decode`] if the stored model no longer
     /// matches `M`.
     pub async fn load<M: ViewModel>(&mut self, id: &EntityId) -> Result<Option<M>, Error> {
-        let key = (M::NAME, id.clone());
-        if let Some(slot) = self.slots.get(&key) {
-            return Ok(slot
-                .state
-                .as_ref()
-                .and_then(|s| s.downcast_ref::<M>())
-                .cloned());
+        let slot = self.slot::<M>(id).await?;
+        Ok(slot
+            .state
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<M>())
+            .cloned())
+    }
+
+    /// Model `id` of type `M` for changing in place (`M::default()` if there is none yet),
+    /// written at the end of the batch like [`save`](Self::save).
+    pub(crate) async fn model_mut<M: ViewModel>(&mut self, id: &EntityId) -> Result<&mut M, Error> {
+        let slot = self.slot::<M>(id).await?;
+        slot.dirty = true;
+        if !slot.state.as_ref().is_some_and(|s| s.is::<M>()) {
+            slot.state = Some(Box::new(M::default()));
         }
-        if let Some(cached) = self.cache.entries.remove(&key) {
-            if cached.as_ref().is_none_or(|state| state.is::<M>()) {
-                let model = cached.as_ref().and_then(|s| s.downcast_ref::<M>()).cloned();
-                self.slots.insert(
-                    key,
-                    Slot {
-                        state: cached,
-                        dirty: false,
-                        encode: crate::registry::StateVtable::view_model::<M>().encode,
-                    },
-                );
-                return Ok(model);
-            }
-        }
-        let stored = self.store.get_model(M::NAME, id).await?;
-        let model = match stored {
-            Some(bytes) => {
-                Some(
-                    serde_json::from_slice::<M>(&bytes).map_err(|source| Error::Decode {
+        slot.state
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<M>())
+            .ok_or_else(|| Error::Config(vec![format!("view model {} changed type", M::NAME)]))
+    }
+
+    /// The batch's slot for model `id` of type `M`, filled from the cache or the store on
+    /// first use.
+    async fn slot<M: ViewModel>(&mut self, id: &EntityId) -> Result<&mut Slot, Error> {
+        let vacant = match self.slots.entry((M::NAME, id.clone())) {
+            Entry::Occupied(slot) => return Ok(slot.into_mut()),
+            Entry::Vacant(vacant) => vacant,
+        };
+        let state = match self.cache.entries.remove(vacant.key()) {
+            Some(cached) if cached.as_ref().is_none_or(|state| state.is::<M>()) => cached,
+            _ => match self.store.get_model(M::NAME, id).await? {
+                Some(bytes) => Some(Box::new(serde_json::from_slice::<M>(&bytes).map_err(
+                    |source| Error::Decode {
                         name: M::NAME.to_owned(),
                         stream: format!("view model {}/{id}", M::NAME),
                         sequence: 0,
                         source,
-                    })?,
-                )
-            }
-            None => None,
-        };
-        self.slots.insert(
-            key,
-            Slot {
-                state: model.clone().map(|m| Box::new(m) as Box<dyn Any + Send>),
-                dirty: false,
-                encode: crate::registry::StateVtable::view_model::<M>().encode,
+                    },
+                )?) as Box<dyn Any + Send>),
+                None => None,
             },
-        );
-        Ok(model)
+        };
+        Ok(vacant.insert(Slot {
+            state,
+            dirty: false,
+            encode: crate::registry::StateVtable::view_model::<M>().encode,
+        }))
     }
 
     /// The model `id`, or `M::default()` if there is none yet.

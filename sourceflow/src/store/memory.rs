@@ -34,6 +34,8 @@ struct StreamData {
     /// Message id -> command sequence, built once the stream is long enough that scanning
     /// `commands` would cost more than the map.
     message_ids: Option<HashMap<Uuid, Sequence>>,
+    /// The stored entity state and the sequence it reflects.
+    entity: Option<(Sequence, Vec<u8>)>,
 }
 
 impl StreamData {
@@ -119,7 +121,6 @@ impl Log {
 struct Inner {
     streams: HashMap<StreamId, StreamData>,
     events: Log,
-    entities: HashMap<StreamId, (Sequence, Vec<u8>)>,
     /// Per model type; unordered (a write is one hash lookup), listings sort the page.
     models: HashMap<String, HashMap<EntityId, Vec<u8>>>,
     positions: HashMap<String, Position>,
@@ -210,7 +211,6 @@ impl Inner {
         let Inner {
             streams,
             events: log,
-            entities,
             ..
         } = self;
         let UnitOfWork {
@@ -228,7 +228,7 @@ impl Inner {
             return Ok(receipt);
         }
         if data.commands.len() as u64 != expected.0 {
-            if data.commands.is_empty() && data.events.is_empty() {
+            if data.commands.is_empty() && data.events.is_empty() && data.entity.is_none() {
                 // Created just now by the lookup: leave no trace of a refused write.
                 streams.remove(&stream);
             }
@@ -239,12 +239,7 @@ impl Inner {
         data.push_command(command);
         let recorded = append_events(log, data, &stream, sequence, events);
         if let Some(state) = entity {
-            match entities.get_mut(&stream) {
-                Some(stored) => *stored = (sequence, state),
-                None => {
-                    entities.insert(stream.clone(), (sequence, state));
-                }
-            }
+            data.entity = Some((sequence, state));
         }
         self.push_outbox(outbox);
         Ok(CommandReceipt {
@@ -455,7 +450,11 @@ impl EntityStore for MemoryStore {
         &self,
         stream: &StreamId,
     ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError> {
-        Ok(self.lock().entities.get(stream).cloned())
+        Ok(self
+            .lock()
+            .streams
+            .get(stream)
+            .and_then(|data| data.entity.clone()))
     }
 
     async fn put_entity(
@@ -467,8 +466,9 @@ impl EntityStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let current = inner
-            .entities
+            .streams
             .get(stream)
+            .and_then(|data| data.entity.as_ref())
             .map_or(Sequence::ZERO, |(v, _)| *v);
         if current != expected {
             return Err(StoreError::Conflict {
@@ -476,12 +476,14 @@ impl EntityStore for MemoryStore {
                 expected,
             });
         }
-        inner.entities.insert(stream.clone(), (version, state));
+        inner.streams.entry(stream.clone()).or_default().entity = Some((version, state));
         Ok(())
     }
 
     async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
-        self.lock().entities.remove(stream);
+        if let Some(data) = self.lock().streams.get_mut(stream) {
+            data.entity = None;
+        }
         Ok(())
     }
 }
@@ -621,7 +623,10 @@ impl Store for MemoryStore {
         models: &[(&'static str, EntityId)],
     ) -> Result<EntityWithModels, StoreError> {
         let inner = self.lock();
-        let entity = inner.entities.get(stream).cloned();
+        let entity = inner
+            .streams
+            .get(stream)
+            .and_then(|data| data.entity.clone());
         let found = models
             .iter()
             .map(|(model_type, id)| inner.models.get(*model_type)?.get(id).cloned())
