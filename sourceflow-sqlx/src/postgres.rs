@@ -551,12 +551,6 @@ const FIND_RECEIPT: &str = concat!(
      AND e.stream_id = c.stream_id AND e.command_sequence = c.sequence \
      WHERE c.stream_type = $1 AND c.stream_id = $2 AND c.message_id = $3 ORDER BY e.sequence"
 );
-const READ_STREAM: &str = concat!(
-    "SELECT ",
-    event_columns!("", "::text"),
-    " FROM sf_events WHERE stream_type = $1 AND stream_id = $2 AND sequence >= $3 \
-     ORDER BY sequence"
-);
 const READ_STREAM_RANGE: &str = concat!(
     "SELECT ",
     event_columns!("", "::text"),
@@ -787,11 +781,9 @@ impl EventLog for PostgresStore {
         stream: &StreamId,
         from: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let bounds = [db_int(from.0, "sequence")?];
-        let rows = self
-            .stream_rows("postgres.read_stream", READ_STREAM, stream, &bounds)
-            .await?;
-        stream_events(&rows, stream, from)
+        // To the end: the highest sequence a column of the schema holds.
+        self.read_stream_range(stream, from, Sequence(i64::MAX as u64))
+            .await
     }
 
     async fn read_stream_range(

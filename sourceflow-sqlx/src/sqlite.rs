@@ -592,12 +592,6 @@ pub(crate) const FIND_RECEIPT: &str = concat!(
      AND e.sequence BETWEEN c.first_event AND c.last_event \
      WHERE c.stream_type = ?1 AND c.stream_id = ?2 AND c.message_id = ?3 ORDER BY e.sequence"
 );
-pub(crate) const READ_STREAM: &str = concat!(
-    "SELECT ",
-    event_columns!("", ""),
-    " FROM sf_events WHERE stream_type = ?1 AND stream_id = ?2 AND sequence >= ?3 \
-     ORDER BY sequence"
-);
 pub(crate) const READ_STREAM_RANGE: &str = concat!(
     "SELECT ",
     event_columns!("", ""),
@@ -758,11 +752,9 @@ impl EventLog for SqliteStore {
         stream: &StreamId,
         from: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let bounds = [db_int(from.0, "sequence")?];
-        let rows = self
-            .stream_rows("sqlite.read_stream", READ_STREAM, stream, &bounds)
-            .await?;
-        stream_events(&rows, stream, from)
+        // To the end: the highest sequence a column of the schema holds.
+        self.read_stream_range(stream, from, Sequence(i64::MAX as u64))
+            .await
     }
 
     async fn read_stream_range(
@@ -1274,7 +1266,6 @@ mod tests {
             ("last_sequence", LAST_SEQUENCE),
             ("load_commands", LOAD_COMMANDS),
             ("find_receipt", FIND_RECEIPT),
-            ("read_stream", READ_STREAM),
             ("read_stream_range", READ_STREAM_RANGE),
             ("read_all", READ_ALL),
             ("read_between", READ_BETWEEN),

@@ -1118,7 +1118,7 @@ impl SourceFlow {
     }
 }
 
-fn decode_model<M: ViewModel>(id: &EntityId, bytes: &[u8]) -> Result<M, Error> {
+pub(crate) fn decode_model<M: ViewModel>(id: &EntityId, bytes: &[u8]) -> Result<M, Error> {
     serde_json::from_slice(bytes).map_err(|source| Error::Decode {
         name: M::NAME.to_owned(),
         stream: format!("view model {}/{id}", M::NAME),

@@ -507,25 +507,22 @@ impl Subscriber {
     ) -> Result<(), Error> {
         let mut meta = Some(meta);
         for (i, route) in routes.iter().enumerate() {
-            let Some(current) = meta.as_ref() else {
+            // The last route takes the metadata, the others a copy.
+            let current = if i + 1 == routes.len() {
+                meta.take()
+            } else {
+                meta.clone()
+            };
+            let Some(current) = current else {
                 break;
             };
             match route.call {
                 RouteFn::Project(project) => {
                     cx.set_meta(current.clone());
-                    project(&*self.instance, &**message, current, cx).await?;
+                    project(&*self.instance, &**message, &current, cx).await?;
                 }
                 RouteFn::React(react) => {
-                    // The last route takes the metadata instead of a copy.
-                    let owned = if i + 1 == routes.len() {
-                        meta.take()
-                    } else {
-                        meta.clone()
-                    };
-                    let Some(owned) = owned else {
-                        break;
-                    };
-                    let mut rcx = ReactionContext::new(owned, self.name, flow.streams.clone());
+                    let mut rcx = ReactionContext::new(current, self.name, flow.streams.clone());
                     rcx.method = route.method;
                     react(&*self.instance, &**message, &mut rcx).await?;
                     take_problems(&mut rcx.problems)?;

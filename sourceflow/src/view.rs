@@ -125,20 +125,15 @@ impl ViewContext {
             Entry::Occupied(slot) => return Ok(slot.into_mut()),
             Entry::Vacant(vacant) => vacant,
         };
-        let state = match self.cache.entries.remove(vacant.key()) {
-            Some(cached) if cached.as_ref().is_none_or(|state| state.is::<M>()) => cached,
-            _ => match self.store.get_model(M::NAME, id).await? {
-                Some(bytes) => Some(Box::new(serde_json::from_slice::<M>(&bytes).map_err(
-                    |source| Error::Decode {
-                        name: M::NAME.to_owned(),
-                        stream: format!("view model {}/{id}", M::NAME),
-                        sequence: 0,
-                        source,
-                    },
-                )?) as Box<dyn Any + Send>),
-                None => None,
-            },
-        };
+        let state =
+            match self.cache.entries.remove(vacant.key()) {
+                Some(cached) if cached.as_ref().is_none_or(|state| state.is::<M>()) => cached,
+                _ => match self.store.get_model(M::NAME, id).await? {
+                    Some(bytes) => Some(Box::new(crate::flow::decode_model::<M>(id, &bytes)?)
+                        as Box<dyn Any + Send>),
+                    None => None,
+                },
+            };
         Ok(vacant.insert(Slot {
             state,
             dirty: false,
