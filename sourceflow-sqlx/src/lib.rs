@@ -9,7 +9,7 @@
 //! positions become visible in order.
 //!
 //! ```
-//! use sourceflow::store::{EventLog, Store, UnitOfWork};
+//! use sourceflow::store::{Store, UnitOfWork};
 //! use sourceflow::message::{NewEvent, StoredCommand};
 //! use sourceflow::{Envelope, Position, Sequence, StreamId};
 //! use sourceflow_sqlx::SqliteStore;
@@ -98,7 +98,7 @@
 //! trip (one call of a server-side function). **Serialised appends** make positions visible
 //! in order: every transaction that inserts events takes a transaction-scoped advisory lock
 //! right before inserting them and holds it to commit, so a catch-up reader of
-//! [`read_all`](sourceflow::store::EventLog::read_all) never skips an event that commits late
+//! [`read_all`](sourceflow::store::Store::read_all) never skips an event that commits late
 //! with a lower position. The cost is that event appends (not the rest of the unit of work)
 //! commit one at a time per schema; see [`postgres`] for the details.
 //!

@@ -36,8 +36,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Timelike, Utc};
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::store::{
-    CommandLog, EntityStore, EntityWithModels, EventLog, InlineProjection, OutboxMessage, Page,
-    PendingCommand, PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+    EntityWithModels, InlineProjection, OutboxMessage, Page, PendingCommand, ProjectionCommit,
+    Store, StoreAdmin, StoreError, UnitOfWork,
 };
 use sourceflow::{CommandReceipt, EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -651,414 +651,6 @@ fn conflict(stream: &StreamId, expected: Sequence) -> StoreError {
 
 // ---- the contract ---------------------------------------------------------------------------
 
-#[async_trait]
-impl CommandLog for PostgresStore {
-    async fn append_command(
-        &self,
-        expected: Sequence,
-        command: StoredCommand,
-    ) -> Result<Sequence, StoreError> {
-        let envelope = &command.envelope;
-        let stream = &envelope.stream;
-        let expected_value = db_int(expected.0, "sequence")?;
-        let payload = payload_text(&command.payload, "command payload")?;
-        let pool = &self.pool;
-        let inserted = self
-            .retry("postgres.append_command", || async move {
-                let done = sqlx::query(INSERT_COMMAND)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(expected_value)
-                    .bind_envelope(envelope)
-                    .bind(payload)
-                    .execute(pool)
-                    .await;
-                match done {
-                    Ok(done) => Ok(done.rows_affected() == 1),
-                    Err(e) if is_unique_violation(&e) => Ok(false),
-                    Err(e) => Err(db_err(e)),
-                }
-            })
-            .await?;
-        if inserted {
-            Ok(expected.next())
-        } else {
-            Err(conflict(stream, expected))
-        }
-    }
-
-    async fn load_commands(
-        &self,
-        stream: &StreamId,
-        from: Sequence,
-        to: Option<Sequence>,
-    ) -> Result<Vec<StoredCommand>, StoreError> {
-        let bounds = [
-            db_int(from.0, "sequence")?,
-            to.map_or(Ok(i64::MAX), |to| db_int(to.0, "sequence"))?,
-        ];
-        let rows = self
-            .stream_rows("postgres.load_commands", LOAD_COMMANDS, stream, &bounds)
-            .await?;
-        stream_commands(&rows, stream, from)
-    }
-
-    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
-        let pool = &self.pool;
-        let last: i64 = self
-            .retry("postgres.last_sequence", || async move {
-                sqlx::query_scalar(LAST_SEQUENCE)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .fetch_one(pool)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
-        Ok(Sequence(from_db(last, "sequence")?))
-    }
-
-    async fn find_receipt(
-        &self,
-        stream: &StreamId,
-        message_id: Uuid,
-    ) -> Result<Option<CommandReceipt>, StoreError> {
-        let pool = &self.pool;
-        self.retry("postgres.find_receipt", || {
-            find_receipt(pool, stream, message_id)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl EventLog for PostgresStore {
-    async fn append_events(
-        &self,
-        stream: &StreamId,
-        expected: Sequence,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let arrays = EventArrays::new(&events)?;
-        let arrays = &arrays;
-        let expected_value = db_int(expected.0, "sequence")?;
-        let (pool, lock_key) = (&self.pool, self.lock_key);
-        let row = self
-            .retry("postgres.append_events", || async move {
-                sqlx::query(APPEND_EVENTS)
-                    .bind(lock_key)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(expected_value)
-                    .bind(&arrays.ids)
-                    .bind(&arrays.names)
-                    .bind(&arrays.versions)
-                    .bind(&arrays.correlations)
-                    .bind(&arrays.causations)
-                    .bind(&arrays.times)
-                    .bind(&arrays.payloads)
-                    .fetch_one(pool)
-                    .await
-                    .map_err(|e| {
-                        if is_unique_violation(&e) {
-                            conflict(stream, expected)
-                        } else {
-                            db_err(e)
-                        }
-                    })
-            })
-            .await?;
-        if !get::<bool>(&row, 0)? {
-            return Err(conflict(stream, expected));
-        }
-        let command_sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
-        let stored = (get(&row, 2)?, get(&row, 3)?);
-        EventArrays::recorded(&events, stream, command_sequence, expected, stored)
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Sequence,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        // To the end: the highest sequence a column of the schema holds.
-        self.read_stream_range(stream, from, Sequence(i64::MAX as u64))
-            .await
-    }
-
-    async fn read_stream_range(
-        &self,
-        stream: &StreamId,
-        from: Sequence,
-        to: Sequence,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let bounds = [db_int(from.0, "sequence")?, db_int(to.0, "sequence")?];
-        let rows = self
-            .stream_rows(
-                "postgres.read_stream_range",
-                READ_STREAM_RANGE,
-                stream,
-                &bounds,
-            )
-            .await?;
-        stream_events(&rows, stream, from)
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let after = db_int(after.0, "position")?;
-        let pool = &self.pool;
-        let rows = self
-            .retry("postgres.read_all", || async move {
-                sqlx::query(READ_ALL)
-                    .bind(after)
-                    .bind(db_limit(limit))
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
-        log_events(&rows)
-    }
-
-    async fn read_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let after = db_int(after.0, "position")?;
-        let pool = &self.pool;
-        let rows = self
-            .retry("postgres.read_between", || async move {
-                sqlx::query(READ_BETWEEN)
-                    .bind(from)
-                    .bind(to)
-                    .bind(after)
-                    .bind(db_limit(limit))
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
-        log_events(&rows)
-    }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        let pool = &self.pool;
-        let head: i64 = self
-            .retry("postgres.head", || async move {
-                sqlx::query_scalar(HEAD)
-                    .fetch_one(pool)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
-        Ok(Position(from_db(head, "position")?))
-    }
-}
-
-#[async_trait]
-impl EntityStore for PostgresStore {
-    async fn get_entity(
-        &self,
-        stream: &StreamId,
-    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError> {
-        let pool = &self.pool;
-        let row = self
-            .retry("postgres.get_entity", || async move {
-                sqlx::query(GET_ENTITY)
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
-        row.as_ref().map(entity_row).transpose()
-    }
-
-    async fn put_entity(
-        &self,
-        stream: &StreamId,
-        expected: Sequence,
-        version: Sequence,
-        state: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let state = payload_text(&state, "entity state")?;
-        let version = db_int(version.0, "entity version")?;
-        let expected_value = db_int(expected.0, "entity version")?;
-        let pool = &self.pool;
-        let done = self
-            .retry("postgres.put_entity", || async move {
-                let query = if expected_value == 0 {
-                    sqlx::query(PUT_ENTITY_NEW)
-                } else {
-                    sqlx::query(PUT_ENTITY_CAS)
-                };
-                let query = query
-                    .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(version)
-                    .bind(state);
-                let query = if expected_value == 0 {
-                    query
-                } else {
-                    query.bind(expected_value)
-                };
-                query.execute(pool).await.map_err(db_err)
-            })
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(conflict(stream, expected));
-        }
-        Ok(())
-    }
-
-    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
-        let pool = &self.pool;
-        self.retry("postgres.delete_entity", || async move {
-            sqlx::query(DELETE_ENTITY)
-                .bind(&*stream.entity_type)
-                .bind(stream.id.as_str())
-                .execute(pool)
-                .await
-                .map_err(db_err)
-        })
-        .await
-        .map(drop)
-    }
-}
-
-#[async_trait]
-impl ViewModelStore for PostgresStore {
-    async fn get_model(
-        &self,
-        model_type: &str,
-        id: &EntityId,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let pool = &self.pool;
-        let state: Option<String> = self
-            .retry("postgres.get_model", || async move {
-                sqlx::query_scalar(GET_MODEL)
-                    .bind(model_type)
-                    .bind(id.as_str())
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
-        Ok(state.map(String::into_bytes))
-    }
-
-    async fn put_model(
-        &self,
-        model_type: &str,
-        id: &EntityId,
-        state: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let state = payload_text(&state, "view model state")?;
-        let pool = &self.pool;
-        self.retry("postgres.put_model", || async move {
-            sqlx::query(PUT_MODEL)
-                .bind(model_type)
-                .bind(id.as_str())
-                .bind(state)
-                .execute(pool)
-                .await
-                .map_err(db_err)
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
-        let pool = &self.pool;
-        self.retry("postgres.delete_model", || async move {
-            sqlx::query(DELETE_MODEL)
-                .bind(model_type)
-                .bind(id.as_str())
-                .execute(pool)
-                .await
-                .map_err(db_err)
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn list_models(
-        &self,
-        model_type: &str,
-        page: Page,
-    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError> {
-        let pool = &self.pool;
-        let after = page.after.as_ref().map(EntityId::as_str);
-        let limit = db_limit(page.limit);
-        let rows = self
-            .retry("postgres.list_models", || async move {
-                let query = match after {
-                    Some(after) => sqlx::query(LIST_MODELS_AFTER)
-                        .bind(model_type)
-                        .bind(after)
-                        .bind(limit),
-                    None => sqlx::query(LIST_MODELS_FIRST).bind(model_type).bind(limit),
-                };
-                query.fetch_all(pool).await.map_err(db_err)
-            })
-            .await?;
-        rows.iter().map(model_row).collect()
-    }
-
-    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
-        let pool = &self.pool;
-        self.retry("postgres.clear_models", || async move {
-            sqlx::query(CLEAR_MODELS)
-                .bind(model_type)
-                .execute(pool)
-                .await
-                .map_err(db_err)
-        })
-        .await
-        .map(drop)
-    }
-}
-
-#[async_trait]
-impl PositionStore for PostgresStore {
-    async fn get_position(&self, handler: &str) -> Result<Position, StoreError> {
-        let pool = &self.pool;
-        let position: Option<i64> = self
-            .retry("postgres.get_position", || async move {
-                sqlx::query_scalar(GET_POSITION)
-                    .bind(handler)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
-        Ok(Position(from_db(position.unwrap_or(0), "position")?))
-    }
-
-    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError> {
-        let position = db_int(position.0, "position")?;
-        let pool = &self.pool;
-        self.retry("postgres.set_position", || async move {
-            sqlx::query(SET_POSITION)
-                .bind(handler)
-                .bind(position)
-                .execute(pool)
-                .await
-                .map_err(db_err)
-        })
-        .await
-        .map(drop)
-    }
-}
-
 impl PostgresStore {
     /// One round trip: the common shape as one statement (`COMMIT_ONE`), anything else through
     /// `sf_commit_inline`.
@@ -1330,6 +922,226 @@ impl<'a> InlineArrays<'a> {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn load_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        let bounds = [
+            db_int(from.0, "sequence")?,
+            to.map_or(Ok(i64::MAX), |to| db_int(to.0, "sequence"))?,
+        ];
+        let rows = self
+            .stream_rows("postgres.load_commands", LOAD_COMMANDS, stream, &bounds)
+            .await?;
+        stream_commands(&rows, stream, from)
+    }
+
+    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
+        let pool = &self.pool;
+        let last: i64 = self
+            .retry("postgres.last_sequence", || async move {
+                sqlx::query_scalar(LAST_SEQUENCE)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Sequence(from_db(last, "sequence")?))
+    }
+
+    async fn find_receipt(
+        &self,
+        stream: &StreamId,
+        message_id: Uuid,
+    ) -> Result<Option<CommandReceipt>, StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.find_receipt", || {
+            find_receipt(pool, stream, message_id)
+        })
+        .await
+    }
+
+    async fn read_stream_range(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let bounds = [db_int(from.0, "sequence")?, db_int(to.0, "sequence")?];
+        let rows = self
+            .stream_rows(
+                "postgres.read_stream_range",
+                READ_STREAM_RANGE,
+                stream,
+                &bounds,
+            )
+            .await?;
+        stream_events(&rows, stream, from)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = db_int(after.0, "position")?;
+        let pool = &self.pool;
+        let rows = self
+            .retry("postgres.read_all", || async move {
+                sqlx::query(READ_ALL)
+                    .bind(after)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        log_events(&rows)
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let pool = &self.pool;
+        let head: i64 = self
+            .retry("postgres.head", || async move {
+                sqlx::query_scalar(HEAD)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Position(from_db(head, "position")?))
+    }
+
+    async fn get_entity(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError> {
+        let pool = &self.pool;
+        let row = self
+            .retry("postgres.get_entity", || async move {
+                sqlx::query(GET_ENTITY)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        row.as_ref().map(entity_row).transpose()
+    }
+
+    async fn put_entity(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        version: Sequence,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let state = payload_text(&state, "entity state")?;
+        let version = db_int(version.0, "entity version")?;
+        let expected_value = db_int(expected.0, "entity version")?;
+        let pool = &self.pool;
+        let done = self
+            .retry("postgres.put_entity", || async move {
+                let query = if expected_value == 0 {
+                    sqlx::query(PUT_ENTITY_NEW)
+                } else {
+                    sqlx::query(PUT_ENTITY_CAS)
+                };
+                let query = query
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(version)
+                    .bind(state);
+                let query = if expected_value == 0 {
+                    query
+                } else {
+                    query.bind(expected_value)
+                };
+                query.execute(pool).await.map_err(db_err)
+            })
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(conflict(stream, expected));
+        }
+        Ok(())
+    }
+
+    async fn get_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let pool = &self.pool;
+        let state: Option<String> = self
+            .retry("postgres.get_model", || async move {
+                sqlx::query_scalar(GET_MODEL)
+                    .bind(model_type)
+                    .bind(id.as_str())
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(state.map(String::into_bytes))
+    }
+
+    async fn list_models(
+        &self,
+        model_type: &str,
+        page: Page,
+    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError> {
+        let pool = &self.pool;
+        let after = page.after.as_ref().map(EntityId::as_str);
+        let limit = db_limit(page.limit);
+        let rows = self
+            .retry("postgres.list_models", || async move {
+                let query = match after {
+                    Some(after) => sqlx::query(LIST_MODELS_AFTER)
+                        .bind(model_type)
+                        .bind(after)
+                        .bind(limit),
+                    None => sqlx::query(LIST_MODELS_FIRST).bind(model_type).bind(limit),
+                };
+                query.fetch_all(pool).await.map_err(db_err)
+            })
+            .await?;
+        rows.iter().map(model_row).collect()
+    }
+
+    async fn get_position(&self, handler: &str) -> Result<Position, StoreError> {
+        let pool = &self.pool;
+        let position: Option<i64> = self
+            .retry("postgres.get_position", || async move {
+                sqlx::query_scalar(GET_POSITION)
+                    .bind(handler)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        Ok(Position(from_db(position.unwrap_or(0), "position")?))
+    }
+
+    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError> {
+        let position = db_int(position.0, "position")?;
+        let pool = &self.pool;
+        self.retry("postgres.set_position", || async move {
+            sqlx::query(SET_POSITION)
+                .bind(handler)
+                .bind(position)
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
     #[tracing::instrument(name = "sourceflow.postgres.commit", skip_all, fields(stream = %unit.command.envelope.stream, expected = %unit.expected))]
     async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
         Ok(self.commit_unit(unit, &[]).await?.0)
@@ -1502,6 +1314,186 @@ impl Store for PostgresStore {
         self.retry("postgres.outbox_remove", || async move {
             sqlx::query(OUTBOX_REMOVE)
                 .bind(ids)
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
+    fn admin(&self) -> Option<&dyn StoreAdmin> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for PostgresStore {
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        let envelope = &command.envelope;
+        let stream = &envelope.stream;
+        let expected_value = db_int(expected.0, "sequence")?;
+        let payload = payload_text(&command.payload, "command payload")?;
+        let pool = &self.pool;
+        let inserted = self
+            .retry("postgres.append_command", || async move {
+                let done = sqlx::query(INSERT_COMMAND)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(expected_value)
+                    .bind_envelope(envelope)
+                    .bind(payload)
+                    .execute(pool)
+                    .await;
+                match done {
+                    Ok(done) => Ok(done.rows_affected() == 1),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(db_err(e)),
+                }
+            })
+            .await?;
+        if inserted {
+            Ok(expected.next())
+        } else {
+            Err(conflict(stream, expected))
+        }
+    }
+
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let arrays = EventArrays::new(&events)?;
+        let arrays = &arrays;
+        let expected_value = db_int(expected.0, "sequence")?;
+        let (pool, lock_key) = (&self.pool, self.lock_key);
+        let row = self
+            .retry("postgres.append_events", || async move {
+                sqlx::query(APPEND_EVENTS)
+                    .bind(lock_key)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(expected_value)
+                    .bind(&arrays.ids)
+                    .bind(&arrays.names)
+                    .bind(&arrays.versions)
+                    .bind(&arrays.correlations)
+                    .bind(&arrays.causations)
+                    .bind(&arrays.times)
+                    .bind(&arrays.payloads)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            conflict(stream, expected)
+                        } else {
+                            db_err(e)
+                        }
+                    })
+            })
+            .await?;
+        if !get::<bool>(&row, 0)? {
+            return Err(conflict(stream, expected));
+        }
+        let command_sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
+        let stored = (get(&row, 2)?, get(&row, 3)?);
+        EventArrays::recorded(&events, stream, command_sequence, expected, stored)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // To the end: the highest sequence a column of the schema holds.
+        self.read_stream_range(stream, from, Sequence(i64::MAX as u64))
+            .await
+    }
+
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = db_int(after.0, "position")?;
+        let pool = &self.pool;
+        let rows = self
+            .retry("postgres.read_between", || async move {
+                sqlx::query(READ_BETWEEN)
+                    .bind(from)
+                    .bind(to)
+                    .bind(after)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        log_events(&rows)
+    }
+
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.delete_entity", || async move {
+            sqlx::query(DELETE_ENTITY)
+                .bind(&*stream.entity_type)
+                .bind(stream.id.as_str())
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let state = payload_text(&state, "view model state")?;
+        let pool = &self.pool;
+        self.retry("postgres.put_model", || async move {
+            sqlx::query(PUT_MODEL)
+                .bind(model_type)
+                .bind(id.as_str())
+                .bind(state)
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.delete_model", || async move {
+            sqlx::query(DELETE_MODEL)
+                .bind(model_type)
+                .bind(id.as_str())
+                .execute(pool)
+                .await
+                .map_err(db_err)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        self.retry("postgres.clear_models", || async move {
+            sqlx::query(CLEAR_MODELS)
+                .bind(model_type)
                 .execute(pool)
                 .await
                 .map_err(db_err)

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::store::{
-    CommandLog, EntityStore, EventLog, InlineProjection, Page, PendingCommand, PositionStore,
-    ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+    InlineProjection, Page, PendingCommand, ProjectionCommit, Store, StoreAdmin, StoreError,
+    UnitOfWork,
 };
 use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::sqlite::{
@@ -669,21 +669,7 @@ fn unexpected(written: Written) -> StoreError {
 }
 
 #[async_trait]
-impl CommandLog for SqliteStore {
-    async fn append_command(
-        &self,
-        expected: Sequence,
-        command: StoredCommand,
-    ) -> Result<Sequence, StoreError> {
-        match self
-            .write(Write::AppendCommand { expected, command })
-            .await?
-        {
-            Written::Sequence(sequence) => Ok(sequence),
-            other => Err(unexpected(other)),
-        }
-    }
-
+impl Store for SqliteStore {
     async fn load_commands(
         &self,
         stream: &StreamId,
@@ -726,36 +712,6 @@ impl CommandLog for SqliteStore {
         })
         .await
     }
-}
-
-#[async_trait]
-impl EventLog for SqliteStore {
-    async fn append_events(
-        &self,
-        stream: &StreamId,
-        expected: Sequence,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let write = Write::AppendEvents {
-            stream: stream.clone(),
-            expected,
-            events,
-        };
-        match self.write(write).await? {
-            Written::Events(events) => Ok(events),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Sequence,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        // To the end: the highest sequence a column of the schema holds.
-        self.read_stream_range(stream, from, Sequence(i64::MAX as u64))
-            .await
-    }
 
     async fn read_stream_range(
         &self,
@@ -795,32 +751,6 @@ impl EventLog for SqliteStore {
         log_events(&rows)
     }
 
-    async fn read_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let after = db_int(after.0, "position")?;
-        let (from, to) = (time_text(&from), time_text(&to));
-        let (from, to) = (from.as_str(), to.as_str());
-        let pool = &self.inner.readers;
-        let rows = self
-            .read("sqlite.read_between", || async move {
-                sqlx::query(READ_BETWEEN)
-                    .bind(from)
-                    .bind(to)
-                    .bind(after)
-                    .bind(db_limit(limit))
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db_err)
-            })
-            .await?;
-        log_events(&rows)
-    }
-
     async fn head(&self) -> Result<Position, StoreError> {
         let pool = &self.inner.readers;
         let head: i64 = self
@@ -833,10 +763,7 @@ impl EventLog for SqliteStore {
             .await?;
         Ok(Position(from_db(head, "position")?))
     }
-}
 
-#[async_trait]
-impl EntityStore for SqliteStore {
     async fn get_entity(
         &self,
         stream: &StreamId,
@@ -871,17 +798,6 @@ impl EntityStore for SqliteStore {
         self.write(write).await.map(drop)
     }
 
-    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
-        self.write(Write::DeleteEntity {
-            stream: stream.clone(),
-        })
-        .await
-        .map(drop)
-    }
-}
-
-#[async_trait]
-impl ViewModelStore for SqliteStore {
     async fn get_model(
         &self,
         model_type: &str,
@@ -899,28 +815,6 @@ impl ViewModelStore for SqliteStore {
             })
             .await?;
         Ok(state.map(String::into_bytes))
-    }
-
-    async fn put_model(
-        &self,
-        model_type: &str,
-        id: &EntityId,
-        state: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let write = Write::PutModel {
-            model_type: model_type.to_owned(),
-            id: id.clone(),
-            state,
-        };
-        self.write(write).await.map(drop)
-    }
-
-    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
-        let write = Write::DeleteModel {
-            model_type: model_type.to_owned(),
-            id: id.clone(),
-        };
-        self.write(write).await.map(drop)
     }
 
     async fn list_models(
@@ -946,17 +840,6 @@ impl ViewModelStore for SqliteStore {
         rows.iter().map(model_row).collect()
     }
 
-    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
-        self.write(Write::ClearModels {
-            model_type: model_type.to_owned(),
-        })
-        .await
-        .map(drop)
-    }
-}
-
-#[async_trait]
-impl PositionStore for SqliteStore {
     async fn get_position(&self, handler: &str) -> Result<Position, StoreError> {
         let pool = &self.inner.readers;
         let position: Option<i64> = self
@@ -979,10 +862,7 @@ impl PositionStore for SqliteStore {
         .await
         .map(drop)
     }
-}
 
-#[async_trait]
-impl Store for SqliteStore {
     #[tracing::instrument(name = "sourceflow.sqlite.commit", skip_all, fields(stream = %unit.command.envelope.stream, expected = %unit.expected))]
     async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
         match self.write(Write::Commit(unit)).await? {
@@ -1042,6 +922,118 @@ impl Store for SqliteStore {
         self.write(Write::RemoveOutbox { ids: ids.to_vec() })
             .await
             .map(drop)
+    }
+
+    fn admin(&self) -> Option<&dyn StoreAdmin> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for SqliteStore {
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        match self
+            .write(Write::AppendCommand { expected, command })
+            .await?
+        {
+            Written::Sequence(sequence) => Ok(sequence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let write = Write::AppendEvents {
+            stream: stream.clone(),
+            expected,
+            events,
+        };
+        match self.write(write).await? {
+            Written::Events(events) => Ok(events),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // To the end: the highest sequence a column of the schema holds.
+        self.read_stream_range(stream, from, Sequence(i64::MAX as u64))
+            .await
+    }
+
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = db_int(after.0, "position")?;
+        let (from, to) = (time_text(&from), time_text(&to));
+        let (from, to) = (from.as_str(), to.as_str());
+        let pool = &self.inner.readers;
+        let rows = self
+            .read("sqlite.read_between", || async move {
+                sqlx::query(READ_BETWEEN)
+                    .bind(from)
+                    .bind(to)
+                    .bind(after)
+                    .bind(db_limit(limit))
+                    .fetch_all(pool)
+                    .await
+                    .map_err(db_err)
+            })
+            .await?;
+        log_events(&rows)
+    }
+
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
+        self.write(Write::DeleteEntity {
+            stream: stream.clone(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let write = Write::PutModel {
+            model_type: model_type.to_owned(),
+            id: id.clone(),
+            state,
+        };
+        self.write(write).await.map(drop)
+    }
+
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
+        let write = Write::DeleteModel {
+            model_type: model_type.to_owned(),
+            id: id.clone(),
+        };
+        self.write(write).await.map(drop)
+    }
+
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
+        self.write(Write::ClearModels {
+            model_type: model_type.to_owned(),
+        })
+        .await
+        .map(drop)
     }
 
     async fn entity_types(&self) -> Result<Vec<String>, StoreError> {

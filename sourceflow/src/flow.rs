@@ -25,7 +25,7 @@ use crate::registry::{
     Registry, RouteFn, StateVtable, TypeKind, TypeRecord,
 };
 use crate::saga::{CommandStreams, SagaContext};
-use crate::store::{Page, Store, StoreError, UnitOfWork};
+use crate::store::{Page, Store, StoreAdmin, StoreError, UnitOfWork};
 use crate::validate::Violations;
 
 /// A saga method that handles one command type, with everything needed to run it.

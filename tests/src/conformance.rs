@@ -15,8 +15,8 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::store::{
-    InlineProjection, ModelWrite, OutboxMessage, Page, ProjectionCommit, Store, StoreError,
-    UnitOfWork,
+    InlineProjection, ModelWrite, OutboxMessage, Page, ProjectionCommit, Store, StoreAdmin,
+    StoreError, UnitOfWork,
 };
 use sourceflow::{EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use uuid::Uuid;

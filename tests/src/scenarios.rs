@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bank::{Account, AccountBalance, Deposit, FeeCharged, OpenAccount, Withdraw, OVERDRAFT_FEE};
 use serde::{Deserialize, Serialize};
 use sourceflow::prelude::*;
-use sourceflow::store::Store;
+use sourceflow::store::{Store, StoreAdmin};
 use sourceflow::{Envelope, Stats};
 use uuid::Uuid;
 

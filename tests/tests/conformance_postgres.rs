@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sourceflow::store::{CommandLog, EventLog, Store, StoreError};
+use sourceflow::store::{Store, StoreError};
 use sourceflow::{Position, RecordedEvent, Sequence};
 use sourceflow_sqlx::PostgresStore;
 use sourceflow_tests::conformance::{self, Fixture};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sourceflow::store::{CommandLog, EventLog, Store, StoreError};
+use sourceflow::store::{Store, StoreAdmin, StoreError};
 use sourceflow::{Position, Sequence, StreamId};
 use sourceflow_sqlx::SqliteStore;
 use sourceflow_tests::conformance::{self, Fixture};

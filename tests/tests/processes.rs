@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bank::{Account, AccountBalance, BalanceView, FeeCharged, Overdrawn, OVERDRAFT_FEE};
 use sourceflow::prelude::*;
-use sourceflow::store::{Page, Store};
+use sourceflow::store::{Page, Store, StoreAdmin};
 use sourceflow::Verification;
 use sourceflow_tests::scenarios::{Tally, TallyModel};
 

@@ -15,7 +15,7 @@ use shop::views::{
     CustomerOrders, CustomerOrdersView, OrderDetailsView, OrderSummaryView, ProductSalesView,
     StockLevelView, REACTION_NAMES, VIEW_NAMES,
 };
-use sourceflow::store::Page;
+use sourceflow::store::{Page, StoreAdmin};
 use sourceflow::{
     Entity, EntityId, Position, RecordedEvent, Sequence, SourceFlow, StreamId, Verification,
 };

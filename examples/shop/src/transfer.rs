@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sourceflow::message::{NewEvent, StoredCommand};
 use sourceflow::registry::{Registry, TypeKind};
-use sourceflow::store::{Page, Store, StoreError, UnitOfWork};
+use sourceflow::store::{Page, Store, StoreAdmin, StoreError, UnitOfWork};
 use sourceflow::{Envelope, Position, RecordedEvent, Sequence, StreamId};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    CommandLog, EntityStore, EntityWithModels, EventLog, InlineProjection, OutboxMessage, Page,
-    PendingCommand, PositionStore, ProjectionCommit, Store, StoreError, UnitOfWork, ViewModelStore,
+    EntityWithModels, InlineProjection, OutboxMessage, Page, PendingCommand, ProjectionCommit,
+    Store, StoreAdmin, StoreError, UnitOfWork,
 };
 use crate::message::{
     CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
@@ -301,24 +301,7 @@ impl Inner {
 }
 
 #[async_trait]
-impl CommandLog for MemoryStore {
-    async fn append_command(
-        &self,
-        expected: Sequence,
-        mut command: StoredCommand,
-    ) -> Result<Sequence, StoreError> {
-        let mut inner = self.lock();
-        let stream = command.envelope.stream.clone();
-        if inner.last_sequence(&stream) != expected {
-            return Err(StoreError::Conflict { stream, expected });
-        }
-        let sequence = expected.next();
-        command.sequence = sequence;
-        let data = inner.streams.entry(stream).or_default();
-        data.push_command(command);
-        Ok(sequence)
-    }
-
+impl Store for MemoryStore {
     async fn load_commands(
         &self,
         stream: &StreamId,
@@ -350,42 +333,6 @@ impl CommandLog for MemoryStore {
         message_id: Uuid,
     ) -> Result<Option<CommandReceipt>, StoreError> {
         Ok(self.lock().receipt(stream, message_id))
-    }
-}
-
-#[async_trait]
-impl EventLog for MemoryStore {
-    async fn append_events(
-        &self,
-        stream: &StreamId,
-        expected: Sequence,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut inner = self.lock();
-        let Inner {
-            streams,
-            events: log,
-            ..
-        } = &mut *inner;
-        let last = streams.get(stream).map_or(0, |s| s.events.len() as u64);
-        if last != expected.0 {
-            return Err(StoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-            });
-        }
-        let data = streams.entry(stream.clone()).or_default();
-        let command_sequence = Sequence(data.commands.len() as u64);
-        Ok(append_events(log, data, stream, command_sequence, events))
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Sequence,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read_stream_range(stream, from, Sequence(u64::MAX))
-            .await
     }
 
     async fn read_stream_range(
@@ -422,30 +369,10 @@ impl EventLog for MemoryStore {
             .collect())
     }
 
-    async fn read_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let inner = self.lock();
-        Ok(inner
-            .events
-            .iter_from(after.0 as usize)
-            .filter(|e| e.envelope.timestamp >= from && e.envelope.timestamp < to)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
     async fn head(&self) -> Result<Position, StoreError> {
         Ok(Position(self.lock().events.len() as u64))
     }
-}
 
-#[async_trait]
-impl EntityStore for MemoryStore {
     async fn get_entity(
         &self,
         stream: &StreamId,
@@ -480,16 +407,6 @@ impl EntityStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
-        if let Some(data) = self.lock().streams.get_mut(stream) {
-            data.entity = None;
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ViewModelStore for MemoryStore {
     async fn get_model(
         &self,
         model_type: &str,
@@ -501,27 +418,6 @@ impl ViewModelStore for MemoryStore {
             .get(model_type)
             .and_then(|m| m.get(id))
             .cloned())
-    }
-
-    async fn put_model(
-        &self,
-        model_type: &str,
-        id: &EntityId,
-        state: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        self.lock()
-            .models
-            .entry(model_type.to_owned())
-            .or_default()
-            .insert(id.clone(), state);
-        Ok(())
-    }
-
-    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
-        if let Some(models) = self.lock().models.get_mut(model_type) {
-            models.remove(id);
-        }
-        Ok(())
     }
 
     async fn list_models(
@@ -551,14 +447,6 @@ impl ViewModelStore for MemoryStore {
             .collect())
     }
 
-    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
-        self.lock().models.remove(model_type);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl PositionStore for MemoryStore {
     async fn get_position(&self, handler: &str) -> Result<Position, StoreError> {
         Ok(self
             .lock()
@@ -572,10 +460,7 @@ impl PositionStore for MemoryStore {
         self.lock().positions.insert(handler.to_owned(), position);
         Ok(())
     }
-}
 
-#[async_trait]
-impl Store for MemoryStore {
     async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
         self.lock().commit(unit)
     }
@@ -665,6 +550,113 @@ impl Store for MemoryStore {
         for id in ids {
             inner.outbox.remove(id);
         }
+        Ok(())
+    }
+
+    fn admin(&self) -> Option<&dyn StoreAdmin> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for MemoryStore {
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        mut command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        let mut inner = self.lock();
+        let stream = command.envelope.stream.clone();
+        if inner.last_sequence(&stream) != expected {
+            return Err(StoreError::Conflict { stream, expected });
+        }
+        let sequence = expected.next();
+        command.sequence = sequence;
+        let data = inner.streams.entry(stream).or_default();
+        data.push_command(command);
+        Ok(sequence)
+    }
+
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut inner = self.lock();
+        let Inner {
+            streams,
+            events: log,
+            ..
+        } = &mut *inner;
+        let last = streams.get(stream).map_or(0, |s| s.events.len() as u64);
+        if last != expected.0 {
+            return Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+            });
+        }
+        let data = streams.entry(stream.clone()).or_default();
+        let command_sequence = Sequence(data.commands.len() as u64);
+        Ok(append_events(log, data, stream, command_sequence, events))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_stream_range(stream, from, Sequence(u64::MAX))
+            .await
+    }
+
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .events
+            .iter_from(after.0 as usize)
+            .filter(|e| e.envelope.timestamp >= from && e.envelope.timestamp < to)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
+        if let Some(data) = self.lock().streams.get_mut(stream) {
+            data.entity = None;
+        }
+        Ok(())
+    }
+
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .models
+            .entry(model_type.to_owned())
+            .or_default()
+            .insert(id.clone(), state);
+        Ok(())
+    }
+
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
+        if let Some(models) = self.lock().models.get_mut(model_type) {
+            models.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
+        self.lock().models.remove(model_type);
         Ok(())
     }
 

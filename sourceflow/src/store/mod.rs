@@ -74,6 +74,9 @@ pub enum StoreError {
     /// A stored record cannot be read back (bad column value, unknown id format).
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The store does not offer this tooling operation ([`StoreAdmin`]).
+    #[error("this store does not support `{0}`")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -190,179 +193,19 @@ impl Page {
     }
 }
 
-/// The command log: every accepted command, per stream, in sequence order.
+/// The storage contract the runtime calls: a complete backend for sending, replaying,
+/// projecting and catching up.
+///
+/// This is all a third-party backend must implement. Tooling (listings, direct appends,
+/// model and position edits) lives in [`StoreAdmin`], which a backend may implement as well
+/// and hand out through [`Store::admin`].
+///
+/// The methods fall in two groups: the write side (`commit`, entity states, the command log,
+/// the outbox) and the read side (the global log, view models, handler positions).
 #[async_trait]
-pub trait CommandLog: Send + Sync {
-    /// Appends one command at `expected + 1` with no entity or event writes.
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] if the stream's last sequence is not `expected`.
-    async fn append_command(
-        &self,
-        expected: Sequence,
-        command: StoredCommand,
-    ) -> Result<Sequence, StoreError>;
+pub trait Store: Send + Sync + fmt::Debug {
+    // ---- the write side -------------------------------------------------------------------
 
-    /// Commands of `stream` with `from <= sequence <= to` (`to = None`: to the end), in order.
-    ///
-    /// # Errors
-    /// [`StoreError::Gap`] if a sequence in the range is missing before the last stored one.
-    async fn load_commands(
-        &self,
-        stream: &StreamId,
-        from: Sequence,
-        to: Option<Sequence>,
-    ) -> Result<Vec<StoredCommand>, StoreError>;
-
-    /// The last command sequence of `stream` (`Sequence::ZERO` if empty), without loading it.
-    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError>;
-
-    /// The receipt of the command with `message_id` in `stream`, if one was accepted: its
-    /// sequence and the events recorded under it (its own, and any appended to the stream
-    /// after it by [`EventLog::append_events`], which records them under the stream's last
-    /// command).
-    async fn find_receipt(
-        &self,
-        stream: &StreamId,
-        message_id: Uuid,
-    ) -> Result<Option<CommandReceipt>, StoreError>;
-}
-
-/// The event log: every recorded event, per stream and globally.
-#[async_trait]
-pub trait EventLog: Send + Sync {
-    /// Appends events to `stream` after its last event sequence `expected`, with no command.
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] if the stream's last event sequence is not `expected`.
-    async fn append_events(
-        &self,
-        stream: &StreamId,
-        expected: Sequence,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<RecordedEvent>, StoreError>;
-
-    /// Events of `stream` from sequence `from` (inclusive), in order.
-    ///
-    /// # Errors
-    /// [`StoreError::Gap`] if a sequence is missing before the last stored one.
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Sequence,
-    ) -> Result<Vec<RecordedEvent>, StoreError>;
-
-    /// Events of `stream` with `from <= sequence <= to`, in order: a long stream read in pages.
-    ///
-    /// The provided implementation reads from `from` to the end and keeps the range; the
-    /// stores of this workspace read only the range.
-    ///
-    /// # Errors
-    /// [`StoreError::Gap`] if a sequence in the range is missing before the last stored one.
-    async fn read_stream_range(
-        &self,
-        stream: &StreamId,
-        from: Sequence,
-        to: Sequence,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut events = self.read_stream(stream, from).await?;
-        events.retain(|e| e.sequence <= to);
-        Ok(events)
-    }
-
-    /// Up to `limit` events with position greater than `after`, in position order.
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError>;
-
-    /// Up to `limit` events with `from <= timestamp < to` and position greater than `after`,
-    /// in position order.
-    async fn read_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError>;
-
-    /// The highest position a reader can see now (`Position::START` if the log is empty).
-    async fn head(&self) -> Result<Position, StoreError>;
-}
-
-/// Stored entity states: a cache of each stream's command log, versioned by sequence.
-#[async_trait]
-pub trait EntityStore: Send + Sync {
-    /// The stored state of `stream`'s entity and the sequence it reflects.
-    async fn get_entity(
-        &self,
-        stream: &StreamId,
-    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError>;
-
-    /// Saves the state at `version` if the stored version is `expected` (`ZERO`: none stored).
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] if the stored version differs from `expected`.
-    async fn put_entity(
-        &self,
-        stream: &StreamId,
-        expected: Sequence,
-        version: Sequence,
-        state: Vec<u8>,
-    ) -> Result<(), StoreError>;
-
-    /// Drops the stored state; the next load replays the stream.
-    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError>;
-}
-
-/// Stored view models, keyed by (model type, id).
-#[async_trait]
-pub trait ViewModelStore: Send + Sync {
-    /// One model's JSON state.
-    async fn get_model(
-        &self,
-        model_type: &str,
-        id: &EntityId,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Writes one model.
-    async fn put_model(
-        &self,
-        model_type: &str,
-        id: &EntityId,
-        state: Vec<u8>,
-    ) -> Result<(), StoreError>;
-
-    /// Deletes one model (no error if absent).
-    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError>;
-
-    /// A page of models of one type, ordered by id.
-    async fn list_models(
-        &self,
-        model_type: &str,
-        page: Page,
-    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError>;
-
-    /// Deletes every model of one type.
-    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError>;
-}
-
-/// Per-handler positions in the global event log.
-#[async_trait]
-pub trait PositionStore: Send + Sync {
-    /// The last position `handler` applied (`Position::START` if none).
-    async fn get_position(&self, handler: &str) -> Result<Position, StoreError>;
-
-    /// Sets `handler`'s position unconditionally.
-    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError>;
-}
-
-/// A complete backend: every log and store, plus the atomic units of work the runtime needs.
-#[async_trait]
-pub trait Store:
-    CommandLog + EventLog + EntityStore + ViewModelStore + PositionStore + fmt::Debug
-{
     /// Commits one handled command atomically: command at `expected + 1`, entity state at that
     /// version, events after the stream's last event, outbox entries.
     ///
@@ -391,13 +234,55 @@ pub trait Store:
         Ok((receipt, vec![false; projections.len()]))
     }
 
+    /// Commands of `stream` with `from <= sequence <= to` (`to = None`: to the end), in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Gap`] if a sequence in the range is missing before the last stored one.
+    async fn load_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError>;
+
+    /// The last command sequence of `stream` (`Sequence::ZERO` if empty), without loading it.
+    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError>;
+
+    /// The receipt of the command with `message_id` in `stream`, if one was accepted: its
+    /// sequence and the events recorded under it (its own, and any appended to the stream
+    /// after it by [`StoreAdmin::append_events`], which records them under the stream's last
+    /// command).
+    async fn find_receipt(
+        &self,
+        stream: &StreamId,
+        message_id: Uuid,
+    ) -> Result<Option<CommandReceipt>, StoreError>;
+
+    /// The stored state of `stream`'s entity and the sequence it reflects.
+    async fn get_entity(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError>;
+
+    /// Saves the state at `version` if the stored version is `expected` (`ZERO`: none stored).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stored version differs from `expected`.
+    async fn put_entity(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        version: Sequence,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
     /// The stored state of `stream`'s entity together with the view models `models` (model
     /// type, id), each `None` if absent: what the first command on a stream that this process
     /// has not cached needs, read at once. Network backends answer in one round trip; the
     /// provided implementation reads them one by one.
     ///
     /// # Errors
-    /// As [`get_entity`](EntityStore::get_entity) and [`get_model`](ViewModelStore::get_model).
+    /// As [`get_entity`](Self::get_entity) and [`get_model`](Self::get_model).
     async fn get_entity_with_models(
         &self,
         stream: &StreamId,
@@ -411,6 +296,56 @@ pub trait Store:
         Ok((entity, found))
     }
 
+    /// Up to `limit` outbox entries, oldest first.
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingCommand>, StoreError>;
+
+    /// Removes sent outbox entries.
+    async fn outbox_remove(&self, ids: &[u64]) -> Result<(), StoreError>;
+
+    // ---- the read side --------------------------------------------------------------------
+
+    /// Events of `stream` with `from <= sequence <= to`, in order: a long stream read in pages.
+    ///
+    /// # Errors
+    /// [`StoreError::Gap`] if a sequence in the range is missing before the last stored one.
+    async fn read_stream_range(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events with position greater than `after`, in position order.
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The highest position a reader can see now (`Position::START` if the log is empty).
+    async fn head(&self) -> Result<Position, StoreError>;
+
+    /// One model's JSON state.
+    async fn get_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// A page of models of one type, ordered by id.
+    async fn list_models(
+        &self,
+        model_type: &str,
+        page: Page,
+    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError>;
+
+    /// The last position `handler` applied (`Position::START` if none).
+    async fn get_position(&self, handler: &str) -> Result<Position, StoreError>;
+
+    /// Sets `handler`'s position unconditionally (a transport's checkpoint, an operator's
+    /// skip).
+    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError>;
+
     /// Commits a projection batch atomically: model writes, outbox entries and the handler's
     /// new position.
     ///
@@ -423,15 +358,221 @@ pub trait Store:
     async fn reset_projection(&self, handler: &str, model_types: &[&str])
         -> Result<(), StoreError>;
 
-    /// Up to `limit` outbox entries, oldest first.
-    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingCommand>, StoreError>;
+    // ---- tooling --------------------------------------------------------------------------
 
-    /// Removes sent outbox entries.
-    async fn outbox_remove(&self, ids: &[u64]) -> Result<(), StoreError>;
+    /// This store's tooling interface, if it offers one (`None` by default). Backends that
+    /// implement [`StoreAdmin`] return `Some(self)`; calls of [`StoreAdmin`] methods on a
+    /// `dyn Store` are forwarded to it.
+    fn admin(&self) -> Option<&dyn StoreAdmin> {
+        None
+    }
+}
+
+/// Tooling over a store: listings, direct appends, and model and position edits, for
+/// operators, exports, inspectors and tests. The runtime never calls these.
+///
+/// Every method has a provided implementation: built from [`Store`]'s methods where that is
+/// possible, otherwise [`StoreError::Unsupported`]. The backends of this workspace implement
+/// all of them natively.
+#[async_trait]
+pub trait StoreAdmin: Store {
+    /// Appends one command at `expected + 1` with no entity or event writes.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stream's last sequence is not `expected`.
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        let unit = UnitOfWork {
+            expected,
+            command,
+            entity: None,
+            events: Vec::new(),
+            outbox: Vec::new(),
+        };
+        Ok(self.commit(unit).await?.sequence)
+    }
+
+    /// Appends events to `stream` after its last event sequence `expected`, with no command.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stream's last event sequence is not `expected`.
+    async fn append_events(
+        &self,
+        _stream: &StreamId,
+        _expected: Sequence,
+        _events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Err(StoreError::Unsupported("append_events"))
+    }
+
+    /// Events of `stream` from sequence `from` (inclusive), in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Gap`] if a sequence is missing before the last stored one.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_stream_range(stream, from, Sequence(i64::MAX as u64))
+            .await
+    }
+
+    /// Up to `limit` events with `from <= timestamp < to` and position greater than `after`,
+    /// in position order.
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut found = Vec::new();
+        let mut cursor = after;
+        while found.len() < limit {
+            let page = self.read_all(cursor, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            cursor = last.position;
+            found.extend(
+                page.into_iter()
+                    .filter(|e| e.envelope.timestamp >= from && e.envelope.timestamp < to),
+            );
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// Drops the stored state; the next load replays the stream.
+    async fn delete_entity(&self, _stream: &StreamId) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("delete_entity"))
+    }
+
+    /// Writes one model.
+    async fn put_model(
+        &self,
+        _model_type: &str,
+        _id: &EntityId,
+        _state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("put_model"))
+    }
+
+    /// Deletes one model (no error if absent).
+    async fn delete_model(&self, _model_type: &str, _id: &EntityId) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("delete_model"))
+    }
+
+    /// Deletes every model of one type.
+    async fn clear_models(&self, _model_type: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported("clear_models"))
+    }
 
     /// Entity types (stream type names) that have at least one command, sorted.
-    async fn entity_types(&self) -> Result<Vec<String>, StoreError>;
+    async fn entity_types(&self) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::Unsupported("entity_types"))
+    }
 
     /// A page of stream ids of one entity type, ordered by id.
-    async fn stream_ids(&self, entity_type: &str, page: Page) -> Result<Vec<EntityId>, StoreError>;
+    async fn stream_ids(
+        &self,
+        _entity_type: &str,
+        _page: Page,
+    ) -> Result<Vec<EntityId>, StoreError> {
+        Err(StoreError::Unsupported("stream_ids"))
+    }
+}
+
+/// Tooling calls on a `dyn Store` reach the backend's own [`StoreAdmin`] when it has one
+/// ([`Store::admin`]), and are [`StoreError::Unsupported`] otherwise.
+#[async_trait]
+impl<'s> StoreAdmin for dyn Store + 's {
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        tooling(self, "append_command")?
+            .append_command(expected, command)
+            .await
+    }
+
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        tooling(self, "append_events")?
+            .append_events(stream, expected, events)
+            .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        tooling(self, "read_stream")?
+            .read_stream(stream, from)
+            .await
+    }
+
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        tooling(self, "read_between")?
+            .read_between(from, to, after, limit)
+            .await
+    }
+
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
+        tooling(self, "delete_entity")?.delete_entity(stream).await
+    }
+
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        tooling(self, "put_model")?
+            .put_model(model_type, id, state)
+            .await
+    }
+
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
+        tooling(self, "delete_model")?
+            .delete_model(model_type, id)
+            .await
+    }
+
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
+        tooling(self, "clear_models")?
+            .clear_models(model_type)
+            .await
+    }
+
+    async fn entity_types(&self) -> Result<Vec<String>, StoreError> {
+        tooling(self, "entity_types")?.entity_types().await
+    }
+
+    async fn stream_ids(&self, entity_type: &str, page: Page) -> Result<Vec<EntityId>, StoreError> {
+        tooling(self, "stream_ids")?
+            .stream_ids(entity_type, page)
+            .await
+    }
+}
+
+fn tooling<'a>(
+    store: &'a (dyn Store + '_),
+    operation: &'static str,
+) -> Result<&'a dyn StoreAdmin, StoreError> {
+    store.admin().ok_or(StoreError::Unsupported(operation))
 }
