@@ -130,37 +130,40 @@
 //! | `sourceflow.outbox.failed` | counter | follow-up commands that could not be delivered |
 #![warn(missing_docs)]
 
-pub mod aggregate;
-pub mod bus;
-mod cache;
-pub mod error;
+// The layers, bottom up; a module imports only from the layers above it in this list (the
+// `layering` test checks it). ARCHITECTURE.md draws them and traces a command through them.
+mod base;
+mod codec;
+mod context;
 mod flow;
-pub mod message;
-mod projection;
+mod read;
 pub mod registry;
-pub mod saga;
+mod routes;
 pub mod store;
 pub mod testing;
-pub mod validate;
-pub mod view;
+mod write;
+
+pub use base::{error, message, validate};
+pub use context::{reaction as aggregate, saga, view};
+pub use write::bus;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use aggregate::ReactionContext;
 pub use bus::{CommandDispatcher, OutgoingCommand, RetryPolicy, SendOptions};
+pub use context::ReactionContext;
+pub use context::SagaContext;
+pub use context::ViewContext;
 pub use error::{DomainError, Error, Result};
 pub use flow::{At, Builder, SourceFlow, Stats, Verification};
 pub use message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Event, EventMeta, Message, Position,
     RecordedEvent, Sequence, StreamId, ViewModel,
 };
-pub use projection::Progress;
-pub use saga::SagaContext;
+pub use read::subscriber::Progress;
 pub use store::MemoryStore;
 pub use validate::{Validate, Violation, Violations};
-pub use view::ViewContext;
 
 pub use sourceflow_macros::{
     aggregate, handles, projects_on, saga, subscribes, view, Command, Entity, Event, ViewModel,

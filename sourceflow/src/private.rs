@@ -7,15 +7,13 @@ use std::sync::Arc;
 pub use futures_util::future::BoxFuture;
 pub use inventory;
 
-pub use crate::registry::{
-    ComponentKind, ComponentRecord, ErasedComponent, RouteFn, RouteRecord, StateVtable, TypeKind,
-    TypeRecord,
-};
+pub use crate::codec::{ErasedComponent, StateVtable, TypeKind, TypeRecord};
+pub use crate::routes::{ComponentKind, ComponentRecord, RouteFn, RouteRecord};
 
-use crate::error::{DomainError, Error};
-use crate::message::{Command, Entity, EntityId, Event, Message, ViewModel};
-use crate::validate::{Validate, Violations};
-use crate::view::ViewContext;
+use crate::base::error::{DomainError, Error};
+use crate::base::message::{Command, Entity, EntityId, Event, Message, ViewModel};
+use crate::base::validate::{Validate, Violations};
+use crate::context::view::ViewContext;
 
 /// `TypeId::of::<T>` as a `fn` pointer for static records.
 pub fn type_id_of<T: 'static>() -> TypeId {

@@ -45,8 +45,8 @@
 
 use std::fmt::Debug;
 
-use crate::error::Error;
-use crate::message::{
+use crate::base::error::Error;
+use crate::base::message::{
     Command, CommandReceipt, Entity, EntityId, Event, RecordedEvent, Sequence, StreamId,
 };
 use crate::store::{MemoryStore, OutboxMessage};

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sourceflow::message::{NewEvent, StoredCommand};
-use sourceflow::registry::{Registry, TypeKind};
+use sourceflow::registry::{self, TypeKind};
 use sourceflow::store::{Page, Store, StoreAdmin, StoreError, UnitOfWork};
 use sourceflow::{Envelope, Position, RecordedEvent, Sequence, StreamId};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -343,7 +343,6 @@ pub fn parse(text: &str) -> Result<ImportPlan, TransferError> {
         });
     }
 
-    let registry = Registry::global();
     let mut checker = Checker::default();
     let mut units: Vec<Unit> = Vec::new();
     let mut events = 0u64;
@@ -356,8 +355,7 @@ pub fn parse(text: &str) -> Result<ImportPlan, TransferError> {
                 let record: CommandLine = serde_json::from_str(text)
                     .map_err(|e| bad(format!("malformed command: {e}")))?;
                 let envelope = &record.envelope;
-                check_payload(registry, TypeKind::Command, envelope, &record.payload)
-                    .map_err(bad)?;
+                check_payload(TypeKind::Command, envelope, &record.payload).map_err(bad)?;
                 checker.command(envelope, record.sequence).map_err(bad)?;
                 units.push(Unit {
                     command: StoredCommand {
@@ -372,7 +370,7 @@ pub fn parse(text: &str) -> Result<ImportPlan, TransferError> {
                 let record: EventLine =
                     serde_json::from_str(text).map_err(|e| bad(format!("malformed event: {e}")))?;
                 let envelope = &record.envelope;
-                check_payload(registry, TypeKind::Event, envelope, &record.payload).map_err(bad)?;
+                check_payload(TypeKind::Event, envelope, &record.payload).map_err(bad)?;
                 let Some(unit) = units.last_mut() else {
                     return Err(bad("an event before any command".to_owned()));
                 };
@@ -480,27 +478,24 @@ impl Checker {
 
 /// Checks that a message name is registered with the expected kind and that its payload
 /// decodes as that type: a file that would later fail to replay is refused up front.
-fn check_payload(
-    registry: &Registry,
-    kind: TypeKind,
-    envelope: &Envelope,
-    payload: &RawValue,
-) -> Result<(), String> {
-    let Some(record) = registry
-        .types_named(&envelope.name)
-        .iter()
-        .find(|r| r.kind == kind)
-    else {
+fn check_payload(kind: TypeKind, envelope: &Envelope, payload: &RawValue) -> Result<(), String> {
+    if registry::find(kind, &envelope.name).is_none() {
         let what = if kind == TypeKind::Command {
             "command"
         } else {
             "event"
         };
         return Err(format!("unknown {what} {:?}", envelope.name));
-    };
-    (record.decode)(payload.get().as_bytes())
-        .map(drop)
-        .map_err(|e| format!("payload of {} does not match its type: {e}", envelope.name))
+    }
+    registry::check_payload(kind, &envelope.name, payload.get().as_bytes()).map_err(|e| match e {
+        sourceflow::Error::Decode { source, .. } => {
+            format!(
+                "payload of {} does not match its type: {source}",
+                envelope.name
+            )
+        }
+        other => other.to_string(),
+    })
 }
 
 /// Fails unless `store` holds no command and no event.

@@ -13,7 +13,7 @@ use super::{
     EntityWithModels, InlineProjection, OutboxMessage, Page, PendingCommand, ProjectionCommit,
     Store, StoreAdmin, StoreError, UnitOfWork,
 };
-use crate::message::{
+use crate::base::message::{
     CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
 };
 

@@ -26,65 +26,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::message::{
+pub use crate::base::error::{BoxError, StoreError};
+use crate::base::message::{
     CommandReceipt, EntityId, Envelope, NewEvent, Position, RecordedEvent, Sequence, StoredCommand,
     StreamId,
 };
-
-/// A boxed error from a backend driver, kept as the source of a [`StoreError`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The stream moved on: the write expected `expected` as the last sequence.
-    #[error("concurrency conflict on {stream}: expected last sequence {expected}")]
-    Conflict {
-        /// The contended stream.
-        stream: StreamId,
-        /// The sequence the write expected to extend.
-        expected: Sequence,
-    },
-    /// A handler's stored position moved on: another process projected these events first.
-    #[error("position conflict for {handler}: expected {expected}")]
-    PositionConflict {
-        /// The view or aggregate whose position moved.
-        handler: String,
-        /// The position the write expected.
-        expected: Position,
-    },
-    /// A stream has a hole: records are missing between two stored ones.
-    #[error("sequence gap in {stream}: expected {expected}, found {found}")]
-    Gap {
-        /// The damaged stream.
-        stream: StreamId,
-        /// The sequence that should have come next.
-        expected: Sequence,
-        /// The sequence found instead.
-        found: Sequence,
-    },
-    /// A fault that may pass if retried (busy or locked database, dropped connection,
-    /// serialization failure). The runtime retries these with backoff before giving up.
-    #[error("transient store fault: {0}")]
-    Transient(#[source] BoxError),
-    /// A fault that will not pass by retrying.
-    #[error("store fault: {0}")]
-    Backend(#[source] BoxError),
-    /// A stored record cannot be read back (bad column value, unknown id format).
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-    /// The store does not offer this tooling operation ([`StoreAdmin`]).
-    #[error("this store does not support `{0}`")]
-    Unsupported(&'static str),
-}
-
-impl StoreError {
-    /// True for faults worth retrying with backoff.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Transient(_))
-    }
-}
 
 /// A command waiting in the outbox to be sent after the unit of work that produced it.
 #[derive(Clone, Debug, PartialEq)]

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::validate::Violations;
+use super::validate::Violations;
 
 /// A message that can be stored and routed: it has a stable wire name and a JSON codec.
 ///
@@ -284,40 +284,6 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// Decodes the payload as `E`.
-    ///
-    /// # Errors
-    /// [`Error::UnknownMessage`](crate::Error::UnknownMessage) if the stored name is not `E`'s,
-    /// [`Error::Decode`](crate::Error::Decode) if the payload does not match `E`.
-    pub fn decode<E: Event>(&self) -> Result<E, crate::Error> {
-        if self.envelope.name != E::NAME {
-            return Err(crate::Error::UnknownMessage {
-                name: self.envelope.name.to_string(),
-                stream: self.envelope.stream.to_string(),
-                sequence: self.sequence.0,
-            });
-        }
-        serde_json::from_slice(&self.payload).map_err(|source| crate::Error::Decode {
-            name: self.envelope.name.to_string(),
-            stream: self.envelope.stream.to_string(),
-            sequence: self.sequence.0,
-            source,
-        })
-    }
-
-    /// The payload as a JSON value (for tooling: exports, inspection).
-    ///
-    /// # Errors
-    /// [`Error::Decode`](crate::Error::Decode) if the stored bytes are not JSON.
-    pub fn payload_json(&self) -> Result<serde_json::Value, crate::Error> {
-        serde_json::from_slice(&self.payload).map_err(|source| crate::Error::Decode {
-            name: self.envelope.name.to_string(),
-            stream: self.envelope.stream.to_string(),
-            sequence: self.sequence.0,
-            source,
-        })
-    }
-
     /// The metadata handed to projections and reactions.
     pub fn meta(&self) -> EventMeta {
         EventMeta {

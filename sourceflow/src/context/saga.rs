@@ -8,11 +8,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::error::Error;
-use crate::message::{Command, EntityId, Envelope, Event, NewEvent, StreamId};
-use crate::registry::ErasedMessage;
+use crate::base::error::Error;
+use crate::base::message::{Command, EntityId, Envelope, Event, NewEvent, StreamId};
+use crate::base::validate::Violations;
+use crate::codec::ErasedMessage;
 use crate::store::OutboxMessage;
-use crate::validate::Violations;
 
 /// Which stream type each command type is appended to (its saga's entity or saga name).
 pub(crate) type CommandStreams = Arc<HashMap<TypeId, Cow<'static, str>>>;
@@ -51,7 +51,7 @@ pub(crate) fn follow_up<C: Command>(
             stream: StreamId::new(entity_type.clone(), id),
             correlation_id,
             causation_id: Some(causation_id),
-            timestamp: crate::message::now(),
+            timestamp: crate::base::message::now(),
         },
         payload,
     })
@@ -105,7 +105,7 @@ impl SagaContext {
         }
         match serde_json::to_vec(&event) {
             Ok(payload) => {
-                let (message_id, timestamp) = crate::message::id_and_now();
+                let (message_id, timestamp) = crate::base::message::id_and_now();
                 let envelope = Envelope {
                     message_id,
                     name: Cow::Borrowed(E::NAME),

@@ -2,9 +2,8 @@
 
 use std::fmt;
 
-use crate::message::{Sequence, StreamId};
-use crate::store::StoreError;
-use crate::validate::Violations;
+use super::message::{Position, Sequence, StreamId};
+use super::validate::Violations;
 
 /// A handler's refusal: a business rule said no. Nothing is stored when a handler returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,3 +112,88 @@ impl From<DomainError> for Error {
 
 /// Shorthand for `Result<T, sourceflow::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from a backend driver, kept as the source of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream moved on: the write expected `expected` as the last sequence.
+    #[error("concurrency conflict on {stream}: expected last sequence {expected}")]
+    Conflict {
+        /// The contended stream.
+        stream: StreamId,
+        /// The sequence the write expected to extend.
+        expected: Sequence,
+    },
+    /// A handler's stored position moved on: another process projected these events first.
+    #[error("position conflict for {handler}: expected {expected}")]
+    PositionConflict {
+        /// The view or aggregate whose position moved.
+        handler: String,
+        /// The position the write expected.
+        expected: Position,
+    },
+    /// A stream has a hole: records are missing between two stored ones.
+    #[error("sequence gap in {stream}: expected {expected}, found {found}")]
+    Gap {
+        /// The damaged stream.
+        stream: StreamId,
+        /// The sequence that should have come next.
+        expected: Sequence,
+        /// The sequence found instead.
+        found: Sequence,
+    },
+    /// A fault that may pass if retried (busy or locked database, dropped connection,
+    /// serialization failure). The runtime retries these with backoff before giving up.
+    #[error("transient store fault: {0}")]
+    Transient(#[source] BoxError),
+    /// A fault that will not pass by retrying.
+    #[error("store fault: {0}")]
+    Backend(#[source] BoxError),
+    /// A stored record cannot be read back (bad column value, unknown id format).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The store does not offer this tooling operation ([`StoreAdmin`]).
+    #[error("this store does not support `{0}`")]
+    Unsupported(&'static str),
+}
+
+impl StoreError {
+    /// True for faults worth retrying with backoff.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+/// Turns problems recorded by a context into one error (all validation failures merged).
+pub(crate) fn take_problems(problems: &mut Vec<Error>) -> Result<(), Error> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut merged: Option<Violations> = None;
+    let mut other = None;
+    for problem in problems.drain(..) {
+        match problem {
+            Error::Invalid(v) => match &mut merged {
+                Some(m) => {
+                    if m.message != v.message {
+                        m.message = format!("{}, {}", m.message, v.message);
+                    }
+                    m.items.extend(v.items);
+                }
+                None => merged = Some(v),
+            },
+            e => {
+                other.get_or_insert(e);
+            }
+        }
+    }
+    match (merged, other) {
+        (Some(v), _) => Err(Error::Invalid(v)),
+        (None, Some(e)) => Err(e),
+        (None, None) => Ok(()),
+    }
+}

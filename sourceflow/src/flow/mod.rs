@@ -12,21 +12,23 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tracing::{debug_span, error, warn, Instrument};
 
-use crate::bus::{CommandDispatcher, OutgoingCommand, RetryPolicy, SendOptions};
-use crate::cache::{EntityCache, StreamLocks};
-use crate::error::Error;
-use crate::message::{
+use crate::base::error::take_problems;
+use crate::base::error::Error;
+use crate::base::message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Position, RecordedEvent, Sequence,
     StoredCommand, StreamId, ViewModel,
 };
-use crate::projection::Subscriber;
-use crate::registry::{
-    ComponentKind, ComponentRecord, ErasedComponent, ErasedMessage, ErasedState, HandleFn,
-    Registry, RouteFn, StateVtable, TypeKind, TypeRecord,
+use crate::base::validate::Violations;
+use crate::codec::{
+    command_record, decode_model, ErasedComponent, ErasedMessage, ErasedState, StateVtable,
+    TypeKind, TypeRecord,
 };
-use crate::saga::{CommandStreams, SagaContext};
+use crate::context::saga::{CommandStreams, SagaContext};
+use crate::read::subscriber::Subscriber;
+use crate::routes::{ComponentKind, ComponentRecord, HandleFn, Registry, RouteFn};
 use crate::store::{Page, Store, StoreAdmin, StoreError, UnitOfWork};
-use crate::validate::Violations;
+use crate::write::bus::{CommandDispatcher, OutgoingCommand, RetryPolicy, SendOptions};
+use crate::write::cache::{EntityCache, StreamLocks};
 
 /// A saga method that handles one command type, with everything needed to run it.
 pub(crate) struct SagaRoute {
@@ -87,7 +89,7 @@ pub(crate) struct FlowInner {
     /// The events this process committed last, decoded, by position: a projection that
     /// catches up with other commands of this process takes them from here instead of reading
     /// and decoding them back from the store.
-    pub(crate) recent: crate::projection::Recent,
+    pub(crate) recent: crate::read::subscriber::Recent,
 }
 
 /// Counts a command in flight while it lives.
@@ -390,7 +392,7 @@ impl SourceFlow {
             sequence: 0,
             source,
         })?;
-        let (generated, timestamp) = crate::message::id_and_now();
+        let (generated, timestamp) = crate::base::message::id_and_now();
         let message_id = options.message_id.unwrap_or(generated);
         let command = OutgoingCommand {
             envelope: Envelope {
@@ -815,7 +817,7 @@ impl SourceFlow {
         stream: &StreamId,
         stored: &StoredCommand,
         state: &mut Option<ErasedState>,
-    ) -> Result<Vec<crate::message::NewEvent>, Error> {
+    ) -> Result<Vec<crate::base::message::NewEvent>, Error> {
         let record =
             command_record(&stored.envelope.name).ok_or_else(|| Error::UnknownMessage {
                 name: stored.envelope.name.to_string(),
@@ -1118,55 +1120,8 @@ impl SourceFlow {
     }
 }
 
-pub(crate) fn decode_model<M: ViewModel>(id: &EntityId, bytes: &[u8]) -> Result<M, Error> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Decode {
-        name: M::NAME.to_owned(),
-        stream: format!("view model {}/{id}", M::NAME),
-        sequence: 0,
-        source,
-    })
-}
-
-/// The command type registered under a wire name.
-pub(crate) fn command_record(name: &str) -> Option<&'static TypeRecord> {
-    Registry::global()
-        .types_named(name)
-        .iter()
-        .find(|r| r.kind == TypeKind::Command)
-}
-
-/// Turns problems recorded by a context into one error (all validation failures merged).
-pub(crate) fn take_problems(problems: &mut Vec<Error>) -> Result<(), Error> {
-    if problems.is_empty() {
-        return Ok(());
-    }
-    let mut merged: Option<Violations> = None;
-    let mut other = None;
-    for problem in problems.drain(..) {
-        match problem {
-            Error::Invalid(v) => match &mut merged {
-                Some(m) => {
-                    if m.message != v.message {
-                        m.message = format!("{}, {}", m.message, v.message);
-                    }
-                    m.items.extend(v.items);
-                }
-                None => merged = Some(v),
-            },
-            e => {
-                other.get_or_insert(e);
-            }
-        }
-    }
-    match (merged, other) {
-        (Some(v), _) => Err(Error::Invalid(v)),
-        (None, Some(e)) => Err(e),
-        (None, None) => Ok(()),
-    }
-}
-
 fn compare_events(
-    emitted: &[crate::message::NewEvent],
+    emitted: &[crate::base::message::NewEvent],
     stored: &[&RecordedEvent],
 ) -> Option<String> {
     if emitted.len() != stored.len() {
@@ -1519,7 +1474,7 @@ impl Builder {
                 entities: EntityCache::new(self.entity_cache),
                 stream_locks: StreamLocks::new(),
                 in_flight: AtomicUsize::new(0),
-                recent: crate::projection::Recent::default(),
+                recent: crate::read::subscriber::Recent::default(),
             }),
         };
         flow.catch_up().await?;
@@ -1540,7 +1495,7 @@ fn kind_method(kind: ComponentKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::Violation;
+    use crate::base::validate::Violation;
 
     #[test]
     fn validation_problems_from_several_messages_are_merged() {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::error::Error;
-use crate::message::{CommandReceipt, Envelope};
-use crate::registry::ErasedMessage;
+use crate::base::error::Error;
+use crate::base::message::{CommandReceipt, Envelope};
+use crate::codec::ErasedMessage;
 
 /// A command on its way to a dispatcher.
 #[derive(Clone)]

@@ -18,18 +18,17 @@ use std::time::Duration;
 use futures_core::Stream;
 use tracing::{debug_span, error, Instrument};
 
-use crate::aggregate::ReactionContext;
-use crate::error::Error;
-use crate::flow::{take_problems, FlowInner, SourceFlow};
-use crate::message::{
+use crate::base::error::take_problems;
+use crate::base::error::Error;
+use crate::base::message::{
     CommandReceipt, EventMeta, NewEvent, Position, RecordedEvent, Sequence, StreamId,
 };
-use crate::registry::{
-    ComponentKind, ComponentRecord, ErasedComponent, ErasedMessage, Registry, RouteFn, RouteRecord,
-    StateVtable, TypeRecord,
-};
+use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeRecord};
+use crate::context::reaction::ReactionContext;
+use crate::context::view::{ModelCache, ViewContext};
+use crate::flow::{FlowInner, SourceFlow};
+use crate::routes::{ComponentKind, ComponentRecord, Registry, RouteFn, RouteRecord};
 use crate::store::{InlineProjection, ProjectionCommit, StoreError};
-use crate::view::{ModelCache, ViewContext};
 
 /// Events read from the log per projection batch.
 const BATCH: usize = 512;
@@ -311,7 +310,7 @@ impl Subscriber {
     /// changed with it) or it does not decode.
     pub(crate) fn offer_model(
         &self,
-        id: &crate::message::EntityId,
+        id: &crate::base::message::EntityId,
         at: Position,
         stored: Option<&[u8]>,
     ) {

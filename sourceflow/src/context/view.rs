@@ -5,8 +5,8 @@ use std::any::Any;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use crate::error::Error;
-use crate::message::{EntityId, EventMeta, ViewModel};
+use crate::base::error::Error;
+use crate::base::message::{EntityId, EventMeta, ViewModel};
 use crate::store::{ModelWrite, Store};
 
 struct Slot {
@@ -129,7 +129,7 @@ impl ViewContext {
             match self.cache.entries.remove(vacant.key()) {
                 Some(cached) if cached.as_ref().is_none_or(|state| state.is::<M>()) => cached,
                 _ => match self.store.get_model(M::NAME, id).await? {
-                    Some(bytes) => Some(Box::new(crate::flow::decode_model::<M>(id, &bytes)?)
+                    Some(bytes) => Some(Box::new(crate::codec::decode_model::<M>(id, &bytes)?)
                         as Box<dyn Any + Send>),
                     None => None,
                 },
@@ -137,7 +137,7 @@ impl ViewContext {
         Ok(vacant.insert(Slot {
             state,
             dirty: false,
-            encode: crate::registry::StateVtable::view_model::<M>().encode,
+            encode: crate::codec::StateVtable::view_model::<M>().encode,
         }))
     }
 
@@ -156,7 +156,7 @@ impl ViewContext {
             Slot {
                 state: Some(Box::new(model)),
                 dirty: true,
-                encode: crate::registry::StateVtable::view_model::<M>().encode,
+                encode: crate::codec::StateVtable::view_model::<M>().encode,
             },
         );
     }
@@ -168,7 +168,7 @@ impl ViewContext {
             Slot {
                 state: None,
                 dirty: true,
-                encode: crate::registry::StateVtable::view_model::<M>().encode,
+                encode: crate::codec::StateVtable::view_model::<M>().encode,
             },
         );
     }

@@ -9,8 +9,8 @@ use foldhash::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
-use crate::message::{Sequence, StreamId};
-use crate::registry::{ErasedState, StateVtable};
+use crate::base::message::{Sequence, StreamId};
+use crate::codec::{ErasedState, StateVtable};
 
 /// A cached entity: the command sequence its state reflects, the state, and the stream's last
 /// event sequence when this process knows it (it predicts where the next events will land).

@@ -3,9 +3,9 @@
 
 use uuid::Uuid;
 
-use crate::error::Error;
-use crate::message::{Command, EntityId, EventMeta};
-use crate::saga::{follow_up, CommandStreams};
+use crate::base::error::Error;
+use crate::base::message::{Command, EntityId, EventMeta};
+use crate::context::saga::{follow_up, CommandStreams};
 use crate::store::OutboxMessage;
 
 /// Namespace of the derived message ids of reaction commands.
