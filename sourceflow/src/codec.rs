@@ -275,17 +275,17 @@ impl RecordedEvent {
     /// Decodes the payload as `E`.
     ///
     /// # Errors
-    /// [`Error::UnknownMessage`](crate::Error::UnknownMessage) if the stored name is not `E`'s,
-    /// [`Error::Decode`](crate::Error::Decode) if the payload does not match `E`.
-    pub fn decode<E: Event>(&self) -> Result<E, crate::Error> {
+    /// [`Error::UnknownMessage`](Error::UnknownMessage) if the stored name is not `E`'s,
+    /// [`Error::Decode`](Error::Decode) if the payload does not match `E`.
+    pub fn decode<E: Event>(&self) -> Result<E, Error> {
         if self.envelope.name != E::NAME {
-            return Err(crate::Error::UnknownMessage {
+            return Err(Error::UnknownMessage {
                 name: self.envelope.name.to_string(),
                 stream: self.envelope.stream.to_string(),
                 sequence: self.sequence.0,
             });
         }
-        serde_json::from_slice(&self.payload).map_err(|source| crate::Error::Decode {
+        serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
             name: self.envelope.name.to_string(),
             stream: self.envelope.stream.to_string(),
             sequence: self.sequence.0,
@@ -296,9 +296,9 @@ impl RecordedEvent {
     /// The payload as a JSON value (for tooling: exports, inspection).
     ///
     /// # Errors
-    /// [`Error::Decode`](crate::Error::Decode) if the stored bytes are not JSON.
-    pub fn payload_json(&self) -> Result<serde_json::Value, crate::Error> {
-        serde_json::from_slice(&self.payload).map_err(|source| crate::Error::Decode {
+    /// [`Error::Decode`](Error::Decode) if the stored bytes are not JSON.
+    pub fn payload_json(&self) -> Result<serde_json::Value, Error> {
+        serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
             name: self.envelope.name.to_string(),
             stream: self.envelope.stream.to_string(),
             sequence: self.sequence.0,

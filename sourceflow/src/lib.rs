@@ -139,6 +139,7 @@ mod flow;
 mod read;
 pub mod registry;
 mod routes;
+mod signals;
 pub mod store;
 pub mod testing;
 mod write;
@@ -156,14 +157,16 @@ pub use context::ReactionContext;
 pub use context::SagaContext;
 pub use context::ViewContext;
 pub use error::{DomainError, Error, Result};
-pub use flow::{At, Builder, SourceFlow, Stats, Verification};
+pub use flow::{Builder, SourceFlow};
 pub use message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Event, EventMeta, Message, Position,
     RecordedEvent, Sequence, StreamId, ViewModel,
 };
 pub use read::subscriber::Progress;
+pub use signals::Stats;
 pub use store::MemoryStore;
 pub use validate::{Validate, Violation, Violations};
+pub use write::{At, Verification};
 
 pub use sourceflow_macros::{
     aggregate, handles, projects_on, saga, subscribes, view, Command, Entity, Event, ViewModel,

@@ -49,8 +49,8 @@ use crate::base::error::Error;
 use crate::base::message::{
     Command, CommandReceipt, Entity, EntityId, Event, RecordedEvent, Sequence, StreamId,
 };
+use crate::flow::SourceFlow;
 use crate::store::{MemoryStore, OutboxMessage};
-use crate::SourceFlow;
 
 /// A saga under test, on its own in-memory store. Follow-up commands are captured instead of
 /// sent, so a test sees exactly what one command did.

@@ -197,3 +197,37 @@ pub(crate) fn take_problems(problems: &mut Vec<Error>) -> Result<(), Error> {
         (None, None) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::validate::Violation;
+
+    #[test]
+    fn validation_problems_from_several_messages_are_merged() {
+        let invalid = |message: &str, field: &str| {
+            Error::Invalid(Violations {
+                message: message.into(),
+                items: vec![Violation {
+                    field: field.into(),
+                    message: "bad".into(),
+                }],
+            })
+        };
+        let mut problems = vec![
+            invalid("a.Placed", "qty"),
+            Error::NoHandler {
+                message: "x".into(),
+            },
+            invalid("a.Priced", "price"),
+        ];
+        match take_problems(&mut problems) {
+            Err(Error::Invalid(v)) => {
+                assert_eq!(v.message, "a.Placed, a.Priced");
+                assert_eq!(v.items.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(take_problems(&mut problems).is_ok());
+    }
+}

@@ -12,26 +12,18 @@ use foldhash::HashMap;
 use std::any::TypeId;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
 
-use futures_core::Stream;
-use tracing::{debug_span, error, Instrument};
-
-use crate::base::error::take_problems;
-use crate::base::error::Error;
-use crate::base::message::{
-    CommandReceipt, EventMeta, NewEvent, Position, RecordedEvent, Sequence, StreamId,
-};
+use super::ReadSide;
+use crate::base::error::{take_problems, Error};
+use crate::base::message::{EventMeta, NewEvent, Position, RecordedEvent, Sequence, StreamId};
 use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeRecord};
 use crate::context::reaction::ReactionContext;
 use crate::context::view::{ModelCache, ViewContext};
-use crate::flow::{FlowInner, SourceFlow};
 use crate::routes::{ComponentKind, ComponentRecord, Registry, RouteFn, RouteRecord};
 use crate::store::{InlineProjection, ProjectionCommit, StoreError};
 
 /// Events read from the log per projection batch.
-const BATCH: usize = 512;
+pub(crate) const BATCH: usize = 512;
 
 /// A view or aggregate, with its routes indexed by event wire name.
 pub(crate) struct Subscriber {
@@ -43,21 +35,21 @@ pub(crate) struct Subscriber {
     pub(crate) background: bool,
     /// Where this process is, and its cached models. The lock serialises this process's
     /// batches for the subscriber.
-    state: tokio::sync::Mutex<SubscriberState>,
+    pub(crate) state: tokio::sync::Mutex<SubscriberState>,
 }
 
 /// A subscriber's state in this process.
 #[derive(Default)]
 pub(crate) struct SubscriberState {
     /// Where this process is (`None`: read it from the store).
-    cursor: Option<Cursor>,
+    pub(crate) cursor: Option<Cursor>,
     /// Decoded models as of `cursor` (views only).
     models: ModelCache,
 }
 
 impl SubscriberState {
     /// Forgets everything: the next batch starts from the stored position.
-    fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         *self = Self::default();
     }
 }
@@ -75,7 +67,7 @@ const LAZY_SPAN: u64 = 1_000;
 
 /// A subscriber's place in the log.
 #[derive(Clone, Copy, Debug)]
-struct Cursor {
+pub(crate) struct Cursor {
     /// The position committed in the store (the compare-and-set value).
     stored: Position,
     /// The last event passed in this process (`>= stored`; the gap holds only events that
@@ -84,7 +76,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn at(position: Position) -> Self {
+    pub(crate) fn at(position: Position) -> Self {
         Self {
             stored: position,
             applied: position,
@@ -196,9 +188,9 @@ impl Subscriber {
     /// Applies every event up to `target` (or the log's head when `None`), reusing the
     /// just-committed `fresh` events when they are the next ones, so the common path reads
     /// nothing back from the store.
-    async fn project(
+    pub(crate) async fn project(
         &self,
-        flow: &FlowInner,
+        flow: &ReadSide,
         target: Option<Position>,
         fresh: &[(&RecordedEvent, Option<&ErasedMessage>)],
         persist: bool,
@@ -219,7 +211,7 @@ impl Subscriber {
             }
             // Everything this process has committed so far: commands that committed together
             // are projected together, in one batch.
-            Some(t) => t.max(*flow.head.borrow()),
+            Some(t) => t.max(*flow.signals.head.borrow()),
             None => flow.store.head().await?,
         };
         let mut applied = 0u64;
@@ -333,7 +325,7 @@ impl Subscriber {
 
     /// True if this process has applied every event up to `target` (known without waiting:
     /// a busy subscriber counts as not there yet).
-    fn has_passed(&self, target: Position) -> bool {
+    pub(crate) fn has_passed(&self, target: Position) -> bool {
         self.state
             .try_lock()
             .is_ok_and(|state| state.cursor.is_some_and(|c| c.applied >= target))
@@ -341,7 +333,7 @@ impl Subscriber {
 
     /// Where this process is: as it left it, or (when unknown) the stored position, with an
     /// empty model cache.
-    async fn cursor(&self, flow: &FlowInner, state: &mut SubscriberState) -> Result<Cursor, Error> {
+    async fn cursor(&self, flow: &ReadSide, state: &mut SubscriberState) -> Result<Cursor, Error> {
         if let Some(cursor) = state.cursor {
             return Ok(cursor);
         }
@@ -353,7 +345,7 @@ impl Subscriber {
     /// commits its effects with the new position, compare-and-set on `cursor.stored`.
     async fn apply_batch(
         &self,
-        flow: &FlowInner,
+        flow: &ReadSide,
         state: &mut SubscriberState,
         cursor: &mut Cursor,
         batch: &[(&RecordedEvent, Option<&ErasedMessage>)],
@@ -394,9 +386,10 @@ impl Subscriber {
             Ok(()) => {
                 state.models = cx.into_cache(true);
                 if has_outbox {
-                    flow.outbox_dirty.store(true, Ordering::Release);
+                    flow.signals.outbox_dirty.store(true, Ordering::Release);
                 }
-                flow.counters
+                flow.signals
+                    .counters
                     .events_projected
                     .fetch_add(passed, Ordering::Relaxed);
                 *cursor = Cursor::at(last);
@@ -418,9 +411,9 @@ impl Subscriber {
 
     /// Applies events recorded in another store ([`SourceFlow::apply_remote`]): those past
     /// this subscriber's position, in one batch.
-    async fn project_remote(
+    pub(crate) async fn project_remote(
         &self,
-        flow: &FlowInner,
+        flow: &ReadSide,
         events: &[RecordedEvent],
     ) -> Result<u64, Error> {
         let mut guard = self.state.lock().await;
@@ -452,7 +445,7 @@ impl Subscriber {
 
     async fn apply(
         &self,
-        flow: &FlowInner,
+        flow: &ReadSide,
         event: &RecordedEvent,
         decoded: Option<&ErasedMessage>,
         cx: &mut ViewContext,
@@ -481,7 +474,7 @@ impl Subscriber {
     /// Runs this subscriber's routes for one decoded event.
     async fn apply_decoded(
         &self,
-        flow: &FlowInner,
+        flow: &ReadSide,
         meta: EventMeta,
         message: &ErasedMessage,
         cx: &mut ViewContext,
@@ -497,7 +490,7 @@ impl Subscriber {
     /// Runs `routes` (this subscriber's routes for the event's type) for one decoded event.
     async fn run_routes(
         &self,
-        flow: &FlowInner,
+        flow: &ReadSide,
         routes: &[RouteRecord],
         meta: EventMeta,
         message: &ErasedMessage,
@@ -543,7 +536,7 @@ impl Subscriber {
     /// every assumption made here and writes nothing of the projection if one fails.
     pub(crate) async fn prepare_inline<'a>(
         &'a self,
-        flow: &FlowInner,
+        flow: &ReadSide,
         stream: &StreamId,
         first_sequence: Sequence,
         events: &[NewEvent],
@@ -606,7 +599,7 @@ impl Subscriber {
 impl Prepared<'_> {
     /// Records the outcome of the commit: `applied` is the store's verdict on this projection
     /// (`false` also when the commit failed), `last` the unit's last event position.
-    pub(crate) fn settle(self, flow: &FlowInner, applied: bool, last: Option<Position>) {
+    pub(crate) fn settle(self, flow: &ReadSide, applied: bool, last: Option<Position>) {
         let Prepared { mut guard, cx } = self;
         guard.models = cx.into_cache(applied);
         if let (true, Some(last)) = (applied, last) {
@@ -614,223 +607,14 @@ impl Prepared<'_> {
                 .cursor
                 .map_or(0, |c| last.0.saturating_sub(c.applied.0));
             guard.cursor = Some(Cursor::at(last));
-            flow.counters
+            flow.signals
+                .counters
                 .events_projected
                 .fetch_add(passed, Ordering::Relaxed);
-            flow.counters
+            flow.signals
+                .counters
                 .projected_inline
                 .fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-impl SourceFlow {
-    /// Delivers a command's events to the in-process views and aggregates before `send`
-    /// returns. A failing view is logged and left for the next catch-up: the command itself is
-    /// committed and its receipt stands.
-    pub(crate) async fn project_after_commit(
-        &self,
-        receipt: &CommandReceipt,
-        decoded: Vec<ErasedMessage>,
-    ) {
-        let Some(target) = receipt.events.last().map(|e| e.position) else {
-            return;
-        };
-        let fresh: smallvec::SmallVec<[(&RecordedEvent, Option<&ErasedMessage>); 4]> = receipt
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e, decoded.get(i)))
-            .collect();
-        let mut any_background = false;
-        for subscriber in &self.inner.subscribers {
-            if subscriber.background {
-                any_background = true;
-                continue;
-            }
-            if subscriber.has_passed(target) {
-                // Applied inline, with the commit.
-                continue;
-            }
-            let span = debug_span!("sourceflow.project", handler = subscriber.name);
-            let mut ignore = |_| {};
-            let projecting =
-                subscriber.project(&self.inner, Some(target), &fresh, false, &mut ignore);
-            let projected = if span.is_disabled() {
-                projecting.await
-            } else {
-                projecting.instrument(span).await
-            };
-            if let Err(e) = projected {
-                error!(handler = subscriber.name, error = %e, "projection failed; catch_up will retry");
-                metrics::counter!("sourceflow.projection.failed").increment(1);
-            }
-        }
-        if any_background {
-            self.inner.background.notify_one();
-        }
-    }
-
-    /// Applies events recorded in another process's store (received over a transport such as
-    /// `sourceflow-nats`) to this flow's views and aggregates, exactly once: each one skips the
-    /// events at or below its stored position and commits its model writes (and its
-    /// reactions' follow-up commands) with its new position, compare-and-set. `events` must
-    /// be in global position order, as the other store recorded them; delivering a batch
-    /// twice, or two processes delivering it at once, applies it once. Returns the number of
-    /// (subscriber, event) applications.
-    ///
-    /// # Errors
-    /// The first failure of a view or aggregate ([`Error::Decode`] for a payload that does not
-    /// match its type, [`Error::Store`], or a handler's error); nothing of that subscriber's
-    /// batch is committed, so delivering the batch again retries it.
-    pub async fn apply_remote(&self, events: &[RecordedEvent]) -> Result<u64, Error> {
-        let mut applied = 0;
-        for subscriber in &self.inner.subscribers {
-            applied += subscriber.project_remote(&self.inner, events).await?;
-        }
-        self.drain_outbox().await;
-        Ok(applied)
-    }
-
-    /// Brings every view and aggregate up to the log's current head: finishes what a crash
-    /// interrupted, applies what other processes committed, and waits for background views.
-    ///
-    /// # Errors
-    /// The first failure of a projection ([`Error::Decode`], [`Error::Store`], or a handler's
-    /// error); the other subscribers are still caught up.
-    pub async fn catch_up(&self) -> Result<(), Error> {
-        let mut first_error = None;
-        for subscriber in &self.inner.subscribers {
-            if let Err(e) = subscriber
-                .project(&self.inner, None, &[], true, &mut |_| {})
-                .await
-            {
-                error!(handler = subscriber.name, error = %e, "catch-up failed");
-                first_error.get_or_insert(e);
-            }
-        }
-        self.drain_outbox().await;
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// Clears view `V`'s models and position and re-projects the whole event log into it.
-    ///
-    /// # Errors
-    /// [`Error::Config`] if `V` is not a view of this flow; projection errors as
-    /// [`catch_up`](Self::catch_up).
-    pub async fn rebuild<V: 'static>(&self) -> Result<u64, Error> {
-        self.rebuild_with::<V>(|_| {}).await
-    }
-
-    /// [`rebuild`](Self::rebuild), reporting progress after every batch.
-    ///
-    /// # Errors
-    /// As [`rebuild`](Self::rebuild).
-    pub async fn rebuild_with<V: 'static>(
-        &self,
-        mut progress: impl FnMut(Progress) + Send,
-    ) -> Result<u64, Error> {
-        let Some(subscriber) = self
-            .inner
-            .subscribers
-            .iter()
-            .find(|s| s.type_id == TypeId::of::<V>())
-        else {
-            return Err(Error::Config(vec![format!(
-                "{} is not a view of this flow",
-                std::any::type_name::<V>()
-            )]));
-        };
-        let models: Vec<&str> = subscriber.model.iter().map(|m| m.name).collect();
-        {
-            let mut guard = subscriber.state.lock().await;
-            guard.forget();
-            self.inner
-                .store
-                .reset_projection(subscriber.name, &models)
-                .await?;
-            guard.cursor = Some(Cursor::at(Position::START));
-        }
-        subscriber
-            .project(&self.inner, None, &[], true, &mut progress)
-            .await
-    }
-
-    /// A stream of every recorded event after `from`, in global order: first what the log
-    /// holds, then new commits as they happen (in this process immediately, from other
-    /// processes within a poll interval). It never skips an event and never ends on its own.
-    ///
-    /// ```
-    /// # use sourceflow::prelude::*;
-    /// # async fn demo(flow: SourceFlow) -> Result<(), Error> {
-    /// use futures_util::StreamExt;
-    /// let mut events = std::pin::pin!(flow.subscribe(Position::START));
-    /// while let Some(event) = events.next().await {
-    ///     let event = event?;
-    ///     println!("{} {} at {}", event.position, event.envelope.name, event.envelope.stream);
-    /// #   break;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn subscribe(&self, from: Position) -> impl Stream<Item = Result<RecordedEvent, Error>> {
-        struct State {
-            flow: SourceFlow,
-            position: Position,
-            buffer: std::collections::VecDeque<RecordedEvent>,
-            head: tokio::sync::watch::Receiver<Position>,
-        }
-        let state = State {
-            head: self.inner.head.subscribe(),
-            flow: self.clone(),
-            position: from,
-            buffer: Default::default(),
-        };
-        futures_util::stream::unfold(state, |mut state| async move {
-            loop {
-                if let Some(event) = state.buffer.pop_front() {
-                    state.position = event.position;
-                    return Some((Ok(event), state));
-                }
-                match state.flow.inner.store.read_all(state.position, BATCH).await {
-                    Ok(events) if !events.is_empty() => state.buffer.extend(events),
-                    Ok(_) => {
-                        // Wake on a local commit, or poll for other processes' commits.
-                        state.head.mark_unchanged();
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(200), state.head.changed())
-                                .await;
-                    }
-                    Err(e) => return Some((Err(e.into()), state)),
-                }
-            }
-        })
-    }
-
-    /// Starts the task that projects background views, if there are any.
-    pub(crate) fn start_background(&self) {
-        if !self.inner.subscribers.iter().any(|s| s.background) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let weak: Weak<FlowInner> = Arc::downgrade(&self.inner);
-        let wake = self.inner.background.clone();
-        runtime.spawn(async move {
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                for subscriber in inner.subscribers.iter().filter(|s| s.background) {
-                    if let Err(e) = subscriber.project(&inner, None, &[], false, &mut |_| {}).await {
-                        error!(handler = subscriber.name, error = %e, "background projection failed");
-                    }
-                }
-                let flow = SourceFlow { inner };
-                flow.drain_outbox().await;
-                // Only the weak handle survives the wait, so dropping the flow ends the task.
-                drop(flow);
-                // Poll too, so commits of other processes are picked up.
-                let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
-            }
-        });
     }
 }

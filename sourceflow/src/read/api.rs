@@ -1,0 +1,168 @@
+//! The read side's operations: projecting after a commit, catching up, rebuilding a view,
+//! applying events from another store, and subscribing to the log.
+
+use std::any::TypeId;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_core::Stream;
+use tracing::{debug_span, error, Instrument};
+
+use super::subscriber::{Cursor, Progress, BATCH};
+use super::ReadSide;
+use crate::base::error::Error;
+use crate::base::message::{CommandReceipt, Position, RecordedEvent};
+use crate::codec::ErasedMessage;
+
+impl ReadSide {
+    /// Delivers a command's events to the in-process views and aggregates before `send`
+    /// returns. A failing view is logged and left for the next catch-up: the command itself is
+    /// committed and its receipt stands.
+    pub(crate) async fn project_committed(
+        &self,
+        receipt: &CommandReceipt,
+        decoded: Vec<ErasedMessage>,
+    ) {
+        let Some(target) = receipt.events.last().map(|e| e.position) else {
+            return;
+        };
+        let fresh: smallvec::SmallVec<[(&RecordedEvent, Option<&ErasedMessage>); 4]> = receipt
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e, decoded.get(i)))
+            .collect();
+        let mut any_background = false;
+        for subscriber in &self.subscribers {
+            if subscriber.background {
+                any_background = true;
+                continue;
+            }
+            if subscriber.has_passed(target) {
+                // Applied inline, with the commit.
+                continue;
+            }
+            let span = debug_span!("sourceflow.project", handler = subscriber.name);
+            let mut ignore = |_| {};
+            let projecting = subscriber.project(self, Some(target), &fresh, false, &mut ignore);
+            let projected = if span.is_disabled() {
+                projecting.await
+            } else {
+                projecting.instrument(span).await
+            };
+            if let Err(e) = projected {
+                error!(handler = subscriber.name, error = %e, "projection failed; catch_up will retry");
+                metrics::counter!("sourceflow.projection.failed").increment(1);
+            }
+        }
+        if any_background {
+            self.background.notify_one();
+        }
+    }
+
+    /// Applies events recorded in another store, exactly once per view and aggregate;
+    /// returns the number of (subscriber, event) applications.
+    pub(crate) async fn apply_remote(&self, events: &[RecordedEvent]) -> Result<u64, Error> {
+        let mut applied = 0;
+        for subscriber in &self.subscribers {
+            applied += subscriber.project_remote(self, events).await?;
+        }
+        Ok(applied)
+    }
+
+    /// Brings every view and aggregate up to the log's head; returns the first failure.
+    pub(crate) async fn catch_up(&self) -> Result<(), Error> {
+        let mut first_error = None;
+        for subscriber in &self.subscribers {
+            if let Err(e) = subscriber.project(self, None, &[], true, &mut |_| {}).await {
+                error!(handler = subscriber.name, error = %e, "catch-up failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Clears view `V`'s models and position and re-projects the whole log into it.
+    pub(crate) async fn rebuild_with<V: 'static>(
+        &self,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<u64, Error> {
+        let Some(subscriber) = self
+            .subscribers
+            .iter()
+            .find(|s| s.type_id == TypeId::of::<V>())
+        else {
+            return Err(Error::Config(vec![format!(
+                "{} is not a view of this flow",
+                std::any::type_name::<V>()
+            )]));
+        };
+        let models: Vec<&str> = subscriber.model.iter().map(|m| m.name).collect();
+        {
+            let mut guard = subscriber.state.lock().await;
+            guard.forget();
+            self.store
+                .reset_projection(subscriber.name, &models)
+                .await?;
+            guard.cursor = Some(Cursor::at(Position::START));
+        }
+        subscriber
+            .project(self, None, &[], true, &mut progress)
+            .await
+    }
+
+    /// Every recorded event after `from`, in global order, then new commits as they happen.
+    pub(crate) fn subscribe(
+        self: Arc<Self>,
+        from: Position,
+    ) -> impl Stream<Item = Result<RecordedEvent, Error>> {
+        struct State {
+            read: Arc<ReadSide>,
+            position: Position,
+            buffer: std::collections::VecDeque<RecordedEvent>,
+            head: tokio::sync::watch::Receiver<Position>,
+        }
+        let state = State {
+            head: self.signals.head.subscribe(),
+            read: self,
+            position: from,
+            buffer: Default::default(),
+        };
+        futures_util::stream::unfold(state, |mut state| async move {
+            loop {
+                if let Some(event) = state.buffer.pop_front() {
+                    state.position = event.position;
+                    return Some((Ok(event), state));
+                }
+                match state.read.store.read_all(state.position, BATCH).await {
+                    Ok(events) if !events.is_empty() => state.buffer.extend(events),
+                    Ok(_) => {
+                        // Wake on a local commit, or poll for other processes' commits.
+                        state.head.mark_unchanged();
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(200), state.head.changed())
+                                .await;
+                    }
+                    Err(e) => return Some((Err(e.into()), state)),
+                }
+            }
+        })
+    }
+
+    /// Projects the background views up to the head.
+    pub(crate) async fn project_background(&self) {
+        for subscriber in self.subscribers.iter().filter(|s| s.background) {
+            if let Err(e) = subscriber
+                .project(self, None, &[], false, &mut |_| {})
+                .await
+            {
+                error!(handler = subscriber.name, error = %e, "background projection failed");
+            }
+        }
+    }
+
+    /// True if some view projects in the background.
+    pub(crate) fn has_background(&self) -> bool {
+        self.subscribers.iter().any(|s| s.background)
+    }
+}

@@ -1,0 +1,423 @@
+//! Replay: re-running a stream's command log through today's handlers, for `replay`,
+//! `state_at`, `verify` and entity states that are missing or no longer decode.
+
+use std::any::Any;
+
+use chrono::{DateTime, Utc};
+
+use super::WriteSide;
+use crate::base::error::{take_problems, Error};
+use crate::base::message::{Entity, EntityId, RecordedEvent, Sequence, StoredCommand, StreamId};
+use crate::codec::{command_record, ErasedState, StateVtable};
+use crate::context::SagaContext;
+use crate::store::{Store, StoreError};
+
+/// A point in a stream's history for [`SourceFlow::state_at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// After the command with this sequence.
+    Sequence(Sequence),
+    /// After every command sent at or before this instant.
+    Time(DateTime<Utc>),
+}
+
+impl From<Sequence> for At {
+    fn from(value: Sequence) -> Self {
+        At::Sequence(value)
+    }
+}
+
+impl From<DateTime<Utc>> for At {
+    fn from(value: DateTime<Utc>) -> Self {
+        At::Time(value)
+    }
+}
+
+/// The outcome of [`SourceFlow::verify`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verification {
+    /// Replaying the command log reproduced the stored events and the stored state.
+    Consistent {
+        /// The last sequence checked.
+        sequence: Sequence,
+    },
+    /// Replaying produced something else: a handler is not deterministic, or stored data was
+    /// changed behind the log's back.
+    Differs {
+        /// The first command sequence whose replay differs (in events, or in the final state
+        /// when the events all match).
+        sequence: Sequence,
+        /// What differs, for a human.
+        detail: String,
+    },
+    /// There is no stored state to compare with (the cache was dropped); the log replays fine.
+    NoStoredState {
+        /// The last sequence replayed.
+        sequence: Sequence,
+    },
+}
+
+/// Commands a replay reads per page.
+const REPLAY_PAGE: u64 = 1_000;
+
+pub(crate) struct Replayed {
+    pub(crate) last: Sequence,
+    pub(crate) state: Option<ErasedState>,
+}
+
+/// A stream's command log up to `to`, read in pages of [`REPLAY_PAGE`] as a replay consumes
+/// it. Stores check that a page is dense; this also checks the seams between pages, so a
+/// command missing at the end of a page is reported rather than taken for the end of the log.
+struct CommandPages<'a> {
+    stream: &'a StreamId,
+    to: Option<Sequence>,
+    page: std::collections::VecDeque<StoredCommand>,
+    /// The last sequence read from the store, and the last one handed out.
+    fetched: Sequence,
+    returned: Sequence,
+    done: bool,
+}
+
+impl<'a> CommandPages<'a> {
+    fn new(stream: &'a StreamId, to: Option<Sequence>) -> Self {
+        Self {
+            stream,
+            to,
+            page: std::collections::VecDeque::new(),
+            fetched: Sequence::ZERO,
+            returned: Sequence::ZERO,
+            done: false,
+        }
+    }
+
+    async fn next(&mut self, store: &dyn Store) -> Result<Option<StoredCommand>, Error> {
+        if self.page.is_empty() && !self.done {
+            let page_end = Sequence(self.fetched.0 + REPLAY_PAGE);
+            let end = self.to.map_or(page_end, |to| to.min(page_end));
+            if end <= self.fetched {
+                self.done = true;
+            } else {
+                let commands = store
+                    .load_commands(self.stream, self.fetched.next(), Some(end))
+                    .await?;
+                match commands.last() {
+                    // A short page ends the log, unless a missing command cut it short: the
+                    // next read (from just after it) then finds nothing, or reports the gap.
+                    Some(last) => self.fetched = last.sequence,
+                    None => self.done = true,
+                }
+                self.page.extend(commands);
+            }
+        }
+        let Some(next) = self.page.pop_front() else {
+            return Ok(None);
+        };
+        let expected = self.returned.next();
+        if next.sequence != expected {
+            return Err(StoreError::Gap {
+                stream: self.stream.clone(),
+                expected,
+                found: next.sequence,
+            }
+            .into());
+        }
+        self.returned = next.sequence;
+        Ok(Some(next))
+    }
+}
+
+/// A stream's recorded events, read in pages of [`REPLAY_PAGE`] as [`SourceFlow::verify`]
+/// consumes them.
+struct EventPages<'a> {
+    stream: &'a StreamId,
+    page: std::collections::VecDeque<RecordedEvent>,
+    next: Sequence,
+    done: bool,
+}
+
+impl<'a> EventPages<'a> {
+    fn new(stream: &'a StreamId) -> Self {
+        Self {
+            stream,
+            page: std::collections::VecDeque::new(),
+            next: Sequence(1),
+            done: false,
+        }
+    }
+
+    /// The next event if it was recorded under a command at or before `command`.
+    async fn next_before(
+        &mut self,
+        store: &dyn Store,
+        command: Sequence,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        if self.page.is_empty() && !self.done {
+            let to = Sequence(self.next.0 + REPLAY_PAGE - 1);
+            let events = store.read_stream_range(self.stream, self.next, to).await?;
+            match events.last() {
+                // A short page may be cut short by a missing event: the next read reports it.
+                Some(last) => self.next = last.sequence.next(),
+                None => self.done = true,
+            }
+            self.page.extend(events);
+        }
+        Ok(self
+            .page
+            .front()
+            .is_some_and(|e| e.command_sequence <= command)
+            .then(|| self.page.pop_front())
+            .flatten())
+    }
+}
+
+impl WriteSide {
+    /// Re-runs the command log of `stream` against a fresh state, with `is_replay = true`,
+    /// reading it in pages of [`REPLAY_PAGE`] commands: memory stays bounded however long the
+    /// stream, and a time bound stops the reading where it stops the replay.
+    pub(crate) async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        vtable: Option<StateVtable>,
+        to: Option<Sequence>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Replayed, Error> {
+        let mut state = vtable.map(|v| (v.default)());
+        let mut last = Sequence::ZERO;
+        let mut commands = CommandPages::new(stream, to);
+        while let Some(stored) = commands.next(&*self.store).await? {
+            if until.is_some_and(|t| stored.envelope.timestamp > t) {
+                break;
+            }
+            self.replay_command(stream, &stored, &mut state).await?;
+            last = stored.sequence;
+        }
+        Ok(Replayed { last, state })
+    }
+
+    /// Runs one stored command of a replay against `state`; returns the events it published.
+    async fn replay_command(
+        &self,
+        stream: &StreamId,
+        stored: &StoredCommand,
+        state: &mut Option<ErasedState>,
+    ) -> Result<Vec<crate::base::message::NewEvent>, Error> {
+        let record =
+            command_record(&stored.envelope.name).ok_or_else(|| Error::UnknownMessage {
+                name: stored.envelope.name.to_string(),
+                stream: stream.to_string(),
+                sequence: stored.sequence.0,
+            })?;
+        let message = (record.decode)(&stored.payload).map_err(|source| Error::Decode {
+            name: stored.envelope.name.to_string(),
+            stream: stream.to_string(),
+            sequence: stored.sequence.0,
+            source,
+        })?;
+        let route = self
+            .sagas
+            .get(&(record.type_id)())
+            .ok_or_else(|| Error::NoHandler {
+                message: record.name.to_owned(),
+            })?;
+        let mut cx = SagaContext::new(&stored.envelope, true, self.streams.clone());
+        (route.handle)(
+            &*route.saga,
+            state.as_deref_mut().map(|s| s as &mut (dyn Any + Send)),
+            &*message,
+            &mut cx,
+        )
+        .await?;
+        take_problems(&mut cx.problems)?;
+        Ok(cx.events)
+    }
+
+    /// Rebuilds entity `E`'s state from its command log, saves it as the stored state and
+    /// returns it. Nothing is appended and no event is re-delivered. The log is read in pages
+    /// of 1,000 commands, so a long stream replays in bounded memory.
+    ///
+    /// # Errors
+    /// [`Error::UnknownMessage`] / [`Error::Decode`] for a stored command that no longer
+    /// decodes (naming its stream and sequence), [`Error::Rejected`] if a handler now refuses a
+    /// command it once accepted, [`Error::Store`] on store faults (a command missing from the
+    /// log is [`StoreError::Gap`](crate::store::StoreError::Gap)).
+    pub(crate) async fn replay<E: Entity>(&self, id: impl Into<EntityId>) -> Result<E, Error> {
+        let stream = StreamId::of::<E>(id);
+        let (last, state) = self.rebuild_entity::<E>(&stream, None).await?;
+        let bytes = serde_json::to_vec(&state).map_err(|source| Error::Decode {
+            name: E::NAME.to_owned(),
+            stream: stream.to_string(),
+            sequence: last.0,
+            source,
+        })?;
+        let store = &self.store;
+        let current = store.get_entity(&stream).await?.map(|(v, _)| v);
+        if last > Sequence::ZERO && current.is_none_or(|v| v <= last) {
+            match store
+                .put_entity(&stream, current.unwrap_or(Sequence::ZERO), last, bytes)
+                .await
+            {
+                // A concurrent command saved a newer state: keep it, it is just as exact.
+                Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(state)
+    }
+
+    /// Entity `E`'s state after the command at a sequence, or at a point in time. Nothing is
+    /// saved.
+    ///
+    /// # Errors
+    /// As [`replay`](Self::replay).
+    pub(crate) async fn state_at<E: Entity>(
+        &self,
+        id: impl Into<EntityId>,
+        at: impl Into<At>,
+    ) -> Result<E, Error> {
+        let stream = StreamId::of::<E>(id);
+        Ok(self.rebuild_entity::<E>(&stream, Some(at.into())).await?.1)
+    }
+
+    async fn rebuild_entity<E: Entity>(
+        &self,
+        stream: &StreamId,
+        at: Option<At>,
+    ) -> Result<(Sequence, E), Error> {
+        let (to, until) = match at {
+            None => (None, None),
+            Some(At::Sequence(s)) => (Some(s), None),
+            Some(At::Time(t)) => (None, Some(t)),
+        };
+        let replayed = self
+            .replay_stream(stream, Some(StateVtable::entity::<E>()), to, until)
+            .await?;
+        let state = replayed
+            .state
+            .and_then(|s| (s as Box<dyn Any>).downcast::<E>().ok())
+            .map(|s| *s)
+            .unwrap_or_default();
+        Ok((replayed.last, state))
+    }
+
+    /// Replays entity `E`'s command log and compares the result with what is stored: the
+    /// events each command recorded, then the stored state. Catches handlers that are not
+    /// deterministic and data changed outside the framework. Commands and events are read in
+    /// pages, so a long stream is verified in bounded memory.
+    ///
+    /// # Errors
+    /// As [`replay`](Self::replay).
+    pub(crate) async fn verify<E: Entity>(
+        &self,
+        id: impl Into<EntityId>,
+    ) -> Result<Verification, Error> {
+        let stream = StreamId::of::<E>(id);
+        let vtable = StateVtable::entity::<E>();
+        // Commands and events are both read in pages, side by side: a command's events follow
+        // its predecessors' in the stream, so memory stays bounded however long the stream.
+        let mut state = Some((vtable.default)());
+        let mut last = Sequence::ZERO;
+        let mut recorded = EventPages::new(&stream);
+        // Events recorded under a command that replay does not reach: reported only if every
+        // replayed command matches (the first differing command is the more useful answer).
+        let mut orphan: Option<Sequence> = None;
+        let mut commands = CommandPages::new(&stream, None);
+        while let Some(stored) = commands.next(&*self.store).await? {
+            let emitted = self.replay_command(&stream, &stored, &mut state).await?;
+            let mut mine = Vec::new();
+            while let Some(event) = recorded.next_before(&*self.store, stored.sequence).await? {
+                if event.command_sequence < stored.sequence {
+                    orphan.get_or_insert(event.command_sequence);
+                } else {
+                    mine.push(event);
+                }
+            }
+            let mine: Vec<&RecordedEvent> = mine.iter().collect();
+            if let Some(detail) = compare_events(&emitted, &mine) {
+                return Ok(Verification::Differs {
+                    sequence: stored.sequence,
+                    detail,
+                });
+            }
+            last = stored.sequence;
+        }
+        if let Some(event) = recorded
+            .next_before(&*self.store, Sequence(u64::MAX))
+            .await?
+        {
+            orphan.get_or_insert(event.command_sequence);
+        }
+        if let Some(sequence) = orphan {
+            return Ok(Verification::Differs {
+                sequence,
+                detail: "events recorded for a command that replay did not reach".to_owned(),
+            });
+        }
+        let Some((version, bytes)) = self.store.get_entity(&stream).await? else {
+            return Ok(Verification::NoStoredState { sequence: last });
+        };
+        if version != last {
+            return Ok(Verification::Differs {
+                sequence: version.min(last).next(),
+                detail: format!(
+                    "stored state reflects sequence {version}, the log ends at {}",
+                    last
+                ),
+            });
+        }
+        let stored: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
+                name: E::NAME.to_owned(),
+                stream: stream.to_string(),
+                sequence: version.0,
+                source,
+            })?;
+        let replayed_json = match &state {
+            Some(state) => (vtable.to_json)(state.as_ref()).map_err(|source| Error::Decode {
+                name: E::NAME.to_owned(),
+                stream: stream.to_string(),
+                sequence: version.0,
+                source,
+            })?,
+            None => serde_json::Value::Null,
+        };
+        if stored != replayed_json {
+            return Ok(Verification::Differs {
+                sequence: last,
+                detail: format!("stored state {stored} but replay gives {replayed_json}"),
+            });
+        }
+        Ok(Verification::Consistent { sequence: last })
+    }
+}
+
+fn compare_events(
+    emitted: &[crate::base::message::NewEvent],
+    stored: &[&RecordedEvent],
+) -> Option<String> {
+    if emitted.len() != stored.len() {
+        return Some(format!(
+            "replay emits {} events, {} are recorded",
+            emitted.len(),
+            stored.len()
+        ));
+    }
+    for (new, old) in emitted.iter().zip(stored) {
+        if new.envelope.name != old.envelope.name {
+            return Some(format!(
+                "replay emits {}, {} is recorded",
+                new.envelope.name, old.envelope.name
+            ));
+        }
+        let a: Option<serde_json::Value> = serde_json::from_slice(&new.payload).ok();
+        let b: Option<serde_json::Value> = serde_json::from_slice(&old.payload).ok();
+        if a != b {
+            return Some(format!(
+                "replay emits {} {}, recorded {}",
+                new.envelope.name,
+                a.unwrap_or_default(),
+                b.unwrap_or_default()
+            ));
+        }
+    }
+    None
+}
