@@ -275,8 +275,8 @@ impl RecordedEvent {
     /// Decodes the payload as `E`.
     ///
     /// # Errors
-    /// [`Error::UnknownMessage`](Error::UnknownMessage) if the stored name is not `E`'s,
-    /// [`Error::Decode`](Error::Decode) if the payload does not match `E`.
+    /// [`Error::UnknownMessage`] if the stored name is not `E`'s,
+    /// [`Error::Decode`] if the payload does not match `E`.
     pub fn decode<E: Event>(&self) -> Result<E, Error> {
         if self.envelope.name != E::NAME {
             return Err(Error::UnknownMessage {
@@ -296,7 +296,7 @@ impl RecordedEvent {
     /// The payload as a JSON value (for tooling: exports, inspection).
     ///
     /// # Errors
-    /// [`Error::Decode`](Error::Decode) if the stored bytes are not JSON.
+    /// [`Error::Decode`] if the stored bytes are not JSON.
     pub fn payload_json(&self) -> Result<serde_json::Value, Error> {
         serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
             name: self.envelope.name.to_string(),

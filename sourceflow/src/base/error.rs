@@ -156,7 +156,7 @@ pub enum StoreError {
     /// A stored record cannot be read back (bad column value, unknown id format).
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    /// The store does not offer this tooling operation ([`StoreAdmin`]).
+    /// The store does not offer this tooling operation ([`StoreAdmin`](crate::store::StoreAdmin)).
     #[error("this store does not support `{0}`")]
     Unsupported(&'static str),
 }

@@ -55,7 +55,7 @@ impl SubscriberState {
 }
 
 /// A view's inline projection of a unit of work, prepared before the commit
-/// ([`Subscriber::prepare_inline`]) and settled after it ([`Subscriber::settle_inline`]).
+/// ([`Subscriber::prepare_inline`]) and settled after it ([`Prepared::settle`]).
 pub(crate) struct Prepared<'a> {
     guard: tokio::sync::MutexGuard<'a, SubscriberState>,
     cx: ViewContext,
@@ -140,7 +140,7 @@ enum Batch {
     Moved,
 }
 
-/// Progress of a long projection ([`SourceFlow::rebuild_with`]).
+/// Progress of a long projection ([`SourceFlow::rebuild_with`](crate::SourceFlow::rebuild_with)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
     /// Position reached.
@@ -409,7 +409,7 @@ impl Subscriber {
         }
     }
 
-    /// Applies events recorded in another store ([`SourceFlow::apply_remote`]): those past
+    /// Applies events recorded in another store ([`SourceFlow::apply_remote`](crate::SourceFlow::apply_remote)): those past
     /// this subscriber's position, in one batch.
     pub(crate) async fn project_remote(
         &self,

@@ -37,10 +37,10 @@ impl Drop for InFlight<'_> {
 }
 
 impl WriteSide {
-    /// [`send`](Self::send) with a caller-chosen message id (idempotency key) or correlation id.
+    /// [`send`](crate::SourceFlow::send) with a caller-chosen message id (idempotency key) or correlation id.
     ///
     /// # Errors
-    /// As [`send`](Self::send).
+    /// As [`send`](crate::SourceFlow::send).
     pub(crate) async fn send_with<C: Command, P: Projector>(
         &self,
         projector: &P,
@@ -94,7 +94,7 @@ impl WriteSide {
     /// through the local pipeline. The message id is checked for duplicates.
     ///
     /// # Errors
-    /// As [`send`](Self::send), plus [`Error::UnknownMessage`] / [`Error::Decode`] for a payload
+    /// As [`send`](crate::SourceFlow::send), plus [`Error::UnknownMessage`] / [`Error::Decode`] for a payload
     /// no registered command type matches.
     pub(crate) async fn dispatch_local<P: Projector>(
         &self,

@@ -12,7 +12,7 @@ use crate::codec::{command_record, ErasedState, StateVtable};
 use crate::context::SagaContext;
 use crate::store::{Store, StoreError};
 
-/// A point in a stream's history for [`SourceFlow::state_at`].
+/// A point in a stream's history for [`SourceFlow::state_at`](crate::SourceFlow::state_at).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum At {
     /// After the command with this sequence.
@@ -33,7 +33,7 @@ impl From<DateTime<Utc>> for At {
     }
 }
 
-/// The outcome of [`SourceFlow::verify`].
+/// The outcome of [`SourceFlow::verify`](crate::SourceFlow::verify).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verification {
     /// Replaying the command log reproduced the stored events and the stored state.
@@ -126,7 +126,7 @@ impl<'a> CommandPages<'a> {
     }
 }
 
-/// A stream's recorded events, read in pages of [`REPLAY_PAGE`] as [`SourceFlow::verify`]
+/// A stream's recorded events, read in pages of [`REPLAY_PAGE`] as [`SourceFlow::verify`](crate::SourceFlow::verify)
 /// consumes them.
 struct EventPages<'a> {
     stream: &'a StreamId,
@@ -239,7 +239,7 @@ impl WriteSide {
     /// [`Error::UnknownMessage`] / [`Error::Decode`] for a stored command that no longer
     /// decodes (naming its stream and sequence), [`Error::Rejected`] if a handler now refuses a
     /// command it once accepted, [`Error::Store`] on store faults (a command missing from the
-    /// log is [`StoreError::Gap`](crate::store::StoreError::Gap)).
+    /// log is [`StoreError::Gap`]).
     pub(crate) async fn replay<E: Entity>(&self, id: impl Into<EntityId>) -> Result<E, Error> {
         let stream = StreamId::of::<E>(id);
         let (last, state) = self.rebuild_entity::<E>(&stream, None).await?;
