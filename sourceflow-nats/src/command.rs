@@ -15,6 +15,7 @@ use sourceflow::{
 use tracing::{debug, error, warn};
 
 use crate::error::NatsError;
+use crate::pull::Puller;
 use crate::wire::{self, WireError, WireReceipt};
 use crate::Topology;
 
@@ -293,11 +294,11 @@ impl NatsCommandWorker {
         self.counters.poison.load(Ordering::Relaxed)
     }
 
-    /// Handles commands of every partition until the task is dropped or a consumer fails.
+    /// Handles commands of every partition until the task is dropped or a consumer is deleted.
     ///
     /// # Errors
     /// [`NatsError::Setup`] if the stream or a consumer cannot be created;
-    /// [`NatsError::Consume`] if pulling fails for good.
+    /// [`NatsError::Consume`] once a partition's consumer or the stream is deleted.
     pub async fn run(&self) -> Result<(), NatsError> {
         let jetstream = jetstream::new(self.client.clone());
         let stream = self.topology.ensure_command_stream(&jetstream).await?;
@@ -334,26 +335,10 @@ impl NatsCommandWorker {
         name: String,
         consumer: consumer::PullConsumer,
     ) -> Result<(), NatsError> {
-        let consume_error = |source: async_nats::Error| NatsError::Consume {
-            consumer: name.clone(),
-            source,
-        };
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(1)
-            .messages()
-            .await
-            .map_err(|e| consume_error(e.into()))?;
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => {
-                    // Missed heartbeats and the like: the stream re-issues its pull.
-                    warn!(consumer = %name, error = %e, "pull failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        // One message per pull request: the consumer hands out one at a time anyway.
+        let mut messages = Puller::new(name.clone(), consumer, 1);
+        loop {
+            let message = messages.next().await?;
             let outcome = self.handle_with_progress(&message).await;
             let ack = match outcome {
                 Outcome::Done => AckKind::Ack,
@@ -365,7 +350,6 @@ impl NatsCommandWorker {
                 warn!(consumer = %name, error = %e, "ack failed");
             }
         }
-        Err(consume_error("the message stream ended".into()))
     }
 
     /// Handles one message, telling JetStream it is still being worked on meanwhile.

@@ -15,6 +15,7 @@ use sourceflow::{Error, Position, RecordedEvent, SourceFlow};
 use tracing::{error, warn};
 
 use crate::error::NatsError;
+use crate::pull::Puller;
 use crate::wire;
 use crate::Topology;
 
@@ -261,25 +262,18 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
         format!("nats:{}", self.durable)
     }
 
-    /// Applies events until the task is dropped or the consumer fails.
+    /// Applies events until the task is dropped or the consumer is deleted.
     ///
     /// # Errors
     /// [`NatsError::Config`] for a durable name JetStream refuses, [`NatsError::Setup`] if
-    /// the stream or consumer cannot be created, [`NatsError::Consume`] if pulling fails for
-    /// good.
+    /// the stream or consumer cannot be created, [`NatsError::Consume`] once the consumer or
+    /// the stream is deleted.
     pub async fn run(&self) -> Result<(), NatsError> {
         let mut messages = event_messages(&self.client, &self.topology, &self.durable).await?;
         let key = self.position_key();
         let mut last = self.store.get_position(&key).await?;
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => {
-                    warn!(consumer = %self.durable, error = %e, "pull failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        loop {
+            let message = messages.next().await?;
             let ack = match wire::read_event(message.headers.as_ref(), &message.payload) {
                 Err(reason) => self.poison(&message.subject, &reason),
                 Ok(event) => self.apply(&key, &mut last, event).await,
@@ -288,10 +282,6 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
                 warn!(consumer = %self.durable, error = %e, "ack failed");
             }
         }
-        Err(NatsError::Consume {
-            consumer: self.durable.clone(),
-            source: "the message stream ended".into(),
-        })
     }
 
     async fn apply(&self, key: &str, last: &mut Position, event: RecordedEvent) -> AckKind {
@@ -359,7 +349,7 @@ async fn event_messages(
     client: &Client,
     topology: &Topology,
     durable: &str,
-) -> Result<consumer::pull::Stream, NatsError> {
+) -> Result<Puller, NatsError> {
     crate::check_name(durable)?;
     let jetstream = jetstream::new(client.clone());
     let stream = topology.ensure_event_stream(&jetstream).await?;
@@ -376,10 +366,8 @@ async fn event_messages(
         )
         .await
         .map_err(|e| NatsError::Setup(e.into()))?;
-    consumer.messages().await.map_err(|e| NatsError::Consume {
-        consumer: durable.to_owned(),
-        source: e.into(),
-    })
+    // One message is in flight at a time; a request for several saves pulls while they stream.
+    Ok(Puller::new(durable, consumer, 64))
 }
 
 /// Feeds remote events to the `#[view]`s and `#[aggregate]`s of a flow in this process, from
@@ -448,21 +436,14 @@ impl NatsViewFeeder {
         self.poison.load(Ordering::Relaxed)
     }
 
-    /// Applies events until the task is dropped or the consumer fails.
+    /// Applies events until the task is dropped or the consumer is deleted.
     ///
     /// # Errors
     /// As [`NatsEventSubscriber::run`].
     pub async fn run(&self) -> Result<(), NatsError> {
         let mut messages = event_messages(&self.client, &self.topology, &self.durable).await?;
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => {
-                    warn!(consumer = %self.durable, error = %e, "pull failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        loop {
+            let message = messages.next().await?;
             let ack = match wire::read_event(message.headers.as_ref(), &message.payload) {
                 Err(reason) => poison(&self.poison, &self.durable, &message.subject, &reason),
                 Ok(event) => match self.flow.apply_remote(std::slice::from_ref(&event)).await {
@@ -486,9 +467,5 @@ impl NatsViewFeeder {
                 warn!(consumer = %self.durable, error = %e, "ack failed");
             }
         }
-        Err(NatsError::Consume {
-            consumer: self.durable.clone(),
-            source: "the message stream ended".into(),
-        })
     }
 }

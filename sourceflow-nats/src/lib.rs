@@ -103,6 +103,7 @@
 mod command;
 mod error;
 mod event;
+mod pull;
 pub mod wire;
 
 use std::time::Duration;

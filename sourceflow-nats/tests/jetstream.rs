@@ -142,9 +142,16 @@ impl Fixture {
 
     /// An API-side flow whose `Step` commands go over NATS.
     async fn sender(&self, delivery: Delivery) -> SourceFlow {
+        self.sender_with_timeout(delivery, Duration::from_secs(30))
+            .await
+    }
+
+    /// An API-side flow whose `Step` commands go over NATS, waiting up to `timeout` for each
+    /// reply.
+    async fn sender_with_timeout(&self, delivery: Delivery, timeout: Duration) -> SourceFlow {
         let dispatcher = NatsCommandDispatcher::builder(self.client().await, self.topology.clone())
             .route_with::<Step>(delivery)
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .build()
             .await
             .expect("dispatcher");
@@ -342,6 +349,62 @@ async fn two_workers_handle_every_command_once_in_stream_order() {
     first_task.abort();
     second_task.abort();
     fixture.finish().await;
+}
+
+/// How long any one command may wait for its reply under load. Generous: a command is handled
+/// in milliseconds, and a partition that stops pulling stands still for tens of seconds.
+const REPLY_BOUND: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_concurrent_load_every_command_is_answered_within_seconds() {
+    let Some(env) = env("under_concurrent_load_every_command_is_answered_within_seconds") else {
+        return;
+    };
+    // One worker: no other worker's pull request can hide a partition that stopped pulling.
+    let fixture = Fixture::new(env, 8).await;
+    let (worker, task) = fixture.spawn_worker().await;
+    let sender = fixture
+        .sender_with_timeout(Delivery::Reply, REPLY_BOUND)
+        .await;
+
+    // 32 senders, one stream each, each sending its steps back to back.
+    const SENDERS: usize = 32;
+    const PER_SENDER: u64 = 100;
+    let per_sender = (0..SENDERS).map(|s| {
+        let sender = sender.clone();
+        async move {
+            let mut slow = Vec::new();
+            for n in 1..=PER_SENDER {
+                let sent = Instant::now();
+                let result = sender.send(format!("ledger-{s}"), Step { n }).await;
+                let waited = sent.elapsed();
+                match result {
+                    Ok(receipt) if waited <= REPLY_BOUND => {
+                        assert_eq!(receipt.sequence.0, n, "ledger-{s} step {n}");
+                    }
+                    Ok(_) => slow.push(format!("ledger-{s} step {n}: answered after {waited:?}")),
+                    Err(e) => {
+                        slow.push(format!("ledger-{s} step {n}: {e} (after {waited:?})"));
+                        // The stream's next steps would only queue behind this one.
+                        break;
+                    }
+                }
+            }
+            slow
+        }
+    });
+    let slow: Vec<String> = join_all(per_sender).await.into_iter().flatten().collect();
+    let handled = worker.handled();
+    task.abort();
+    fixture.finish().await;
+    assert!(
+        slow.is_empty(),
+        "{} of {} commands waited longer than {REPLY_BOUND:?} for their reply:\n{}",
+        slow.len(),
+        SENDERS as u64 * PER_SENDER,
+        slow.join("\n")
+    );
+    assert_eq!(handled, SENDERS as u64 * PER_SENDER);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
