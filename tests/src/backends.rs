@@ -24,39 +24,50 @@ impl Backend {
 }
 
 /// A fresh `MemoryStore`.
-pub async fn memory() -> Option<Backend> {
-    Some(Backend {
+pub async fn memory() -> Backend {
+    Backend {
         store: Arc::new(MemoryStore::new()),
         _dir: None,
         schema: None,
-    })
+    }
 }
 
 /// A `SqliteStore` on a new file in a temporary directory.
-pub async fn sqlite_file() -> Option<Backend> {
+pub async fn sqlite_file() -> Backend {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = sourceflow_sqlx::SqliteStore::open(dir.path().join("test.db"))
         .await
         .expect("open a SQLite file");
-    Some(Backend {
+    Backend {
         store: Arc::new(store),
         _dir: Some(dir),
         schema: None,
-    })
+    }
 }
 
-/// A `PostgresStore` in a new schema, or `None` when `SOURCEFLOW_PG_URL` is not set.
-pub async fn postgres() -> Option<Backend> {
-    let url = std::env::var("SOURCEFLOW_PG_URL").ok()?;
+/// The Postgres server of the Postgres tests, `SOURCEFLOW_PG_URL`.
+///
+/// Those tests are ignored unless the variable was set when they were built
+/// (`cfg(sourceflow_pg)`); one run without it fails here instead of passing untested.
+pub fn pg_url() -> String {
+    std::env::var("SOURCEFLOW_PG_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .expect("SOURCEFLOW_PG_URL names the Postgres server of the Postgres tests")
+}
+
+/// A `PostgresStore` in a new schema of the server at [`pg_url`].
+pub async fn postgres() -> Backend {
+    let url = pg_url();
     let schema = format!("sf_test_{}", uuid::Uuid::new_v4().simple());
     let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema)
         .await
         .expect("connect to SOURCEFLOW_PG_URL");
-    Some(Backend {
+    Backend {
         store: Arc::new(store),
         _dir: None,
         schema: Some((url, schema)),
-    })
+    }
 }
 
 /// Drops a test schema (names are generated here, so they are plain identifiers).

@@ -1,5 +1,8 @@
-//! Shared test code: runtime scenarios and the store conformance suite, written once and run
-//! against every backend.
+//! Shared test code: runtime scenarios written once and run against every backend, fresh
+//! backends for them, and the conformance kit's record builders for backend-specific tests.
+//!
+//! The Postgres tests are ignored unless `SOURCEFLOW_PG_URL` is set when they are built
+//! (`cfg(sourceflow_pg)`, set by `build.rs`).
 
 pub mod backends;
 pub mod conformance;

@@ -526,12 +526,13 @@ pub fn comparable(
 
 /// Instantiates every runtime scenario as a `#[tokio::test]` for one backend.
 ///
-/// `$factory` is a path to an async fn returning `Option<Backend>` (see [`crate::backends`]);
-/// `None` skips the test (a backend that is not configured on this machine).
+/// `$factory` is a path to an async fn returning a fresh [`Backend`](crate::backends::Backend);
+/// the attributes before it are put on every test (the Postgres suite's `ignore` when
+/// `SOURCEFLOW_PG_URL` is not set).
 #[macro_export]
 macro_rules! runtime_suite {
-    ($factory:path) => {
-        $crate::runtime_suite!(@tests $factory;
+    ($(#[$attribute:meta])* $factory:path) => {
+        $crate::runtime_suite!(@tests [$(#[$attribute])*] $factory;
             end_to_end_chain,
             contention_on_one_stream,
             replay_and_rebuild_match_live,
@@ -552,18 +553,17 @@ macro_rules! runtime_suite {
             remote_events_apply_exactly_once,
         );
     };
-    (@tests $factory:path; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some(backend) = $factory().await else {
-                    eprintln!("skipped: backend not configured (set SOURCEFLOW_PG_URL)");
-                    return;
-                };
-                $crate::scenarios::$name(backend.store.clone()).await;
-                backend.finish().await;
-            }
-        )*
+    (@tests $attributes:tt $factory:path; $($name:ident),* $(,)?) => {
+        $($crate::runtime_suite!(@test $attributes $factory; $name);)*
+    };
+    (@test [$(#[$attribute:meta])*] $factory:path; $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attribute])*
+        async fn $name() {
+            let backend = $factory().await;
+            $crate::scenarios::$name(backend.store.clone()).await;
+            backend.finish().await;
+        }
     };
 }
 

@@ -1,11 +1,11 @@
 //! The store conformance suite on `MemoryStore`, the reference the SQL stores are held to.
 
 use sourceflow::MemoryStore;
-use sourceflow_tests::conformance::Fixture;
-use sourceflow_tests::conformance_suite;
+use sourceflow_testkit::{store_conformance, Fixture};
 
-async fn memory() -> Option<Fixture> {
-    Some(Fixture::new(MemoryStore::new()))
+store_conformance! {
+    mod memory {
+        fixture: Fixture::new(MemoryStore::new()),
+        groups: [core, inline, admin],
+    }
 }
-
-conformance_suite!(memory, memory());

@@ -2,8 +2,7 @@
 //! the end), plus the Postgres-specific checks: gaps on read, and the visibility rule that
 //! keeps catch-up readers from skipping events that commit late.
 //!
-//! Every test returns early, printing "skipped: SOURCEFLOW_PG_URL not set", without
-//! `SOURCEFLOW_PG_URL`.
+//! Ignored unless `SOURCEFLOW_PG_URL` is set when the tests are built.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,16 +12,9 @@ use std::time::Duration;
 use sourceflow::store::{Store, StoreError};
 use sourceflow::{Position, RecordedEvent, Sequence};
 use sourceflow_sqlx::PostgresStore;
-use sourceflow_tests::conformance::{self, Fixture};
-use sourceflow_tests::conformance_suite;
-
-fn url() -> Option<String> {
-    let url = std::env::var("SOURCEFLOW_PG_URL").ok();
-    if url.is_none() {
-        eprintln!("skipped: SOURCEFLOW_PG_URL not set");
-    }
-    url
-}
+use sourceflow_testkit::{store_conformance, Fixture};
+use sourceflow_tests::backends::pg_url as url;
+use sourceflow_tests::conformance;
 
 async fn drop_schema(url: &str, schema: &str) {
     use sqlx::{Connection, Executor};
@@ -36,8 +28,8 @@ async fn drop_schema(url: &str, schema: &str) {
 }
 
 /// A store in a fresh schema, and that schema's name.
-async fn fresh() -> Option<(PostgresStore, String, String)> {
-    let url = url()?;
+async fn fresh() -> (PostgresStore, String, String) {
+    let url = url();
     let schema = format!("sf_conf_{}", uuid::Uuid::now_v7().simple());
     let store = PostgresStore::builder(&url)
         .schema(&schema)
@@ -45,25 +37,30 @@ async fn fresh() -> Option<(PostgresStore, String, String)> {
         .connect()
         .await
         .expect("connect to SOURCEFLOW_PG_URL");
-    Some((store, url, schema))
+    (store, url, schema)
 }
 
-async fn postgres() -> Option<Fixture> {
-    let (store, url, schema) = fresh().await?;
+async fn postgres() -> Fixture {
+    let (store, url, schema) = fresh().await;
     let pool = store.pool().clone();
-    Some(Fixture::with_cleanup(store, async move {
+    Fixture::with_cleanup(store, async move {
         pool.close().await;
         drop_schema(&url, &schema).await;
-    }))
+    })
 }
 
-conformance_suite!(postgres, postgres());
+store_conformance! {
+    #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+    mod postgres {
+        fixture: postgres().await,
+        groups: [core, inline, admin],
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn gaps_are_reported_on_read() {
-    let Some((store, url, schema)) = fresh().await else {
-        return;
-    };
+    let (store, url, schema) = fresh().await;
     let s = conformance::stream("conf.Account", "gap");
     for i in 0..2 {
         store.commit(conformance::unit(&s, i, 1)).await.unwrap();
@@ -93,8 +90,9 @@ async fn gaps_are_reported_on_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn schema_names_are_validated() {
-    let Some(url) = url() else { return };
+    let url = url();
     let result = PostgresStore::connect_with_schema(&url, "bad\"; DROP SCHEMA public; --").await;
     assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
 }
@@ -102,10 +100,9 @@ async fn schema_names_are_validated() {
 /// Four writers commit concurrently (to their own streams and to one they share) while a
 /// catch-up reader polls `read_all`: it sees every event exactly once, in position order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn a_catch_up_reader_sees_every_event_once_in_order() {
-    let Some((store, url, schema)) = fresh().await else {
-        return;
-    };
+    let (store, url, schema) = fresh().await;
     let store: Arc<dyn Store> = Arc::new(store);
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
@@ -186,10 +183,9 @@ async fn a_catch_up_reader_sees_every_event_once_in_order() {
 /// position and committing first, so a reader never sees a position whose lower neighbour
 /// appears afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn a_late_commit_with_a_lower_position_is_not_skipped() {
-    let Some((store, url, schema)) = fresh().await else {
-        return;
-    };
+    let (store, url, schema) = fresh().await;
     let result = late_commit(&store).await;
     store.pool().close().await;
     drop_schema(&url, &schema).await;
@@ -269,9 +265,10 @@ async fn late_commit(store: &PostgresStore) -> Result<(), Box<dyn std::any::Any 
 
 /// `from_pool` takes the pool's own schema (its search_path) and derives the lock key from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn from_pool_uses_the_pools_schema() {
     use sqlx::Executor;
-    let Some(url) = url() else { return };
+    let url = url();
     let schema = format!("sf_pool_{}", uuid::Uuid::now_v7().simple());
     let setup = sqlx::PgPool::connect(&url).await.unwrap();
     setup

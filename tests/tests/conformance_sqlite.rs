@@ -6,27 +6,38 @@ use std::sync::Arc;
 use sourceflow::store::{Store, StoreAdmin, StoreError};
 use sourceflow::{Position, Sequence, StreamId};
 use sourceflow_sqlx::SqliteStore;
-use sourceflow_tests::conformance::{self, Fixture};
-use sourceflow_tests::conformance_suite;
+use sourceflow_testkit::{store_conformance, Fixture};
+use sourceflow_tests::conformance;
 
-async fn sqlite_file() -> Option<Fixture> {
+async fn sqlite_file() -> Fixture {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = SqliteStore::open(dir.path().join("conformance.db"))
         .await
         .expect("open a SQLite file");
-    Some(Fixture::with_cleanup(store, async move { drop(dir) }))
+    Fixture::with_cleanup(store, async move { drop(dir) })
 }
 
-async fn sqlite_memory() -> Option<Fixture> {
-    Some(Fixture::new(
+async fn sqlite_memory() -> Fixture {
+    Fixture::new(
         SqliteStore::memory()
             .await
             .expect("open an in-memory SQLite store"),
-    ))
+    )
 }
 
-conformance_suite!(file, sqlite_file());
-conformance_suite!(memory, sqlite_memory());
+store_conformance! {
+    mod file {
+        fixture: sqlite_file().await,
+        groups: [core, inline, admin],
+    }
+}
+
+store_conformance! {
+    mod memory {
+        fixture: sqlite_memory().await,
+        groups: [core, inline, admin],
+    }
+}
 
 /// A raw connection to the file, as another tool (or a crash mid-write by a buggy writer)
 /// would change it.

@@ -8,11 +8,9 @@ use sourceflow::prelude::*;
 use sourceflow_tests::scenarios::{Add, TallyModel};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn subscribe_and_views_deliver_a_late_commit_in_order() {
-    let Ok(url) = std::env::var("SOURCEFLOW_PG_URL") else {
-        eprintln!("skipped: SOURCEFLOW_PG_URL not set");
-        return;
-    };
+    let url = sourceflow_tests::backends::pg_url();
     let schema = format!("sf_late_{}", uuid::Uuid::new_v4().simple());
     let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema)
         .await

@@ -1,5 +1,6 @@
 //! Real OS processes sharing one database: concurrent writers, and a writer killed with
-//! SIGKILL in the middle of a load.
+//! SIGKILL in the middle of a load, on a SQLite file and on Postgres (ignored unless
+//! `SOURCEFLOW_PG_URL` is set when the tests are built).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -47,18 +48,18 @@ async fn sqlite() -> Shared {
     }
 }
 
-async fn postgres() -> Option<Shared> {
-    let url = std::env::var("SOURCEFLOW_PG_URL").ok()?;
+async fn postgres() -> Shared {
+    let url = sourceflow_tests::backends::pg_url();
     let schema = format!("sf_proc_{}", uuid::Uuid::new_v4().simple());
     let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema)
         .await
         .unwrap();
-    Some(Shared {
+    Shared {
         spec: format!("postgres:{url}#{schema}"),
         store: Arc::new(store),
         _dir: None,
         cleanup: Some((url, schema)),
-    })
+    }
 }
 
 fn spawn(spec: &str, mode: &str, key: &str, count: u64) -> std::process::Child {
@@ -211,12 +212,9 @@ async fn sqlite_two_processes_one_account() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn postgres_two_processes_one_account() {
-    let Some(shared) = postgres().await else {
-        eprintln!("skipped: SOURCEFLOW_PG_URL not set");
-        return;
-    };
-    two_writers_one_account(shared).await;
+    two_writers_one_account(postgres().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,10 +223,7 @@ async fn sqlite_writer_killed_mid_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn postgres_writer_killed_mid_load() {
-    let Some(shared) = postgres().await else {
-        eprintln!("skipped: SOURCEFLOW_PG_URL not set");
-        return;
-    };
-    writer_killed_mid_load(shared).await;
+    writer_killed_mid_load(postgres().await).await;
 }

@@ -1,3 +1,7 @@
-//! The runtime scenarios on `PostgresStore` (when `SOURCEFLOW_PG_URL` is set).
+//! The runtime scenarios on `PostgresStore`, ignored unless `SOURCEFLOW_PG_URL` is set when the
+//! tests are built.
 
-sourceflow_tests::runtime_suite!(sourceflow_tests::backends::postgres);
+sourceflow_tests::runtime_suite!(
+    #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+    sourceflow_tests::backends::postgres
+);
