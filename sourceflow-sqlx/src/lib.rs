@@ -6,7 +6,9 @@
 //! scenarios against all three): dense per-stream sequences, optimistic appends that fail with
 //! [`StoreError::Conflict`](sourceflow::store::StoreError::Conflict) instead of overwriting,
 //! gaps reported on read, idempotent message ids, atomic units of work, and a global log whose
-//! positions become visible in order.
+//! positions become visible in order. Both are a [`SqlStore`] over their backend: the reads of
+//! the contract (their queries, bounds and row mapping) are written once for both, and each
+//! backend brings its connections, its commit path and its error classification.
 //!
 //! ```
 //! use sourceflow::store::{Store, UnitOfWork};
@@ -128,6 +130,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use retry::Backoff;
+pub use sql::SqlStore;
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
