@@ -6,6 +6,8 @@
 //!
 //! Ignored unless `SOURCEFLOW_PG_URL` is set when the tests are built.
 
+mod support;
+
 use std::borrow::Cow;
 use std::path::Path;
 
@@ -23,6 +25,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor};
 use uuid::Uuid;
+
+use support::envelope;
 
 /// A new, empty schema and a pool whose connections use it.
 async fn schema_pool(url: &str, prefix: &str) -> (PgPool, String) {
@@ -128,18 +132,6 @@ fn id(n: u32) -> Uuid {
 
 fn json_of(payload: &[u8]) -> Value {
     serde_json::from_slice(payload).expect("a JSON payload")
-}
-
-fn envelope(stream: &StreamId, name: &'static str, second: u32) -> Envelope {
-    Envelope {
-        message_id: Uuid::now_v7(),
-        name: name.into(),
-        version: 1,
-        stream: stream.clone(),
-        correlation_id: Uuid::now_v7(),
-        causation_id: None,
-        timestamp: at(second),
-    }
 }
 
 /// The functions and the columns of the tables in `schema`, with the schema's name taken out.
@@ -308,13 +300,13 @@ async fn upgrade(url: String, old: PgPool, schema: String, fresh_pool: PgPool) {
     let unit = UnitOfWork {
         expected: Sequence(2),
         command: StoredCommand {
-            envelope: envelope(&a, "up.Deposit", 4),
+            envelope: envelope(&a, "up.Deposit", at(4)),
             sequence: Sequence::ZERO,
             payload: br#"{"amount":5}"#.to_vec(),
         },
         entity: Some(r#"{"owner":"Zoë","balance":105}"#.as_bytes().to_vec()),
         events: vec![NewEvent {
-            envelope: envelope(&a, "up.Deposited", 4),
+            envelope: envelope(&a, "up.Deposited", at(4)),
             payload: br#"{"amount":5,"balance":105}"#.to_vec(),
         }],
         outbox: vec![],
@@ -349,7 +341,7 @@ async fn upgrade(url: String, old: PgPool, schema: String, fresh_pool: PgPool) {
     let resent_old = StoredCommand {
         envelope: Envelope {
             message_id: id(0xa),
-            ..envelope(&a, "up.Open", 1)
+            ..envelope(&a, "up.Open", at(1))
         },
         sequence: Sequence::ZERO,
         payload: r#"{"owner":"Zoë","limit":1.5}"#.as_bytes().to_vec(),
@@ -371,7 +363,7 @@ async fn upgrade(url: String, old: PgPool, schema: String, fresh_pool: PgPool) {
             &b,
             Sequence(1),
             vec![NewEvent {
-                envelope: envelope(&b, "up.Flagged", 5),
+                envelope: envelope(&b, "up.Flagged", at(5)),
                 payload: br#"{"flag":true}"#.to_vec(),
             }],
         )

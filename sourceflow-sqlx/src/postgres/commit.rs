@@ -2,7 +2,7 @@
 //! statement, anything else through `sf_commit_inline`), events appended without a command,
 //! and projection batches; with the parallel arrays these statements take.
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use sourceflow::message::NewEvent;
 use sourceflow::store::{
     InlineProjection, OutboxMessage, ProjectionCommit, StoreError, UnitOfWork,
@@ -16,15 +16,9 @@ use super::error::{classify, is_event_sequence_taken, is_unique_violation};
 use super::queries::{APPEND_EVENTS, COMMIT_INLINE, COMMIT_ONE, COMMIT_PROJECTION};
 use super::{conflict, get, Postgres};
 use crate::sql::read;
-use crate::sql::values::{db_int, from_db, payload_text};
+use crate::sql::values::{db_int, from_db, micros, payload_text};
 use crate::sql::write::Written;
 use crate::sql::{last_writes, Backend};
-
-/// Postgres keeps microseconds: receipts report what was stored.
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(t)
-}
 
 impl Postgres {
     /// A unit of work in one round trip: the common shape as one statement (`COMMIT_ONE`), anything else through
@@ -348,7 +342,7 @@ impl<'q> BindEnvelope<'q> for Query<'q, sqlx::Postgres, PgArguments> {
             .bind(i64::from(envelope.version))
             .bind(envelope.correlation_id)
             .bind(envelope.causation_id)
-            .bind(envelope.timestamp)
+            .bind(micros(envelope.timestamp))
     }
 }
 
@@ -374,7 +368,10 @@ impl<'a> EventArrays<'a> {
                 .collect(),
             correlations: events.iter().map(|e| e.envelope.correlation_id).collect(),
             causations: events.iter().map(|e| e.envelope.causation_id).collect(),
-            times: events.iter().map(|e| e.envelope.timestamp).collect(),
+            times: events
+                .iter()
+                .map(|e| micros(e.envelope.timestamp))
+                .collect(),
             payloads: events
                 .iter()
                 .map(|e| payload_text(&e.payload, "event payload"))
@@ -383,7 +380,7 @@ impl<'a> EventArrays<'a> {
     }
 
     /// The recorded events, once the store has given them sequences after `last`,
-    /// `positions`, and stored `payloads` (JSONB text: what a later read returns).
+    /// `positions`, and stored `payloads` (what a later read returns).
     fn recorded(
         events: &[NewEvent],
         stream: &StreamId,
@@ -451,7 +448,10 @@ impl<'a> OutboxArrays<'a> {
                 .collect(),
             correlations: messages.iter().map(|m| m.envelope.correlation_id).collect(),
             causations: messages.iter().map(|m| m.envelope.causation_id).collect(),
-            times: messages.iter().map(|m| m.envelope.timestamp).collect(),
+            times: messages
+                .iter()
+                .map(|m| micros(m.envelope.timestamp))
+                .collect(),
             payloads: messages
                 .iter()
                 .map(|m| payload_text(&m.payload, "outbox payload"))

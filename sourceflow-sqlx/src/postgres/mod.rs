@@ -1,4 +1,4 @@
-//! The Postgres store: several processes sharing one database, JSONB payloads, a pool.
+//! The Postgres store: several processes sharing one database, exact JSON payloads, a pool.
 //!
 //! # One round trip per command
 //! A unit of work is one statement in its own transaction: the optimistic command append (a
@@ -61,7 +61,8 @@ use error::{classify, is_unique_violation};
 pub use migrate::{UnknownMigration, MIGRATOR, RETIRED};
 use queries::*;
 
-/// The Postgres store: one shared log for many processes, JSONB payloads, a connection pool.
+/// The Postgres store: one shared log for many processes, exact JSON payloads, a connection
+/// pool.
 ///
 /// Cheap to clone (clones share the pool). See the [module docs](self) for how commits take
 /// one round trip and how positions become visible in order. A [`SqlStore`] on the
@@ -176,6 +177,11 @@ impl Columns for PgRow {
     }
 }
 
+/// The earliest instant a `timestamptz` holds (4714-11-24 BC, year -4713).
+fn earliest_timestamp() -> DateTime<Utc> {
+    DateTime::from_timestamp(-210_866_803_200, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 fn conflict(stream: &StreamId, expected: Sequence) -> StoreError {
     StoreError::Conflict {
         stream: stream.clone(),
@@ -235,7 +241,8 @@ impl Backend for Postgres {
             Param::OptionalText(text) => query.bind(text),
             Param::Int(value) => query.bind(value),
             Param::Uuid(id) => query.bind(id),
-            Param::Time(time) => query.bind(time),
+            // `timestamptz` starts at 4714-11-24 BC; an earlier bound means the same.
+            Param::Time(time) => query.bind(time.max(earliest_timestamp())),
         }
     }
 

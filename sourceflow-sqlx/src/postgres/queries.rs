@@ -33,7 +33,7 @@ pub(super) const COMMIT_INLINE: &str = "SELECT r_status, r_sequence, r_first_eve
 pub(super) const COMMIT_ONE: &str = "WITH cmd AS ( \
        INSERT INTO sf_commands (stream_type, stream_id, sequence, message_id, name, version, \
                                 correlation_id, causation_id, created_at, payload) \
-       SELECT $2, $3, $4 + 1, $5, $6, $7, $8, $9, $10, $11::jsonb \
+       SELECT $2, $3, $4 + 1, $5, $6, $7, $8, $9, $10, $11::json \
         WHERE coalesce((SELECT c.sequence FROM sf_commands c \
                          WHERE c.stream_type = $2 AND c.stream_id = $3 \
                          ORDER BY c.sequence DESC LIMIT 1), 0) = $4 \
@@ -41,7 +41,7 @@ pub(super) const COMMIT_ONE: &str = "WITH cmd AS ( \
        RETURNING sequence), \
      ent AS ( \
        INSERT INTO sf_entities AS s (entity_type, entity_id, version, state, updated_at) \
-       SELECT $2, $3, cmd.sequence, $12::jsonb, now() FROM cmd \
+       SELECT $2, $3, cmd.sequence, $12::json, now() FROM cmd \
        ON CONFLICT (entity_type, entity_id) DO UPDATE \
        SET version = EXCLUDED.version, state = EXCLUDED.state, \
            updated_at = EXCLUDED.updated_at), \
@@ -52,7 +52,7 @@ pub(super) const COMMIT_ONE: &str = "WITH cmd AS ( \
        SELECT $2, $3, coalesce((SELECT e.sequence FROM sf_events e \
                                  WHERE e.stream_type = $2 AND e.stream_id = $3 \
                                  ORDER BY e.sequence DESC LIMIT 1), 0) + 1, \
-              lk.sequence, $13, $14, $15, $16, $17, $18, $19::jsonb FROM lk \
+              lk.sequence, $13, $14, $15, $16, $17, $18, $19::json FROM lk \
        RETURNING position, sequence, payload::text AS payload), \
      pos AS ( \
        UPDATE sf_positions s SET position = ev.position, updated_at = now() FROM ev \
@@ -70,7 +70,7 @@ pub(super) const COMMIT_ONE: &str = "WITH cmd AS ( \
      moved AS (SELECT 1 FROM pos UNION ALL SELECT 1 FROM pos0), \
      mdl AS ( \
        INSERT INTO sf_view_models AS m (model_type, model_id, state, updated_at) \
-       SELECT $24, $25, $26::jsonb, now() FROM moved \
+       SELECT $24, $25, $26::json, now() FROM moved \
        ON CONFLICT (model_type, model_id) DO UPDATE \
        SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at) \
      SELECT cmd.sequence, ev.position, ev.sequence, ev.payload, EXISTS (SELECT 1 FROM moved) \
@@ -84,16 +84,16 @@ pub(super) const COMMIT_PROJECTION: &str =
 pub(super) const INSERT_COMMAND: &str =
     "INSERT INTO sf_commands (stream_type, stream_id, sequence, \
      message_id, name, version, correlation_id, causation_id, created_at, payload) \
-     SELECT $1, $2, $3 + 1, $4, $5, $6, $7, $8, $9, $10::jsonb \
+     SELECT $1, $2, $3 + 1, $4, $5, $6, $7, $8, $9, $10::json \
      WHERE COALESCE((SELECT sequence FROM sf_commands WHERE stream_type = $1 \
             AND stream_id = $2 ORDER BY sequence DESC LIMIT 1), 0) = $3";
 pub(super) const PUT_ENTITY_NEW: &str =
     "INSERT INTO sf_entities AS s (entity_type, entity_id, version, \
-     state, updated_at) VALUES ($1, $2, $3, $4::jsonb, now()) \
+     state, updated_at) VALUES ($1, $2, $3, $4::json, now()) \
      ON CONFLICT (entity_type, entity_id) DO UPDATE \
      SET version = EXCLUDED.version, state = EXCLUDED.state, updated_at = EXCLUDED.updated_at \
      WHERE s.version = 0";
-pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = $3, state = $4::jsonb, \
+pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = $3, state = $4::json, \
      updated_at = now() WHERE entity_type = $1 AND entity_id = $2 AND version = $5";
 pub(super) const DELETE_ENTITY: &str =
     "DELETE FROM sf_entities WHERE entity_type = $1 AND entity_id = $2";
@@ -105,7 +105,7 @@ pub(super) const GET_ENTITY_WITH_MODELS: &str = "SELECT 0::bigint AS n, version,
      JOIN sf_view_models m ON m.model_type = u.model_type AND m.model_id = u.model_id";
 pub(super) const PUT_MODEL: &str =
     "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
-     VALUES ($1, $2, $3::jsonb, now()) ON CONFLICT (model_type, model_id) DO UPDATE \
+     VALUES ($1, $2, $3::json, now()) ON CONFLICT (model_type, model_id) DO UPDATE \
      SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at";
 pub(super) const DELETE_MODEL: &str =
     "DELETE FROM sf_view_models WHERE model_type = $1 AND model_id = $2";

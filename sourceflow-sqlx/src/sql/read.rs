@@ -15,7 +15,7 @@ use super::queries::*;
 use super::rows::{
     entity_row, log_events, model_row, outbox_row, receipt, stream_commands, stream_events, Columns,
 };
-use super::values::{db_int, db_limit, from_db};
+use super::values::{bound, db_limit, from_db, time_bound};
 use super::Backend;
 
 /// A query on database `DB` with its arguments.
@@ -71,7 +71,7 @@ pub(crate) enum Param<'a> {
     Int(i64),
     /// A UUID column value.
     Uuid(Uuid),
-    /// A timestamp column value.
+    /// A time-range bound, in whole microseconds.
     Time(DateTime<Utc>),
 }
 
@@ -107,16 +107,8 @@ async fn stream_range<B: Backend>(
     to: Option<Sequence>,
 ) -> Result<Vec<<B::Db as Database>::Row>, StoreError> {
     let [entity_type, id] = stream_key(stream);
-    let to = match to {
-        Some(to) => db_int(to.0, "sequence")?,
-        None => i64::MAX,
-    };
-    let params = [
-        entity_type,
-        id,
-        Param::Int(db_int(from.0, "sequence")?),
-        Param::Int(to),
-    ];
+    let to = to.map_or(i64::MAX, |to| bound(to.0));
+    let params = [entity_type, id, Param::Int(bound(from.0)), Param::Int(to)];
     fetch(backend, what, sql, &params).await
 }
 
@@ -175,10 +167,7 @@ pub(crate) async fn read_all<B: Backend>(
     after: Position,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let params = [
-        Param::Int(db_int(after.0, "position")?),
-        Param::Int(db_limit(limit)),
-    ];
+    let params = [Param::Int(bound(after.0)), Param::Int(db_limit(limit))];
     let rows = fetch(backend, "read_all", READ_ALL, &params).await?;
     log_events(&rows)
 }
@@ -191,9 +180,9 @@ pub(crate) async fn read_between<B: Backend>(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let params = [
-        Param::Time(from),
-        Param::Time(to),
-        Param::Int(db_int(after.0, "position")?),
+        Param::Time(time_bound(from)),
+        Param::Time(time_bound(to)),
+        Param::Int(bound(after.0)),
         Param::Int(db_limit(limit)),
     ];
     let rows = fetch(backend, "read_between", READ_BETWEEN, &params).await?;

@@ -2,7 +2,7 @@
 //! RFC 3339 UTC text, payloads as JSON text; and [`Columns`] over the readers' rows (sqlx) and
 //! the writer's rows (rusqlite).
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use rusqlite::types::Value;
 use sourceflow::store::StoreError;
 use sqlx::sqlite::SqliteRow;
@@ -10,11 +10,25 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::sql::rows::Columns;
-use crate::sql::values::corrupt;
+use crate::sql::values::{corrupt, micros};
 
-/// Timestamps as fixed-width UTC text: readable, and text order is time order.
+/// Timestamps as fixed-width UTC text, in whole microseconds (as every backend keeps them):
+/// readable, and text order is time order. The nine fraction digits keep the width of the text
+/// that files written before timestamps were truncated hold.
 pub(super) fn time_text(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+    micros(*t).to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// A time-range bound as text that compares with stored timestamps as the instants compare.
+/// Text order is time order for the years 0000 to 9999 (a later year is written `+10000-...`,
+/// which sorts first): a bound past 9999 (say, `DateTime::MAX_UTC` for "until the end") is the
+/// last instant of 9999. A bound before year 0 sorts before every stored text, as it should.
+pub(super) fn bound_text(t: &DateTime<Utc>) -> String {
+    if t.year() > 9999 {
+        "9999-12-31T23:59:59.999999999Z".to_owned()
+    } else {
+        time_text(t)
+    }
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {

@@ -31,7 +31,7 @@ use crate::retry::Backoff;
 use crate::sql::read::{Param, Query, ReadQueries};
 use crate::sql::write::{Write, Written};
 use crate::sql::{Backend, SqlStore};
-use columns::time_text;
+use columns::bound_text;
 use open::Location;
 pub use open::{SqliteStoreBuilder, MIGRATOR};
 use writer::{Job, WriterStats};
@@ -169,7 +169,7 @@ impl Backend for Sqlite {
             Param::OptionalText(text) => query.bind(text),
             Param::Int(value) => query.bind(value),
             Param::Uuid(id) => query.bind(id.to_string()),
-            Param::Time(time) => query.bind(time_text(&time)),
+            Param::Time(time) => query.bind(bound_text(&time)),
         }
     }
 

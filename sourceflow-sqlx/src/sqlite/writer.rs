@@ -37,7 +37,7 @@ use crate::retry::Backoff;
 use crate::sql::last_writes;
 use crate::sql::queries::LAST_SEQUENCE;
 use crate::sql::rows::receipt;
-use crate::sql::values::{db_int, from_db, payload_text};
+use crate::sql::values::{db_int, from_db, micros, payload_text};
 use crate::sql::write::{Write, Written};
 
 /// A queued write and where its answer goes.
@@ -667,6 +667,7 @@ fn recorded(
 ) -> Result<RecordedEvent, StoreError> {
     let mut envelope = event.envelope.clone();
     envelope.stream = stream.clone();
+    envelope.timestamp = micros(envelope.timestamp);
     Ok(RecordedEvent {
         envelope,
         sequence,
