@@ -550,3 +550,17 @@ async fn non_finite_floats_are_refused_before_commit() {
         assert_eq!(answers, ["invalid"; 3], "{kind:?}");
     }
 }
+
+/// Payloads nested deeper than the decoder reads are refused before commit, on memory, SQLite
+/// and (built with `SOURCEFLOW_PG_URL`) Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the runtime accepts a payload nested deeper than serde_json decodes (128 levels), \
+            then replay cannot decode it: send must refuse it with Error::Invalid before \
+            commit (issue 18)"]
+async fn payloads_deeper_than_the_decoder_reads_are_refused_before_commit() {
+    let deep = || vec![(0..100).fold(Tree::Null, |tree, _| Tree::List(vec![tree]))];
+    for kind in available() {
+        let answers = on(kind, |store| answers_to(store, deep())).await;
+        assert_eq!(answers, ["invalid"], "{kind:?}");
+    }
+}
