@@ -6,7 +6,9 @@
 //! scenarios against all three): dense per-stream sequences, optimistic appends that fail with
 //! [`StoreError::Conflict`](sourceflow::store::StoreError::Conflict) instead of overwriting,
 //! gaps reported on read, idempotent message ids, atomic units of work, and a global log whose
-//! positions become visible in order.
+//! positions become visible in order. Both are a [`SqlStore`] over their backend: the reads of
+//! the contract (their queries, bounds and row mapping) are written once for both, and each
+//! backend brings its connections, its commit path and its error classification.
 //!
 //! ```
 //! use sourceflow::store::{Store, UnitOfWork};
@@ -92,15 +94,43 @@
 //! and positions (about 15 s per million events and commands on a 2-core VM).
 //!
 //! # Postgres
-//! JSONB payloads (whitespace and key order are normalised by the server: payloads read back
-//! are equal as JSON, not byte for byte), timestamps with microsecond precision, optional
-//! per-store schema ([`PostgresStore::connect_with_schema`]). A command commits in one round
+//! Payloads and states in `json` columns (the exact text written, checked to be JSON; see
+//! [Data fidelity](#data-fidelity)), optional per-store schema
+//! ([`PostgresStore::connect_with_schema`]). A command commits in one round
 //! trip (one call of a server-side function). **Serialised appends** make positions visible
 //! in order: every transaction that inserts events takes a transaction-scoped advisory lock
 //! right before inserting them and holds it to commit, so a catch-up reader of
 //! [`read_all`](sourceflow::store::Store::read_all) never skips an event that commits late
 //! with a lower position. The cost is that event appends (not the rest of the unit of work)
 //! commit one at a time per schema; see [`postgres`] for the details.
+//!
+//! # Data fidelity
+//! One rule on every backend, [`MemoryStore`](sourceflow::MemoryStore) included: **what is
+//! written reads back identical**, so nothing has to be refused for a backend's sake.
+//! - Payloads and states (commands, events, entity states, view models, outbox entries) are
+//!   stored as the exact JSON text given and read back byte for byte: SQLite `TEXT`, Postgres
+//!   `json` (not `jsonb`, which cannot hold the escape `\u0000`, drops the sign of `-0.0`,
+//!   rewrites numbers as decimals and reorders keys). Strings holding U+0000, `-0.0`, `f64::MAX`
+//!   and subnormals, integers at the `i64`/`u64` limits and beyond, duplicate keys and any
+//!   spacing all survive. With serde_json's `float_roundtrip` (enabled in this workspace),
+//!   every finite `f64` decodes to the bits it was encoded from. JSON itself has no NaN or
+//!   infinity: serde_json writes them as `null`.
+//! - Timestamps are kept in whole microseconds, truncated towards the past: a finer timestamp
+//!   reads back truncated, and `read_between` compares bounds of any precision exactly as
+//!   against the stored value.
+//! - Any `u64` read bound (`read_all`'s `after`, `read_stream`'s and `read_stream_range`'s
+//!   `from`/`to`, `read_between`'s `after`, `load_commands`' bounds) and any `usize` limit is
+//!   valid: columns are signed 64-bit, so a bound past `i64::MAX` reads what `i64::MAX` reads
+//!   (nothing after it, everything up to it), never an error. Time bounds are any
+//!   `DateTime<Utc>` (`DateTime::MIN_UTC` to `DateTime::MAX_UTC` reads all time).
+//!
+//! What a database cannot hold is refused with a store error when it is written, never
+//! accepted and then unreadable. Payloads from the runtime (serde_json's output) never meet
+//! these; direct store calls can: a payload that is not UTF-8 (both SQL backends; the memory
+//! store keeps any bytes) or not JSON (Postgres), a NUL character in an id, name or key
+//! (Postgres `text` cannot hold one), a sequence, position or version above `i64::MAX`, a
+//! timestamp before 4714 BC (Postgres). SQLite compares timestamps as text, which orders the
+//! years 0000 to 9999.
 //!
 //! # Errors and retries
 //! Transient faults (`SQLITE_BUSY`/`SQLITE_LOCKED`, dropped connections and I/O errors,
@@ -128,6 +158,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use retry::Backoff;
+pub use sql::SqlStore;
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};

@@ -1,5 +1,4 @@
-//! Transient faults: which driver errors are worth retrying, and the bounded backoff that
-//! retries them.
+//! The bounded backoff that retries transient faults, and what every backend counts as one.
 
 use std::future::Future;
 use std::time::Duration;
@@ -71,6 +70,7 @@ impl Backoff {
     /// failure).
     pub(crate) async fn run<T, F, Fut>(
         &self,
+        store: &'static str,
         what: &'static str,
         mut op: F,
     ) -> Result<T, StoreError>
@@ -82,7 +82,7 @@ impl Backoff {
         loop {
             match op().await {
                 Err(e) if e.is_transient() && attempt < self.max_attempts() => {
-                    tracing::debug!(operation = what, attempt, error = %e, "transient store fault, retrying");
+                    tracing::debug!(store, operation = what, attempt, error = %e, "transient store fault, retrying");
                     tokio::time::sleep(self.delay(attempt)).await;
                     attempt += 1;
                 }
@@ -92,104 +92,25 @@ impl Backoff {
     }
 }
 
-/// Which database produced an error: the transient codes differ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    Sqlite,
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    Postgres,
+/// True for driver faults of the connection itself (I/O, a pool that timed out, a crashed
+/// worker), transient on every backend; each backend adds its own transient error codes.
+pub(crate) fn is_connection_fault(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed
+    )
 }
 
-/// True for driver errors that may pass if the operation is run again.
-pub(crate) fn is_transient(err: &sqlx::Error, dialect: Dialect) -> bool {
-    match err {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let Some(code) = db.code() else {
-                return false;
-            };
-            match dialect {
-                // Extended result codes: the primary code is the low byte.
-                // 5 = SQLITE_BUSY (and BUSY_SNAPSHOT, BUSY_RECOVERY), 6 = SQLITE_LOCKED.
-                Dialect::Sqlite => code
-                    .parse::<i32>()
-                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
-                Dialect::Postgres => {
-                    matches!(
-                        &*code,
-                        "40001" // serialization_failure
-                            | "40P01" // deadlock_detected
-                            | "55P03" // lock_not_available
-                            | "57P01" // admin_shutdown
-                            | "57P02" // crash_shutdown
-                            | "57P03" // cannot_connect_now
-                            | "53300" // too_many_connections
-                    ) || code.starts_with("08") // connection_exception class
-                }
-            }
-        }
-        _ => false,
-    }
-}
-
-/// Maps a driver error to the store's error, keeping it as the source.
-pub(crate) fn classify(err: sqlx::Error, dialect: Dialect) -> StoreError {
-    if is_transient(&err, dialect) {
+/// Maps a driver error to the store's error, keeping it as the source: transient if
+/// `is_transient` says so.
+pub(crate) fn classify<E>(err: E, is_transient: impl FnOnce(&E) -> bool) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if is_transient(&err) {
         StoreError::Transient(Box::new(err))
     } else {
         StoreError::Backend(Box::new(err))
-    }
-}
-
-/// True for a unique-constraint violation (a concurrent writer got there first).
-pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
-}
-
-/// True for SQLite errors of the SQLite writer's own connection that may pass if the
-/// transaction is run again: `SQLITE_BUSY` (and `BUSY_SNAPSHOT`, `BUSY_RECOVERY`, `BUSY_TIMEOUT`)
-/// and `SQLITE_LOCKED` (and `LOCKED_SHAREDCACHE`, `LOCKED_VTAB`), as [`is_transient`] judges
-/// the same codes coming through sqlx.
-#[cfg(feature = "sqlite")]
-pub(crate) fn is_transient_sqlite(err: &rusqlite::Error) -> bool {
-    sqlite_code(err).is_some_and(|code| {
-        matches!(
-            code & 0xff,
-            rusqlite::ffi::SQLITE_BUSY | rusqlite::ffi::SQLITE_LOCKED
-        )
-    })
-}
-
-/// Maps an error of the SQLite writer's connection to the store's error, keeping it as the
-/// source.
-#[cfg(feature = "sqlite")]
-pub(crate) fn classify_sqlite(err: rusqlite::Error) -> StoreError {
-    if is_transient_sqlite(&err) {
-        StoreError::Transient(Box::new(err))
-    } else {
-        StoreError::Backend(Box::new(err))
-    }
-}
-
-/// True for a unique or primary-key constraint violation on the SQLite writer's connection
-/// (the codes sqlx reports as a unique violation).
-#[cfg(feature = "sqlite")]
-pub(crate) fn is_unique_violation_sqlite(err: &rusqlite::Error) -> bool {
-    sqlite_code(err).is_some_and(|code| {
-        matches!(
-            code,
-            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-        )
-    })
-}
-
-/// The extended result code of an error SQLite itself returned.
-#[cfg(feature = "sqlite")]
-fn sqlite_code(err: &rusqlite::Error) -> Option<i32> {
-    match err {
-        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.extended_code),
-        _ => None,
     }
 }
 
@@ -209,37 +130,9 @@ mod tests {
     }
 
     #[test]
-    fn io_errors_are_transient() {
+    fn connection_faults_are_transient() {
         let err = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert!(is_transient(&err, Dialect::Postgres));
-        assert!(classify(err, Dialect::Sqlite).is_transient());
-        assert!(!classify(sqlx::Error::RowNotFound, Dialect::Sqlite).is_transient());
-    }
-
-    #[cfg(feature = "sqlite")]
-    #[test]
-    fn sqlite_writer_errors_are_classified() {
-        use rusqlite::ffi;
-        let failure = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
-        for code in [
-            ffi::SQLITE_BUSY,
-            ffi::SQLITE_BUSY_SNAPSHOT,
-            ffi::SQLITE_LOCKED,
-            ffi::SQLITE_LOCKED_SHAREDCACHE,
-        ] {
-            assert!(classify_sqlite(failure(code)).is_transient(), "{code}");
-        }
-        for code in [
-            ffi::SQLITE_CONSTRAINT_UNIQUE,
-            ffi::SQLITE_CONSTRAINT_PRIMARYKEY,
-        ] {
-            assert!(is_unique_violation_sqlite(&failure(code)), "{code}");
-            assert!(!classify_sqlite(failure(code)).is_transient(), "{code}");
-        }
-        assert!(!is_unique_violation_sqlite(&failure(
-            ffi::SQLITE_CONSTRAINT_NOTNULL
-        )));
-        assert!(!classify_sqlite(failure(ffi::SQLITE_IOERR)).is_transient());
-        assert!(!classify_sqlite(rusqlite::Error::QueryReturnedNoRows).is_transient());
+        assert!(classify(err, is_connection_fault).is_transient());
+        assert!(!classify(sqlx::Error::RowNotFound, is_connection_fault).is_transient());
     }
 }

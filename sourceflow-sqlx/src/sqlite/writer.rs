@@ -25,88 +25,25 @@ use chrono::Utc;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, Params};
 use sourceflow::message::{NewEvent, StoredCommand};
-use sourceflow::store::{
-    InlineProjection, ModelWrite, OutboxMessage, ProjectionCommit, StoreError, UnitOfWork,
-};
+use sourceflow::store::{ModelWrite, OutboxMessage, StoreError, UnitOfWork};
 use sourceflow::{CommandReceipt, EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{parse_time, parse_uuid, time_text};
-use crate::retry::{classify_sqlite, is_unique_violation_sqlite, Backoff};
-use crate::sql::{db_int, from_db, last_writes, payload_text, receipt, Columns};
-
-/// A write the writer thread runs on behalf of a caller.
-pub(super) enum Write {
-    Commit(UnitOfWork),
-    CommitInline(UnitOfWork, Vec<InlineProjection>),
-    AppendCommand {
-        expected: Sequence,
-        command: StoredCommand,
-    },
-    AppendEvents {
-        stream: StreamId,
-        expected: Sequence,
-        events: Vec<NewEvent>,
-    },
-    PutEntity {
-        stream: StreamId,
-        expected: Sequence,
-        version: Sequence,
-        state: Vec<u8>,
-    },
-    DeleteEntity {
-        stream: StreamId,
-    },
-    PutModel {
-        model_type: String,
-        id: EntityId,
-        state: Vec<u8>,
-    },
-    DeleteModel {
-        model_type: String,
-        id: EntityId,
-    },
-    ClearModels {
-        model_type: String,
-    },
-    SetPosition {
-        handler: String,
-        position: Position,
-    },
-    CommitProjection(ProjectionCommit),
-    ResetProjection {
-        handler: String,
-        model_types: Vec<String>,
-    },
-    RemoveOutbox {
-        ids: Vec<u64>,
-    },
-}
-
-/// What a write produced.
-#[derive(Debug)]
-pub(super) enum Written {
-    Receipt(CommandReceipt),
-    Inline(CommandReceipt, Vec<bool>),
-    Sequence(Sequence),
-    Events(Vec<RecordedEvent>),
-    Done,
-}
+use super::columns::{time_text, ValueRow};
+use super::error::{classify_writer, is_unique_violation_writer};
+use super::queries::*;
+use crate::retry::Backoff;
+use crate::sql::last_writes;
+use crate::sql::queries::LAST_SEQUENCE;
+use crate::sql::rows::receipt;
+use crate::sql::values::{db_int, from_db, micros, payload_text};
+use crate::sql::write::{Write, Written};
 
 /// A queued write and where its answer goes.
 pub(super) struct Job {
     pub write: Write,
     pub reply: oneshot::Sender<Result<Written, StoreError>>,
-}
-
-impl Write {
-    /// A view's or reaction's batch committed after the events it applies: its position and
-    /// effects commit together, so losing the transaction to a power failure only means
-    /// projecting those events again from the log.
-    fn is_projection(&self) -> bool {
-        matches!(self, Write::CommitProjection(_))
-    }
 }
 
 /// Counters behind [`SqliteStats`](super::SqliteStats).
@@ -125,15 +62,6 @@ struct WriterStopped;
 
 pub(super) fn stopped() -> StoreError {
     StoreError::Backend(Box::new(WriterStopped))
-}
-
-/// An answer of the wrong kind: a bug in this module, reported rather than panicking.
-#[derive(Debug, thiserror::Error)]
-#[error("the SQLite writer answered with {0}")]
-struct UnexpectedAnswer(String);
-
-pub(super) fn unexpected(written: Written) -> StoreError {
-    StoreError::Backend(Box::new(UnexpectedAnswer(format!("{written:?}"))))
 }
 
 /// A failure of a whole batch, handed to each of its callers.
@@ -196,7 +124,7 @@ pub(super) fn run(
             continue;
         }
         let unsynced = relax_projections
-            && batch.iter().all(|job| job.write.is_projection())
+            && batch.iter().all(|job| is_projection(&job.write))
             && match connection.pragma_update(None, "synchronous", "NORMAL") {
                 Ok(()) => true,
                 Err(e) => {
@@ -360,7 +288,7 @@ fn run_units(
 // ---- statement execution --------------------------------------------------------------------
 
 fn db_err(e: rusqlite::Error) -> StoreError {
-    classify_sqlite(e)
+    classify_writer(e)
 }
 
 /// Runs `sql` (prepared once, then taken from the connection's cache) with `params`: the
@@ -410,63 +338,6 @@ impl<'a> Metadata<'a> {
     }
 }
 
-/// A column that does not hold what the row mapping expects.
-fn corrupt_value(index: usize, expected: &str, found: &Value) -> StoreError {
-    StoreError::Corrupt(format!(
-        "column {index}: expected {expected}, found {:?}",
-        found.data_type()
-    ))
-}
-
-/// A result row read into owned values, so a query's rows can be kept and mapped together.
-struct ValueRow(Vec<Value>);
-
-impl ValueRow {
-    fn value(&self, index: usize) -> Result<&Value, StoreError> {
-        self.0
-            .get(index)
-            .ok_or_else(|| StoreError::Corrupt(format!("no column {index}")))
-    }
-}
-
-impl Columns for ValueRow {
-    fn text(&self, index: usize) -> Result<String, StoreError> {
-        match self.value(index)? {
-            Value::Text(text) => Ok(text.clone()),
-            other => Err(corrupt_value(index, "text", other)),
-        }
-    }
-
-    fn int(&self, index: usize) -> Result<i64, StoreError> {
-        match self.value(index)? {
-            Value::Integer(value) => Ok(*value),
-            other => Err(corrupt_value(index, "an integer", other)),
-        }
-    }
-
-    fn optional_int(&self, index: usize) -> Result<Option<i64>, StoreError> {
-        match self.value(index)? {
-            Value::Null => Ok(None),
-            _ => self.int(index).map(Some),
-        }
-    }
-
-    fn uuid(&self, index: usize) -> Result<Uuid, StoreError> {
-        parse_uuid(&self.text(index)?)
-    }
-
-    fn optional_uuid(&self, index: usize) -> Result<Option<Uuid>, StoreError> {
-        match self.value(index)? {
-            Value::Null => Ok(None),
-            _ => self.uuid(index).map(Some),
-        }
-    }
-
-    fn time(&self, index: usize) -> Result<chrono::DateTime<Utc>, StoreError> {
-        parse_time(&self.text(index)?)
-    }
-}
-
 /// The receipt of `message_id` in `stream`, read inside the writer's transaction (so it sees
 /// the batch's earlier units): `None` if no such command was accepted.
 fn find_receipt(
@@ -475,7 +346,7 @@ fn find_receipt(
     message_id: Uuid,
 ) -> Result<Option<CommandReceipt>, StoreError> {
     let rows = connection
-        .prepare_cached(super::FIND_RECEIPT)
+        .prepare_cached(READS.find_receipt)
         .and_then(|mut statement| {
             let columns = statement.column_count();
             statement
@@ -552,7 +423,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
             }
             let command_sequence = scalar(
                 connection,
-                super::LAST_SEQUENCE,
+                LAST_SEQUENCE,
                 params![&*stream.entity_type, stream.id.as_str()],
             )?;
             let command_sequence = Sequence(from_db(command_sequence, "sequence")?);
@@ -772,7 +643,7 @@ fn insert_command(
         Ok(changed) => Ok(changed == 1),
         // Only another writer of the file could get there first, and it holds the write lock
         // while we check; a unique violation still means "the stream moved on".
-        Err(e) if is_unique_violation_sqlite(&e) => Ok(false),
+        Err(e) if is_unique_violation_writer(&e) => Ok(false),
         Err(e) => Err(db_err(e)),
     }
 }
@@ -796,6 +667,7 @@ fn recorded(
 ) -> Result<RecordedEvent, StoreError> {
     let mut envelope = event.envelope.clone();
     envelope.stream = stream.clone();
+    envelope.timestamp = micros(envelope.timestamp);
     Ok(RecordedEvent {
         envelope,
         sequence,
@@ -952,59 +824,9 @@ fn project(
     insert_outbox(connection, outbox)
 }
 
-// ---- statements -----------------------------------------------------------------------------
-
-/// The optimistic append: one statement inserts at `?3 + 1` only if `?3` is the stream's last
-/// sequence (an index lookup on the primary key); 0 rows means a conflict. `?11`..`?12` are the
-/// stream sequences its events take (NULL without events).
-pub(super) const INSERT_COMMAND: &str = concat!(
-    "INSERT INTO sf_commands (",
-    crate::sql::command_columns!(""),
-    ", first_event, last_event) SELECT ?1, ?2, ?3 + 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
-     WHERE (SELECT COALESCE(MAX(sequence), 0) FROM sf_commands \
-            WHERE stream_type = ?1 AND stream_id = ?2) = ?3"
-);
-pub(super) const LAST_EVENT_SEQUENCE: &str =
-    "SELECT COALESCE(MAX(sequence), 0) FROM sf_events WHERE stream_type = ?1 AND stream_id = ?2";
-/// An event at stream sequence `?3` (the caller read the stream's last one in this transaction).
-const INSERT_EVENT: &str = "INSERT INTO sf_events (stream_type, stream_id, sequence, \
-     command_sequence, message_id, name, version, correlation_id, causation_id, created_at, \
-     payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING position";
-const INSERT_OUTBOX: &str = "INSERT INTO sf_outbox (stream_type, stream_id, message_id, name, \
-     version, correlation_id, causation_id, created_at, payload) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
-const UPSERT_ENTITY: &str = "INSERT INTO sf_entities (entity_type, entity_id, version, state, \
-     updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (entity_type, entity_id) DO UPDATE \
-     SET version = excluded.version, state = excluded.state, updated_at = excluded.updated_at";
-/// `put_entity` expecting no stored state (or one stored at version 0).
-const PUT_ENTITY_NEW: &str = "INSERT INTO sf_entities (entity_type, entity_id, version, state, \
-     updated_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 = 0 \
-     ON CONFLICT (entity_type, entity_id) DO UPDATE \
-     SET version = excluded.version, state = excluded.state, updated_at = excluded.updated_at \
-     WHERE sf_entities.version = 0";
-pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = ?3, state = ?4, \
-     updated_at = ?5 WHERE entity_type = ?1 AND entity_id = ?2 AND version = ?6";
-/// Widens a command's range of event sequences to events appended after it without a command.
-pub(super) const EXTEND_COMMAND_EVENTS: &str = "UPDATE sf_commands \
-     SET first_event = COALESCE(first_event, ?4), last_event = ?5 \
-     WHERE stream_type = ?1 AND stream_id = ?2 AND sequence = ?3";
-const DELETE_ENTITY: &str = "DELETE FROM sf_entities WHERE entity_type = ?1 AND entity_id = ?2";
-const PUT_MODEL: &str = "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
-     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (model_type, model_id) DO UPDATE \
-     SET state = excluded.state, updated_at = excluded.updated_at";
-pub(super) const DELETE_MODEL: &str =
-    "DELETE FROM sf_view_models WHERE model_type = ?1 AND model_id = ?2";
-pub(super) const CLEAR_MODELS: &str = "DELETE FROM sf_view_models WHERE model_type = ?1";
-const SET_POSITION: &str = "INSERT INTO sf_positions (handler, position, updated_at) \
-     VALUES (?1, ?2, ?3) ON CONFLICT (handler) DO UPDATE \
-     SET position = excluded.position, updated_at = excluded.updated_at";
-/// The position compare-and-set when the handler expects to start from the beginning: no row
-/// yet, or a row at 0.
-const CAS_POSITION_NEW: &str = "INSERT INTO sf_positions (handler, position, updated_at) \
-     SELECT ?1, ?2, ?3 WHERE ?4 = 0 ON CONFLICT (handler) DO UPDATE \
-     SET position = excluded.position, updated_at = excluded.updated_at \
-     WHERE sf_positions.position = 0";
-pub(super) const CAS_POSITION: &str = "UPDATE sf_positions SET position = ?2, updated_at = ?3 \
-     WHERE handler = ?1 AND position = ?4";
-const DELETE_POSITION: &str = "DELETE FROM sf_positions WHERE handler = ?1";
-const DELETE_OUTBOX: &str = "DELETE FROM sf_outbox WHERE id = ?1";
+/// A view's or reaction's batch committed after the events it applies: its position and
+/// effects commit together, so losing the transaction to a power failure only means projecting
+/// those events again from the log.
+fn is_projection(write: &Write) -> bool {
+    matches!(write, Write::CommitProjection(_))
+}

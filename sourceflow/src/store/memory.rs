@@ -6,7 +6,7 @@ use foldhash::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use uuid::Uuid;
 
 use super::{
@@ -20,7 +20,9 @@ use crate::base::message::{
 /// A thread-safe store kept in memory, with exactly the semantics of the SQL stores.
 ///
 /// Every operation takes one short lock and never awaits while holding it. Nothing survives
-/// the process: use `SqliteStore` from `sourceflow-sqlx` for durability.
+/// the process: use `SqliteStore` from `sourceflow-sqlx` for durability. As in the SQL stores,
+/// timestamps are kept in whole microseconds (truncated towards the past) and any `u64` read
+/// bound is valid (past the end reads nothing).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -128,6 +130,17 @@ struct Inner {
     next_outbox_id: u64,
 }
 
+/// A timestamp as every store keeps it: truncated to whole microseconds.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+/// A `u64` bound as an index: a bound past the end of memory is past the end of any log.
+fn index(bound: u64) -> usize {
+    usize::try_from(bound).unwrap_or(usize::MAX)
+}
+
 /// Appends `events` to the global log and to the stream `data`, emitted by command
 /// `command_sequence`; returns them as recorded.
 fn append_events(
@@ -142,6 +155,7 @@ fn append_events(
         let index = log.len();
         let mut envelope = event.envelope;
         envelope.stream = stream.clone();
+        envelope.timestamp = micros(envelope.timestamp);
         let record = RecordedEvent {
             envelope,
             sequence: Sequence(data.events.len() as u64 + 1),
@@ -236,6 +250,7 @@ impl Inner {
         }
         let sequence = expected.next();
         command.sequence = sequence;
+        command.envelope.timestamp = micros(command.envelope.timestamp);
         data.push_command(command);
         let recorded = append_events(log, data, &stream, sequence, events);
         if let Some(state) = entity {
@@ -293,7 +308,8 @@ impl Inner {
     }
 
     fn push_outbox(&mut self, messages: Vec<OutboxMessage>) {
-        for message in messages {
+        for mut message in messages {
+            message.envelope.timestamp = micros(message.envelope.timestamp);
             self.next_outbox_id += 1;
             self.outbox.insert(self.next_outbox_id, message);
         }
@@ -312,9 +328,9 @@ impl Store for MemoryStore {
         let Some(data) = inner.streams.get(stream) else {
             return Ok(Vec::new());
         };
-        let start = from.0.max(1) as usize - 1;
+        let start = index(from.0.max(1) - 1);
         let end = to.map_or(data.commands.len(), |to| {
-            (to.0 as usize).min(data.commands.len())
+            index(to.0).min(data.commands.len())
         });
         Ok(data
             .commands
@@ -345,10 +361,8 @@ impl Store for MemoryStore {
         let Some(data) = inner.streams.get(stream) else {
             return Ok(Vec::new());
         };
-        let start = (from.0.max(1) as usize - 1).min(data.events.len());
-        let end = usize::try_from(to.0)
-            .unwrap_or(usize::MAX)
-            .clamp(start, data.events.len());
+        let start = index(from.0.max(1) - 1).min(data.events.len());
+        let end = index(to.0).clamp(start, data.events.len());
         Ok(data.events[start..end]
             .iter()
             .map(|&i| inner.events.get(i).clone())
@@ -363,7 +377,7 @@ impl Store for MemoryStore {
         let inner = self.lock();
         Ok(inner
             .events
-            .iter_from(after.0 as usize)
+            .iter_from(index(after.0))
             .take(limit)
             .cloned()
             .collect())
@@ -572,6 +586,7 @@ impl StoreAdmin for MemoryStore {
         }
         let sequence = expected.next();
         command.sequence = sequence;
+        command.envelope.timestamp = micros(command.envelope.timestamp);
         let data = inner.streams.entry(stream).or_default();
         data.push_command(command);
         Ok(sequence)
@@ -620,7 +635,7 @@ impl StoreAdmin for MemoryStore {
         let inner = self.lock();
         Ok(inner
             .events
-            .iter_from(after.0 as usize)
+            .iter_from(index(after.0))
             .filter(|e| e.envelope.timestamp >= from && e.envelope.timestamp < to)
             .take(limit)
             .cloned()

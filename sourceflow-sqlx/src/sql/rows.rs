@@ -1,71 +1,35 @@
-//! Shared SQL logic: number and text conversions, row mapping, receipts, gap checks. Each
-//! backend decodes its column types through [`Columns`] and leaves the rest to this module, so
-//! both map records the same way.
+//! Row mapping, written once for both backends: result rows to commands, events, outbox
+//! entries, entity and model states, receipts, and the density check of a stream read. Each
+//! backend decodes its own column types through [`Columns`] (Postgres has native UUIDs and
+//! timestamps, SQLite stores them as text) and leaves the rest to this module.
 
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use sourceflow::message::StoredCommand;
-use sourceflow::store::{ModelWrite, OutboxMessage, PendingCommand, StoreError};
+use sourceflow::store::{OutboxMessage, PendingCommand, StoreError};
 use sourceflow::{CommandReceipt, EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use uuid::Uuid;
 
-/// Why a value could not be written.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum WriteError {
-    /// The column is a signed 64-bit integer.
-    #[error("{what} {value} does not fit in a 64-bit signed column")]
-    OutOfRange { what: &'static str, value: u64 },
-    /// Payloads are stored as JSON text.
-    #[error("{what} is not UTF-8 JSON text")]
-    NotText { what: &'static str },
-}
+use super::values::from_db;
 
-/// A `u64` as the `BIGINT`/`INTEGER` column value.
-pub(crate) fn db_int(value: u64, what: &'static str) -> Result<i64, StoreError> {
-    i64::try_from(value)
-        .map_err(|_| StoreError::Backend(Box::new(WriteError::OutOfRange { what, value })))
-}
-
-/// A `LIMIT` value: anything beyond `i64::MAX` means "no limit" anyway.
-pub(crate) fn db_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// A stored non-negative integer back as `u64`.
-pub(crate) fn from_db(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}: {value}")))
-}
-
-/// A JSON payload as the text bound to a TEXT/JSONB parameter.
-pub(crate) fn payload_text<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, StoreError> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| StoreError::Backend(Box::new(WriteError::NotText { what })))
-}
-
-/// Maps a column decoding error to [`StoreError::Corrupt`].
-pub(crate) fn corrupt(err: sqlx::Error) -> StoreError {
-    StoreError::Corrupt(err.to_string())
-}
-
-/// The command columns in the order [`command_row`] reads them; `$cast` follows the payload
-/// column (Postgres reads JSONB as `::text`).
+/// The command columns in the order [`command_row`] reads them, the payload as `$payload` (a
+/// cast to text in reads, the plain column in an insert's column list).
 macro_rules! command_columns {
-    ($cast:literal) => {
+    ($payload:literal) => {
         concat!(
             "stream_type, stream_id, sequence, message_id, name, version, correlation_id, \
-             causation_id, created_at, payload",
-            $cast
+             causation_id, created_at, ",
+            $payload
         )
     };
 }
 pub(crate) use command_columns;
 
 /// The event columns in the order [`event_row`] reads them, each prefixed with `$p` (a table
-/// alias such as `"e."`, or `""`); `$cast` follows the payload column (Postgres reads JSONB as
-/// `::text`).
+/// alias such as `"e."`, or `""`), the payload as `$payload`.
 macro_rules! event_columns {
-    ($p:literal, $cast:literal) => {
+    ($p:literal, $payload:literal) => {
         concat!(
             $p,
             "position, ",
@@ -89,9 +53,7 @@ macro_rules! event_columns {
             "causation_id, ",
             $p,
             "created_at, ",
-            $p,
-            "payload",
-            $cast
+            $payload
         )
     };
 }
@@ -283,22 +245,6 @@ pub(crate) fn check_dense(
     Ok(())
 }
 
-/// The model writes of one projection commit with only the last write to each model kept: the
-/// outcome of applying them in order, as set-based statements can apply them.
-pub(crate) fn last_writes(models: &[ModelWrite]) -> Vec<&ModelWrite> {
-    let mut kept: Vec<&ModelWrite> = Vec::with_capacity(models.len());
-    for write in models.iter().rev() {
-        if !kept
-            .iter()
-            .any(|k| k.model_type == write.model_type && k.id == write.id)
-        {
-            kept.push(write);
-        }
-    }
-    kept.reverse();
-    kept
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,21 +260,5 @@ mod tests {
             }) => assert_eq!((expected, found), (Sequence(2), Sequence(3))),
             other => panic!("expected a gap, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn last_write_wins() {
-        let write = |id: &str, state: Option<&str>| ModelWrite {
-            model_type: "m".into(),
-            id: EntityId::from(id),
-            state: state.map(|s| s.as_bytes().to_vec()),
-        };
-        let writes = [
-            write("a", Some("1")),
-            write("b", Some("2")),
-            write("a", None),
-        ];
-        let kept = last_writes(&writes);
-        assert_eq!(kept, vec![&writes[1], &writes[2]]);
     }
 }

@@ -1,0 +1,513 @@
+//! The Postgres commit path: a unit of work in one round trip (the common shape as one
+//! statement, anything else through `sf_commit_inline`), events appended without a command,
+//! and projection batches; with the parallel arrays these statements take.
+
+use chrono::{DateTime, Utc};
+use sourceflow::message::NewEvent;
+use sourceflow::store::{
+    InlineProjection, OutboxMessage, ProjectionCommit, StoreError, UnitOfWork,
+};
+use sourceflow::{CommandReceipt, Envelope, Position, RecordedEvent, Sequence, StreamId};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use uuid::Uuid;
+
+use super::error::{classify, is_event_sequence_taken, is_unique_violation};
+use super::queries::{APPEND_EVENTS, COMMIT_INLINE, COMMIT_ONE, COMMIT_PROJECTION};
+use super::{conflict, get, Postgres};
+use crate::sql::read;
+use crate::sql::values::{db_int, from_db, micros, payload_text};
+use crate::sql::write::Written;
+use crate::sql::{last_writes, Backend};
+
+impl Postgres {
+    /// A unit of work in one round trip: the common shape as one statement (`COMMIT_ONE`), anything else through
+    /// `sf_commit_inline`.
+    pub(super) async fn commit_unit(
+        &self,
+        unit: UnitOfWork,
+        projections: &[InlineProjection],
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
+        let envelope = &unit.command.envelope;
+        let stream = &envelope.stream;
+        let expected = db_int(unit.expected.0, "sequence")?;
+        let payload = payload_text(&unit.command.payload, "command payload")?;
+        let entity = unit
+            .entity
+            .as_deref()
+            .map(|state| payload_text(state, "entity state"))
+            .transpose()?;
+        let events = EventArrays::new(&unit.events)?;
+        let outbox = OutboxArrays::new(&unit.outbox)?;
+        let (events, outbox) = (&events, &outbox);
+        let (pool, lock_key) = (&self.pool, self.lock_key);
+        let inline = InlineArrays::new(projections)?;
+        let inline = &inline;
+        enum Outcome {
+            Committed(Sequence, Sequence, (Vec<i64>, Vec<String>), Vec<bool>),
+            /// Nothing was written: a resent message id (answered with its receipt) or a
+            /// stream that moved on (also when a concurrent commit to the stream got there
+            /// first).
+            NotWritten,
+            /// The function found the message id committed: answered with its receipt.
+            Duplicate,
+        }
+        // Both statements start with the command: lock key, stream, expected sequence, the
+        // command's envelope and payload, the entity state (`$1`-`$12`).
+        let command = |sql: &'static str| {
+            sqlx::query(sql)
+                .bind(lock_key)
+                .bind(&*stream.entity_type)
+                .bind(stream.id.as_str())
+                .bind(expected)
+                .bind_envelope(envelope)
+                .bind(payload)
+                .bind(entity)
+        };
+        let command = &command;
+        // The common shape goes as one statement (`COMMIT_ONE`), the rest through the function.
+        let one = entity.is_some()
+            && unit.events.len() == 1
+            && unit.outbox.is_empty()
+            && projections.len() <= 1
+            && inline.delete_owners.is_empty()
+            && inline.put_owners.len() == projections.len();
+        let outcome = self
+            .backoff
+            .run(Self::NAME, "commit", || async move {
+                if one {
+                    let row = command(COMMIT_ONE)
+                        .bind(events.ids[0])
+                        .bind(events.names[0])
+                        .bind(events.versions[0])
+                        .bind(events.correlations[0])
+                        .bind(events.causations[0])
+                        .bind(events.times[0])
+                        .bind(events.payloads[0])
+                        .bind(inline.handlers.first().copied())
+                        .bind(inline.expected.first().copied())
+                        .bind(inline.after.first().copied())
+                        .bind(inline.first_sequences.first().copied())
+                        .bind(inline.put_types.first().copied())
+                        .bind(inline.put_ids.first().copied())
+                        .bind(inline.put_states.first().copied())
+                        .fetch_optional(pool)
+                        .await;
+                    let outcome = match row {
+                        Ok(Some(row)) => {
+                            let sequence = Sequence(from_db(get(&row, 0)?, "sequence")?);
+                            let first: i64 = get(&row, 2)?;
+                            let last_event = Sequence(from_db(first - 1, "event sequence")?);
+                            let stored = (vec![get(&row, 1)?], vec![get(&row, 3)?]);
+                            let projected: bool = get(&row, 4)?;
+                            let projected = if projections.is_empty() {
+                                Vec::new()
+                            } else {
+                                vec![projected]
+                            };
+                            Some(Ok(Outcome::Committed(
+                                sequence, last_event, stored, projected,
+                            )))
+                        }
+                        Ok(None) => Some(Ok(Outcome::NotWritten)),
+                        // The statement read the stream's last event before it waited for the
+                        // append lock, and events appended without a command (`append_events`)
+                        // committed meanwhile: nothing was written, and the function, which
+                        // reads under the lock, commits the unit.
+                        Err(e) if is_event_sequence_taken(&e) => None,
+                        Err(e) if is_unique_violation(&e) => Some(Ok(Outcome::NotWritten)),
+                        Err(e) => Some(Err(classify(e))),
+                    };
+                    if let Some(outcome) = outcome {
+                        return outcome;
+                    }
+                }
+                let query = command(COMMIT_INLINE)
+                    .bind(&events.ids)
+                    .bind(&events.names)
+                    .bind(&events.versions)
+                    .bind(&events.correlations)
+                    .bind(&events.causations)
+                    .bind(&events.times)
+                    .bind(&events.payloads)
+                    .bind(&outbox.stream_types)
+                    .bind(&outbox.stream_ids)
+                    .bind(&outbox.ids)
+                    .bind(&outbox.names)
+                    .bind(&outbox.versions)
+                    .bind(&outbox.correlations)
+                    .bind(&outbox.causations)
+                    .bind(&outbox.times)
+                    .bind(&outbox.payloads)
+                    .bind(&inline.handlers)
+                    .bind(&inline.expected)
+                    .bind(&inline.after)
+                    .bind(&inline.first_sequences)
+                    .bind(&inline.put_owners)
+                    .bind(&inline.put_types)
+                    .bind(&inline.put_ids)
+                    .bind(&inline.put_states)
+                    .bind(&inline.delete_owners)
+                    .bind(&inline.delete_types)
+                    .bind(&inline.delete_ids);
+                let row = query.fetch_one(pool).await;
+                let row = match row {
+                    Ok(row) => row,
+                    // A concurrent commit to the same stream got there first: either the same
+                    // message id (a concurrent duplicate, answered with its receipt) or the
+                    // same sequence (a conflict).
+                    Err(e) if is_unique_violation(&e) => return Ok(Outcome::NotWritten),
+                    Err(e) => return Err(classify(e)),
+                };
+                let status: String = get(&row, 0)?;
+                match status.as_str() {
+                    "ok" => {
+                        let sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
+                        let first: i64 = get(&row, 2)?;
+                        let last_event = Sequence(from_db(first - 1, "event sequence")?);
+                        let stored = (get(&row, 3)?, get(&row, 4)?);
+                        let projected: Vec<bool> = get(&row, 5)?;
+                        Ok(Outcome::Committed(sequence, last_event, stored, projected))
+                    }
+                    "duplicate" => Ok(Outcome::Duplicate),
+                    "conflict" => Err(conflict(stream, unit.expected)),
+                    other => Err(StoreError::Corrupt(format!(
+                        "sf_commit_inline returned status {other:?}"
+                    ))),
+                }
+            })
+            .await?;
+        match outcome {
+            Outcome::NotWritten | Outcome::Duplicate => {
+                let found = read::find_receipt(self, stream, envelope.message_id).await?;
+                match (found, outcome) {
+                    (Some(receipt), _) => Ok((receipt, vec![false; projections.len()])),
+                    (None, Outcome::NotWritten) => Err(conflict(stream, unit.expected)),
+                    (None, _) => Err(StoreError::Corrupt(format!(
+                        "command {} in {stream} vanished",
+                        envelope.message_id
+                    ))),
+                }
+            }
+            Outcome::Committed(sequence, last_event, stored, mut projected) => {
+                projected.resize(projections.len(), false);
+                let receipt = CommandReceipt {
+                    message_id: envelope.message_id,
+                    stream: stream.clone(),
+                    sequence,
+                    events: EventArrays::recorded(
+                        &unit.events,
+                        stream,
+                        sequence,
+                        last_event,
+                        stored,
+                    )?,
+                    duplicate: false,
+                    retries: 0,
+                };
+                Ok((receipt, projected))
+            }
+        }
+    }
+
+    /// A projection batch in one call of `sf_commit_projection`.
+    pub(super) async fn commit_projection_batch(
+        &self,
+        commit: ProjectionCommit,
+    ) -> Result<Written, StoreError> {
+        let writes = last_writes(&commit.models);
+        let mut puts: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+        let mut deletes: (Vec<&str>, Vec<&str>) = Default::default();
+        for write in writes {
+            match &write.state {
+                Some(state) => {
+                    puts.0.push(&write.model_type);
+                    puts.1.push(write.id.as_str());
+                    puts.2.push(payload_text(state, "view model state")?);
+                }
+                None => {
+                    deletes.0.push(&write.model_type);
+                    deletes.1.push(write.id.as_str());
+                }
+            }
+        }
+        let outbox = OutboxArrays::new(&commit.outbox)?;
+        let (puts, deletes, outbox) = (&puts, &deletes, &outbox);
+        let expected = db_int(commit.expected.0, "position")?;
+        let position = db_int(commit.position.0, "position")?;
+        let handler = &*commit.handler;
+        let pool = &self.pool;
+        let applied: bool = self
+            .backoff
+            .run(Self::NAME, "commit_projection", || async move {
+                sqlx::query_scalar(COMMIT_PROJECTION)
+                    .bind(handler)
+                    .bind(expected)
+                    .bind(position)
+                    .bind(&puts.0)
+                    .bind(&puts.1)
+                    .bind(&puts.2)
+                    .bind(&deletes.0)
+                    .bind(&deletes.1)
+                    .bind(&outbox.stream_types)
+                    .bind(&outbox.stream_ids)
+                    .bind(&outbox.ids)
+                    .bind(&outbox.names)
+                    .bind(&outbox.versions)
+                    .bind(&outbox.correlations)
+                    .bind(&outbox.causations)
+                    .bind(&outbox.times)
+                    .bind(&outbox.payloads)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            // Two first batches of one handler raced to insert its position.
+                            StoreError::PositionConflict {
+                                handler: handler.to_owned(),
+                                expected: commit.expected,
+                            }
+                        } else {
+                            classify(e)
+                        }
+                    })
+            })
+            .await?;
+        if applied {
+            Ok(Written::Done)
+        } else {
+            Err(StoreError::PositionConflict {
+                handler: commit.handler.into_owned(),
+                expected: commit.expected,
+            })
+        }
+    }
+
+    /// Events appended without a command, in one call of `sf_append_events`.
+    pub(super) async fn append_event_batch(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let arrays = EventArrays::new(&events)?;
+        let arrays = &arrays;
+        let expected_value = db_int(expected.0, "sequence")?;
+        let (pool, lock_key) = (&self.pool, self.lock_key);
+        let row = self
+            .backoff
+            .run(Self::NAME, "append_events", || async move {
+                sqlx::query(APPEND_EVENTS)
+                    .bind(lock_key)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(expected_value)
+                    .bind(&arrays.ids)
+                    .bind(&arrays.names)
+                    .bind(&arrays.versions)
+                    .bind(&arrays.correlations)
+                    .bind(&arrays.causations)
+                    .bind(&arrays.times)
+                    .bind(&arrays.payloads)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            conflict(stream, expected)
+                        } else {
+                            classify(e)
+                        }
+                    })
+            })
+            .await?;
+        if !get::<bool>(&row, 0)? {
+            return Err(conflict(stream, expected));
+        }
+        let command_sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
+        let stored = (get(&row, 2)?, get(&row, 3)?);
+        EventArrays::recorded(&events, stream, command_sequence, expected, stored)
+    }
+}
+
+/// Binds an envelope's columns in the order every command statement lists them: message id,
+/// name, version, correlation id, causation id, time.
+pub(super) trait BindEnvelope<'q> {
+    fn bind_envelope(self, envelope: &'q Envelope) -> Self;
+}
+
+impl<'q> BindEnvelope<'q> for Query<'q, sqlx::Postgres, PgArguments> {
+    fn bind_envelope(self, envelope: &'q Envelope) -> Self {
+        self.bind(envelope.message_id)
+            .bind(&*envelope.name)
+            .bind(i64::from(envelope.version))
+            .bind(envelope.correlation_id)
+            .bind(envelope.causation_id)
+            .bind(micros(envelope.timestamp))
+    }
+}
+
+/// The columns of new events, as arrays for one function call.
+struct EventArrays<'a> {
+    ids: Vec<Uuid>,
+    names: Vec<&'a str>,
+    versions: Vec<i64>,
+    correlations: Vec<Uuid>,
+    causations: Vec<Option<Uuid>>,
+    times: Vec<DateTime<Utc>>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> EventArrays<'a> {
+    fn new(events: &'a [NewEvent]) -> Result<Self, StoreError> {
+        Ok(Self {
+            ids: events.iter().map(|e| e.envelope.message_id).collect(),
+            names: events.iter().map(|e| &*e.envelope.name).collect(),
+            versions: events
+                .iter()
+                .map(|e| i64::from(e.envelope.version))
+                .collect(),
+            correlations: events.iter().map(|e| e.envelope.correlation_id).collect(),
+            causations: events.iter().map(|e| e.envelope.causation_id).collect(),
+            times: events
+                .iter()
+                .map(|e| micros(e.envelope.timestamp))
+                .collect(),
+            payloads: events
+                .iter()
+                .map(|e| payload_text(&e.payload, "event payload"))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The recorded events, once the store has given them sequences after `last`,
+    /// `positions`, and stored `payloads` (what a later read returns).
+    fn recorded(
+        events: &[NewEvent],
+        stream: &StreamId,
+        command_sequence: Sequence,
+        last: Sequence,
+        (positions, payloads): (Vec<i64>, Vec<String>),
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if positions.len() != events.len() || payloads.len() != events.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} positions and {} payloads returned for {} events",
+                positions.len(),
+                payloads.len(),
+                events.len()
+            )));
+        }
+        events
+            .iter()
+            .zip(positions.into_iter().zip(payloads))
+            .enumerate()
+            .map(|(i, (event, (position, payload)))| {
+                let mut envelope = event.envelope.clone();
+                envelope.stream = stream.clone();
+                envelope.timestamp = micros(envelope.timestamp);
+                Ok(RecordedEvent {
+                    envelope,
+                    sequence: Sequence(last.0 + i as u64 + 1),
+                    command_sequence,
+                    position: Position(from_db(position, "position")?),
+                    payload: payload.into_bytes(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The columns of outbox messages, as arrays for one function call.
+struct OutboxArrays<'a> {
+    stream_types: Vec<&'a str>,
+    stream_ids: Vec<&'a str>,
+    ids: Vec<Uuid>,
+    names: Vec<&'a str>,
+    versions: Vec<i64>,
+    correlations: Vec<Uuid>,
+    causations: Vec<Option<Uuid>>,
+    times: Vec<DateTime<Utc>>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> OutboxArrays<'a> {
+    fn new(messages: &'a [OutboxMessage]) -> Result<Self, StoreError> {
+        Ok(Self {
+            stream_types: messages
+                .iter()
+                .map(|m| &*m.envelope.stream.entity_type)
+                .collect(),
+            stream_ids: messages
+                .iter()
+                .map(|m| m.envelope.stream.id.as_str())
+                .collect(),
+            ids: messages.iter().map(|m| m.envelope.message_id).collect(),
+            names: messages.iter().map(|m| &*m.envelope.name).collect(),
+            versions: messages
+                .iter()
+                .map(|m| i64::from(m.envelope.version))
+                .collect(),
+            correlations: messages.iter().map(|m| m.envelope.correlation_id).collect(),
+            causations: messages.iter().map(|m| m.envelope.causation_id).collect(),
+            times: messages
+                .iter()
+                .map(|m| micros(m.envelope.timestamp))
+                .collect(),
+            payloads: messages
+                .iter()
+                .map(|m| payload_text(&m.payload, "outbox payload"))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Inline projections as the parallel arrays `sf_commit_inline` takes; model writes are tagged
+/// with the 1-based index of their projection.
+#[derive(Default)]
+struct InlineArrays<'a> {
+    handlers: Vec<&'a str>,
+    expected: Vec<i64>,
+    after: Vec<i64>,
+    first_sequences: Vec<i64>,
+    put_owners: Vec<i32>,
+    put_types: Vec<&'a str>,
+    put_ids: Vec<&'a str>,
+    put_states: Vec<&'a str>,
+    delete_owners: Vec<i32>,
+    delete_types: Vec<&'a str>,
+    delete_ids: Vec<&'a str>,
+}
+
+impl<'a> InlineArrays<'a> {
+    fn new(projections: &'a [InlineProjection]) -> Result<Self, StoreError> {
+        let mut arrays = Self::default();
+        for (index, projection) in projections.iter().enumerate() {
+            let owner = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            arrays.handlers.push(&projection.handler);
+            arrays
+                .expected
+                .push(db_int(projection.expected.0, "position")?);
+            arrays.after.push(db_int(projection.after.0, "position")?);
+            arrays
+                .first_sequences
+                .push(db_int(projection.first_sequence.0, "event sequence")?);
+            for write in last_writes(&projection.models) {
+                match &write.state {
+                    Some(state) => {
+                        arrays.put_owners.push(owner);
+                        arrays.put_types.push(&write.model_type);
+                        arrays.put_ids.push(write.id.as_str());
+                        arrays
+                            .put_states
+                            .push(payload_text(state, "view model state")?);
+                    }
+                    None => {
+                        arrays.delete_owners.push(owner);
+                        arrays.delete_types.push(&write.model_type);
+                        arrays.delete_ids.push(write.id.as_str());
+                    }
+                }
+            }
+        }
+        Ok(arrays)
+    }
+}

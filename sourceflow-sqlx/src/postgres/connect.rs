@@ -1,0 +1,196 @@
+//! Connecting a Postgres store: the builder, the schema (created if missing, validated as an
+//! identifier), the pool, and the migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sourceflow::store::StoreError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use super::error::{backend, classify, is_unique_violation};
+use super::{migrate, Postgres, PostgresStore};
+use crate::retry::Backoff;
+use crate::sql::SqlStore;
+
+/// Why a store could not be configured.
+/// Why a store could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Schema names are spliced into `CREATE SCHEMA` and `search_path`, so only plain
+    /// identifiers are accepted.
+    #[error("invalid schema name {0:?}: use 1 to 63 ASCII letters, digits or underscores, not starting with a digit")]
+    InvalidSchema(String),
+    /// The connection's `search_path` names no existing schema.
+    #[error("the connection has no current schema (check search_path)")]
+    NoSchema,
+}
+
+/// True for a name usable as an unquoted Postgres identifier (and so safe to splice).
+pub fn is_valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Options for connecting a [`PostgresStore`]; start from [`PostgresStore::builder`].
+#[derive(Clone, Debug)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: Option<String>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    backoff: Backoff,
+}
+
+impl PostgresStoreBuilder {
+    pub(super) fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            schema: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Keep the tables in `schema`, created if missing: every pooled connection gets
+    /// `search_path = schema`. Validated as an identifier.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Pool size (default 10).
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// How long to wait for a pooled connection before a transient error (default 30 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Retry policy for transient faults (serialization failures, deadlocks, dropped
+    /// connections, server restarts).
+    ///
+    /// Takes a [`Backoff`] or a [`sourceflow::RetryPolicy`].
+    pub fn backoff(mut self, backoff: impl Into<Backoff>) -> Self {
+        self.backoff = backoff.into();
+        self
+    }
+
+    /// Connects, creates the schema if one was given, and applies pending migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] for a bad URL or schema name, a refused connection or a failed
+    /// migration; [`StoreError::Transient`] if the server stays unreachable.
+    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        let mut options = PgConnectOptions::from_str(&self.url).map_err(backend)?;
+        if let Some(schema) = &self.schema {
+            if !is_valid_schema_name(schema) {
+                return Err(backend(ConfigError::InvalidSchema(schema.clone())));
+            }
+            create_schema(&options, schema, &self.backoff).await?;
+            // A startup parameter: set once per connection, no extra round trip.
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            // A ping per checkout would double the round trips; broken connections surface as
+            // I/O errors, which are retried.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(classify)?;
+        Postgres::open(pool, self.backoff).await
+    }
+}
+
+async fn create_schema(
+    options: &PgConnectOptions,
+    schema: &str,
+    backoff: &Backoff,
+) -> Result<(), StoreError> {
+    backoff
+        .run("postgres", "create_schema", || async move {
+            let mut connection = options.connect().await.map_err(classify)?;
+            // The name is a validated identifier; DDL cannot take it as a parameter.
+            let created = connection
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str())
+                .await;
+            let _ = connection.close().await;
+            match created {
+                Ok(_) => Ok(()),
+                // Two connections creating the same schema at once: the loser sees a unique
+                // violation on pg_namespace, and the schema exists.
+                Err(e) if is_unique_violation(&e) => Ok(()),
+                Err(e) => Err(classify(e)),
+            }
+        })
+        .await
+}
+
+impl Postgres {
+    /// A store over `pool`, its migrations applied, in the pool's current schema.
+    pub(super) async fn open(pool: PgPool, backoff: Backoff) -> Result<PostgresStore, StoreError> {
+        migrate::migrate(&pool).await?;
+        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await
+            .map_err(classify)?;
+        let schema = schema.ok_or_else(|| backend(ConfigError::NoSchema))?;
+        Ok(SqlStore::new(Postgres {
+            lock_key: append_lock_key(&schema),
+            pool,
+            schema,
+            backoff,
+        }))
+    }
+}
+
+/// The advisory lock key of a schema: FNV-1a of `sourceflow.events/<schema>`, so that every
+/// process sharing a schema uses the same key and different schemas do not contend.
+fn append_lock_key(schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in "sourceflow.events/".bytes().chain(schema.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_identifiers() {
+        for ok in ["t_abc", "_x", "Schema1"] {
+            assert!(is_valid_schema_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"; DROP TABLE x; --",
+            &"x".repeat(64),
+        ] {
+            assert!(!is_valid_schema_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lock_keys_differ_per_schema() {
+        assert_eq!(append_lock_key("public"), append_lock_key("public"));
+        assert_ne!(append_lock_key("public"), append_lock_key("t_abc"));
+    }
+}

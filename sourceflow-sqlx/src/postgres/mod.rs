@@ -1,0 +1,475 @@
+//! The Postgres store: several processes sharing one database, exact JSON payloads, a pool.
+//!
+//! # One round trip per command
+//! A unit of work is one statement in its own transaction: the optimistic command append (a
+//! resent message id is caught by its unique key), the entity state, the outbox, the events and
+//! the inline views' writes. The common shape (one event, no follow-up commands, at most one
+//! view writing one model) is a single SQL statement whose steps feed each other; anything else
+//! calls the `sf_commit_inline` function (migration `0006`), as does the common shape when the
+//! single statement meets events appended to its stream without a command (it reads the
+//! stream's last event before it waits for the append lock). A first command on a stream reads
+//! its entity and the views' models in one more round trip. sqlx prepares each statement once per
+//! connection, and the pool does not ping connections before handing them out.
+//!
+//! # Positions become visible in order (serialised appends)
+//! A sequence hands out positions in allocation order, but transactions commit in any order: a
+//! transaction that took position 10 may commit after one that took 11, and a catch-up reader
+//! that saw 11 would then never read 10. To rule this out, every transaction that inserts
+//! events first takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`), held until
+//! it commits. Positions are therefore allocated and committed one transaction at a time, in
+//! lock order, and a reader can never observe a position before a lower one that is still to
+//! commit.
+//!
+//! The trade-off: appends of events are serialised across the database (per schema: the lock
+//! key is derived from the schema name). The lock is taken as late as possible (after the
+//! command, entity and outbox writes, right before the event rows) so only the event inserts and
+//! the commit itself are serialised; commands on different streams still run their checks and
+//! writes concurrently. Throughput of event-producing commits is bounded by one commit (one WAL
+//! flush) at a time. A transaction-id snapshot rule (readers hold back until older transactions
+//! finish) would avoid the lock at the cost of more complex and laggier reads.
+
+//!
+//! The modules: `connect` (the builder, the schema and the migrations, with `migrate` for the
+//! versions retired from them), `commit` (the commit path), `queries` (every statement),
+//! `error` (which errors are transient).
+
+mod commit;
+mod connect;
+mod error;
+mod migrate;
+mod queries;
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use sourceflow::message::StoredCommand;
+use sourceflow::store::{EntityWithModels, StoreError};
+use sourceflow::{EntityId, Sequence, StreamId};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::retry::Backoff;
+use crate::sql::read::{Param, Query, ReadQueries};
+use crate::sql::rows::Columns;
+use crate::sql::values::{corrupt, db_int, from_db, payload_text};
+use crate::sql::write::{Write, Written};
+use crate::sql::{Backend, SqlStore};
+use commit::BindEnvelope;
+pub use connect::{is_valid_schema_name, ConfigError, PostgresStoreBuilder};
+use error::{classify, is_unique_violation};
+pub use migrate::{UnknownMigration, MIGRATOR, RETIRED};
+use queries::*;
+
+/// The Postgres store: one shared log for many processes, exact JSON payloads, a connection
+/// pool.
+///
+/// Cheap to clone (clones share the pool). See the [module docs](self) for how commits take
+/// one round trip and how positions become visible in order. A [`SqlStore`] on the
+/// [`Postgres`] backend.
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// The Postgres backend of a [`PostgresStore`]: the pool, the schema and its append lock key.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: PgPool,
+    lock_key: i64,
+    schema: String,
+    backoff: Backoff,
+}
+
+impl fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("lock_key", &self.lock_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (e.g. `postgres://user@host/db`) with a pool of 10 connections and
+    /// applies pending migrations, in the connection's default schema.
+    ///
+    /// # Errors
+    /// As [`PostgresStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// As [`connect`](Self::connect), with the tables in `schema` (created if missing).
+    ///
+    /// # Errors
+    /// As [`PostgresStoreBuilder::connect`]; a schema name that is not a plain identifier is
+    /// refused with [`ConfigError::InvalidSchema`] as the source.
+    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        Self::builder(url).schema(schema).connect().await
+    }
+
+    /// Options for connecting to `url`.
+    pub fn builder(url: &str) -> PostgresStoreBuilder {
+        PostgresStoreBuilder::new(url)
+    }
+
+    /// A store over an existing pool; applies pending migrations in the pool's current schema
+    /// (its `search_path`). For best latency, build the pool with `test_before_acquire(false)`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the migrations fail or no schema is current.
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        Postgres::open(pool, Backoff::default()).await
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.backend().pool
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.backend().schema
+    }
+
+    /// The advisory lock key that serialises event appends in this schema.
+    pub fn append_lock_key(&self) -> i64 {
+        self.backend().lock_key
+    }
+
+    /// Sets the retry policy for transient faults.
+    ///
+    /// Takes a [`Backoff`] or a [`sourceflow::RetryPolicy`].
+    pub fn with_backoff(mut self, backoff: impl Into<Backoff>) -> Self {
+        self.backend_mut().backoff = backoff.into();
+        self
+    }
+}
+
+fn get<'r, T>(row: &'r PgRow, index: usize) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(index).map_err(corrupt)
+}
+
+impl Columns for PgRow {
+    fn text(&self, index: usize) -> Result<String, StoreError> {
+        get(self, index)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, StoreError> {
+        get(self, index)
+    }
+
+    fn optional_int(&self, index: usize) -> Result<Option<i64>, StoreError> {
+        get(self, index)
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError> {
+        get(self, index)
+    }
+
+    fn optional_uuid(&self, index: usize) -> Result<Option<Uuid>, StoreError> {
+        get(self, index)
+    }
+
+    fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
+        get(self, index)
+    }
+}
+
+/// The earliest instant a `timestamptz` holds (4714-11-24 BC, year -4713).
+fn earliest_timestamp() -> DateTime<Utc> {
+    DateTime::from_timestamp(-210_866_803_200, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn conflict(stream: &StreamId, expected: Sequence) -> StoreError {
+    StoreError::Conflict {
+        stream: stream.clone(),
+        expected,
+    }
+}
+
+impl Postgres {
+    /// Runs the write `sql` with `params` bound in order, retried on transient faults: the
+    /// number of rows it changed.
+    async fn execute(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<u64, StoreError> {
+        let pool = &self.pool;
+        self.backoff
+            .run(Self::NAME, what, || async move {
+                let query = params.iter().fold(sqlx::query(sql), Self::bind);
+                let done = query.execute(pool).await.map_err(classify)?;
+                Ok(done.rows_affected())
+            })
+            .await
+    }
+}
+
+impl Postgres {
+    /// As [`execute`](Self::execute), for a write whose answer is only done or failed.
+    async fn execute_done(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<Written, StoreError> {
+        self.execute(what, sql, params).await.map(|_| Written::Done)
+    }
+}
+
+impl Backend for Postgres {
+    const NAME: &'static str = "postgres";
+    const READS: ReadQueries = queries::READS;
+    type Db = sqlx::Postgres;
+
+    fn readers(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// Every argument with its native Postgres type.
+    fn bind<'q>(query: Query<'q, sqlx::Postgres>, param: &Param<'q>) -> Query<'q, sqlx::Postgres> {
+        match *param {
+            Param::Text(text) => query.bind(text),
+            Param::OptionalText(text) => query.bind(text),
+            Param::Int(value) => query.bind(value),
+            Param::Uuid(id) => query.bind(id),
+            // `timestamptz` starts at 4714-11-24 BC; an earlier bound means the same.
+            Param::Time(time) => query.bind(time.max(earliest_timestamp())),
+        }
+    }
+
+    fn classify(err: sqlx::Error) -> StoreError {
+        classify(err)
+    }
+
+    async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        match write {
+            Write::Commit(unit) => self
+                .commit_unit(unit, &[])
+                .await
+                .map(|(receipt, _)| Written::Receipt(receipt)),
+            Write::CommitInline(unit, projections) => self
+                .commit_unit(unit, &projections)
+                .await
+                .map(|(receipt, applied)| Written::Inline(receipt, applied)),
+            Write::AppendCommand { expected, command } => self
+                .append_command(expected, command)
+                .await
+                .map(Written::Sequence),
+            Write::AppendEvents {
+                stream,
+                expected,
+                events,
+            } => self
+                .append_event_batch(&stream, expected, events)
+                .await
+                .map(Written::Events),
+            Write::PutEntity {
+                stream,
+                expected,
+                version,
+                state,
+            } => self.put_entity(&stream, expected, version, &state).await,
+            Write::DeleteEntity { stream } => {
+                let key = [
+                    Param::Text(&stream.entity_type),
+                    Param::Text(stream.id.as_str()),
+                ];
+                self.execute_done("delete_entity", DELETE_ENTITY, &key)
+                    .await
+            }
+            Write::PutModel {
+                model_type,
+                id,
+                state,
+            } => {
+                let params = [
+                    Param::Text(&model_type),
+                    Param::Text(id.as_str()),
+                    Param::Text(payload_text(&state, "view model state")?),
+                ];
+                self.execute_done("put_model", PUT_MODEL, &params).await
+            }
+            Write::DeleteModel { model_type, id } => {
+                let params = [Param::Text(&model_type), Param::Text(id.as_str())];
+                self.execute_done("delete_model", DELETE_MODEL, &params)
+                    .await
+            }
+            Write::ClearModels { model_type } => {
+                let params = [Param::Text(&model_type)];
+                self.execute_done("clear_models", CLEAR_MODELS, &params)
+                    .await
+            }
+            Write::SetPosition { handler, position } => {
+                let position = Param::Int(db_int(position.0, "position")?);
+                let params = [Param::Text(&handler), position];
+                self.execute_done("set_position", SET_POSITION, &params)
+                    .await
+            }
+            Write::CommitProjection(commit) => self.commit_projection_batch(commit).await,
+            Write::ResetProjection {
+                handler,
+                model_types,
+            } => self.reset_projection(&handler, &model_types).await,
+            Write::RemoveOutbox { ids } => self.outbox_remove(&ids).await,
+        }
+    }
+
+    /// The entity and the models in one round trip.
+    async fn get_entity_with_models(
+        &self,
+        stream: &StreamId,
+        models: &[(&'static str, EntityId)],
+    ) -> Result<EntityWithModels, StoreError> {
+        let types: Vec<&str> = models.iter().map(|(t, _)| *t).collect();
+        let ids: Vec<&str> = models.iter().map(|(_, id)| id.as_str()).collect();
+        let (pool, types, ids) = (&self.pool, &types, &ids);
+        let rows = self
+            .backoff
+            .run(Self::NAME, "get_entity_with_models", || async move {
+                sqlx::query(GET_ENTITY_WITH_MODELS)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(types)
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
+        let mut entity = None;
+        let mut found = vec![None; models.len()];
+        for row in &rows {
+            let n: i64 = get(row, 0)?;
+            let state: String = get(row, 2)?;
+            match usize::try_from(n) {
+                Ok(0) => {
+                    let version: i64 = get(row, 1)?;
+                    entity = Some((
+                        Sequence(from_db(version, "entity version")?),
+                        state.into_bytes(),
+                    ));
+                }
+                Ok(n) if n <= models.len() => found[n - 1] = Some(state.into_bytes()),
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "model row {n} of {}",
+                        models.len()
+                    )))
+                }
+            }
+        }
+        Ok((entity, found))
+    }
+}
+
+impl Postgres {
+    /// Saves an entity state: a new one (`expected` zero), or compare-and-set on the version.
+    async fn put_entity(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        version: Sequence,
+        state: &[u8],
+    ) -> Result<Written, StoreError> {
+        let mut params = vec![
+            Param::Text(&stream.entity_type),
+            Param::Text(stream.id.as_str()),
+            Param::Int(db_int(version.0, "entity version")?),
+            Param::Text(payload_text(state, "entity state")?),
+        ];
+        let sql = if expected == Sequence::ZERO {
+            PUT_ENTITY_NEW
+        } else {
+            params.push(Param::Int(db_int(expected.0, "entity version")?));
+            PUT_ENTITY_CAS
+        };
+        if self.execute("put_entity", sql, &params).await? == 0 {
+            return Err(conflict(stream, expected));
+        }
+        Ok(Written::Done)
+    }
+
+    /// Clears a handler's position and its models in one statement.
+    async fn reset_projection(
+        &self,
+        handler: &str,
+        model_types: &[String],
+    ) -> Result<Written, StoreError> {
+        let pool = &self.pool;
+        self.backoff
+            .run(Self::NAME, "reset_projection", || async move {
+                sqlx::query(RESET_PROJECTION)
+                    .bind(handler)
+                    .bind(model_types)
+                    .execute(pool)
+                    .await
+                    .map_err(classify)
+            })
+            .await
+            .map(|_| Written::Done)
+    }
+
+    /// Removes sent outbox entries in one statement.
+    async fn outbox_remove(&self, ids: &[u64]) -> Result<Written, StoreError> {
+        let ids = ids
+            .iter()
+            .map(|id| db_int(*id, "outbox id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (ids, pool) = (&ids, &self.pool);
+        self.backoff
+            .run(Self::NAME, "outbox_remove", || async move {
+                sqlx::query(OUTBOX_REMOVE)
+                    .bind(ids)
+                    .execute(pool)
+                    .await
+                    .map_err(classify)
+            })
+            .await
+            .map(|_| Written::Done)
+    }
+
+    /// Appends one command at `expected + 1`, nothing else.
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        let envelope = &command.envelope;
+        let stream = &envelope.stream;
+        let expected_value = db_int(expected.0, "sequence")?;
+        let payload = payload_text(&command.payload, "command payload")?;
+        let pool = &self.pool;
+        let inserted = self
+            .backoff
+            .run(Self::NAME, "append_command", || async move {
+                let done = sqlx::query(INSERT_COMMAND)
+                    .bind(&*stream.entity_type)
+                    .bind(stream.id.as_str())
+                    .bind(expected_value)
+                    .bind_envelope(envelope)
+                    .bind(payload)
+                    .execute(pool)
+                    .await;
+                match done {
+                    Ok(done) => Ok(done.rows_affected() == 1),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(classify(e)),
+                }
+            })
+            .await?;
+        if inserted {
+            Ok(expected.next())
+        } else {
+            Err(conflict(stream, expected))
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The write side of the contract as values: the [`SqlStore`](super::SqlStore) turns each
+//! writing method into a [`Write`] for its backend, which answers with a [`Written`]. The
+//! SQLite backend queues them for its writer thread; the Postgres backend runs each as one
+//! round trip.
+
+use sourceflow::message::{NewEvent, StoredCommand};
+use sourceflow::store::{InlineProjection, ProjectionCommit, StoreError, UnitOfWork};
+use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
+
+/// A write of the contract, as the [`SqlStore`](super::SqlStore) hands it to its backend: one
+/// variant per writing method of [`Store`](sourceflow::store::Store) and
+/// [`StoreAdmin`](sourceflow::store::StoreAdmin).
+pub(crate) enum Write {
+    Commit(UnitOfWork),
+    CommitInline(UnitOfWork, Vec<InlineProjection>),
+    AppendCommand {
+        expected: Sequence,
+        command: StoredCommand,
+    },
+    AppendEvents {
+        stream: StreamId,
+        expected: Sequence,
+        events: Vec<NewEvent>,
+    },
+    PutEntity {
+        stream: StreamId,
+        expected: Sequence,
+        version: Sequence,
+        state: Vec<u8>,
+    },
+    DeleteEntity {
+        stream: StreamId,
+    },
+    PutModel {
+        model_type: String,
+        id: EntityId,
+        state: Vec<u8>,
+    },
+    DeleteModel {
+        model_type: String,
+        id: EntityId,
+    },
+    ClearModels {
+        model_type: String,
+    },
+    SetPosition {
+        handler: String,
+        position: Position,
+    },
+    CommitProjection(ProjectionCommit),
+    ResetProjection {
+        handler: String,
+        model_types: Vec<String>,
+    },
+    RemoveOutbox {
+        ids: Vec<u64>,
+    },
+}
+
+/// What a write produced: the answer of the method that asked for it.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Receipt(CommandReceipt),
+    Inline(CommandReceipt, Vec<bool>),
+    Sequence(Sequence),
+    Events(Vec<RecordedEvent>),
+    Done,
+}
+
+/// An answer of the wrong kind for its write: a bug in a backend, reported rather than
+/// panicking.
+#[derive(Debug, thiserror::Error)]
+#[error("the {backend} store answered a write with {answer}")]
+struct UnexpectedAnswer {
+    backend: &'static str,
+    answer: String,
+}
+
+/// The error for an answer of the wrong kind.
+pub(crate) fn unexpected(backend: &'static str, written: Written) -> StoreError {
+    StoreError::Backend(Box::new(UnexpectedAnswer {
+        backend,
+        answer: format!("{written:?}"),
+    }))
+}
