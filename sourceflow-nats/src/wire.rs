@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sourceflow::store::StoreError;
 use sourceflow::{
-    CommandReceipt, DomainError, Envelope, Position, RecordedEvent, Sequence, StreamId, Violation,
-    Violations,
+    CommandReceipt, DomainError, Envelope, Location, Position, RecordedEvent, Sequence, StreamId,
+    Violation, Violations,
 };
 use uuid::Uuid;
 
@@ -270,13 +270,20 @@ impl WireError {
                 name: Some(message.clone()),
                 ..Self::new("no_handler", text)
             },
-            E::UnknownMessage { name, .. } => Self {
+            E::UnknownMessage { name, at } => Self {
                 name: Some(name.clone()),
+                stream: stream_of(at),
                 ..Self::new("unknown_message", text)
             },
-            E::Decode { name, .. } => Self {
+            E::Decode { name, at, .. } => Self {
                 name: Some(name.clone()),
+                stream: stream_of(at),
                 ..Self::new("decode", text)
+            },
+            E::Encode { name, at, .. } => Self {
+                name: Some(name.clone()),
+                stream: stream_of(at),
+                ..Self::new("encode", text)
             },
             E::Concurrency {
                 stream,
@@ -319,14 +326,17 @@ impl WireError {
             },
             "unknown_message" => E::UnknownMessage {
                 name: self.name.unwrap_or_default(),
-                stream: self.stream.map(|s| s.to_string()).unwrap_or_default(),
-                sequence: 0,
+                at: location(self.stream),
             },
             "decode" => E::Decode {
                 name: self.name.unwrap_or_default(),
-                stream: self.stream.map(|s| s.to_string()).unwrap_or_default(),
-                sequence: 0,
+                at: location(self.stream),
                 source: <serde_json::Error as serde::de::Error>::custom(self.message),
+            },
+            "encode" => E::Encode {
+                name: self.name.unwrap_or_default(),
+                at: location(self.stream),
+                source: <serde_json::Error as serde::ser::Error>::custom(self.message),
             },
             "concurrency" => match self.stream {
                 Some(stream) => E::Concurrency {
@@ -339,6 +349,22 @@ impl WireError {
             "store" => E::Store(StoreError::Transient(self.message.into())),
             _ => E::Store(StoreError::Backend(self.message.into())),
         }
+    }
+}
+
+/// The stream a located error concerns, if any.
+fn stream_of(at: &Location) -> Option<StreamId> {
+    match at {
+        Location::Stored { stream, .. } | Location::Sending { stream } => Some(stream.clone()),
+        _ => None,
+    }
+}
+
+/// A remote error's location: the stream it named, as a message on its way there.
+fn location(stream: Option<StreamId>) -> Location {
+    match stream {
+        Some(stream) => Location::Sending { stream },
+        None => Location::Detached,
     }
 }
 

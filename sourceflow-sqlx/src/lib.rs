@@ -114,7 +114,7 @@
 //!   and subnormals, integers at the `i64`/`u64` limits and beyond, duplicate keys and any
 //!   spacing all survive. With serde_json's `float_roundtrip` (enabled in this workspace),
 //!   every finite `f64` decodes to the bits it was encoded from. JSON itself has no NaN or
-//!   infinity: serde_json writes them as `null`.
+//!   infinity (serde_json would write `null`): the runtime refuses them before commit.
 //! - Timestamps are kept in whole microseconds, truncated towards the past: a finer timestamp
 //!   reads back truncated, and `read_between` compares bounds of any precision exactly as
 //!   against the stored value.

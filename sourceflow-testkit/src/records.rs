@@ -2,9 +2,8 @@
 //! of work) and assertions that compare what a store returns, for your own backend-specific
 //! tests as much as for the kit's scenarios.
 //!
-//! Timestamps are whole microseconds (what Postgres keeps) and payloads are compared as JSON
-//! values (Postgres JSONB normalises whitespace), so one set of assertions holds on every
-//! backend.
+//! Timestamps are whole microseconds (what every store keeps) and payloads are compared as
+//! JSON values, so one set of assertions holds on every backend.
 
 use chrono::{DateTime, TimeZone, Timelike, Utc};
 use serde_json::{json, Value};

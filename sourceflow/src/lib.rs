@@ -156,7 +156,7 @@ pub use bus::{CommandDispatcher, OutgoingCommand, RetryPolicy, SendOptions};
 pub use context::ReactionContext;
 pub use context::SagaContext;
 pub use context::ViewContext;
-pub use error::{DomainError, Error, Result};
+pub use error::{DomainError, Error, Location, Result};
 pub use flow::{Builder, SourceFlow};
 pub use message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Event, EventMeta, Message, Position,

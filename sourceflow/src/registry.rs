@@ -12,7 +12,7 @@
 //! missing. If a saga seems unknown at runtime, reference its crate (or register the component
 //! explicitly with `SourceFlow::builder().saga(..)`, which also registers its routes).
 
-use crate::base::error::Error;
+use crate::base::error::{Error, Location};
 use crate::codec::TypeIndex;
 
 pub use crate::codec::TypeKind;
@@ -71,15 +71,13 @@ pub fn check_payload(kind: TypeKind, name: &str, payload: &[u8]) -> Result<(), E
         .find(|r| r.kind == kind)
         .ok_or_else(|| Error::UnknownMessage {
             name: name.to_owned(),
-            stream: String::new(),
-            sequence: 0,
+            at: Location::Detached,
         })?;
     (record.decode)(payload)
         .map(drop)
         .map_err(|source| Error::Decode {
             name: name.to_owned(),
-            stream: String::new(),
-            sequence: 0,
+            at: Location::Detached,
             source,
         })
 }

@@ -537,8 +537,6 @@ async fn answers_to(store: Arc<dyn Store>, trees: Vec<Tree>) -> Vec<String> {
 /// Floats JSON cannot write are refused before commit, on memory, SQLite and (built with
 /// `SOURCEFLOW_PG_URL`) Postgres.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the runtime encodes NaN and infinities as JSON null (then replay cannot decode \
-            them): send must refuse them with Error::Invalid before commit (issue 18)"]
 async fn non_finite_floats_are_refused_before_commit() {
     let non_finite = || {
         [f64::NAN, f64::INFINITY, f64::NEG_INFINITY]
@@ -554,9 +552,6 @@ async fn non_finite_floats_are_refused_before_commit() {
 /// Payloads nested deeper than the decoder reads are refused before commit, on memory, SQLite
 /// and (built with `SOURCEFLOW_PG_URL`) Postgres.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the runtime accepts a payload nested deeper than serde_json decodes (128 levels), \
-            then replay cannot decode it: send must refuse it with Error::Invalid before \
-            commit (issue 18)"]
 async fn payloads_deeper_than_the_decoder_reads_are_refused_before_commit() {
     let deep = || vec![(0..100).fold(Tree::Null, |tree, _| Tree::List(vec![tree]))];
     for kind in available() {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::message::{Position, Sequence, StreamId};
+use super::message::{EntityId, Position, Sequence, StreamId};
 use super::validate::Violations;
 
 /// A handler's refusal: a business rule said no. Nothing is stored when a handler returns it.
@@ -70,28 +70,35 @@ pub enum Error {
         /// Wire name of the command.
         message: String,
     },
-    /// A stored payload no longer matches its type.
-    #[error("cannot decode {name} at {stream} sequence {sequence}: {source}")]
+    /// A stored or received payload does not match its type.
+    #[error("cannot decode {name} at {at}: {source}")]
     Decode {
         /// Wire name stored with the payload.
         name: String,
-        /// The stream holding it.
-        stream: String,
-        /// Its position in the stream.
-        sequence: u64,
+        /// Where the payload is.
+        at: Location,
         /// What serde said.
         #[source]
         source: serde_json::Error,
     },
-    /// A stored message whose wire name no registered type has.
-    #[error("unknown message {name:?} at {stream} sequence {sequence}: no type registered with this name")]
+    /// A value's own `Serialize` impl failed, so it could not be stored (nothing was).
+    #[error("cannot encode {name} at {at}: {source}")]
+    Encode {
+        /// Wire name (or entity / view model name) of the value.
+        name: String,
+        /// Where it was going.
+        at: Location,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored or received message whose wire name no registered type has.
+    #[error("unknown message {name:?} at {at}: no type registered with this name")]
     UnknownMessage {
         /// The unknown wire name.
         name: String,
-        /// The stream holding it.
-        stream: String,
-        /// Its position in the stream.
-        sequence: u64,
+        /// Where the message is.
+        at: Location,
     },
     /// The store failed (after retrying transient faults).
     #[error("store error: {0}")]
@@ -102,6 +109,45 @@ pub enum Error {
     /// Validation before persistence failed; nothing was stored.
     #[error("invalid message: {0}")]
     Invalid(Violations),
+}
+
+/// Where a message or state that could not be encoded or decoded is (or was going).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Location {
+    /// A stored command or event, or an entity state: its stream and sequence.
+    Stored {
+        /// The stream.
+        stream: StreamId,
+        /// The command or event sequence (for an entity state, the version).
+        sequence: Sequence,
+    },
+    /// A message on its way to a stream, not stored yet (being sent, received from a
+    /// transport, or waiting in the outbox).
+    Sending {
+        /// The stream it is for.
+        stream: StreamId,
+    },
+    /// A view model.
+    ViewModel {
+        /// The model's type name.
+        model_type: String,
+        /// The model's key.
+        id: EntityId,
+    },
+    /// A payload not tied to a stream (checked by tooling).
+    Detached,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Stored { stream, sequence } => write!(f, "{stream} sequence {sequence}"),
+            Location::Sending { stream } => write!(f, "{stream} (not stored)"),
+            Location::ViewModel { model_type, id } => write!(f, "view model {model_type}/{id}"),
+            Location::Detached => f.write_str("a detached payload"),
+        }
+    }
 }
 
 impl From<DomainError> for Error {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::base::error::Error;
+use crate::base::error::{Error, Location};
 use crate::base::message::{Command, EntityId, Envelope, Event, NewEvent, StreamId};
 use crate::base::validate::Violations;
+use crate::codec::storable;
 use crate::codec::ErasedMessage;
 use crate::store::OutboxMessage;
 
@@ -37,18 +38,18 @@ pub(crate) fn follow_up<C: Command>(
         violations.message = C::NAME.to_owned();
         return Err(Error::Invalid(violations));
     }
-    let payload = serde_json::to_vec(command).map_err(|source| Error::Decode {
-        name: C::NAME.to_owned(),
-        stream: format!("{entity_type}/{id}"),
-        sequence: 0,
-        source,
+    let stream = StreamId::new(entity_type.clone(), id);
+    let payload = storable::encode(command).map_err(|e| {
+        e.into_error(C::NAME, || Location::Sending {
+            stream: stream.clone(),
+        })
     })?;
     Ok(OutboxMessage {
         envelope: Envelope {
             message_id,
             name: Cow::Borrowed(C::NAME),
             version: 1,
-            stream: StreamId::new(entity_type.clone(), id),
+            stream,
             correlation_id,
             causation_id: Some(causation_id),
             timestamp: crate::base::message::now(),
@@ -103,7 +104,7 @@ impl SagaContext {
             self.problems.push(Error::Invalid(violations));
             return;
         }
-        match serde_json::to_vec(&event) {
+        match storable::encode(&event) {
             Ok(payload) => {
                 let (message_id, timestamp) = crate::base::message::id_and_now();
                 let envelope = Envelope {
@@ -118,12 +119,11 @@ impl SagaContext {
                 self.events.push(NewEvent { envelope, payload });
                 self.decoded.push(Arc::new(event));
             }
-            Err(source) => self.problems.push(Error::Decode {
-                name: E::NAME.to_owned(),
-                stream: self.stream.to_string(),
-                sequence: 0,
-                source,
-            }),
+            Err(e) => self
+                .problems
+                .push(e.into_error(E::NAME, || Location::Sending {
+                    stream: self.stream.clone(),
+                })),
         }
     }
 

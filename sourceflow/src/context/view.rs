@@ -5,14 +5,14 @@ use std::any::Any;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use crate::base::error::Error;
+use crate::base::error::{Error, Location};
 use crate::base::message::{EntityId, EventMeta, ViewModel};
 use crate::store::{ModelWrite, Store};
 
 struct Slot {
     state: Option<Box<dyn Any + Send>>,
     dirty: bool,
-    encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, serde_json::Error>,
+    encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, crate::codec::storable::EncodeError>,
 }
 
 /// Decoded view models as this process last committed (or read) them, kept between batches so
@@ -181,16 +181,12 @@ impl ViewContext {
                 continue;
             }
             let state = match &slot.state {
-                Some(state) => {
-                    Some(
-                        (slot.encode)(state.as_ref()).map_err(|source| Error::Decode {
-                            name: (*model_type).to_owned(),
-                            stream: format!("view model {model_type}/{id}"),
-                            sequence: 0,
-                            source,
-                        })?,
-                    )
-                }
+                Some(state) => Some((slot.encode)(state.as_ref()).map_err(|e| {
+                    e.into_error(model_type, || Location::ViewModel {
+                        model_type: (*model_type).to_owned(),
+                        id: id.clone(),
+                    })
+                })?),
                 None => None,
             };
             writes.push(ModelWrite {

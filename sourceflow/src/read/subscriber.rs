@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use super::ReadSide;
-use crate::base::error::{take_problems, Error};
+use crate::base::error::{take_problems, Error, Location};
 use crate::base::message::{EventMeta, NewEvent, Position, RecordedEvent, Sequence, StreamId};
 use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeRecord};
 use crate::context::reaction::ReactionContext;
@@ -460,8 +460,10 @@ impl Subscriber {
             None => {
                 owned = (record.decode)(&event.payload).map_err(|source| Error::Decode {
                     name: event.envelope.name.to_string(),
-                    stream: event.envelope.stream.to_string(),
-                    sequence: event.sequence.0,
+                    at: Location::Stored {
+                        stream: event.envelope.stream.clone(),
+                        sequence: event.sequence,
+                    },
                     source,
                 })?;
                 &owned

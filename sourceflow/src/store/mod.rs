@@ -14,6 +14,22 @@
 //! - A command message id is accepted once per stream; a repeat is answered with the original
 //!   receipt, marked `duplicate`.
 //! - [`Store::commit`] and [`Store::commit_projection`] are atomic: all of it or none of it.
+//!
+//! # Data fidelity
+//! A value either reads back identical on every backend, or the runtime refuses it before
+//! anything is stored:
+//! - payloads and states are stored as the exact JSON text the runtime wrote and read back byte
+//!   for byte (strings with U+0000, `-0.0`, `f64::MAX`, subnormals, integers at the `i64`/`u64`
+//!   limits); serde_json's `float_roundtrip` makes every finite `f64` decode to its own bits;
+//! - what JSON cannot carry is refused by `send` (and by a handler's `publish`, a follow-up,
+//!   an entity state) with [`Error::Invalid`](crate::Error::Invalid) naming the field: a float
+//!   that is not finite (JSON would write `null`), and nesting deeper than 127 arrays and objects
+//!   (JSON decoders stop at 128);
+//! - timestamps are kept in whole microseconds, truncated towards the past, everywhere;
+//! - every `u64` read bound and `usize` limit is valid input: past the end reads nothing.
+//!
+//! A backend may refuse what its database cannot hold when it is written (bytes that are not
+//! UTF-8, a NUL in an id), with a store error, never accepting it and failing on read.
 
 mod memory;
 

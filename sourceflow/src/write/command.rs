@@ -11,11 +11,12 @@ use tracing::{debug_span, Instrument};
 
 use super::bus::{OutgoingCommand, SendOptions};
 use super::{Projector, SagaRoute, WriteSide};
-use crate::base::error::{take_problems, Error};
+use crate::base::error::{take_problems, Error, Location};
 use crate::base::message::{
     Command, CommandReceipt, EntityId, Envelope, Sequence, StoredCommand, StreamId,
 };
 use crate::base::validate::Violations;
+use crate::codec::storable;
 use crate::codec::{command_record, ErasedMessage, ErasedState};
 use crate::context::SagaContext;
 use crate::store::{StoreError, UnitOfWork};
@@ -57,11 +58,10 @@ impl WriteSide {
         // Validation runs in the pipeline (`execute`), the one place every command passes:
         // sent here, drained from the outbox, or received from a remote transport.
         let stream = StreamId::new(entity_type, id);
-        let payload = serde_json::to_vec(&command).map_err(|source| Error::Decode {
-            name: C::NAME.to_owned(),
-            stream: stream.to_string(),
-            sequence: 0,
-            source,
+        let payload = storable::encode(&command).map_err(|e| {
+            e.into_error(C::NAME, || Location::Sending {
+                stream: stream.clone(),
+            })
         })?;
         let (generated, timestamp) = crate::base::message::id_and_now();
         let message_id = options.message_id.unwrap_or(generated);
@@ -102,15 +102,16 @@ impl WriteSide {
         envelope: Envelope,
         payload: Vec<u8>,
     ) -> Result<CommandReceipt, Error> {
+        let at = || Location::Sending {
+            stream: envelope.stream.clone(),
+        };
         let record = command_record(&envelope.name).ok_or_else(|| Error::UnknownMessage {
             name: envelope.name.to_string(),
-            stream: envelope.stream.to_string(),
-            sequence: 0,
+            at: at(),
         })?;
         let message = (record.decode)(&payload).map_err(|source| Error::Decode {
             name: envelope.name.to_string(),
-            stream: envelope.stream.to_string(),
-            sequence: 0,
+            at: at(),
             source,
         })?;
         let command = OutgoingCommand {
@@ -284,14 +285,19 @@ impl WriteSide {
                 return Err(e);
             }
             let entity = match (&state, route.state) {
-                (Some(state), Some(vtable)) => Some((vtable.encode)(state.as_ref()).map_err(
-                    |source| Error::Decode {
-                        name: vtable.name.to_owned(),
-                        stream: stream.to_string(),
-                        sequence: expected.next().0,
-                        source,
-                    },
-                )?),
+                (Some(state), Some(vtable)) => {
+                    match (vtable.encode)(state.as_ref()) {
+                        Ok(bytes) => Some(bytes),
+                        Err(e) => {
+                            // Refused like a handler's refusal: nothing is stored.
+                            inner.entities.remove(stream);
+                            return Err(e.into_error(vtable.name, || Location::Stored {
+                                stream: stream.clone(),
+                                sequence: expected.next(),
+                            }));
+                        }
+                    }
+                }
                 _ => None,
             };
             let (events, decoded) = (cx.events, cx.decoded);

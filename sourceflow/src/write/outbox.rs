@@ -7,7 +7,7 @@ use tracing::{error, warn};
 
 use super::bus::OutgoingCommand;
 use super::{Projector, WriteSide};
-use crate::base::error::Error;
+use crate::base::error::{Error, Location};
 use crate::codec::command_record;
 
 impl WriteSide {
@@ -35,6 +35,9 @@ impl WriteSide {
                 let envelope = entry.message.envelope;
                 let name = envelope.name.to_string();
                 let stream = envelope.stream.to_string();
+                let at = || Location::Sending {
+                    stream: envelope.stream.clone(),
+                };
                 let outcome = match command_record(&envelope.name) {
                     Some(record) => match (record.decode)(&entry.message.payload) {
                         Ok(message) => {
@@ -47,15 +50,13 @@ impl WriteSide {
                         }
                         Err(source) => Err(Error::Decode {
                             name: name.clone(),
-                            stream: stream.clone(),
-                            sequence: 0,
+                            at: at(),
                             source,
                         }),
                     },
                     None => Err(Error::UnknownMessage {
                         name: name.clone(),
-                        stream: stream.clone(),
-                        sequence: 0,
+                        at: at(),
                     }),
                 };
                 match outcome {

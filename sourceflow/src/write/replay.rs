@@ -6,8 +6,9 @@ use std::any::Any;
 use chrono::{DateTime, Utc};
 
 use super::WriteSide;
-use crate::base::error::{take_problems, Error};
+use crate::base::error::{take_problems, Error, Location};
 use crate::base::message::{Entity, EntityId, RecordedEvent, Sequence, StoredCommand, StreamId};
+use crate::codec::storable;
 use crate::codec::{command_record, ErasedState, StateVtable};
 use crate::context::SagaContext;
 use crate::store::{Store, StoreError};
@@ -204,13 +205,17 @@ impl WriteSide {
         let record =
             command_record(&stored.envelope.name).ok_or_else(|| Error::UnknownMessage {
                 name: stored.envelope.name.to_string(),
-                stream: stream.to_string(),
-                sequence: stored.sequence.0,
+                at: Location::Stored {
+                    stream: stream.clone(),
+                    sequence: stored.sequence,
+                },
             })?;
         let message = (record.decode)(&stored.payload).map_err(|source| Error::Decode {
             name: stored.envelope.name.to_string(),
-            stream: stream.to_string(),
-            sequence: stored.sequence.0,
+            at: Location::Stored {
+                stream: stream.clone(),
+                sequence: stored.sequence,
+            },
             source,
         })?;
         let route = self
@@ -243,11 +248,11 @@ impl WriteSide {
     pub(crate) async fn replay<E: Entity>(&self, id: impl Into<EntityId>) -> Result<E, Error> {
         let stream = StreamId::of::<E>(id);
         let (last, state) = self.rebuild_entity::<E>(&stream, None).await?;
-        let bytes = serde_json::to_vec(&state).map_err(|source| Error::Decode {
-            name: E::NAME.to_owned(),
-            stream: stream.to_string(),
-            sequence: last.0,
-            source,
+        let bytes = storable::encode(&state).map_err(|e| {
+            e.into_error(E::NAME, || Location::Stored {
+                stream: stream.clone(),
+                sequence: last,
+            })
         })?;
         let store = &self.store;
         let current = store.get_entity(&stream).await?.map(|(v, _)| v);
@@ -367,15 +372,19 @@ impl WriteSide {
         let stored: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
                 name: E::NAME.to_owned(),
-                stream: stream.to_string(),
-                sequence: version.0,
+                at: Location::Stored {
+                    stream: stream.clone(),
+                    sequence: version,
+                },
                 source,
             })?;
         let replayed_json = match &state {
             Some(state) => (vtable.to_json)(state.as_ref()).map_err(|source| Error::Decode {
                 name: E::NAME.to_owned(),
-                stream: stream.to_string(),
-                sequence: version.0,
+                at: Location::Stored {
+                    stream: stream.clone(),
+                    sequence: version,
+                },
                 source,
             })?,
             None => serde_json::Value::Null,

@@ -6,11 +6,13 @@
 //! with `inventory`; [`TypeIndex::global`] indexes them once. Every read path that turns stored
 //! bytes into a value goes through this module.
 
+pub mod storable;
+
 use foldhash::HashMap;
 use std::any::{Any, TypeId};
 use std::sync::{Arc, OnceLock};
 
-use crate::base::error::Error;
+use crate::base::error::{Error, Location};
 use crate::base::message::{Command, Entity, EntityId, Event, Message, RecordedEvent, ViewModel};
 use crate::base::validate::Violations;
 
@@ -136,8 +138,8 @@ pub struct StateVtable {
     pub default: fn() -> ErasedState,
     /// JSON decode.
     pub decode: fn(&[u8]) -> Result<ErasedState, serde_json::Error>,
-    /// JSON encode.
-    pub encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, serde_json::Error>,
+    /// JSON encode, refusing what would not read back identically.
+    pub encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, storable::EncodeError>,
     /// `T::clone()`.
     pub clone: fn(&(dyn Any + Send)) -> ErasedState,
     /// Structural equality through JSON (used by `verify`).
@@ -184,12 +186,11 @@ where
 
 fn encode_state<T: serde::Serialize + 'static>(
     state: &(dyn Any + Send),
-) -> Result<Vec<u8>, serde_json::Error> {
+) -> Result<Vec<u8>, storable::EncodeError> {
     match state.downcast_ref::<T>() {
-        Some(state) => serde_json::to_vec(state),
-        None => Err(serde::ser::Error::custom(format!(
-            "state is not a {}",
-            std::any::type_name::<T>()
+        Some(state) => storable::encode(state),
+        None => Err(storable::EncodeError::Serde(serde::ser::Error::custom(
+            format!("state is not a {}", std::any::type_name::<T>()),
         ))),
     }
 }
@@ -265,8 +266,10 @@ pub(crate) fn command_record(name: &str) -> Option<&'static TypeRecord> {
 pub(crate) fn decode_model<M: ViewModel>(id: &EntityId, bytes: &[u8]) -> Result<M, Error> {
     serde_json::from_slice(bytes).map_err(|source| Error::Decode {
         name: M::NAME.to_owned(),
-        stream: format!("view model {}/{id}", M::NAME),
-        sequence: 0,
+        at: Location::ViewModel {
+            model_type: M::NAME.to_owned(),
+            id: id.clone(),
+        },
         source,
     })
 }
@@ -281,16 +284,21 @@ impl RecordedEvent {
         if self.envelope.name != E::NAME {
             return Err(Error::UnknownMessage {
                 name: self.envelope.name.to_string(),
-                stream: self.envelope.stream.to_string(),
-                sequence: self.sequence.0,
+                at: self.location(),
             });
         }
         serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
             name: self.envelope.name.to_string(),
-            stream: self.envelope.stream.to_string(),
-            sequence: self.sequence.0,
+            at: self.location(),
             source,
         })
+    }
+
+    fn location(&self) -> Location {
+        Location::Stored {
+            stream: self.envelope.stream.clone(),
+            sequence: self.sequence,
+        }
     }
 
     /// The payload as a JSON value (for tooling: exports, inspection).
@@ -300,8 +308,7 @@ impl RecordedEvent {
     pub fn payload_json(&self) -> Result<serde_json::Value, Error> {
         serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
             name: self.envelope.name.to_string(),
-            stream: self.envelope.stream.to_string(),
-            sequence: self.sequence.0,
+            at: self.location(),
             source,
         })
     }
