@@ -115,10 +115,6 @@ pub use command::{Delivery, DispatcherBuilder, NatsCommandDispatcher, NatsComman
 pub use error::NatsError;
 pub use event::{EventHandler, NatsEventPublisher, NatsEventSubscriber, NatsViewFeeder};
 
-/// The event side's dispatcher under the name SourceFlow.Net's cloud extensions use: it
-/// publishes every committed event (see [`NatsEventPublisher`]).
-pub type NatsEventDispatcher = NatsEventPublisher;
-
 /// Where a deployment's commands and events live in JetStream. Every sender, worker,
 /// publisher and subscriber of one deployment uses the same topology.
 ///
