@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use async_nats::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sourceflow::store::StoreError;
 use sourceflow::{
     CommandReceipt, DomainError, Envelope, Location, Position, RecordedEvent, Sequence, StreamId,
@@ -142,7 +143,9 @@ struct WireEvent {
     sequence: Sequence,
     command_sequence: Sequence,
     position: Position,
-    payload: serde_json::Value,
+    /// The stored JSON text, carried as is (a parsed value would reorder keys and round
+    /// numbers beyond 64 bits).
+    payload: Box<RawValue>,
 }
 
 /// A receipt as a reply body.
@@ -170,10 +173,7 @@ impl WireReceipt {
                     sequence: e.sequence,
                     command_sequence: e.command_sequence,
                     position: e.position,
-                    // Stored payloads are JSON; anything else travels as a JSON string.
-                    payload: serde_json::from_slice(&e.payload).unwrap_or_else(|_| {
-                        serde_json::Value::String(String::from_utf8_lossy(&e.payload).into_owned())
-                    }),
+                    payload: raw_payload(&e.payload),
                 })
                 .collect(),
             duplicate: receipt.duplicate,
@@ -194,7 +194,7 @@ impl WireReceipt {
                     sequence: e.sequence,
                     command_sequence: e.command_sequence,
                     position: e.position,
-                    payload: serde_json::to_vec(&e.payload).unwrap_or_default(),
+                    payload: e.payload.get().as_bytes().to_vec(),
                 })
                 .collect(),
             duplicate: self.duplicate,
@@ -352,6 +352,18 @@ impl WireError {
     }
 }
 
+/// A stored payload as raw JSON: the exact text when it is JSON (as every payload the runtime
+/// writes is), otherwise the bytes as a JSON string.
+fn raw_payload(payload: &[u8]) -> Box<RawValue> {
+    std::str::from_utf8(payload)
+        .ok()
+        .and_then(|text| RawValue::from_string(text.to_owned()).ok())
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(payload);
+            serde_json::value::to_raw_value(&text).unwrap_or_default()
+        })
+}
+
 /// The stream a located error concerns, if any.
 fn stream_of(at: &Location) -> Option<StreamId> {
     match at {
@@ -422,5 +434,43 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_receipt_carries_payloads_byte_for_byte() {
+        let payload = br#"{"z":1,"a":-0.0,"big":123456789012345678901234567890,"f":123456789.12345679,"s":"nul\u0000 crab \ud83e\udd80"}"#;
+        let event = RecordedEvent {
+            envelope: envelope(),
+            sequence: Sequence(3),
+            command_sequence: Sequence(2),
+            position: Position(u64::MAX >> 1),
+            payload: payload.to_vec(),
+        };
+        let receipt = CommandReceipt {
+            message_id: event.envelope.message_id,
+            stream: event.envelope.stream.clone(),
+            sequence: Sequence(2),
+            events: vec![event],
+            duplicate: false,
+            retries: 0,
+        };
+        let body = serde_json::to_vec(&WireReceipt::from_receipt(&receipt)).unwrap();
+        let back: WireReceipt = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back.into_receipt(), receipt);
+    }
+
+    #[test]
+    fn an_event_survives_headers_and_body() {
+        let mut envelope = envelope();
+        envelope.stream = StreamId::new("shop.Order", "o-\u{e9}t\u{e9} \u{1F980} #42");
+        let event = RecordedEvent {
+            envelope,
+            sequence: Sequence(u64::MAX >> 1),
+            command_sequence: Sequence(7),
+            position: Position(123),
+            payload: b"{\"s\":\"\\u0000\",\"x\":-0.0}".to_vec(),
+        };
+        let headers = event_headers(&event).expect("printable ids");
+        assert_eq!(read_event(Some(&headers), &event.payload), Ok(event));
     }
 }
