@@ -66,8 +66,12 @@
 //! - [`message`]: the traits the derives implement, ids, envelopes, receipts.
 //! - [`SourceFlow`] and its [`Builder`]: sending, reading, replaying, rebuilding.
 //! - [`bus`]: dispatchers (the seam for remote transports) and retry policy.
-//! - [`store`]: the storage contract and [`MemoryStore`]; SQL stores live in `sourceflow-sqlx`.
-//! - [`registry`]: what the macros register at link time, and the linker caveat.
+//! - [`store`]: the storage contract ([`store::Store`], and [`store::StoreAdmin`] for tooling),
+//!   the data-fidelity rule, and [`MemoryStore`]; SQL stores live in `sourceflow-sqlx`, and
+//!   `sourceflow-testkit` checks a store of your own against the contract.
+//! - [`registry`]: a read-only listing of what the macros registered, and the linker caveat.
+//! - [`Error`]: what can go wrong; [`Location`] says where a payload that does not encode or
+//!   decode is.
 //! - [`testing`]: a given/when/then harness for sagas.
 //!
 //! # Consistency contract
@@ -130,8 +134,9 @@
 //! | `sourceflow.outbox.failed` | counter | follow-up commands that could not be delivered |
 #![warn(missing_docs)]
 
-// The layers, bottom up; a module imports only from the layers above it in this list (the
-// `layering` test checks it). ARCHITECTURE.md draws them and traces a command through them.
+// The layers, bottom up: base, codec, store, context, routes and registry, signals, write and
+// read (side by side), flow, then testing. A module imports only from layers below its own
+// (`tests/layering.rs` checks it); ARCHITECTURE.md draws them and traces a command through.
 mod base;
 mod codec;
 mod context;
