@@ -53,7 +53,7 @@
 //! written, what was expected back, what came back.
 //!
 //! `examples/btree-store` in the sourceflow repository is such a crate, complete: a store over
-//! `BTreeMap`s behind a lock, about 300 lines, that passes the `core` group.
+//! `BTreeMap`s behind a lock, in one file, that passes the `core` group.
 //!
 //! # Stores that need a server, or clean-up
 //!

@@ -39,6 +39,10 @@ pub async fn read_all_pages_in_global_order(store: Arc<dyn Store>) {
         let Some(last) = page.last() else { break };
         after = last.position;
         paged.extend(page);
+        assert!(
+            paged.len() <= expected.len(),
+            "paging with read_all(after) returned events at or before `after` again"
+        );
     }
     assert_same_events(&paged, &expected);
     assert!(paged.windows(2).all(|w| w[0].position < w[1].position));
@@ -250,6 +254,10 @@ pub async fn view_models_page_in_id_order(store: Arc<dyn Store>) {
         }
         after = page.last().map(|(id, _)| id.clone());
         seen.extend(page.into_iter().map(|(id, _)| id.as_str().to_owned()));
+        assert!(
+            seen.len() <= ids.len(),
+            "paging with list_models returned ids at or before `after` again"
+        );
     }
     let mut expected = ids.clone();
     expected.sort();
