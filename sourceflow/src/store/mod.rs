@@ -1,7 +1,7 @@
 //! The storage contract every backend implements, and the in-memory backend.
 //!
 //! One contract, several backends: [`MemoryStore`] here, `SqliteStore` and `PostgresStore` in
-//! `sourceflow-sqlx`. The conformance suite in the workspace's `tests/` runs the same scenarios
+//! `sourceflow-sqlx`. The conformance suite (`sourceflow-testkit`) runs the same scenarios
 //! against each of them.
 //!
 //! The rules every backend keeps:
