@@ -77,10 +77,10 @@ fn env(test: &str) -> Option<Env> {
         std::env::var("SOURCEFLOW_PG_URL"),
     ) {
         (Ok(nats), Ok(pg)) => Some(Env { nats, pg }),
-        _ => {
-            eprintln!("skipping {test}: set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL");
-            None
-        }
+        _ => panic!(
+            "{test}: built with SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL set, run without them; \
+             set both (or rebuild without them to have it reported as ignored)"
+        ),
     }
 }
 
@@ -271,6 +271,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 // ---- Tests.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
 async fn two_workers_handle_every_command_once_in_stream_order() {
     let Some(env) = env("two_workers_handle_every_command_once_in_stream_order") else {
         return;
@@ -356,6 +360,10 @@ async fn two_workers_handle_every_command_once_in_stream_order() {
 const REPLY_BOUND: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
 async fn under_concurrent_load_every_command_is_answered_within_seconds() {
     let Some(env) = env("under_concurrent_load_every_command_is_answered_within_seconds") else {
         return;
@@ -408,6 +416,10 @@ async fn under_concurrent_load_every_command_is_answered_within_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
 async fn a_killed_worker_loses_nothing_and_applies_nothing_twice() {
     let Some(env) = env("a_killed_worker_loses_nothing_and_applies_nothing_twice") else {
         return;
@@ -470,6 +482,10 @@ async fn a_killed_worker_loses_nothing_and_applies_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
 async fn poison_messages_are_terminated_and_the_partition_keeps_flowing() {
     let Some(env) = env("poison_messages_are_terminated_and_the_partition_keeps_flowing") else {
         return;
@@ -583,6 +599,10 @@ impl EventHandler for StepCounter {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
 async fn published_events_reach_a_remote_subscriber_exactly_once() {
     let Some(env) = env("published_events_reach_a_remote_subscriber_exactly_once") else {
         return;
@@ -677,6 +697,10 @@ async fn published_events_reach_a_remote_subscriber_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
 async fn a_resent_message_id_is_answered_with_the_original_receipt() {
     let Some(env) = env("a_resent_message_id_is_answered_with_the_original_receipt") else {
         return;
@@ -734,6 +758,10 @@ impl SeenStepsView {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
 async fn published_events_feed_remote_views_exactly_once() {
     let Some(env) = env("published_events_feed_remote_views_exactly_once") else {
         return;
