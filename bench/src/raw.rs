@@ -5,6 +5,10 @@
 //! generated inside SQLite by a recursive CTE: a million events take seconds instead of the
 //! minutes the commit API needs. Every workload reads a seeded row back through the store
 //! before measuring, so a schema change shows up as a readable error, not as wrong numbers.
+//!
+//! [`postgres`] holds W8's Postgres floors.
+
+pub mod postgres;
 
 use std::path::Path;
 use std::str::FromStr;

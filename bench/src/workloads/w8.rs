@@ -1,0 +1,498 @@
+//! W8: Postgres under concurrency. 1, 8 and 32 concurrent senders, each on its own stream, and
+//! 32 senders on one stream, for sourceflow, `cqrs-es` + `postgres-es` and two floors (one
+//! row per statement; one command's rows in one statement), each system in a schema of its own.
+//!
+//! The systems take turns cell by cell in every round (the order rotating), so drift on the
+//! machine hits all of them alike; a cell's figure is the median of its rounds. Every cell
+//! writes to streams that already hold one (untimed) command, so the timed commands neither
+//! create streams nor open connections.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use futures_util::future::try_join_all;
+use sourceflow::SourceFlow;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use super::{fmt_rate, progress, rate, Settings};
+use crate::domain::{self, account_id, AccountSummary, Components, Deposit};
+use crate::peers::cqrs::{self, BankCommand};
+use crate::raw::postgres as floor;
+use crate::report::{median_f64, Row, Target};
+
+/// A command gives up after this many conflicts (none should come near it).
+const MAX_ATTEMPTS: u64 = 10_000;
+
+/// How many commands of one stream a system applied, counted in its log and in its view.
+struct Applied {
+    log: u64,
+    view: u64,
+}
+
+/// One system under W8.
+#[async_trait::async_trait]
+trait System: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Whether the system keeps streams (the floors do not: the hot-stream cell skips them).
+    fn keeps_streams(&self) -> bool {
+        true
+    }
+
+    /// Sends the `n`-th deposit to `account`; returns the conflicts the caller retried.
+    async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64>;
+
+    /// Conflicts the system retried by itself so far.
+    fn conflicts_retried(&self) -> u64 {
+        0
+    }
+
+    /// The commands of `account` in the system's log and in its view.
+    async fn applied(&self, account: u64) -> anyhow::Result<Applied>;
+}
+
+struct Ours {
+    flow: SourceFlow,
+    pool: PgPool,
+}
+
+#[async_trait::async_trait]
+impl System for Ours {
+    fn name(&self) -> &'static str {
+        "sourceflow"
+    }
+
+    async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64> {
+        self.flow
+            .send(&*account_id(account), Deposit::nth(n))
+            .await?;
+        Ok(0)
+    }
+
+    fn conflicts_retried(&self) -> u64 {
+        self.flow.stats().conflicts_retried
+    }
+
+    async fn applied(&self, account: u64) -> anyhow::Result<Applied> {
+        let id = account_id(account);
+        let log: i64 = sqlx::query_scalar("SELECT count(*) FROM sf_events WHERE stream_id = $1")
+            .bind(&id)
+            .fetch_one(&self.pool)
+            .await?;
+        let view: Option<AccountSummary> = self.flow.view_model(&*id).await?;
+        Ok(Applied {
+            log: u64::try_from(log)?,
+            view: view.map_or(0, |v| v.deposits),
+        })
+    }
+}
+
+struct CqrsPg {
+    framework: postgres_es::PostgresCqrs<cqrs::BankAccount>,
+    pool: PgPool,
+}
+
+#[async_trait::async_trait]
+impl System for CqrsPg {
+    fn name(&self) -> &'static str {
+        "cqrs-es + postgres-es"
+    }
+
+    /// `cqrs-es` reports a lost race as `AggregateConflict` and leaves retrying to the caller.
+    async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64> {
+        let id = account_id(account);
+        for conflicts in 0..MAX_ATTEMPTS {
+            match self
+                .framework
+                .execute(&id, BankCommand::Deposit(Deposit::nth(n)))
+                .await
+            {
+                Ok(()) => return Ok(conflicts),
+                Err(cqrs_es::AggregateError::AggregateConflict) => continue,
+                Err(e) => bail!("cqrs-es: {e}"),
+            }
+        }
+        bail!("cqrs-es: {MAX_ATTEMPTS} conflicts in a row on {id}")
+    }
+
+    async fn applied(&self, account: u64) -> anyhow::Result<Applied> {
+        let id = account_id(account);
+        let (log, view): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM events WHERE aggregate_id = $1), \
+             (SELECT (payload->>'deposits')::bigint FROM bank_summary_view WHERE view_id = $1)",
+        )
+        .bind(&id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Applied {
+            log: u64::try_from(log)?,
+            view: u64::try_from(view.unwrap_or(0))?,
+        })
+    }
+}
+
+struct RowFloor(floor::RowInsert);
+
+#[async_trait::async_trait]
+impl System for RowFloor {
+    fn name(&self) -> &'static str {
+        "sqlx 1-row INSERT"
+    }
+
+    fn keeps_streams(&self) -> bool {
+        false
+    }
+
+    async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64> {
+        self.0.insert(account, n).await?;
+        Ok(0)
+    }
+
+    async fn applied(&self, _account: u64) -> anyhow::Result<Applied> {
+        bail!("the one-row floor keeps no streams")
+    }
+}
+
+struct UnitFloor(floor::UnitOfWork);
+
+#[async_trait::async_trait]
+impl System for UnitFloor {
+    fn name(&self) -> &'static str {
+        "raw unit of work"
+    }
+
+    fn keeps_streams(&self) -> bool {
+        false
+    }
+
+    async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64> {
+        self.0.commit(account, n).await?;
+        Ok(0)
+    }
+
+    async fn applied(&self, _account: u64) -> anyhow::Result<Applied> {
+        bail!("the unit-of-work floor keeps no streams")
+    }
+}
+
+/// The systems, in the order of the table: ours, the peer, the two floors.
+const SYSTEMS: usize = 4;
+const OURS: usize = 0;
+const PEER: usize = 1;
+const UNIT_FLOOR: usize = 3;
+
+/// One cell of the table: how many senders, and whether they share one stream.
+#[derive(Clone, Copy)]
+struct Cell {
+    senders: u64,
+    one_stream: bool,
+}
+
+impl Cell {
+    fn label(self) -> String {
+        match (self.senders, self.one_stream) {
+            (1, _) => "1 sender".to_owned(),
+            (n, false) => format!("{n} senders"),
+            (n, true) => format!("{n} senders, one stream"),
+        }
+    }
+}
+
+const CELLS: [Cell; 4] = [
+    Cell {
+        senders: 1,
+        one_stream: false,
+    },
+    Cell {
+        senders: 8,
+        one_stream: false,
+    },
+    Cell {
+        senders: 32,
+        one_stream: false,
+    },
+    Cell {
+        senders: 32,
+        one_stream: true,
+    },
+];
+
+/// What one run of one cell measured.
+struct Outcome {
+    rate: f64,
+    conflicts: u64,
+    /// For the one-stream cell: the commands found in the log and the view, and how many
+    /// were sent.
+    exact: Option<(Applied, u64)>,
+}
+
+/// Runs `commands` deposits split over `cell.senders` concurrent senders, on accounts from
+/// `base` (all on `base` for the one-stream cell), after one untimed deposit per account.
+async fn run_cell(
+    system: &Arc<dyn System>,
+    cell: Cell,
+    commands: u64,
+    base: u64,
+) -> anyhow::Result<Outcome> {
+    let account = move |s: u64| if cell.one_stream { base } else { base + s };
+    let accounts = if cell.one_stream { 1 } else { cell.senders };
+    try_join_all((0..accounts).map(|s| system.deposit(account(s), s))).await?;
+    let per_sender = commands / cell.senders;
+    let before = system.conflicts_retried();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..cell.senders)
+        .map(|s| {
+            let system = system.clone();
+            tokio::spawn(async move {
+                let mut conflicts = 0;
+                for i in 0..per_sender {
+                    conflicts += system.deposit(account(s), s * per_sender + i).await?;
+                }
+                anyhow::Ok(conflicts)
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await??;
+    }
+    let elapsed = started.elapsed();
+    let sent = per_sender * cell.senders;
+    conflicts += system.conflicts_retried() - before;
+    let exact = if cell.one_stream {
+        Some((system.applied(base).await?, sent + 1))
+    } else {
+        None
+    };
+    Ok(Outcome {
+        rate: rate(sent, elapsed),
+        conflicts,
+        exact,
+    })
+}
+
+/// W8: every system in a fresh schema of its own, dropped afterwards.
+///
+/// # Errors
+/// A failed workload (the schemas are still dropped).
+pub async fn w8(settings: &Settings) -> anyhow::Result<Vec<Row>> {
+    let Some(url) = settings.pg_url.clone() else {
+        return Ok(vec![Row::not_available(
+            "W8",
+            "Postgres concurrency vs cqrs-es/postgres-es and the floors",
+            "SOURCEFLOW_PG_URL is not set",
+        )]);
+    };
+    let pid = std::process::id();
+    let schemas: [String; SYSTEMS] =
+        ["sf", "cqrs", "row", "unit"].map(|s| format!("sfbench_w8_{s}_{pid}"));
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .context("cannot connect to SOURCEFLOW_PG_URL")?;
+    for schema in &schemas {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&admin)
+            .await?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await?;
+    }
+    let outcome = w8_in(settings, &url, &schemas).await;
+    let mut dropped = Ok(());
+    for schema in &schemas {
+        let result = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&admin)
+            .await;
+        if let Err(e) = result {
+            dropped = Err(e);
+        }
+    }
+    admin.close().await;
+    let rows = outcome?;
+    dropped.context("cannot drop a benchmark schema")?;
+    Ok(rows)
+}
+
+async fn w8_in(
+    settings: &Settings,
+    url: &str,
+    schemas: &[String; SYSTEMS],
+) -> anyhow::Result<Vec<Row>> {
+    let rounds = settings.pick(2, 3);
+    let commands: u64 = settings.pick(320, 960);
+    let pool = |schema: &str, connections: u32, ping: bool| {
+        let options = PgConnectOptions::from_str(url).map(|o| o.options([("search_path", schema)]));
+        async move {
+            anyhow::Ok(
+                PgPoolOptions::new()
+                    .max_connections(connections)
+                    .test_before_acquire(ping)
+                    .connect_with(options?)
+                    .await?,
+            )
+        }
+    };
+
+    // sourceflow as a user builds it (the store's default pool: 10 connections, no ping).
+    let store = sourceflow_sqlx::PostgresStore::connect_with_schema(url, &schemas[OURS]).await?;
+    let ours_pool = store.pool().clone();
+    let ours = Ours {
+        flow: domain::flow(store, Components::Full).await?,
+        pool: ours_pool,
+    };
+    // The peer as its docs build it (sqlx's defaults: 10 connections, a ping per checkout).
+    let cqrs_pool = pool(&schemas[PEER], 10, true).await?;
+    cqrs::postgres::create_tables(&cqrs_pool).await?;
+    let peer = CqrsPg {
+        framework: cqrs::postgres::framework(cqrs_pool.clone()),
+        pool: cqrs_pool.clone(),
+    };
+    // The floors get a connection per sender, so the pool never limits them.
+    let row_pool = pool(&schemas[2], 32, false).await?;
+    floor::create_tables(&row_pool).await?;
+    let unit_pool = pool(&schemas[UNIT_FLOOR], 32, false).await?;
+    floor::create_tables(&unit_pool).await?;
+    let systems: [Arc<dyn System>; SYSTEMS] = [
+        Arc::new(ours),
+        Arc::new(peer),
+        Arc::new(RowFloor(floor::RowInsert::new(row_pool.clone()))),
+        Arc::new(UnitFloor(floor::UnitOfWork::new(unit_pool.clone()))),
+    ];
+
+    progress(format!(
+        "W8: Postgres, {rounds} rounds of {commands} commands per cell and system \
+         (1, 8, 32 senders on their own streams; 32 on one stream)"
+    ));
+    // Warm-up: every pool's connections and prepared statements (accounts outside the cells).
+    for system in &systems {
+        run_cell(system, CELLS[2], 64, 900_000).await?;
+    }
+    let mut rates = vec![vec![Vec::new(); CELLS.len()]; SYSTEMS];
+    // Per system, for the one-stream cell: conflicts retried, and each round's exactness.
+    let mut hot: Vec<(u64, Vec<String>, bool)> = vec![(0, Vec::new(), true); SYSTEMS];
+    for round in 0..rounds {
+        for (c, cell) in CELLS.iter().enumerate() {
+            let base = 10_000 * (round as u64 + 1) + 1_000 * c as u64;
+            for k in 0..SYSTEMS {
+                let s = (k + round + c) % SYSTEMS;
+                if cell.one_stream && !systems[s].keeps_streams() {
+                    continue;
+                }
+                let outcome = run_cell(&systems[s], *cell, commands, base).await?;
+                rates[s][c].push(outcome.rate);
+                if let Some((applied, sent)) = outcome.exact {
+                    let entry = &mut hot[s];
+                    entry.0 += outcome.conflicts;
+                    entry.2 &= applied.log == sent && applied.view == sent;
+                    entry
+                        .1
+                        .push(format!("{}/{}/{sent}", applied.log, applied.view));
+                }
+            }
+            progress(format!(
+                "  round {} of {rounds}: {} done",
+                round + 1,
+                cell.label()
+            ));
+        }
+    }
+    for system_pool in [&row_pool, &unit_pool, &cqrs_pool] {
+        system_pool.close().await;
+    }
+
+    let median: Vec<Vec<f64>> = rates
+        .into_iter()
+        .map(|cells| cells.into_iter().map(|mut r| median_f64(&mut r)).collect())
+        .collect();
+    Ok(rows(&systems, &median, &hot, commands, rounds))
+}
+
+fn rows(
+    systems: &[Arc<dyn System>; SYSTEMS],
+    median: &[Vec<f64>],
+    hot: &[(u64, Vec<String>, bool)],
+    commands: u64,
+    rounds: usize,
+) -> Vec<Row> {
+    let ours = |c: usize| median[OURS][c];
+    let mut rows = Vec::new();
+    for (c, cell) in CELLS.iter().enumerate() {
+        let measured = (0..SYSTEMS)
+            .filter(|&s| !cell.one_stream || systems[s].keeps_streams())
+            .map(|s| format!("{} {}", systems[s].name(), fmt_rate(median[s][c])))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let note = if cell.one_stream {
+            format!("ours / peer {:.2}", ours(c) / median[PEER][c])
+        } else {
+            format!(
+                "ours / peer {:.2}; ours / unit-of-work floor {:.2}",
+                ours(c) / median[PEER][c],
+                ours(c) / median[UNIT_FLOOR][c]
+            )
+        };
+        rows.push(
+            Row::info("W8", format!("Postgres, {}: cmd/s", cell.label()), measured).note(note),
+        );
+    }
+    let (one, eight, many) = (ours(0), ours(1), ours(2));
+    rows.push(Row::checked(
+        "W8",
+        "Postgres, 32 senders: ours / faster peer",
+        format!("{} vs {}", fmt_rate(many), fmt_rate(median[PEER][2])),
+        many / median[PEER][2],
+        Target::AtLeast(2.5),
+    ));
+    rows.push(Row::checked(
+        "W8",
+        "Postgres, 32 senders: ours / raw unit-of-work floor",
+        format!("{} vs {}", fmt_rate(many), fmt_rate(median[UNIT_FLOOR][2])),
+        many / median[UNIT_FLOOR][2],
+        Target::AtLeast(0.6),
+    ));
+    rows.push(Row::checked(
+        "W8",
+        "Postgres, ours at 32 senders / at 1",
+        format!("{} vs {}", fmt_rate(many), fmt_rate(one)),
+        many / one,
+        Target::AtLeast(3.0),
+    ));
+    rows.push(
+        Row::checked(
+            "W8",
+            "Postgres, ours as senders are added: lower of 8/1 and 32/8",
+            format!("8/1 {:.2}; 32/8 {:.2}", eight / one, many / eight),
+            (eight / one).min(many / eight),
+            Target::AtLeast(1.0),
+        )
+        .note("below 1: throughput falls as senders are added"),
+    );
+    let exactness = |s: usize| {
+        let (conflicts, counts, exact) = &hot[s];
+        format!(
+            "{} {}, {conflicts} conflicts retried (log/view/sent per round: {})",
+            systems[s].name(),
+            if *exact { "exact" } else { "NOT exact" },
+            counts.join(", ")
+        )
+    };
+    rows.push(
+        Row::checked(
+            "W8",
+            "Postgres, 32 senders on one stream: ours exact (1 = yes)",
+            exactness(OURS),
+            if hot[OURS].2 { 1.0 } else { 0.0 },
+            Target::AtLeast(1.0),
+        )
+        .note(format!(
+            "{}; {commands} commands per round + 1 untimed, {rounds} rounds",
+            exactness(PEER)
+        )),
+    );
+    rows
+}
