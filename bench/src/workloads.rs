@@ -314,12 +314,12 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
     let flow = domain::flow(store.clone(), Components::Full).await?;
     let saga_store = SqliteStore::open(dir.join("w2-saga.db")).await?;
     let saga_only = domain::flow(saga_store.clone(), Components::SagaOnly).await?;
-    let mut floor = raw::RawInsert::open(&path).await?;
+    let mut floor = raw::RawInsert::open(&path)?;
     // The unit-of-work floor writes events too, so it gets a file of its own: in the store's
     // file its events would fall between the framework's, as another writer's would.
     let unit_path = dir.join("w2-unit.db");
     drop(SqliteStore::open(&unit_path).await?);
-    let mut unit_floor = raw::RawUnit::open(&unit_path).await?;
+    let mut unit_floor = raw::RawUnit::open(&unit_path)?;
     let payload = serde_json::to_string(&Deposit::nth(0))?;
     let state = serde_json::to_string(&Account {
         balance: 100,
@@ -343,8 +343,8 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
             let started = Instant::now();
             saga_only.send(&*id, Deposit::nth(n)).await?;
             let b = started.elapsed();
-            let c = floor.insert(&id, &payload).await?;
-            let d = unit_floor.commit(&payload, &state, &event).await?;
+            let c = floor.insert(&id, &payload)?;
+            let d = unit_floor.commit(1, &payload, &state, &event)?;
             // The first block warms up the files and the caches.
             if block > 0 {
                 full.push(a);
@@ -366,7 +366,7 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
         vec![
             Row::info(
                 "W2",
-                "raw sqlx 1-row INSERT txn (WAL, FULL): the floor",
+                "raw rusqlite 1-row INSERT txn (WAL, FULL): the floor",
                 fmt_us(floor),
             ),
             Row::checked(
@@ -388,7 +388,7 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
             )),
             Row::info(
                 "W2",
-                "context: raw sqlx txn writing one unit of work's rows",
+                "context: raw rusqlite txn writing one unit of work's rows",
                 fmt_us(unit_floor),
             )
             .note(format!(
@@ -414,13 +414,20 @@ pub async fn w3(settings: &Settings, dir: &Path, w2: W2Result) -> anyhow::Result
     // Each round on fresh files, the two shapes alternating; the round with the median
     // throughput is reported (one round lasts about a second, so one alone shows any
     // passing load on the machine).
-    let (mut full, mut saga) = (Vec::new(), Vec::new());
+    let (mut full, mut saga, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let file = format!("w3-{round}.db");
-        full.push(concurrent(dir, &file, Components::Full, per_sender).await?);
+        let measured = concurrent(dir, &file, Components::Full, per_sender).await?;
+        full.push(measured);
         let file = format!("w3-saga-{round}.db");
         saga.push(concurrent(dir, &file, Components::SagaOnly, per_sender).await?);
+        let file = format!("w3-floor-{round}.db");
+        floor.push(w3_floor(&dir.join(file), SENDERS * per_sender, measured.1).await?);
     }
+    let (floor_rate, floor_batch) = {
+        floor.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        floor[floor.len() / 2]
+    };
     let median_round = |rounds: &mut Vec<(f64, f64, u64)>| {
         rounds.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
         rounds[rounds.len() / 2]
@@ -438,6 +445,17 @@ pub async fn w3(settings: &Settings, dir: &Path, w2: W2Result) -> anyhow::Result
         .note(format!(
             "group commit: {batch:.1} units per transaction, largest {largest}"
         )),
+        Row::checked(
+            "W3",
+            "SQLite, 32 concurrent senders: throughput / rusqlite unit-of-work floor",
+            format!("{} vs {}", fmt_rate(throughput), fmt_rate(floor_rate)),
+            throughput / floor_rate,
+            Target::AtLeast(0.5),
+        )
+        .note(format!(
+            "floor: one writer committing the rows of {floor_batch} units (command, entity, \
+             event, view model, view position) per transaction"
+        )),
         Row::info(
             "W3",
             "context: the same without view and aggregate",
@@ -448,6 +466,32 @@ pub async fn w3(settings: &Settings, dir: &Path, w2: W2Result) -> anyhow::Result
             saga_throughput / w2.rate
         )),
     ])
+}
+
+/// W3's floor: `commands` units of work (each with the view's writes) committed by one
+/// `rusqlite` writer in transactions of the store's average group size (`batch`, rounded), on
+/// a fresh file migrated by the store. Returns commands/s and the group size used.
+async fn w3_floor(path: &Path, commands: u64, batch: f64) -> anyhow::Result<(f64, u64)> {
+    drop(SqliteStore::open(path).await?);
+    let group = (batch.round() as u64).max(1);
+    let mut floor = raw::RawUnit::open(path)?.with_view();
+    let payload = serde_json::to_string(&Deposit::nth(0))?;
+    let state = serde_json::to_string(&Account {
+        balance: 100,
+        deposits: 1,
+    })?;
+    let event = serde_json::to_string(&domain::Deposited {
+        amount: 1,
+        balance: 100,
+    })?;
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < commands {
+        let units = group.min(commands - done);
+        total += floor.commit(units, &payload, &state, &event)?;
+        done += units;
+    }
+    Ok((rate(commands, total), group))
 }
 
 /// 32 senders on their own accounts: commands/s, average and largest group-commit batch.
@@ -602,7 +646,7 @@ pub async fn w6(settings: &Settings, dir: &Path) -> anyhow::Result<Vec<Row>> {
     raw::seed_commands(&path, "replay-0", count).await?;
     let seeding = started.elapsed();
     let flow = domain::flow(store, Components::SagaOnly).await?;
-    let mut floor_connection = raw::connect(&path).await?;
+    let floor_connection = raw::open_writer(&path)?;
     let expected = raw::seeded_balance(count);
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     for run in 0..=runs {
@@ -612,7 +656,7 @@ pub async fn w6(settings: &Settings, dir: &Path) -> anyhow::Result<Vec<Row>> {
         let a = started.elapsed();
         ensure!(account.balance == expected, "replay gave a wrong balance");
         let started = Instant::now();
-        let (rows, balance) = raw::replay_floor(&mut floor_connection, "replay-0").await?;
+        let (rows, balance) = raw::replay_floor(&floor_connection, "replay-0")?;
         let b = started.elapsed();
         ensure!(
             rows == count && balance == expected,
