@@ -409,11 +409,14 @@ async fn w8_in(
         .into_iter()
         .map(|cells| cells.into_iter().map(|mut r| median_f64(&mut r)).collect())
         .collect();
-    Ok(rows(&systems, &median, &hot, commands, rounds))
+    let names = systems.each_ref().map(|s| (s.name(), s.keeps_streams()));
+    Ok(rows(&names, &median, &hot, commands, rounds))
 }
 
+/// The table's rows from each system's (name, whether it keeps streams), the median rate per
+/// system and cell, and per system the hot stream's conflicts, counts and exactness.
 fn rows(
-    systems: &[Arc<dyn System>; SYSTEMS],
+    systems: &[(&'static str, bool); SYSTEMS],
     median: &[Vec<f64>],
     hot: &[(u64, Vec<String>, bool)],
     commands: u64,
@@ -423,8 +426,8 @@ fn rows(
     let mut rows = Vec::new();
     for (c, cell) in CELLS.iter().enumerate() {
         let measured = (0..SYSTEMS)
-            .filter(|&s| !cell.one_stream || systems[s].keeps_streams())
-            .map(|s| format!("{} {}", systems[s].name(), fmt_rate(median[s][c])))
+            .filter(|&s| !cell.one_stream || systems[s].1)
+            .map(|s| format!("{} {}", systems[s].0, fmt_rate(median[s][c])))
             .collect::<Vec<_>>()
             .join("; ");
         let note = if cell.one_stream {
@@ -476,7 +479,7 @@ fn rows(
         let (conflicts, counts, exact) = &hot[s];
         format!(
             "{} {}, {conflicts} conflicts retried (log/view/sent per round: {})",
-            systems[s].name(),
+            systems[s].0,
             if *exact { "exact" } else { "NOT exact" },
             counts.join(", ")
         )
@@ -495,4 +498,58 @@ fn rows(
         )),
     );
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAMES: [(&str, bool); SYSTEMS] = [
+        ("sourceflow", true),
+        ("peer", true),
+        ("row", false),
+        ("unit", false),
+    ];
+
+    fn missed(rows: &[Row]) -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.met() == Some(false))
+            .map(|r| r.what.clone())
+            .collect()
+    }
+
+    #[test]
+    fn every_target_is_checked_and_a_fall_is_a_miss() {
+        let exact = vec![(0, vec!["321/321/321".to_owned()], true); SYSTEMS];
+        // Per system, per cell (1, 8, 32, one stream).
+        let good = [
+            vec![1_000.0, 4_000.0, 13_000.0, 900.0],
+            vec![500.0, 2_000.0, 5_000.0, 100.0],
+            vec![2_000.0, 10_000.0, 30_000.0, 0.0],
+            vec![1_500.0, 8_000.0, 20_000.0, 0.0],
+        ];
+        let rows = rows(&NAMES, &good, &exact, 320, 2);
+        assert_eq!(rows.iter().filter(|r| r.met().is_some()).count(), 5);
+        assert!(missed(&rows).is_empty(), "{:?}", missed(&rows));
+        // The floors keep no streams: the hot-stream row names only the frameworks.
+        assert!(!rows[3].measured.contains("row"), "{}", rows[3].measured);
+
+        let mut falling = good.to_vec();
+        falling[OURS][1] = 900.0;
+        let mut inexact = exact.clone();
+        inexact[OURS].2 = false;
+        let missed = missed(&rows_of(&falling, &inexact));
+        assert!(
+            missed.iter().any(|w| w.contains("senders are added")),
+            "{missed:?}"
+        );
+        assert!(
+            missed.iter().any(|w| w.contains("one stream")),
+            "{missed:?}"
+        );
+    }
+
+    fn rows_of(median: &[Vec<f64>], hot: &[(u64, Vec<String>, bool)]) -> Vec<Row> {
+        rows(&NAMES, median, hot, 320, 2)
+    }
 }
