@@ -1,6 +1,7 @@
 //! W8: Postgres under concurrency. 1, 8 and 32 concurrent senders, each on its own stream, and
 //! 32 senders on one stream, for sourceflow, `cqrs-es` + `postgres-es` and two floors (one
-//! row per statement; one command's rows in one statement), each system in a schema of its own.
+//! row per statement; one command's rows in one statement), each framework in a schema of its
+//! own and the floors in a third.
 //!
 //! The systems take turns cell by cell in every round (the order rotating), so drift on the
 //! machine hits all of them alike; a cell's figure is the median of its rounds. Every cell
@@ -180,6 +181,8 @@ impl System for UnitFloor {
 
 /// The systems, in the order of the table: ours, the peer, the two floors.
 const SYSTEMS: usize = 4;
+/// Their schemas: ours, the peer's, the floors' (each floor in tables of its own).
+const SCHEMAS: usize = 3;
 const OURS: usize = 0;
 const PEER: usize = 1;
 const UNIT_FLOOR: usize = 3;
@@ -274,7 +277,7 @@ async fn run_cell(
     })
 }
 
-/// W8: every system in a fresh schema of its own, dropped afterwards.
+/// W8: each framework in a fresh schema of its own and the floors in a third, dropped afterwards.
 ///
 /// # Errors
 /// A failed workload (the schemas are still dropped).
@@ -286,12 +289,17 @@ pub async fn w8(settings: &Settings) -> anyhow::Result<Vec<Row>> {
             "SOURCEFLOW_PG_URL is not set",
         )]);
     };
+    run(&url, settings.pick(2, 3), settings.pick(320, 960)).await
+}
+
+/// W8 with `rounds` rounds of `commands` commands per cell and system.
+async fn run(url: &str, rounds: usize, commands: u64) -> anyhow::Result<Vec<Row>> {
     let pid = std::process::id();
-    let schemas: [String; SYSTEMS] =
-        ["sf", "cqrs", "row", "unit"].map(|s| format!("sfbench_w8_{s}_{pid}"));
+    let schemas: [String; SCHEMAS] =
+        ["sf", "cqrs", "floors"].map(|s| format!("sfbench_w8_{s}_{pid}"));
     let admin = PgPoolOptions::new()
         .max_connections(1)
-        .connect(&url)
+        .connect(url)
         .await
         .context("cannot connect to SOURCEFLOW_PG_URL")?;
     for schema in &schemas {
@@ -302,7 +310,7 @@ pub async fn w8(settings: &Settings) -> anyhow::Result<Vec<Row>> {
             .execute(&admin)
             .await?;
     }
-    let outcome = w8_in(settings, &url, &schemas).await;
+    let outcome = w8_in(url, &schemas, rounds, commands).await;
     let mut dropped = Ok(());
     for schema in &schemas {
         let result = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -319,12 +327,11 @@ pub async fn w8(settings: &Settings) -> anyhow::Result<Vec<Row>> {
 }
 
 async fn w8_in(
-    settings: &Settings,
     url: &str,
-    schemas: &[String; SYSTEMS],
+    schemas: &[String; SCHEMAS],
+    rounds: usize,
+    commands: u64,
 ) -> anyhow::Result<Vec<Row>> {
-    let rounds = settings.pick(2, 3);
-    let commands: u64 = settings.pick(320, 960);
     let pool = |schema: &str, connections: u32, ping: bool| {
         let options = PgConnectOptions::from_str(url).map(|o| o.options([("search_path", schema)]));
         async move {
@@ -352,16 +359,15 @@ async fn w8_in(
         framework: cqrs::postgres::framework(cqrs_pool.clone()),
         pool: cqrs_pool.clone(),
     };
-    // The floors get a connection per sender, so the pool never limits them.
-    let row_pool = pool(&schemas[2], 32, false).await?;
-    floor::create_tables(&row_pool).await?;
-    let unit_pool = pool(&schemas[UNIT_FLOOR], 32, false).await?;
-    floor::create_tables(&unit_pool).await?;
+    // The floors (tables of their own in one schema) get a connection per sender, so the pool
+    // never limits them.
+    let floor_pool = pool(&schemas[2], 32, false).await?;
+    floor::create_tables(&floor_pool).await?;
     let systems: [Arc<dyn System>; SYSTEMS] = [
         Arc::new(ours),
         Arc::new(peer),
-        Arc::new(RowFloor(floor::RowInsert::new(row_pool.clone()))),
-        Arc::new(UnitFloor(floor::UnitOfWork::new(unit_pool.clone()))),
+        Arc::new(RowFloor(floor::RowInsert::new(floor_pool.clone()))),
+        Arc::new(UnitFloor(floor::UnitOfWork::new(floor_pool.clone()))),
     ];
 
     progress(format!(
@@ -401,7 +407,7 @@ async fn w8_in(
             ));
         }
     }
-    for system_pool in [&row_pool, &unit_pool, &cqrs_pool] {
+    for system_pool in [&floor_pool, &cqrs_pool] {
         system_pool.close().await;
     }
 
@@ -551,5 +557,26 @@ mod tests {
 
     fn rows_of(median: &[Vec<f64>], hot: &[(u64, Vec<String>, bool)]) -> Vec<Row> {
         rows(&NAMES, median, hot, 320, 2)
+    }
+
+    /// A small run on the server at `SOURCEFLOW_PG_URL`: every system's statements work, the
+    /// schemas go away, and sourceflow's hot stream comes out exact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+    async fn a_small_run_measures_every_system() {
+        let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
+        let rows = run(&url, 1, 32).await.expect("W8");
+        assert_eq!(rows.len(), CELLS.len() + 5);
+        let hot = rows.last().expect("the hot-stream row");
+        assert_eq!(hot.met(), Some(true), "{hot:?}");
+        assert!(hot.measured.contains("33/33/33"), "{hot:?}");
+        let admin = PgPoolOptions::new().connect(&url).await.expect("connect");
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1")
+                .bind(format!("sfbench_w8_%_{}", std::process::id()))
+                .fetch_one(&admin)
+                .await
+                .expect("count schemas");
+        assert_eq!(left, 0, "W8 left its schemas behind");
     }
 }
