@@ -1,6 +1,6 @@
 //! Benchmarks of sourceflow against the physical floor and against peer frameworks.
 //!
-//! - The binary `sourceflow-bench` runs the workloads W1 to W7 in one process run and prints a
+//! - The binary `sourceflow-bench` runs the workloads W1 to W8 in one process run and prints a
 //!   ratio table (`--quick` for a run under two minutes, `--check` to exit non-zero on a missed
 //!   target). See the workspace's `BENCHMARKS.md` for a measured table and what it means.
 //! - `benches/pipeline.rs` holds criterion micro-benchmarks of the hot paths.

@@ -3,7 +3,7 @@
 //! ```text
 //! sourceflow-bench [--quick] [--check] [--only w1,w2,...]
 //! ```
-//! `SOURCEFLOW_PG_URL` enables W5 (Postgres). `SOURCEFLOW_BENCH_DIR` chooses where the SQLite
+//! `SOURCEFLOW_PG_URL` enables W5 and W8 (Postgres). `SOURCEFLOW_BENCH_DIR` chooses where the SQLite
 //! files go (default: the system temporary directory). The table goes to stdout, progress to
 //! stderr.
 
@@ -14,14 +14,14 @@ use anyhow::{bail, Context as _};
 use sourceflow_bench::report::{self, Row};
 use sourceflow_bench::workloads::{self, progress, Settings};
 
-const USAGE: &str = "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7]
+const USAGE: &str = "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7,w8]
 
   --quick   smaller sizes, the whole run in under two minutes
   --check   exit with status 1 if a target is missed (or a workload fails)
   --only    run only these workloads (w2 also runs for w3)
 
 environment:
-  SOURCEFLOW_PG_URL     Postgres URL for W5 (a fresh schema is created and dropped)
+  SOURCEFLOW_PG_URL     Postgres URL for W5 and W8 (fresh schemas are created and dropped)
   SOURCEFLOW_BENCH_DIR  where the SQLite files go (default: the temporary directory)";
 
 struct Args {
@@ -106,7 +106,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     }
 
-    const WORKLOADS: [&str; 7] = ["w1", "w2", "w3", "w4", "w5", "w6", "w7"];
+    const WORKLOADS: [&str; 8] = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"];
     if let Some(unknown) = args
         .only
         .iter()
@@ -173,6 +173,9 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         if wanted("w7") {
             record("W7", workloads::w7(&settings, path).await);
+        }
+        if wanted("w8") {
+            record("W8", workloads::w8::w8(&settings).await);
         }
     });
     drop(runtime);

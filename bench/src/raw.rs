@@ -1,18 +1,21 @@
-//! The physical floors (plain sqlx on the same file and pragmas) and fast seeding of large
-//! logs straight into the store's tables.
+//! The physical floors (plain `rusqlite`, as the store's writer, on the same file and pragmas)
+//! and fast seeding of large logs straight into the store's tables (with sqlx).
 //!
 //! Seeding writes rows that match `sourceflow-sqlx`'s SQLite schema (its migrations),
 //! generated inside SQLite by a recursive CTE: a million events take seconds instead of the
 //! minutes the commit API needs. Every workload reads a seeded row back through the store
 //! before measuring, so a schema change shows up as a readable error, not as wrong numbers.
+//!
+//! [`postgres`] holds W8's Postgres floors.
+
+pub mod postgres;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
 use crate::domain::{Account, Deposit, Deposited, SUMMARY_VIEW};
 use sourceflow::{Entity, Message};
@@ -35,9 +38,32 @@ pub async fn connect(path: &Path) -> Result<SqliteConnection, sqlx::Error> {
         .await
 }
 
-/// W2's floor: one ~100-byte row per durable transaction, on the store's own file.
+/// A `rusqlite` connection set up as the store's writer sets up its own: WAL,
+/// `synchronous=FULL`, a 5 s busy timeout, foreign keys on, a private cache.
+///
+/// # Errors
+/// If the file cannot be opened.
+pub fn open_writer(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let connection = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE,
+    )?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    Ok(connection)
+}
+
+/// W2's floor: one ~100-byte row per durable transaction, on the store's own file, through a
+/// `rusqlite` connection like the store's writer (a cached prepared statement, no driver
+/// thread).
 pub struct RawInsert {
-    connection: SqliteConnection,
+    connection: rusqlite::Connection,
     next: i64,
 }
 
@@ -46,14 +72,13 @@ impl RawInsert {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
-        let mut connection = connect(path).await?;
-        sqlx::query(
+    pub fn open(path: &Path) -> Result<Self, rusqlite::Error> {
+        let connection = open_writer(path)?;
+        connection.execute(
             "CREATE TABLE IF NOT EXISTS bench_raw (stream_id TEXT NOT NULL, \
              sequence INTEGER NOT NULL, payload TEXT NOT NULL, PRIMARY KEY (stream_id, sequence))",
-        )
-        .execute(&mut connection)
-        .await?;
+            [],
+        )?;
         Ok(Self {
             connection,
             next: 0,
@@ -64,97 +89,114 @@ impl RawInsert {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn insert(
-        &mut self,
-        stream_id: &str,
-        payload: &str,
-    ) -> Result<Duration, sqlx::Error> {
+    pub fn insert(&mut self, stream_id: &str, payload: &str) -> Result<Duration, rusqlite::Error> {
         self.next += 1;
         let started = Instant::now();
-        let mut tx = self.connection.begin().await?;
-        sqlx::query("INSERT INTO bench_raw (stream_id, sequence, payload) VALUES (?1, ?2, ?3)")
-            .bind(stream_id)
-            .bind(self.next)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let tx = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.prepare_cached(
+            "INSERT INTO bench_raw (stream_id, sequence, payload) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(rusqlite::params![stream_id, self.next, payload])?;
+        tx.commit()?;
         Ok(started.elapsed())
     }
 }
 
-/// W2's second floor: the rows one command's unit of work writes (a command row, an entity
-/// upsert and an event row, in the store's own tables and under their indexes) in one durable
-/// transaction, with plain sqlx and no framework. The gap between this and [`RawInsert`] is
-/// the physical cost of the schema; the gap between the framework and this is the framework.
+/// The rows one command's unit of work writes, in the store's own tables and under their
+/// indexes, with `rusqlite` and no framework: a command row, an entity upsert and an event row,
+/// and with [`RawUnit::with_view`] the view's model upsert and position too. The gap between
+/// this and [`RawInsert`] is the physical cost of the schema; the gap between the framework and
+/// this is the framework.
 pub struct RawUnit {
-    connection: SqliteConnection,
+    connection: rusqlite::Connection,
     next: i64,
+    view: bool,
 }
 
 impl RawUnit {
-    /// Opens the file (already migrated by the store) with the store's pragmas.
+    /// Opens the file (already migrated by the store) with the store's pragmas; units without
+    /// view writes.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+    pub fn open(path: &Path) -> Result<Self, rusqlite::Error> {
         Ok(Self {
-            connection: connect(path).await?,
+            connection: open_writer(path)?,
             next: 0,
+            view: false,
         })
     }
 
-    /// One transaction writing one command's rows to stream `("raw.Account", stream_id)`;
-    /// each call appends to a fresh stream id, so sequences are always 1. Returns the time.
+    /// Units that also upsert the view's model and move its position, as a command whose view
+    /// is applied with it does.
+    pub fn with_view(mut self) -> Self {
+        self.view = true;
+        self
+    }
+
+    /// One transaction writing `units` commands' rows, each to a fresh stream
+    /// `("raw.Account", raw-N)` (so sequences are always 1). Returns the time.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn commit(
+    pub fn commit(
         &mut self,
+        units: u64,
         payload: &str,
         state: &str,
         event: &str,
-    ) -> Result<Duration, sqlx::Error> {
-        self.next += 1;
-        let stream_id = format!("raw-{:09}", self.next);
-        let id = uuid::Uuid::now_v7().to_string();
+    ) -> Result<Duration, rusqlite::Error> {
+        use rusqlite::params;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let started = Instant::now();
-        let mut tx = self.connection.begin().await?;
-        sqlx::query(
-            "INSERT INTO sf_commands (stream_type, stream_id, sequence, message_id, name, \
-             version, correlation_id, causation_id, created_at, payload, first_event, \
-             last_event) \
-             VALUES ('raw.Account', ?1, 1, ?2, 'bench.Deposit', 1, ?2, NULL, ?3, ?4, 1, 1)",
-        )
-        .bind(&stream_id)
-        .bind(&id)
-        .bind(&now)
-        .bind(payload)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO sf_entities (entity_type, entity_id, version, state, updated_at) \
-             VALUES ('raw.Account', ?1, 1, ?2, ?3) ON CONFLICT (entity_type, entity_id) \
-             DO UPDATE SET version = excluded.version, state = excluded.state",
-        )
-        .bind(&stream_id)
-        .bind(state)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO sf_events (stream_type, stream_id, sequence, command_sequence, \
-             message_id, name, version, correlation_id, causation_id, created_at, payload) \
-             VALUES ('raw.Account', ?1, 1, 1, ?2, 'bench.Deposited', 1, ?2, NULL, ?3, ?4)",
-        )
-        .bind(&stream_id)
-        .bind(&id)
-        .bind(&now)
-        .bind(event)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let tx = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for _ in 0..units {
+            self.next += 1;
+            let stream_id = format!("raw-{:09}", self.next);
+            let id = uuid::Uuid::now_v7().to_string();
+            tx.prepare_cached(
+                "INSERT INTO sf_commands (stream_type, stream_id, sequence, message_id, name, \
+                 version, correlation_id, causation_id, created_at, payload, first_event, \
+                 last_event) \
+                 VALUES ('raw.Account', ?1, 1, ?2, 'bench.Deposit', 1, ?2, NULL, ?3, ?4, 1, 1)",
+            )?
+            .execute(params![stream_id, id, now, payload])?;
+            tx.prepare_cached(
+                "INSERT INTO sf_entities (entity_type, entity_id, version, state, updated_at) \
+                 VALUES ('raw.Account', ?1, 1, ?2, ?3) ON CONFLICT (entity_type, entity_id) \
+                 DO UPDATE SET version = excluded.version, state = excluded.state",
+            )?
+            .execute(params![stream_id, state, now])?;
+            let position: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO sf_events (stream_type, stream_id, sequence, command_sequence, \
+                     message_id, name, version, correlation_id, causation_id, created_at, \
+                     payload) \
+                     VALUES ('raw.Account', ?1, 1, 1, ?2, 'bench.Deposited', 1, ?2, NULL, ?3, \
+                     ?4) RETURNING position",
+                )?
+                .query_row(params![stream_id, id, now, event], |row| row.get(0))?;
+            if self.view {
+                tx.prepare_cached(
+                    "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
+                     VALUES ('raw.AccountSummary', ?1, ?2, ?3) \
+                     ON CONFLICT (model_type, model_id) \
+                     DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )?
+                .execute(params![stream_id, state, now])?;
+                tx.prepare_cached(
+                    "INSERT INTO sf_positions (handler, position, updated_at) \
+                     VALUES ('raw.AccountSummary', ?1, ?2) ON CONFLICT (handler) \
+                     DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                )?
+                .execute(params![position, now])?;
+            }
+        }
+        tx.commit()?;
         Ok(started.elapsed())
     }
 }
@@ -243,28 +285,24 @@ pub async fn seed_events(
     connection.close().await
 }
 
-/// W6's floor: reads the same rows as `load_commands` (same columns, same order) with sqlx,
-/// streaming, JSON-decodes each payload into [`Deposit`] and folds the balance.
+/// W6's floor: reads the same rows as `load_commands` (same columns, same order) through a
+/// `rusqlite` connection, JSON-decodes each payload into [`Deposit`] and folds the balance.
 ///
 /// # Errors
 /// Database errors, or a payload that does not decode.
-pub async fn replay_floor(
-    connection: &mut SqliteConnection,
+pub fn replay_floor(
+    connection: &rusqlite::Connection,
     stream_id: &str,
 ) -> anyhow::Result<(u64, i64)> {
-    let mut rows = sqlx::query(
+    let mut statement = connection.prepare_cached(
         "SELECT stream_type, stream_id, sequence, message_id, name, version, correlation_id, \
          causation_id, created_at, payload FROM sf_commands WHERE stream_type = ?1 \
          AND stream_id = ?2 AND sequence >= ?3 AND sequence <= ?4 ORDER BY sequence",
-    )
-    .bind(Account::NAME)
-    .bind(stream_id)
-    .bind(1_i64)
-    .bind(i64::MAX)
-    .fetch(connection);
+    )?;
+    let mut rows = statement.query(rusqlite::params![Account::NAME, stream_id, 1_i64, i64::MAX])?;
     let (mut count, mut balance) = (0u64, 0i64);
-    while let Some(row) = rows.try_next().await? {
-        let payload: &str = row.try_get(9)?;
+    while let Some(row) = rows.next()? {
+        let payload = row.get_ref(9)?.as_str()?;
         let deposit: Deposit = serde_json::from_str(payload)?;
         balance += deposit.amount;
         count += 1;
@@ -319,10 +357,8 @@ mod tests {
             .expect("projected");
         assert_eq!((summary.deposits, summary.balance), (100, 100 * 50));
 
-        let mut connection = connect(&path).await.expect("connect");
-        let floor = replay_floor(&mut connection, "replay-0")
-            .await
-            .expect("floor");
+        let connection = open_writer(&path).expect("connect");
+        let floor = replay_floor(&connection, "replay-0").expect("floor");
         assert_eq!(floor, (50, seeded_balance(50)));
     }
 }

@@ -73,7 +73,7 @@ fn trim(value: f64) -> String {
 /// One line of the table: a measured value, and optionally a ratio checked against a target.
 #[derive(Clone, Debug)]
 pub struct Row {
-    /// Workload id (`W1` .. `W7`).
+    /// Workload id (`W1` .. `W8`).
     pub id: &'static str,
     /// What was measured.
     pub what: String,

@@ -1,9 +1,11 @@
-//! The workloads W1 to W7. Each returns the rows it contributes to the table.
+//! The workloads W1 to W8. Each returns the rows it contributes to the table.
 //!
 //! Every framework in a workload runs on the same machine, in the same process run, with the
 //! same payloads ([`Deposit::nth`]) and the same stream ids ([`account_id`]). Where two
 //! things are compared, their samples are interleaved in small blocks so that drift (other
 //! processes, disk cache, autovacuum) hits both alike.
+
+pub mod w8;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -294,6 +296,45 @@ pub struct W2Result {
     pub rate: f64,
 }
 
+/// `cqrs-es` + `sqlite-es` on a file of its own with the store's pragmas (built with the
+/// `sqlite-es` feature; without it, [`SqliteEs::open`] gives `None`).
+#[cfg(feature = "sqlite-es")]
+struct SqliteEs(sqlite_es::SqliteCqrs<cqrs::BankAccount>);
+
+#[cfg(feature = "sqlite-es")]
+impl SqliteEs {
+    async fn open(path: &Path) -> anyhow::Result<Option<Self>> {
+        let pool = cqrs::sqlite::pool(path).await?;
+        cqrs::sqlite::create_tables(&pool).await?;
+        Ok(Some(Self(cqrs::sqlite::framework(pool))))
+    }
+
+    async fn deposit(&self, id: &str, n: u64) -> anyhow::Result<()> {
+        self.0
+            .execute(id, BankCommand::Deposit(Deposit::nth(n)))
+            .await
+            .map_err(|e| anyhow::anyhow!("cqrs-es + sqlite-es: {e}"))
+    }
+}
+
+#[cfg(not(feature = "sqlite-es"))]
+enum SqliteEs {}
+
+#[cfg(not(feature = "sqlite-es"))]
+impl SqliteEs {
+    async fn open(_path: &Path) -> anyhow::Result<Option<Self>> {
+        Ok(None)
+    }
+
+    async fn deposit(&self, _id: &str, _n: u64) -> anyhow::Result<()> {
+        match *self {}
+    }
+}
+
+/// Why W2 and W3 show no `sqlite-es` figures in a default build.
+const SQLITE_ES_MISSING: &str = "not built: enable the `sqlite-es` feature; sqlite-es turns on \
+     sqlx's `runtime-tokio-rustls` for every sqlx user built with it";
+
 /// W2: one command per durable transaction against a raw single-row INSERT transaction on
 /// the same file and pragmas, interleaved in blocks; plus the saga alone (no view) as a
 /// diagnostic.
@@ -304,7 +345,7 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
     let blocks = settings.pick(30, 150);
     const BLOCK: u64 = 10;
     progress(format!(
-        "W2: {} durable commands each for sourceflow, sourceflow without its view, raw sqlx",
+        "W2: {} durable commands each for sourceflow, sourceflow without its view, the rusqlite floors (and cqrs-es + sqlite-es when built)",
         blocks * BLOCK
     ));
     let path = dir.join("w2.db");
@@ -312,12 +353,13 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
     let flow = domain::flow(store.clone(), Components::Full).await?;
     let saga_store = SqliteStore::open(dir.join("w2-saga.db")).await?;
     let saga_only = domain::flow(saga_store.clone(), Components::SagaOnly).await?;
-    let mut floor = raw::RawInsert::open(&path).await?;
+    let mut floor = raw::RawInsert::open(&path)?;
     // The unit-of-work floor writes events too, so it gets a file of its own: in the store's
     // file its events would fall between the framework's, as another writer's would.
     let unit_path = dir.join("w2-unit.db");
     drop(SqliteStore::open(&unit_path).await?);
-    let mut unit_floor = raw::RawUnit::open(&unit_path).await?;
+    let mut unit_floor = raw::RawUnit::open(&unit_path)?;
+    let peer = SqliteEs::open(&dir.join("w2-sqlite-es.db")).await?;
     let payload = serde_json::to_string(&Deposit::nth(0))?;
     let state = serde_json::to_string(&Account {
         balance: 100,
@@ -329,7 +371,7 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
     })?;
 
     let (mut full, mut saga, mut raw_times) = (Vec::new(), Vec::new(), Vec::new());
-    let mut unit_times = Vec::new();
+    let (mut unit_times, mut peer_times) = (Vec::new(), Vec::new());
     let mut n = 0u64;
     for block in 0..=blocks {
         for _ in 0..BLOCK {
@@ -341,14 +383,20 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
             let started = Instant::now();
             saga_only.send(&*id, Deposit::nth(n)).await?;
             let b = started.elapsed();
-            let c = floor.insert(&id, &payload).await?;
-            let d = unit_floor.commit(&payload, &state, &event).await?;
+            let c = floor.insert(&id, &payload)?;
+            let d = unit_floor.commit(1, &payload, &state, &event)?;
+            let started = Instant::now();
+            if let Some(peer) = &peer {
+                peer.deposit(&id, n).await?;
+            }
+            let e = started.elapsed();
             // The first block warms up the files and the caches.
             if block > 0 {
                 full.push(a);
                 saga.push(b);
                 raw_times.push(c);
                 unit_times.push(d);
+                peer_times.push(e);
             }
         }
     }
@@ -358,13 +406,28 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
     };
     let (full, saga, floor) = (median(&mut full), median(&mut saga), median(&mut raw_times));
     let unit_floor = median(&mut unit_times);
+    let peer_time = median(&mut peer_times);
     let stats = store.stats();
     let per_command = stats.transactions as f64 / flow.stats().committed.max(1) as f64;
+    let peer_row = if peer.is_some() {
+        Row::info(
+            "W2",
+            "context: cqrs-es + sqlite-es, the same command",
+            fmt_us(peer_time),
+        )
+        .note(format!(
+            "ratio {:.2} to the floor; ours / peer {:.2} (time)",
+            peer_time.as_secs_f64() / floor.as_secs_f64(),
+            full.as_secs_f64() / peer_time.as_secs_f64()
+        ))
+    } else {
+        Row::not_available("W2", "context: cqrs-es + sqlite-es", SQLITE_ES_MISSING)
+    };
     Ok((
         vec![
             Row::info(
                 "W2",
-                "raw sqlx 1-row INSERT txn (WAL, FULL): the floor",
+                "raw rusqlite 1-row INSERT txn (WAL, FULL): the floor",
                 fmt_us(floor),
             ),
             Row::checked(
@@ -386,13 +449,14 @@ pub async fn w2(settings: &Settings, dir: &Path) -> anyhow::Result<(Vec<Row>, W2
             )),
             Row::info(
                 "W2",
-                "context: raw sqlx txn writing one unit of work's rows",
+                "context: raw rusqlite txn writing one unit of work's rows",
                 fmt_us(unit_floor),
             )
             .note(format!(
                 "command+entity+event rows under the store's indexes; ratio {:.2} to the floor",
                 unit_floor.as_secs_f64() / floor.as_secs_f64()
             )),
+            peer_row,
         ],
         result,
     ))
@@ -412,13 +476,25 @@ pub async fn w3(settings: &Settings, dir: &Path, w2: W2Result) -> anyhow::Result
     // Each round on fresh files, the two shapes alternating; the round with the median
     // throughput is reported (one round lasts about a second, so one alone shows any
     // passing load on the machine).
-    let (mut full, mut saga) = (Vec::new(), Vec::new());
+    let (mut full, mut saga, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    let mut peer = Vec::new();
     for round in 0..rounds {
         let file = format!("w3-{round}.db");
-        full.push(concurrent(dir, &file, Components::Full, per_sender).await?);
+        let measured = concurrent(dir, &file, Components::Full, per_sender).await?;
+        full.push(measured);
         let file = format!("w3-saga-{round}.db");
         saga.push(concurrent(dir, &file, Components::SagaOnly, per_sender).await?);
+        let file = format!("w3-floor-{round}.db");
+        floor.push(w3_floor(&dir.join(file), SENDERS * per_sender, measured.1).await?);
+        let file = format!("w3-sqlite-es-{round}.db");
+        if let Some(rate) = w3_sqlite_es(&dir.join(file), SENDERS, per_sender).await? {
+            peer.push(rate);
+        }
     }
+    let (floor_rate, floor_batch) = {
+        floor.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        floor[floor.len() / 2]
+    };
     let median_round = |rounds: &mut Vec<(f64, f64, u64)>| {
         rounds.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
         rounds[rounds.len() / 2]
@@ -436,6 +512,33 @@ pub async fn w3(settings: &Settings, dir: &Path, w2: W2Result) -> anyhow::Result
         .note(format!(
             "group commit: {batch:.1} units per transaction, largest {largest}"
         )),
+        Row::checked(
+            "W3",
+            "SQLite, 32 concurrent senders: throughput / rusqlite unit-of-work floor",
+            format!("{} vs {}", fmt_rate(throughput), fmt_rate(floor_rate)),
+            throughput / floor_rate,
+            Target::AtLeast(0.5),
+        )
+        .note(format!(
+            "floor: one writer committing the rows of {floor_batch} units (command, entity, \
+             event, view model, view position) per transaction"
+        )),
+        if peer.is_empty() {
+            Row::not_available(
+                "W3",
+                "SQLite, 32 concurrent senders: ours / cqrs-es + sqlite-es",
+                SQLITE_ES_MISSING,
+            )
+        } else {
+            let peer = median_f64(&mut peer);
+            Row::checked(
+                "W3",
+                "SQLite, 32 concurrent senders: ours / cqrs-es + sqlite-es",
+                format!("{} vs {}", fmt_rate(throughput), fmt_rate(peer)),
+                throughput / peer,
+                Target::AtLeast(3.0),
+            )
+        },
         Row::info(
             "W3",
             "context: the same without view and aggregate",
@@ -446,6 +549,61 @@ pub async fn w3(settings: &Settings, dir: &Path, w2: W2Result) -> anyhow::Result
             saga_throughput / w2.rate
         )),
     ])
+}
+
+/// `cqrs-es` + `sqlite-es` under W3's shape on a fresh file: `senders` concurrent senders on
+/// their own accounts, one untimed command each first. `None` without the `sqlite-es` feature.
+async fn w3_sqlite_es(path: &Path, senders: u64, per_sender: u64) -> anyhow::Result<Option<f64>> {
+    let Some(peer) = SqliteEs::open(path).await? else {
+        return Ok(None);
+    };
+    for s in 0..senders {
+        peer.deposit(&account_id(s), s).await?;
+    }
+    let peer = Arc::new(peer);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..senders)
+        .map(|s| {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let id = account_id(s);
+                for i in 0..per_sender {
+                    peer.deposit(&id, i).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(Some(rate(senders * per_sender, started.elapsed())))
+}
+
+/// W3's floor: `commands` units of work (each with the view's writes) committed by one
+/// `rusqlite` writer in transactions of the store's average group size (`batch`, rounded), on
+/// a fresh file migrated by the store. Returns commands/s and the group size used.
+async fn w3_floor(path: &Path, commands: u64, batch: f64) -> anyhow::Result<(f64, u64)> {
+    drop(SqliteStore::open(path).await?);
+    let group = (batch.round() as u64).max(1);
+    let mut floor = raw::RawUnit::open(path)?.with_view();
+    let payload = serde_json::to_string(&Deposit::nth(0))?;
+    let state = serde_json::to_string(&Account {
+        balance: 100,
+        deposits: 1,
+    })?;
+    let event = serde_json::to_string(&domain::Deposited {
+        amount: 1,
+        balance: 100,
+    })?;
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < commands {
+        let units = group.min(commands - done);
+        total += floor.commit(units, &payload, &state, &event)?;
+        done += units;
+    }
+    Ok((rate(commands, total), group))
 }
 
 /// 32 senders on their own accounts: commands/s, average and largest group-commit batch.
@@ -600,7 +758,7 @@ pub async fn w6(settings: &Settings, dir: &Path) -> anyhow::Result<Vec<Row>> {
     raw::seed_commands(&path, "replay-0", count).await?;
     let seeding = started.elapsed();
     let flow = domain::flow(store, Components::SagaOnly).await?;
-    let mut floor_connection = raw::connect(&path).await?;
+    let floor_connection = raw::open_writer(&path)?;
     let expected = raw::seeded_balance(count);
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     for run in 0..=runs {
@@ -610,7 +768,7 @@ pub async fn w6(settings: &Settings, dir: &Path) -> anyhow::Result<Vec<Row>> {
         let a = started.elapsed();
         ensure!(account.balance == expected, "replay gave a wrong balance");
         let started = Instant::now();
-        let (rows, balance) = raw::replay_floor(&mut floor_connection, "replay-0").await?;
+        let (rows, balance) = raw::replay_floor(&floor_connection, "replay-0")?;
         let b = started.elapsed();
         ensure!(
             rows == count && balance == expected,

@@ -6,6 +6,7 @@
 //! - [`QuietMemStore`] is the same store line for line without the printing, to show what the
 //!   printing costs.
 //! - [`postgres`] builds the `postgres-es` framework, as its docs show it.
+//! - `sqlite` (with the `sqlite-es` feature) builds the `sqlite-es` framework the same way.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -311,5 +312,72 @@ pub mod postgres {
         ));
         let query = GenericQuery::new(repository);
         postgres_es::postgres_cqrs(pool, vec![Box::new(query)], ())
+    }
+}
+
+/// `sqlite-es`: the framework on SQLite with a `GenericQuery` over a `SqliteViewRepository`,
+/// built as the crate's docs show, on a pool with the store's pragmas.
+#[cfg(feature = "sqlite-es")]
+pub mod sqlite {
+    use super::*;
+    use sqlite_es::{SqliteCqrs, SqliteViewRepository};
+    use sqlx::SqlitePool;
+
+    /// The view table's name.
+    pub const VIEW_TABLE: &str = "bank_summary_view";
+
+    /// A pool of 10 connections (as `sqlite_es::default_pool`) on `path`, with the store's
+    /// pragmas: WAL, `synchronous=FULL`, a 5 s busy timeout.
+    ///
+    /// # Errors
+    /// If the file cannot be opened.
+    pub async fn pool(path: &std::path::Path) -> Result<SqlitePool, sqlx::Error> {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .foreign_keys(true);
+        sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(10)
+            .connect_with(options)
+            .await
+    }
+
+    /// Creates `sqlite-es`'s tables (from its migration) in the pool's file.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn create_tables(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        for ddl in [
+            "CREATE TABLE events (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
+             sequence integer CHECK (sequence >= 0) NOT NULL, event_type text NOT NULL, \
+             event_version text NOT NULL, payload text NOT NULL, metadata text NOT NULL, \
+             PRIMARY KEY (aggregate_type, aggregate_id, sequence)) STRICT",
+            "CREATE TABLE snapshots (aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
+             last_sequence integer CHECK (last_sequence >= 0) NOT NULL, \
+             current_snapshot integer CHECK (current_snapshot >= 0) NOT NULL, \
+             payload text NOT NULL, PRIMARY KEY (aggregate_type, aggregate_id, last_sequence)) \
+             STRICT",
+            "CREATE TABLE bank_summary_view (view_id text NOT NULL, \
+             version integer CHECK (version >= 0) NOT NULL, payload text NOT NULL, \
+             PRIMARY KEY (view_id)) STRICT",
+        ] {
+            sqlx::query(ddl).execute(pool).await?;
+        }
+        Ok(())
+    }
+
+    /// The framework: `sqlite_cqrs` (a pure event store: every command loads the whole stream)
+    /// with one view.
+    pub fn framework(pool: SqlitePool) -> SqliteCqrs<BankAccount> {
+        let repository = Arc::new(SqliteViewRepository::<SummaryViewCq, BankAccount>::new(
+            VIEW_TABLE,
+            pool.clone(),
+        ));
+        let query = GenericQuery::new(repository);
+        sqlite_es::sqlite_cqrs(pool, vec![Box::new(query)], ())
     }
 }
