@@ -36,6 +36,7 @@
 mod commit;
 mod connect;
 mod error;
+mod group;
 mod migrate;
 mod queries;
 
@@ -76,6 +77,8 @@ pub struct Postgres {
     lock_key: i64,
     schema: String,
     backoff: Backoff,
+    /// Group commit's shared queue; `None`: every unit of work commits alone.
+    group: Option<std::sync::Arc<group::Group>>,
 }
 
 impl fmt::Debug for Postgres {
@@ -253,11 +256,11 @@ impl Backend for Postgres {
     async fn write(&self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit(unit) => self
-                .commit_unit(unit, &[])
+                .commit_grouped(unit, Vec::new())
                 .await
                 .map(|(receipt, _)| Written::Receipt(receipt)),
             Write::CommitInline(unit, projections) => self
-                .commit_unit(unit, &projections)
+                .commit_grouped(unit, projections)
                 .await
                 .map(|(receipt, applied)| Written::Inline(receipt, applied)),
             Write::AppendCommand { expected, command } => self
