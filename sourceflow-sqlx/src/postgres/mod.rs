@@ -11,24 +11,45 @@
 //! its entity and the views' models in one more round trip. sqlx prepares each statement once per
 //! connection, and the pool does not ping connections before handing them out.
 //!
-//! # Positions become visible in order (serialised appends)
+//! # Positions become visible in order (the append lock)
 //! A sequence hands out positions in allocation order, but transactions commit in any order: a
 //! transaction that took position 10 may commit after one that took 11, and a catch-up reader
 //! that saw 11 would then never read 10. To rule this out, every transaction that inserts
-//! events first takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`), held until
-//! it commits. Positions are therefore allocated and committed one transaction at a time, in
-//! lock order, and a reader can never observe a position before a lower one that is still to
-//! commit.
+//! events first takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`, one key per
+//! schema), held until it commits. Positions are therefore allocated and committed one
+//! transaction at a time, in lock order: a reader ([`read_all`](sourceflow::store::Store::read_all),
+//! `head`, `subscribe`, a view's catch-up) never observes a position before a lower one that is
+//! still to commit, and positions stay dense, which lets views apply a process's own fresh
+//! events without reading them back.
 //!
-//! The trade-off: appends of events are serialised across the database (per schema: the lock
-//! key is derived from the schema name). The lock is taken as late as possible (after the
-//! command, entity and outbox writes, right before the event rows) so only the event inserts and
-//! the commit itself are serialised; commands on different streams still run their checks and
-//! writes concurrently. Throughput of event-producing commits is bounded by one commit (one WAL
-//! flush) at a time. A transaction-id snapshot rule (readers hold back until older transactions
-//! finish) would avoid the lock at the cost of more complex and laggier reads.
+//! # Group commit: concurrent senders share one transaction
+//! The lock is held across the commit's WAL flush, so transactions that append events commit
+//! one at a time per schema. To make concurrent commands cost less than one flush each, the
+//! units of work that concurrent senders of one process hand over while a commit is under way
+//! are committed together: one call of `sf_commit_batch` (migration `0008`), one transaction,
+//! one lock hold, one flush, as the SQLite writer batches its units. Senders queue their units
+//! and take turns (a fair lock); whoever's turn comes takes every unit queued so far (up to 128).
+//! A unit alone takes the single-unit path above, so one sender pays nothing for it.
+//!
+//! Inside a batch, units commit in order, each checked exactly as alone: a unit that meets an
+//! earlier one of the same batch (the same stream at the same expected sequence, or the same
+//! message id) is a conflict, retried by the bus, or a duplicate, answered with the original
+//! receipt; the others commit. An error that aborts the batch (a deadlock with another process
+//! writing the same stream at that instant, a dropped connection) costs the batch, not its
+//! units: they are committed again one by one, each with the retry policy. The batch runs on a
+//! task of its own, so a sender that stops waiting does not cut its neighbours' commit short.
+//!
+//! The trade-offs. Throughput grows with the senders of one process (one flush per batch
+//! instead of per command), but processes sharing a schema still take the lock in turn, one
+//! batch at a time: more processes add batches, not parallel flushes. Each command waits for the
+//! batch ahead of it, so a command's latency under load is up to two batch commits. A batch of
+//! units on distinct streams shares its fate only through the retry above. The alternative,
+//! positions ordered by transaction id with readers bounded by the oldest running transaction
+//! (`pg_snapshot_xmin`), would let every commit flush in parallel across processes, but
+//! positions would no longer be dense and every reader would lag behind the longest open write
+//! transaction in the cluster; the store keeps dense positions and the lock.
+//! [`PostgresStoreBuilder::group_commit`] turns batching off (every unit its own transaction).
 
-//!
 //! The modules: `connect` (the builder, the schema and the migrations, with `migrate` for the
 //! versions retired from them), `commit` (the commit path), `queries` (every statement),
 //! `error` (which errors are transient).
