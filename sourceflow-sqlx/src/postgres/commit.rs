@@ -377,6 +377,51 @@ pub(super) fn unit_json(
     }))
 }
 
+/// A projection batch as one element of `sf_commit_batch`'s argument: `sf_commit_projection`'s
+/// arguments by name, `projection: true`, and `n`, its 1-based place in the batch.
+pub(super) fn projection_json(
+    n: usize,
+    commit: &ProjectionCommit,
+) -> Result<serde_json::Value, StoreError> {
+    let mut puts: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+    let mut deletes: (Vec<&str>, Vec<&str>) = Default::default();
+    for write in last_writes(&commit.models) {
+        match &write.state {
+            Some(state) => {
+                puts.0.push(&write.model_type);
+                puts.1.push(write.id.as_str());
+                puts.2.push(payload_text(state, "view model state")?);
+            }
+            None => {
+                deletes.0.push(&write.model_type);
+                deletes.1.push(write.id.as_str());
+            }
+        }
+    }
+    let outbox = OutboxArrays::new(&commit.outbox)?;
+    Ok(serde_json::json!({
+        "n": n,
+        "projection": true,
+        "handler": &*commit.handler,
+        "expected_position": db_int(commit.expected.0, "position")?,
+        "position": db_int(commit.position.0, "position")?,
+        "put_types": puts.0,
+        "put_ids": puts.1,
+        "put_states": puts.2,
+        "delete_types": deletes.0,
+        "delete_ids": deletes.1,
+        "outbox_stream_types": outbox.stream_types,
+        "outbox_stream_ids": outbox.stream_ids,
+        "outbox_ids": outbox.ids,
+        "outbox_names": outbox.names,
+        "outbox_versions": outbox.versions,
+        "outbox_correlations": outbox.correlations,
+        "outbox_causations": outbox.causations,
+        "outbox_times": outbox.times,
+        "outbox_payloads": outbox.payloads,
+    }))
+}
+
 /// What the commit of one unit of work reported.
 pub(super) enum Outcome {
     Committed(Sequence, Sequence, (Vec<i64>, Vec<String>), Vec<bool>),

@@ -338,7 +338,7 @@ impl Backend for Postgres {
                 self.execute_done("set_position", SET_POSITION, &params)
                     .await
             }
-            Write::CommitProjection(commit) => self.commit_projection_batch(commit).await,
+            Write::CommitProjection(commit) => self.commit_projection_grouped(commit).await,
             Write::ResetProjection {
                 handler,
                 model_types,
