@@ -1,13 +1,14 @@
-//! Group commit: the units of work that concurrent senders of one process hand to the store
-//! while a commit is under way are committed together, by one call of `sf_commit_batch`, in
-//! one transaction (one append lock, one WAL flush).
+//! Group commit: the units of work and projection batches that concurrent senders of one
+//! process hand to the store while a commit is under way are committed together, by one call of
+//! `sf_commit_batch`, in one transaction (one append lock, one WAL flush).
 //!
-//! Every sender queues its unit, then waits for the leader's turn (a fair lock). Whoever gets
-//! the turn takes every unit queued so far, unless a leader before it took its own unit already.
-//! One unit alone goes the single-unit path (`commit_unit`); several go as one batch, committed
-//! on a task of its own so that a sender that stops waiting cannot cut the others' commit short.
-//! A batch that fails as a whole (a deadlock with another process, a dropped connection) is
-//! committed again unit by unit, each with the retry policy.
+//! Every sender queues its write, then waits for its turn (a fair lock). Whoever gets the turn
+//! takes every write queued so far, unless an earlier turn took its own write already, and holds
+//! the turn until they are committed, so writes queue up meanwhile. One write alone goes the
+//! path it would take without grouping; several go as one batch, committed on a task of its own
+//! so that a sender that stops waiting cannot cut the others' commit short. A batch that fails
+//! as a whole (a deadlock with another process, a dropped connection) is committed again write
+//! by write, each with the retry policy.
 
 use std::sync::Mutex;
 

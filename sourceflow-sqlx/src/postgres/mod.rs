@@ -27,9 +27,11 @@
 //! one at a time per schema. To make concurrent commands cost less than one flush each, the
 //! units of work that concurrent senders of one process hand over while a commit is under way
 //! are committed together: one call of `sf_commit_batch` (migration `0008`), one transaction,
-//! one lock hold, one flush, as the SQLite writer batches its units. Senders queue their units
-//! and take turns (a fair lock); whoever's turn comes takes every unit queued so far (up to 128).
-//! A unit alone takes the single-unit path above, so one sender pays nothing for it.
+//! one lock hold, one flush, as the SQLite writer batches its units. The views' projection
+//! batches (position and models, compare-and-set as alone) join the same batches. Senders queue
+//! their writes and take turns (a fair lock); whoever's turn comes takes every write queued so
+//! far (up to 128). A write alone takes the path it takes without grouping, so one sender pays
+//! nothing for it.
 //!
 //! Inside a batch, units commit in order, each checked exactly as alone: a unit that meets an
 //! earlier one of the same batch (the same stream at the same expected sequence, or the same
