@@ -1,15 +1,18 @@
 //! The Postgres store: several processes sharing one database, exact JSON payloads, a pool.
 //!
 //! # One round trip per command
-//! A unit of work is one statement in its own transaction: the optimistic command append (a
-//! resent message id is caught by its unique key), the entity state, the outbox, the events and
-//! the inline views' writes. The common shape (one event, no follow-up commands, at most one
+//! A unit of work alone is one statement in its own transaction: the optimistic command append
+//! (a resent message id is caught by its unique key), the entity state, the outbox, the events
+//! and the inline views' writes. The common shape (one event, no follow-up commands, at most one
 //! view writing one model) is a single SQL statement whose steps feed each other; anything else
 //! calls the `sf_commit_inline` function (migration `0006`), as does the common shape when the
 //! single statement meets events appended to its stream without a command (it reads the
-//! stream's last event before it waits for the append lock). A first command on a stream reads
-//! its entity and the views' models in one more round trip. sqlx prepares each statement once per
-//! connection, and the pool does not ping connections before handing them out.
+//! stream's last event before it waits for the append lock). Units of concurrent senders share
+//! one call and one transaction (see
+//! [group commit](#group-commit-concurrent-senders-share-one-transaction)). A first command on
+//! a stream reads its entity and the views' models in one more round trip. sqlx prepares each
+//! statement once per connection, and the pool does not ping connections before handing them
+//! out.
 //!
 //! # Positions become visible in order (the append lock)
 //! A sequence hands out positions in allocation order, but transactions commit in any order: a
@@ -38,7 +41,10 @@
 //! message id) is a conflict, retried by the bus, or a duplicate, answered with the original
 //! receipt; the others commit. An error that aborts the batch (a deadlock with another process
 //! writing the same stream at that instant, a dropped connection) costs the batch, not its
-//! units: they are committed again one by one, each with the retry policy. The batch runs on a
+//! units: they are committed again one by one, each with the retry policy. Postgres breaks
+//! such a deadlock after `deadlock_timeout` (1 s by default), which those units wait on top of
+//! their commit; it needs two processes committing the same stream at the same instant. The
+//! batch runs on a
 //! task of its own, so a sender that stops waiting does not cut its neighbours' commit short.
 //!
 //! The trade-offs. Throughput grows with the senders of one process (one flush per batch
@@ -51,10 +57,10 @@
 //! positions would no longer be dense and every reader would lag behind the longest open write
 //! transaction in the cluster; the store keeps dense positions and the lock.
 //! [`PostgresStoreBuilder::group_commit`] turns batching off (every unit its own transaction).
-
+//!
 //! The modules: `connect` (the builder, the schema and the migrations, with `migrate` for the
-//! versions retired from them), `commit` (the commit path), `queries` (every statement),
-//! `error` (which errors are transient).
+//! versions retired from them), `commit` (the commit path), `group` (group commit), `queries`
+//! (every statement), `error` (which errors are transient).
 
 mod commit;
 mod connect;
