@@ -193,3 +193,77 @@ async fn check_views(flow: &SourceFlow) {
         assert_eq!(model.total, COMMANDS * (COMMANDS + 1) / 2, "{id}");
     }
 }
+
+/// Inside the batches that concurrent senders share: one message id sent 16 times at once is
+/// committed once and every sender gets its receipt, and 16 senders on one stream each commit
+/// (conflicts retried), while other senders' units commit beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn duplicates_and_conflicts_inside_shared_batches_commit_exactly_once() {
+    let url = sourceflow_tests::backends::pg_url();
+    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
+    let store = PostgresStore::connect_with_schema(&url, &schema)
+        .await
+        .unwrap();
+    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let key = uuid::Uuid::now_v7();
+    let resent: Vec<_> = (0..16)
+        .map(|_| {
+            let flow = flow.clone();
+            tokio::spawn(async move {
+                flow.send_with("resent", Add { n: 7 }, SendOptions::new().message_id(key))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let contended: Vec<_> = (0..16)
+        .map(|_| {
+            let flow = flow.clone();
+            tokio::spawn(async move { flow.send("contended", Add { n: 1 }).await.unwrap() })
+        })
+        .collect();
+    let others: Vec<_> = (0..16)
+        .map(|w| {
+            let flow = flow.clone();
+            tokio::spawn(async move { write(&flow, w).await })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for send in resent {
+        receipts.push(send.await.unwrap());
+    }
+    let mut sequences = Vec::new();
+    for send in contended {
+        sequences.push(send.await.unwrap().sequence.0);
+    }
+    for send in others {
+        send.await.unwrap();
+    }
+
+    assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 1);
+    assert!(receipts.iter().all(|r| r.sequence == Sequence(1)));
+    assert!(receipts
+        .iter()
+        .all(|r| r.events.len() == 1 && r.events[0].position == receipts[0].events[0].position));
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=16).collect::<Vec<u64>>());
+    flow.catch_up().await.unwrap();
+    let resent: TallyModel = flow.view_model("resent").await.unwrap().unwrap();
+    assert_eq!(
+        resent,
+        TallyModel {
+            applied: 1,
+            total: 7
+        }
+    );
+    let contended: TallyModel = flow.view_model("contended").await.unwrap().unwrap();
+    assert_eq!(
+        contended,
+        TallyModel {
+            applied: 16,
+            total: 16
+        }
+    );
+    sourceflow_tests::backends::drop_schema(&url, &schema).await;
+}
