@@ -97,12 +97,15 @@
 //! Payloads and states in `json` columns (the exact text written, checked to be JSON; see
 //! [Data fidelity](#data-fidelity)), optional per-store schema
 //! ([`PostgresStore::connect_with_schema`]). A command commits in one round
-//! trip (one call of a server-side function). **Serialised appends** make positions visible
-//! in order: every transaction that inserts events takes a transaction-scoped advisory lock
-//! right before inserting them and holds it to commit, so a catch-up reader of
+//! trip (one call of a server-side function). **Positions become visible in order**: every
+//! transaction that inserts events takes a transaction-scoped advisory lock right before
+//! inserting them and holds it to commit, so a catch-up reader of
 //! [`read_all`](sourceflow::store::Store::read_all) never skips an event that commits late
-//! with a lower position. The cost is that event appends (not the rest of the unit of work)
-//! commit one at a time per schema; see [`postgres`] for the details.
+//! with a lower position, and positions stay dense. **Group commit** keeps that lock from
+//! making concurrent commands wait one flush each: the units of work that concurrent senders of
+//! one process hand over together commit in one transaction, one lock hold and one WAL flush
+//! per batch. Processes sharing a schema still take the lock in turn, a batch at a time; see
+//! [`postgres`] for the details and the trade-offs.
 //!
 //! # Data fidelity
 //! One rule on every backend, [`MemoryStore`](sourceflow::MemoryStore) included: **what is

@@ -8,7 +8,7 @@ use sourceflow::store::{
     InlineProjection, OutboxMessage, ProjectionCommit, StoreError, UnitOfWork,
 };
 use sourceflow::{CommandReceipt, Envelope, Position, RecordedEvent, Sequence, StreamId};
-use sqlx::postgres::PgArguments;
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use uuid::Uuid;
 
@@ -43,15 +43,6 @@ impl Postgres {
         let (pool, lock_key) = (&self.pool, self.lock_key);
         let inline = InlineArrays::new(projections)?;
         let inline = &inline;
-        enum Outcome {
-            Committed(Sequence, Sequence, (Vec<i64>, Vec<String>), Vec<bool>),
-            /// Nothing was written: a resent message id (answered with its receipt) or a
-            /// stream that moved on (also when a concurrent commit to the stream got there
-            /// first).
-            NotWritten,
-            /// The function found the message id committed: answered with its receipt.
-            Duplicate,
-        }
         // Both statements start with the command: lock key, stream, expected sequence, the
         // command's envelope and payload, the entity state (`$1`-`$12`).
         let command = |sql: &'static str| {
@@ -159,24 +150,21 @@ impl Postgres {
                     Err(e) if is_unique_violation(&e) => return Ok(Outcome::NotWritten),
                     Err(e) => return Err(classify(e)),
                 };
-                let status: String = get(&row, 0)?;
-                match status.as_str() {
-                    "ok" => {
-                        let sequence = Sequence(from_db(get(&row, 1)?, "sequence")?);
-                        let first: i64 = get(&row, 2)?;
-                        let last_event = Sequence(from_db(first - 1, "event sequence")?);
-                        let stored = (get(&row, 3)?, get(&row, 4)?);
-                        let projected: Vec<bool> = get(&row, 5)?;
-                        Ok(Outcome::Committed(sequence, last_event, stored, projected))
-                    }
-                    "duplicate" => Ok(Outcome::Duplicate),
-                    "conflict" => Err(conflict(stream, unit.expected)),
-                    other => Err(StoreError::Corrupt(format!(
-                        "sf_commit_inline returned status {other:?}"
-                    ))),
-                }
+                inline_outcome(&row, 0, stream, unit.expected)
             })
             .await?;
+        self.settle(&unit, projections, outcome).await
+    }
+
+    /// The receipt of a unit of work from what its commit reported.
+    pub(super) async fn settle(
+        &self,
+        unit: &UnitOfWork,
+        projections: &[InlineProjection],
+        outcome: Outcome,
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
+        let envelope = &unit.command.envelope;
+        let stream = &envelope.stream;
         match outcome {
             Outcome::NotWritten | Outcome::Duplicate => {
                 let found = read::find_receipt(self, stream, envelope.message_id).await?;
@@ -329,6 +317,147 @@ impl Postgres {
     }
 }
 
+/// A unit of work as one element of `sf_commit_batch`'s argument: `sf_commit_inline`'s
+/// arguments by name, and `n`, its 1-based place in the batch.
+pub(super) fn unit_json(
+    n: usize,
+    unit: &UnitOfWork,
+    projections: &[InlineProjection],
+) -> Result<serde_json::Value, StoreError> {
+    let envelope = &unit.command.envelope;
+    let stream = &envelope.stream;
+    let entity = unit
+        .entity
+        .as_deref()
+        .map(|state| payload_text(state, "entity state"))
+        .transpose()?;
+    let events = EventArrays::new(&unit.events)?;
+    let outbox = OutboxArrays::new(&unit.outbox)?;
+    let inline = InlineArrays::new(projections)?;
+    Ok(serde_json::json!({
+        "n": n,
+        "stream_type": &*stream.entity_type,
+        "stream_id": stream.id.as_str(),
+        "expected": db_int(unit.expected.0, "sequence")?,
+        "message_id": envelope.message_id,
+        "name": &*envelope.name,
+        "version": i64::from(envelope.version),
+        "correlation_id": envelope.correlation_id,
+        "causation_id": envelope.causation_id,
+        "created_at": micros(envelope.timestamp),
+        "payload": payload_text(&unit.command.payload, "command payload")?,
+        "entity": entity,
+        "event_ids": events.ids,
+        "event_names": events.names,
+        "event_versions": events.versions,
+        "event_correlations": events.correlations,
+        "event_causations": events.causations,
+        "event_times": events.times,
+        "event_payloads": events.payloads,
+        "outbox_stream_types": outbox.stream_types,
+        "outbox_stream_ids": outbox.stream_ids,
+        "outbox_ids": outbox.ids,
+        "outbox_names": outbox.names,
+        "outbox_versions": outbox.versions,
+        "outbox_correlations": outbox.correlations,
+        "outbox_causations": outbox.causations,
+        "outbox_times": outbox.times,
+        "outbox_payloads": outbox.payloads,
+        "handlers": inline.handlers,
+        "expected_positions": inline.expected,
+        "after": inline.after,
+        "first_sequences": inline.first_sequences,
+        "put_owners": inline.put_owners,
+        "put_types": inline.put_types,
+        "put_ids": inline.put_ids,
+        "put_states": inline.put_states,
+        "delete_owners": inline.delete_owners,
+        "delete_types": inline.delete_types,
+        "delete_ids": inline.delete_ids,
+    }))
+}
+
+/// A projection batch as one element of `sf_commit_batch`'s argument: `sf_commit_projection`'s
+/// arguments by name, `projection: true`, and `n`, its 1-based place in the batch.
+pub(super) fn projection_json(
+    n: usize,
+    commit: &ProjectionCommit,
+) -> Result<serde_json::Value, StoreError> {
+    let mut puts: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+    let mut deletes: (Vec<&str>, Vec<&str>) = Default::default();
+    for write in last_writes(&commit.models) {
+        match &write.state {
+            Some(state) => {
+                puts.0.push(&write.model_type);
+                puts.1.push(write.id.as_str());
+                puts.2.push(payload_text(state, "view model state")?);
+            }
+            None => {
+                deletes.0.push(&write.model_type);
+                deletes.1.push(write.id.as_str());
+            }
+        }
+    }
+    let outbox = OutboxArrays::new(&commit.outbox)?;
+    Ok(serde_json::json!({
+        "n": n,
+        "projection": true,
+        "handler": &*commit.handler,
+        "expected_position": db_int(commit.expected.0, "position")?,
+        "position": db_int(commit.position.0, "position")?,
+        "put_types": puts.0,
+        "put_ids": puts.1,
+        "put_states": puts.2,
+        "delete_types": deletes.0,
+        "delete_ids": deletes.1,
+        "outbox_stream_types": outbox.stream_types,
+        "outbox_stream_ids": outbox.stream_ids,
+        "outbox_ids": outbox.ids,
+        "outbox_names": outbox.names,
+        "outbox_versions": outbox.versions,
+        "outbox_correlations": outbox.correlations,
+        "outbox_causations": outbox.causations,
+        "outbox_times": outbox.times,
+        "outbox_payloads": outbox.payloads,
+    }))
+}
+
+/// What the commit of one unit of work reported.
+pub(super) enum Outcome {
+    Committed(Sequence, Sequence, (Vec<i64>, Vec<String>), Vec<bool>),
+    /// Nothing was written: a resent message id (answered with its receipt) or a stream that
+    /// moved on (also when a concurrent commit to the stream got there first).
+    NotWritten,
+    /// The function found the message id committed: answered with its receipt.
+    Duplicate,
+}
+
+/// The outcome of a unit from a row of `sf_commit_inline` (or `sf_commit_batch`), whose
+/// columns start at `at`: status, sequence, first event, positions, payloads, projected.
+pub(super) fn inline_outcome(
+    row: &PgRow,
+    at: usize,
+    stream: &StreamId,
+    expected: Sequence,
+) -> Result<Outcome, StoreError> {
+    let status: String = get(row, at)?;
+    match status.as_str() {
+        "ok" => {
+            let sequence = Sequence(from_db(get(row, at + 1)?, "sequence")?);
+            let first: i64 = get(row, at + 2)?;
+            let last_event = Sequence(from_db(first - 1, "event sequence")?);
+            let stored = (get(row, at + 3)?, get(row, at + 4)?);
+            let projected: Vec<bool> = get(row, at + 5)?;
+            Ok(Outcome::Committed(sequence, last_event, stored, projected))
+        }
+        "duplicate" => Ok(Outcome::Duplicate),
+        "conflict" => Err(conflict(stream, expected)),
+        other => Err(StoreError::Corrupt(format!(
+            "sf_commit_inline returned status {other:?}"
+        ))),
+    }
+}
+
 /// Binds an envelope's columns in the order every command statement lists them: message id,
 /// name, version, correlation id, causation id, time.
 pub(super) trait BindEnvelope<'q> {
@@ -347,7 +476,7 @@ impl<'q> BindEnvelope<'q> for Query<'q, sqlx::Postgres, PgArguments> {
 }
 
 /// The columns of new events, as arrays for one function call.
-struct EventArrays<'a> {
+pub(super) struct EventArrays<'a> {
     ids: Vec<Uuid>,
     names: Vec<&'a str>,
     versions: Vec<i64>,
@@ -417,7 +546,7 @@ impl<'a> EventArrays<'a> {
 }
 
 /// The columns of outbox messages, as arrays for one function call.
-struct OutboxArrays<'a> {
+pub(super) struct OutboxArrays<'a> {
     stream_types: Vec<&'a str>,
     stream_ids: Vec<&'a str>,
     ids: Vec<Uuid>,
@@ -463,7 +592,7 @@ impl<'a> OutboxArrays<'a> {
 /// Inline projections as the parallel arrays `sf_commit_inline` takes; model writes are tagged
 /// with the 1-based index of their projection.
 #[derive(Default)]
-struct InlineArrays<'a> {
+pub(super) struct InlineArrays<'a> {
     handlers: Vec<&'a str>,
     expected: Vec<i64>,
     after: Vec<i64>,

@@ -45,6 +45,7 @@ pub struct PostgresStoreBuilder {
     max_connections: u32,
     acquire_timeout: Duration,
     backoff: Backoff,
+    group_commit: bool,
 }
 
 impl PostgresStoreBuilder {
@@ -55,6 +56,7 @@ impl PostgresStoreBuilder {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(30),
             backoff: Backoff::default(),
+            group_commit: true,
         }
     }
 
@@ -86,6 +88,14 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Whether units of work that concurrent senders of this process hand over together are
+    /// committed together, in one transaction (default on; see the [module docs](super)).
+    /// Off, every unit of work is a transaction of its own.
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
+        self
+    }
+
     /// Connects, creates the schema if one was given, and applies pending migrations.
     ///
     /// # Errors
@@ -110,7 +120,11 @@ impl PostgresStoreBuilder {
             .connect_with(options)
             .await
             .map_err(classify)?;
-        Postgres::open(pool, self.backoff).await
+        let mut store = Postgres::open(pool, self.backoff).await?;
+        if !self.group_commit {
+            store.backend_mut().group = None;
+        }
+        Ok(store)
     }
 }
 
@@ -152,6 +166,7 @@ impl Postgres {
             pool,
             schema,
             backoff,
+            group: Some(Default::default()),
         }))
     }
 }

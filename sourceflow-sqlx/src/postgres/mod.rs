@@ -1,41 +1,71 @@
 //! The Postgres store: several processes sharing one database, exact JSON payloads, a pool.
 //!
 //! # One round trip per command
-//! A unit of work is one statement in its own transaction: the optimistic command append (a
-//! resent message id is caught by its unique key), the entity state, the outbox, the events and
-//! the inline views' writes. The common shape (one event, no follow-up commands, at most one
+//! A unit of work alone is one statement in its own transaction: the optimistic command append
+//! (a resent message id is caught by its unique key), the entity state, the outbox, the events
+//! and the inline views' writes. The common shape (one event, no follow-up commands, at most one
 //! view writing one model) is a single SQL statement whose steps feed each other; anything else
 //! calls the `sf_commit_inline` function (migration `0006`), as does the common shape when the
 //! single statement meets events appended to its stream without a command (it reads the
-//! stream's last event before it waits for the append lock). A first command on a stream reads
-//! its entity and the views' models in one more round trip. sqlx prepares each statement once per
-//! connection, and the pool does not ping connections before handing them out.
+//! stream's last event before it waits for the append lock). Units of concurrent senders share
+//! one call and one transaction (see
+//! [group commit](#group-commit-concurrent-senders-share-one-transaction)). A first command on
+//! a stream reads its entity and the views' models in one more round trip. sqlx prepares each
+//! statement once per connection, and the pool does not ping connections before handing them
+//! out.
 //!
-//! # Positions become visible in order (serialised appends)
+//! # Positions become visible in order (the append lock)
 //! A sequence hands out positions in allocation order, but transactions commit in any order: a
 //! transaction that took position 10 may commit after one that took 11, and a catch-up reader
 //! that saw 11 would then never read 10. To rule this out, every transaction that inserts
-//! events first takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`), held until
-//! it commits. Positions are therefore allocated and committed one transaction at a time, in
-//! lock order, and a reader can never observe a position before a lower one that is still to
-//! commit.
+//! events first takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`, one key per
+//! schema), held until it commits. Positions are therefore allocated and committed one
+//! transaction at a time, in lock order: a reader ([`read_all`](sourceflow::store::Store::read_all),
+//! `head`, `subscribe`, a view's catch-up) never observes a position before a lower one that is
+//! still to commit, and positions stay dense, which lets views apply a process's own fresh
+//! events without reading them back.
 //!
-//! The trade-off: appends of events are serialised across the database (per schema: the lock
-//! key is derived from the schema name). The lock is taken as late as possible (after the
-//! command, entity and outbox writes, right before the event rows) so only the event inserts and
-//! the commit itself are serialised; commands on different streams still run their checks and
-//! writes concurrently. Throughput of event-producing commits is bounded by one commit (one WAL
-//! flush) at a time. A transaction-id snapshot rule (readers hold back until older transactions
-//! finish) would avoid the lock at the cost of more complex and laggier reads.
-
+//! # Group commit: concurrent senders share one transaction
+//! The lock is held across the commit's WAL flush, so transactions that append events commit
+//! one at a time per schema. To make concurrent commands cost less than one flush each, the
+//! units of work that concurrent senders of one process hand over while a commit is under way
+//! are committed together: one call of `sf_commit_batch` (migration `0008`), one transaction,
+//! one lock hold, one flush, as the SQLite writer batches its units. The views' projection
+//! batches (position and models, compare-and-set as alone) join the same batches. Senders queue
+//! their writes and take turns (a fair lock); whoever's turn comes takes every write queued so
+//! far (up to 128). A write alone takes the path it takes without grouping, so one sender pays
+//! nothing for it.
+//!
+//! Inside a batch, units commit in order, each checked exactly as alone: a unit that meets an
+//! earlier one of the same batch (the same stream at the same expected sequence, or the same
+//! message id) is a conflict, retried by the bus, or a duplicate, answered with the original
+//! receipt; the others commit. An error that aborts the batch (a deadlock with another process
+//! writing the same stream at that instant, a dropped connection) costs the batch, not its
+//! units: they are committed again one by one, each with the retry policy. Postgres breaks
+//! such a deadlock after `deadlock_timeout` (1 s by default), which those units wait on top of
+//! their commit; it needs two processes committing the same stream at the same instant. The
+//! batch runs on a
+//! task of its own, so a sender that stops waiting does not cut its neighbours' commit short.
+//!
+//! The trade-offs. Throughput grows with the senders of one process (one flush per batch
+//! instead of per command), but processes sharing a schema still take the lock in turn, one
+//! batch at a time: more processes add batches, not parallel flushes. Each command waits for the
+//! batch ahead of it, so a command's latency under load is up to two batch commits. A batch of
+//! units on distinct streams shares its fate only through the retry above. The alternative,
+//! positions ordered by transaction id with readers bounded by the oldest running transaction
+//! (`pg_snapshot_xmin`), would let every commit flush in parallel across processes, but
+//! positions would no longer be dense and every reader would lag behind the longest open write
+//! transaction in the cluster; the store keeps dense positions and the lock.
+//! [`PostgresStoreBuilder::group_commit`] turns batching off (every unit its own transaction).
 //!
 //! The modules: `connect` (the builder, the schema and the migrations, with `migrate` for the
-//! versions retired from them), `commit` (the commit path), `queries` (every statement),
-//! `error` (which errors are transient).
+//! versions retired from them), `commit` (the commit path), `group` (group commit), `queries`
+//! (every statement), `error` (which errors are transient).
 
 mod commit;
 mod connect;
 mod error;
+mod group;
 mod migrate;
 mod queries;
 
@@ -76,6 +106,8 @@ pub struct Postgres {
     lock_key: i64,
     schema: String,
     backoff: Backoff,
+    /// Group commit's shared queue; `None`: every unit of work commits alone.
+    group: Option<std::sync::Arc<group::Group>>,
 }
 
 impl fmt::Debug for Postgres {
@@ -253,11 +285,11 @@ impl Backend for Postgres {
     async fn write(&self, write: Write) -> Result<Written, StoreError> {
         match write {
             Write::Commit(unit) => self
-                .commit_unit(unit, &[])
+                .commit_grouped(unit, Vec::new())
                 .await
                 .map(|(receipt, _)| Written::Receipt(receipt)),
             Write::CommitInline(unit, projections) => self
-                .commit_unit(unit, &projections)
+                .commit_grouped(unit, projections)
                 .await
                 .map(|(receipt, applied)| Written::Inline(receipt, applied)),
             Write::AppendCommand { expected, command } => self
@@ -314,7 +346,7 @@ impl Backend for Postgres {
                 self.execute_done("set_position", SET_POSITION, &params)
                     .await
             }
-            Write::CommitProjection(commit) => self.commit_projection_batch(commit).await,
+            Write::CommitProjection(commit) => self.commit_projection_grouped(commit).await,
             Write::ResetProjection {
                 handler,
                 model_types,

@@ -75,6 +75,10 @@ pub(super) const COMMIT_ONE: &str = "WITH cmd AS ( \
        SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at) \
      SELECT cmd.sequence, ev.position, ev.sequence, ev.payload, EXISTS (SELECT 1 FROM moved) \
        FROM cmd, ev";
+/// Several units of work in one transaction (group commit): one row per unit, its 1-based place
+/// in the batch first, then the columns of `COMMIT_INLINE`.
+pub(super) const COMMIT_BATCH: &str = "SELECT r_unit, r_status, r_sequence, r_first_event, \
+     r_positions, r_payloads, r_projected FROM sf_commit_batch($1, $2::jsonb)";
 pub(super) const APPEND_EVENTS: &str =
     "SELECT r_ok, r_command_sequence, r_positions, r_payloads FROM \
      sf_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";

@@ -1,0 +1,213 @@
+//! Group commit: the units of work and projection batches that concurrent senders of one
+//! process hand to the store while a commit is under way are committed together, by one call of
+//! `sf_commit_batch`, in one transaction (one append lock, one WAL flush).
+//!
+//! Every sender queues its write, then waits for its turn (a fair lock). Whoever gets the turn
+//! takes every write queued so far, unless an earlier turn took its own write already, and holds
+//! the turn until they are committed, so writes queue up meanwhile. One write alone goes the
+//! path it would take without grouping; several go as one batch, committed on a task of its own
+//! so that a sender that stops waiting cannot cut the others' commit short. A batch that fails
+//! as a whole (a deadlock with another process, a dropped connection) is committed again write
+//! by write, each with the retry policy.
+
+use std::sync::Mutex;
+
+use sourceflow::store::{InlineProjection, ProjectionCommit, StoreError, UnitOfWork};
+use sourceflow::CommandReceipt;
+use sqlx::postgres::PgRow;
+use tokio::sync::oneshot;
+
+use super::commit::{inline_outcome, projection_json, unit_json};
+use super::error::classify;
+use super::get;
+use super::queries::COMMIT_BATCH;
+use super::Postgres;
+use crate::sql::write::Written;
+
+/// The most units one batch carries.
+const MAX_BATCH: usize = 128;
+
+/// What a sender of a unit of work gets back: the receipt and which inline projections applied.
+type Answer = Result<(CommandReceipt, Vec<bool>), StoreError>;
+
+/// A queued write and where its answer goes.
+enum Job {
+    Unit {
+        unit: UnitOfWork,
+        projections: Vec<InlineProjection>,
+        reply: oneshot::Sender<Answer>,
+    },
+    Projection {
+        commit: ProjectionCommit,
+        reply: oneshot::Sender<Result<Written, StoreError>>,
+    },
+}
+
+/// The queue: jobs in ticket order, `pushed` the last ticket handed out, `taken` the last one
+/// a leader took.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Job>,
+    pushed: u64,
+    taken: u64,
+}
+
+/// The group-commit state a store's clones share.
+#[derive(Default)]
+pub(super) struct Group {
+    queue: Mutex<Queue>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the commit of a batch stopped before it answered".into())
+}
+
+impl Postgres {
+    /// Commits `unit`, together with the writes of concurrent senders of this process.
+    pub(super) async fn commit_grouped(
+        &self,
+        unit: UnitOfWork,
+        projections: Vec<InlineProjection>,
+    ) -> Answer {
+        if self.group.is_none() {
+            return self.commit_unit(unit, &projections).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.take_turn(Job::Unit {
+            unit,
+            projections,
+            reply,
+        })
+        .await;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Commits a projection batch, together with the writes of concurrent senders of this
+    /// process.
+    pub(super) async fn commit_projection_grouped(
+        &self,
+        commit: ProjectionCommit,
+    ) -> Result<Written, StoreError> {
+        if self.group.is_none() {
+            return self.commit_projection_batch(commit).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.take_turn(Job::Projection { commit, reply }).await;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Queues `job`, then waits for this sender's turn and commits everything queued so far,
+    /// unless an earlier turn took `job` already.
+    async fn take_turn(&self, job: Job) {
+        let Some(group) = self.group.clone() else {
+            return self.commit_each(vec![job]).await;
+        };
+        let ticket = {
+            let mut queue = group.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.pushed += 1;
+            queue.pending.push(job);
+            queue.pushed
+        };
+        let _turn = group.turn.lock().await;
+        let batch = {
+            let mut queue = group.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.taken >= ticket {
+                return;
+            }
+            let n = queue.pending.len().min(MAX_BATCH);
+            queue.taken += n as u64;
+            queue.pending.drain(..n).collect::<Vec<_>>()
+        };
+        if batch.len() == 1 {
+            return self.commit_each(batch).await;
+        }
+        let store = self.clone();
+        // A panic reaches every sender of the batch as a dropped answer.
+        let _ = tokio::spawn(async move { store.commit_batch(batch).await }).await;
+    }
+
+    /// Commits several jobs in one call, or one by one when the call fails.
+    async fn commit_batch(&self, batch: Vec<Job>) {
+        let elements = batch
+            .iter()
+            .enumerate()
+            .map(|(i, job)| match job {
+                Job::Unit {
+                    unit, projections, ..
+                } => unit_json(i + 1, unit, projections),
+                Job::Projection { commit, .. } => projection_json(i + 1, commit),
+            })
+            .collect::<Result<Vec<_>, _>>();
+        let Ok(elements) = elements else {
+            return self.commit_each(batch).await;
+        };
+        let rows = sqlx::query(COMMIT_BATCH)
+            .bind(self.lock_key)
+            .bind(serde_json::Value::Array(elements).to_string())
+            .fetch_all(&self.pool)
+            .await;
+        let rows = match rows {
+            Ok(rows) if rows.len() == batch.len() => rows,
+            Ok(_) => return self.commit_each(batch).await,
+            Err(e) => {
+                tracing::debug!(
+                    error = %classify(e),
+                    jobs = batch.len(),
+                    "batch commit failed; committing its jobs one by one"
+                );
+                return self.commit_each(batch).await;
+            }
+        };
+        for (job, row) in batch.into_iter().zip(&rows) {
+            self.answer(job, row).await;
+        }
+    }
+
+    /// Answers a job of a committed batch from its row.
+    async fn answer(&self, job: Job, row: &PgRow) {
+        match job {
+            Job::Unit {
+                unit,
+                projections,
+                reply,
+            } => {
+                let stream = &unit.command.envelope.stream;
+                let answer = match inline_outcome(row, 1, stream, unit.expected) {
+                    Ok(outcome) => self.settle(&unit, &projections, outcome).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(answer);
+            }
+            Job::Projection { commit, reply } => {
+                let answer = match get::<String>(row, 1) {
+                    Ok(status) if status == "ok" => Ok(Written::Done),
+                    Ok(_) => Err(StoreError::PositionConflict {
+                        handler: commit.handler.into_owned(),
+                        expected: commit.expected,
+                    }),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Commits each job alone, in order.
+    async fn commit_each(&self, batch: Vec<Job>) {
+        for job in batch {
+            match job {
+                Job::Unit {
+                    unit,
+                    projections,
+                    reply,
+                } => {
+                    let _ = reply.send(self.commit_unit(unit, &projections).await);
+                }
+                Job::Projection { commit, reply } => {
+                    let _ = reply.send(self.commit_projection_batch(commit).await);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Contract 2 and 3 on Postgres under concurrent commits: 32 writers commit while a catch-up
+//! reader follows the log, once spread over two OS processes (this test binary started twice as
+//! a writer) and once over two stores with a pool each in this process. The reader sees every
+//! event exactly once, in global order, each stream's events in sequence order without a gap,
+//! and exactly the events the log holds; the views applied every event exactly once.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use sourceflow::prelude::*;
+use sourceflow_sqlx::PostgresStore;
+use sourceflow_tests::scenarios::{Add, TallyModel};
+
+const WRITERS: usize = 32;
+const COMMANDS: i64 = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn a_reader_sees_every_event_of_32_writers_on_two_stores_once_and_in_order() {
+    let url = sourceflow_tests::backends::pg_url();
+    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
+    let open = || async {
+        let store = PostgresStore::builder(&url)
+            .schema(&schema)
+            .max_connections(16)
+            .connect()
+            .await
+            .unwrap();
+        sourceflow_tests::scenarios::flow(Arc::new(store)).await
+    };
+    let writers = [open().await, open().await];
+    let reader = open().await;
+    let total = WRITERS * COMMANDS as usize;
+
+    let seen = {
+        let reader = reader.clone();
+        tokio::spawn(async move { follow(&reader, total).await })
+    };
+
+    let sends = (0..WRITERS).map(|w| {
+        let flow = writers[w % 2].clone();
+        tokio::spawn(async move { write(&flow, w).await })
+    });
+    for send in sends.collect::<Vec<_>>() {
+        send.await.unwrap();
+    }
+    let seen = seen.await.unwrap();
+    check_reader(&reader, &seen, total).await;
+
+    // Views in every store applied each event exactly once once caught up.
+    for flow in writers.iter().chain([&reader]) {
+        check_views(flow).await;
+    }
+    sourceflow_tests::backends::drop_schema(&url, &schema).await;
+}
+
+/// Set in a writer process: the schema it writes to, and which half of the writers it runs.
+const WRITER_ENV: &str = "SOURCEFLOW_TEST_WRITER";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn a_reader_sees_every_event_of_32_writers_in_two_processes_once_and_in_order() {
+    let url = sourceflow_tests::backends::pg_url();
+    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
+    let store = PostgresStore::connect_with_schema(&url, &schema)
+        .await
+        .unwrap();
+    let reader = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let total = WRITERS * COMMANDS as usize;
+    let seen = {
+        let reader = reader.clone();
+        tokio::spawn(async move { follow(&reader, total).await })
+    };
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|half| {
+            Command::new(&exe)
+                .args(["--exact", "writer_process", "--ignored", "--nocapture"])
+                .env(WRITER_ENV, format!("{schema}#{half}"))
+                .spawn()
+                .expect("start a writer process")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a writer process failed");
+    }
+    let seen = seen.await.unwrap();
+    check_reader(&reader, &seen, total).await;
+    check_views(&reader).await;
+    sourceflow_tests::backends::drop_schema(&url, &schema).await;
+}
+
+/// One of the two writer processes: half of the writers, each on its own stream, concurrently.
+/// Does nothing unless started by the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a writer process of the two-process test"]
+async fn writer_process() {
+    let Ok(spec) = std::env::var(WRITER_ENV) else {
+        return;
+    };
+    let (schema, half) = spec.rsplit_once('#').unwrap();
+    let half: usize = half.parse().unwrap();
+    let url = sourceflow_tests::backends::pg_url();
+    let store = PostgresStore::builder(&url)
+        .schema(schema)
+        .max_connections(16)
+        .connect()
+        .await
+        .unwrap();
+    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let sends: Vec<_> = (0..WRITERS)
+        .filter(|w| w % 2 == half)
+        .map(|w| {
+            let flow = flow.clone();
+            tokio::spawn(async move { write(&flow, w).await })
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap();
+    }
+}
+
+/// Writer `w`'s commands, each checked for its sequence and read back from this process's view.
+async fn write(flow: &SourceFlow, w: usize) {
+    let id = format!("writer-{w}");
+    for n in 1..=COMMANDS {
+        let receipt = flow.send(id.as_str(), Add { n }).await.unwrap();
+        assert_eq!(receipt.sequence, Sequence(n as u64));
+        // Read your writes: this process's view has applied the command's event.
+        let model: TallyModel = flow.view_model(id.as_str()).await.unwrap().unwrap();
+        assert_eq!(model.applied, n as u64, "{id} after command {n}");
+    }
+}
+
+/// What a catch-up reader from the start is shown of the first `total` events.
+async fn follow(reader: &SourceFlow, total: usize) -> Vec<(Position, String, Sequence)> {
+    let mut events = Box::pin(reader.subscribe(Position::START));
+    let mut seen = Vec::with_capacity(total);
+    while seen.len() < total {
+        let event = events.next().await.unwrap().unwrap();
+        seen.push((
+            event.position,
+            event.envelope.stream.id.to_string(),
+            event.sequence,
+        ));
+    }
+    seen
+}
+
+/// The reader was shown every event once, in global order, each stream dense and in order, and
+/// exactly the events the log holds.
+async fn check_reader(reader: &SourceFlow, seen: &[(Position, String, Sequence)], total: usize) {
+    // In global order, each event once.
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions not strictly increasing"
+    );
+    // Each stream dense and in order.
+    let mut next: HashMap<&str, u64> = HashMap::new();
+    for (_, stream, sequence) in seen {
+        let expected = next.entry(stream.as_str()).or_insert(1);
+        assert_eq!(*sequence, Sequence(*expected), "{stream} out of order");
+        *expected += 1;
+    }
+    assert_eq!(next.len(), WRITERS);
+    assert!(next.values().all(|&n| n == COMMANDS as u64 + 1));
+    // Exactly what the log holds: nothing the reader was shown is missing from it, nor the
+    // other way round.
+    let mut logged = Vec::with_capacity(total);
+    let mut from = Position::START;
+    loop {
+        let page = reader.store().read_all(from, 500).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.position;
+        logged.extend(page.iter().map(|e| e.position));
+    }
+    assert_eq!(
+        seen.iter().map(|(p, _, _)| *p).collect::<Vec<_>>(),
+        logged,
+        "the reader's events differ from the log"
+    );
+}
+
+/// Every writer's view model applied each of its events exactly once, once caught up.
+async fn check_views(flow: &SourceFlow) {
+    flow.catch_up().await.unwrap();
+    for w in 0..WRITERS {
+        let id = format!("writer-{w}");
+        let model: TallyModel = flow.view_model(id.as_str()).await.unwrap().unwrap();
+        assert_eq!(model.applied, COMMANDS as u64, "{id}");
+        assert_eq!(model.total, COMMANDS * (COMMANDS + 1) / 2, "{id}");
+    }
+}
+
+/// Inside the batches that concurrent senders share: one message id sent 16 times at once is
+/// committed once and every sender gets its receipt, and 16 senders on one stream each commit
+/// (conflicts retried), while other senders' units commit beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn duplicates_and_conflicts_inside_shared_batches_commit_exactly_once() {
+    let url = sourceflow_tests::backends::pg_url();
+    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
+    let store = PostgresStore::connect_with_schema(&url, &schema)
+        .await
+        .unwrap();
+    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let key = uuid::Uuid::now_v7();
+    let resent: Vec<_> = (0..16)
+        .map(|_| {
+            let flow = flow.clone();
+            tokio::spawn(async move {
+                flow.send_with("resent", Add { n: 7 }, SendOptions::new().message_id(key))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let contended: Vec<_> = (0..16)
+        .map(|_| {
+            let flow = flow.clone();
+            tokio::spawn(async move { flow.send("contended", Add { n: 1 }).await.unwrap() })
+        })
+        .collect();
+    let others: Vec<_> = (0..16)
+        .map(|w| {
+            let flow = flow.clone();
+            tokio::spawn(async move { write(&flow, w).await })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for send in resent {
+        receipts.push(send.await.unwrap());
+    }
+    let mut sequences = Vec::new();
+    for send in contended {
+        sequences.push(send.await.unwrap().sequence.0);
+    }
+    for send in others {
+        send.await.unwrap();
+    }
+
+    assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 1);
+    assert!(receipts.iter().all(|r| r.sequence == Sequence(1)));
+    assert!(receipts
+        .iter()
+        .all(|r| r.events.len() == 1 && r.events[0].position == receipts[0].events[0].position));
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=16).collect::<Vec<u64>>());
+    flow.catch_up().await.unwrap();
+    let resent: TallyModel = flow.view_model("resent").await.unwrap().unwrap();
+    assert_eq!(
+        resent,
+        TallyModel {
+            applied: 1,
+            total: 7
+        }
+    );
+    let contended: TallyModel = flow.view_model("contended").await.unwrap().unwrap();
+    assert_eq!(
+        contended,
+        TallyModel {
+            applied: 16,
+            total: 16
+        }
+    );
+    sourceflow_tests::backends::drop_schema(&url, &schema).await;
+}
