@@ -2,12 +2,17 @@
 //! [`NatsViewFeeder`] feeds it to a flow's `#[view]`s and `#[aggregate]`s, and
 //! [`NatsEventSubscriber`] to a hand-written [`EventHandler`].
 
+use std::collections::VecDeque;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID;
+use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, consumer, AckKind};
-use async_nats::Client;
+use async_nats::{Client, HeaderMap};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use sourceflow::store::{ModelWrite, ProjectionCommit, Store, StoreError};
@@ -35,6 +40,7 @@ pub struct NatsEventPublisher {
     topology: Topology,
     name: String,
     checkpoint_every: u64,
+    window: usize,
     published: Arc<AtomicU64>,
 }
 
@@ -56,6 +62,7 @@ impl NatsEventPublisher {
             topology,
             name: "nats-publisher".to_owned(),
             checkpoint_every: 64,
+            window: 256,
             published: Arc::default(),
         }
     }
@@ -69,6 +76,14 @@ impl NatsEventPublisher {
     /// Record the position after this many events (default 64; always when idle).
     pub fn checkpoint_every(mut self, events: u64) -> Self {
         self.checkpoint_every = events.max(1);
+        self
+    }
+
+    /// How many events may await JetStream's acknowledgement at once (default 256; 1
+    /// publishes one event at a time). Each names its predecessor
+    /// (`Nats-Expected-Last-Msg-Id`), so a failed publish cannot be overtaken by the next.
+    pub fn window(mut self, events: usize) -> Self {
+        self.window = events.max(1);
         self
     }
 
@@ -89,90 +104,193 @@ impl NatsEventPublisher {
         let jetstream = jetstream::new(self.client.clone());
         self.topology.ensure_event_stream(&jetstream).await?;
         let store = self.flow.store().clone();
-        let mut recorded = store.get_position(&self.name).await?;
-        let mut position = recorded;
-        let events = self.flow.subscribe(position);
+        let recorded = store.get_position(&self.name).await?;
+        let mut progress = Progress {
+            acknowledged: recorded,
+            recorded,
+            chain: None,
+            failures: 0,
+        };
+        let events = self.flow.subscribe(recorded);
         let mut events = std::pin::pin!(events);
-        loop {
-            let next = tokio::time::timeout(Duration::from_millis(250), events.next()).await;
-            let event = match next {
-                Ok(Some(Ok(event))) => event,
-                Ok(Some(Err(e))) => {
-                    warn!(error = %e, "cannot read the event log; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-                Ok(None) => return Ok(()),
-                Err(_idle) => {
-                    if position != recorded {
-                        recorded = self.checkpoint(store.as_ref(), position, recorded).await;
+        let mut in_flight: VecDeque<(RecordedEvent, AckFuture)> = VecDeque::new();
+        let mut log_open = true;
+        while log_open || !in_flight.is_empty() {
+            tokio::select! {
+                biased;
+                ack = first_ack(&mut in_flight) => match ack {
+                    Ok(_) => {
+                        if let Some((event, _)) = in_flight.pop_front() {
+                            progress.failures = 0;
+                            self.acknowledged(store.as_ref(), &mut progress, &event).await;
+                        }
                     }
-                    continue;
+                    Err(e) => {
+                        progress.failures += 1;
+                        let position = in_flight.front().map_or(0, |(event, _)| event.position.0);
+                        warn!(position, error = %e, retry = progress.failures, "publish failed; publishing again from that event");
+                        if progress.failures > 1 {
+                            tokio::time::sleep(backoff(progress.failures)).await;
+                        }
+                        // Every event after the failed one named its predecessor, so none of
+                        // them can have been stored ahead of it: send them all again, in order
+                        // (the ones JetStream holds are acknowledged as duplicates).
+                        progress.chain = None;
+                        let resend: Vec<RecordedEvent> =
+                            in_flight.drain(..).map(|(event, _)| event).collect();
+                        for event in resend {
+                            self.send(&jetstream, store.as_ref(), &mut progress, &mut in_flight, event)
+                                .await?;
+                        }
+                    }
+                },
+                next = tokio::time::timeout(IDLE, events.next()),
+                    if log_open && in_flight.len() < self.window =>
+                {
+                    match next {
+                        Ok(Some(Ok(event))) => {
+                            self.send(&jetstream, store.as_ref(), &mut progress, &mut in_flight, event)
+                                .await?;
+                        }
+                        Ok(Some(Err(e))) => {
+                            warn!(error = %e, "cannot read the event log; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Ok(None) => log_open = false,
+                        Err(_idle) => {
+                            if in_flight.is_empty() && progress.acknowledged != progress.recorded {
+                                self.checkpoint(store.as_ref(), &mut progress).await;
+                            }
+                        }
+                    }
                 }
-            };
-            self.publish(&jetstream, &event).await?;
-            position = event.position;
-            if position.0 - recorded.0 >= self.checkpoint_every {
-                recorded = self.checkpoint(store.as_ref(), position, recorded).await;
             }
         }
-    }
-
-    async fn checkpoint(
-        &self,
-        store: &dyn Store,
-        position: Position,
-        recorded: Position,
-    ) -> Position {
-        match store.set_position(&self.name, position).await {
-            Ok(()) => position,
-            Err(e) => {
-                // Only costs re-publishing (deduplicated) after a restart.
-                warn!(error = %e, "cannot record the publisher position");
-                recorded
-            }
+        if progress.acknowledged != progress.recorded {
+            self.checkpoint(store.as_ref(), &mut progress).await;
         }
+        Ok(())
     }
 
-    /// Publishes one event until JetStream acknowledges it.
-    async fn publish(
+    /// Sends `event` after the ones in flight, chained to its predecessor with
+    /// `Nats-Expected-Last-Msg-Id`. With no chain yet (the first event, or the first after a
+    /// failure) it publishes the event alone and waits for JetStream to hold it, so that the
+    /// chain starts from a stored event.
+    async fn send(
         &self,
         jetstream: &jetstream::Context,
-        event: &RecordedEvent,
+        store: &dyn Store,
+        progress: &mut Progress,
+        in_flight: &mut VecDeque<(RecordedEvent, AckFuture)>,
+        event: RecordedEvent,
     ) -> Result<(), NatsError> {
         let subject = self
             .topology
             .event_subject(&event.envelope.stream.entity_type);
-        let headers = wire::event_headers(event).map_err(NatsError::Wire)?;
+        let mut headers = wire::event_headers(&event).map_err(NatsError::Wire)?;
+        let Some(previous) = progress.chain.replace(event.envelope.message_id) else {
+            self.publish(jetstream, &subject, headers, &event).await;
+            self.acknowledged(store, progress, &event).await;
+            return Ok(());
+        };
+        headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, previous.to_string());
+        let ack: AckFuture = match jetstream
+            .publish_with_headers(subject, headers, event.payload.clone().into())
+            .await
+        {
+            Ok(ack) => ack.into_future(),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        };
+        in_flight.push_back((event, ack));
+        Ok(())
+    }
+
+    /// Counts an event JetStream holds, and records the position every `checkpoint_every`.
+    async fn acknowledged(
+        &self,
+        store: &dyn Store,
+        progress: &mut Progress,
+        event: &RecordedEvent,
+    ) {
+        progress.acknowledged = event.position;
+        self.published.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("sourceflow.nats.published").increment(1);
+        if progress.acknowledged.0 - progress.recorded.0 >= self.checkpoint_every {
+            self.checkpoint(store, progress).await;
+        }
+    }
+
+    async fn checkpoint(&self, store: &dyn Store, progress: &mut Progress) {
+        match store.set_position(&self.name, progress.acknowledged).await {
+            Ok(()) => progress.recorded = progress.acknowledged,
+            // Only costs re-publishing (deduplicated) after a restart.
+            Err(e) => warn!(error = %e, "cannot record the publisher position"),
+        }
+    }
+
+    /// Publishes one event, unchained, until JetStream acknowledges it.
+    async fn publish(
+        &self,
+        jetstream: &jetstream::Context,
+        subject: &str,
+        headers: HeaderMap,
+        event: &RecordedEvent,
+    ) {
         let mut retry = 0u32;
         loop {
             let attempt = async {
                 jetstream
                     .publish_with_headers(
-                        subject.clone(),
+                        subject.to_owned(),
                         headers.clone(),
                         event.payload.clone().into(),
                     )
+                    .await?
                     .await
-                    .map_err(async_nats::Error::from)?
-                    .await
-                    .map_err(async_nats::Error::from)
             };
             match attempt.await {
-                Ok(_) => {
-                    self.published.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("sourceflow.nats.published").increment(1);
-                    return Ok(());
-                }
+                Ok(_) => return,
                 Err(e) => {
                     retry += 1;
                     warn!(subject, position = event.position.0, error = %e, retry, "publish failed; retrying");
-                    let delay = Duration::from_millis(50u64 << retry.min(6));
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep(backoff(retry)).await;
                 }
             }
         }
     }
+}
+
+/// How long the log may stay quiet before the publisher records its position.
+const IDLE: Duration = Duration::from_millis(250);
+
+/// A publish acknowledgement still to be read.
+type AckFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// Where a publisher is.
+struct Progress {
+    /// The last event JetStream acknowledged (every earlier one was acknowledged too).
+    acknowledged: Position,
+    /// The last position recorded in the store.
+    recorded: Position,
+    /// The last event sent: the predecessor the next one names.
+    chain: Option<uuid::Uuid>,
+    /// Failed publishes in a row.
+    failures: u32,
+}
+
+/// The oldest acknowledgement in flight; never resolves when there is none.
+async fn first_ack(
+    in_flight: &mut VecDeque<(RecordedEvent, AckFuture)>,
+) -> Result<PublishAck, PublishError> {
+    match in_flight.front_mut() {
+        Some((_, ack)) => ack.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn backoff(retry: u32) -> Duration {
+    Duration::from_millis(50u64 << retry.min(6))
 }
 
 /// Applies remote events: what a [`NatsEventSubscriber`] runs for each event.

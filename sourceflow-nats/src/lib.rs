@@ -81,13 +81,18 @@
 //!
 //! ## Nothing lost, nothing applied twice
 //! The publisher follows the store's global log ([`SourceFlow::subscribe`](sourceflow::SourceFlow::subscribe)) from the position
-//! it last recorded, publishes each event with `Nats-Msg-Id` = the event's message id and
-//! waits for JetStream's ack before the next one, then records its position every
-//! `checkpoint_every` events and whenever the log is idle. A crash between commit and publish
-//! loses nothing (the log still holds the event); a crash after publish but before the
-//! position is recorded re-publishes, and JetStream drops the repeat within its duplicate
-//! window. Publishing one event at a time keeps the stream in log order even when two
-//! publishers run at once.
+//! it last recorded and publishes each event with `Nats-Msg-Id` = the event's message id,
+//! keeping up to [`window`](NatsEventPublisher::window) events in flight. Each one names its
+//! predecessor in `Nats-Expected-Last-Msg-Id`, so JetStream refuses it unless the event
+//! before it is the stream's last: a publish that fails cannot be overtaken, and the
+//! publisher sends the events from the failed one on again (those already stored come back
+//! as duplicates). It records the last position JetStream acknowledged (with every earlier
+//! one) every `checkpoint_every` events and whenever the log is idle. A crash between commit
+//! and publish loses nothing (the log still holds the event); a crash after publish but
+//! before the position is recorded re-publishes, and JetStream drops the repeat within its
+//! duplicate window. JetStream checks duplicates before the predecessor, so two publishers of
+//! one log keep the stream in log order too: racing at its head, one at worst resends what the
+//! other stored.
 //!
 //! The subscriber keeps the last global position it applied in the store and commits the
 //! handler's view-model writes together with that position

@@ -677,6 +677,94 @@ async fn published_events_reach_a_remote_subscriber_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails() {
+    let Some(env) = env("a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(env, 2).await;
+    let flow = fixture.worker_flow().await;
+    let publisher = NatsEventPublisher::new(
+        fixture.client().await,
+        flow.clone(),
+        fixture.topology.clone(),
+    )
+    .window(16);
+    let running = publisher.clone();
+    let publishing = tokio::spawn(async move { running.run().await });
+
+    // Foreign messages land on the event stream meanwhile: each one that lands between two
+    // events breaks the chain, and the publishes in flight behind it fail.
+    let client = fixture.client().await;
+    let subject = fixture.topology.event_subject("nt.Ledger");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let interfering = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client
+                    .publish(subject.clone(), "foreign".into())
+                    .await
+                    .expect("publish");
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            client.flush().await.expect("flush");
+        })
+    };
+    let sending = (0..5).map(|s| {
+        let flow = flow.clone();
+        async move {
+            for n in 1..=40 {
+                flow.send(format!("ledger-{s}"), Step { n })
+                    .await
+                    .expect("send");
+            }
+        }
+    });
+    join_all(sending).await;
+    wait_for("200 events published", Duration::from_secs(30), || {
+        publisher.published() >= 200
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    interfering.await.expect("interfering task");
+
+    // JetStream holds every event once, in log order.
+    let jetstream = jetstream::new(fixture.client().await);
+    let mut stream = jetstream
+        .get_stream(fixture.topology.event_stream())
+        .await
+        .expect("stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut positions = Vec::new();
+    let mut foreign_between = 0;
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.expect("message");
+        match message.headers.get("Sf-Position") {
+            Some(position) => positions.push(position.as_str().parse::<u64>().expect("number")),
+            None if !positions.is_empty() && positions.len() < 200 => foreign_between += 1,
+            None => {}
+        }
+    }
+    let logged: Vec<u64> = fixture
+        .store
+        .read_all(Position::START, 1_000)
+        .await
+        .expect("read the log")
+        .iter()
+        .map(|e| e.position.0)
+        .collect();
+    assert_eq!(logged.len(), 200);
+    assert_eq!(positions, logged, "every event once, in log order");
+    assert!(
+        foreign_between > 0,
+        "no foreign message landed between two events: the chain was never broken"
+    );
+    publishing.abort();
+    fixture.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resent_message_id_is_answered_with_the_original_receipt() {
     let Some(env) = env("a_resent_message_id_is_answered_with_the_original_receipt") else {
         return;
