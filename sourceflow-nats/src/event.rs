@@ -20,7 +20,7 @@ use sourceflow::{Error, Position, RecordedEvent, SourceFlow};
 use tracing::{error, warn};
 
 use crate::error::NatsError;
-use crate::pull::Puller;
+use crate::pull::{Puller, PULL_EXPIRES};
 use crate::wire;
 use crate::Topology;
 
@@ -485,7 +485,7 @@ async fn event_messages(
         .await
         .map_err(|e| NatsError::Setup(e.into()))?;
     // One message is in flight at a time; a request for several saves pulls while they stream.
-    Ok(Puller::new(durable, consumer, 64))
+    Ok(Puller::new(durable, consumer, 64, PULL_EXPIRES))
 }
 
 /// Feeds remote events to the `#[view]`s and `#[aggregate]`s of a flow in this process, from

@@ -42,14 +42,13 @@ async fn postgres() -> anyhow::Result<PostgresStore> {
 /// Handles bank commands from NATS and publishes the events they record, until Ctrl-C.
 async fn worker() -> anyhow::Result<()> {
     // The full local pipeline: saga, balance view, overdraft reaction, over the shared store.
-    // No entity cache: any worker may handle any account next, so a cached state would often
-    // be stale, and a handler that refuses a command on a stale state is not retried.
+    // The entity cache stays on: an account's commands go to the worker leasing its partition.
     let flow = SourceFlow::builder()
         .store(postgres().await?)
-        .entity_cache(0)
         .build()
         .await?;
-    // A short ack_wait: a killed worker's unacknowledged command moves on within 5 seconds.
+    // A short ack_wait: a killed worker's partitions move on within the lease TTL (6 s), plus
+    // 5 seconds if it held commands.
     let worker = NatsCommandWorker::new(nats().await?, flow.clone(), topology())
         .ack_wait(Duration::from_secs(5));
     let publisher = NatsEventPublisher::new(nats().await?, flow.clone(), topology());
