@@ -17,10 +17,12 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use sourceflow::store::{ModelWrite, ProjectionCommit, Store, StoreError};
 use sourceflow::{Error, Position, RecordedEvent, SourceFlow};
+use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::error::NatsError;
-use crate::pull::{Puller, PULL_EXPIRES};
+use crate::lease::{await_handoff, hold, Lease, Leases};
+use crate::pull::{Puller, LEASED_PULL_EXPIRES, PULL_EXPIRES};
 use crate::wire;
 use crate::Topology;
 
@@ -94,7 +96,10 @@ impl NatsEventPublisher {
 
     /// Publishes the log from the stored position on, forever.
     ///
-    /// Transient failures (NATS or the store unreachable) are logged and retried with backoff.
+    /// One publisher of a name is active per topology: it holds the lease
+    /// `publisher.<name>`, and the others (every worker process may run one) stand by and take
+    /// over within the topology's lease TTL when it stops. Transient failures (NATS or the
+    /// store unreachable) are logged and retried with backoff.
     ///
     /// # Errors
     /// [`NatsError::Setup`] if the events stream cannot be created; [`NatsError::Store`] if
@@ -103,6 +108,28 @@ impl NatsEventPublisher {
     pub async fn run(&self) -> Result<(), NatsError> {
         let jetstream = jetstream::new(self.client.clone());
         self.topology.ensure_event_stream(&jetstream).await?;
+        // Two publishers at once would only duplicate work (JetStream drops the repeats), so
+        // the lease needs no margin.
+        let leases = Leases::open(
+            jetstream.clone(),
+            &self.topology,
+            Duration::from_millis(500),
+        )
+        .await?;
+        let key = format!("publisher.{}", crate::subject_token(&self.name));
+        hold(&leases, &key, |lease| {
+            let jetstream = jetstream.clone();
+            async move { self.publish_log(&jetstream, &lease).await }
+        })
+        .await
+    }
+
+    /// Publishes the log from the stored position on while `lease` is held.
+    async fn publish_log(
+        &self,
+        jetstream: &jetstream::Context,
+        lease: &Lease,
+    ) -> Result<(), NatsError> {
         let store = self.flow.store().clone();
         let recorded = store.get_position(&self.name).await?;
         let mut progress = Progress {
@@ -116,12 +143,14 @@ impl NatsEventPublisher {
         let mut in_flight: VecDeque<(RecordedEvent, AckFuture)> = VecDeque::new();
         let mut log_open = true;
         while log_open || !in_flight.is_empty() {
+            if !lease.held() {
+                return Ok(());
+            }
             tokio::select! {
                 biased;
                 ack = first_ack(&mut in_flight) => match ack {
                     Ok(_) => {
                         if let Some((event, _)) = in_flight.pop_front() {
-                            progress.failures = 0;
                             self.acknowledged(store.as_ref(), &mut progress, &event).await;
                         }
                     }
@@ -139,7 +168,7 @@ impl NatsEventPublisher {
                         let resend: Vec<RecordedEvent> =
                             in_flight.drain(..).map(|(event, _)| event).collect();
                         for event in resend {
-                            self.send(&jetstream, store.as_ref(), &mut progress, &mut in_flight, event)
+                            self.send(jetstream, store.as_ref(), &mut progress, &mut in_flight, event)
                                 .await?;
                         }
                     }
@@ -149,7 +178,7 @@ impl NatsEventPublisher {
                 {
                     match next {
                         Ok(Some(Ok(event))) => {
-                            self.send(&jetstream, store.as_ref(), &mut progress, &mut in_flight, event)
+                            self.send(jetstream, store.as_ref(), &mut progress, &mut in_flight, event)
                                 .await?;
                         }
                         Ok(Some(Err(e))) => {
@@ -213,6 +242,7 @@ impl NatsEventPublisher {
         event: &RecordedEvent,
     ) {
         progress.acknowledged = event.position;
+        progress.failures = 0;
         self.published.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("sourceflow.nats.published").increment(1);
         if progress.acknowledged.0 - progress.recorded.0 >= self.checkpoint_every {
@@ -491,13 +521,16 @@ async fn event_messages(
 /// Feeds remote events to the `#[view]`s and `#[aggregate]`s of a flow in this process, from
 /// a durable JetStream consumer: the read side of another process's write side.
 ///
-/// Each event goes through [`SourceFlow::apply_remote`]: every view and aggregate commits its
-/// writes with its own position (the event's global position in the origin log),
-/// compare-and-set, so a redelivered event, or two feeders on one store, apply it once;
-/// reactions' follow-up commands leave through the flow's outbox and dispatchers (for example
-/// a [`NatsCommandDispatcher`](crate::NatsCommandDispatcher) back to the workers). An event
-/// that is malformed on the wire, or whose payload does not decode as the registered type, is
-/// terminated and counted (`sourceflow.nats.poison`); any other failure is retried.
+/// Events go through [`SourceFlow::apply_remote`] in batches of up to
+/// [`batch`](Self::batch) (whatever arrived while the previous batch was applied): every view
+/// and aggregate commits its writes for the whole batch with its own position (the last
+/// event's global position in the origin log), compare-and-set, so a redelivered event, or two
+/// feeders on one store, apply it once; reactions' follow-up commands leave through the flow's
+/// outbox and dispatchers (for example a [`NatsCommandDispatcher`](crate::NatsCommandDispatcher)
+/// back to the workers). One feeder of a durable applies at a time (it holds the durable's
+/// lease), so batches never overtake each other. An event that is malformed on the wire, or
+/// whose payload does not decode as the registered type, is terminated and counted
+/// (`sourceflow.nats.poison`); any other failure is retried in place.
 ///
 /// ```no_run
 /// # async fn demo(client: async_nats::Client, read_side: sourceflow::SourceFlow) {
@@ -513,7 +546,10 @@ pub struct NatsViewFeeder {
     flow: SourceFlow,
     topology: Topology,
     durable: String,
+    batch: usize,
+    ack_wait: Duration,
     delivered: Arc<AtomicU64>,
+    batches: Arc<AtomicU64>,
     poison: Arc<AtomicU64>,
 }
 
@@ -522,6 +558,7 @@ impl std::fmt::Debug for NatsViewFeeder {
         f.debug_struct("NatsViewFeeder")
             .field("topology", &self.topology)
             .field("durable", &self.durable)
+            .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
 }
@@ -539,14 +576,39 @@ impl NatsViewFeeder {
             flow,
             topology,
             durable: durable.into(),
+            batch: 256,
+            ack_wait: Duration::from_secs(30),
             delivered: Arc::new(AtomicU64::new(0)),
+            batches: Arc::new(AtomicU64::new(0)),
             poison: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The most events applied at once (default 256, at least 1): one
+    /// [`apply_remote`](SourceFlow::apply_remote) call, so one commit per view, for every
+    /// event that arrived meanwhile. It is the consumer's `max_ack_pending`; every feeder of a
+    /// durable should agree.
+    pub fn batch(mut self, events: usize) -> Self {
+        self.batch = events.max(1);
+        self
+    }
+
+    /// How long JetStream waits for a batch's acks before redelivering it (default 30 s). It
+    /// bounds how long the events a dead feeder held stall the next one.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
     }
 
     /// Events taken off the stream and acknowledged (applied, or already applied before).
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Batches applied by this feeder: one [`apply_remote`](SourceFlow::apply_remote) call
+    /// each, so one commit per view.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Poison events terminated by this feeder.
@@ -556,34 +618,150 @@ impl NatsViewFeeder {
 
     /// Applies events until the task is dropped or the consumer is deleted.
     ///
+    /// Feeders of one durable take turns: the one holding the lease `feeder.<durable>` pulls
+    /// and applies, the others stand by and take over within the topology's lease TTL (plus
+    /// the consumer's `ack_wait`, if the previous one died holding events).
+    ///
     /// # Errors
     /// As [`NatsEventSubscriber::run`].
     pub async fn run(&self) -> Result<(), NatsError> {
-        let mut messages = event_messages(&self.client, &self.topology, &self.durable).await?;
+        crate::check_name(&self.durable)?;
+        let jetstream = jetstream::new(self.client.clone());
+        let stream = self.topology.ensure_event_stream(&jetstream).await?;
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(self.durable.clone()),
+                filter_subject: self.topology.event_filter(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_ack_pending: i64::try_from(self.batch).unwrap_or(i64::MAX),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::Setup(e.into()))?;
+        let leases = Leases::open(
+            jetstream,
+            &self.topology,
+            LEASED_PULL_EXPIRES + Duration::from_secs(1),
+        )
+        .await?;
+        let key = format!("feeder.{}", self.durable);
+        hold(&leases, &key, |lease| {
+            let consumer = consumer.clone();
+            async move { self.feed(consumer, &lease).await }
+        })
+        .await
+    }
+
+    /// Pulls and applies batches while `lease` is held.
+    async fn feed(&self, consumer: consumer::PullConsumer, lease: &Lease) -> Result<(), NatsError> {
+        let Some(ack_wait) = await_handoff(&consumer, lease, || false).await? else {
+            return Ok(());
+        };
+        let mut puller = Puller::new(
+            self.durable.clone(),
+            consumer,
+            self.batch,
+            LEASED_PULL_EXPIRES,
+        );
         loop {
-            let message = messages.next().await?;
-            let ack = match wire::read_event(message.headers.as_ref(), &message.payload) {
-                Err(reason) => poison(&self.poison, &self.durable, &message.subject, &reason),
-                Ok(event) => match self.flow.apply_remote(std::slice::from_ref(&event)).await {
-                    Ok(_) => {
-                        self.delivered.fetch_add(1, Ordering::Relaxed);
-                        AckKind::Ack
-                    }
-                    Err(e @ (Error::UnknownMessage { .. } | Error::Decode { .. })) => poison(
-                        &self.poison,
-                        &self.durable,
-                        &event.envelope.name,
-                        &e.to_string(),
-                    ),
-                    Err(e) => {
-                        warn!(consumer = %self.durable, position = event.position.0, error = %e, "apply failed; retrying");
-                        AckKind::Nak(Some(Duration::from_millis(500)))
-                    }
-                },
-            };
-            if let Err(e) = message.ack_with(ack).await {
-                warn!(consumer = %self.durable, error = %e, "ack failed");
+            if !lease.held() {
+                return Ok(());
             }
+            if !puller.is_open() {
+                puller.open(self.batch).await?;
+            }
+            let first = tokio::select! {
+                received = puller.recv() => received?,
+                () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+            };
+            let Some(first) = first else { continue };
+            // The first event, and whatever arrived with it.
+            let mut messages = vec![first];
+            while messages.len() < self.batch {
+                match tokio::time::timeout(Duration::ZERO, puller.recv()).await {
+                    Ok(Ok(Some(message))) => messages.push(message),
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(None)) | Err(_) => break,
+                }
+            }
+            self.apply(messages, lease, ack_wait).await;
+        }
+    }
+
+    /// Applies a batch and acknowledges it. Events are applied in one call; when one of them
+    /// is poison the call fails as a whole, and the rest of the batch is applied one event at
+    /// a time to terminate just that one. Other failures are retried in place, while the lease
+    /// is held: applying an event after one that failed would skip the failed one for good.
+    async fn apply(&self, messages: Vec<jetstream::Message>, lease: &Lease, ack_wait: Duration) {
+        let mut events = Vec::with_capacity(messages.len());
+        let mut carriers = Vec::with_capacity(messages.len());
+        for message in messages {
+            match wire::read_event(message.headers.as_ref(), &message.payload) {
+                Ok(event) => {
+                    events.push(event);
+                    carriers.push(message);
+                }
+                Err(reason) => {
+                    let ack = poison(&self.poison, &self.durable, &message.subject, &reason);
+                    self.ack(&message, ack).await;
+                }
+            }
+        }
+        let mut start = 0;
+        let mut one_by_one = false;
+        let mut failures = 0u32;
+        let mut progressed = Instant::now();
+        while start < events.len() {
+            if !lease.held() {
+                // Left unacknowledged, for the next holder.
+                return;
+            }
+            let end = if one_by_one { start + 1 } else { events.len() };
+            match self.flow.apply_remote(&events[start..end]).await {
+                Ok(_) => {
+                    for message in &carriers[start..end] {
+                        self.ack(message, AckKind::Ack).await;
+                    }
+                    self.delivered
+                        .fetch_add((end - start) as u64, Ordering::Relaxed);
+                    self.batches.fetch_add(1, Ordering::Relaxed);
+                    start = end;
+                    failures = 0;
+                }
+                Err(e @ (Error::UnknownMessage { .. } | Error::Decode { .. })) => {
+                    if one_by_one {
+                        let event = &events[start];
+                        let ack = poison(
+                            &self.poison,
+                            &self.durable,
+                            &event.envelope.name,
+                            &e.to_string(),
+                        );
+                        self.ack(&carriers[start], ack).await;
+                        start += 1;
+                    } else {
+                        one_by_one = true;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    warn!(consumer = %self.durable, position = events[start].position.0, error = %e, retry = failures, "apply failed; retrying");
+                    tokio::time::sleep(backoff(failures)).await;
+                    if progressed.elapsed() >= ack_wait / 2 && lease.held() {
+                        progressed = Instant::now();
+                        for message in &carriers[start..] {
+                            self.ack(message, AckKind::Progress).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, message: &jetstream::Message, ack: AckKind) {
+        if let Err(e) = message.ack_with(ack).await {
+            warn!(consumer = %self.durable, error = %e, "ack failed");
         }
     }
 }

@@ -240,3 +240,53 @@ pub(crate) async fn await_handoff(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Holds the lease `key` whenever no one else does, running `work` while it is held: the
+/// loop of a role one process plays at a time (the publisher, a view feeder). `work` returns
+/// when the lease is no longer held (the process then stands by again), or is dropped when a
+/// renewal finds it lost. If `work` returns while the lease is still held, its role is over:
+/// the lease is released and `hold` returns.
+///
+/// # Errors
+/// The first error of `work`.
+pub(crate) async fn hold<F, Fut>(leases: &Leases, key: &str, mut work: F) -> Result<(), NatsError>
+where
+    F: FnMut(std::sync::Arc<Lease>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), NatsError>>,
+{
+    loop {
+        let lease = match leases.acquire(key).await {
+            Ok(Some(lease)) => std::sync::Arc::new(lease),
+            Ok(None) => {
+                tokio::time::sleep(leases.renew_every()).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(lease = key, error = %e, "cannot take a lease; retrying");
+                tokio::time::sleep(leases.renew_every()).await;
+                continue;
+            }
+        };
+        let renewing = async {
+            loop {
+                tokio::time::sleep(leases.renew_every()).await;
+                match leases.renew(&lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(lease = key, error = %e, "cannot renew a lease"),
+                }
+            }
+        };
+        tokio::select! {
+            worked = work(lease.clone()) => {
+                worked?;
+                if lease.held() {
+                    leases.release(&lease).await;
+                    return Ok(());
+                }
+            }
+            () = renewing => {}
+        }
+        tracing::warn!(lease = key, "lease lost; standing by");
+    }
+}

@@ -9,7 +9,9 @@
 //!   one entity's commands one at a time and in order; a dead worker's partitions are taken
 //!   over by the others; duplicates are answered with the original receipt.
 //! - [`NatsEventPublisher`] follows the event log and publishes every committed event,
-//!   deduplicated by message id; [`NatsEventSubscriber`] applies them elsewhere exactly once.
+//!   deduplicated by message id, one publisher per topology at a time; [`NatsViewFeeder`]
+//!   applies them to another process's views in batches, and [`NatsEventSubscriber`] to a
+//!   hand-written handler, exactly once.
 //!
 //! The [`wire`] module documents the headers. A message a worker cannot read (unknown wire
 //! name, undecodable payload or envelope) is terminated, logged and counted, never retried.

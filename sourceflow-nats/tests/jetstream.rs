@@ -559,6 +559,90 @@ async fn a_refusal_on_a_stale_cached_entity_is_checked_against_the_store() {
     assert_eq!(failed, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_view_feeder_applies_waiting_events_in_batches_exactly_once() {
+    let Some(env) = env("a_view_feeder_applies_waiting_events_in_batches_exactly_once") else {
+        return;
+    };
+    let fixture = Fixture::new(env, 2).await;
+    let origin = fixture.worker_flow().await;
+    for s in 0..5 {
+        for n in 1..=20 {
+            origin
+                .send(format!("ledger-{s}"), Step { n })
+                .await
+                .expect("send");
+        }
+    }
+    let publisher = NatsEventPublisher::new(
+        fixture.client().await,
+        origin.clone(),
+        fixture.topology.clone(),
+    );
+    let running = publisher.clone();
+    let publishing = tokio::spawn(async move { running.run().await });
+    wait_for("100 events published", Duration::from_secs(30), || {
+        publisher.published() >= 100
+    })
+    .await;
+
+    // The read side starts behind: 100 events wait on the stream.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let read_store: Arc<dyn Store> = Arc::new(
+        sourceflow_sqlx::SqliteStore::open(dir.path().join("read.db"))
+            .await
+            .expect("open the read-side store"),
+    );
+    let read_side = SourceFlow::builder()
+        .shared_store(read_store.clone())
+        .without_discovery()
+        .view(SeenStepsView {
+            _read_side_only: (),
+        })
+        .build()
+        .await
+        .expect("read side");
+    let feeder = NatsViewFeeder::new(
+        fixture.client().await,
+        read_side.clone(),
+        fixture.topology.clone(),
+        "batched-steps",
+    )
+    .batch(32);
+    let running = feeder.clone();
+    let feeding = tokio::spawn(async move { running.run().await });
+    wait_for("100 events delivered", Duration::from_secs(30), || {
+        feeder.delivered() >= 100
+    })
+    .await;
+    let mut seen = Vec::new();
+    for s in 0..5 {
+        let steps: SeenSteps = read_side
+            .view_model(format!("ledger-{s}"))
+            .await
+            .expect("read")
+            .expect("present");
+        seen.push(steps.steps);
+    }
+    let (delivered, batches) = (feeder.delivered(), feeder.batches());
+    eprintln!("view feeder: {delivered} events in {batches} batches");
+    feeding.abort();
+    publishing.abort();
+    fixture.finish().await;
+    assert_eq!(delivered, 100);
+    assert!(
+        batches < delivered,
+        "waiting events were applied together ({batches} batches for {delivered} events)"
+    );
+    for (s, steps) in seen.iter().enumerate() {
+        assert_eq!(
+            steps,
+            &(1..=20).collect::<Vec<_>>(),
+            "ledger-{s}: every event once, in order"
+        );
+    }
+}
+
 /// How long any one command may wait for its reply under load. Generous: a command is handled
 /// in milliseconds, and a partition that stops pulling stands still for tens of seconds.
 const REPLY_BOUND: Duration = Duration::from_secs(5);
