@@ -32,6 +32,7 @@ use crate::Topology;
 pub(crate) struct Leases {
     jetstream: jetstream::Context,
     stream: stream::Stream,
+    config: stream::Config,
     prefix: String,
     ttl: Duration,
     margin: Duration,
@@ -79,26 +80,42 @@ impl Leases {
         margin: Duration,
     ) -> Result<Self, NatsError> {
         crate::check_name(topology.prefix())?;
-        let ttl = topology.lease_ttl;
+        let config = stream::Config {
+            name: topology.lease_stream(),
+            subjects: vec![format!("{}.lease.>", topology.prefix())],
+            storage: stream::StorageType::Memory,
+            max_messages_per_subject: 1,
+            max_age: topology.lease_ttl,
+            ..Default::default()
+        };
         let stream = jetstream
-            .get_or_create_stream(stream::Config {
-                name: topology.lease_stream(),
-                subjects: vec![format!("{}.lease.>", topology.prefix())],
-                storage: stream::StorageType::Memory,
-                max_messages_per_subject: 1,
-                max_age: ttl,
-                ..Default::default()
-            })
+            .get_or_create_stream(config.clone())
             .await
             .map_err(|e| NatsError::Setup(e.into()))?;
+        // The stream may predate this process: its expiry is what counts.
+        let ttl = match stream.cached_info().config.max_age {
+            Duration::ZERO => topology.lease_ttl,
+            existing => existing,
+        };
         Ok(Self {
             jetstream,
             stream,
+            config,
             prefix: topology.prefix().to_owned(),
             ttl,
             margin: margin.min(ttl / 2),
             holder: uuid::Uuid::now_v7().to_string(),
         })
+    }
+
+    /// Creates the stream again after the server lost it (leases live in memory, so a
+    /// restarted server has none).
+    async fn recreate(&self) -> Result<(), NatsError> {
+        self.jetstream
+            .get_or_create_stream(self.config.clone())
+            .await
+            .map(drop)
+            .map_err(|e| NatsError::Setup(e.into()))
     }
 
     /// How often a holder renews: six times per lease TTL, so that a few slow or failed
@@ -119,6 +136,20 @@ impl Leases {
     /// Publishes the lease message if the subject's last message is `expected` (0: none).
     /// `Ok(None)` when another holder's message is there.
     async fn put(&self, key: &str, expected: u64) -> Result<Option<(u64, Instant)>, NatsError> {
+        match self.try_put(key, expected).await {
+            Err(NatsError::Publish { source, .. })
+                if source
+                    .downcast_ref::<async_nats::jetstream::context::PublishError>()
+                    .is_some_and(|e| e.kind() == PublishErrorKind::StreamNotFound) =>
+            {
+                self.recreate().await?;
+                self.try_put(key, expected).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_put(&self, key: &str, expected: u64) -> Result<Option<(u64, Instant)>, NatsError> {
         let subject = self.subject(key);
         let mut headers = HeaderMap::new();
         headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected.to_string());
@@ -178,6 +209,16 @@ impl Leases {
 
     /// The keys under `prefix` (`"part."` for `part.0`, `part.1`, ...) someone holds now.
     pub(crate) async fn held_keys(&self, prefix: &str) -> Result<HashSet<String>, NatsError> {
+        match self.try_held_keys(prefix).await {
+            Ok(keys) => Ok(keys),
+            Err(_) => {
+                self.recreate().await?;
+                self.try_held_keys(prefix).await
+            }
+        }
+    }
+
+    async fn try_held_keys(&self, prefix: &str) -> Result<HashSet<String>, NatsError> {
         let filter = format!("{}.lease.{prefix}>", self.prefix);
         let strip = format!("{}.lease.", self.prefix);
         let subjects = self

@@ -643,6 +643,45 @@ async fn a_view_feeder_applies_waiting_events_in_batches_exactly_once() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_takes_its_partitions_again_after_the_server_lost_the_leases() {
+    let Some(env) = env("a_worker_takes_its_partitions_again_after_the_server_lost_the_leases")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(env, 2).await;
+    let (worker, task) = fixture.spawn_worker().await;
+    let sender = fixture.sender(Delivery::Reply).await;
+    for n in 1..=3 {
+        sender.send("ledger-0", Step { n }).await.expect("before");
+    }
+    // Leases live in memory: a restarted server has none, and no lease stream either.
+    let jetstream = jetstream::new(fixture.client().await);
+    jetstream
+        .delete_stream(fixture.topology.lease_stream())
+        .await
+        .expect("delete the lease stream");
+    // Past the lease TTL the worker no longer counts on its old leases.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for n in 4..=6 {
+        let receipt = sender
+            .send("ledger-0", Step { n })
+            .await
+            .expect("after the leases were lost");
+        assert_eq!(receipt.sequence.0, n);
+    }
+    let mut leases = jetstream
+        .get_stream(fixture.topology.lease_stream())
+        .await
+        .expect("the lease stream exists again");
+    let held = leases.info().await.expect("info").state.messages;
+    let partitions = worker.partitions();
+    task.abort();
+    fixture.finish().await;
+    assert_eq!(partitions, vec![0, 1]);
+    assert_eq!(held, 3, "two partition leases and the worker's membership");
+}
+
 /// How long any one command may wait for its reply under load. Generous: a command is handled
 /// in milliseconds, and a partition that stops pulling stands still for tens of seconds.
 const REPLY_BOUND: Duration = Duration::from_secs(5);
