@@ -1,21 +1,16 @@
-//! Commands across processes: [`NatsCommandDispatcher`] sends, [`NatsCommandWorker`] handles.
+//! Sending commands to other processes: [`NatsCommandDispatcher`] (a
+//! [`NatsCommandWorker`](crate::NatsCommandWorker) handles them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, AckKind};
-use async_nats::{Client, HeaderMap};
+use async_nats::jetstream;
+use async_nats::Client;
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use sourceflow::{
-    Command, CommandDispatcher, CommandReceipt, Error, OutgoingCommand, Sequence, SourceFlow,
-};
-use tracing::{debug, error, warn};
+use sourceflow::{Command, CommandDispatcher, CommandReceipt, Error, OutgoingCommand, Sequence};
 
 use crate::error::NatsError;
-use crate::pull::Puller;
 use crate::wire::{self, WireError, WireReceipt};
 use crate::Topology;
 
@@ -31,7 +26,8 @@ pub enum Delivery {
     Enqueue,
 }
 
-/// Sends routed commands to JetStream, for a [`NatsCommandWorker`] to handle.
+/// Sends routed commands to JetStream, for a
+/// [`NatsCommandWorker`](crate::NatsCommandWorker) to handle.
 ///
 /// ```no_run
 /// # async fn demo(client: async_nats::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -214,247 +210,5 @@ impl CommandDispatcher for NatsCommandDispatcher {
             .copied()
             .unwrap_or_default();
         self.send(command, delivery).await
-    }
-}
-
-/// Counters of one worker.
-#[derive(Debug, Default)]
-struct Counters {
-    handled: AtomicU64,
-    failed: AtomicU64,
-    poison: AtomicU64,
-}
-
-/// Handles commands from JetStream with a local [`SourceFlow`] (over the shared store).
-///
-/// Cheap to clone; clones share counters. Run several, in one process or many: see the
-/// [crate docs](crate#design) for how partitions are shared.
-#[derive(Clone)]
-pub struct NatsCommandWorker {
-    client: Client,
-    flow: SourceFlow,
-    topology: Topology,
-    ack_wait: Duration,
-    counters: Arc<Counters>,
-}
-
-impl std::fmt::Debug for NatsCommandWorker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsCommandWorker")
-            .field("topology", &self.topology)
-            .field("ack_wait", &self.ack_wait)
-            .field("counters", &self.counters)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How one message ended, for the ack.
-enum Outcome {
-    Done,
-    Poison,
-    Retry,
-}
-
-impl NatsCommandWorker {
-    /// A worker handling `topology`'s commands with `flow`.
-    ///
-    /// Building the worker's flow with `.entity_cache(0)` is recommended: the next command of
-    /// a stream may go to any worker, so a cached entity state is often stale and only costs a
-    /// conflict and a re-run (or, for a refusal, a check of the stream head).
-    pub fn new(client: Client, flow: SourceFlow, topology: Topology) -> Self {
-        Self {
-            client,
-            flow,
-            topology,
-            ack_wait: Duration::from_secs(30),
-            counters: Arc::default(),
-        }
-    }
-
-    /// How long JetStream waits for an ack before handing the message to another worker
-    /// (default 30 s). It bounds how long a dead worker's partition stalls. Every worker and
-    /// sender of a topology should agree; the consumers are created with the first value seen.
-    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
-        self.ack_wait = ack_wait;
-        self
-    }
-
-    /// Commands handled (receipts, duplicates included).
-    pub fn handled(&self) -> u64 {
-        self.counters.handled.load(Ordering::Relaxed)
-    }
-
-    /// Commands the handler refused or failed (errors replied to the sender, not retried).
-    pub fn failed(&self) -> u64 {
-        self.counters.failed.load(Ordering::Relaxed)
-    }
-
-    /// Poison messages terminated: unknown wire name, undecodable payload or envelope.
-    pub fn poisoned(&self) -> u64 {
-        self.counters.poison.load(Ordering::Relaxed)
-    }
-
-    /// Handles commands of every partition until the task is dropped or a consumer is deleted.
-    ///
-    /// # Errors
-    /// [`NatsError::Setup`] if the stream or a consumer cannot be created;
-    /// [`NatsError::Consume`] once a partition's consumer or the stream is deleted.
-    pub async fn run(&self) -> Result<(), NatsError> {
-        let jetstream = jetstream::new(self.client.clone());
-        let stream = self.topology.ensure_command_stream(&jetstream).await?;
-        let mut partitions = tokio::task::JoinSet::new();
-        for partition in 0..self.topology.partitions {
-            let name = self.topology.partition_consumer(partition);
-            let consumer: consumer::PullConsumer = stream
-                .get_or_create_consumer(
-                    &name,
-                    consumer::pull::Config {
-                        durable_name: Some(name.clone()),
-                        filter_subject: self.topology.partition_subject(partition),
-                        ack_policy: consumer::AckPolicy::Explicit,
-                        ack_wait: self.ack_wait,
-                        max_ack_pending: 1,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| NatsError::Setup(e.into()))?;
-            let worker = self.clone();
-            partitions.spawn(async move { worker.consume(name, consumer).await });
-        }
-        // The first partition to fail ends the worker; dropping the set aborts the others.
-        match partitions.join_next().await {
-            Some(Ok(result)) => result,
-            Some(Err(join)) => Err(NatsError::Setup(join.into())),
-            None => Ok(()),
-        }
-    }
-
-    async fn consume(
-        &self,
-        name: String,
-        consumer: consumer::PullConsumer,
-    ) -> Result<(), NatsError> {
-        // One message per pull request: the consumer hands out one at a time anyway.
-        let mut messages = Puller::new(name.clone(), consumer, 1);
-        loop {
-            let message = messages.next().await?;
-            let outcome = self.handle_with_progress(&message).await;
-            let ack = match outcome {
-                Outcome::Done => AckKind::Ack,
-                Outcome::Poison => AckKind::Term,
-                Outcome::Retry => AckKind::Nak(Some(Duration::from_millis(500))),
-            };
-            if let Err(e) = message.ack_with(ack).await {
-                // Not acknowledged: it comes back after ack_wait and runs as a duplicate.
-                warn!(consumer = %name, error = %e, "ack failed");
-            }
-        }
-    }
-
-    /// Handles one message, telling JetStream it is still being worked on meanwhile.
-    async fn handle_with_progress(&self, message: &jetstream::Message) -> Outcome {
-        let handling = self.handle(message);
-        tokio::pin!(handling);
-        let mut ticks = tokio::time::interval((self.ack_wait / 2).max(Duration::from_millis(100)));
-        ticks.tick().await;
-        loop {
-            tokio::select! {
-                outcome = &mut handling => return outcome,
-                _ = ticks.tick() => {
-                    if let Err(e) = message.ack_with(AckKind::Progress).await {
-                        debug!(error = %e, "progress ack failed");
-                    }
-                }
-            }
-        }
-    }
-
-    async fn handle(&self, message: &jetstream::Message) -> Outcome {
-        let reply_to = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(wire::REPLY_TO))
-            .map(|v| v.as_str().to_owned());
-        let envelope = match wire::read_envelope(message.headers.as_ref()) {
-            Ok(envelope) => envelope,
-            Err(reason) => {
-                self.poison(&message.subject, &reason);
-                self.reply(reply_to, Err(WireError::malformed(reason)))
-                    .await;
-                return Outcome::Poison;
-            }
-        };
-        let name = envelope.name.to_string();
-        let stream = envelope.stream.to_string();
-        match self
-            .flow
-            .dispatch_local(envelope, message.payload.to_vec())
-            .await
-        {
-            Ok(receipt) => {
-                self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                self.reply(reply_to, Ok(WireReceipt::from_receipt(&receipt)))
-                    .await;
-                Outcome::Done
-            }
-            Err(Error::Store(e)) if e.is_transient() => {
-                // The store may come back: leave the command queued (its partition waits).
-                warn!(command = %name, stream = %stream, error = %e, "store unavailable; command redelivered later");
-                Outcome::Retry
-            }
-            Err(
-                e @ (Error::UnknownMessage { .. } | Error::Decode { .. } | Error::NoHandler { .. }),
-            ) => {
-                self.poison(&message.subject, &e.to_string());
-                self.reply(reply_to, Err(WireError::from_error(&e))).await;
-                Outcome::Poison
-            }
-            Err(e) => {
-                // The handler's answer (rejected, invalid, conflict beyond the retry budget):
-                // final, reported to the sender, not retried.
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                debug!(command = %name, stream = %stream, error = %e, "command failed");
-                self.reply(reply_to, Err(WireError::from_error(&e))).await;
-                Outcome::Done
-            }
-        }
-    }
-
-    fn poison(&self, subject: &str, reason: &str) {
-        self.counters.poison.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("sourceflow.nats.poison").increment(1);
-        error!(subject, reason, "poison command terminated");
-    }
-
-    async fn reply(&self, reply_to: Option<String>, result: Result<WireReceipt, WireError>) {
-        let Some(reply_to) = reply_to else { return };
-        let mut headers = HeaderMap::new();
-        let body = match &result {
-            Ok(receipt) => {
-                headers.insert(wire::STATUS, "ok");
-                serde_json::to_vec(receipt)
-            }
-            Err(error) => {
-                headers.insert(wire::STATUS, "error");
-                serde_json::to_vec(error)
-            }
-        };
-        let body = match body {
-            Ok(body) => body,
-            Err(e) => {
-                error!(error = %e, "cannot encode a reply");
-                return;
-            }
-        };
-        // A lost reply is not a lost command: the sender times out and may resend it with the
-        // same message id, which is answered as a duplicate with the original receipt.
-        if let Err(e) = self
-            .client
-            .publish_with_headers(reply_to, headers, body.into())
-            .await
-        {
-            warn!(error = %e, "cannot publish a reply");
-        }
     }
 }

@@ -2,20 +2,27 @@
 //! [`NatsViewFeeder`] feeds it to a flow's `#[view]`s and `#[aggregate]`s, and
 //! [`NatsEventSubscriber`] to a hand-written [`EventHandler`].
 
+use std::collections::VecDeque;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID;
+use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, consumer, AckKind};
-use async_nats::Client;
+use async_nats::{Client, HeaderMap};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use sourceflow::store::{ModelWrite, ProjectionCommit, Store, StoreError};
 use sourceflow::{Error, Position, RecordedEvent, SourceFlow};
+use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::error::NatsError;
-use crate::pull::Puller;
+use crate::lease::{await_handoff, hold, Lease, Leases};
+use crate::pull::{Puller, LEASED_PULL_EXPIRES, PULL_EXPIRES};
 use crate::wire;
 use crate::Topology;
 
@@ -35,6 +42,7 @@ pub struct NatsEventPublisher {
     topology: Topology,
     name: String,
     checkpoint_every: u64,
+    window: usize,
     published: Arc<AtomicU64>,
 }
 
@@ -56,6 +64,7 @@ impl NatsEventPublisher {
             topology,
             name: "nats-publisher".to_owned(),
             checkpoint_every: 64,
+            window: 256,
             published: Arc::default(),
         }
     }
@@ -72,6 +81,14 @@ impl NatsEventPublisher {
         self
     }
 
+    /// How many events may await JetStream's acknowledgement at once (default 256; 1
+    /// publishes one event at a time). Each names its predecessor
+    /// (`Nats-Expected-Last-Msg-Id`), so a failed publish cannot be overtaken by the next.
+    pub fn window(mut self, events: usize) -> Self {
+        self.window = events.max(1);
+        self
+    }
+
     /// Events published (and acknowledged by JetStream) so far.
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
@@ -79,7 +96,10 @@ impl NatsEventPublisher {
 
     /// Publishes the log from the stored position on, forever.
     ///
-    /// Transient failures (NATS or the store unreachable) are logged and retried with backoff.
+    /// One publisher of a name is active per topology: it holds the lease
+    /// `publisher.<name>`, and the others (every worker process may run one) stand by and take
+    /// over within the topology's lease TTL when it stops. Transient failures (NATS or the
+    /// store unreachable) are logged and retried with backoff.
     ///
     /// # Errors
     /// [`NatsError::Setup`] if the events stream cannot be created; [`NatsError::Store`] if
@@ -88,91 +108,219 @@ impl NatsEventPublisher {
     pub async fn run(&self) -> Result<(), NatsError> {
         let jetstream = jetstream::new(self.client.clone());
         self.topology.ensure_event_stream(&jetstream).await?;
-        let store = self.flow.store().clone();
-        let mut recorded = store.get_position(&self.name).await?;
-        let mut position = recorded;
-        let events = self.flow.subscribe(position);
-        let mut events = std::pin::pin!(events);
-        loop {
-            let next = tokio::time::timeout(Duration::from_millis(250), events.next()).await;
-            let event = match next {
-                Ok(Some(Ok(event))) => event,
-                Ok(Some(Err(e))) => {
-                    warn!(error = %e, "cannot read the event log; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-                Ok(None) => return Ok(()),
-                Err(_idle) => {
-                    if position != recorded {
-                        recorded = self.checkpoint(store.as_ref(), position, recorded).await;
-                    }
-                    continue;
-                }
-            };
-            self.publish(&jetstream, &event).await?;
-            position = event.position;
-            if position.0 - recorded.0 >= self.checkpoint_every {
-                recorded = self.checkpoint(store.as_ref(), position, recorded).await;
-            }
-        }
+        // Two publishers at once would only duplicate work (JetStream drops the repeats), so
+        // the lease needs no margin.
+        let leases = Leases::open(
+            jetstream.clone(),
+            &self.topology,
+            Duration::from_millis(500),
+        )
+        .await?;
+        let key = format!("publisher.{}", crate::subject_token(&self.name));
+        hold(&leases, &key, |lease| {
+            let jetstream = jetstream.clone();
+            async move { self.publish_log(&jetstream, &lease).await }
+        })
+        .await
     }
 
-    async fn checkpoint(
-        &self,
-        store: &dyn Store,
-        position: Position,
-        recorded: Position,
-    ) -> Position {
-        match store.set_position(&self.name, position).await {
-            Ok(()) => position,
-            Err(e) => {
-                // Only costs re-publishing (deduplicated) after a restart.
-                warn!(error = %e, "cannot record the publisher position");
-                recorded
-            }
-        }
-    }
-
-    /// Publishes one event until JetStream acknowledges it.
-    async fn publish(
+    /// Publishes the log from the stored position on while `lease` is held.
+    async fn publish_log(
         &self,
         jetstream: &jetstream::Context,
-        event: &RecordedEvent,
+        lease: &Lease,
+    ) -> Result<(), NatsError> {
+        let store = self.flow.store().clone();
+        let recorded = store.get_position(&self.name).await?;
+        let mut progress = Progress {
+            acknowledged: recorded,
+            recorded,
+            chain: None,
+            failures: 0,
+        };
+        let events = self.flow.subscribe(recorded);
+        let mut events = std::pin::pin!(events);
+        let mut in_flight: VecDeque<(RecordedEvent, AckFuture)> = VecDeque::new();
+        let mut log_open = true;
+        while log_open || !in_flight.is_empty() {
+            if !lease.held() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                ack = first_ack(&mut in_flight) => match ack {
+                    Ok(_) => {
+                        if let Some((event, _)) = in_flight.pop_front() {
+                            self.acknowledged(store.as_ref(), &mut progress, &event).await;
+                        }
+                    }
+                    Err(e) => {
+                        progress.failures += 1;
+                        let position = in_flight.front().map_or(0, |(event, _)| event.position.0);
+                        warn!(position, error = %e, retry = progress.failures, "publish failed; publishing again from that event");
+                        if progress.failures > 1 {
+                            tokio::time::sleep(backoff(progress.failures)).await;
+                        }
+                        // Every event after the failed one named its predecessor, so none of
+                        // them can have been stored ahead of it: send them all again, in order
+                        // (the ones JetStream holds are acknowledged as duplicates).
+                        progress.chain = None;
+                        let resend: Vec<RecordedEvent> =
+                            in_flight.drain(..).map(|(event, _)| event).collect();
+                        for event in resend {
+                            self.send(jetstream, store.as_ref(), &mut progress, &mut in_flight, event)
+                                .await?;
+                        }
+                    }
+                },
+                next = tokio::time::timeout(IDLE, events.next()),
+                    if log_open && in_flight.len() < self.window =>
+                {
+                    match next {
+                        Ok(Some(Ok(event))) => {
+                            self.send(jetstream, store.as_ref(), &mut progress, &mut in_flight, event)
+                                .await?;
+                        }
+                        Ok(Some(Err(e))) => {
+                            warn!(error = %e, "cannot read the event log; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Ok(None) => log_open = false,
+                        Err(_idle) => {
+                            if in_flight.is_empty() && progress.acknowledged != progress.recorded {
+                                self.checkpoint(store.as_ref(), &mut progress).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if progress.acknowledged != progress.recorded {
+            self.checkpoint(store.as_ref(), &mut progress).await;
+        }
+        Ok(())
+    }
+
+    /// Sends `event` after the ones in flight, chained to its predecessor with
+    /// `Nats-Expected-Last-Msg-Id`. With no chain yet (the first event, or the first after a
+    /// failure) it publishes the event alone and waits for JetStream to hold it, so that the
+    /// chain starts from a stored event.
+    async fn send(
+        &self,
+        jetstream: &jetstream::Context,
+        store: &dyn Store,
+        progress: &mut Progress,
+        in_flight: &mut VecDeque<(RecordedEvent, AckFuture)>,
+        event: RecordedEvent,
     ) -> Result<(), NatsError> {
         let subject = self
             .topology
             .event_subject(&event.envelope.stream.entity_type);
-        let headers = wire::event_headers(event).map_err(NatsError::Wire)?;
+        let mut headers = wire::event_headers(&event).map_err(NatsError::Wire)?;
+        let Some(previous) = progress.chain.replace(event.envelope.message_id) else {
+            self.publish(jetstream, &subject, headers, &event).await;
+            self.acknowledged(store, progress, &event).await;
+            return Ok(());
+        };
+        headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, previous.to_string());
+        let ack: AckFuture = match jetstream
+            .publish_with_headers(subject, headers, event.payload.clone().into())
+            .await
+        {
+            Ok(ack) => ack.into_future(),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        };
+        in_flight.push_back((event, ack));
+        Ok(())
+    }
+
+    /// Counts an event JetStream holds, and records the position every `checkpoint_every`.
+    async fn acknowledged(
+        &self,
+        store: &dyn Store,
+        progress: &mut Progress,
+        event: &RecordedEvent,
+    ) {
+        progress.acknowledged = event.position;
+        progress.failures = 0;
+        self.published.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("sourceflow.nats.published").increment(1);
+        if progress.acknowledged.0 - progress.recorded.0 >= self.checkpoint_every {
+            self.checkpoint(store, progress).await;
+        }
+    }
+
+    async fn checkpoint(&self, store: &dyn Store, progress: &mut Progress) {
+        match store.set_position(&self.name, progress.acknowledged).await {
+            Ok(()) => progress.recorded = progress.acknowledged,
+            // Only costs re-publishing (deduplicated) after a restart.
+            Err(e) => warn!(error = %e, "cannot record the publisher position"),
+        }
+    }
+
+    /// Publishes one event, unchained, until JetStream acknowledges it.
+    async fn publish(
+        &self,
+        jetstream: &jetstream::Context,
+        subject: &str,
+        headers: HeaderMap,
+        event: &RecordedEvent,
+    ) {
         let mut retry = 0u32;
         loop {
             let attempt = async {
                 jetstream
                     .publish_with_headers(
-                        subject.clone(),
+                        subject.to_owned(),
                         headers.clone(),
                         event.payload.clone().into(),
                     )
+                    .await?
                     .await
-                    .map_err(async_nats::Error::from)?
-                    .await
-                    .map_err(async_nats::Error::from)
             };
             match attempt.await {
-                Ok(_) => {
-                    self.published.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("sourceflow.nats.published").increment(1);
-                    return Ok(());
-                }
+                Ok(_) => return,
                 Err(e) => {
                     retry += 1;
                     warn!(subject, position = event.position.0, error = %e, retry, "publish failed; retrying");
-                    let delay = Duration::from_millis(50u64 << retry.min(6));
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep(backoff(retry)).await;
                 }
             }
         }
     }
+}
+
+/// How long the log may stay quiet before the publisher records its position.
+const IDLE: Duration = Duration::from_millis(250);
+
+/// A publish acknowledgement still to be read.
+type AckFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// Where a publisher is.
+struct Progress {
+    /// The last event JetStream acknowledged (every earlier one was acknowledged too).
+    acknowledged: Position,
+    /// The last position recorded in the store.
+    recorded: Position,
+    /// The last event sent: the predecessor the next one names.
+    chain: Option<uuid::Uuid>,
+    /// Failed publishes in a row.
+    failures: u32,
+}
+
+/// The oldest acknowledgement in flight; never resolves when there is none.
+async fn first_ack(
+    in_flight: &mut VecDeque<(RecordedEvent, AckFuture)>,
+) -> Result<PublishAck, PublishError> {
+    match in_flight.front_mut() {
+        Some((_, ack)) => ack.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn backoff(retry: u32) -> Duration {
+    Duration::from_millis(50u64 << retry.min(6))
 }
 
 /// Applies remote events: what a [`NatsEventSubscriber`] runs for each event.
@@ -367,19 +515,22 @@ async fn event_messages(
         .await
         .map_err(|e| NatsError::Setup(e.into()))?;
     // One message is in flight at a time; a request for several saves pulls while they stream.
-    Ok(Puller::new(durable, consumer, 64))
+    Ok(Puller::new(durable, consumer, 64, PULL_EXPIRES))
 }
 
 /// Feeds remote events to the `#[view]`s and `#[aggregate]`s of a flow in this process, from
 /// a durable JetStream consumer: the read side of another process's write side.
 ///
-/// Each event goes through [`SourceFlow::apply_remote`]: every view and aggregate commits its
-/// writes with its own position (the event's global position in the origin log),
-/// compare-and-set, so a redelivered event, or two feeders on one store, apply it once;
-/// reactions' follow-up commands leave through the flow's outbox and dispatchers (for example
-/// a [`NatsCommandDispatcher`](crate::NatsCommandDispatcher) back to the workers). An event
-/// that is malformed on the wire, or whose payload does not decode as the registered type, is
-/// terminated and counted (`sourceflow.nats.poison`); any other failure is retried.
+/// Events go through [`SourceFlow::apply_remote`] in batches of up to
+/// [`batch`](Self::batch) (whatever arrived while the previous batch was applied): every view
+/// and aggregate commits its writes for the whole batch with its own position (the last
+/// event's global position in the origin log), compare-and-set, so a redelivered event, or two
+/// feeders on one store, apply it once; reactions' follow-up commands leave through the flow's
+/// outbox and dispatchers (for example a [`NatsCommandDispatcher`](crate::NatsCommandDispatcher)
+/// back to the workers). One feeder of a durable applies at a time (it holds the durable's
+/// lease), so batches never overtake each other. An event that is malformed on the wire, or
+/// whose payload does not decode as the registered type, is terminated and counted
+/// (`sourceflow.nats.poison`); any other failure is retried in place.
 ///
 /// ```no_run
 /// # async fn demo(client: async_nats::Client, read_side: sourceflow::SourceFlow) {
@@ -395,7 +546,10 @@ pub struct NatsViewFeeder {
     flow: SourceFlow,
     topology: Topology,
     durable: String,
+    batch: usize,
+    ack_wait: Duration,
     delivered: Arc<AtomicU64>,
+    batches: Arc<AtomicU64>,
     poison: Arc<AtomicU64>,
 }
 
@@ -404,6 +558,7 @@ impl std::fmt::Debug for NatsViewFeeder {
         f.debug_struct("NatsViewFeeder")
             .field("topology", &self.topology)
             .field("durable", &self.durable)
+            .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
 }
@@ -421,14 +576,39 @@ impl NatsViewFeeder {
             flow,
             topology,
             durable: durable.into(),
+            batch: 256,
+            ack_wait: Duration::from_secs(30),
             delivered: Arc::new(AtomicU64::new(0)),
+            batches: Arc::new(AtomicU64::new(0)),
             poison: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The most events applied at once (default 256, at least 1): one
+    /// [`apply_remote`](SourceFlow::apply_remote) call, so one commit per view, for every
+    /// event that arrived meanwhile. It is the consumer's `max_ack_pending`; every feeder of a
+    /// durable should agree.
+    pub fn batch(mut self, events: usize) -> Self {
+        self.batch = events.max(1);
+        self
+    }
+
+    /// How long JetStream waits for a batch's acks before redelivering it (default 30 s). It
+    /// bounds how long the events a dead feeder held stall the next one.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
     }
 
     /// Events taken off the stream and acknowledged (applied, or already applied before).
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Batches applied by this feeder: one [`apply_remote`](SourceFlow::apply_remote) call
+    /// each, so one commit per view.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Poison events terminated by this feeder.
@@ -438,34 +618,150 @@ impl NatsViewFeeder {
 
     /// Applies events until the task is dropped or the consumer is deleted.
     ///
+    /// Feeders of one durable take turns: the one holding the lease `feeder.<durable>` pulls
+    /// and applies, the others stand by and take over within the topology's lease TTL (plus
+    /// the consumer's `ack_wait`, if the previous one died holding events).
+    ///
     /// # Errors
     /// As [`NatsEventSubscriber::run`].
     pub async fn run(&self) -> Result<(), NatsError> {
-        let mut messages = event_messages(&self.client, &self.topology, &self.durable).await?;
+        crate::check_name(&self.durable)?;
+        let jetstream = jetstream::new(self.client.clone());
+        let stream = self.topology.ensure_event_stream(&jetstream).await?;
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(self.durable.clone()),
+                filter_subject: self.topology.event_filter(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_ack_pending: i64::try_from(self.batch).unwrap_or(i64::MAX),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::Setup(e.into()))?;
+        let leases = Leases::open(
+            jetstream,
+            &self.topology,
+            LEASED_PULL_EXPIRES + Duration::from_secs(1),
+        )
+        .await?;
+        let key = format!("feeder.{}", self.durable);
+        hold(&leases, &key, |lease| {
+            let consumer = consumer.clone();
+            async move { self.feed(consumer, &lease).await }
+        })
+        .await
+    }
+
+    /// Pulls and applies batches while `lease` is held.
+    async fn feed(&self, consumer: consumer::PullConsumer, lease: &Lease) -> Result<(), NatsError> {
+        let Some(ack_wait) = await_handoff(&consumer, lease, || false).await? else {
+            return Ok(());
+        };
+        let mut puller = Puller::new(
+            self.durable.clone(),
+            consumer,
+            self.batch,
+            LEASED_PULL_EXPIRES,
+        );
         loop {
-            let message = messages.next().await?;
-            let ack = match wire::read_event(message.headers.as_ref(), &message.payload) {
-                Err(reason) => poison(&self.poison, &self.durable, &message.subject, &reason),
-                Ok(event) => match self.flow.apply_remote(std::slice::from_ref(&event)).await {
-                    Ok(_) => {
-                        self.delivered.fetch_add(1, Ordering::Relaxed);
-                        AckKind::Ack
-                    }
-                    Err(e @ (Error::UnknownMessage { .. } | Error::Decode { .. })) => poison(
-                        &self.poison,
-                        &self.durable,
-                        &event.envelope.name,
-                        &e.to_string(),
-                    ),
-                    Err(e) => {
-                        warn!(consumer = %self.durable, position = event.position.0, error = %e, "apply failed; retrying");
-                        AckKind::Nak(Some(Duration::from_millis(500)))
-                    }
-                },
-            };
-            if let Err(e) = message.ack_with(ack).await {
-                warn!(consumer = %self.durable, error = %e, "ack failed");
+            if !lease.held() {
+                return Ok(());
             }
+            if !puller.is_open() {
+                puller.open(self.batch).await?;
+            }
+            let first = tokio::select! {
+                received = puller.recv() => received?,
+                () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+            };
+            let Some(first) = first else { continue };
+            // The first event, and whatever arrived with it.
+            let mut messages = vec![first];
+            while messages.len() < self.batch {
+                match tokio::time::timeout(Duration::ZERO, puller.recv()).await {
+                    Ok(Ok(Some(message))) => messages.push(message),
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(None)) | Err(_) => break,
+                }
+            }
+            self.apply(messages, lease, ack_wait).await;
+        }
+    }
+
+    /// Applies a batch and acknowledges it. Events are applied in one call; when one of them
+    /// is poison the call fails as a whole, and the rest of the batch is applied one event at
+    /// a time to terminate just that one. Other failures are retried in place, while the lease
+    /// is held: applying an event after one that failed would skip the failed one for good.
+    async fn apply(&self, messages: Vec<jetstream::Message>, lease: &Lease, ack_wait: Duration) {
+        let mut events = Vec::with_capacity(messages.len());
+        let mut carriers = Vec::with_capacity(messages.len());
+        for message in messages {
+            match wire::read_event(message.headers.as_ref(), &message.payload) {
+                Ok(event) => {
+                    events.push(event);
+                    carriers.push(message);
+                }
+                Err(reason) => {
+                    let ack = poison(&self.poison, &self.durable, &message.subject, &reason);
+                    self.ack(&message, ack).await;
+                }
+            }
+        }
+        let mut start = 0;
+        let mut one_by_one = false;
+        let mut failures = 0u32;
+        let mut progressed = Instant::now();
+        while start < events.len() {
+            if !lease.held() {
+                // Left unacknowledged, for the next holder.
+                return;
+            }
+            let end = if one_by_one { start + 1 } else { events.len() };
+            match self.flow.apply_remote(&events[start..end]).await {
+                Ok(_) => {
+                    for message in &carriers[start..end] {
+                        self.ack(message, AckKind::Ack).await;
+                    }
+                    self.delivered
+                        .fetch_add((end - start) as u64, Ordering::Relaxed);
+                    self.batches.fetch_add(1, Ordering::Relaxed);
+                    start = end;
+                    failures = 0;
+                }
+                Err(e @ (Error::UnknownMessage { .. } | Error::Decode { .. })) => {
+                    if one_by_one {
+                        let event = &events[start];
+                        let ack = poison(
+                            &self.poison,
+                            &self.durable,
+                            &event.envelope.name,
+                            &e.to_string(),
+                        );
+                        self.ack(&carriers[start], ack).await;
+                        start += 1;
+                    } else {
+                        one_by_one = true;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    warn!(consumer = %self.durable, position = events[start].position.0, error = %e, retry = failures, "apply failed; retrying");
+                    tokio::time::sleep(backoff(failures)).await;
+                    if progressed.elapsed() >= ack_wait / 2 && lease.held() {
+                        progressed = Instant::now();
+                        for message in &carriers[start..] {
+                            self.ack(message, AckKind::Progress).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, message: &jetstream::Message, ack: AckKind) {
+        if let Err(e) = message.ack_with(ack).await {
+            warn!(consumer = %self.durable, error = %e, "ack failed");
         }
     }
 }

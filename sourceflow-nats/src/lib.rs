@@ -5,10 +5,13 @@
 //!   the commands it routes go to JetStream instead of the local saga, partitioned by entity
 //!   stream, and `send` returns the remote handler's receipt (or error).
 //! - [`NatsCommandWorker`] handles them with [`SourceFlow::dispatch_local`](sourceflow::SourceFlow::dispatch_local) against the shared
-//!   store: one entity's commands one at a time, in order; a dead worker's partitions taken
-//!   over by the others; duplicates answered with the original receipt.
+//!   store: the workers share the partitions out by lease, each runs several commands at once,
+//!   one entity's commands one at a time and in order; a dead worker's partitions are taken
+//!   over by the others; duplicates are answered with the original receipt.
 //! - [`NatsEventPublisher`] follows the event log and publishes every committed event,
-//!   deduplicated by message id; [`NatsEventSubscriber`] applies them elsewhere exactly once.
+//!   deduplicated by message id, one publisher per topology at a time; [`NatsViewFeeder`]
+//!   applies them to another process's views in batches, and [`NatsEventSubscriber`] to a
+//!   hand-written handler, exactly once.
 //!
 //! The [`wire`] module documents the headers. A message a worker cannot read (unknown wire
 //! name, undecodable payload or envelope) is terminated, logged and counted, never retried.
@@ -30,8 +33,7 @@
 //!
 //! // The worker process: handles commands against the shared store.
 //! let client = async_nats::connect("127.0.0.1:4222").await?;
-//! // No entity cache: any worker may take a stream's next command (see `NatsCommandWorker::new`).
-//! let flow = SourceFlow::builder().shared_store(store).entity_cache(0).build().await?;
+//! let flow = SourceFlow::builder().shared_store(store).build().await?;
 //! let worker = NatsCommandWorker::new(client, flow, topology.clone());
 //! tokio::spawn(async move { worker.run().await });
 //!
@@ -46,21 +48,43 @@
 //!
 //! # Design
 //!
-//! ## Ordering and failover
+//! ## Partitions, leases and order
 //! A command goes to subject `<prefix>.cmd.<p>`, where `p = fnv1a(stream) % partitions`, in
 //! the stream `<prefix>_commands`. Each partition has one durable pull consumer,
-//! `<prefix>_cmd_p<p>`, with `max_ack_pending = 1`: JetStream hands out the next message of a
-//! partition only once the previous one is acknowledged (or terminated). Every worker pulls
-//! from every partition, so
-//! - one entity's commands run one at a time, in the order they were published;
-//! - a worker that dies holding a message does not stall its partition for long: after
-//!   `ack_wait` JetStream redelivers the message to any other worker;
-//! - a command that was committed but not acknowledged before the crash runs again as a
-//!   duplicate: `dispatch_local` finds its message id in the store and returns the original
-//!   receipt, so nothing is applied twice.
+//! `<prefix>_cmd_p<p>`, with `max_ack_pending` = the workers' [`window`](NatsCommandWorker::window).
 //!
-//! While a handler runs, the worker extends the deadline with `+WPI` (progress) acks every
-//! half `ack_wait`, so a slow handler is not mistaken for a dead worker.
+//! One worker at a time owns a partition: it holds the partition's lease, a message in the
+//! in-memory stream `<prefix>_leases` that it renews six times per
+//! [`lease_ttl`](Topology::lease_ttl) and that ages out when it stops (see below). Each worker
+//! also holds a membership lease; every renewal it counts the live workers and moves towards
+//! `ceil(partitions / workers)` partitions, taking free ones and giving up extra ones once their
+//! commands in flight are answered. Within its partitions a worker runs up to `window` commands
+//! at once, queued per entity stream, so
+//! - one entity's commands run one at a time, in the order they were published, while
+//!   commands of different entities run side by side;
+//! - adding a worker adds handlers: partitions spread over the workers, and no two workers
+//!   handle one entity (its commands reach the owner, whose entity cache stays current);
+//! - a transient store fault holds the failing command (and its entity's later ones) in place
+//!   and retries it, while the partition's other entities go on.
+//!
+//! Failover: a worker that dies stops renewing; its leases age out within `lease_ttl` and the
+//! others take its partitions. The commands it held unanswered are redelivered by JetStream
+//! after `ack_wait`, before any newer command of the partition: a new owner that finds
+//! commands in flight elsewhere waits until they are acknowledged or `ack_wait` has passed
+//! (a worker that loses a lease stops pulling, stops extending deadlines and drops its
+//! handlers before the lease can be taken). A command that was committed but not acknowledged
+//! runs again as a duplicate: `dispatch_local` finds its message id in the store and returns
+//! the original receipt, so nothing is applied twice.
+//!
+//! While a command is held (running or queued behind its entity's earlier ones), the worker
+//! extends its deadline with `+WPI` (progress) acks every half `ack_wait`, so a slow handler
+//! is not mistaken for a dead worker.
+//!
+//! Leases use `Nats-Expected-Last-Subject-Sequence` for compare-and-set and the stream's
+//! `max_age` for expiry, so only the NATS server's clock decides; a holder counts on its lease
+//! only until `renewal + lease_ttl - 2 s` (its pull requests expire within 1 s), so its last
+//! request is closed before anyone else can take the lease. Every worker of a topology should
+//! run this version: older workers pulled every partition with one command in flight.
 //!
 //! ## Replies and errors
 //! With [`Delivery::Reply`] the sender subscribes to a fresh inbox, names it in `Sf-Reply-To`,
@@ -81,13 +105,18 @@
 //!
 //! ## Nothing lost, nothing applied twice
 //! The publisher follows the store's global log ([`SourceFlow::subscribe`](sourceflow::SourceFlow::subscribe)) from the position
-//! it last recorded, publishes each event with `Nats-Msg-Id` = the event's message id and
-//! waits for JetStream's ack before the next one, then records its position every
-//! `checkpoint_every` events and whenever the log is idle. A crash between commit and publish
-//! loses nothing (the log still holds the event); a crash after publish but before the
-//! position is recorded re-publishes, and JetStream drops the repeat within its duplicate
-//! window. Publishing one event at a time keeps the stream in log order even when two
-//! publishers run at once.
+//! it last recorded and publishes each event with `Nats-Msg-Id` = the event's message id,
+//! keeping up to [`window`](NatsEventPublisher::window) events in flight. Each one names its
+//! predecessor in `Nats-Expected-Last-Msg-Id`, so JetStream refuses it unless the event
+//! before it is the stream's last: a publish that fails cannot be overtaken, and the
+//! publisher sends the events from the failed one on again (those already stored come back
+//! as duplicates). It records the last position JetStream acknowledged (with every earlier
+//! one) every `checkpoint_every` events and whenever the log is idle. A crash between commit
+//! and publish loses nothing (the log still holds the event); a crash after publish but
+//! before the position is recorded re-publishes, and JetStream drops the repeat within its
+//! duplicate window. JetStream checks duplicates before the predecessor, so two publishers of
+//! one log keep the stream in log order too: racing at its head, one at worst resends what the
+//! other stored.
 //!
 //! The subscriber keeps the last global position it applied in the store and commits the
 //! handler's view-model writes together with that position
@@ -103,17 +132,20 @@
 mod command;
 mod error;
 mod event;
+mod lease;
 mod pull;
 pub mod wire;
+mod worker;
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use sourceflow::StreamId;
 
-pub use command::{Delivery, DispatcherBuilder, NatsCommandDispatcher, NatsCommandWorker};
+pub use command::{Delivery, DispatcherBuilder, NatsCommandDispatcher};
 pub use error::NatsError;
 pub use event::{EventHandler, NatsEventPublisher, NatsEventSubscriber, NatsViewFeeder};
+pub use worker::NatsCommandWorker;
 
 /// Where a deployment's commands and events live in JetStream. Every sender, worker,
 /// publisher and subscriber of one deployment uses the same topology.
@@ -126,17 +158,19 @@ pub struct Topology {
     prefix: String,
     partitions: u32,
     duplicate_window: Duration,
+    lease_ttl: Duration,
     storage: stream::StorageType,
 }
 
 impl Topology {
     /// A topology named `prefix` (letters, digits, `_` and `-`), with 16 partitions, a two
-    /// minute duplicate window and file storage.
+    /// minute duplicate window, 6 second leases and file storage.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
             partitions: 16,
             duplicate_window: Duration::from_secs(120),
+            lease_ttl: Duration::from_secs(6),
             storage: stream::StorageType::File,
         }
     }
@@ -151,6 +185,16 @@ impl Topology {
     /// How long JetStream remembers message ids to drop re-publishes (default 2 minutes).
     pub fn duplicate_window(mut self, window: Duration) -> Self {
         self.duplicate_window = window;
+        self
+    }
+
+    /// How long a lease (a worker's partition, the publisher's role) outlives its holder's last
+    /// renewal (default 6 s, at least 4 s). Holders renew six times per period. A dead
+    /// worker's partitions move to the others within about this long, plus the consumers'
+    /// `ack_wait` if it held commands. Every process of a topology should agree; the lease
+    /// stream is created with the first value seen.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_secs(4));
         self
     }
 
@@ -173,6 +217,11 @@ impl Topology {
     /// The event stream's name.
     pub fn event_stream(&self) -> String {
         format!("{}_events", self.prefix)
+    }
+
+    /// The lease stream's name (always in memory: leases do not outlive the server).
+    pub fn lease_stream(&self) -> String {
+        format!("{}_leases", self.prefix)
     }
 
     /// The partition of an entity stream: FNV-1a of `type/id`, stable across processes.
@@ -206,22 +255,7 @@ impl Topology {
     /// The subject an entity type's events are published on (characters a subject cannot
     /// hold become `_`).
     pub fn event_subject(&self, entity_type: &str) -> String {
-        let token: String = entity_type
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let token = token.trim_matches('.');
-        format!(
-            "{}.evt.{}",
-            self.prefix,
-            if token.is_empty() { "_" } else { token }
-        )
+        format!("{}.evt.{}", self.prefix, subject_token(entity_type))
     }
 
     fn event_filter(&self) -> String {
@@ -267,12 +301,17 @@ impl Topology {
             .await
     }
 
-    /// Deletes both streams and their consumers (tests, teardown). Absent streams are fine.
+    /// Deletes the topology's streams and their consumers (tests, teardown). Absent streams
+    /// are fine.
     ///
     /// # Errors
     /// [`NatsError::Setup`] if JetStream refuses.
     pub async fn delete_streams(&self, jetstream: &jetstream::Context) -> Result<(), NatsError> {
-        for name in [self.command_stream(), self.event_stream()] {
+        for name in [
+            self.command_stream(),
+            self.event_stream(),
+            self.lease_stream(),
+        ] {
             match jetstream.delete_stream(&name).await {
                 Ok(_) => {}
                 Err(e)
@@ -283,6 +322,27 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// `name` as subject tokens: characters a subject cannot hold become `_`, and so does an
+/// empty token.
+fn subject_token(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cleaned
+        .trim_matches('.')
+        .split('.')
+        .map(|token| if token.is_empty() { "_" } else { token })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Stream and consumer names: no dots, spaces or wildcards.
@@ -322,6 +382,8 @@ mod tests {
         let topology = Topology::new("t");
         assert_eq!(topology.event_subject("bank.Account"), "t.evt.bank.Account");
         assert_eq!(topology.event_subject("a b*>"), "t.evt.a_b__");
+        assert_eq!(topology.event_subject("a..b"), "t.evt.a._.b");
+        assert_eq!(topology.event_subject("."), "t.evt._");
     }
 
     #[test]

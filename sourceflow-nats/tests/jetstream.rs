@@ -62,6 +62,94 @@ impl LedgerSaga {
         ledger.count += 1;
         cx.publish(Stepped { n: cmd.n });
     }
+
+    #[handles]
+    async fn strict_step(
+        &self,
+        ledger: &mut Ledger,
+        cmd: &StrictStep,
+        cx: &mut SagaContext,
+    ) -> Result<(), DomainError> {
+        if cmd.n != ledger.last + 1 {
+            return Err(DomainError::rejected(format!(
+                "step {} does not follow step {}",
+                cmd.n, ledger.last
+            )));
+        }
+        ledger.last = cmd.n;
+        ledger.count += 1;
+        cx.publish(Stepped { n: cmd.n });
+        Ok(())
+    }
+}
+
+/// Step `n` of a ledger, refused unless it follows the last one.
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+#[command(name = "nt.StrictStep")]
+pub struct StrictStep {
+    /// The step number.
+    pub n: u64,
+}
+
+/// Takes `ms` milliseconds, recording how many handlers run at once, overall and per probe.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Entity)]
+#[entity(name = "nt.Probe")]
+pub struct Probe {
+    /// The last step handled.
+    pub last: u64,
+    /// Steps that did not follow the previous one.
+    pub out_of_order: u64,
+}
+
+/// Step `n` of a probe, holding its handler for `ms` milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, Command)]
+#[command(name = "nt.Hold")]
+pub struct Hold {
+    /// The step number.
+    pub n: u64,
+    /// How long the handler takes.
+    pub ms: u64,
+}
+
+/// Handlers of `Hold` running now, the most seen at once, and how often one started while
+/// another of the same probe was running.
+static HOLDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static MOST_HOLDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PROBES_BUSY: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static SAME_PROBE_OVERLAPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Owns probes.
+#[derive(Default)]
+pub struct ProbeSaga;
+
+#[saga(entity = Probe)]
+impl ProbeSaga {
+    #[handles]
+    async fn hold(&self, probe: &mut Probe, cmd: &Hold, cx: &mut SagaContext) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let id = cx.entity_id().to_string();
+        {
+            let mut busy = PROBES_BUSY.lock().unwrap_or_else(|e| e.into_inner());
+            if busy.contains(&id) {
+                SAME_PROBE_OVERLAPS.fetch_add(1, SeqCst);
+            }
+            busy.push(id.clone());
+        }
+        let now = HOLDING.fetch_add(1, SeqCst) + 1;
+        MOST_HOLDING.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(cmd.ms)).await;
+        HOLDING.fetch_sub(1, SeqCst);
+        {
+            let mut busy = PROBES_BUSY.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = busy.iter().position(|b| *b == id) {
+                busy.remove(i);
+            }
+        }
+        if cmd.n != probe.last + 1 {
+            probe.out_of_order += 1;
+        }
+        probe.last = cmd.n;
+    }
 }
 
 // ---- Environment.
@@ -101,6 +189,7 @@ impl Fixture {
         Fixture {
             topology: Topology::new(format!("t{}", &tag[..12]))
                 .partitions(partitions)
+                .lease_ttl(Duration::from_secs(4))
                 .in_memory(),
             env,
             store: Arc::new(store),
@@ -117,7 +206,6 @@ impl Fixture {
     async fn worker_flow(&self) -> SourceFlow {
         SourceFlow::builder()
             .shared_store(self.store.clone())
-            .entity_cache(0)
             .build()
             .await
             .expect("the test domain is wired correctly")
@@ -283,6 +371,12 @@ async fn two_workers_handle_every_command_once_in_stream_order() {
     let (first, first_task) = fixture.spawn_worker().await;
     let (second, second_task) = fixture.spawn_worker().await;
     let sender = fixture.sender(Delivery::Reply).await;
+    wait_for(
+        "the workers to share the partitions",
+        Duration::from_secs(60),
+        || first.partitions().len() == 8 && second.partitions().len() == 8,
+    )
+    .await;
 
     // 50 streams in parallel, each sending its steps in order and waiting for every receipt.
     let start = Instant::now();
@@ -353,6 +447,259 @@ async fn two_workers_handle_every_command_once_in_stream_order() {
     first_task.abort();
     second_task.abort();
     fixture.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
+async fn one_worker_runs_several_entities_at_once_and_each_entity_in_order() {
+    let Some(env) = env("one_worker_runs_several_entities_at_once_and_each_entity_in_order") else {
+        return;
+    };
+    // One partition, one worker: whatever runs at once runs in one partition of one worker.
+    let fixture = Fixture::new(env, 1).await;
+    let (worker, task) = fixture.spawn_worker().await;
+    let dispatcher =
+        NatsCommandDispatcher::builder(fixture.client().await, fixture.topology.clone())
+            .route_with::<Hold>(Delivery::Enqueue)
+            .build()
+            .await
+            .expect("dispatcher");
+    let sender = SourceFlow::builder()
+        .store(MemoryStore::new())
+        .dispatcher(dispatcher)
+        .build()
+        .await
+        .expect("sender flow");
+    // Four steps of each of eight probes, queued at once, interleaved.
+    for n in 1..=4 {
+        for p in 0..8 {
+            sender
+                .send(format!("probe-{p}"), Hold { n, ms: 50 })
+                .await
+                .expect("enqueue");
+        }
+    }
+    wait_for("32 commands handled", Duration::from_secs(60), || {
+        worker.handled() >= 32
+    })
+    .await;
+    let flow = fixture.worker_flow().await;
+    let mut probes = Vec::new();
+    for p in 0..8 {
+        probes.push(
+            flow.replay::<Probe>(format!("probe-{p}"))
+                .await
+                .expect("replay"),
+        );
+    }
+    task.abort();
+    fixture.finish().await;
+    use std::sync::atomic::Ordering::SeqCst;
+    assert!(
+        MOST_HOLDING.load(SeqCst) > 1,
+        "commands of different probes ran side by side"
+    );
+    assert_eq!(
+        SAME_PROBE_OVERLAPS.load(SeqCst),
+        0,
+        "no probe ran two commands at once"
+    );
+    for (p, probe) in probes.iter().enumerate() {
+        assert_eq!(
+            probe,
+            &Probe {
+                last: 4,
+                out_of_order: 0
+            },
+            "probe-{p}: every step once, in order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
+async fn a_refusal_on_a_stale_cached_entity_is_checked_against_the_store() {
+    let Some(env) = env("a_refusal_on_a_stale_cached_entity_is_checked_against_the_store") else {
+        return;
+    };
+    let fixture = Fixture::new(env, 1).await;
+    let (worker, task) = fixture.spawn_worker().await;
+    let dispatcher =
+        NatsCommandDispatcher::builder(fixture.client().await, fixture.topology.clone())
+            .route::<StrictStep>()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .await
+            .expect("dispatcher");
+    let sender = SourceFlow::builder()
+        .store(MemoryStore::new())
+        .dispatcher(dispatcher)
+        .build()
+        .await
+        .expect("sender flow");
+    // The worker handles step 1 and caches the ledger at step 1.
+    sender
+        .send("ledger-0", StrictStep { n: 1 })
+        .await
+        .expect("step 1");
+    // Another process moves the ledger on behind the worker's back.
+    let elsewhere = fixture.worker_flow().await;
+    for n in 2..=3 {
+        elsewhere
+            .send("ledger-0", StrictStep { n })
+            .await
+            .expect("step elsewhere");
+    }
+    // On its cached state step 4 does not follow; on the stored one it does.
+    let receipt = sender
+        .send("ledger-0", StrictStep { n: 4 })
+        .await
+        .expect("step 4 follows the stored state");
+    assert_eq!(receipt.sequence.0, 4);
+    // A step that follows neither is still refused.
+    let refused = sender.send("ledger-0", StrictStep { n: 9 }).await;
+    let failed = worker.failed();
+    task.abort();
+    fixture.finish().await;
+    assert!(matches!(refused, Err(Error::Rejected(_))), "{refused:?}");
+    assert_eq!(failed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
+async fn a_view_feeder_applies_waiting_events_in_batches_exactly_once() {
+    let Some(env) = env("a_view_feeder_applies_waiting_events_in_batches_exactly_once") else {
+        return;
+    };
+    let fixture = Fixture::new(env, 2).await;
+    let origin = fixture.worker_flow().await;
+    for s in 0..5 {
+        for n in 1..=20 {
+            origin
+                .send(format!("ledger-{s}"), Step { n })
+                .await
+                .expect("send");
+        }
+    }
+    let publisher = NatsEventPublisher::new(
+        fixture.client().await,
+        origin.clone(),
+        fixture.topology.clone(),
+    );
+    let running = publisher.clone();
+    let publishing = tokio::spawn(async move { running.run().await });
+    wait_for("100 events published", Duration::from_secs(30), || {
+        publisher.published() >= 100
+    })
+    .await;
+
+    // The read side starts behind: 100 events wait on the stream.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let read_store: Arc<dyn Store> = Arc::new(
+        sourceflow_sqlx::SqliteStore::open(dir.path().join("read.db"))
+            .await
+            .expect("open the read-side store"),
+    );
+    let read_side = SourceFlow::builder()
+        .shared_store(read_store.clone())
+        .without_discovery()
+        .view(SeenStepsView {
+            _read_side_only: (),
+        })
+        .build()
+        .await
+        .expect("read side");
+    let feeder = NatsViewFeeder::new(
+        fixture.client().await,
+        read_side.clone(),
+        fixture.topology.clone(),
+        "batched-steps",
+    )
+    .batch(32);
+    let running = feeder.clone();
+    let feeding = tokio::spawn(async move { running.run().await });
+    wait_for("100 events delivered", Duration::from_secs(30), || {
+        feeder.delivered() >= 100
+    })
+    .await;
+    let mut seen = Vec::new();
+    for s in 0..5 {
+        let steps: SeenSteps = read_side
+            .view_model(format!("ledger-{s}"))
+            .await
+            .expect("read")
+            .expect("present");
+        seen.push(steps.steps);
+    }
+    let (delivered, batches) = (feeder.delivered(), feeder.batches());
+    eprintln!("view feeder: {delivered} events in {batches} batches");
+    feeding.abort();
+    publishing.abort();
+    fixture.finish().await;
+    assert_eq!(delivered, 100);
+    assert!(
+        batches < delivered,
+        "waiting events were applied together ({batches} batches for {delivered} events)"
+    );
+    for (s, steps) in seen.iter().enumerate() {
+        assert_eq!(
+            steps,
+            &(1..=20).collect::<Vec<_>>(),
+            "ledger-{s}: every event once, in order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
+async fn a_worker_takes_its_partitions_again_after_the_server_lost_the_leases() {
+    let Some(env) = env("a_worker_takes_its_partitions_again_after_the_server_lost_the_leases")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(env, 2).await;
+    let (worker, task) = fixture.spawn_worker().await;
+    let sender = fixture.sender(Delivery::Reply).await;
+    for n in 1..=3 {
+        sender.send("ledger-0", Step { n }).await.expect("before");
+    }
+    // Leases live in memory: a restarted server has none, and no lease stream either.
+    let jetstream = jetstream::new(fixture.client().await);
+    jetstream
+        .delete_stream(fixture.topology.lease_stream())
+        .await
+        .expect("delete the lease stream");
+    // Past the lease TTL the worker no longer counts on its old leases.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for n in 4..=6 {
+        let receipt = sender
+            .send("ledger-0", Step { n })
+            .await
+            .expect("after the leases were lost");
+        assert_eq!(receipt.sequence.0, n);
+    }
+    let mut leases = jetstream
+        .get_stream(fixture.topology.lease_stream())
+        .await
+        .expect("the lease stream exists again");
+    let held = leases.info().await.expect("info").state.messages;
+    let partitions = worker.partitions();
+    task.abort();
+    fixture.finish().await;
+    assert_eq!(partitions, vec![0, 1]);
+    assert_eq!(held, 3, "two partition leases and the worker's membership");
 }
 
 /// How long any one command may wait for its reply under load. Generous: a command is handled
@@ -693,6 +1040,98 @@ async fn published_events_reach_a_remote_subscriber_exactly_once() {
     }
     republishing.abort();
     subscribing.abort();
+    fixture.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
+async fn a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails() {
+    let Some(env) = env("a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(env, 2).await;
+    let flow = fixture.worker_flow().await;
+    let publisher = NatsEventPublisher::new(
+        fixture.client().await,
+        flow.clone(),
+        fixture.topology.clone(),
+    )
+    .window(16);
+    let running = publisher.clone();
+    let publishing = tokio::spawn(async move { running.run().await });
+
+    // Foreign messages land on the event stream meanwhile: each one that lands between two
+    // events breaks the chain, and the publishes in flight behind it fail.
+    let client = fixture.client().await;
+    let subject = fixture.topology.event_subject("nt.Ledger");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let interfering = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client
+                    .publish(subject.clone(), "foreign".into())
+                    .await
+                    .expect("publish");
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            client.flush().await.expect("flush");
+        })
+    };
+    let sending = (0..5).map(|s| {
+        let flow = flow.clone();
+        async move {
+            for n in 1..=40 {
+                flow.send(format!("ledger-{s}"), Step { n })
+                    .await
+                    .expect("send");
+            }
+        }
+    });
+    join_all(sending).await;
+    wait_for("200 events published", Duration::from_secs(30), || {
+        publisher.published() >= 200
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    interfering.await.expect("interfering task");
+
+    // JetStream holds every event once, in log order.
+    let jetstream = jetstream::new(fixture.client().await);
+    let mut stream = jetstream
+        .get_stream(fixture.topology.event_stream())
+        .await
+        .expect("stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut positions = Vec::new();
+    let mut foreign_between = 0;
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.expect("message");
+        match message.headers.get("Sf-Position") {
+            Some(position) => positions.push(position.as_str().parse::<u64>().expect("number")),
+            None if !positions.is_empty() && positions.len() < 200 => foreign_between += 1,
+            None => {}
+        }
+    }
+    let logged: Vec<u64> = fixture
+        .store
+        .read_all(Position::START, 1_000)
+        .await
+        .expect("read the log")
+        .iter()
+        .map(|e| e.position.0)
+        .collect();
+    assert_eq!(logged.len(), 200);
+    assert_eq!(positions, logged, "every event once, in log order");
+    assert!(
+        foreign_between > 0,
+        "no foreign message landed between two events: the chain was never broken"
+    );
+    publishing.abort();
     fixture.finish().await;
 }
 

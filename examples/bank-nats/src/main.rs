@@ -9,6 +9,12 @@
 //! cargo run -p bank-nats -- api
 //! cargo run -p bank-nats -- load 20 50    # 20 accounts x 50 deposits, then verified
 //! ```
+//!
+//! Workers share the command partitions out among themselves (each leases a fair share), so
+//! adding one adds handlers. Every worker process opens its own Postgres pool
+//! (`BANK_NATS_PG_CONNECTIONS`, default 10): commits that record events take turns in
+//! Postgres, so a deployment keeps the sum of its pools near what the database serves well
+//! rather than growing it with every worker.
 
 use std::time::Duration;
 
@@ -32,24 +38,28 @@ async fn nats() -> anyhow::Result<async_nats::Client> {
 async fn postgres() -> anyhow::Result<PostgresStore> {
     let url = std::env::var("SOURCEFLOW_PG_URL")
         .map_err(|_| anyhow::anyhow!("set SOURCEFLOW_PG_URL to the shared Postgres"))?;
+    let mut store = PostgresStore::builder(&url);
     // `SOURCEFLOW_PG_SCHEMA` keeps a deployment (or a test) in a schema of its own.
-    Ok(match std::env::var("SOURCEFLOW_PG_SCHEMA") {
-        Ok(schema) => PostgresStore::connect_with_schema(&url, &schema).await?,
-        Err(_) => PostgresStore::connect(&url).await?,
-    })
+    if let Ok(schema) = std::env::var("SOURCEFLOW_PG_SCHEMA") {
+        store = store.schema(schema);
+    }
+    // `BANK_NATS_PG_CONNECTIONS`: this process's pool size (default 10).
+    if let Ok(connections) = std::env::var("BANK_NATS_PG_CONNECTIONS") {
+        store = store.max_connections(connections.parse()?);
+    }
+    Ok(store.connect().await?)
 }
 
 /// Handles bank commands from NATS and publishes the events they record, until Ctrl-C.
 async fn worker() -> anyhow::Result<()> {
     // The full local pipeline: saga, balance view, overdraft reaction, over the shared store.
-    // No entity cache: any worker may handle any account next, so a cached state would often
-    // be stale, and a handler that refuses a command on a stale state is not retried.
+    // The entity cache stays on: an account's commands go to the worker leasing its partition.
     let flow = SourceFlow::builder()
         .store(postgres().await?)
-        .entity_cache(0)
         .build()
         .await?;
-    // A short ack_wait: a killed worker's unacknowledged command moves on within 5 seconds.
+    // A short ack_wait: a killed worker's partitions move on within the lease TTL (6 s), plus
+    // 5 seconds if it held commands.
     let worker = NatsCommandWorker::new(nats().await?, flow.clone(), topology())
         .ack_wait(Duration::from_secs(5));
     let publisher = NatsEventPublisher::new(nats().await?, flow.clone(), topology());
