@@ -72,13 +72,16 @@
 //! after `ack_wait`, before any newer command of the partition: a new owner that finds
 //! commands in flight elsewhere waits until they are acknowledged or `ack_wait` has passed
 //! (a worker that loses a lease stops pulling, stops extending deadlines and drops its
-//! handlers before the lease can be taken). A command that was committed but not acknowledged
-//! runs again as a duplicate: `dispatch_local` finds its message id in the store and returns
-//! the original receipt, so nothing is applied twice.
+//! handlers before the lease can be taken), then collects everything its first pull brings
+//! and puts each entity's commands in command stream order before running any (JetStream
+//! redelivers in the order messages expired). A command that was committed but not
+//! acknowledged runs again as a duplicate: `dispatch_local` finds its message id in the store
+//! and returns the original receipt, so nothing is applied twice.
 //!
-//! While a command is held (running or queued behind its entity's earlier ones), the worker
-//! extends its deadline with `+WPI` (progress) acks every half `ack_wait`, so a slow handler
-//! is not mistaken for a dead worker.
+//! While commands are held (running or queued behind their entity's earlier ones), the worker
+//! extends their deadlines with `+WPI` (progress) acks every half `ack_wait`, all of them at
+//! once in command stream order, so a slow handler is not mistaken for a dead worker and held
+//! commands expire in their order.
 //!
 //! Leases use `Nats-Expected-Last-Subject-Sequence` for compare-and-set and the stream's
 //! `max_age` for expiry, so only the NATS server's clock decides; a holder counts on its lease
