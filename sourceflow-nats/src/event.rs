@@ -501,19 +501,17 @@ async fn event_messages(
     crate::check_name(durable)?;
     let jetstream = jetstream::new(client.clone());
     let stream = topology.ensure_event_stream(&jetstream).await?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.to_owned()),
-                filter_subject: topology.event_filter(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                max_ack_pending: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| NatsError::Setup(e.into()))?;
+    let consumer = crate::create_consumer(
+        &stream,
+        consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: topology.event_filter(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     // One message is in flight at a time; a request for several saves pulls while they stream.
     Ok(Puller::new(durable, consumer, 64, PULL_EXPIRES))
 }
@@ -628,17 +626,18 @@ impl NatsViewFeeder {
         crate::check_name(&self.durable)?;
         let jetstream = jetstream::new(self.client.clone());
         let stream = self.topology.ensure_event_stream(&jetstream).await?;
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
+        let consumer = crate::create_consumer(
+            &stream,
+            consumer::pull::Config {
                 durable_name: Some(self.durable.clone()),
                 filter_subject: self.topology.event_filter(),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.ack_wait,
                 max_ack_pending: i64::try_from(self.batch).unwrap_or(i64::MAX),
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::Setup(e.into()))?;
+            },
+        )
+        .await?;
         let leases = Leases::open(
             jetstream,
             &self.topology,

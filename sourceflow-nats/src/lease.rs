@@ -92,10 +92,7 @@ impl Leases {
             max_age: topology.lease_ttl,
             ..Default::default()
         };
-        let stream = jetstream
-            .get_or_create_stream(config.clone())
-            .await
-            .map_err(|e| NatsError::Setup(e.into()))?;
+        let stream = crate::get_or_create_stream(&jetstream, config.clone()).await?;
         // The stream may predate this process: its expiry is what counts.
         let ttl = match stream.cached_info().config.max_age {
             Duration::ZERO => topology.lease_ttl,
@@ -115,11 +112,9 @@ impl Leases {
     /// Creates the stream again after the server lost it (leases live in memory, so a
     /// restarted server has none).
     async fn recreate(&self) -> Result<(), NatsError> {
-        self.jetstream
-            .get_or_create_stream(self.config.clone())
+        crate::get_or_create_stream(&self.jetstream, self.config.clone())
             .await
             .map(drop)
-            .map_err(|e| NatsError::Setup(e.into()))
     }
 
     /// How often a holder renews: six times per lease TTL, so that a few slow or failed

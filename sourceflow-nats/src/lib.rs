@@ -276,16 +276,17 @@ impl Topology {
         subject: String,
     ) -> Result<stream::Stream, NatsError> {
         check_name(&self.prefix)?;
-        jetstream
-            .get_or_create_stream(stream::Config {
+        get_or_create_stream(
+            jetstream,
+            stream::Config {
                 name,
                 subjects: vec![subject],
                 storage: self.storage,
                 duplicate_window: self.duplicate_window,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::Setup(e.into()))
+            },
+        )
+        .await
     }
 
     async fn ensure_command_stream(
@@ -328,6 +329,47 @@ impl Topology {
             }
         }
         Ok(())
+    }
+}
+
+/// Gets the stream, or creates it. Processes that start together race to create it, and the
+/// server may refuse the loser (for example as overlapping its own subjects): a refused
+/// creation is retried a few times, by which time the stream exists.
+async fn get_or_create_stream(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, NatsError> {
+    let mut attempt = 0u32;
+    loop {
+        match jetstream.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if attempt < 4 => {
+                attempt += 1;
+                tracing::debug!(stream = %config.name, error = %e, attempt, "creating a stream failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => return Err(NatsError::Setup(e.into())),
+        }
+    }
+}
+
+/// Creates the durable pull consumer, or updates it to `config`, retrying a refusal a few
+/// times as [`get_or_create_stream`] does (workers that start together race for it).
+async fn create_consumer(
+    stream: &stream::Stream,
+    config: jetstream::consumer::pull::Config,
+) -> Result<jetstream::consumer::PullConsumer, NatsError> {
+    let mut attempt = 0u32;
+    loop {
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) if attempt < 4 => {
+                attempt += 1;
+                tracing::debug!(consumer = ?config.durable_name, error = %e, attempt, "creating a consumer failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => return Err(NatsError::Setup(e.into())),
+        }
     }
 }
 

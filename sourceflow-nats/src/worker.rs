@@ -141,17 +141,18 @@ impl NatsCommandWorker {
         for partition in 0..self.topology.partitions {
             let name = self.topology.partition_consumer(partition);
             // Created, or updated to this worker's window and ack_wait.
-            let consumer: PullConsumer = stream
-                .create_consumer(consumer::pull::Config {
+            let consumer = crate::create_consumer(
+                &stream,
+                consumer::pull::Config {
                     durable_name: Some(name),
                     filter_subject: self.topology.partition_subject(partition),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
                     max_ack_pending: i64::try_from(self.window).unwrap_or(i64::MAX),
                     ..Default::default()
-                })
-                .await
-                .map_err(|e| NatsError::Setup(e.into()))?;
+                },
+            )
+            .await?;
             consumers.push(consumer);
         }
         let leases = Leases::open(
