@@ -501,19 +501,17 @@ async fn event_messages(
     crate::check_name(durable)?;
     let jetstream = jetstream::new(client.clone());
     let stream = topology.ensure_event_stream(&jetstream).await?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.to_owned()),
-                filter_subject: topology.event_filter(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                max_ack_pending: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| NatsError::Setup(e.into()))?;
+    let consumer = crate::create_consumer(
+        &stream,
+        consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: topology.event_filter(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     // One message is in flight at a time; a request for several saves pulls while they stream.
     Ok(Puller::new(durable, consumer, 64, PULL_EXPIRES))
 }
@@ -628,17 +626,18 @@ impl NatsViewFeeder {
         crate::check_name(&self.durable)?;
         let jetstream = jetstream::new(self.client.clone());
         let stream = self.topology.ensure_event_stream(&jetstream).await?;
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
+        let consumer = crate::create_consumer(
+            &stream,
+            consumer::pull::Config {
                 durable_name: Some(self.durable.clone()),
                 filter_subject: self.topology.event_filter(),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.ack_wait,
                 max_ack_pending: i64::try_from(self.batch).unwrap_or(i64::MAX),
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::Setup(e.into()))?;
+            },
+        )
+        .await?;
         let leases = Leases::open(
             jetstream,
             &self.topology,
@@ -655,7 +654,8 @@ impl NatsViewFeeder {
 
     /// Pulls and applies batches while `lease` is held.
     async fn feed(&self, consumer: consumer::PullConsumer, lease: &Lease) -> Result<(), NatsError> {
-        let Some(ack_wait) = await_handoff(&consumer, lease, || false).await? else {
+        let Some((ack_wait, mut inherited)) = await_handoff(&consumer, lease, || false).await?
+        else {
             return Ok(());
         };
         let mut puller = Puller::new(
@@ -676,15 +676,22 @@ impl NatsViewFeeder {
                 () = tokio::time::sleep(Duration::from_millis(250)) => continue,
             };
             let Some(first) = first else { continue };
-            // The first event, and whatever arrived with it.
+            // The first event, and whatever arrived with it; after a previous holder left
+            // events behind, everything the request brings (see `await_handoff`).
             let mut messages = vec![first];
             while messages.len() < self.batch {
-                match tokio::time::timeout(Duration::ZERO, puller.recv()).await {
+                let wait = if inherited {
+                    LEASED_PULL_EXPIRES + Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
+                };
+                match tokio::time::timeout(wait, puller.recv()).await {
                     Ok(Ok(Some(message))) => messages.push(message),
                     Ok(Err(e)) => return Err(e),
                     Ok(Ok(None)) | Err(_) => break,
                 }
             }
+            inherited = false;
             self.apply(messages, lease, ack_wait).await;
         }
     }
@@ -694,20 +701,20 @@ impl NatsViewFeeder {
     /// a time to terminate just that one. Other failures are retried in place, while the lease
     /// is held: applying an event after one that failed would skip the failed one for good.
     async fn apply(&self, messages: Vec<jetstream::Message>, lease: &Lease, ack_wait: Duration) {
-        let mut events = Vec::with_capacity(messages.len());
-        let mut carriers = Vec::with_capacity(messages.len());
+        let mut readable = Vec::with_capacity(messages.len());
         for message in messages {
             match wire::read_event(message.headers.as_ref(), &message.payload) {
-                Ok(event) => {
-                    events.push(event);
-                    carriers.push(message);
-                }
+                Ok(event) => readable.push((event, message)),
                 Err(reason) => {
                     let ack = poison(&self.poison, &self.durable, &message.subject, &reason);
                     self.ack(&message, ack).await;
                 }
             }
         }
+        // Redeliveries may come out of order; a view takes events in log order.
+        readable.sort_by_key(|(event, _)| event.position);
+        let (events, carriers): (Vec<RecordedEvent>, Vec<jetstream::Message>) =
+            readable.into_iter().unzip();
         let mut start = 0;
         let mut one_by_one = false;
         let mut failures = 0u32;

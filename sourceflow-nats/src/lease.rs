@@ -19,6 +19,7 @@ use std::time::Duration;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::context::{ConsumerInfoErrorKind, PublishErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use futures_util::TryStreamExt;
@@ -75,11 +76,14 @@ impl Leases {
     /// Creates the lease stream if needed. `margin` is how long before the lease's expiry its
     /// holder stops counting on it.
     pub(crate) async fn open(
-        jetstream: jetstream::Context,
+        mut jetstream: jetstream::Context,
         topology: &Topology,
         margin: Duration,
     ) -> Result<Self, NatsError> {
         crate::check_name(topology.prefix())?;
+        // A request that hangs must not use up a holder's slack: give up on it in time for
+        // the next renewal.
+        jetstream.set_timeout((topology.lease_ttl / 4).max(Duration::from_millis(500)));
         let config = stream::Config {
             name: topology.lease_stream(),
             subjects: vec![format!("{}.lease.>", topology.prefix())],
@@ -88,10 +92,7 @@ impl Leases {
             max_age: topology.lease_ttl,
             ..Default::default()
         };
-        let stream = jetstream
-            .get_or_create_stream(config.clone())
-            .await
-            .map_err(|e| NatsError::Setup(e.into()))?;
+        let stream = crate::get_or_create_stream(&jetstream, config.clone()).await?;
         // The stream may predate this process: its expiry is what counts.
         let ttl = match stream.cached_info().config.max_age {
             Duration::ZERO => topology.lease_ttl,
@@ -111,11 +112,9 @@ impl Leases {
     /// Creates the stream again after the server lost it (leases live in memory, so a
     /// restarted server has none).
     async fn recreate(&self) -> Result<(), NatsError> {
-        self.jetstream
-            .get_or_create_stream(self.config.clone())
+        crate::get_or_create_stream(&self.jetstream, self.config.clone())
             .await
             .map(drop)
-            .map_err(|e| NatsError::Setup(e.into()))
     }
 
     /// How often a holder renews: six times per lease TTL, so that a few slow or failed
@@ -183,16 +182,49 @@ impl Leases {
     /// holder); it then no longer counts as held.
     pub(crate) async fn renew(&self, lease: &Lease) -> Result<bool, NatsError> {
         let expected = *lock(&lease.sequence);
-        match self.put(&lease.key, expected).await? {
-            Some((sequence, until)) => {
+        if let Some((sequence, until)) = self.put(&lease.key, expected).await? {
+            *lock(&lease.sequence) = sequence;
+            *lock(&lease.until) = until;
+            return Ok(true);
+        }
+        // An earlier renewal may have been stored after its acknowledgement was lost (a
+        // timeout): the lease is then still this holder's, under a sequence it never heard of.
+        if let Some(sequence) = self.last_of_ours(&lease.key).await? {
+            if let Some((sequence, until)) = self.put(&lease.key, sequence).await? {
                 *lock(&lease.sequence) = sequence;
                 *lock(&lease.until) = until;
-                Ok(true)
+                return Ok(true);
             }
-            None => {
-                lease.forfeit();
-                Ok(false)
-            }
+        }
+        lease.forfeit();
+        Ok(false)
+    }
+
+    /// Extends `lease`, or takes it again if it was lost and no one else took it: for leases
+    /// that only tell that this process is alive (no one else ever takes them).
+    pub(crate) async fn keep(&self, lease: &Lease) -> Result<(), NatsError> {
+        if self.renew(lease).await? {
+            return Ok(());
+        }
+        if let Some((sequence, until)) = self.put(&lease.key, 0).await? {
+            *lock(&lease.sequence) = sequence;
+            *lock(&lease.until) = until;
+        }
+        Ok(())
+    }
+
+    /// The sequence of `key`'s message if this holder wrote it.
+    async fn last_of_ours(&self, key: &str) -> Result<Option<u64>, NatsError> {
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&self.subject(key))
+            .await
+        {
+            Ok(message) => Ok(
+                (message.payload.as_ref() == self.holder.as_bytes()).then_some(message.sequence)
+            ),
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+            Err(e) => Err(NatsError::Setup(e.into())),
         }
     }
 
@@ -236,8 +268,14 @@ impl Leases {
 
 /// Waits, after taking the lease of a consumer, until no message of it is in flight with a
 /// previous holder: each one is acknowledged, or has waited out the consumer's `ack_wait`
-/// (JetStream then redelivers it before any newer one). Returns that `ack_wait`, or `None` if
-/// the lease is lost or `give_up` turns true meanwhile.
+/// (JetStream then redelivers it before any newer one). Returns that `ack_wait` and whether
+/// the previous holder left messages behind, or `None` if the lease is lost or `give_up`
+/// turns true meanwhile.
+///
+/// JetStream redelivers expired messages in the order they expired, which need not be their
+/// stream order (a holder extends deadlines while others sit in its buffers); a holder that
+/// inherits messages therefore takes everything its first pull request brings, and puts it in
+/// order, before it handles any.
 ///
 /// # Errors
 /// [`NatsError::Consume`] if the consumer no longer exists.
@@ -245,7 +283,7 @@ pub(crate) async fn await_handoff(
     consumer: &PullConsumer,
     lease: &Lease,
     give_up: impl Fn() -> bool,
-) -> Result<Option<Duration>, NatsError> {
+) -> Result<Option<(Duration, bool)>, NatsError> {
     let mut deadline = None;
     loop {
         if !lease.held() || give_up() {
@@ -256,8 +294,11 @@ pub(crate) async fn await_handoff(
                 let ack_wait = info.config.ack_wait;
                 let deadline = *deadline
                     .get_or_insert_with(|| Instant::now() + ack_wait + Duration::from_secs(1));
-                if info.num_ack_pending == 0 || Instant::now() >= deadline {
-                    return Ok(Some(ack_wait));
+                if info.num_ack_pending == 0 {
+                    return Ok(Some((ack_wait, false)));
+                }
+                if Instant::now() >= deadline {
+                    return Ok(Some((ack_wait, true)));
                 }
                 tracing::debug!(
                     pending = info.num_ack_pending,

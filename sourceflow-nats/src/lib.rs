@@ -72,13 +72,16 @@
 //! after `ack_wait`, before any newer command of the partition: a new owner that finds
 //! commands in flight elsewhere waits until they are acknowledged or `ack_wait` has passed
 //! (a worker that loses a lease stops pulling, stops extending deadlines and drops its
-//! handlers before the lease can be taken). A command that was committed but not acknowledged
-//! runs again as a duplicate: `dispatch_local` finds its message id in the store and returns
-//! the original receipt, so nothing is applied twice.
+//! handlers before the lease can be taken), then collects everything its first pull brings
+//! and puts each entity's commands in command stream order before running any (JetStream
+//! redelivers in the order messages expired). A command that was committed but not
+//! acknowledged runs again as a duplicate: `dispatch_local` finds its message id in the store
+//! and returns the original receipt, so nothing is applied twice.
 //!
-//! While a command is held (running or queued behind its entity's earlier ones), the worker
-//! extends its deadline with `+WPI` (progress) acks every half `ack_wait`, so a slow handler
-//! is not mistaken for a dead worker.
+//! While commands are held (running or queued behind their entity's earlier ones), the worker
+//! extends their deadlines with `+WPI` (progress) acks every half `ack_wait`, all of them at
+//! once in command stream order, so a slow handler is not mistaken for a dead worker and held
+//! commands expire in their order.
 //!
 //! Leases use `Nats-Expected-Last-Subject-Sequence` for compare-and-set and the stream's
 //! `max_age` for expiry, so only the NATS server's clock decides; a holder counts on its lease
@@ -269,16 +272,17 @@ impl Topology {
         subject: String,
     ) -> Result<stream::Stream, NatsError> {
         check_name(&self.prefix)?;
-        jetstream
-            .get_or_create_stream(stream::Config {
+        get_or_create_stream(
+            jetstream,
+            stream::Config {
                 name,
                 subjects: vec![subject],
                 storage: self.storage,
                 duplicate_window: self.duplicate_window,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::Setup(e.into()))
+            },
+        )
+        .await
     }
 
     async fn ensure_command_stream(
@@ -321,6 +325,47 @@ impl Topology {
             }
         }
         Ok(())
+    }
+}
+
+/// Gets the stream, or creates it. Processes that start together race to create it, and the
+/// server may refuse the loser (for example as overlapping its own subjects): a refused
+/// creation is retried a few times, by which time the stream exists.
+async fn get_or_create_stream(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, NatsError> {
+    let mut attempt = 0u32;
+    loop {
+        match jetstream.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if attempt < 4 => {
+                attempt += 1;
+                tracing::debug!(stream = %config.name, error = %e, attempt, "creating a stream failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => return Err(NatsError::Setup(e.into())),
+        }
+    }
+}
+
+/// Creates the durable pull consumer, or updates it to `config`, retrying a refusal a few
+/// times as [`get_or_create_stream`] does (workers that start together race for it).
+async fn create_consumer(
+    stream: &stream::Stream,
+    config: jetstream::consumer::pull::Config,
+) -> Result<jetstream::consumer::PullConsumer, NatsError> {
+    let mut attempt = 0u32;
+    loop {
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) if attempt < 4 => {
+                attempt += 1;
+                tracing::debug!(consumer = ?config.durable_name, error = %e, attempt, "creating a consumer failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => return Err(NatsError::Setup(e.into())),
+        }
     }
 }
 

@@ -141,17 +141,18 @@ impl NatsCommandWorker {
         for partition in 0..self.topology.partitions {
             let name = self.topology.partition_consumer(partition);
             // Created, or updated to this worker's window and ack_wait.
-            let consumer: PullConsumer = stream
-                .create_consumer(consumer::pull::Config {
+            let consumer = crate::create_consumer(
+                &stream,
+                consumer::pull::Config {
                     durable_name: Some(name),
                     filter_subject: self.topology.partition_subject(partition),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
                     max_ack_pending: i64::try_from(self.window).unwrap_or(i64::MAX),
                     ..Default::default()
-                })
-                .await
-                .map_err(|e| NatsError::Setup(e.into()))?;
+                },
+            )
+            .await?;
             consumers.push(consumer);
         }
         let leases = Leases::open(
@@ -166,6 +167,7 @@ impl NatsCommandWorker {
             leases,
             consumers,
             owned: HashMap::new(),
+            renewed: Arc::default(),
             runners: JoinSet::new(),
         }
         .run()
@@ -292,18 +294,38 @@ struct Coordinator {
     member_key: String,
     consumers: Vec<PullConsumer>,
     owned: HashMap<u32, Owned>,
+    /// The partition leases the renewer keeps alive.
+    renewed: Arc<Mutex<Vec<Arc<Lease>>>>,
     runners: JoinSet<(u32, Result<(), NatsError>)>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Coordinator {
     async fn run(mut self) -> Result<(), NatsError> {
-        let mut member = self.leases.acquire(&self.member_key).await?;
+        let member = self
+            .leases
+            .acquire(&self.member_key)
+            .await?
+            .ok_or_else(|| NatsError::Setup("the worker's membership key is taken".into()))?;
+        // Renewals run on a task of their own, so that a slow rebalance never delays them.
+        let _renewer = AbortOnDrop(tokio::spawn(renew(
+            self.leases.clone(),
+            member,
+            self.renewed.clone(),
+        )));
         let mut tick = tokio::time::interval(self.leases.renew_every());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    member = self.renew(member).await;
                     if let Err(e) = self.rebalance().await {
                         warn!(error = %e, "cannot rebalance the command partitions");
                     }
@@ -311,6 +333,7 @@ impl Coordinator {
                 Some(joined) = self.runners.join_next() => {
                     let (partition, result) = joined.map_err(|e| NatsError::Setup(e.into()))?;
                     if let Some(owned) = self.owned.remove(&partition) {
+                        lock(&self.renewed).retain(|lease| !Arc::ptr_eq(lease, &owned.lease));
                         // Given up with nothing in flight: free it now, for the next owner to
                         // start at once. (A lost lease is left to age out.)
                         if owned.lease.held() {
@@ -322,35 +345,6 @@ impl Coordinator {
                 }
             }
         }
-    }
-
-    /// Renews the membership (taking it again if it aged out) and every partition lease.
-    async fn renew(&self, member: Option<Lease>) -> Option<Lease> {
-        let partitions = join_all(self.owned.values().map(|o| self.leases.renew(&o.lease)));
-        let member = async {
-            match member {
-                Some(lease) => match self.leases.renew(&lease).await {
-                    Ok(true) => Some(lease),
-                    Ok(false) => self.leases.acquire(&self.member_key).await.ok().flatten(),
-                    Err(e) => {
-                        warn!(error = %e, "cannot renew the worker's membership");
-                        Some(lease)
-                    }
-                },
-                None => self.leases.acquire(&self.member_key).await.ok().flatten(),
-            }
-        };
-        let (renewed, member) = tokio::join!(partitions, member);
-        for (result, owned) in renewed.into_iter().zip(self.owned.values()) {
-            match result {
-                Ok(true) => {}
-                Ok(false) => warn!(lease = owned.lease.key(), "partition lease lost"),
-                Err(e) => {
-                    warn!(lease = owned.lease.key(), error = %e, "cannot renew a partition lease")
-                }
-            }
-        }
-        member
     }
 
     /// Moves towards `ceil(partitions / live workers)` partitions.
@@ -416,6 +410,7 @@ impl Coordinator {
             };
             self.runners
                 .spawn(async move { (partition, runner.run().await) });
+            lock(&self.renewed).push(lease.clone());
             self.owned.insert(partition, Owned { lease, stop });
             lock(&self.worker.counters.partitions).insert(partition);
             info!(partition, share, live, "partition leased");
@@ -425,12 +420,36 @@ impl Coordinator {
     }
 }
 
+/// Renews a worker's membership and partition leases, every `lease_ttl / 6`, forever.
+async fn renew(leases: Leases, member: Lease, partitions: Arc<Mutex<Vec<Arc<Lease>>>>) {
+    let mut tick = tokio::time::interval(leases.renew_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let current: Vec<Arc<Lease>> = lock(&partitions).clone();
+        let (renewed, kept) = tokio::join!(
+            join_all(current.iter().map(|lease| leases.renew(lease))),
+            leases.keep(&member)
+        );
+        if let Err(e) = kept {
+            warn!(error = %e, "cannot renew the worker's membership");
+        }
+        for (result, lease) in renewed.into_iter().zip(&current) {
+            match result {
+                Ok(true) => {}
+                Ok(false) => warn!(lease = lease.key(), "partition lease lost"),
+                Err(e) => warn!(lease = lease.key(), error = %e, "cannot renew a partition lease"),
+            }
+        }
+    }
+}
+
 /// A command held by a runner: queued behind its stream's earlier commands, or running.
 struct Held {
     message: jetstream::Message,
     envelope: Envelope,
-    /// When JetStream last heard that it is being worked on.
-    progressed: Instant,
+    /// Its position in the command stream.
+    sequence: u64,
 }
 
 /// Handles one leased partition.
@@ -445,16 +464,21 @@ impl Runner {
     async fn run(mut self) -> Result<(), NatsError> {
         let name = self.consumer.cached_info().name.clone();
         let stop = self.stop.clone();
-        let Some(ack_wait) = await_handoff(&self.consumer, &self.lease, || *stop.borrow()).await?
+        let Some((ack_wait, inherited)) =
+            await_handoff(&self.consumer, &self.lease, || *stop.borrow()).await?
         else {
             return Ok(());
         };
+        // Commands a previous owner left are all collected from the first request, in order,
+        // before any runs.
+        let mut collecting = inherited;
         let window = self.worker.window;
         let mut puller = Puller::new(name, self.consumer.clone(), window, LEASED_PULL_EXPIRES);
         let mut queues: HashMap<StreamId, VecDeque<Held>> = HashMap::new();
         let mut held = 0usize;
         let mut handlers: JoinSet<(StreamId, Outcome)> = JoinSet::new();
         let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+        let mut progressed = Instant::now();
         loop {
             if !self.lease.held() {
                 // Another worker may own the partition soon: stop everything at once and
@@ -495,7 +519,17 @@ impl Runner {
                     }
                 }
                 received = puller.recv(), if puller.is_open() => {
-                    let Some(message) = received? else { continue };
+                    let Some(message) = received? else {
+                        if collecting {
+                            collecting = false;
+                            for queue in queues.values() {
+                                if let Some(first) = queue.front() {
+                                    self.start(&mut handlers, first);
+                                }
+                            }
+                        }
+                        continue;
+                    };
                     let envelope = match wire::read_envelope(message.headers.as_ref()) {
                         Ok(envelope) => envelope,
                         Err(reason) => {
@@ -503,18 +537,27 @@ impl Runner {
                             continue;
                         }
                     };
+                    let sequence = message.info().map_or(0, |info| info.stream_sequence);
                     let queue = queues.entry(envelope.stream.clone()).or_default();
-                    queue.push_back(Held { message, envelope, progressed: Instant::now() });
+                    // In command stream order, behind the command running (if any).
+                    let running = usize::from(!collecting && !queue.is_empty());
+                    let at = queue
+                        .iter()
+                        .skip(running)
+                        .position(|held| held.sequence > sequence)
+                        .map_or(queue.len(), |i| i + running);
+                    queue.insert(at, Held { message, envelope, sequence });
                     held += 1;
-                    if queue.len() == 1 {
+                    if !collecting && queue.len() == 1 {
                         if let Some(first) = queue.front() {
                             self.start(&mut handlers, first);
                         }
                     }
                 }
                 _ = housekeeping.tick() => {
-                    if self.lease.held() {
-                        extend_deadlines(&mut queues, ack_wait / 2).await;
+                    if self.lease.held() && progressed.elapsed() >= ack_wait / 2 {
+                        progressed = Instant::now();
+                        extend_deadlines(&queues).await;
                     }
                 }
                 _ = self.stop.changed(), if !stopping => {}
@@ -553,15 +596,17 @@ impl Runner {
     }
 }
 
-/// Tells JetStream that the commands held longer than `every` are still being worked on.
-async fn extend_deadlines(queues: &mut HashMap<StreamId, VecDeque<Held>>, every: Duration) {
-    let now = Instant::now();
-    for held in queues.values_mut().flatten() {
-        if now.duration_since(held.progressed) >= every {
-            held.progressed = now;
-            if let Err(e) = held.message.ack_with(AckKind::Progress).await {
-                debug!(error = %e, "progress ack failed");
-            }
+/// Tells JetStream that every held command is still being worked on.
+///
+/// All of them at once, in command stream order: JetStream redelivers expired messages in the
+/// order they expire, and a new owner must get one entity's commands back in their order. A
+/// command delivered after this still expires later than every one extended here.
+async fn extend_deadlines(queues: &HashMap<StreamId, VecDeque<Held>>) {
+    let mut held: Vec<&Held> = queues.values().flatten().collect();
+    held.sort_unstable_by_key(|held| held.sequence);
+    for held in held {
+        if let Err(e) = held.message.ack_with(AckKind::Progress).await {
+            debug!(error = %e, "progress ack failed");
         }
     }
 }

@@ -189,7 +189,6 @@ impl Fixture {
         Fixture {
             topology: Topology::new(format!("t{}", &tag[..12]))
                 .partitions(partitions)
-                .lease_ttl(Duration::from_secs(4))
                 .in_memory(),
             env,
             store: Arc::new(store),
@@ -681,8 +680,8 @@ async fn a_worker_takes_its_partitions_again_after_the_server_lost_the_leases() 
         .delete_stream(fixture.topology.lease_stream())
         .await
         .expect("delete the lease stream");
-    // Past the lease TTL the worker no longer counts on its old leases.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Past the lease TTL (6 s) the worker no longer counts on its old leases.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     for n in 4..=6 {
         let receipt = sender
             .send("ledger-0", Step { n })
