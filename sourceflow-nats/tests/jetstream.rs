@@ -159,12 +159,12 @@ struct Env {
     pg: String,
 }
 
-fn env(test: &str) -> Option<Env> {
+fn env(test: &str) -> Env {
     match (
         std::env::var("SOURCEFLOW_NATS_URL"),
         std::env::var("SOURCEFLOW_PG_URL"),
     ) {
-        (Ok(nats), Ok(pg)) => Some(Env { nats, pg }),
+        (Ok(nats), Ok(pg)) => Env { nats, pg },
         _ => panic!(
             "{test}: built with SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL set, run without them; \
              set both (or rebuild without them to have it reported as ignored)"
@@ -363,9 +363,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn two_workers_handle_every_command_once_in_stream_order() {
-    let Some(env) = env("two_workers_handle_every_command_once_in_stream_order") else {
-        return;
-    };
+    let env = env("two_workers_handle_every_command_once_in_stream_order");
     let fixture = Fixture::new(env, 16).await;
     let (first, first_task) = fixture.spawn_worker().await;
     let (second, second_task) = fixture.spawn_worker().await;
@@ -454,9 +452,7 @@ async fn two_workers_handle_every_command_once_in_stream_order() {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn one_worker_runs_several_entities_at_once_and_each_entity_in_order() {
-    let Some(env) = env("one_worker_runs_several_entities_at_once_and_each_entity_in_order") else {
-        return;
-    };
+    let env = env("one_worker_runs_several_entities_at_once_and_each_entity_in_order");
     // One partition, one worker: whatever runs at once runs in one partition of one worker.
     let fixture = Fixture::new(env, 1).await;
     let (worker, task) = fixture.spawn_worker().await;
@@ -524,9 +520,7 @@ async fn one_worker_runs_several_entities_at_once_and_each_entity_in_order() {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn a_refusal_on_a_stale_cached_entity_is_checked_against_the_store() {
-    let Some(env) = env("a_refusal_on_a_stale_cached_entity_is_checked_against_the_store") else {
-        return;
-    };
+    let env = env("a_refusal_on_a_stale_cached_entity_is_checked_against_the_store");
     let fixture = Fixture::new(env, 1).await;
     let (worker, task) = fixture.spawn_worker().await;
     let dispatcher =
@@ -576,9 +570,7 @@ async fn a_refusal_on_a_stale_cached_entity_is_checked_against_the_store() {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn a_view_feeder_applies_waiting_events_in_batches_exactly_once() {
-    let Some(env) = env("a_view_feeder_applies_waiting_events_in_batches_exactly_once") else {
-        return;
-    };
+    let env = env("a_view_feeder_applies_waiting_events_in_batches_exactly_once");
     let fixture = Fixture::new(env, 2).await;
     let origin = fixture.worker_flow().await;
     for s in 0..5 {
@@ -664,10 +656,7 @@ async fn a_view_feeder_applies_waiting_events_in_batches_exactly_once() {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn a_worker_takes_its_partitions_again_after_the_server_lost_the_leases() {
-    let Some(env) = env("a_worker_takes_its_partitions_again_after_the_server_lost_the_leases")
-    else {
-        return;
-    };
+    let env = env("a_worker_takes_its_partitions_again_after_the_server_lost_the_leases");
     let fixture = Fixture::new(env, 2).await;
     let (worker, task) = fixture.spawn_worker().await;
     let sender = fixture.sender(Delivery::Reply).await;
@@ -711,9 +700,7 @@ const REPLY_BOUND: Duration = Duration::from_secs(5);
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn under_concurrent_load_every_command_is_answered_within_seconds() {
-    let Some(env) = env("under_concurrent_load_every_command_is_answered_within_seconds") else {
-        return;
-    };
+    let env = env("under_concurrent_load_every_command_is_answered_within_seconds");
     // One worker: no other worker's pull request can hide a partition that stopped pulling.
     let fixture = Fixture::new(env, 8).await;
     let (worker, task) = fixture.spawn_worker().await;
@@ -767,9 +754,7 @@ async fn under_concurrent_load_every_command_is_answered_within_seconds() {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn a_killed_worker_loses_nothing_and_applies_nothing_twice() {
-    let Some(env) = env("a_killed_worker_loses_nothing_and_applies_nothing_twice") else {
-        return;
-    };
+    let env = env("a_killed_worker_loses_nothing_and_applies_nothing_twice");
     let fixture = Fixture::new(env, 8).await;
     let (doomed, doomed_task) = fixture.spawn_worker().await;
     let (survivor, survivor_task) = fixture.spawn_worker().await;
@@ -833,9 +818,7 @@ async fn a_killed_worker_loses_nothing_and_applies_nothing_twice() {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn poison_messages_are_terminated_and_the_partition_keeps_flowing() {
-    let Some(env) = env("poison_messages_are_terminated_and_the_partition_keeps_flowing") else {
-        return;
-    };
+    let env = env("poison_messages_are_terminated_and_the_partition_keeps_flowing");
     // One partition: the poison sits in front of the good commands.
     let fixture = Fixture::new(env, 1).await;
     let (worker, task) = fixture.spawn_worker().await;
@@ -950,9 +933,7 @@ impl EventHandler for StepCounter {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn published_events_reach_a_remote_subscriber_exactly_once() {
-    let Some(env) = env("published_events_reach_a_remote_subscriber_exactly_once") else {
-        return;
-    };
+    let env = env("published_events_reach_a_remote_subscriber_exactly_once");
     let fixture = Fixture::new(env, 4).await;
     let flow = fixture.worker_flow().await;
     for s in 0..5 {
@@ -1048,10 +1029,7 @@ async fn published_events_reach_a_remote_subscriber_exactly_once() {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails() {
-    let Some(env) = env("a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails")
-    else {
-        return;
-    };
+    let env = env("a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails");
     let fixture = Fixture::new(env, 2).await;
     let flow = fixture.worker_flow().await;
     let publisher = NatsEventPublisher::new(
@@ -1140,9 +1118,7 @@ async fn a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails() 
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn a_resent_message_id_is_answered_with_the_original_receipt() {
-    let Some(env) = env("a_resent_message_id_is_answered_with_the_original_receipt") else {
-        return;
-    };
+    let env = env("a_resent_message_id_is_answered_with_the_original_receipt");
     let fixture = Fixture::new(env, 2).await;
     let (worker, task) = fixture.spawn_worker().await;
     let sender = fixture.sender(Delivery::Reply).await;
@@ -1201,9 +1177,7 @@ impl SeenStepsView {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn published_events_feed_remote_views_exactly_once() {
-    let Some(env) = env("published_events_feed_remote_views_exactly_once") else {
-        return;
-    };
+    let env = env("published_events_feed_remote_views_exactly_once");
     let fixture = Fixture::new(env, 2).await;
     let origin = fixture.worker_flow().await;
     let publisher = NatsEventPublisher::new(
