@@ -54,7 +54,7 @@ pub trait Command: Message {}
 /// A fact recorded in an entity's stream.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event",
-    label = "`#[projects_on]` and `#[subscribes]` methods take an event",
+    label = "`#[projects_on]`, `#[subscribes]` and `#[applies]` methods take an event",
     note = "derive it with `#[derive(Serialize, Deserialize, Event)]`; if `{Self}` is a \
             command, handle it with `#[handles]` in a `#[saga]` instead"
 )]
