@@ -12,7 +12,8 @@ use sourceflow::prelude::*;
 use sourceflow::store::{ModelWrite, Store};
 use sourceflow::RecordedEvent;
 use sourceflow_nats::{
-    EventHandler, NatsCommandDispatcher, NatsCommandWorker, NatsEventSubscriber, Topology,
+    EventHandler, NatsCommandDispatcher, NatsCommandWorker, NatsEventSubscriber, NatsViewFeeder,
+    Topology,
 };
 
 // ---- version 2 of the domain: `amount` became `cents`, the event was renamed and gained a
@@ -70,6 +71,28 @@ impl Wallets {
             cents: cmd.cents,
             currency: "EUR".into(),
         });
+    }
+}
+
+/// What a read side knows of a wallet: the amounts funded, as version 2 reads them.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, ViewModel)]
+#[view_model(name = "nv.Funding")]
+struct Funding {
+    cents: Vec<i64>,
+    currencies: Vec<String>,
+}
+
+/// Registered explicitly by the read side only (no `Default`: not discovered by workers).
+struct FundingView {
+    _read_side_only: (),
+}
+
+#[view(model = Funding, name = "nv.FundingView")]
+impl FundingView {
+    #[projects_on]
+    fn funded(&self, funding: &mut Funding, e: &WalletFunded) {
+        funding.cents.push(e.cents);
+        funding.currencies.push(e.currency.clone());
     }
 }
 
@@ -369,5 +392,81 @@ async fn v1_events_reach_a_v2_consumer_as_v2_and_a_newer_one_stops_it_until_a_ne
     );
     let rest: Vec<i64> = newer_seen.lock().unwrap().iter().map(|e| e.cents).collect();
     assert_eq!(rest, [6, 7]);
+    fixture.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
+async fn a_view_feeder_reads_v1_events_as_v2_and_stands_still_at_one_it_cannot_decode() {
+    let fixture = Fixture::new("a_view_feeder_reads_v1_events_as_v2").await;
+    let read_store: Arc<dyn Store> = Arc::new(sourceflow::MemoryStore::new());
+    let read_side = SourceFlow::builder()
+        .shared_store(read_store.clone())
+        .without_discovery()
+        .view(FundingView {
+            _read_side_only: (),
+        })
+        .build()
+        .await
+        .expect("read side");
+    let feeder = NatsViewFeeder::new(
+        fixture.client().await,
+        read_side.clone(),
+        fixture.topology.clone(),
+        "funding",
+    );
+    let running = feeder.clone();
+    let task = tokio::spawn(async move { running.run().await });
+    tokio::time::sleep(Duration::from_millis(300)).await; // the feeder creates the stream
+    let subject = fixture.topology.event_subject("nv.Wallet");
+    for (name, version, position, body) in [
+        ("nv.Funded", 1, 1, &br#"{"amount":5}"#[..]),
+        ("nv.WalletFunded", 2, 2, br#"{"cents":6,"currency":"EUR"}"#),
+        (
+            "nv.WalletFunded",
+            3,
+            3,
+            br#"{"cents":7,"currency":"CHF","memo":"v3"}"#,
+        ),
+        ("nv.WalletFunded", 2, 4, br#"{"cents":8,"currency":"EUR"}"#),
+    ] {
+        fixture
+            .publish(
+                subject.clone(),
+                event_headers(name, version, position, "w1"),
+                body,
+            )
+            .await;
+    }
+    wait_for("the feeder to stop at the version 3 event", async || {
+        feeder.stopped_at().is_some()
+    })
+    .await;
+    let stopped = feeder.stopped_at().expect("stopped");
+    assert!(stopped.contains("version 3 at position 3"), "{stopped}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let funding: Funding = read_side
+        .view_model("w1")
+        .await
+        .expect("read")
+        .expect("the events before it were applied");
+    assert_eq!(
+        funding.cents,
+        [5, 6],
+        "the version 1 event read as version 2, nothing after 3"
+    );
+    assert_eq!(funding.currencies, ["EUR", "EUR"]);
+    assert_eq!(feeder.poisoned(), 0, "nothing terminated");
+    assert_eq!(
+        read_store
+            .get_position("nv.FundingView")
+            .await
+            .expect("position"),
+        Position(2)
+    );
+    task.abort();
     fixture.finish().await;
 }

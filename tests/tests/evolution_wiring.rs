@@ -82,7 +82,7 @@ async fn every_upcaster_mistake_is_reported_at_build_and_nothing_is_written() {
         "two upcasters read version 1 of wiring.Posted: posted_v1 and posted_v1_again; keep one",
     );
     expect("wire name \"wiring.Posted\" is an earlier name of");
-    expect("upcasters of command wiring.Orphan (orphan_v1) are declared but no saga of this flow handles it");
+    expect("upcasters of command wiring.Orphan (orphan_v1) are declared but no saga handles it");
     assert_eq!(problems.len(), 5, "{problems:#?}");
     expect("command wiring.Orphan has no saga handling it");
     assert_eq!(store.head().await.expect("head"), Position::START);

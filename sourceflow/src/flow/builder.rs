@@ -163,7 +163,7 @@ impl Builder {
         let (sagas, mut streams) = check::check_saga_owners(registry, &chosen, &mut problems);
         check::check_wire_names(registry, &mut problems);
         check::check_aliases(registry, &mut problems);
-        check::check_upcasters(registry, &sagas, &mut problems);
+        check::check_upcasters(registry, &mut problems);
         check::check_commands_handled(
             registry,
             &sagas,
