@@ -153,6 +153,34 @@ pub use base::{error, message, validate};
 pub use context::{reaction as aggregate, saga, view};
 pub use write::bus;
 
+/// Scheduled commands: durable, cancellable, fired exactly once.
+///
+/// A saga handler schedules a command with [`SagaContext::schedule`] (committed with its unit
+/// of work) and cancels one with [`SagaContext::cancel`]; outside handlers,
+/// [`SourceFlow::schedule`] and [`SourceFlow::cancel`]. The flow's scheduler (started by the
+/// builder, see [`Builder::scheduler`]) claims due schedules, oldest first, and sends each
+/// command through the ordinary dispatch path with a message id derived from the schedule id,
+/// so the command runs once even when several processes share the store or one dies while
+/// firing. A cancel and a firing of one schedule are exclusive: exactly one wins, and
+/// [`SourceFlow::cancel`] reports which ([`CancelOutcome`]).
+///
+/// The time comes from the flow's [`Clock`]: the [`SystemClock`] by default, a
+/// [`ManualClock`] in tests, which [`testing::SagaTest`](crate::testing::SagaTest) advances.
+///
+/// Metrics: `sourceflow.schedule.scheduled`, `.fired`, `.cancelled`, `.failed` (counters) and
+/// `sourceflow.schedule.fire_delay_seconds` (histogram: how late after its due time a command
+/// was sent); spans `sourceflow.schedule.fire`.
+pub mod schedule {
+    pub use crate::base::clock::{Clock, ManualClock, SystemClock};
+    pub use crate::store::schedule::{
+        CancelOutcome, NewSchedule, ScheduleChanges, ScheduleId, ScheduleRecord, ScheduleState,
+        ScheduleStore, When,
+    };
+    pub use crate::write::schedule::SchedulerOptions;
+    #[allow(unused_imports)]
+    use crate::{Builder, SagaContext, SourceFlow};
+}
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

@@ -16,6 +16,7 @@ mod columns;
 mod error;
 mod open;
 mod queries;
+mod schedule;
 mod writer;
 
 use std::fmt;

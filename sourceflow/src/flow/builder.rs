@@ -17,7 +17,9 @@ use crate::signals::Signals;
 use crate::store::Store;
 use crate::write::bus::{CommandDispatcher, RetryPolicy};
 use crate::write::cache::{EntityCache, StreamLocks};
+use crate::write::schedule::{SchedulerOptions, Scheduling};
 use crate::write::WriteSide;
+use crate::base::clock::{Clock, SystemClock};
 
 /// A component registered by value: its type, kind, Rust name and the instance.
 pub(super) type Instance = (TypeId, ComponentKind, &'static str, ErasedComponent);
@@ -32,6 +34,8 @@ pub struct Builder {
     keep_outbox: bool,
     background: HashSet<TypeId>,
     entity_cache: usize,
+    clock: Arc<dyn Clock>,
+    scheduler: SchedulerOptions,
 }
 
 impl Default for Builder {
@@ -45,6 +49,8 @@ impl Default for Builder {
             keep_outbox: false,
             background: HashSet::new(),
             entity_cache: 10_000,
+            clock: Arc::new(SystemClock),
+            scheduler: SchedulerOptions::default(),
         }
     }
 }
@@ -111,6 +117,27 @@ impl Builder {
     pub fn entity_cache(mut self, capacity: usize) -> Self {
         self.entity_cache = capacity;
         self
+    }
+
+    /// The clock delays are counted on and due schedules are judged by (the system clock by
+    /// default; a [`ManualClock`](crate::schedule::ManualClock) in tests).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How this process fires scheduled commands. On by default;
+    /// [`SchedulerOptions::disabled`] (or [`without_scheduler`](Self::without_scheduler)) for
+    /// processes that only read.
+    pub fn scheduler(mut self, options: SchedulerOptions) -> Self {
+        self.scheduler = options;
+        self
+    }
+
+    /// Runs no scheduler in this process: scheduled commands are still made and cancelled
+    /// here, and fired by other processes (or by [`SourceFlow::fire_due`]).
+    pub fn without_scheduler(self) -> Self {
+        self.scheduler(SchedulerOptions::disabled())
     }
 
     /// How conflicting writes are retried.
@@ -203,6 +230,7 @@ impl Builder {
             entities: EntityCache::new(self.entity_cache),
             stream_locks: StreamLocks::new(),
             in_flight: AtomicUsize::new(0),
+            scheduling: Scheduling::new(self.clock, self.scheduler),
         };
         let flow = SourceFlow {
             inner: Arc::new(FlowInner {
@@ -213,6 +241,7 @@ impl Builder {
         flow.catch_up().await?;
         flow.drain_outbox().await;
         flow.start_background();
+        flow.start_scheduler();
         Ok(flow)
     }
 }
