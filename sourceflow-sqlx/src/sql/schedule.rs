@@ -31,6 +31,11 @@ macro_rules! schedule_columns {
 }
 pub(crate) use schedule_columns;
 
+/// Whether any schedule is claimable at `$1`: read on the reader pool before a claim, so an
+/// idle scheduler's poll costs a read, not a write transaction.
+const ANY_CLAIMABLE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM sf_schedules \
+     WHERE ready_at IS NOT NULL AND ready_at <= $1 LIMIT 1) s";
+
 /// A scheduling write (or a read that both backends run where they write).
 #[derive(Debug)]
 pub(crate) enum ScheduleWrite {
@@ -148,6 +153,16 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let rows = super::read::fetch(
+            self.backend(),
+            "claimable schedules",
+            ANY_CLAIMABLE,
+            &[super::read::Param::Time(now)],
+        )
+        .await?;
+        if rows.first().map(|row| row.int(0)).transpose()?.unwrap_or(0) == 0 {
+            return Ok(Vec::new());
+        }
         let claim = ScheduleWrite::Claim {
             now,
             lease_until,
