@@ -75,7 +75,13 @@ pub async fn schedules_commit_with_their_unit(store: Arc<dyn Store>) {
     let state = |id| async move { sched.get_schedule(id).await.unwrap().map(|r| r.state) };
     assert_eq!(state(first.id).await, Some(ScheduleState::Cancelled));
     assert_eq!(state(second.id).await, Some(ScheduleState::Pending));
-    assert_eq!(sched.get_schedule(ScheduleId(Uuid::now_v7())).await.unwrap(), None);
+    assert_eq!(
+        sched
+            .get_schedule(ScheduleId(Uuid::now_v7()))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// A resent unit (a duplicate) and a conflicting one schedule and cancel nothing.
@@ -116,7 +122,10 @@ pub async fn refused_units_schedule_nothing(store: Arc<dyn Store>) {
             },
         )
         .await;
-    assert!(matches!(refused, Err(StoreError::Conflict { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
     assert_eq!(sched.get_schedule(resent.id).await.unwrap(), None);
     assert_eq!(sched.get_schedule(conflicting.id).await.unwrap(), None);
     assert_eq!(
@@ -139,7 +148,11 @@ pub async fn claims_take_due_schedules_oldest_first(store: Arc<dyn Store>) {
     changed.due = at(1);
     sched.add_schedules(vec![changed]).await.unwrap();
 
-    assert!(sched.claim_due(at(9), at(100), 10).await.unwrap().is_empty());
+    assert!(sched
+        .claim_due(at(9), at(100), 10)
+        .await
+        .unwrap()
+        .is_empty());
     // Leased until 35: claimable again after that, before the schedules due at 40 and 50.
     let claimed = sched.claim_due(at(30), at(35), 10).await.unwrap();
     let dues: Vec<_> = claimed.iter().map(|r| r.schedule.due).collect();
@@ -148,7 +161,11 @@ pub async fn claims_take_due_schedules_oldest_first(store: Arc<dyn Store>) {
         .iter()
         .all(|r| r.state == ScheduleState::Firing && r.attempts == 1));
     // Leased: nobody else gets them, the rest is not due.
-    assert!(sched.claim_due(at(34), at(100), 10).await.unwrap().is_empty());
+    assert!(sched
+        .claim_due(at(34), at(100), 10)
+        .await
+        .unwrap()
+        .is_empty());
     // One is fired; the lease of the others ends, they are claimed again.
     sched
         .mark_fired(&[claimed[0].schedule.id], at(31))
@@ -171,7 +188,14 @@ pub async fn claims_take_due_schedules_oldest_first(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert_eq!(record.state, ScheduleState::Fired);
-    assert!(sched.claim_due(at(10_000), at(20_000), 10).await.unwrap().len() == 4);
+    assert!(
+        sched
+            .claim_due(at(10_000), at(20_000), 10)
+            .await
+            .unwrap()
+            .len()
+            == 4
+    );
 }
 
 /// A cancel wins over a later claim and loses to an earlier one, and says which.
@@ -269,11 +293,15 @@ pub async fn cancel_racing_claim_has_one_winner(store: Arc<dyn Store>) {
     for i in 0..200 {
         let schedule = schedule_at(at(0), i);
         let id = schedule.id;
-        schedules(&store).add_schedules(vec![schedule]).await.unwrap();
+        schedules(&store)
+            .add_schedules(vec![schedule])
+            .await
+            .unwrap();
         let (a, b) = (store.clone(), store.clone());
-        let claim = tokio::spawn(async move {
-            schedules(&a).claim_due(at(1), at(1_000), 10).await.unwrap()
-        });
+        let claim =
+            tokio::spawn(
+                async move { schedules(&a).claim_due(at(1), at(1_000), 10).await.unwrap() },
+            );
         let cancel =
             tokio::spawn(async move { schedules(&b).cancel_schedule(id, at(1)).await.unwrap() });
         let (claimed, outcome) = (claim.await.unwrap(), cancel.await.unwrap());
@@ -289,7 +317,12 @@ pub async fn cancel_racing_claim_has_one_winner(store: Arc<dyn Store>) {
             }
             other => panic!("unexpected cancel outcome {other:?}"),
         }
-        let state = schedules(&store).get_schedule(id).await.unwrap().unwrap().state;
+        let state = schedules(&store)
+            .get_schedule(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state;
         assert_eq!(
             state,
             if was_claimed {

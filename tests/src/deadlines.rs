@@ -145,7 +145,13 @@ pub async fn deadline_fires_once_when_due(store: Arc<dyn Store>) {
     let flow = manual_flow(store.clone(), &clock).await;
     let id = EntityId::from("r-1");
     let reserved = flow
-        .send(&id, Reserve { ttl_secs: 1800, refuse: false })
+        .send(
+            &id,
+            Reserve {
+                ttl_secs: 1800,
+                refuse: false,
+            },
+        )
         .await
         .unwrap();
     let r: Reservation = state(&flow, &id).await;
@@ -155,7 +161,10 @@ pub async fn deadline_fires_once_when_due(store: Arc<dyn Store>) {
     let record = &pending[0];
     assert_eq!(record.schedule.id, deadline);
     assert_eq!(record.state, ScheduleState::Pending);
-    assert_eq!(record.schedule.due, When::After(Duration::from_secs(1800)).due(clock.now()));
+    assert_eq!(
+        record.schedule.due,
+        When::After(Duration::from_secs(1800)).due(clock.now())
+    );
     let envelope = &record.schedule.command.envelope;
     assert_eq!(envelope.name, "test.Expire");
     assert_eq!(envelope.stream, StreamId::of::<Reservation>(&id));
@@ -183,7 +192,10 @@ pub async fn deadline_fires_once_when_due(store: Arc<dyn Store>) {
     assert_eq!(fired.correlation_id, commands[0].envelope.correlation_id);
     let settled = flow.scheduled(deadline).await.unwrap().unwrap();
     assert_eq!(settled.state, ScheduleState::Fired);
-    assert_eq!(flow.cancel(deadline).await.unwrap(), CancelOutcome::AlreadyFired);
+    assert_eq!(
+        flow.cancel(deadline).await.unwrap(),
+        CancelOutcome::AlreadyFired
+    );
     assert!(flow.pending_schedules(None, 10).await.unwrap().is_empty());
 }
 
@@ -192,9 +204,15 @@ pub async fn cancelled_deadline_never_fires(store: Arc<dyn Store>) {
     let clock = ManualClock::new();
     let flow = manual_flow(store, &clock).await;
     let id = EntityId::from("r-2");
-    flow.send(&id, Reserve { ttl_secs: 60, refuse: false })
-        .await
-        .unwrap();
+    flow.send(
+        &id,
+        Reserve {
+            ttl_secs: 60,
+            refuse: false,
+        },
+    )
+    .await
+    .unwrap();
     let deadline = state::<Reservation>(&flow, &id).await.deadline.unwrap();
     flow.send(&id, Confirm).await.unwrap();
     assert_eq!(
@@ -205,7 +223,10 @@ pub async fn cancelled_deadline_never_fires(store: Arc<dyn Store>) {
     assert_eq!(flow.fire_due().await.unwrap(), 0);
     let r: Reservation = state(&flow, &id).await;
     assert_eq!((r.confirmed, r.expired), (true, 0));
-    assert_eq!(flow.cancel(deadline).await.unwrap(), CancelOutcome::AlreadyCancelled);
+    assert_eq!(
+        flow.cancel(deadline).await.unwrap(),
+        CancelOutcome::AlreadyCancelled
+    );
 }
 
 /// A refused handler schedules nothing; a replay schedules nothing and returns the same ids,
@@ -214,14 +235,28 @@ pub async fn refused_and_replayed_handlers_schedule_nothing(store: Arc<dyn Store
     let clock = ManualClock::new();
     let flow = manual_flow(store, &clock).await;
     let id = EntityId::from("r-3");
-    let refused = flow.send(&id, Reserve { ttl_secs: 0, refuse: true }).await;
+    let refused = flow
+        .send(
+            &id,
+            Reserve {
+                ttl_secs: 0,
+                refuse: true,
+            },
+        )
+        .await;
     assert!(matches!(refused, Err(Error::Rejected(_))), "{refused:?}");
     assert!(flow.pending_schedules(None, 10).await.unwrap().is_empty());
     assert_eq!(flow.fire_due().await.unwrap(), 0);
 
-    flow.send(&id, Reserve { ttl_secs: 60, refuse: false })
-        .await
-        .unwrap();
+    flow.send(
+        &id,
+        Reserve {
+            ttl_secs: 60,
+            refuse: false,
+        },
+    )
+    .await
+    .unwrap();
     let stored = state::<Reservation>(&flow, &id).await;
     assert!(stored.deadline.is_some());
     assert_eq!(flow.pending_schedules(None, 10).await.unwrap().len(), 1);
@@ -242,7 +277,10 @@ pub async fn schedule_and_cancel_outside_handlers(store: Arc<dyn Store>) {
     let later = clock.now() + chrono::Duration::minutes(5);
     let cancelled = flow.schedule(later, &id, Tick { n: 1 }).await.unwrap();
     let kept = flow.schedule(later, &id, Tick { n: 2 }).await.unwrap();
-    assert_eq!(flow.cancel(cancelled).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(
+        flow.cancel(cancelled).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
     assert_eq!(
         flow.cancel(cancelled).await.unwrap(),
         CancelOutcome::AlreadyCancelled
@@ -253,7 +291,10 @@ pub async fn schedule_and_cancel_outside_handlers(store: Arc<dyn Store>) {
     );
     clock.set(later);
     assert_eq!(flow.fire_due().await.unwrap(), 1);
-    assert_eq!(flow.cancel(kept).await.unwrap(), CancelOutcome::AlreadyFired);
+    assert_eq!(
+        flow.cancel(kept).await.unwrap(),
+        CancelOutcome::AlreadyFired
+    );
     assert_eq!(state::<Ticks>(&flow, &id).await.seen, [2]);
     // A command no saga handles is refused when scheduled.
     #[derive(Debug, Clone, Serialize, Deserialize, Command)]
@@ -309,7 +350,11 @@ pub async fn cancel_racing_fire_has_one_winner(store: Arc<dyn Store>) {
     eprintln!("cancel won {cancelled} times, fire {fired} times");
     let mut seen: Vec<u64> = Vec::new();
     for k in 0..10 {
-        seen.extend(state::<Ticks>(&firing, &EntityId::from(format!("race-{k}"))).await.seen);
+        seen.extend(
+            state::<Ticks>(&firing, &EntityId::from(format!("race-{k}")))
+                .await
+                .seen,
+        );
     }
     assert_eq!(seen.len() as u32, fired);
 }

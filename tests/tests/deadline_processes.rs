@@ -171,7 +171,10 @@ async fn two_schedulers_one_killed(shared: Shared) {
             .unwrap();
         commands += log.len();
         for command in &log {
-            assert!(message_ids.insert(command.envelope.message_id), "{id}: a command twice");
+            assert!(
+                message_ids.insert(command.envelope.message_id),
+                "{id}: a command twice"
+            );
         }
         let mut seen = flow.replay::<Ticks>(id.as_str()).await.unwrap().seen;
         seen.sort_unstable();

@@ -14,7 +14,7 @@ use sqlx::{Executor, Postgres as Pg};
 use uuid::Uuid;
 
 use super::commit::{
-    bind_inline, inline_outcome, BindEnvelope, EventArrays, InlineArrays, Outcome, OutboxArrays,
+    bind_inline, inline_outcome, BindEnvelope, EventArrays, InlineArrays, OutboxArrays, Outcome,
 };
 use super::error::{classify, is_unique_violation};
 use super::queries::COMMIT_INLINE;
@@ -116,7 +116,10 @@ impl<'a> ScheduleArrays<'a> {
         Ok(arrays)
     }
 
-    async fn insert<'e>(&self, executor: impl Executor<'e, Database = Pg>) -> Result<(), sqlx::Error> {
+    async fn insert<'e>(
+        &self,
+        executor: impl Executor<'e, Database = Pg>,
+    ) -> Result<(), sqlx::Error> {
         if self.ids.is_empty() {
             return Ok(());
         }
@@ -147,7 +150,8 @@ impl Postgres {
     pub(super) async fn schedules(&self, write: ScheduleWrite) -> Result<Written, StoreError> {
         let pool = &self.pool;
         let answer = match write {
-            ScheduleWrite::Commit(unit, changes) => {
+            ScheduleWrite::Commit(commit) => {
+                let (unit, changes) = *commit;
                 ScheduleAnswer::Receipt(self.commit_scheduled(unit, changes).await?)
             }
             ScheduleWrite::Add(schedules) => {

@@ -39,7 +39,7 @@ const ANY_CLAIMABLE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM sf_schedules \
 /// A scheduling write (or a read that both backends run where they write).
 #[derive(Debug)]
 pub(crate) enum ScheduleWrite {
-    Commit(UnitOfWork, ScheduleChanges),
+    Commit(Box<(UnitOfWork, ScheduleChanges)>),
     Add(Vec<NewSchedule>),
     Cancel {
         id: ScheduleId,
@@ -123,7 +123,12 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
         unit: UnitOfWork,
         changes: ScheduleChanges,
     ) -> Result<CommandReceipt, StoreError> {
-        match schedule_answer(self.backend(), ScheduleWrite::Commit(unit, changes)).await? {
+        match schedule_answer(
+            self.backend(),
+            ScheduleWrite::Commit(Box::new((unit, changes))),
+        )
+        .await?
+        {
             ScheduleAnswer::Receipt(receipt) => Ok(receipt),
             other => Err(unexpected::<B>(other)),
         }

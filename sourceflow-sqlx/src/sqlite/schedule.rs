@@ -4,7 +4,9 @@
 
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, Params};
-use sourceflow::schedule::{CancelOutcome, NewSchedule, ScheduleChanges, ScheduleId, ScheduleState};
+use sourceflow::schedule::{
+    CancelOutcome, NewSchedule, ScheduleChanges, ScheduleId, ScheduleState,
+};
 use sourceflow::store::{StoreError, UnitOfWork};
 
 use super::columns::{bound_text, time_text, ValueRow};
@@ -49,8 +51,8 @@ const PENDING_SCHEDULES: &str = concat!(
 /// Runs one scheduling write inside the writer's transaction.
 pub(super) fn apply(connection: &Connection, write: &ScheduleWrite) -> Result<Written, StoreError> {
     let answer = match write {
-        ScheduleWrite::Commit(unit, changes) => {
-            ScheduleAnswer::Receipt(commit_scheduled(connection, unit, changes)?)
+        ScheduleWrite::Commit(commit) => {
+            ScheduleAnswer::Receipt(commit_scheduled(connection, &commit.0, &commit.1)?)
         }
         ScheduleWrite::Add(schedules) => {
             insert(connection, schedules)?;

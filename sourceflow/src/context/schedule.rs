@@ -40,10 +40,14 @@ impl ScheduleRequests {
             add: self
                 .add
                 .into_iter()
-                .map(|r| NewSchedule {
-                    id: r.id,
-                    due: r.when.due(now),
-                    command: r.command,
+                .map(|mut r| {
+                    // The command records when it was scheduled, on the flow's clock.
+                    r.command.envelope.timestamp = now;
+                    NewSchedule {
+                        id: r.id,
+                        due: r.when.due(now),
+                        command: r.command,
+                    }
                 })
                 .collect(),
             cancel: self.cancel,

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use super::{check, FlowInner, SourceFlow};
+use crate::base::clock::{Clock, SystemClock};
 use crate::base::error::Error;
 use crate::codec::ErasedComponent;
 use crate::context::saga::CommandStreams;
@@ -19,7 +20,6 @@ use crate::write::bus::{CommandDispatcher, RetryPolicy};
 use crate::write::cache::{EntityCache, StreamLocks};
 use crate::write::schedule::{SchedulerOptions, Scheduling};
 use crate::write::WriteSide;
-use crate::base::clock::{Clock, SystemClock};
 
 /// A component registered by value: its type, kind, Rust name and the instance.
 pub(super) type Instance = (TypeId, ComponentKind, &'static str, ErasedComponent);

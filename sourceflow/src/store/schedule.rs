@@ -27,7 +27,9 @@ use super::{OutboxMessage, StoreError, UnitOfWork};
 use crate::base::message::CommandReceipt;
 
 /// The id of a scheduled command, returned by `schedule` and taken by `cancel`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct ScheduleId(pub Uuid);
 

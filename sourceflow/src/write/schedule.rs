@@ -155,9 +155,17 @@ impl WriteSide {
         let store = self.schedule_store()?;
         let schedule = ScheduleId(Uuid::now_v7());
         let message_id = schedule.message_id();
-        let mut message = follow_up(&self.streams, id, &command, message_id, message_id, message_id)?;
+        let mut message = follow_up(
+            &self.streams,
+            id,
+            &command,
+            message_id,
+            message_id,
+            message_id,
+        )?;
         message.envelope.causation_id = None;
         let now = self.scheduling.clock.now();
+        message.envelope.timestamp = now;
         store
             .add_schedules(vec![NewSchedule {
                 id: schedule,
@@ -249,7 +257,11 @@ impl WriteSide {
 
     /// Sends one claimed schedule's command. `Err` only for a transient fault (the claim then
     /// stands and the schedule is fired again after its lease).
-    async fn fire<P: Projector>(&self, projector: &P, record: ScheduleRecord) -> Result<(), StoreError> {
+    async fn fire<P: Projector>(
+        &self,
+        projector: &P,
+        record: ScheduleRecord,
+    ) -> Result<(), StoreError> {
         let NewSchedule { id, due, command } = record.schedule;
         let mut envelope = command.envelope;
         envelope.timestamp = crate::base::message::now();
