@@ -106,6 +106,22 @@ pub struct Tick {
     pub n: u64,
 }
 
+/// Asks for a tick a minute later (through a reaction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(name = "test.Ping")]
+pub struct Ping {
+    /// The tick's number.
+    pub n: u64,
+}
+
+/// A ping was received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(name = "test.Pinged")]
+pub struct Pinged {
+    /// The tick's number.
+    pub n: u64,
+}
+
 /// Owns tick logs.
 #[derive(Default)]
 pub struct TickSaga;
@@ -115,6 +131,28 @@ impl TickSaga {
     #[handles]
     async fn tick(&self, t: &mut Ticks, cmd: &Tick, _: &mut SagaContext) {
         t.seen.push(cmd.n);
+    }
+
+    #[handles]
+    async fn ping(&self, _: &mut Ticks, cmd: &Ping, cx: &mut SagaContext) {
+        cx.publish(Pinged { n: cmd.n });
+    }
+}
+
+/// The name [`PongAggregate`]'s position is kept under.
+const PONG: &str = "test.PongAggregate";
+
+/// Reacts to pings: a tick to `pong` one minute after the ping, and one to `pong-ack` now.
+#[derive(Default)]
+pub struct PongAggregate;
+
+#[aggregate(entity = Ticks, name = "test.PongAggregate")]
+impl PongAggregate {
+    #[subscribes]
+    async fn on_pinged(&self, e: &Pinged, cx: &mut ReactionContext) {
+        cx.schedule(Duration::from_secs(60), "pong", Tick { n: e.n });
+        // And an immediate acknowledgement, through the outbox.
+        cx.send_to("pong-ack", Tick { n: e.n });
     }
 }
 
@@ -126,6 +164,7 @@ pub async fn manual_flow(store: Arc<dyn Store>, clock: &ManualClock) -> SourceFl
         .without_discovery()
         .saga(ReservationSaga)
         .saga(TickSaga)
+        .aggregate(PongAggregate)
         .clock(clock.clone())
         .without_scheduler()
         .build()
@@ -398,6 +437,45 @@ pub async fn overdue_schedules_fire_at_start_in_due_order(store: Arc<dyn Store>)
     assert_eq!(flow.fire_due().await.unwrap(), 0);
 }
 
+/// A reaction's schedule is made once per event, even when the reaction runs again (events
+/// delivered a second time), with the event as causation; it fires a minute after the event.
+pub async fn reactions_schedule_once_per_event(store: Arc<dyn Store>) {
+    let clock = ManualClock::new();
+    let flow = manual_flow(store.clone(), &clock).await;
+    let receipt = flow.send("pinger", Ping { n: 5 }).await.unwrap();
+    let pinged = &receipt.events[0];
+    let pending = flow.pending_schedules(None, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let envelope = &pending[0].schedule.command.envelope;
+    assert_eq!(envelope.causation_id, Some(pinged.envelope.message_id));
+    assert_eq!(envelope.correlation_id, pinged.envelope.correlation_id);
+    assert_eq!(
+        pending[0].schedule.due,
+        pinged.envelope.timestamp + chrono::Duration::seconds(60)
+    );
+    // The reaction runs again for the same event: a second handle on the store (a process
+    // started after a crash), from the reaction's stored position, which is behind.
+    store.set_position(PONG, Position::START).await.unwrap();
+    let again = manual_flow(store.clone(), &clock).await;
+    assert!(
+        again.stats().events_projected >= 1,
+        "the reaction ran again"
+    );
+    assert_eq!(again.pending_schedules(None, 10).await.unwrap().len(), 1);
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(flow.fire_due().await.unwrap(), 1);
+    assert_eq!(
+        state::<Ticks>(&flow, &EntityId::from("pong")).await.seen,
+        [5]
+    );
+    assert_eq!(
+        state::<Ticks>(&flow, &EntityId::from("pong-ack"))
+            .await
+            .seen,
+        [5]
+    );
+}
+
 /// Instantiates the deadline scenarios for one backend factory (see
 /// [`backends`](crate::backends)).
 #[macro_export]
@@ -410,6 +488,7 @@ macro_rules! deadline_suite {
             schedule_and_cancel_outside_handlers,
             cancel_racing_fire_has_one_winner,
             overdue_schedules_fire_at_start_in_due_order,
+            reactions_schedule_once_per_event,
         );
     };
     (@tests $attributes:tt $factory:path; $($name:ident),* $(,)?) => {
