@@ -335,14 +335,6 @@ pub async fn schedule_and_cancel_outside_handlers(store: Arc<dyn Store>) {
         CancelOutcome::AlreadyFired
     );
     assert_eq!(state::<Ticks>(&flow, &id).await.seen, [2]);
-    // A command no saga handles is refused when scheduled.
-    #[derive(Debug, Clone, Serialize, Deserialize, Command)]
-    #[command(name = "test.Unhandled")]
-    struct Unhandled;
-    assert!(matches!(
-        flow.schedule(later, &id, Unhandled).await,
-        Err(Error::NoHandler { .. })
-    ));
 }
 
 /// A cancel racing the firing of the same due schedule, 1,000 times, from two handles on the
