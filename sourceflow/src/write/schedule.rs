@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::HashMap;
+use futures_util::stream::{self, StreamExt};
 use tracing::{debug_span, error, warn, Instrument};
 use uuid::Uuid;
 
@@ -18,7 +20,7 @@ use super::bus::OutgoingCommand;
 use super::{Projector, WriteSide};
 use crate::base::clock::Clock;
 use crate::base::error::{Error, Location};
-use crate::base::message::{Command, CommandReceipt, EntityId};
+use crate::base::message::{Command, CommandReceipt, EntityId, StreamId};
 use crate::codec::command_record;
 use crate::context::saga::follow_up;
 use crate::context::schedule::ScheduleRequests;
@@ -111,6 +113,9 @@ impl Scheduling {
         }
     }
 }
+
+/// How many entities' scheduled commands one scheduler sends at once.
+const FIRING_CONCURRENCY: usize = 32;
 
 fn unsupported() -> StoreError {
     StoreError::Unsupported("scheduled commands")
@@ -232,18 +237,39 @@ impl WriteSide {
                 break;
             }
             let full = claimed.len() >= options.batch;
-            let mut done = Vec::with_capacity(claimed.len());
-            let mut deferred = false;
+            // One entity's commands in due order, entities side by side (a store with group
+            // commit shares their commits).
+            let mut by_stream: Vec<Vec<ScheduleRecord>> = Vec::new();
+            let mut index: HashMap<StreamId, usize> = HashMap::default();
             for record in claimed {
-                let id = record.schedule.id;
-                match self.fire(projector, record).await {
-                    Ok(()) => done.push(id),
-                    Err(e) => {
-                        warn!(error = %e, schedule = %id, "scheduled command deferred; it fires again after its lease");
-                        deferred = true;
-                        break;
+                let stream = record.schedule.command.envelope.stream.clone();
+                let at = *index.entry(stream).or_insert_with(|| {
+                    by_stream.push(Vec::new());
+                    by_stream.len() - 1
+                });
+                by_stream[at].push(record);
+            }
+            let outcomes: Vec<(Vec<ScheduleId>, bool)> = stream::iter(by_stream)
+                .map(|records| async move {
+                    let mut done = Vec::with_capacity(records.len());
+                    for record in records {
+                        let id = record.schedule.id;
+                        if let Err(e) = self.fire(projector, record).await {
+                            warn!(error = %e, schedule = %id, "scheduled command deferred; it fires again after its lease");
+                            return (done, true);
+                        }
+                        done.push(id);
                     }
-                }
+                    (done, false)
+                })
+                .buffer_unordered(FIRING_CONCURRENCY)
+                .collect()
+                .await;
+            let mut done = Vec::new();
+            let mut deferred = false;
+            for (ids, stopped) in outcomes {
+                done.extend(ids);
+                deferred |= stopped;
             }
             fired += done.len() as u64;
             store.mark_fired(&done, self.scheduling.clock.now()).await?;
@@ -262,6 +288,7 @@ impl WriteSide {
         projector: &P,
         record: ScheduleRecord,
     ) -> Result<(), StoreError> {
+        let attempts = record.attempts;
         let NewSchedule { id, due, command } = record.schedule;
         let mut envelope = command.envelope;
         envelope.timestamp = crate::base::message::now();
@@ -274,7 +301,7 @@ impl WriteSide {
             schedule = %id,
             command = %name,
             stream = %envelope.stream,
-            attempt = record.attempts,
+            attempt = attempts,
         );
         let stream = envelope.stream.to_string();
         let outcome = match command_record(&envelope.name) {
@@ -285,7 +312,10 @@ impl WriteSide {
                         payload: command.payload,
                         message,
                     };
-                    self.dispatch(projector, command, true, false)
+                    // A first attempt needs no duplicate check beforehand: the store
+                    // answers a message id it has seen with its receipt anyway. After a
+                    // crash, the check spares the handler a run.
+                    self.dispatch(projector, command, attempts > 1, false)
                         .instrument(span)
                         .await
                 }
