@@ -1,7 +1,8 @@
 //! Scheduled commands fired by real OS processes sharing one database: two scheduler processes
 //! on one SQLite file and two on one Postgres database (ignored unless `SOURCEFLOW_PG_URL` is
 //! set when the tests are built), 1,000 schedules due within a few seconds, one process killed
-//! with SIGKILL mid-run and restarted: every schedule fires exactly once.
+//! with SIGKILL while it holds claims, then it and a second one finishing the work: every
+//! schedule fires exactly once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -55,7 +56,10 @@ async fn sqlite() -> Shared {
 async fn postgres() -> Shared {
     let url = sourceflow_tests::backends::pg_url();
     let schema = format!("sf_deadl_{}", uuid::Uuid::new_v4().simple());
-    let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema)
+    let store = sourceflow_sqlx::PostgresStore::builder(&url)
+        .schema(&schema)
+        .max_connections(4)
+        .connect()
         .await
         .unwrap();
     Shared {
@@ -130,21 +134,51 @@ async fn two_schedulers_one_killed(shared: Shared) {
         let id = EntityId::from(format!("p-{}", n % STREAMS));
         ids.push((flow.schedule(due, &id, Tick { n }).await.unwrap(), n));
     }
-    let a = start(&shared.spec).await;
-    let b = start(&shared.spec).await;
-    // Kill `a` once the firing is under way.
-    let mut spins = 0;
-    while pending(&flow).await > (SCHEDULES as usize) * 3 / 4 {
-        spins += 1;
-        assert!(spins < 6_000, "the schedulers make progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // The first scheduler alone, killed once a tenth has fired, while it holds claims
+    // (schedules it is firing). A kill that lands between two claims is repeated, later.
+    let mut held: Vec<ScheduleId> = Vec::new();
+    for attempt in 1..=5 {
+        let mut a = start(&shared.spec).await;
+        let threshold = SCHEDULES as usize * (10 - attempt) / 10;
+        let mut spins = 0;
+        loop {
+            // Counted first (the slower read), so the kill follows the claim check at once.
+            if pending(&flow).await <= threshold {
+                let first = flow.pending_schedules(None, 100).await.unwrap();
+                if first.iter().any(|r| r.state == ScheduleState::Firing) {
+                    break;
+                }
+            }
+            spins += 1;
+            assert!(spins < 60_000, "the scheduler makes progress");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        a.kill().expect("SIGKILL");
+        let _ = a.wait();
+        held = flow
+            .pending_schedules(None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.state == ScheduleState::Firing)
+            .map(|r| r.schedule.id)
+            .collect();
+        if !held.is_empty() {
+            break;
+        }
     }
-    let mut a = a;
-    a.kill().expect("SIGKILL");
-    let _ = a.wait();
+    assert!(
+        !held.is_empty(),
+        "the scheduler was killed while holding claims"
+    );
     let left = pending(&flow).await;
-    eprintln!("killed one scheduler with {left} schedules pending");
+    eprintln!(
+        "killed the scheduler with {left} schedules pending, {} of them claimed by it",
+        held.len()
+    );
     assert!(left > 0, "killed mid-run");
+    // Two schedulers share the rest, the killed one's claims once their lease ends.
+    let b = start(&shared.spec).await;
     let a = start(&shared.spec).await;
     let (a, b) = tokio::join!(wait_for(a), wait_for(b));
     assert!(a.success() && b.success(), "{a:?} {b:?}");
@@ -152,13 +186,23 @@ async fn two_schedulers_one_killed(shared: Shared) {
     // Every schedule fired, each command ran once.
     assert_eq!(pending(&flow).await, 0);
     let mut by_stream: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut claimed_again = 0;
     for (schedule, n) in &ids {
         let record = flow.scheduled(*schedule).await.unwrap().unwrap();
         assert_eq!(record.state, ScheduleState::Fired, "schedule {n}");
+        claimed_again += usize::from(record.attempts > 1);
         by_stream
             .entry(format!("p-{}", n % STREAMS))
             .or_default()
             .push(*n);
+    }
+    eprintln!("{claimed_again} schedules claimed again after the kill");
+    for id in &held {
+        let record = flow.scheduled(*id).await.unwrap().unwrap();
+        assert!(
+            record.attempts > 1,
+            "a claim of the killed scheduler was claimed again"
+        );
     }
     let mut commands = 0;
     let mut message_ids = HashSet::new();

@@ -23,7 +23,10 @@ async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
     }
     if let Some(rest) = spec.strip_prefix("postgres:") {
         let (url, schema) = rest.rsplit_once('#').ok_or("postgres:URL#SCHEMA")?;
-        let store = sourceflow_sqlx::PostgresStore::connect_with_schema(url, schema)
+        let store = sourceflow_sqlx::PostgresStore::builder(url)
+            .schema(schema)
+            .max_connections(4)
+            .connect()
             .await
             .map_err(|e| e.to_string())?;
         return Ok(Arc::new(store));
