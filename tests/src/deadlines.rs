@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sourceflow::prelude::*;
 use sourceflow::schedule::{CancelOutcome, Clock, ManualClock, ScheduleId, ScheduleState, When};
 use sourceflow::store::Store;
+use sourceflow::CommandReceipt;
 use sourceflow::Verification;
 
 /// A reservation that expires unless confirmed in time.
@@ -468,6 +469,79 @@ pub async fn reactions_schedule_once_per_event(store: Arc<dyn Store>) {
     );
 }
 
+/// A transport stand-in: takes the ticks and runs them on a worker flow, counting them.
+struct ToWorker {
+    worker: SourceFlow,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl sourceflow::CommandDispatcher for ToWorker {
+    fn name(&self) -> &str {
+        "to-worker"
+    }
+
+    fn accepts(&self, command: &sourceflow::OutgoingCommand) -> bool {
+        command.envelope.name == "test.Tick"
+    }
+
+    async fn dispatch(
+        &self,
+        command: sourceflow::OutgoingCommand,
+    ) -> Result<CommandReceipt, Error> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.worker
+            .dispatch_local(command.envelope, command.payload)
+            .await
+    }
+}
+
+/// A fired command goes through the flow's dispatchers (a transport runs it on its workers),
+/// with its derived message id: firing it again is a duplicate there.
+pub async fn fired_commands_go_through_dispatchers(store: Arc<dyn Store>) {
+    let clock = ManualClock::new();
+    let worker = manual_flow(store.clone(), &clock).await;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let front = SourceFlow::builder()
+        .shared_store(store.clone())
+        .without_discovery()
+        .saga(ReservationSaga)
+        .dispatcher(ToWorker {
+            worker: worker.clone(),
+            sent: sent.clone(),
+        })
+        .clock(clock.clone())
+        .without_scheduler()
+        .build()
+        .await
+        .unwrap();
+    let id = EntityId::from("remote-ticks");
+    let schedule = front
+        .schedule(clock.now(), &id, Tick { n: 3 })
+        .await
+        .unwrap();
+    assert_eq!(front.fire_due().await.unwrap(), 1);
+    assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(state::<Ticks>(&worker, &id).await.seen, [3]);
+    // The same command again (as after a crash before the schedule was marked fired).
+    let again = worker
+        .dispatch_local(
+            front
+                .scheduled(schedule)
+                .await
+                .unwrap()
+                .unwrap()
+                .schedule
+                .command
+                .envelope,
+            serde_json::to_vec(&Tick { n: 3 }).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(state::<Ticks>(&worker, &id).await.seen, [3]);
+}
+
 /// Instantiates the deadline scenarios for one backend factory (see
 /// [`backends`](crate::backends)).
 #[macro_export]
@@ -481,6 +555,7 @@ macro_rules! deadline_suite {
             cancel_racing_fire_has_one_winner,
             overdue_schedules_fire_at_start_in_due_order,
             reactions_schedule_once_per_event,
+            fired_commands_go_through_dispatchers,
         );
     };
     (@tests $attributes:tt $factory:path; $($name:ident),* $(,)?) => {
