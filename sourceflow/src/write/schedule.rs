@@ -219,9 +219,10 @@ impl WriteSide {
     /// Fires every schedule due now, oldest first, claim by claim: the number fired.
     ///
     /// # Errors
-    /// [`Error::Store`] if claiming or marking fails; a command that fails is logged and
-    /// counted (`sourceflow.schedule.failed`) and still marked fired, as a follow-up command
-    /// would be.
+    /// [`Error::Store`] if claiming or marking fails. A command that can never succeed
+    /// (refused, invalid, unknown) is logged, counted (`sourceflow.schedule.failed`) and marked
+    /// fired, as a follow-up command would be; one that met a transient fault or contention
+    /// beyond the retry budget stays claimed and fires again when its lease ends.
     pub(crate) async fn fire_due<P: Projector>(&self, projector: &P) -> Result<u64, Error> {
         let Some(store) = self.store.schedules() else {
             return Ok(0);
@@ -281,13 +282,10 @@ impl WriteSide {
         Ok(fired)
     }
 
-    /// Sends one claimed schedule's command. `Err` only for a transient fault (the claim then
-    /// stands and the schedule is fired again after its lease).
-    async fn fire<P: Projector>(
-        &self,
-        projector: &P,
-        record: ScheduleRecord,
-    ) -> Result<(), StoreError> {
+    /// Sends one claimed schedule's command. `Err` only for a fault worth another try (a
+    /// transient store fault, contention beyond the retry budget): the claim then stands and
+    /// the schedule is fired again after its lease.
+    async fn fire<P: Projector>(&self, projector: &P, record: ScheduleRecord) -> Result<(), Error> {
         let attempts = record.attempts;
         let NewSchedule { id, due, command } = record.schedule;
         let mut envelope = command.envelope;
@@ -342,7 +340,9 @@ impl WriteSide {
                 }
                 Ok(())
             }
-            Err(Error::Store(e)) if e.is_transient() => Err(e),
+            // Worth another try: it fires again once its claim's lease ends.
+            Err(e @ Error::Store(StoreError::Transient(_))) => Err(e),
+            Err(e @ Error::Concurrency { .. }) => Err(e),
             Err(e) => {
                 // A command that can never succeed (refused, unknown, invalid) is reported and
                 // settled, not retried forever.
