@@ -113,12 +113,16 @@ impl SourceFlow {
         runtime.spawn(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                if let Err(e) = inner.write.fire_due(&*inner.read).await {
-                    tracing::warn!(error = %e, "scheduler pass failed; retrying");
-                }
+                let wait = match inner.write.fire_due(&*inner.read).await {
+                    Ok(_) => inner.write.next_wait().await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduler pass failed; retrying");
+                        poll
+                    }
+                };
                 // Only the weak handle survives the wait, so dropping the flow ends the task.
                 drop(inner);
-                let _ = tokio::time::timeout(poll, wake.notified()).await;
+                let _ = tokio::time::timeout(wait, wake.notified()).await;
             }
         });
     }

@@ -68,7 +68,9 @@ impl SchedulerOptions {
     }
 
     /// How often the scheduler looks for due schedules that other processes made (its own
-    /// wake it at once). A command fires at most about this long after it is due.
+    /// wake it at once). Between passes it sleeps until the earliest pending schedule falls
+    /// due, or this long if that is later: a command made by another process less than this
+    /// long before it is due fires at most about this late.
     pub fn poll(mut self, every: Duration) -> Self {
         self.poll = every.max(Duration::from_millis(1));
         self
@@ -214,6 +216,28 @@ impl WriteSide {
             .schedule_store()?
             .pending_schedules(after, limit)
             .await?)
+    }
+
+    /// How long the scheduler may sleep before its next pass: until the earliest pending
+    /// schedule falls due, at most the polling interval (a schedule another process makes may
+    /// fall due sooner). A schedule already due that this process did not claim (another one
+    /// holds it) waits for the next poll.
+    pub(crate) async fn next_wait(&self) -> Duration {
+        let poll = self.scheduling.options.poll;
+        let Some(store) = self.store.schedules() else {
+            return poll;
+        };
+        let first = match store.pending_schedules(None, 1).await {
+            Ok(first) => first,
+            Err(_) => return poll,
+        };
+        let Some(record) = first.first() else {
+            return poll;
+        };
+        match (record.schedule.due - self.scheduling.clock.now()).to_std() {
+            Ok(until) if !until.is_zero() => until.min(poll),
+            _ => poll,
+        }
     }
 
     /// Fires every schedule due now, oldest first, claim by claim: the number fired.
