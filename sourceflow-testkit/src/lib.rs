@@ -215,6 +215,7 @@ macro_rules! __conformance_group {
             refused_units_schedule_nothing,
             claims_take_due_schedules_oldest_first,
             cancels_and_claims_exclude_each_other,
+            released_claims_are_claimed_again_but_never_cancelled,
             concurrent_claims_never_share_a_schedule,
             cancel_racing_claim_has_one_winner,
             pending_schedules_page_in_due_order,

@@ -255,6 +255,45 @@ pub async fn cancels_and_claims_exclude_each_other(store: Arc<dyn Store>) {
     assert!(sched.pending_schedules(None, 10).await.unwrap().is_empty());
 }
 
+/// A released claim may be claimed again from the given time on, and stays uncancellable.
+pub async fn released_claims_are_claimed_again_but_never_cancelled(store: Arc<dyn Store>) {
+    let sched = schedules(&store);
+    let one = schedule_at(at(10), 1);
+    sched.add_schedules(vec![one.clone()]).await.unwrap();
+    assert_eq!(
+        sched.claim_due(at(10), at(1_000), 10).await.unwrap().len(),
+        1
+    );
+    sched.release_claims(&[one.id], at(20)).await.unwrap();
+    assert_eq!(
+        sched.cancel_schedule(one.id, at(15)).await.unwrap(),
+        CancelOutcome::AlreadyFired
+    );
+    assert!(sched
+        .claim_due(at(19), at(1_000), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = sched.claim_due(at(20), at(1_000), 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].state, again[0].attempts),
+        (ScheduleState::Firing, 2)
+    );
+    sched.mark_fired(&[one.id], at(21)).await.unwrap();
+    // Releasing a fired schedule changes nothing.
+    sched.release_claims(&[one.id], at(22)).await.unwrap();
+    assert!(sched
+        .claim_due(at(10_000), at(20_000), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        sched.get_schedule(one.id).await.unwrap().map(|r| r.state),
+        Some(ScheduleState::Fired)
+    );
+}
+
 /// Four claimers racing over 300 due schedules take each exactly once.
 pub async fn concurrent_claims_never_share_a_schedule(store: Arc<dyn Store>) {
     let all: Vec<NewSchedule> = (0..300).map(|i| schedule_at(at(i % 17), i)).collect();

@@ -53,6 +53,9 @@ const CLAIM_SCHEDULES: &str = concat!(
 const MARK_FIRED: &str = "UPDATE sf_schedules SET state = 'fired', ready_at = NULL, \
      settled_at = $2 WHERE id = ANY($1) AND state = 'firing'";
 
+const RELEASE_CLAIMS: &str =
+    "UPDATE sf_schedules SET ready_at = $2 WHERE id = ANY($1) AND state = 'firing'";
+
 const GET_SCHEDULE: &str = concat!(
     "SELECT ",
     schedule_columns!("payload::text"),
@@ -229,6 +232,21 @@ impl Postgres {
                         sqlx::query(MARK_FIRED)
                             .bind(ids)
                             .bind(micros(now))
+                            .execute(pool)
+                            .await
+                            .map_err(classify)
+                    })
+                    .await?;
+                ScheduleAnswer::Done
+            }
+            ScheduleWrite::Release { ids, at } => {
+                let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+                let ids = &ids;
+                self.backoff
+                    .run(Self::NAME, "release claims", || async move {
+                        sqlx::query(RELEASE_CLAIMS)
+                            .bind(ids)
+                            .bind(micros(at))
                             .execute(pool)
                             .await
                             .map_err(classify)

@@ -54,6 +54,10 @@ pub(crate) enum ScheduleWrite {
         ids: Vec<ScheduleId>,
         now: DateTime<Utc>,
     },
+    Release {
+        ids: Vec<ScheduleId>,
+        at: DateTime<Utc>,
+    },
     Get(ScheduleId),
     Pending {
         after: Option<(DateTime<Utc>, ScheduleId)>,
@@ -188,6 +192,21 @@ impl<B: Backend> ScheduleStore for SqlStore<B> {
         }
         let ids = ids.to_vec();
         match schedule_answer(self.backend(), ScheduleWrite::MarkFired { ids, now }).await? {
+            ScheduleAnswer::Done => Ok(()),
+            other => Err(unexpected::<B>(other)),
+        }
+    }
+
+    async fn release_claims(
+        &self,
+        ids: &[ScheduleId],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        match schedule_answer(self.backend(), ScheduleWrite::Release { ids, at }).await? {
             ScheduleAnswer::Done => Ok(()),
             other => Err(unexpected::<B>(other)),
         }

@@ -35,6 +35,9 @@ const CLAIM_SCHEDULES: &str = concat!(
 const MARK_FIRED: &str = "UPDATE sf_schedules SET state = 'fired', ready_at = NULL, \
      settled_at = ?2 WHERE id = ?1 AND state = 'firing'";
 
+const RELEASE_CLAIM: &str =
+    "UPDATE sf_schedules SET ready_at = ?2 WHERE id = ?1 AND state = 'firing'";
+
 const GET_SCHEDULE: &str = concat!(
     "SELECT ",
     schedule_columns!("payload"),
@@ -84,6 +87,13 @@ pub(super) fn apply(connection: &Connection, write: &ScheduleWrite) -> Result<Wr
             let now = time_text(now);
             for id in ids {
                 execute(connection, MARK_FIRED, params![id.to_string(), now]).map_err(db_err)?;
+            }
+            ScheduleAnswer::Done
+        }
+        ScheduleWrite::Release { ids, at } => {
+            let at = bound_text(at);
+            for id in ids {
+                execute(connection, RELEASE_CLAIM, params![id.to_string(), at]).map_err(db_err)?;
             }
             ScheduleAnswer::Done
         }

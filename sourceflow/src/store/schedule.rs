@@ -227,6 +227,12 @@ pub trait ScheduleStore: Send + Sync {
     /// Marks claimed schedules as fired.
     async fn mark_fired(&self, ids: &[ScheduleId], now: DateTime<Utc>) -> Result<(), StoreError>;
 
+    /// Ends the lease of claimed schedules early: they stay firing (never cancellable again)
+    /// and may be claimed again from `at` on. For a send that failed with a fault worth
+    /// another try.
+    async fn release_claims(&self, ids: &[ScheduleId], at: DateTime<Utc>)
+        -> Result<(), StoreError>;
+
     /// One schedule, in any state.
     async fn get_schedule(&self, id: ScheduleId) -> Result<Option<ScheduleRecord>, StoreError>;
 

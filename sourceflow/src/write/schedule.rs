@@ -116,6 +116,9 @@ impl Scheduling {
     }
 }
 
+/// How soon a scheduled command whose send met a fault worth another try is claimed again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// How many entities' scheduled commands one scheduler sends at once.
 const FIRING_CONCURRENCY: usize = 32;
 
@@ -246,7 +249,8 @@ impl WriteSide {
     /// [`Error::Store`] if claiming or marking fails. A command that can never succeed
     /// (refused, invalid, unknown) is logged, counted (`sourceflow.schedule.failed`) and marked
     /// fired, as a follow-up command would be; one that met a transient fault or contention
-    /// beyond the retry budget stays claimed and fires again when its lease ends.
+    /// beyond the retry budget stays firing and is claimed again a second later (with the
+    /// entity's later ones).
     pub(crate) async fn fire_due<P: Projector>(&self, projector: &P) -> Result<u64, Error> {
         let Some(store) = self.store.schedules() else {
             return Ok(0);
@@ -274,28 +278,41 @@ impl WriteSide {
                 });
                 by_stream[at].push(record);
             }
-            let outcomes: Vec<(Vec<ScheduleId>, bool)> = stream::iter(by_stream)
+            // Each entity's fired ids, and those deferred: from the first that failed with a
+            // fault worth another try (the entity's later ones wait for it).
+            let outcomes: Vec<(Vec<ScheduleId>, Vec<ScheduleId>)> = stream::iter(by_stream)
                 .map(|records| async move {
                     let mut done = Vec::with_capacity(records.len());
-                    for record in records {
+                    let mut records = records.into_iter();
+                    while let Some(record) = records.next() {
                         let id = record.schedule.id;
                         if let Err(e) = self.fire(projector, record).await {
-                            warn!(error = %e, schedule = %id, "scheduled command deferred; it fires again after its lease");
-                            return (done, true);
+                            warn!(error = %e, schedule = %id, "scheduled command deferred; it fires again shortly");
+                            let deferred = std::iter::once(id)
+                                .chain(records.map(|r| r.schedule.id))
+                                .collect();
+                            return (done, deferred);
                         }
                         done.push(id);
                     }
-                    (done, false)
+                    (done, Vec::new())
                 })
                 .buffer_unordered(FIRING_CONCURRENCY)
                 .collect()
                 .await;
             let mut done = Vec::new();
-            let mut deferred = false;
-            for (ids, stopped) in outcomes {
+            let mut deferred = Vec::new();
+            for (ids, later) in outcomes {
                 done.extend(ids);
-                deferred |= stopped;
+                deferred.extend(later);
             }
+            if !deferred.is_empty() {
+                let at = self.scheduling.clock.now() + chrono_lease(RETRY_AFTER);
+                if let Err(e) = store.release_claims(&deferred, at).await {
+                    warn!(error = %e, "cannot release deferred claims; they fire again after their lease");
+                }
+            }
+            let deferred = !deferred.is_empty();
             fired += done.len() as u64;
             store.mark_fired(&done, self.scheduling.clock.now()).await?;
             self.drain_outbox(projector).await;
@@ -307,8 +324,8 @@ impl WriteSide {
     }
 
     /// Sends one claimed schedule's command. `Err` only for a fault worth another try (a
-    /// transient store fault, contention beyond the retry budget): the claim then stands and
-    /// the schedule is fired again after its lease.
+    /// transient store fault, contention beyond the retry budget): the schedule is then
+    /// claimed again shortly.
     async fn fire<P: Projector>(&self, projector: &P, record: ScheduleRecord) -> Result<(), Error> {
         let attempts = record.attempts;
         let NewSchedule { id, due, command } = record.schedule;

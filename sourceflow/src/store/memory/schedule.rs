@@ -160,6 +160,29 @@ impl ScheduleStore for MemoryStore {
         Ok(())
     }
 
+    async fn release_claims(
+        &self,
+        ids: &[ScheduleId],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let table = &mut inner.schedules;
+        let at = micros(at);
+        for id in ids {
+            let Some(row) = table.rows.get_mut(id) else {
+                continue;
+            };
+            if row.record.state != ScheduleState::Firing {
+                continue;
+            }
+            if let Some(old) = row.ready_at.replace(at) {
+                table.ready.remove(&(old, *id));
+            }
+            table.ready.insert((at, *id));
+        }
+        Ok(())
+    }
+
     async fn get_schedule(&self, id: ScheduleId) -> Result<Option<ScheduleRecord>, StoreError> {
         Ok(self
             .lock()
