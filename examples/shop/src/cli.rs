@@ -226,6 +226,8 @@ pub enum ViewName {
     Stock,
     /// Product sales.
     Sales,
+    /// Unpaid orders and their payment deadlines.
+    Deadlines,
 }
 
 /// Where the commands of one invocation (or one menu session) go.

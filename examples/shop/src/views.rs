@@ -25,12 +25,13 @@ use crate::domain::{
 };
 
 /// The stable names of the views (their positions are stored under these names).
-pub const VIEW_NAMES: [&str; 5] = [
+pub const VIEW_NAMES: [&str; 6] = [
     "shop.OrderSummaryView",
     "shop.OrderDetailsView",
     "shop.CustomerOrdersView",
     "shop.StockLevelView",
     "shop.ProductSalesView",
+    "shop.PaymentDeadlinesView",
 ];
 
 /// The stable names of the reactions (aggregates) of the shop.
