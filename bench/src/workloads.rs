@@ -1,4 +1,4 @@
-//! The workloads W1 to W8. Each returns the rows it contributes to the table.
+//! The workloads W1 to W9. Each returns the rows it contributes to the table.
 //!
 //! Every framework in a workload runs on the same machine, in the same process run, with the
 //! same payloads ([`Deposit::nth`]) and the same stream ids ([`account_id`]). Where two
@@ -6,6 +6,7 @@
 //! processes, disk cache, autovacuum) hits both alike.
 
 pub mod w8;
+pub mod w9;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1274,3 +1274,83 @@ async fn published_events_feed_remote_views_exactly_once() {
     publishing.abort();
     fixture.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
+async fn scheduled_commands_fire_through_the_transport_onto_the_workers() {
+    let env = env("scheduled_commands_fire_through_the_transport_onto_the_workers");
+    let fixture = Fixture::new(env, 4).await;
+    // A worker whose process runs no scheduler of its own: every fired command reaches it
+    // over NATS.
+    let worker_flow = SourceFlow::builder()
+        .shared_store(fixture.store.clone())
+        .without_scheduler()
+        .build()
+        .await
+        .expect("worker flow");
+    let worker = NatsCommandWorker::new(
+        fixture.client().await,
+        worker_flow,
+        fixture.topology.clone(),
+    )
+    .ack_wait(Duration::from_secs(2));
+    let running = worker.clone();
+    let worker_task = tokio::spawn(async move {
+        if let Err(e) = running.run().await {
+            eprintln!("worker stopped: {e}");
+        }
+    });
+    wait_for(
+        "the worker to take the partitions",
+        Duration::from_secs(60),
+        || worker.partitions().len() == 4,
+    )
+    .await;
+    // The scheduling process: the shared store keeps its schedules, and its `Step` commands
+    // (the fired ones included) go over NATS.
+    let dispatcher =
+        NatsCommandDispatcher::builder(fixture.client().await, fixture.topology.clone())
+            .route_with::<Step>(Delivery::Reply)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .await
+            .expect("dispatcher");
+    let scheduler = SourceFlow::builder()
+        .shared_store(fixture.store.clone())
+        .dispatcher(dispatcher)
+        .without_scheduler()
+        .build()
+        .await
+        .expect("scheduling flow");
+    let now = chrono::Utc::now();
+    for n in (1..=20u64).rev() {
+        let due = now - chrono::Duration::milliseconds(100 - n as i64);
+        scheduler
+            .schedule(due, "ledger-scheduled", Step { n })
+            .await
+            .expect("schedule");
+    }
+    assert_eq!(scheduler.fire_due().await.expect("fire"), 20);
+    assert_eq!(
+        worker.handled(),
+        20,
+        "every fired command ran on the worker"
+    );
+    let ledger: Ledger = fixture
+        .worker_flow()
+        .await
+        .replay("ledger-scheduled")
+        .await
+        .expect("replay");
+    assert_eq!(
+        (ledger.count, ledger.last, ledger.out_of_order),
+        (20, 20, 0),
+        "each once, in due order"
+    );
+    assert_eq!(scheduler.fire_due().await.expect("fire"), 0);
+    worker_task.abort();
+    fixture.finish().await;
+}

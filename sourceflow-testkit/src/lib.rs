@@ -16,6 +16,7 @@
 //! |---|---|---|---|
 //! | `core` | [`core_scenarios`] | commits, conflicts, idempotent message ids, entity versions, command and stream reads, the global log, positions, projections, the outbox | every store |
 //! | `inline` | [`inline_scenarios`] | [`Store::commit_inline`](sourceflow::store::Store::commit_inline) writing a view's batch in the command's transaction | stores that override it (the provided implementation writes no batch, which is always correct) |
+//! | `schedule` | [`schedule_scenarios`] | scheduled commands: committed with their unit only, claimed in due order by one caller at a time, cancels exclusive with claims | stores whose [`Store::schedules`](sourceflow::store::Store::schedules) returns `Some` |
 //! | `admin` | [`admin_scenarios`] | the tooling of [`StoreAdmin`](sourceflow::store::StoreAdmin): direct appends, time-range reads, model edits, listings | stores whose [`Store::admin`](sourceflow::store::Store::admin) returns `Some` |
 //!
 //! # A worked example
@@ -107,6 +108,7 @@ pub mod admin_scenarios;
 pub mod core_scenarios;
 pub mod inline_scenarios;
 pub mod records;
+pub mod schedule_scenarios;
 
 pub use fixture::{run, Fixture};
 
@@ -118,7 +120,7 @@ pub use fixture::{run, Fixture};
 ///     #[attribute]...                      // optional: put on every generated test
 ///     mod <module name> {
 ///         fixture: <expression>,           // a Fixture; evaluated in an async block, per test
-///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`
+///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`, `schedule`
 ///     }
 /// }
 /// ```
@@ -207,11 +209,23 @@ macro_rules! __conformance_group {
             commands_and_event_appends_race,
         ] $($how)*}
     };
+    (schedule $($how:tt)*) => {
+        $crate::__conformance_expand! {schedule_scenarios [
+            schedules_commit_with_their_unit,
+            refused_units_schedule_nothing,
+            claims_take_due_schedules_oldest_first,
+            cancels_and_claims_exclude_each_other,
+            released_claims_are_claimed_again_but_never_cancelled,
+            concurrent_claims_never_share_a_schedule,
+            cancel_racing_claim_has_one_winner,
+            pending_schedules_page_in_due_order,
+        ] $($how)*}
+    };
     ($unknown:ident $($how:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance group `",
             ::core::stringify!($unknown),
-            "`: the groups are `core`, `inline` and `admin`"
+            "`: the groups are `core`, `inline`, `admin` and `schedule`"
         ));
     };
 }
@@ -275,6 +289,11 @@ mod tests {
         assert_eq!(
             listed(inline),
             defined(&[include_str!("inline_scenarios.rs")])
+        );
+        let schedule: &[&str] = crate::__conformance_group!(schedule names);
+        assert_eq!(
+            listed(schedule),
+            defined(&[include_str!("schedule_scenarios.rs")])
         );
         let admin: &[&str] = crate::__conformance_group!(admin names);
         assert_eq!(

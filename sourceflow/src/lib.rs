@@ -120,8 +120,9 @@
 //!     *(`contention_on_one_stream`)*
 //!
 //! # Telemetry
-//! `tracing` spans `sourceflow.send` (fields `command`, `stream`, `saga`, `seq`) and
-//! `sourceflow.project` (`handler`). Metrics through the `metrics` facade:
+//! `tracing` spans `sourceflow.send` (fields `command`, `stream`, `saga`, `seq`),
+//! `sourceflow.project` (`handler`) and `sourceflow.schedule.fire` (`schedule`, `command`,
+//! `stream`, `attempt`). Metrics through the `metrics` facade:
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
@@ -132,6 +133,12 @@
 //! | `sourceflow.command.duration_seconds` | histogram | send to commit, per command |
 //! | `sourceflow.projection.failed` | counter | projection batches that failed (retried by catch-up) |
 //! | `sourceflow.outbox.failed` | counter | follow-up commands that could not be delivered |
+//! | `sourceflow.schedule.scheduled` | counter | commands scheduled (committed) |
+//! | `sourceflow.schedule.cancel_requested` | counter | cancels committed by handlers |
+//! | `sourceflow.schedule.cancelled` | counter | schedules cancelled by [`SourceFlow::cancel`] |
+//! | `sourceflow.schedule.fired` | counter | scheduled commands sent (not counting duplicates) |
+//! | `sourceflow.schedule.failed` | counter | scheduled commands refused or undeliverable |
+//! | `sourceflow.schedule.fire_delay_seconds` | histogram | due time to send, per fired command |
 #![warn(missing_docs)]
 
 // The layers, bottom up: base, codec, store, context, routes and registry, signals, write and
@@ -152,6 +159,43 @@ mod write;
 pub use base::{error, message, validate};
 pub use context::{reaction as aggregate, saga, view};
 pub use write::bus;
+
+pub mod schedule {
+    //! Scheduled commands: durable, cancellable, fired exactly once.
+    //!
+    //! A saga handler schedules a command with [`SagaContext::schedule`] (committed with its
+    //! unit of work) and cancels one with [`SagaContext::cancel`]; a reaction with
+    //! [`ReactionContext::schedule`]; outside handlers, [`SourceFlow::schedule`] and
+    //! [`SourceFlow::cancel`]. The flow's scheduler (started by the builder, see
+    //! [`Builder::scheduler`]) claims due schedules, oldest first, and sends each command
+    //! through the ordinary dispatch path with a message id derived from the schedule id, so
+    //! the command runs once even when several processes share the store or one dies while
+    //! firing. A cancel and a firing of one schedule are exclusive: exactly one wins, and
+    //! [`SourceFlow::cancel`] reports which ([`CancelOutcome`]).
+    //!
+    //! The time comes from the flow's [`Clock`]: the [`SystemClock`] by default, a
+    //! [`ManualClock`] in tests, which [`SagaTest`] advances.
+    //!
+    //! Metrics: `sourceflow.schedule.scheduled`, `.fired`, `.cancelled`, `.failed` (counters)
+    //! and `sourceflow.schedule.fire_delay_seconds` (histogram: how late after its due time a
+    //! command was sent); spans `sourceflow.schedule.fire` (see the
+    //! [crate docs](crate#telemetry)).
+    //!
+    //! [`SagaContext::schedule`]: crate::SagaContext::schedule
+    //! [`SagaContext::cancel`]: crate::SagaContext::cancel
+    //! [`ReactionContext::schedule`]: crate::ReactionContext::schedule
+    //! [`SourceFlow::schedule`]: crate::SourceFlow::schedule
+    //! [`SourceFlow::cancel`]: crate::SourceFlow::cancel
+    //! [`Builder::scheduler`]: crate::Builder::scheduler
+    //! [`SagaTest`]: crate::testing::SagaTest
+
+    pub use crate::base::clock::{Clock, ManualClock, SystemClock};
+    pub use crate::store::schedule::{
+        CancelOutcome, NewSchedule, ScheduleChanges, ScheduleId, ScheduleRecord, ScheduleState,
+        ScheduleStore, When,
+    };
+    pub use crate::write::schedule::SchedulerOptions;
+}
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -45,17 +45,23 @@
 
 use std::fmt::Debug;
 
+use crate::base::clock::{Clock, ManualClock};
 use crate::base::error::Error;
 use crate::base::message::{
     Command, CommandReceipt, Entity, EntityId, Event, RecordedEvent, Sequence, StreamId,
 };
 use crate::flow::SourceFlow;
+use crate::store::schedule::{ScheduleRecord, ScheduleState};
 use crate::store::{MemoryStore, OutboxMessage};
 
 /// A saga under test, on its own in-memory store. Follow-up commands are captured instead of
 /// sent, so a test sees exactly what one command did.
+///
+/// Time stands still on a [`ManualClock`]: commands scheduled by the saga fire only when the
+/// test [`advance`](Self::advance)s it.
 pub struct SagaTest {
     flow: SourceFlow,
+    clock: ManualClock,
 }
 
 impl SagaTest {
@@ -64,16 +70,111 @@ impl SagaTest {
     /// # Panics
     /// If `saga` is not a `#[saga]` type.
     pub async fn new<S: Send + Sync + 'static>(saga: S) -> Self {
+        let clock = ManualClock::new();
         let flow = SourceFlow::builder()
             .store(MemoryStore::new())
             .without_discovery()
             .keep_outbox()
+            .clock(clock.clone())
+            .without_scheduler()
             .saga(saga)
             .build()
             .await;
         match flow {
-            Ok(flow) => Self { flow },
+            Ok(flow) => Self { flow, clock },
             Err(e) => panic!("SagaTest::new: {e}"),
+        }
+    }
+
+    /// The harness's clock (stopped; moved by [`advance`](Self::advance)).
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// Lets `by` pass and fires the scheduled commands that fell due, oldest first, through
+    /// the saga under test; returns what fired.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use serde::{Deserialize, Serialize};
+    /// use sourceflow::prelude::*;
+    /// use sourceflow::schedule::ScheduleId;
+    /// use sourceflow::testing::SagaTest;
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+    /// struct Place;
+    /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+    /// struct Expire;
+    /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+    /// struct Expired;
+    ///
+    /// #[derive(Debug, Default, Clone, Serialize, Deserialize, Entity)]
+    /// struct Order { deadline: Option<ScheduleId>, expired: bool }
+    ///
+    /// struct Orders;
+    ///
+    /// #[saga(entity = Order)]
+    /// impl Orders {
+    ///     #[handles]
+    ///     async fn place(&self, order: &mut Order, _: &Place, cx: &mut SagaContext) {
+    ///         let id = cx.entity_id().clone();
+    ///         order.deadline = Some(cx.schedule(Duration::from_secs(900), id, Expire));
+    ///     }
+    ///     #[handles]
+    ///     async fn expire(&self, order: &mut Order, _: &Expire, cx: &mut SagaContext) {
+    ///         order.expired = true;
+    ///         cx.publish(Expired);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let test = SagaTest::new(Orders).await;
+    /// test.when("o-1", Place).await
+    ///     .expect_scheduled(Duration::from_secs(900), "o-1", Expire);
+    /// test.advance(Duration::from_secs(899)).await.expect_nothing_fired();
+    /// test.advance(Duration::from_secs(1)).await.expect_fired("o-1", Expire);
+    /// assert!(test.state::<Order>("o-1").await.expired);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    /// If the store fails.
+    pub async fn advance(&self, by: std::time::Duration) -> Fired {
+        self.clock.advance(by);
+        let now = self.clock.now();
+        let due: Vec<ScheduleRecord> = self
+            .pending()
+            .await
+            .into_iter()
+            .filter(|r| r.schedule.due <= now)
+            .collect();
+        if let Err(e) = self.flow.fire_due().await {
+            panic!("advance: firing due schedules: {e}");
+        }
+        let mut fired = Vec::with_capacity(due.len());
+        for record in due {
+            match self.flow.scheduled(record.schedule.id).await {
+                Ok(Some(now)) if now.state == ScheduleState::Fired => fired.push(now),
+                Ok(_) => {}
+                Err(e) => panic!("advance: {e}"),
+            }
+        }
+        let follow_ups = self.clear_follow_ups().await;
+        Fired {
+            commands: fired,
+            follow_ups,
+        }
+    }
+
+    /// Every schedule not yet fired or cancelled, in due order.
+    ///
+    /// # Panics
+    /// If the store fails.
+    pub async fn pending(&self) -> Vec<ScheduleRecord> {
+        match self.flow.pending_schedules(None, usize::MAX).await {
+            Ok(pending) => pending,
+            Err(e) => panic!("pending schedules: {e}"),
         }
     }
 
@@ -119,7 +220,20 @@ impl SagaTest {
     pub async fn when<C: Command>(&self, id: impl Into<EntityId>, command: C) -> Outcome {
         let result = self.flow.send(id, command).await;
         let follow_ups = self.clear_follow_ups().await;
-        Outcome { result, follow_ups }
+        let scheduled = match &result {
+            Ok(receipt) => self
+                .pending()
+                .await
+                .into_iter()
+                .filter(|r| r.schedule.command.envelope.causation_id == Some(receipt.message_id))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Outcome {
+            result,
+            follow_ups,
+            scheduled,
+        }
     }
 
     /// The entity's state now.
@@ -161,6 +275,8 @@ pub struct Outcome {
     pub result: Result<CommandReceipt, Error>,
     /// Follow-up commands, in the order they were sent.
     pub follow_ups: Vec<OutboxMessage>,
+    /// Commands the handler scheduled (still pending), in due order.
+    pub scheduled: Vec<ScheduleRecord>,
 }
 
 impl Outcome {
@@ -254,23 +370,41 @@ impl Outcome {
         expected: C,
     ) -> &Self {
         let id = id.into();
-        let found = self.follow_ups.iter().any(|m| {
-            m.envelope.name == C::NAME
-                && m.envelope.stream.id == id
-                && serde_json::from_slice::<C>(&m.payload).is_ok_and(|c| c == expected)
-        });
+        let found = self
+            .follow_ups
+            .iter()
+            .any(|m| is_command(m, &id, &expected));
         assert!(
             found,
             "expected follow-up {expected:?} to {id}; sent: {:?}",
-            self.follow_ups
-                .iter()
-                .map(|m| format!(
-                    "{} to {}: {}",
-                    m.envelope.name,
-                    m.envelope.stream,
-                    String::from_utf8_lossy(&m.payload)
-                ))
-                .collect::<Vec<_>>()
+            summaries(&self.follow_ups)
+        );
+        self
+    }
+
+    /// Asserts the handler scheduled `expected` for entity `id`, due `after` from now (on the
+    /// harness's clock).
+    ///
+    /// # Panics
+    /// If it did not.
+    #[track_caller]
+    pub fn expect_scheduled<C: Command + PartialEq + Debug>(
+        &self,
+        after: std::time::Duration,
+        id: impl Into<EntityId>,
+        expected: C,
+    ) -> &Self {
+        let id = id.into();
+        let found = self.scheduled.iter().any(|r| {
+            let made = r.schedule.command.envelope.timestamp;
+            is_command(&r.schedule.command, &id, &expected)
+                && chrono::Duration::from_std(after)
+                    .is_ok_and(|after| r.schedule.due - made == after)
+        });
+        assert!(
+            found,
+            "expected {expected:?} scheduled for {id} in {after:?}; scheduled: {:?}",
+            summaries(self.scheduled.iter().map(|r| &r.schedule.command))
         );
         self
     }
@@ -327,5 +461,79 @@ impl Outcome {
                 )
             })
             .collect()
+    }
+}
+
+/// Whether `message` is the command `expected` for entity `id`.
+fn is_command<C: Command + PartialEq>(
+    message: &OutboxMessage,
+    id: &EntityId,
+    expected: &C,
+) -> bool {
+    message.envelope.name == C::NAME
+        && message.envelope.stream.id == *id
+        && serde_json::from_slice::<C>(&message.payload).is_ok_and(|c| c == *expected)
+}
+
+fn summaries<'a>(messages: impl IntoIterator<Item = &'a OutboxMessage>) -> Vec<String> {
+    messages
+        .into_iter()
+        .map(|m| {
+            format!(
+                "{} to {}: {}",
+                m.envelope.name,
+                m.envelope.stream,
+                String::from_utf8_lossy(&m.payload)
+            )
+        })
+        .collect()
+}
+
+/// What [`SagaTest::advance`] fired: the scheduled commands that fell due, and the follow-up
+/// commands their handlers sent.
+#[derive(Debug)]
+pub struct Fired {
+    /// The schedules fired, oldest due first.
+    pub commands: Vec<ScheduleRecord>,
+    /// Follow-up commands sent by the fired commands' handlers.
+    pub follow_ups: Vec<OutboxMessage>,
+}
+
+impl Fired {
+    /// Asserts `expected` was fired to entity `id`.
+    ///
+    /// # Panics
+    /// If it was not.
+    #[track_caller]
+    pub fn expect_fired<C: Command + PartialEq + Debug>(
+        &self,
+        id: impl Into<EntityId>,
+        expected: C,
+    ) -> &Self {
+        let id = id.into();
+        let found = self
+            .commands
+            .iter()
+            .any(|r| is_command(&r.schedule.command, &id, &expected));
+        assert!(
+            found,
+            "expected {expected:?} fired to {id}; fired: {:?}",
+            summaries(self.commands.iter().map(|r| &r.schedule.command))
+        );
+        self
+    }
+
+    /// Asserts nothing fired.
+    ///
+    /// # Panics
+    /// Otherwise.
+    #[track_caller]
+    pub fn expect_nothing_fired(&self) -> &Self {
+        assert!(
+            self.commands.is_empty(),
+            "expected nothing fired; fired: {:?}",
+            summaries(self.commands.iter().map(|r| &r.schedule.command))
+        );
+        self
     }
 }

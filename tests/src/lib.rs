@@ -6,4 +6,5 @@
 
 pub mod backends;
 pub mod conformance;
+pub mod deadlines;
 pub mod scenarios;

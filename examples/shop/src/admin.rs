@@ -12,8 +12,8 @@ use shop::queries::{self, OrderFilter};
 use shop::seed::SeedOptions;
 use shop::transfer;
 use shop::views::{
-    CustomerOrders, CustomerOrdersView, OrderDetailsView, OrderSummaryView, ProductSalesView,
-    StockLevelView, REACTION_NAMES, VIEW_NAMES,
+    CustomerOrders, CustomerOrdersView, OrderDetailsView, OrderSummaryView, PaymentDeadlinesView,
+    ProductSalesView, StockLevelView, REACTION_NAMES, VIEW_NAMES,
 };
 use sourceflow::store::{Page, StoreAdmin};
 use sourceflow::{
@@ -340,6 +340,9 @@ pub async fn rebuild(session: &Session, view: ViewName) -> anyhow::Result<()> {
     }
     if all || view == ViewName::Sales {
         rebuild_one::<ProductSalesView>(&flow, VIEW_NAMES[4], head).await?;
+    }
+    if all || view == ViewName::Deadlines {
+        rebuild_one::<PaymentDeadlinesView>(&flow, VIEW_NAMES[5], head).await?;
     }
     Ok(())
 }

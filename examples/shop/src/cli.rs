@@ -134,6 +134,8 @@ pub enum Command {
     },
     /// The catalogue with stock levels and sales
     Products,
+    /// Unpaid orders and when each is cancelled unless paid
+    Deadlines,
     /// Raw events from the log, as pretty JSON
     Events {
         /// Only this stream: TYPE/ID (shop.Order/0193...) or an id (every type)
@@ -224,6 +226,8 @@ pub enum ViewName {
     Stock,
     /// Product sales.
     Sales,
+    /// Unpaid orders and their payment deadlines.
+    Deadlines,
 }
 
 /// Where the commands of one invocation (or one menu session) go.
@@ -379,6 +383,11 @@ pub async fn run_command(session: &Session, command: Command) -> anyhow::Result<
         Command::Products => {
             let flow = session.flow(Access::Existing).await?;
             print_products(&flow).await?;
+            Ok(None)
+        }
+        Command::Deadlines => {
+            let flow = session.flow(Access::Existing).await?;
+            print_deadlines(&flow).await?;
             Ok(None)
         }
         Command::Events {
@@ -637,6 +646,22 @@ pub async fn print_customer(flow: &SourceFlow, id: &str) -> anyhow::Result<()> {
             o.total.map(format_money).unwrap_or_else(|| "-".to_owned()),
             time(&o.placed_at),
         ]);
+    }
+    say!("{t}");
+    Ok(())
+}
+
+/// Prints the unpaid orders, soonest deadline first.
+pub async fn print_deadlines(flow: &SourceFlow) -> anyhow::Result<()> {
+    let deadlines = queries::payment_deadlines(flow).await?;
+    if deadlines.is_empty() {
+        say!("{}", dim("no unpaid orders"));
+        return Ok(());
+    }
+    let mut t = table(&["Order", "Customer", "Cancelled unless paid by"], &[]);
+    for (id, deadline) in deadlines {
+        let pay_by = deadline.pay_by.as_ref().map(time).unwrap_or_default();
+        t.add_row(vec![short(id.as_str()), &deadline.customer_id, &pay_by]);
     }
     say!("{t}");
     Ok(())

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use shop::domain::{
-    format_money, AddItem, CancelOrder, ConfirmOrder, Order, PlaceOrder, RemoveItem, CARD_LIMIT,
+    format_money, AddItem, CancelOrder, ConfirmOrder, Order, OrderSaga, OrderStatus, PlaceOrder,
+    RemoveItem, CARD_LIMIT,
 };
 use shop::queries::{self, OrderFilter};
 use shop::transfer;
@@ -12,13 +13,17 @@ use shop::views::{OrderSummaryView, ProductSalesView, StockLevelView};
 use sourceflow::{EntityId, Error, Sequence, SourceFlow, Verification};
 
 use crate::cli::{
-    caused_events, print_customer, print_order, print_orders, print_products, Session,
+    caused_events, print_customer, print_deadlines, print_order, print_orders, print_products,
+    Session,
 };
 use crate::db::{open_flow, Access, Target};
 use crate::output::{bold, describe, dim, good, say, short, warn};
 
 /// The demo's own database, recreated on every run.
 pub const DEMO_DB: &str = "shop-demo.db";
+
+/// How long the demo's orders wait for their payment (the shop's default is 30 minutes).
+const DEMO_PAYMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the scenario on `shop-demo.db` (recreated), or on the database the user chose if it
 /// is empty.
@@ -46,7 +51,7 @@ pub async fn run(session: &Session) -> anyhow::Result<()> {
         &target,
         Access::Create,
         session.lock_timeout,
-        SourceFlow::builder(),
+        SourceFlow::builder().saga(OrderSaga::with_payment_timeout(DEMO_PAYMENT_TIMEOUT)),
     )
     .await?;
     if session.chosen && transfer::ensure_empty(&**flow.store()).await.is_err() {
@@ -228,7 +233,44 @@ impl Demo {
         )
         .await?;
 
-        self.chapter("6. Queries read the views, never the entities");
+        self.chapter(&format!(
+            "6. An order nobody pays is cancelled after {} s, its stock released",
+            DEMO_PAYMENT_TIMEOUT.as_secs()
+        ));
+        let erin = EntityId::new();
+        self.send(
+            &erin,
+            PlaceOrder {
+                customer_id: "erin".into(),
+            },
+            "erin opens an order",
+        )
+        .await?;
+        self.send(&erin, add("MUG-STONE", 2, None), "erin adds two mugs")
+            .await?;
+        say!("   placing the order scheduled its cancellation, committed with the order:");
+        print_deadlines(&self.flow).await?;
+        say!(
+            "   erin never pays; the flow's scheduler fires the deadline (waiting {} s)",
+            DEMO_PAYMENT_TIMEOUT.as_secs()
+        );
+        let mut waited = 0;
+        loop {
+            let order: Order = self.flow.replay(&erin).await?;
+            if order.status == OrderStatus::Cancelled {
+                break;
+            }
+            waited += 1;
+            if waited > 100 {
+                bail!("the payment deadline did not fire");
+            }
+            tokio::time::sleep(DEMO_PAYMENT_TIMEOUT / 10).await;
+        }
+        self.flow.catch_up().await?;
+        print_order(&self.flow, erin.as_str()).await?;
+        print_deadlines(&self.flow).await?;
+
+        self.chapter("7. Queries read the views, never the entities");
         print_orders(&self.flow, &OrderFilter::default(), 10).await?;
         say!();
         print_customer(&self.flow, "alice").await?;
@@ -237,7 +279,7 @@ impl Demo {
         say!();
         print_products(&self.flow).await?;
 
-        self.chapter("7. The log is the truth: replay, time travel, rebuild");
+        self.chapter("8. The log is the truth: replay, time travel, rebuild");
         match self.flow.verify::<Order>(&alice).await? {
             Verification::Consistent { sequence } => say!(
                 "{}",

@@ -49,4 +49,5 @@ pub fn bulk_builder() -> Builder {
         .background::<views::CustomerOrdersView>()
         .background::<views::StockLevelView>()
         .background::<views::ProductSalesView>()
+        .background::<views::PaymentDeadlinesView>()
 }

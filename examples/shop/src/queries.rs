@@ -80,6 +80,19 @@ pub async fn all_models<M: ViewModel>(flow: &SourceFlow) -> Result<Vec<(EntityId
     }
 }
 
+/// Unpaid orders and when each is cancelled unless paid, soonest first (from
+/// [`PaymentDeadlinesView`](crate::views::PaymentDeadlinesView)).
+///
+/// # Errors
+/// As [`all_models`].
+pub async fn payment_deadlines(
+    flow: &SourceFlow,
+) -> Result<Vec<(EntityId, crate::views::PaymentDeadline)>, Error> {
+    let mut all = all_models::<crate::views::PaymentDeadline>(flow).await?;
+    all.sort_by(|a, b| (a.1.pay_by, &a.0).cmp(&(b.1.pay_by, &b.0)));
+    Ok(all)
+}
+
 /// Which orders a listing shows.
 #[derive(Clone, Debug, Default)]
 pub struct OrderFilter {

@@ -8,6 +8,7 @@
 //! | [`CustomerOrdersView`] | [`CustomerOrders`] | customer id (`#[projects_on(id = customer_id)]`) | a customer's orders |
 //! | [`StockLevelView`] | [`StockLevel`] | SKU | units on hand, reserved, free |
 //! | [`ProductSalesView`] | [`ProductSales`] | SKU (several per event, through `&mut ViewContext`) | units sold, revenue |
+//! | [`PaymentDeadlinesView`] | [`PaymentDeadline`] | order id (deleted when paid or cancelled) | unpaid orders and when they expire |
 //!
 //! Every view can be dropped and rebuilt from the log (`shop rebuild`), which is also how a new
 //! view is added to a shop that already has history.
@@ -24,12 +25,13 @@ use crate::domain::{
 };
 
 /// The stable names of the views (their positions are stored under these names).
-pub const VIEW_NAMES: [&str; 5] = [
+pub const VIEW_NAMES: [&str; 6] = [
     "shop.OrderSummaryView",
     "shop.OrderDetailsView",
     "shop.CustomerOrdersView",
     "shop.StockLevelView",
     "shop.ProductSalesView",
+    "shop.PaymentDeadlinesView",
 ];
 
 /// The stable names of the reactions (aggregates) of the shop.
@@ -461,5 +463,51 @@ impl ProductSalesView {
             cx.save(&id, sales);
         }
         Ok(())
+    }
+}
+
+// ---- Payment deadlines: the orders that will be cancelled unless paid in time.
+
+/// An order waiting for its payment, and when it is cancelled if none comes.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, ViewModel)]
+#[view_model(name = "shop.PaymentDeadline")]
+pub struct PaymentDeadline {
+    /// Who ordered.
+    pub customer_id: String,
+    /// When the order is cancelled unless paid.
+    pub pay_by: Option<DateTime<Utc>>,
+}
+
+/// Keeps one [`PaymentDeadline`] per unpaid order: added when the order is placed, deleted when
+/// it is paid or cancelled (by the customer, a declined payment, or its deadline).
+#[derive(Default)]
+pub struct PaymentDeadlinesView;
+
+#[view(model = PaymentDeadline, name = "shop.PaymentDeadlinesView")]
+impl PaymentDeadlinesView {
+    #[projects_on]
+    async fn placed(&self, e: &OrderPlaced, cx: &mut ViewContext) {
+        if let Some(pay_by) = e.pay_by {
+            let id = cx.meta().stream.id.clone();
+            cx.save(
+                &id,
+                PaymentDeadline {
+                    customer_id: e.customer_id.clone(),
+                    pay_by: Some(pay_by),
+                },
+            );
+        }
+    }
+
+    #[projects_on]
+    async fn paid(&self, _e: &OrderPaid, cx: &mut ViewContext) {
+        let id = cx.meta().stream.id.clone();
+        cx.delete::<PaymentDeadline>(&id);
+    }
+
+    #[projects_on]
+    async fn cancelled(&self, _e: &OrderCancelled, cx: &mut ViewContext) {
+        let id = cx.meta().stream.id.clone();
+        cx.delete::<PaymentDeadline>(&id);
     }
 }

@@ -34,14 +34,14 @@ fn place(customer: &str) -> PlaceOrder {
 
 #[tokio::test]
 async fn placing_an_order_twice_is_refused() {
-    let test = SagaTest::new(OrderSaga).await;
+    let test = SagaTest::new(OrderSaga::default()).await;
     let id = EntityId::from("o-1");
-    test.when(&id, place("alice"))
-        .await
-        .expect_events([OrderPlaced {
-            customer_id: "alice".into(),
-            currency: "EUR".into(),
-        }]);
+    let placed = test.when(&id, place("alice")).await;
+    placed.expect_scheduled(PAYMENT_TIMEOUT, &id, ExpireOrder);
+    let event: OrderPlaced = placed.events()[0].decode().unwrap();
+    assert_eq!(event.customer_id, "alice");
+    assert!(event.pay_by.is_some());
+    assert_eq!(event.currency, "EUR");
     test.when(&id, place("bob"))
         .await
         .expect_rejected("already_placed");
@@ -49,7 +49,7 @@ async fn placing_an_order_twice_is_refused() {
 
 #[tokio::test]
 async fn items_merge_per_product_and_keep_their_price() {
-    let test = SagaTest::new(OrderSaga).await;
+    let test = SagaTest::new(OrderSaga::default()).await;
     let id = EntityId::from("o-1");
     test.given(&id, place("alice")).await;
     test.when(&id, add("TEA-SENCHA", 2))
@@ -82,7 +82,7 @@ async fn items_merge_per_product_and_keep_their_price() {
 
 #[tokio::test]
 async fn validation_lists_every_problem_before_the_handler_runs() {
-    let test = SagaTest::new(OrderSaga).await;
+    let test = SagaTest::new(OrderSaga::default()).await;
     let id = EntityId::from("o-1");
     test.given(&id, place("alice")).await;
     let outcome = test
@@ -129,7 +129,7 @@ async fn validation_lists_every_problem_before_the_handler_runs() {
 
 #[tokio::test]
 async fn removing_takes_units_or_the_whole_line() {
-    let test = SagaTest::new(OrderSaga).await;
+    let test = SagaTest::new(OrderSaga::default()).await;
     let id = EntityId::from("o-1");
     test.given(&id, place("alice")).await;
     test.given(&id, add("TEA-ASSAM", 3)).await;
@@ -173,7 +173,7 @@ async fn removing_takes_units_or_the_whole_line() {
 
 #[tokio::test]
 async fn confirming_needs_items_and_closes_the_order() {
-    let test = SagaTest::new(OrderSaga).await;
+    let test = SagaTest::new(OrderSaga::default()).await;
     let id = EntityId::from("o-1");
     test.given(&id, place("alice")).await;
     test.when(&id, ConfirmOrder)
@@ -212,7 +212,7 @@ async fn confirming_needs_items_and_closes_the_order() {
 
 #[tokio::test]
 async fn commands_to_an_order_that_does_not_exist_are_refused() {
-    let test = SagaTest::new(OrderSaga).await;
+    let test = SagaTest::new(OrderSaga::default()).await;
     let id = EntityId::from("nowhere");
     test.when(&id, add("TEA-ASSAM", 1))
         .await
@@ -224,7 +224,7 @@ async fn commands_to_an_order_that_does_not_exist_are_refused() {
 
 #[tokio::test]
 async fn a_rejected_item_leaves_the_order_and_a_cancelled_order_ignores_it() {
-    let test = SagaTest::new(OrderSaga).await;
+    let test = SagaTest::new(OrderSaga::default()).await;
     let id = EntityId::from("o-1");
     test.given(&id, place("alice")).await;
     test.given(&id, add("POT-LIMITED", 2)).await;
@@ -557,4 +557,94 @@ async fn order_ids_resolve_from_unique_prefixes() {
         queries::resolve_order(&flow, "nope").await,
         Err(queries::QueryError::NotFound { .. })
     ));
+}
+
+// ---- Payment deadlines
+
+#[tokio::test]
+async fn an_unpaid_order_is_cancelled_when_its_payment_deadline_passes() {
+    let test = SagaTest::new(OrderSaga::default()).await;
+    let id = EntityId::from("o-1");
+    test.given(&id, place("alice")).await;
+    test.given(&id, add("TEA-SENCHA", 2)).await;
+    test.when(&id, ConfirmOrder).await.expect_no_commands();
+    test.advance(PAYMENT_TIMEOUT - std::time::Duration::from_secs(1))
+        .await
+        .expect_nothing_fired();
+    let fired = test.advance(std::time::Duration::from_secs(1)).await;
+    fired.expect_fired(&id, ExpireOrder);
+    let order: Order = test.state(&id).await;
+    assert_eq!(order.status, OrderStatus::Cancelled);
+    assert_eq!(order.payment_deadline, None);
+}
+
+#[tokio::test]
+async fn paying_or_cancelling_cancels_the_payment_deadline() {
+    let test = SagaTest::new(OrderSaga::with_payment_timeout(
+        std::time::Duration::from_secs(60),
+    ))
+    .await;
+    let paid = EntityId::from("o-paid");
+    test.given(&paid, place("alice")).await;
+    test.given(&paid, add("TEA-SENCHA", 1)).await;
+    test.given(&paid, ConfirmOrder).await;
+    test.given(&paid, MarkOrderPaid { amount: 850 }).await;
+    let cancelled = EntityId::from("o-cancelled");
+    test.given(&cancelled, place("bob")).await;
+    test.given(
+        &cancelled,
+        CancelOrder {
+            reason: String::new(),
+        },
+    )
+    .await;
+    assert!(test.pending().await.is_empty());
+    test.advance(std::time::Duration::from_secs(3600))
+        .await
+        .expect_nothing_fired();
+    let order: Order = test.state(&paid).await;
+    assert_eq!(order.status, OrderStatus::Paid);
+}
+
+#[tokio::test]
+async fn an_expired_order_releases_its_stock_and_leaves_the_deadline_list() {
+    use shop::views::PaymentDeadline;
+    let clock = sourceflow::schedule::ManualClock::new();
+    let flow = SourceFlow::builder()
+        .store(MemoryStore::new())
+        .saga(OrderSaga::with_payment_timeout(
+            std::time::Duration::from_secs(5),
+        ))
+        .clock(clock.clone())
+        .without_scheduler()
+        .build()
+        .await
+        .unwrap();
+    let sku = "TEA-SENCHA";
+    flow.send(sku, Restock { quantity: 10 }).await.unwrap();
+    let stock = |flow: SourceFlow| async move {
+        flow.view_model::<StockLevel>(sku)
+            .await
+            .unwrap()
+            .unwrap()
+            .available
+    };
+    let before = stock(flow.clone()).await;
+    let order = EntityId::from("o-late");
+    flow.send(&order, place("carol")).await.unwrap();
+    flow.send(&order, add(sku, 3)).await.unwrap();
+    assert_eq!(stock(flow.clone()).await, before - 3);
+    let listed = queries::payment_deadlines(&flow).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, order);
+    let due: PaymentDeadline = listed[0].1.clone();
+    assert_eq!(due.customer_id, "carol");
+
+    clock.advance(std::time::Duration::from_secs(5));
+    assert_eq!(flow.fire_due().await.unwrap(), 1);
+    let summary: OrderSummary = flow.view_model(&order).await.unwrap().unwrap();
+    assert_eq!(summary.status, OrderStatus::Cancelled);
+    assert_eq!(summary.note, "not paid within 5 seconds");
+    assert_eq!(stock(flow.clone()).await, before);
+    assert!(queries::payment_deadlines(&flow).await.unwrap().is_empty());
 }

@@ -113,34 +113,7 @@ impl Postgres {
                         return outcome;
                     }
                 }
-                let query = command(COMMIT_INLINE)
-                    .bind(&events.ids)
-                    .bind(&events.names)
-                    .bind(&events.versions)
-                    .bind(&events.correlations)
-                    .bind(&events.causations)
-                    .bind(&events.times)
-                    .bind(&events.payloads)
-                    .bind(&outbox.stream_types)
-                    .bind(&outbox.stream_ids)
-                    .bind(&outbox.ids)
-                    .bind(&outbox.names)
-                    .bind(&outbox.versions)
-                    .bind(&outbox.correlations)
-                    .bind(&outbox.causations)
-                    .bind(&outbox.times)
-                    .bind(&outbox.payloads)
-                    .bind(&inline.handlers)
-                    .bind(&inline.expected)
-                    .bind(&inline.after)
-                    .bind(&inline.first_sequences)
-                    .bind(&inline.put_owners)
-                    .bind(&inline.put_types)
-                    .bind(&inline.put_ids)
-                    .bind(&inline.put_states)
-                    .bind(&inline.delete_owners)
-                    .bind(&inline.delete_types)
-                    .bind(&inline.delete_ids);
+                let query = bind_inline(command(COMMIT_INLINE), events, outbox, inline);
                 let row = query.fetch_one(pool).await;
                 let row = match row {
                     Ok(row) => row,
@@ -458,6 +431,44 @@ pub(super) fn inline_outcome(
     }
 }
 
+/// Binds `sf_commit_inline`'s arrays (events, outbox, inline projections) after the command's
+/// arguments.
+pub(super) fn bind_inline<'q>(
+    query: Query<'q, sqlx::Postgres, PgArguments>,
+    events: &'q EventArrays<'q>,
+    outbox: &'q OutboxArrays<'q>,
+    inline: &'q InlineArrays<'q>,
+) -> Query<'q, sqlx::Postgres, PgArguments> {
+    query
+        .bind(&events.ids)
+        .bind(&events.names)
+        .bind(&events.versions)
+        .bind(&events.correlations)
+        .bind(&events.causations)
+        .bind(&events.times)
+        .bind(&events.payloads)
+        .bind(&outbox.stream_types)
+        .bind(&outbox.stream_ids)
+        .bind(&outbox.ids)
+        .bind(&outbox.names)
+        .bind(&outbox.versions)
+        .bind(&outbox.correlations)
+        .bind(&outbox.causations)
+        .bind(&outbox.times)
+        .bind(&outbox.payloads)
+        .bind(&inline.handlers)
+        .bind(&inline.expected)
+        .bind(&inline.after)
+        .bind(&inline.first_sequences)
+        .bind(&inline.put_owners)
+        .bind(&inline.put_types)
+        .bind(&inline.put_ids)
+        .bind(&inline.put_states)
+        .bind(&inline.delete_owners)
+        .bind(&inline.delete_types)
+        .bind(&inline.delete_ids)
+}
+
 /// Binds an envelope's columns in the order every command statement lists them: message id,
 /// name, version, correlation id, causation id, time.
 pub(super) trait BindEnvelope<'q> {
@@ -487,7 +498,7 @@ pub(super) struct EventArrays<'a> {
 }
 
 impl<'a> EventArrays<'a> {
-    fn new(events: &'a [NewEvent]) -> Result<Self, StoreError> {
+    pub(super) fn new(events: &'a [NewEvent]) -> Result<Self, StoreError> {
         Ok(Self {
             ids: events.iter().map(|e| e.envelope.message_id).collect(),
             names: events.iter().map(|e| &*e.envelope.name).collect(),
@@ -559,7 +570,7 @@ pub(super) struct OutboxArrays<'a> {
 }
 
 impl<'a> OutboxArrays<'a> {
-    fn new(messages: &'a [OutboxMessage]) -> Result<Self, StoreError> {
+    pub(super) fn new(messages: &'a [OutboxMessage]) -> Result<Self, StoreError> {
         Ok(Self {
             stream_types: messages
                 .iter()
@@ -607,7 +618,7 @@ pub(super) struct InlineArrays<'a> {
 }
 
 impl<'a> InlineArrays<'a> {
-    fn new(projections: &'a [InlineProjection]) -> Result<Self, StoreError> {
+    pub(super) fn new(projections: &'a [InlineProjection]) -> Result<Self, StoreError> {
         let mut arrays = Self::default();
         for (index, projection) in projections.iter().enumerate() {
             let owner = i32::try_from(index + 1).unwrap_or(i32::MAX);

@@ -68,6 +68,7 @@ mod error;
 mod group;
 mod migrate;
 mod queries;
+mod schedule;
 
 use std::fmt;
 
@@ -352,6 +353,7 @@ impl Backend for Postgres {
                 model_types,
             } => self.reset_projection(&handler, &model_types).await,
             Write::RemoveOutbox { ids } => self.outbox_remove(&ids).await,
+            Write::Schedules(write) => self.schedules(write).await,
         }
     }
 

@@ -11,6 +11,7 @@
 pub(crate) mod queries;
 pub(crate) mod read;
 pub(crate) mod rows;
+pub(crate) mod schedule;
 pub(crate) mod values;
 pub(crate) mod write;
 
@@ -288,6 +289,10 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn admin(&self) -> Option<&dyn StoreAdmin> {
+        Some(self)
+    }
+
+    fn schedules(&self) -> Option<&dyn sourceflow::store::ScheduleStore> {
         Some(self)
     }
 }

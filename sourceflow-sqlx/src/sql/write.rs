@@ -55,6 +55,8 @@ pub(crate) enum Write {
     RemoveOutbox {
         ids: Vec<u64>,
     },
+    /// Everything of [`ScheduleStore`](sourceflow::store::ScheduleStore).
+    Schedules(super::schedule::ScheduleWrite),
 }
 
 /// What a write produced: the answer of the method that asked for it.
@@ -65,6 +67,7 @@ pub(crate) enum Written {
     Sequence(Sequence),
     Events(Vec<RecordedEvent>),
     Done,
+    Schedules(super::schedule::ScheduleAnswer),
 }
 
 /// An answer of the wrong kind for its write: a bug in a backend, reported rather than

@@ -16,6 +16,7 @@ mod columns;
 mod error;
 mod open;
 mod queries;
+mod schedule;
 mod writer;
 
 use std::fmt;
@@ -70,7 +71,7 @@ pub struct SqliteStats {
 /// Cheap to clone (clones share the writer and the reader pool). Open it with
 /// [`SqliteStore::open`], [`SqliteStore::memory`] or [`SqliteStore::builder`]. The file can be
 /// inspected with the `sqlite3` tool while the application runs (tables `sf_commands`,
-/// `sf_events`, `sf_entities`, `sf_view_models`, `sf_positions`, `sf_outbox`).
+/// `sf_events`, `sf_entities`, `sf_view_models`, `sf_positions`, `sf_outbox`, `sf_schedules`).
 ///
 /// A [`SqlStore`] on the [`Sqlite`] backend.
 pub type SqliteStore = SqlStore<Sqlite>;

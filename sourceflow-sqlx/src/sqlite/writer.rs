@@ -287,13 +287,13 @@ fn run_units(
 
 // ---- statement execution --------------------------------------------------------------------
 
-fn db_err(e: rusqlite::Error) -> StoreError {
+pub(super) fn db_err(e: rusqlite::Error) -> StoreError {
     classify_writer(e)
 }
 
 /// Runs `sql` (prepared once, then taken from the connection's cache) with `params`: the
 /// number of rows it changed.
-fn execute(
+pub(super) fn execute(
     connection: &Connection,
     sql: &str,
     params: impl Params,
@@ -316,17 +316,17 @@ fn scalar(connection: &Connection, sql: &str, params: impl Params) -> Result<i64
 
 /// The metadata columns of an envelope (`message_id, name, version, correlation_id,
 /// causation_id, created_at`) as SQLite stores them: UUIDs and times as text.
-struct Metadata<'a> {
-    message_id: String,
-    name: &'a str,
-    version: i64,
-    correlation_id: String,
-    causation_id: Option<String>,
-    created_at: String,
+pub(super) struct Metadata<'a> {
+    pub(super) message_id: String,
+    pub(super) name: &'a str,
+    pub(super) version: i64,
+    pub(super) correlation_id: String,
+    pub(super) causation_id: Option<String>,
+    pub(super) created_at: String,
 }
 
 impl<'a> Metadata<'a> {
-    fn of(envelope: &'a Envelope) -> Self {
+    pub(super) fn of(envelope: &'a Envelope) -> Self {
         Self {
             message_id: envelope.message_id.to_string(),
             name: &envelope.name,
@@ -534,6 +534,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
             execute(connection, DELETE_POSITION, params![handler.as_str()]).map_err(db_err)?;
             Ok(Written::Done)
         }
+        Write::Schedules(write) => super::schedule::apply(connection, write),
         Write::RemoveOutbox { ids } => {
             for id in ids {
                 execute(
@@ -556,7 +557,10 @@ fn conflict(stream: &StreamId, expected: Sequence) -> StoreError {
 }
 
 /// One handled command: duplicate check, command, entity, events, outbox.
-fn commit(connection: &Connection, unit: &UnitOfWork) -> Result<CommandReceipt, StoreError> {
+pub(super) fn commit(
+    connection: &Connection,
+    unit: &UnitOfWork,
+) -> Result<CommandReceipt, StoreError> {
     let envelope = &unit.command.envelope;
     let stream = &envelope.stream;
     // The command row records the stream sequences its events take, after the stream's last.

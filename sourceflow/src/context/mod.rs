@@ -4,6 +4,7 @@
 
 pub mod reaction;
 pub mod saga;
+pub(crate) mod schedule;
 pub mod view;
 
 pub use reaction::ReactionContext;

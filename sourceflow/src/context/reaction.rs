@@ -23,6 +23,7 @@ pub struct ReactionContext {
     pub(crate) outbox: Vec<OutboxMessage>,
     pub(crate) problems: Vec<Error>,
     pub(crate) streams: CommandStreams,
+    pub(crate) scheduling: super::schedule::ScheduleRequests,
 }
 
 impl ReactionContext {
@@ -34,6 +35,7 @@ impl ReactionContext {
             outbox: Vec::new(),
             problems: Vec::new(),
             streams,
+            scheduling: Default::default(),
         }
     }
 

@@ -75,6 +75,7 @@ pub struct SagaContext {
     pub(crate) outbox: Vec<OutboxMessage>,
     pub(crate) problems: Vec<Error>,
     pub(crate) streams: CommandStreams,
+    pub(crate) scheduling: super::schedule::ScheduleRequests,
 }
 
 impl SagaContext {
@@ -90,6 +91,7 @@ impl SagaContext {
             outbox: Vec::new(),
             problems: Vec::new(),
             streams,
+            scheduling: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use super::{check, FlowInner, SourceFlow};
+use crate::base::clock::{Clock, SystemClock};
 use crate::base::error::Error;
 use crate::codec::ErasedComponent;
 use crate::context::saga::CommandStreams;
@@ -17,6 +18,7 @@ use crate::signals::Signals;
 use crate::store::Store;
 use crate::write::bus::{CommandDispatcher, RetryPolicy};
 use crate::write::cache::{EntityCache, StreamLocks};
+use crate::write::schedule::{SchedulerOptions, Scheduling};
 use crate::write::WriteSide;
 
 /// A component registered by value: its type, kind, Rust name and the instance.
@@ -33,6 +35,8 @@ pub struct Builder {
     background: HashSet<TypeId>,
     entity_cache: usize,
     rebuild_stale_views: bool,
+    clock: Arc<dyn Clock>,
+    scheduler: SchedulerOptions,
 }
 
 impl Default for Builder {
@@ -47,6 +51,8 @@ impl Default for Builder {
             background: HashSet::new(),
             entity_cache: 10_000,
             rebuild_stale_views: false,
+            clock: Arc::new(SystemClock),
+            scheduler: SchedulerOptions::default(),
         }
     }
 }
@@ -113,6 +119,27 @@ impl Builder {
     pub fn entity_cache(mut self, capacity: usize) -> Self {
         self.entity_cache = capacity;
         self
+    }
+
+    /// The clock delays are counted on and due schedules are judged by (the system clock by
+    /// default; a [`ManualClock`](crate::schedule::ManualClock) in tests).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How this process fires scheduled commands. On by default;
+    /// [`SchedulerOptions::disabled`] (or [`without_scheduler`](Self::without_scheduler)) for
+    /// processes that only read.
+    pub fn scheduler(mut self, options: SchedulerOptions) -> Self {
+        self.scheduler = options;
+        self
+    }
+
+    /// Runs no scheduler in this process: scheduled commands are still made and cancelled
+    /// here, and fired by other processes (or by [`SourceFlow::fire_due`]).
+    pub fn without_scheduler(self) -> Self {
+        self.scheduler(SchedulerOptions::disabled())
     }
 
     /// How conflicting writes are retried.
@@ -217,6 +244,7 @@ impl Builder {
             entities: EntityCache::new(self.entity_cache),
             stream_locks: StreamLocks::new(),
             in_flight: AtomicUsize::new(0),
+            scheduling: Scheduling::new(self.clock, self.scheduler),
         };
         let flow = SourceFlow {
             inner: Arc::new(FlowInner {
@@ -228,6 +256,7 @@ impl Builder {
         flow.catch_up().await?;
         flow.drain_outbox().await;
         flow.start_background();
+        flow.start_scheduler();
         Ok(flow)
     }
 }

@@ -7,6 +7,7 @@
 mod builder;
 mod check;
 mod projector;
+mod schedule;
 
 pub use builder::Builder;
 

@@ -10,6 +10,7 @@
 //! outbox with the projection's commit, and the write side sends them.
 
 mod api;
+mod schedule;
 pub(crate) mod subscriber;
 
 use std::sync::Arc;

@@ -527,6 +527,7 @@ impl Subscriber {
                     rcx.method = route.method;
                     react(&*self.instance, &**message, &mut rcx).await?;
                     take_problems(&mut rcx.problems)?;
+                    super::schedule::store_reaction_schedules(flow, &mut rcx).await?;
                     outbox.append(&mut rcx.outbox);
                 }
                 RouteFn::Handle(_) => {}

@@ -1,5 +1,7 @@
 //! The in-memory store: the whole contract, behind one lock, for tests and prototypes.
 
+mod schedule;
+
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
@@ -128,6 +130,7 @@ struct Inner {
     positions: HashMap<String, Position>,
     outbox: BTreeMap<u64, OutboxMessage>,
     next_outbox_id: u64,
+    schedules: schedule::ScheduleTable,
 }
 
 /// A timestamp as every store keeps it: truncated to whole microseconds.
@@ -568,6 +571,10 @@ impl Store for MemoryStore {
     }
 
     fn admin(&self) -> Option<&dyn StoreAdmin> {
+        Some(self)
+    }
+
+    fn schedules(&self) -> Option<&dyn super::ScheduleStore> {
         Some(self)
     }
 }

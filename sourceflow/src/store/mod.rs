@@ -32,9 +32,11 @@
 //! UTF-8, a NUL in an id), with a store error, never accepting it and failing on read.
 
 mod memory;
+pub mod schedule;
 mod unit;
 
 pub use memory::MemoryStore;
+pub use schedule::ScheduleStore;
 pub use unit::{
     EntityWithModels, InlineProjection, ModelWrite, OutboxMessage, Page, PendingCommand,
     ProjectionCommit, UnitOfWork,
@@ -222,6 +224,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// implement [`StoreAdmin`] return `Some(self)`; calls of [`StoreAdmin`] methods on a
     /// `dyn Store` are forwarded to it.
     fn admin(&self) -> Option<&dyn StoreAdmin> {
+        None
+    }
+
+    /// This store's scheduled commands ([`ScheduleStore`]), if it keeps them (`None` by
+    /// default: such a store cannot schedule commands, everything else works).
+    fn schedules(&self) -> Option<&dyn ScheduleStore> {
         None
     }
 }

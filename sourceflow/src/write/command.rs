@@ -298,6 +298,7 @@ impl WriteSide {
                 }
                 _ => None,
             };
+            let scheduling = std::mem::take(&mut cx.scheduling);
             let (events, decoded) = (cx.events, cx.decoded);
             let has_outbox = !cx.outbox.is_empty();
             // Views this process keeps up with apply the events now and commit with the unit:
@@ -309,7 +310,7 @@ impl WriteSide {
             let _in_flight = InFlight::enter(&inner.in_flight);
             let (prepared, projections) = match (
                 last_event,
-                events.is_empty(),
+                events.is_empty() || !scheduling.is_empty(),
                 inner.in_flight.load(Ordering::Acquire),
             ) {
                 (Some(last_event), false, 1) => {
@@ -330,7 +331,12 @@ impl WriteSide {
                 events,
                 outbox: cx.outbox,
             };
-            let committed = if projections.is_empty() {
+            let committed = if !scheduling.is_empty() {
+                // Schedules commit with the unit (without the inline fast path).
+                self.commit_scheduled(unit, scheduling)
+                    .await
+                    .map(|r| (r, Vec::new()))
+            } else if projections.is_empty() {
                 inner.store.commit(unit).await.map(|r| (r, Vec::new()))
             } else {
                 inner.store.commit_inline(unit, projections).await

@@ -15,6 +15,7 @@ pub(crate) mod cache;
 mod command;
 mod outbox;
 mod replay;
+pub(crate) mod schedule;
 
 use std::any::TypeId;
 use std::future::Future;
@@ -59,6 +60,8 @@ pub(crate) struct WriteSide {
     /// Commands of this process between handler and commit: the inline fast path is for a
     /// command alone in flight; concurrent commands are grouped instead.
     pub(crate) in_flight: AtomicUsize,
+    /// The clock, the scheduler's options and its wake-up signal.
+    pub(crate) scheduling: schedule::Scheduling,
 }
 
 /// A view model to read together with an entity on a cache miss: which view wants it, its

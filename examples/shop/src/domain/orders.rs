@@ -6,13 +6,20 @@
 
 use std::fmt;
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sourceflow::prelude::*;
+use sourceflow::schedule::ScheduleId;
 
 use super::catalogue::{self, format_money, known_skus};
 
 /// Most units of one product in one order.
 pub const MAX_LINE_QUANTITY: u32 = 99;
+/// How long an order may stay unpaid before it is cancelled and its stock released, unless the
+/// saga is registered with another ([`OrderSaga::with_payment_timeout`]).
+pub const PAYMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Most distinct products in one order.
 pub const MAX_LINES: usize = 20;
 /// Longest customer id.
@@ -181,6 +188,12 @@ impl Validate for MarkOrderPaid {
     }
 }
 
+/// Cancels the order if it is still unpaid: sent by the payment deadline the order scheduled
+/// when it was placed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(name = "shop.ExpireOrder")]
+pub struct ExpireOrder;
+
 // ---- Events
 
 /// One product in an order.
@@ -219,6 +232,10 @@ pub struct OrderPlaced {
     pub customer_id: String,
     /// ISO code of the currency the order is priced in.
     pub currency: String,
+    /// When the order is cancelled unless paid by then (absent in orders placed before
+    /// payment deadlines existed).
+    #[serde(default)]
+    pub pay_by: Option<DateTime<Utc>>,
 }
 
 /// The shop's currency.
@@ -374,6 +391,9 @@ pub struct Order {
     pub status: OrderStatus,
     /// What is in it, one line per product.
     pub lines: Vec<OrderLine>,
+    /// The scheduled cancellation if it is not paid in time, while it is pending.
+    #[serde(default)]
+    pub payment_deadline: Option<ScheduleId>,
 }
 
 impl Order {
@@ -416,9 +436,38 @@ impl Order {
     }
 }
 
-/// Handles every order command.
-#[derive(Default)]
-pub struct OrderSaga;
+/// Handles every order command. An order is cancelled (and its stock released) when it is
+/// not paid within the payment timeout ([`PAYMENT_TIMEOUT`] unless registered
+/// [`with_payment_timeout`](Self::with_payment_timeout)): placing it schedules an
+/// [`ExpireOrder`], which paying or cancelling it cancels.
+pub struct OrderSaga {
+    payment_timeout: Duration,
+}
+
+impl Default for OrderSaga {
+    fn default() -> Self {
+        Self::with_payment_timeout(PAYMENT_TIMEOUT)
+    }
+}
+
+impl OrderSaga {
+    /// A saga that cancels orders not paid within `timeout`. Register it with
+    /// `SourceFlow::builder().saga(OrderSaga::with_payment_timeout(..))`.
+    pub fn with_payment_timeout(timeout: Duration) -> Self {
+        Self {
+            payment_timeout: timeout,
+        }
+    }
+}
+
+impl Order {
+    /// Cancels the pending payment deadline, if any.
+    fn settle_deadline(&mut self, cx: &mut SagaContext) {
+        if let Some(deadline) = self.payment_deadline.take() {
+            cx.cancel(deadline);
+        }
+    }
+}
 
 #[saga(entity = Order)]
 impl OrderSaga {
@@ -436,9 +485,17 @@ impl OrderSaga {
             ));
         }
         order.customer_id = cmd.customer_id.clone();
+        // The deadline counts from the commit, on the flow's clock (a test's manual clock
+        // included). The event tells the views when that is, from the command's own time, so
+        // a replay computes the same event.
+        let id = cx.entity_id().clone();
+        order.payment_deadline = Some(cx.schedule(self.payment_timeout, id, ExpireOrder));
+        let pay_by = cx.timestamp()
+            + chrono::Duration::from_std(self.payment_timeout).unwrap_or(chrono::Duration::MAX);
         cx.publish(OrderPlaced {
             customer_id: cmd.customer_id.clone(),
             currency: CURRENCY.to_owned(),
+            pay_by: Some(pay_by),
         });
         Ok(())
     }
@@ -618,6 +675,7 @@ impl OrderSaga {
             ));
         }
         order.status = OrderStatus::Paid;
+        order.settle_deadline(cx);
         cx.publish(OrderPaid {
             customer_id: order.customer_id.clone(),
             lines: order.lines.clone(),
@@ -650,6 +708,7 @@ impl OrderSaga {
             }
         }
         order.status = OrderStatus::Cancelled;
+        order.settle_deadline(cx);
         let reason = if cmd.reason.trim().is_empty() {
             "cancelled by the customer".to_owned()
         } else {
@@ -661,5 +720,31 @@ impl OrderSaga {
             reason,
         });
         Ok(())
+    }
+
+    #[handles]
+    async fn expire(&self, order: &mut Order, _cmd: &ExpireOrder, cx: &mut SagaContext) {
+        order.payment_deadline = None;
+        // Paid or cancelled meanwhile (a deadline that fired while it was being cancelled):
+        // nothing to do.
+        if !matches!(order.status, OrderStatus::Draft | OrderStatus::Confirmed) {
+            return;
+        }
+        order.status = OrderStatus::Cancelled;
+        cx.publish(OrderCancelled {
+            customer_id: order.customer_id.clone(),
+            lines: order.lines.clone(),
+            reason: format!("not paid within {}", humanize(self.payment_timeout)),
+        });
+    }
+}
+
+/// A timeout for people: `30 minutes`, `5 seconds`.
+fn humanize(timeout: Duration) -> String {
+    let seconds = timeout.as_secs();
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} hours", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
     }
 }
