@@ -1,5 +1,7 @@
 //! The in-memory store: the whole contract, behind one lock, for tests and prototypes.
 
+mod inspect;
+
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
@@ -700,5 +702,9 @@ impl StoreAdmin for MemoryStore {
         ids.sort();
         ids.truncate(page.limit);
         Ok(ids)
+    }
+
+    fn inspect(&self) -> Option<&dyn super::StoreInspect> {
+        Some(self)
     }
 }
