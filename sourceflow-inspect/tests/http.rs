@@ -359,3 +359,16 @@ async fn binary_serves_a_sqlite_file_and_refuses_an_exposed_bind() {
     let overview = overview.ok();
     assert!(overview.contains("shop.Order"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_pages_paging_and_trace() {
+    let flow = seeded(sourceflow::MemoryStore::new()).await;
+    let store: Arc<dyn Store> = flow.store().clone();
+    let addr = serve(sourceflow_inspect::router(store.clone())).await;
+    every_page_renders(&addr, &*store).await;
+    paging_and_search(&addr, &*store).await;
+    stream_interleaves(&addr, &*store).await;
+    trace_is_causal_tree(&addr, &*store).await;
+    log_pages(&addr, &*store).await;
+    markup_is_text(&addr, &*store).await;
+}
