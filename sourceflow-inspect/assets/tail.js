@@ -37,15 +37,26 @@
     li.appendChild(link(stream, e.type + "/" + e.id + " #" + e.sequence));
     li.appendChild(span("time", e.time));
     var trace = list.getAttribute("data-trace") + "?correlation=" + encodeURIComponent(e.correlation);
-    li.appendChild(link(trace, e.correlation.slice(0, 8)));
+    // UUID v7 ids share their leading time digits: the random tail tells them apart.
+    li.appendChild(link(trace, "…" + e.correlation.slice(-12)));
     list.insertBefore(li, list.firstChild);
     while (list.children.length > KEEP) { list.removeChild(list.lastChild); }
   }
 
+  var until = list.getAttribute("data-until");
+
   function start() {
-    source = new EventSource(list.getAttribute("data-events") + "?after=" + encodeURIComponent(after));
+    var url = list.getAttribute("data-events") + "?after=" + encodeURIComponent(after);
+    if (until) { url += "&until=" + encodeURIComponent(until); }
+    source = new EventSource(url);
     source.addEventListener("open", function () { status.textContent = "following"; });
     source.addEventListener("recorded", add);
+    source.addEventListener("end", function (event) {
+      source.close();
+      source = null;
+      status.textContent = "ended at position " + event.data;
+      toggle.hidden = true;
+    });
     source.addEventListener("error", function () { status.textContent = "reconnecting…"; });
     toggle.textContent = "Pause";
   }

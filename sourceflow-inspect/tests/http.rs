@@ -372,3 +372,36 @@ async fn memory_store_pages_paging_and_trace() {
     log_pages(&addr, &*store).await;
     markup_is_text(&addr, &*store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_tail_ends_at_its_position() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let flow = sqlite_flow(&dir).await;
+    let head = flow.store().head().await.expect("head").0;
+    for inspector in [
+        Inspector::new(flow.store().clone()),
+        Inspector::for_flow(&flow),
+    ] {
+        let addr = serve(inspector.router()).await;
+        let reply = get(
+            &addr,
+            &format!("/tail/events?after={}&until={}", head - 5, head - 2),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        let ids: Vec<&str> = reply
+            .body
+            .lines()
+            .filter_map(|line| line.strip_prefix("id: "))
+            .collect();
+        let wanted: Vec<String> = (head - 4..=head - 2).map(|p| p.to_string()).collect();
+        assert_eq!(ids, wanted);
+        assert!(
+            reply
+                .body
+                .contains(&format!("event: end\ndata: {}", head - 2)),
+            "{}",
+            reply.body
+        );
+    }
+}

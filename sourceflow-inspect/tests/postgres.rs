@@ -78,7 +78,14 @@ async fn postgres_pages_paging_trace_and_markup() {
 
     // The binary on the same schema.
     let mut child = Command::new(env!("CARGO_BIN_EXE_sourceflow-inspect"))
-        .args(["--database-url", &url, "--schema", &schema.name, "--port", "0"])
+        .args([
+            "--database-url",
+            &url,
+            "--schema",
+            &schema.name,
+            "--port",
+            "0",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the binary");
@@ -97,6 +104,9 @@ async fn postgres_pages_paging_trace_and_markup() {
     let _ = child.kill();
     let _ = child.wait();
     let listed = listed_ids(&overview.expect("the binary's URL").ok());
-    assert_eq!(listed, all_ids(&*store, "shop.Payment").await[..listed.len()]);
+    assert_eq!(
+        listed,
+        all_ids(&*store, "shop.Payment").await[..listed.len()]
+    );
     assert!(!listed.is_empty());
 }

@@ -84,7 +84,7 @@ fn row(base: &str, event: &RecordedEvent) -> String {
     let stream = &event.envelope.stream;
     let correlation = event.envelope.correlation_id.to_string();
     format!(
-        r#"<tr><td class="num">{position}</td><td>{name}</td><td><a href="{stream_link}">{stream}</a></td><td class="num">{seq}</td><td>{time}</td><td><a href="{trace}">{short}</a></td></tr>
+        r#"<tr><td class="num">{position}</td><td>{name}</td><td><a href="{stream_link}">{stream}</a></td><td class="num">{seq}</td><td>{time}</td><td><a href="{trace}">…{short}</a></td></tr>
 "#,
         position = event.position.0,
         name = escape(&event.envelope.name),
@@ -97,13 +97,17 @@ fn row(base: &str, event: &RecordedEvent) -> String {
         seq = event.sequence.0,
         time = time(&event.envelope.timestamp),
         trace = href(base, "/trace", &[("correlation", &correlation)]),
-        short = &correlation[..8],
+        // UUID v7 ids share their leading time digits: the random tail tells them apart.
+        short = &correlation[correlation.len() - 12..],
     )
 }
 
 #[derive(Deserialize)]
 pub(crate) struct TailQuery {
+    /// Start after this position.
     after: Option<u64>,
+    /// Stop after this position (a replay of a window of the log); follow forever without.
+    until: Option<u64>,
 }
 
 /// The tail's page: the script opens the event stream from `after` (by default a few events
@@ -119,7 +123,7 @@ pub(crate) async fn tail(
         .unwrap_or_else(|| head.0.saturating_sub(TAIL_BACKLOG));
     let body = format!(
         r#"<p class="meta">Newest first. <span id="tail-status">connecting…</span> <button id="tail-toggle" type="button">Pause</button></p>
-<ol id="tail" class="tail" data-events="{events}" data-stream="{stream}" data-trace="{trace}" data-after="{after}"></ol>
+<ol id="tail" class="tail" data-events="{events}" data-stream="{stream}" data-trace="{trace}" data-after="{after}" data-until="{until}"></ol>
 <noscript><p>The live tail needs JavaScript; the <a href="{log}">global log</a> pages without it.</p></noscript>
 <script src="{script}"></script>
 "#,
@@ -128,6 +132,7 @@ pub(crate) async fn tail(
         trace = href(&base, "/trace", &[]),
         log = href(&base, "/log", &[]),
         script = href(&base, "/assets/tail.js", &[]),
+        until = query.until.map(|u| u.to_string()).unwrap_or_default(),
     );
     Ok(Html(page(&base, "Live tail", &body)))
 }
@@ -152,10 +157,12 @@ fn tail_event(event: &RecordedEvent) -> Event {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 type KeepAliveStreamOf = axum::response::sse::KeepAliveStream<EventStream>;
+type Recorded = Pin<Box<dyn Stream<Item = Result<RecordedEvent, String>> + Send>>;
 
 /// The server-sent events of every commit after `after` (or after the browser's
 /// `Last-Event-ID` on a reconnect): through [`SourceFlow::subscribe`](sourceflow::SourceFlow::subscribe)
-/// in library mode, by polling the log otherwise.
+/// in library mode, by polling the log otherwise. With `until`, the stream stops after that
+/// position with an `end` event (the page's script then stops too).
 pub(crate) async fn events(
     State(app): State<App>,
     headers: HeaderMap,
@@ -166,36 +173,70 @@ pub(crate) async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let after = Position(resumed.or(query.after).unwrap_or(0));
-    let stream: EventStream = match &app.0.flow {
-        Some(flow) => Box::pin(flow.subscribe(after).map(|event| {
-            Ok(match event {
-                Ok(event) => tail_event(&event),
-                Err(e) => Event::default().event("failed").data(e.to_string()),
-            })
-        })),
-        None => Box::pin(poll(app.0.store.clone(), after)),
+    let recorded = follow(&app, after);
+    let stream: EventStream = match query.until {
+        None => Box::pin(recorded.map(sse_event)),
+        Some(until) if after.0 >= until => Box::pin(futures_util::stream::iter([end(until)])),
+        Some(until) => {
+            // Up to and including the event at `until` (without waiting for a later commit),
+            // then the end.
+            let bounded = futures_util::stream::unfold(
+                (recorded, false),
+                move |(mut recorded, done)| async move {
+                    if done {
+                        return None;
+                    }
+                    let event = recorded.next().await?;
+                    if event.as_ref().is_ok_and(|e| e.position.0 > until) {
+                        return None;
+                    }
+                    let done = event.as_ref().is_ok_and(|e| e.position.0 >= until);
+                    Some((event, (recorded, done)))
+                },
+            )
+            .map(sse_event);
+            Box::pin(bounded.chain(futures_util::stream::iter([end(until)])))
+        }
     };
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Every event after `after`, then each new commit.
+fn follow(app: &App, after: Position) -> Recorded {
+    match &app.0.flow {
+        Some(flow) => Box::pin(flow.subscribe(after).map(|e| e.map_err(|e| e.to_string()))),
+        None => Box::pin(poll(app.0.store.clone(), after)),
+    }
+}
+
+fn sse_event(event: Result<RecordedEvent, String>) -> Result<Event, Infallible> {
+    Ok(match event {
+        Ok(event) => tail_event(&event),
+        Err(why) => Event::default().event("failed").data(why),
+    })
+}
+
+fn end(until: u64) -> Result<Event, Infallible> {
+    Ok(Event::default().event("end").data(until.to_string()))
 }
 
 /// Follows the log by reading it from the last position seen, waiting [`POLL`] when idle.
 fn poll(
     store: std::sync::Arc<dyn Store>,
     after: Position,
-) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+) -> impl Stream<Item = Result<RecordedEvent, String>> + Send {
     futures_util::stream::unfold((store, after), |(store, after)| async move {
         loop {
             match store.read_all(after, 256).await {
                 Ok(batch) if batch.is_empty() => tokio::time::sleep(POLL).await,
                 Ok(batch) => {
                     let next = batch.last().map_or(after, |e| e.position);
-                    let events: Vec<_> = batch.iter().map(|e| Ok(tail_event(e))).collect();
+                    let events: Vec<_> = batch.into_iter().map(Ok).collect();
                     return Some((futures_util::stream::iter(events), (store, next)));
                 }
                 Err(e) => {
-                    let failed = Event::default().event("failed").data(e.to_string());
-                    let items = vec![Ok(failed)];
                     tokio::time::sleep(POLL).await;
+                    let items = vec![Err(e.to_string())];
                     return Some((futures_util::stream::iter(items), (store, after)));
                 }
             }
