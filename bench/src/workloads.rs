@@ -6,6 +6,7 @@
 //! processes, disk cache, autovacuum) hits both alike.
 
 pub mod w8;
+pub mod w9;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -36,7 +36,11 @@ pub(crate) async fn overview(State(app): State<App>, Base(base): Base) -> PageRe
 "#,
         head = head.0,
         events = activity.events,
-        commands = activity.commands,
+        commands = if activity.commands_estimated {
+            format!("≈{}", activity.commands)
+        } else {
+            activity.commands.to_string()
+        },
     );
 
     body.push_str(&search_forms(&base));

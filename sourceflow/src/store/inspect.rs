@@ -26,6 +26,9 @@ pub struct Activity {
     pub events: u64,
     /// Commands that recorded those events (a command that emitted no event is not counted).
     pub commands: u64,
+    /// `commands` is an estimate: more events than a store counts commands over were
+    /// recorded, so it scaled the share of commands among the newest of them.
+    pub commands_estimated: bool,
 }
 
 /// Read-only queries for inspectors, reached through
@@ -71,6 +74,7 @@ pub trait StoreInspect: Send + Sync {
     async fn outbox_len(&self) -> Result<u64, StoreError>;
 
     /// How many events (and the commands that recorded them) have a timestamp at or after
-    /// `since`.
+    /// `since`. A store may estimate the commands of a busy window from its newest events
+    /// ([`Activity::commands_estimated`]); the events are counted exactly.
     async fn recorded_since(&self, since: DateTime<Utc>) -> Result<Activity, StoreError>;
 }

@@ -125,6 +125,7 @@ impl StoreInspect for MemoryStore {
         Ok(Activity {
             events,
             commands: commands.len() as u64,
+            commands_estimated: false,
         })
     }
 }
