@@ -35,7 +35,7 @@
 //! ([`check_bind`]).
 //!
 //! # What it reads
-//! Everything goes through [`Store`](sourceflow::store::Store), its tooling interface
+//! Everything goes through [`Store`], its tooling interface
 //! [`StoreAdmin`](sourceflow::store::StoreAdmin) and the inspector queries
 //! [`StoreInspect`](sourceflow::store::StoreInspect) (implemented by `MemoryStore`,
 //! `SqliteStore` and `PostgresStore`); lists are paged by key, never by offset.
