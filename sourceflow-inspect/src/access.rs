@@ -108,6 +108,13 @@ pub(crate) async fn guard(State(app): State<App>, request: Request, next: Next) 
     if !same_origin(&request) {
         return refuse(StatusCode::FORBIDDEN, "cross-origin requests are refused");
     }
+    if app.loopback_only() && !addressed_to_loopback(&request) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this inspector answers only requests addressed to this machine \
+             (127.0.0.1, [::1] or localhost)",
+        );
+    }
     let Some(token) = app.token() else {
         return next.run(request).await;
     };
@@ -127,6 +134,26 @@ pub(crate) async fn guard(State(app): State<App>, request: Request, next: Next) 
         StatusCode::UNAUTHORIZED,
         "this inspector needs its token: open the URL it printed when it started",
     )
+}
+
+/// Whether the request's `Host` names this machine: a page of another site whose name was
+/// pointed at 127.0.0.1 (DNS rebinding) names its own host, and is refused.
+fn addressed_to_loopback(request: &Request) -> bool {
+    let Some(host) = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Requests that change something must come from a page of this server: a browser sends

@@ -80,6 +80,7 @@ pub struct Inspector {
     views: BTreeMap<String, RebuildFn>,
     token: Option<String>,
     actions: bool,
+    loopback_only: bool,
 }
 
 impl std::fmt::Debug for Inspector {
@@ -91,6 +92,7 @@ impl std::fmt::Debug for Inspector {
             .field("views", &self.views.keys().collect::<Vec<_>>())
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("actions", &self.actions)
+            .field("loopback_only", &self.loopback_only)
             .finish()
     }
 }
@@ -105,6 +107,7 @@ impl Inspector {
             views: BTreeMap::new(),
             token: None,
             actions: false,
+            loopback_only: false,
         }
     }
 
@@ -159,6 +162,15 @@ impl Inspector {
     pub fn actions(mut self, token: impl Into<String>) -> Self {
         self.actions = true;
         self.token(token)
+    }
+
+    /// Answers only requests whose `Host` names this machine (`127.0.0.1`, `[::1]`,
+    /// `localhost`): for an inspector on loopback without a token, so that a web page whose
+    /// domain was pointed at 127.0.0.1 (DNS rebinding) cannot read the store through the
+    /// browser. The binary sets it whenever it runs without a token.
+    pub fn loopback_only(mut self) -> Self {
+        self.loopback_only = true;
+        self
     }
 
     /// The routes, to serve alone or to mount with [`Router::nest`] under a path of your

@@ -83,13 +83,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let store = open(&cli).await?;
     let mut inspector = Inspector::new(store);
-    if let Some(token) = &cli.token {
-        inspector = if cli.allow_actions {
-            inspector.actions(token.clone())
-        } else {
-            inspector.token(token.clone())
-        };
-    }
+    inspector = match &cli.token {
+        Some(token) if cli.allow_actions => inspector.actions(token.clone()),
+        Some(token) => inspector.token(token.clone()),
+        // Loopback without a token: only requests that name this machine.
+        None => inspector.loopback_only(),
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

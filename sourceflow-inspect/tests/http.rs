@@ -292,6 +292,20 @@ async fn actions_need_the_token_and_read_only_has_none() {
     assert!(overview.contains("Rebuild OrderSummaryView"));
 }
 
+/// The status of `GET /` sent to `addr` with `host` as its `Host` header.
+async fn raw_get_with_host(addr: &str, host: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("receive");
+    let text = String::from_utf8_lossy(&raw);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status")
+}
+
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sourceflow-inspect"))
 }
@@ -354,10 +368,18 @@ async fn binary_serves_a_sqlite_file_and_refuses_an_exposed_bind() {
         .to_owned();
     assert!(url.starts_with("127.0.0.1:"), "{url}");
     let overview = get(&url, "/").await;
+    let port = url.rsplit(':').next().expect("a port").to_owned();
+    let by_name = request(&url, "GET", "/", &[], "").await;
+    // A page of another site whose name was pointed at 127.0.0.1 names its own host.
+    let rebound = raw_get_with_host(&url, &format!("evil.example:{port}")).await;
+    let localhost = raw_get_with_host(&url, &format!("localhost:{port}")).await;
     let _ = child.kill();
     let _ = child.wait();
     let overview = overview.ok();
     assert!(overview.contains("shop.Order"));
+    assert_eq!(by_name.status, 200);
+    assert_eq!(rebound, 403, "a rebound host name is refused");
+    assert_eq!(localhost, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,7 @@ struct Inner {
     views: BTreeMap<String, RebuildFn>,
     token: Option<String>,
     actions: bool,
+    loopback_only: bool,
 }
 
 impl App {
@@ -44,7 +45,12 @@ impl App {
             views: inspector.views,
             token: inspector.token,
             actions: inspector.actions,
+            loopback_only: inspector.loopback_only,
         }))
+    }
+
+    pub(crate) fn loopback_only(&self) -> bool {
+        self.0.loopback_only
     }
 
     pub(crate) fn token(&self) -> Option<&str> {
