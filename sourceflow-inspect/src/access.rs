@@ -174,7 +174,11 @@ fn same_origin(request: &Request) -> bool {
 }
 
 fn with_cookie(request: &Request, token: &str) -> Response {
-    let uri = request.uri();
+    // The address as the browser sent it, mount point included.
+    let uri = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or(request.uri(), |original| &original.0);
     let rest: Vec<&str> = uri
         .query()
         .unwrap_or("")

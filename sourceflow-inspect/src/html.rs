@@ -44,7 +44,13 @@ pub fn query_component(text: &str) -> String {
 /// A link target under the inspector's mount point: `base` + `path` + the query pairs,
 /// percent-encoded, then HTML-escaped for an `href` attribute.
 pub fn href(base: &str, path: &str, query: &[(&str, &str)]) -> String {
-    let mut url = format!("{base}{path}");
+    // Mounted under a path, the overview is the mount point itself (`/ops/inspect`, which a
+    // nested router answers, where `/ops/inspect/` is not found).
+    let mut url = if path == "/" && !base.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}{path}")
+    };
     for (i, (key, value)) in query.iter().enumerate() {
         url.push(if i == 0 { '?' } else { '&' });
         url.push_str(key);

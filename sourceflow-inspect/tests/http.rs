@@ -427,3 +427,41 @@ async fn a_bounded_tail_ends_at_its_position() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounted_under_a_path_its_links_follow() {
+    let flow = seeded(sourceflow::MemoryStore::new()).await;
+    let inspector = Inspector::for_flow(&flow).router();
+    let app = axum::Router::new().nest("/ops/inspect", inspector);
+    let addr = serve(app).await;
+    {
+        let overview = get(&addr, "/ops/inspect").await.ok();
+        assert!(
+            overview.contains(r#"href="/ops/inspect/streams?type=shop.Order""#),
+            "{overview}"
+        );
+        assert!(overview.contains(r#"href="/ops/inspect/assets/style.css""#));
+        assert!(overview.contains(r#"action="/ops/inspect/trace""#));
+        assert!(overview.contains(r#"<a href="/ops/inspect">Overview</a>"#));
+    }
+    let list = get(&addr, "/ops/inspect/streams?type=shop.Order")
+        .await
+        .ok();
+    let first = listed_ids(&list).remove(0);
+    assert!(list.contains(&format!(
+        r#"href="/ops/inspect/stream?type=shop.Order&amp;id={}""#,
+        encode(&first)
+    )));
+    let tail = get(&addr, "/ops/inspect/tail").await.ok();
+    assert!(tail.contains(r#"data-events="/ops/inspect/tail/events""#));
+    assert_eq!(get(&addr, "/ops/inspect/assets/tail.js").await.status, 200);
+    // Outside the mount point, nothing of the inspector.
+    assert_eq!(get(&addr, "/streams?type=shop.Order").await.status, 404);
+
+    // With a token, the cookie's redirect keeps the mount point.
+    let guarded = Inspector::for_flow(&flow).token(TOKEN).router();
+    let addr = serve(axum::Router::new().nest("/ops/inspect", guarded)).await;
+    let reply = get(&addr, &format!("/ops/inspect/log?token={TOKEN}&after=3")).await;
+    assert_eq!(reply.status, 303);
+    assert_eq!(reply.header("location"), Some("/ops/inspect/log?after=3"));
+}
