@@ -26,14 +26,16 @@ use sourceflow_sqlx::{PostgresStore, SqliteStore};
 #[derive(Debug, Parser)]
 #[command(name = "sourceflow-inspect", version)]
 struct Cli {
-    /// The SQLite database file to inspect (it must exist).
+    /// The SQLite database file to inspect (it must exist). It is opened as the application
+    /// opens it: migrations this version knows and the file lacks are applied.
     #[arg(
         long,
         conflicts_with = "database_url",
         required_unless_present = "database_url"
     )]
     db: Option<PathBuf>,
-    /// The Postgres database to inspect.
+    /// The Postgres database to inspect (migrations this version knows are applied, as the
+    /// application's store does).
     #[arg(long)]
     database_url: Option<String>,
     /// The Postgres schema holding the sourceflow tables (default: the connection's).
