@@ -15,7 +15,7 @@ use sourceflow_bench::report::{self, Row};
 use sourceflow_bench::workloads::{self, progress, Settings};
 
 const USAGE: &str =
-    "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7,w8,w9]
+    "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7,w8,w10,w11]
 
   --quick   smaller sizes, the whole run in under two minutes
   --check   exit with status 1 if a target is missed (or a workload fails)
@@ -107,7 +107,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     }
 
-    const WORKLOADS: [&str; 9] = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"];
+    const WORKLOADS: [&str; 10] = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w10", "w11"];
     if let Some(unknown) = args
         .only
         .iter()
@@ -178,8 +178,11 @@ fn run() -> anyhow::Result<ExitCode> {
         if wanted("w8") {
             record("W8", workloads::w8::w8(&settings).await);
         }
-        if wanted("w9") {
-            record("W9", workloads::w9::w9(&settings).await);
+        if wanted("w10") {
+            record("W10", workloads::w10::w10(&settings).await);
+        }
+        if wanted("w11") {
+            record("W11", workloads::w11::w11(&settings, path).await);
         }
     });
     drop(runtime);

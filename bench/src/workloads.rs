@@ -1,12 +1,13 @@
-//! The workloads W1 to W9. Each returns the rows it contributes to the table.
+//! The workloads W1 to W11. Each returns the rows it contributes to the table.
 //!
 //! Every framework in a workload runs on the same machine, in the same process run, with the
 //! same payloads ([`Deposit::nth`]) and the same stream ids ([`account_id`]). Where two
 //! things are compared, their samples are interleaved in small blocks so that drift (other
 //! processes, disk cache, autovacuum) hits both alike.
 
+pub mod w10;
+pub mod w11;
 pub mod w8;
-pub mod w9;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

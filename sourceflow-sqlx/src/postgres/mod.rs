@@ -257,6 +257,7 @@ impl Postgres {
 impl Backend for Postgres {
     const NAME: &'static str = "postgres";
     const READS: ReadQueries = queries::READS;
+    const INSPECT: crate::sql::inspect::InspectQueries = crate::sql::inspect::POSTGRES;
     type Db = sqlx::Postgres;
 
     fn readers(&self) -> &PgPool {

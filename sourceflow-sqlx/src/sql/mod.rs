@@ -8,6 +8,7 @@
 //! differ, how its columns take arguments, its commit path and its error classification;
 //! everything a read does with a query's arguments and rows is written here, once.
 
+pub(crate) mod inspect;
 pub(crate) mod queries;
 pub(crate) mod read;
 pub(crate) mod rows;
@@ -75,6 +76,9 @@ pub(crate) trait Backend: Sized + Send + Sync + fmt::Debug + 'static {
 
     /// The backend's text of the read queries that differ per backend.
     const READS: ReadQueries;
+
+    /// The backend's text of the inspector queries that differ per backend.
+    const INSPECT: inspect::InspectQueries;
 
     /// The database the read queries run on.
     type Db: Rows<Row: Columns>;
@@ -391,6 +395,10 @@ impl<B: Backend> StoreAdmin for SqlStore<B> {
 
     async fn stream_ids(&self, entity_type: &str, page: Page) -> Result<Vec<EntityId>, StoreError> {
         read::stream_ids(&self.backend, entity_type, page).await
+    }
+
+    fn inspect(&self) -> Option<&dyn sourceflow::store::StoreInspect> {
+        Some(self)
     }
 }
 

@@ -45,7 +45,7 @@ where
 }
 
 /// The rows `sql` returns with `params` bound in order, retried on transient faults.
-pub(super) async fn fetch<B: Backend>(
+pub(crate) async fn fetch<B: Backend>(
     backend: &B,
     what: &'static str,
     sql: &'static str,

@@ -153,6 +153,7 @@ impl Sqlite {
 impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
     const READS: ReadQueries = queries::READS;
+    const INSPECT: crate::sql::inspect::InspectQueries = crate::sql::inspect::SQLITE;
     type Db = sqlx::Sqlite;
 
     fn readers(&self) -> &SqlitePool {

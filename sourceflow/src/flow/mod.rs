@@ -311,7 +311,7 @@ impl SourceFlow {
     }
 
     /// Sends every command waiting in the outbox (left by a crash, or by another process).
-    pub(crate) async fn drain_outbox(&self) {
+    pub async fn drain_outbox(&self) {
         let inner = &*self.inner;
         inner.write.drain_outbox(&*inner.read).await;
     }

@@ -1,5 +1,6 @@
 //! The in-memory store: the whole contract, behind one lock, for tests and prototypes.
 
+mod inspect;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -707,5 +708,9 @@ impl StoreAdmin for MemoryStore {
         ids.sort();
         ids.truncate(page.limit);
         Ok(ids)
+    }
+
+    fn inspect(&self) -> Option<&dyn super::StoreInspect> {
+        Some(self)
     }
 }

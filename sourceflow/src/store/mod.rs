@@ -31,9 +31,12 @@
 //! A backend may refuse what its database cannot hold when it is written (bytes that are not
 //! UTF-8, a NUL in an id), with a store error, never accepting it and failing on read.
 
+mod inspect;
 mod memory;
 pub mod schedule;
 mod unit;
+
+pub use inspect::{Activity, Correlated, StoreInspect};
 
 pub use memory::MemoryStore;
 pub use schedule::ScheduleStore;
@@ -349,6 +352,11 @@ pub trait StoreAdmin: Store {
     ) -> Result<Vec<EntityId>, StoreError> {
         Err(StoreError::Unsupported("stream_ids"))
     }
+
+    /// This store's read-only queries for inspectors, if it offers them (`None` by default).
+    fn inspect(&self) -> Option<&dyn StoreInspect> {
+        None
+    }
 }
 
 /// Tooling calls on a `dyn Store` reach the backend's own [`StoreAdmin`] when it has one
@@ -433,6 +441,10 @@ impl<'s> StoreAdmin for dyn Store + 's {
         tooling(self, "stream_ids")?
             .stream_ids(entity_type, page)
             .await
+    }
+
+    fn inspect(&self) -> Option<&dyn StoreInspect> {
+        self.admin().and_then(StoreAdmin::inspect)
     }
 }
 

@@ -1,4 +1,4 @@
-//! W9: scheduled commands. On SQLite and on Postgres, with 10,000 schedules pending far in the
+//! W10: scheduled commands. On SQLite and on Postgres, with 10,000 schedules pending far in the
 //! future (the table a busy application carries): how late a due command fires (p50 and p99
 //! of the time from its due time to its send, against the scheduler's polling interval), and
 //! how fast a backlog of due commands fires compared with sending the same commands from 32
@@ -18,7 +18,7 @@ use super::{fmt_rate, progress, rate, Settings};
 use crate::domain::{account_id, AccountAggregate, AccountSaga, Deposit, SummaryView};
 use crate::report::{Row, Target};
 
-/// The scheduler's polling interval in W9.
+/// The scheduler's polling interval in W10.
 const POLL: Duration = Duration::from_millis(50);
 /// How much later than the polling interval the p99 fire delay may be.
 const DELAY_BUDGET: Duration = Duration::from_millis(100);
@@ -97,7 +97,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1_000.0
 }
 
-/// W9 on one store (a fresh one: nothing scheduled yet).
+/// W10 on one store (a fresh one: nothing scheduled yet).
 async fn on(settings: &Settings, label: &str, store: Arc<dyn Store>) -> anyhow::Result<Vec<Row>> {
     let n: u64 = settings.pick(2_000, 10_000);
     let probes: u64 = settings.pick(100, 300);
@@ -106,7 +106,7 @@ async fn on(settings: &Settings, label: &str, store: Arc<dyn Store>) -> anyhow::
         .context("the store does not keep schedules")?;
 
     progress(format!(
-        "W9: {label}, {n} commands sent by {SENDERS} concurrent senders"
+        "W10: {label}, {n} commands sent by {SENDERS} concurrent senders"
     ));
     let plain = flow(store.clone(), SchedulerOptions::disabled()).await?;
     for i in 0..100 {
@@ -132,7 +132,9 @@ async fn on(settings: &Settings, label: &str, store: Arc<dyn Store>) -> anyhow::
     let plain_rate = rate(n, started.elapsed());
     drop(plain);
 
-    progress(format!("W9: {label}, {PENDING} schedules pending tomorrow"));
+    progress(format!(
+        "W10: {label}, {PENDING} schedules pending tomorrow"
+    ));
     let tomorrow = Utc::now() + chrono::Duration::days(1);
     add(
         schedules,
@@ -140,7 +142,7 @@ async fn on(settings: &Settings, label: &str, store: Arc<dyn Store>) -> anyhow::
     )
     .await?;
 
-    progress(format!("W9: {label}, a backlog of {n} due commands fired"));
+    progress(format!("W10: {label}, a backlog of {n} due commands fired"));
     let due = Utc::now() - chrono::Duration::seconds(1);
     add(
         schedules,
@@ -159,7 +161,7 @@ async fn on(settings: &Settings, label: &str, store: Arc<dyn Store>) -> anyhow::
     let fire_rate = rate(n, started.elapsed());
 
     progress(format!(
-        "W9: {label}, {probes} commands falling due every 10 ms"
+        "W10: {label}, {probes} commands falling due every 10 ms"
     ));
     let first_due = Utc::now() + chrono::Duration::milliseconds(500);
     let probe_dues: Vec<_> = (0..probes)
@@ -191,7 +193,7 @@ async fn on(settings: &Settings, label: &str, store: Arc<dyn Store>) -> anyhow::
     let (p50, p99) = (percentile(&delays, 0.5), percentile(&delays, 0.99));
     Ok(vec![
         Row::checked(
-            "W9",
+            "W10",
             format!(
                 "{label}, fire delay with {PENDING} pending, poll {} ms: p99 (ms)",
                 POLL.as_millis()
@@ -201,7 +203,7 @@ async fn on(settings: &Settings, label: &str, store: Arc<dyn Store>) -> anyhow::
             Target::AtMost(ms(POLL + DELAY_BUDGET)),
         ),
         Row::checked(
-            "W9",
+            "W10",
             format!("{label}, firing a due backlog / {SENDERS} concurrent senders"),
             format!(
                 "fired {}, sent {}",
@@ -214,23 +216,23 @@ async fn on(settings: &Settings, label: &str, store: Arc<dyn Store>) -> anyhow::
     ])
 }
 
-/// W9 on a SQLite file and, with `SOURCEFLOW_PG_URL`, on Postgres.
+/// W10 on a SQLite file and, with `SOURCEFLOW_PG_URL`, on Postgres.
 ///
 /// # Errors
 /// Store faults, a command that did not fire.
-pub async fn w9(settings: &Settings) -> anyhow::Result<Vec<Row>> {
-    let path = settings.dir.join("w9.db");
+pub async fn w10(settings: &Settings) -> anyhow::Result<Vec<Row>> {
+    let path = settings.dir.join("w10.db");
     let sqlite = sourceflow_sqlx::SqliteStore::open(&path).await?;
     let mut rows = on(settings, "SQLite", Arc::new(sqlite)).await?;
     let Some(url) = settings.pg_url.clone() else {
         rows.push(Row::not_available(
-            "W9",
+            "W10",
             "Postgres scheduled commands",
             "SOURCEFLOW_PG_URL is not set",
         ));
         return Ok(rows);
     };
-    let schema = format!("sfbench_w9_{}", std::process::id());
+    let schema = format!("sfbench_w10_{}", std::process::id());
     let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema).await?;
     let pool = store.pool().clone();
     let outcome = on(settings, "Postgres", Arc::new(store)).await;
