@@ -192,14 +192,17 @@ pub async fn w1(settings: &Settings) -> anyhow::Result<Vec<Row>> {
         .context("the W1 child reported no rate")?;
     let per_command = Duration::from_secs_f64(1.0 / ours);
     let mut rows = vec![
-        Row::checked(
+        // Context only: `MemoryStore` is a test double that encodes JSON on purpose, and
+        // `MemStore` prints two lines per command; neither is what a deployment runs.
+        Row::info(
             "W1",
-            "in-memory pipeline vs cqrs-es MemStore (cmd/s)",
+            "context: in-memory pipeline vs cqrs-es MemStore (cmd/s)",
             format!("{} vs {}", fmt_rate(ours), fmt_rate(memstore)),
-            ours / memstore,
-            Target::AtLeast(3.0),
         )
-        .note("MemStore as shipped prints 2 lines per command (stdout to /dev/null)"),
+        .note(format!(
+            "ratio {:.2}, no target; MemStore as shipped prints 2 lines per command (stdout to /dev/null)",
+            ours / memstore
+        )),
         Row::checked(
             "W1",
             "in-memory pipeline, time per command (us)",

@@ -8,6 +8,7 @@
 //! cargo run -p bank-nats -- worker &     # as many as you like
 //! cargo run -p bank-nats -- api
 //! cargo run -p bank-nats -- load 20 50    # 20 accounts x 50 deposits, then verified
+//! cargo run -p bank-nats -- teardown      # deletes the streams (after stopping the workers)
 //! ```
 //!
 //! Workers share the command partitions out among themselves (each leases a fair share), so
@@ -226,6 +227,7 @@ async fn load(accounts: usize, deposits: usize) -> anyhow::Result<()> {
         .map(|i| EntityId::from(format!("load-{run}-{i}")))
         .collect();
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for id in ids.clone() {
         let (flow, sent) = (flow.clone(), sent.clone());
@@ -248,7 +250,12 @@ async fn load(accounts: usize, deposits: usize) -> anyhow::Result<()> {
     for task in tasks {
         task.await??;
     }
-    println!("api: load sent {} deposits", accounts * deposits);
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "api: load sent {} deposits in {elapsed:.2} s ({:.0} cmd/s, accounts opened included)",
+        accounts * deposits,
+        (accounts * (deposits + 1)) as f64 / elapsed
+    );
 
     // Verify against the shared store, once the feeder has caught up.
     let reader = reader().await?;
@@ -308,9 +315,15 @@ async fn main() -> anyhow::Result<()> {
             };
             load(number(2, 20)?, number(3, 50)?).await
         }
+        Some("teardown") => {
+            // Deletes the deployment's streams (stop its processes first).
+            let jetstream = async_nats::jetstream::new(nats().await?);
+            topology().delete_streams(&jetstream).await?;
+            Ok(())
+        }
         _ => {
             eprintln!(
-                "usage: bank-nats worker | bank-nats api | bank-nats load [accounts] [deposits]"
+                "usage: bank-nats worker | bank-nats api | bank-nats load [accounts] [deposits] | bank-nats teardown"
             );
             std::process::exit(2);
         }
