@@ -1,4 +1,4 @@
-//! The workloads W1 to W8. Each returns the rows it contributes to the table.
+//! The workloads W1 to W9. Each returns the rows it contributes to the table.
 //!
 //! Every framework in a workload runs on the same machine, in the same process run, with the
 //! same payloads ([`Deposit::nth`]) and the same stream ids ([`account_id`]). Where two
@@ -6,6 +6,7 @@
 //! processes, disk cache, autovacuum) hits both alike.
 
 pub mod w8;
+pub mod w9;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,8 +28,10 @@ use crate::report::{median, median_f64, micros, Row, Target};
 pub struct Settings {
     /// Smaller sizes: the whole run in under two minutes.
     pub quick: bool,
-    /// The Postgres URL for W5 (`SOURCEFLOW_PG_URL`), if any.
+    /// The Postgres URL for W5, W8 and W9 (`SOURCEFLOW_PG_URL`), if any.
     pub pg_url: Option<String>,
+    /// The NATS URL for W9 (`SOURCEFLOW_NATS_URL`), if any.
+    pub nats_url: Option<String>,
     /// This binary, to run the isolated phases as child processes.
     pub exe: PathBuf,
     /// Where the SQLite files go (a fresh temporary directory inside it).
