@@ -12,7 +12,11 @@
 //! ```
 //!
 //! Workers share the command partitions out among themselves (each leases a fair share), so
-//! adding one adds handlers. Every worker process opens its own Postgres pool
+//! adding one adds handlers. They keep only the write side: one batched view feeder for the
+//! whole deployment keeps the balance view and the overdraft reaction.
+//!
+//! `BANK_NATS_TRACE_FILE=<path>` writes every sourceflow span to `<path>` with its W3C trace
+//! id: an API session is one trace, through the workers' commits to the views. Every worker process opens its own Postgres pool
 //! (`BANK_NATS_PG_CONNECTIONS`, default 10): commits that record events take turns in
 //! Postgres, so a deployment keeps the sum of its pools near what the database serves well
 //! rather than growing it with every worker.
