@@ -39,6 +39,31 @@ impl Deposit {
     }
 }
 
+/// A deposit as a later release of the domain writes it: version 2 renamed `amount` to
+/// `cents`. Its version 1 rows (the payload of [`Deposit`]) are brought up to version 2 by
+/// [`credit_v1`] on every read: W6 replays a log of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(name = "bench.Credit", version = 2)]
+pub struct Credit {
+    /// Amount in cents.
+    pub cents: i64,
+    /// ISO currency code.
+    pub currency: String,
+    /// The caller's reference (an invoice number).
+    pub reference: String,
+    /// Free text shown on the statement.
+    pub memo: String,
+}
+
+/// Version 1 of [`Credit`] called the amount `amount`.
+#[upcast(Credit, from = 1)]
+pub fn credit_v1(payload: &mut serde_json::Value) -> Result<(), String> {
+    let object = payload.as_object_mut().ok_or("a credit is an object")?;
+    let amount = object.remove("amount").ok_or("version 1 has `amount`")?;
+    object.insert("cents".to_owned(), amount);
+    Ok(())
+}
+
 /// Money came in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 #[event(name = "bench.Deposited")]
@@ -82,6 +107,16 @@ impl AccountSaga {
             balance: account.balance,
         });
         Ok(())
+    }
+
+    #[handles]
+    async fn credit(&self, account: &mut Account, cmd: &Credit, cx: &mut SagaContext) {
+        account.balance += cmd.cents;
+        account.deposits += 1;
+        cx.publish(Deposited {
+            amount: cmd.cents,
+            balance: account.balance,
+        });
     }
 }
 

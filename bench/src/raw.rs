@@ -207,6 +207,20 @@ impl RawUnit {
 /// # Errors
 /// Database errors (including a schema that no longer matches).
 pub async fn seed_commands(path: &Path, stream_id: &str, count: u64) -> Result<(), sqlx::Error> {
+    seed_commands_named(path, stream_id, count, Deposit::NAME).await
+}
+
+/// [`seed_commands`] with the payloads of [`Deposit`] stored as version 1 of the command named
+/// `name` (W6 seeds [`Credit`](crate::domain::Credit) rows this way, which need an upcaster).
+///
+/// # Errors
+/// Database errors.
+pub async fn seed_commands_named(
+    path: &Path,
+    stream_id: &str,
+    count: u64,
+    name: &str,
+) -> Result<(), sqlx::Error> {
     let mut connection = connect(path).await?;
     let mut tx = connection.begin().await?;
     let sql = format!(
@@ -221,7 +235,7 @@ pub async fn seed_commands(path: &Path, stream_id: &str, count: u64) -> Result<(
         .bind(Account::NAME)
         .bind(stream_id)
         .bind(db_count(count))
-        .bind(Deposit::NAME)
+        .bind(name)
         .bind(SEED_TIME)
         .execute(&mut *tx)
         .await?;

@@ -18,7 +18,7 @@ use serde_json::json;
 use sourceflow::{MemoryStore, SourceFlow};
 use sourceflow_sqlx::{SqliteStore, Synchronous};
 
-use crate::domain::{self, account_id, Account, AccountSummary, Components, Deposit};
+use crate::domain::{self, account_id, Account, AccountSummary, Components, Credit, Deposit};
 use crate::peers::cqrs::{self, BankCommand};
 use crate::raw;
 use crate::report::{median, median_f64, micros, Row, Target};
@@ -762,17 +762,31 @@ pub async fn w6(settings: &Settings, dir: &Path) -> anyhow::Result<Vec<Row>> {
     progress(format!("W6: seeding one stream of {count} commands"));
     let started = Instant::now();
     raw::seed_commands(&path, "replay-0", count).await?;
+    raw::seed_commands_named(
+        &path,
+        "replay-v1",
+        count,
+        <Credit as sourceflow::Message>::NAME,
+    )
+    .await?;
     let seeding = started.elapsed();
     let flow = domain::flow(store, Components::SagaOnly).await?;
     let floor_connection = raw::open_writer(&path)?;
     let expected = raw::seeded_balance(count);
-    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    let (mut ours, mut floor, mut upcast) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..=runs {
         progress(format!("W6: replay run {run} of {runs}"));
         let started = Instant::now();
         let account: Account = flow.replay("replay-0").await?;
         let a = started.elapsed();
         ensure!(account.balance == expected, "replay gave a wrong balance");
+        let started = Instant::now();
+        let account: Account = flow.replay("replay-v1").await?;
+        let c = started.elapsed();
+        ensure!(
+            account.balance == expected,
+            "the upcast replay gave a wrong balance"
+        );
         let started = Instant::now();
         let (rows, balance) = raw::replay_floor(&floor_connection, "replay-0")?;
         let b = started.elapsed();
@@ -783,22 +797,37 @@ pub async fn w6(settings: &Settings, dir: &Path) -> anyhow::Result<Vec<Row>> {
         if run > 0 {
             ours.push(a);
             floor.push(b);
+            upcast.push(c);
         }
     }
-    let (ours, floor) = (median(&mut ours), median(&mut floor));
-    Ok(vec![Row::checked(
-        "W6",
-        "replay 100,000 commands from SQLite: raw time / framework time",
-        format!(
-            "{:.0} ms vs raw {:.0} ms ({:.0} cmd/s)",
-            ours.as_secs_f64() * 1e3,
-            floor.as_secs_f64() * 1e3,
-            rate(count, ours)
+    let (ours, floor, upcast) = (median(&mut ours), median(&mut floor), median(&mut upcast));
+    Ok(vec![
+        Row::checked(
+            "W6",
+            "replay 100,000 commands from SQLite: raw time / framework time",
+            format!(
+                "{:.0} ms vs raw {:.0} ms ({:.0} cmd/s)",
+                ours.as_secs_f64() * 1e3,
+                floor.as_secs_f64() * 1e3,
+                rate(count, ours)
+            ),
+            floor.as_secs_f64() / ours.as_secs_f64(),
+            Target::AtLeast(0.7),
+        )
+        .note(format!("seeded in {:.1} s", seeding.as_secs_f64())),
+        Row::checked(
+            "W6",
+            "replay 100,000 version 1 commands through one upcaster step: time without a step / \
+             time with it",
+            format!(
+                "{:.0} ms vs {:.0} ms without a step",
+                upcast.as_secs_f64() * 1e3,
+                ours.as_secs_f64() * 1e3
+            ),
+            ours.as_secs_f64() / upcast.as_secs_f64(),
+            Target::AtLeast(0.7),
         ),
-        floor.as_secs_f64() / ours.as_secs_f64(),
-        Target::AtLeast(0.7),
-    )
-    .note(format!("seeded in {:.1} s", seeding.as_secs_f64()))])
+    ])
 }
 
 // ---- W7: rebuild ------------------------------------------------------------------------------

@@ -148,6 +148,7 @@ fn generate(component: &Component, args: &AggregateArgs, routes: &[Route]) -> To
         name: args.name.as_ref(),
         state,
         background: false,
+        version: None,
     }));
 
     for route in routes {

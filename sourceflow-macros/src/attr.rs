@@ -172,6 +172,48 @@ impl Args {
         }
     }
 
+    /// `key = ["a", "b"]`: non-empty string literals, each once.
+    pub(crate) fn take_str_list(&mut self, key: &str, errors: &mut Errors) -> Vec<LitStr> {
+        let Some((_, value)) = self.take_value(key, errors) else {
+            return Vec::new();
+        };
+        let Ok(array) = syn::parse2::<syn::ExprArray>(value.clone()) else {
+            errors.spanned(
+                value,
+                format!(
+                    "`{key}` takes a list of strings: write `{}`",
+                    self.form(key)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut names: Vec<LitStr> = Vec::new();
+        for element in array.elems {
+            match element {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(lit),
+                    ..
+                }) => {
+                    if lit.value().trim().is_empty() {
+                        errors.spanned(&lit, format!("`{key}` entries must not be empty"));
+                    } else if names.iter().any(|n| n.value() == lit.value()) {
+                        errors.spanned(
+                            &lit,
+                            format!("{:?} is listed twice in `{key}`", lit.value()),
+                        );
+                    } else {
+                        names.push(lit);
+                    }
+                }
+                other => errors.spanned(
+                    other,
+                    format!("`{key}` takes string literals: write `{}`", self.form(key)),
+                ),
+            }
+        }
+        names
+    }
+
     /// `key = 2`: a `u32` of at least 1.
     pub(crate) fn take_u32(&mut self, key: &str, errors: &mut Errors) -> Option<LitInt> {
         let (_, value) = self.take_value(key, errors)?;

@@ -280,6 +280,8 @@ pub(crate) struct Record<'a> {
     pub(crate) state: Option<TokenStream>,
     /// Views only.
     pub(crate) background: bool,
+    /// Views only: `version = N` (1 when absent).
+    pub(crate) version: Option<&'a syn::LitInt>,
 }
 
 impl Component {
@@ -296,6 +298,10 @@ impl Component {
             None => quote!(::core::option::Option::None),
         };
         let background = record.background;
+        let version = match record.version {
+            Some(version) => quote!(#version),
+            None => quote!(1),
+        };
         let check = quote_spanned! {self_ty.span()=>
             let _ = ::sourceflow::__private::assert_component::<#self_ty>;
         };
@@ -317,6 +323,7 @@ impl Component {
                     state: #state,
                     construct: __sourceflow_construct,
                     background: #background,
+                    version: #version,
                 }
             }
         }

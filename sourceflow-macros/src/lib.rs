@@ -12,11 +12,13 @@
 #![warn(missing_docs)]
 
 mod aggregate;
+mod applies;
 mod attr;
 mod component;
 mod message;
 mod saga;
 mod signature;
+mod upcast;
 mod view;
 
 use proc_macro::TokenStream;
@@ -198,6 +200,54 @@ pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn subscribes(_args: TokenStream, item: TokenStream) -> TokenStream {
     misplaced(Marker::Subscribes, item)
+}
+
+/// Makes an impl block of an entity its event appliers: each method folds one of the entity's
+/// own events into its state. An entity with appliers is rebuilt from its recorded events
+/// (upcast to today's versions) on replay, `state_at` and cache misses, instead of by
+/// re-running its commands through today's handlers; the command log stays the audit trail,
+/// and `verify` reports the first command after which the two disagree.
+///
+/// ```text
+/// #[applies]
+/// impl Account {
+///     fn opened(&mut self, e: &Opened) { self.owner = e.owner.clone(); }
+///     fn deposited(&mut self, e: &Deposited, meta: &EventMeta) { self.balance = e.balance; }
+/// }
+/// ```
+///
+/// Methods take `(&mut self, &Event)` or `(&mut self, &Event, &EventMeta)` and return nothing;
+/// events without an applier leave the state as it is.
+#[proc_macro_attribute]
+pub fn applies(args: TokenStream, item: TokenStream) -> TokenStream {
+    applies::expand(args.into(), item.into()).into()
+}
+
+/// Declares one upcaster step: how a stored payload of version `from` of a command or event
+/// type becomes version `from + 1`. Steps chain: a row of version 1 of a type at version 3 runs
+/// the step `from = 1`, then the step `from = 2`, then decodes as today's type.
+///
+/// ```text
+/// // On the JSON value, in place:
+/// #[upcast(Deposited, from = 1)]
+/// fn deposited_gains_currency(payload: &mut serde_json::Value) {
+///     payload["currency"] = "EUR".into();
+/// }
+///
+/// // Typed, keeping the old Rust type (any `Deserialize` type; it need not be registered):
+/// #[upcast(Deposited, from = 2, name = "bank.MoneyDeposited")]
+/// fn deposited_v2(old: DepositedV2) -> DepositedV3 { old.into() }
+/// ```
+///
+/// Keys: the message type first, `from = n` (required: the version the step reads), and
+/// `name = ".."` when rows of version `n` were stored under another wire name (the step then
+/// also renames the type). A step returns `()` / the new value, or `Result<_, E>` with
+/// `E: Display` to refuse a payload, which reads fail with `Error::Upcast`.
+/// `SourceFlow::builder().build()` reports holes in a chain, two steps for one version, and steps
+/// for versions the type never had.
+#[proc_macro_attribute]
+pub fn upcast(args: TokenStream, item: TokenStream) -> TokenStream {
+    upcast::expand(args.into(), item.into()).into()
 }
 
 /// A marker reached on its own: it is not inside the impl block it belongs to. The item is

@@ -63,6 +63,14 @@ impl Kind {
             name: "name",
             form: "name = \"bank.Deposit\"",
         };
+        const VERSION: Key = Key {
+            name: "version",
+            form: "version = 2",
+        };
+        const ALIASES: Key = Key {
+            name: "aliases",
+            form: "aliases = [\"bank.OldName\"]",
+        };
         const VALIDATE: Key = Key {
             name: "validate",
             form: "validate = path::to_fn",
@@ -72,17 +80,9 @@ impl Kind {
             form: "validate",
         };
         match self {
-            Kind::Command => &[NAME, VALIDATE, VALIDATE_FLAG],
-            Kind::Event => &[
-                NAME,
-                Key {
-                    name: "version",
-                    form: "version = 2",
-                },
-                VALIDATE,
-                VALIDATE_FLAG,
-            ],
-            Kind::Entity | Kind::ViewModel => &[NAME],
+            Kind::Command | Kind::Event => &[NAME, VERSION, ALIASES, VALIDATE, VALIDATE_FLAG],
+            Kind::Entity => &[NAME, VERSION, ALIASES],
+            Kind::ViewModel => &[NAME, ALIASES],
         }
     }
 }
@@ -98,6 +98,7 @@ enum Validation {
 struct Attrs {
     name: Option<LitStr>,
     version: Option<LitInt>,
+    aliases: Vec<LitStr>,
     validate: Option<Validation>,
 }
 
@@ -137,9 +138,21 @@ fn parse(kind: Kind, input: &DeriveInput, errors: &mut Errors) -> Attrs {
     }
     let name = args.take_str("name", errors);
     let version = match kind {
-        Kind::Event => args.take_u32("version", errors),
-        _ => None,
+        Kind::Command | Kind::Event | Kind::Entity => args.take_u32("version", errors),
+        Kind::ViewModel => None,
     };
+    let aliases = args.take_str_list("aliases", errors);
+    if let Some(name) = &name {
+        for alias in aliases.iter().filter(|a| a.value() == name.value()) {
+            errors.spanned(
+                alias,
+                format!(
+                    "{:?} is the type's own name; `aliases` lists earlier names only",
+                    alias.value()
+                ),
+            );
+        }
+    }
     let validate = match kind {
         Kind::Command | Kind::Event => {
             args.take_path_or_flag("validate", errors)
@@ -154,6 +167,7 @@ fn parse(kind: Kind, input: &DeriveInput, errors: &mut Errors) -> Attrs {
     Attrs {
         name,
         version,
+        aliases,
         validate,
     }
 }
@@ -207,39 +221,43 @@ fn generate(kind: Kind, input: &DeriveInput, attrs: &Attrs) -> TokenStream {
             }
         }
     });
+    let version = attrs
+        .version
+        .as_ref()
+        .map(|version| quote!(const VERSION: u32 = #version;));
+    let aliases = (!attrs.aliases.is_empty()).then(|| {
+        let aliases = &attrs.aliases;
+        quote!(const ALIASES: &'static [&'static str] = &[#(#aliases),*];)
+    });
+    let message = quote! {
+        impl ::sourceflow::Message for #ident {
+            const NAME: &'static str = #name;
+            #version
+            #aliases
+            #validate_message
+        }
+    };
     let (impls, record) = match kind {
         Kind::Command => (
             quote! {
-                impl ::sourceflow::Message for #ident {
-                    const NAME: &'static str = #name;
-                    #validate_message
-                }
+                #message
                 impl ::sourceflow::Command for #ident {}
             },
             quote!(::sourceflow::__private::TypeRecord::command::<#ident>()),
         ),
-        Kind::Event => {
-            let version = attrs
-                .version
-                .clone()
-                .unwrap_or_else(|| LitInt::new("1", ident.span()));
-            (
-                quote! {
-                    impl ::sourceflow::Message for #ident {
-                        const NAME: &'static str = #name;
-                        #validate_message
-                    }
-                    impl ::sourceflow::Event for #ident {
-                        const VERSION: u32 = #version;
-                    }
-                },
-                quote!(::sourceflow::__private::TypeRecord::event::<#ident>()),
-            )
-        }
+        Kind::Event => (
+            quote! {
+                #message
+                impl ::sourceflow::Event for #ident {}
+            },
+            quote!(::sourceflow::__private::TypeRecord::event::<#ident>()),
+        ),
         Kind::Entity => (
             quote! {
                 impl ::sourceflow::Entity for #ident {
                     const NAME: &'static str = #name;
+                    #version
+                    #aliases
                 }
             },
             quote!(::sourceflow::__private::TypeRecord::entity::<#ident>()),
@@ -248,6 +266,7 @@ fn generate(kind: Kind, input: &DeriveInput, attrs: &Attrs) -> TokenStream {
             quote! {
                 impl ::sourceflow::ViewModel for #ident {
                     const NAME: &'static str = #name;
+                    #aliases
                 }
             },
             quote!(::sourceflow::__private::TypeRecord::view_model::<#ident>()),

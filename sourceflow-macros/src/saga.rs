@@ -174,6 +174,7 @@ fn generate(component: &Component, args: &SagaArgs, routes: &[Route]) -> TokenSt
         name: args.name.as_ref(),
         state,
         background: false,
+        version: None,
     }));
 
     for route in routes {

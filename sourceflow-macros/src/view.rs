@@ -22,6 +22,10 @@ const KEYS: &[Key] = &[
         name: "background",
         form: "background",
     },
+    Key {
+        name: "version",
+        form: "version = 2",
+    },
 ];
 
 const MARKER_KEYS: &[Key] = &[Key {
@@ -33,6 +37,7 @@ struct ViewArgs {
     model: Option<Type>,
     name: Option<LitStr>,
     background: Option<Ident>,
+    version: Option<syn::LitInt>,
 }
 
 /// Which model a projection writes.
@@ -76,6 +81,7 @@ fn parse_args(tokens: TokenStream, errors: &mut Errors) -> ViewArgs {
         model: args.take_type("model", errors),
         name: args.take_str("name", errors),
         background: args.take_flag("background", errors),
+        version: args.take_u32("version", errors),
     };
     args.finish(errors);
     if parsed.model.is_none() {
@@ -223,6 +229,7 @@ fn generate(component: &Component, args: &ViewArgs, routes: &[Route]) -> TokenSt
         name: args.name.as_ref(),
         state,
         background: args.background.is_some(),
+        version: args.version.as_ref(),
     }));
 
     for route in routes {

@@ -332,8 +332,11 @@ pub trait EventHandler: Send + Sync + 'static {
     /// position (atomically). Return no writes for events of no interest.
     ///
     /// # Errors
-    /// [`Error::UnknownMessage`] or [`Error::Decode`] mark the event as poison (terminated,
-    /// counted); any other error is retried later.
+    /// Every error is retried later, in order: an event this build cannot decode
+    /// ([`Error::UnknownMessage`], [`Error::Decode`], [`Error::NewerVersion`],
+    /// [`Error::Upcast`]) stops the subscriber at that event, logged as an error, until a build
+    /// that decodes it runs. Only a message that is not a sourceflow event at all is
+    /// terminated as poison.
     async fn apply(&self, event: &RecordedEvent) -> Result<Vec<ModelWrite>, Error>;
 }
 
@@ -366,6 +369,7 @@ pub struct NatsEventSubscriber<H> {
     handler: H,
     applied: AtomicU64,
     poison: AtomicU64,
+    stopped: Stopped,
 }
 
 impl<H> std::fmt::Debug for NatsEventSubscriber<H> {
@@ -395,7 +399,15 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
             handler,
             applied: AtomicU64::new(0),
             poison: AtomicU64::new(0),
+            stopped: Stopped::default(),
         }
+    }
+
+    /// The event this subscriber waits on because this build cannot decode it (an unknown
+    /// type, or a version newer than the code knows), if any. It is not skipped: the consumer
+    /// stands still until a build that decodes it runs.
+    pub fn stopped_at(&self) -> Option<String> {
+        self.stopped.get()
     }
 
     /// Events applied by this instance.
@@ -448,8 +460,9 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
         }
         let models = match self.handler.apply(&event).await {
             Ok(models) => models,
-            Err(e @ (Error::UnknownMessage { .. } | Error::Decode { .. })) => {
-                return self.poison(&event.envelope.name, &e.to_string());
+            Err(e) if undecodable(&e) => {
+                self.stopped.set(&self.durable, &event, &e);
+                return AckKind::Nak(Some(UNDECODABLE_RETRY));
             }
             Err(e) => {
                 warn!(consumer = %self.durable, position = event.position.0, error = %e, "apply failed; retrying");
@@ -465,6 +478,7 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
         };
         match self.store.commit_projection(commit).await {
             Ok(()) => {
+                self.stopped.clear();
                 *last = event.position;
                 self.applied.fetch_add(1, Ordering::Relaxed);
                 AckKind::Ack
@@ -511,6 +525,60 @@ fn event_span(headers: Option<&HeaderMap>, event: &RecordedEvent) -> (TraceConte
         parent_span_id = parent.as_deref(),
     );
     (context, span)
+}
+
+/// How long a consumer stopped at an undecodable event waits before trying it again.
+const UNDECODABLE_RETRY: Duration = Duration::from_secs(2);
+
+/// Errors that say this build cannot read the event (rather than that applying it failed).
+fn undecodable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::UnknownMessage { .. }
+            | Error::Decode { .. }
+            | Error::NewerVersion { .. }
+            | Error::Upcast { .. }
+    )
+}
+
+/// The event a consumer stands still at because this build cannot decode it.
+#[derive(Debug, Default, Clone)]
+struct Stopped(Arc<std::sync::Mutex<Option<(Position, String)>>>);
+
+impl Stopped {
+    /// Records the event (logged as an error the first time, counted every time).
+    fn set(&self, durable: &str, event: &RecordedEvent, e: &Error) {
+        metrics::counter!("sourceflow.nats.undecodable").increment(1);
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|(at, _)| *at != event.position) {
+            error!(
+                consumer = %durable,
+                position = event.position.0,
+                event = %event.envelope.name,
+                version = event.envelope.version,
+                error = %e,
+                "this build cannot decode the event; the consumer waits at it until a build \
+                 that can runs"
+            );
+            *slot = Some((
+                event.position,
+                format!(
+                    "{} version {} at position {}: {e}",
+                    event.envelope.name, event.envelope.version, event.position.0
+                ),
+            ));
+        }
+    }
+
+    fn clear(&self) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = None;
+    }
+
+    fn get(&self) -> Option<String> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().map(|(_, what)| what.clone())
+    }
 }
 
 /// Terminates a poison event: counted, logged, never redelivered.
@@ -579,6 +647,7 @@ pub struct NatsViewFeeder {
     delivered: Arc<AtomicU64>,
     batches: Arc<AtomicU64>,
     poison: Arc<AtomicU64>,
+    stopped: Stopped,
 }
 
 impl std::fmt::Debug for NatsViewFeeder {
@@ -609,7 +678,15 @@ impl NatsViewFeeder {
             delivered: Arc::new(AtomicU64::new(0)),
             batches: Arc::new(AtomicU64::new(0)),
             poison: Arc::new(AtomicU64::new(0)),
+            stopped: Stopped::default(),
         }
+    }
+
+    /// The event this feeder waits on because this build cannot decode it (an unknown type,
+    /// or a version newer than the code knows), if any. It is not skipped: the feeder stands
+    /// still at it until a build that decodes it holds the lease.
+    pub fn stopped_at(&self) -> Option<String> {
+        self.stopped.get()
     }
 
     /// The most events applied at once (default 256, at least 1): one
@@ -727,9 +804,11 @@ impl NatsViewFeeder {
     }
 
     /// Applies a batch and acknowledges it. Events are applied in one call; when one of them
-    /// is poison the call fails as a whole, and the rest of the batch is applied one event at
-    /// a time to terminate just that one. Other failures are retried in place, while the lease
-    /// is held: applying an event after one that failed would skip the failed one for good.
+    /// cannot be decoded by this build the call fails as a whole, and the batch is applied one
+    /// event at a time, so the events before it are applied and the feeder stands still at it.
+    /// Every failure is retried in place, while the lease is held: applying an event after one
+    /// that failed would skip the failed one for good. Only a message that is not a sourceflow
+    /// event at all is terminated as poison.
     async fn apply(&self, messages: Vec<jetstream::Message>, lease: &Lease, ack_wait: Duration) {
         let mut readable = Vec::with_capacity(messages.len());
         for message in messages {
@@ -778,6 +857,7 @@ impl NatsViewFeeder {
             let end = if one_by_one { start + 1 } else { events.len() };
             match self.flow.apply_remote(&events[start..end]).await {
                 Ok(_) => {
+                    self.stopped.clear();
                     for message in &carriers[start..end] {
                         self.ack(message, AckKind::Ack).await;
                     }
@@ -787,24 +867,17 @@ impl NatsViewFeeder {
                     start = end;
                     failures = 0;
                 }
-                Err(e @ (Error::UnknownMessage { .. } | Error::Decode { .. })) => {
-                    if one_by_one {
-                        let event = &events[start];
-                        let ack = poison(
-                            &self.poison,
-                            &self.durable,
-                            &event.envelope.name,
-                            &e.to_string(),
-                        );
-                        self.ack(&carriers[start], ack).await;
-                        start += 1;
-                    } else {
-                        one_by_one = true;
-                    }
+                Err(e) if undecodable(&e) && !one_by_one => {
+                    // Apply the events before the one this build cannot read, then stand still.
+                    one_by_one = true;
                 }
                 Err(e) => {
                     failures += 1;
-                    warn!(consumer = %self.durable, position = events[start].position.0, error = %e, retry = failures, "apply failed; retrying");
+                    if undecodable(&e) {
+                        self.stopped.set(&self.durable, &events[start], &e);
+                    } else {
+                        warn!(consumer = %self.durable, position = events[start].position.0, error = %e, retry = failures, "apply failed; retrying");
+                    }
                     tokio::time::sleep(backoff(failures)).await;
                     if progressed.elapsed() >= ack_wait / 2 && lease.held() {
                         progressed = Instant::now();

@@ -174,15 +174,16 @@ pub use validate::{Validate, Violation, Violations};
 pub use write::{At, Verification};
 
 pub use sourceflow_macros::{
-    aggregate, handles, projects_on, saga, subscribes, view, Command, Entity, Event, ViewModel,
+    aggregate, applies, handles, projects_on, saga, subscribes, upcast, view, Command, Entity,
+    Event, ViewModel,
 };
 
 /// Everything an application needs, in one import.
 pub mod prelude {
     pub use crate::{
-        aggregate, handles, projects_on, saga, subscribes, view, Command, CommandReceipt,
-        DomainError, Entity, EntityId, Error, Event, EventMeta, MemoryStore, Position,
-        ReactionContext, SagaContext, SendOptions, Sequence, SourceFlow, StreamId, Validate,
-        ViewContext, ViewModel, Violations,
+        aggregate, applies, handles, projects_on, saga, subscribes, upcast, view, Command,
+        CommandReceipt, DomainError, Entity, EntityId, Error, Event, EventMeta, MemoryStore,
+        Position, ReactionContext, SagaContext, SendOptions, Sequence, SourceFlow, StreamId,
+        Validate, ViewContext, ViewModel, Violations,
     };
 }

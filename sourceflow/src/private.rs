@@ -7,8 +7,10 @@ use std::sync::Arc;
 pub use futures_util::future::BoxFuture;
 pub use inventory;
 
-pub use crate::codec::{ErasedComponent, StateVtable, TypeKind, TypeRecord};
-pub use crate::routes::{ComponentKind, ComponentRecord, RouteFn, RouteRecord};
+pub use crate::codec::{ErasedComponent, StateVtable, TypeKind, TypeRecord, UpcastRecord};
+pub use crate::routes::{ApplierRecord, ComponentKind, ComponentRecord, RouteFn, RouteRecord};
+/// The JSON value upcasters work on.
+pub type JsonValue = serde_json::Value;
 
 use crate::base::error::{DomainError, Error};
 use crate::base::message::{Command, Entity, EntityId, Event, Message, ViewModel};
@@ -184,4 +186,34 @@ impl<T> ConstructNone for Construct<T> {
     fn construct(&self) -> Option<ErasedComponent> {
         None
     }
+}
+
+/// Runs an upcaster written on the JSON value (`fn(&mut serde_json::Value) -> Result<(), E>`).
+pub fn json_step<E: std::fmt::Display>(
+    mut value: serde_json::Value,
+    step: impl FnOnce(&mut serde_json::Value) -> Result<(), E>,
+) -> Result<serde_json::Value, String> {
+    step(&mut value).map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// Runs a typed upcaster (`fn(Old) -> Result<New, E>`): the stored value is decoded as the old
+/// type, and the new value encoded back to JSON for the next step.
+pub fn typed_step<Old, New, E>(
+    value: serde_json::Value,
+    step: impl FnOnce(Old) -> Result<New, E>,
+) -> Result<serde_json::Value, String>
+where
+    Old: serde::de::DeserializeOwned,
+    New: serde::Serialize,
+    E: std::fmt::Display,
+{
+    let old: Old = serde_json::from_value(value).map_err(|e| {
+        format!(
+            "the stored value is not a {}: {e}",
+            std::any::type_name::<Old>()
+        )
+    })?;
+    let new = step(old).map_err(|e| e.to_string())?;
+    serde_json::to_value(new).map_err(|e| e.to_string())
 }

@@ -45,12 +45,10 @@ pub fn registered_types() -> Vec<RegisteredType> {
     types
 }
 
-/// The registered type of `kind` with wire name `name`, if any.
+/// The registered type of `kind` with wire name `name` (or whose alias it is), if any.
 pub fn find(kind: TypeKind, name: &str) -> Option<RegisteredType> {
     TypeIndex::global()
-        .named(name)
-        .iter()
-        .find(|r| r.kind == kind)
+        .resolve(kind, name)
         .map(|r| RegisteredType {
             kind: r.kind,
             name: r.name,
@@ -59,25 +57,65 @@ pub fn find(kind: TypeKind, name: &str) -> Option<RegisteredType> {
         })
 }
 
-/// Checks that `payload` decodes as the type of `kind` registered under `name`.
+/// Checks that `payload` decodes as the type of `kind` registered under `name` (or an alias),
+/// as today's version of it.
+///
+/// # Errors
+/// As [`check_stored`].
+pub fn check_payload(kind: TypeKind, name: &str, payload: &[u8]) -> Result<(), Error> {
+    let version = TypeIndex::global()
+        .resolve(kind, name)
+        .map_or(1, |r| r.version);
+    check_stored(kind, name, version, payload)
+}
+
+/// Checks that `payload`, stored as `version` of the type of `kind` registered under `name`
+/// (or an alias), decodes as that type once upcast to today's version: what an import checks
+/// before it writes rows exported by an earlier build.
 ///
 /// # Errors
 /// [`Error::UnknownMessage`] if no such type is registered, [`Error::Decode`] if the payload
-/// does not match it.
-pub fn check_payload(kind: TypeKind, name: &str, payload: &[u8]) -> Result<(), Error> {
+/// does not match it, [`Error::NewerVersion`] if it was written by a newer version,
+/// [`Error::Upcast`] if an upcaster step is missing or fails.
+pub fn check_stored(kind: TypeKind, name: &str, version: u32, payload: &[u8]) -> Result<(), Error> {
     let record = TypeIndex::global()
-        .named(name)
-        .iter()
-        .find(|r| r.kind == kind)
+        .resolve(kind, name)
         .ok_or_else(|| Error::UnknownMessage {
             name: name.to_owned(),
             at: Location::Detached,
         })?;
-    (record.decode)(payload)
-        .map(drop)
-        .map_err(|source| Error::Decode {
+    match kind {
+        TypeKind::Command | TypeKind::Event => record
+            .decode_stored(name, version, payload, &|| Location::Detached)
+            .map(drop),
+        TypeKind::Entity | TypeKind::ViewModel => {
+            (record.decode)(payload)
+                .map(drop)
+                .map_err(|source| Error::Decode {
+                    name: name.to_owned(),
+                    at: Location::Detached,
+                    source,
+                })
+        }
+    }
+}
+
+/// A stored payload of a command or event, stored as `version` under `name` (or an alias), as
+/// the JSON of today's version of its type.
+///
+/// # Errors
+/// As [`check_stored`].
+pub fn upcast(
+    kind: TypeKind,
+    name: &str,
+    version: u32,
+    payload: &[u8],
+) -> Result<serde_json::Value, Error> {
+    let record = TypeIndex::global()
+        .resolve(kind, name)
+        .ok_or_else(|| Error::UnknownMessage {
             name: name.to_owned(),
             at: Location::Detached,
-            source,
-        })
+        })?;
+    record.upcast_stored(name, version, payload, &|| Location::Detached)
 }

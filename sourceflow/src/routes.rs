@@ -41,6 +41,9 @@ pub struct ComponentRecord {
     pub construct: fn() -> Option<ErasedComponent>,
     /// Views only: project in the background instead of before `send` returns.
     pub background: bool,
+    /// Views only: the version of the view's projection (`#[view(version = N)]`, default 1).
+    /// Models stored by another version are stale: the view is rebuilt.
+    pub version: u32,
 }
 
 inventory::collect!(ComponentRecord);
@@ -96,11 +99,33 @@ pub struct RouteRecord {
 
 inventory::collect!(RouteRecord);
 
+/// Folds one event into an entity's state: `(state, event, metadata)`.
+pub type ApplyFn =
+    fn(&mut (dyn Any + Send), &(dyn Any + Send + Sync), &EventMeta) -> Result<(), Error>;
+
+/// One method of an entity's `#[applies]` block: the event it folds.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplierRecord {
+    /// The entity type's `TypeId`.
+    pub entity: fn() -> TypeId,
+    /// The event type's `TypeId`.
+    pub event: fn() -> TypeId,
+    /// The event's wire name.
+    pub event_name: fn() -> &'static str,
+    /// The method's name, for diagnostics.
+    pub method: &'static str,
+    /// The function that downcasts and calls the method.
+    pub apply: ApplyFn,
+}
+
+inventory::collect!(ApplierRecord);
+
 /// The registries, indexed once.
 #[derive(Debug)]
 pub struct Registry {
     components: HashMap<TypeId, ComponentRecord>,
     routes: HashMap<TypeId, Vec<RouteRecord>>,
+    appliers: HashMap<TypeId, Vec<ApplierRecord>>,
 }
 
 impl Registry {
@@ -111,7 +136,15 @@ impl Registry {
             let mut registry = Registry {
                 components: HashMap::default(),
                 routes: HashMap::default(),
+                appliers: HashMap::default(),
             };
+            for record in inventory::iter::<ApplierRecord> {
+                registry
+                    .appliers
+                    .entry((record.entity)())
+                    .or_default()
+                    .push(*record);
+            }
             for record in inventory::iter::<ComponentRecord> {
                 registry.components.insert((record.type_id)(), *record);
             }
@@ -144,6 +177,11 @@ impl Registry {
     /// Every registered component.
     pub fn components(&self) -> impl Iterator<Item = &ComponentRecord> {
         self.components.values()
+    }
+
+    /// The `#[applies]` methods of an entity type (empty: it replays its commands).
+    pub fn appliers_of(&self, entity: TypeId) -> &[ApplierRecord] {
+        self.appliers.get(&entity).map_or(&[], Vec::as_slice)
     }
 
     /// The handler methods of a component.

@@ -100,9 +100,9 @@ impl SagaTest {
     /// If the entity already has a stored state.
     pub async fn given_state<E: Entity>(&self, id: impl Into<EntityId>, state: E) -> &Self {
         let stream = StreamId::of::<E>(id);
-        let bytes = match serde_json::to_vec(&state) {
+        let bytes = match crate::codec::StateVtable::entity::<E>().encode_stored(&state) {
             Ok(bytes) => bytes,
-            Err(e) => panic!("given_state: cannot encode {}: {e}", E::NAME),
+            Err(e) => panic!("given_state: cannot encode {}: {e:?}", E::NAME),
         };
         if let Err(e) = self
             .flow
@@ -129,10 +129,15 @@ impl SagaTest {
     pub async fn state<E: Entity>(&self, id: impl Into<EntityId>) -> E {
         let stream = StreamId::of::<E>(id);
         match self.flow.store().get_entity(&stream).await {
-            Ok(Some((_, bytes))) => match serde_json::from_slice(&bytes) {
-                Ok(state) => state,
-                Err(e) => panic!("state of {stream}: {e}"),
-            },
+            Ok(Some((_, bytes))) => {
+                match crate::codec::StateVtable::entity::<E>().decode_stored(&bytes) {
+                    Ok(state) => match state.downcast::<E>() {
+                        Ok(state) => *state,
+                        Err(_) => panic!("state of {stream}: not a {}", E::NAME),
+                    },
+                    Err(e) => panic!("state of {stream}: {e}"),
+                }
+            }
             Ok(None) => E::default(),
             Err(e) => panic!("state of {stream}: {e}"),
         }

@@ -15,6 +15,15 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A backend around a store the test opened itself, with nothing to clean up.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            _dir: None,
+            schema: None,
+        }
+    }
+
     /// Releases the backend: drops the Postgres schema, deletes the SQLite file.
     pub async fn finish(self) {
         if let Some((url, schema)) = &self.schema {

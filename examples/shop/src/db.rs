@@ -161,8 +161,11 @@ pub async fn open_flow(
     builder: Builder,
 ) -> anyhow::Result<SourceFlow> {
     let store = open_store(target, access, lock_timeout).await?;
+    // A database written by an earlier release may hold views built by an older version of
+    // their projection: they are rebuilt here, before the shop serves them.
     let flow = builder
         .shared_store(store)
+        .rebuild_stale_views()
         .build()
         .await
         .with_context(|| format!("cannot start the shop on {target}"))?;

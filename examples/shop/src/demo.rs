@@ -191,7 +191,7 @@ impl Demo {
         .await?;
         say!(
             "{}",
-            dim("   The order accepted the item; the stock could not reserve it and sent RejectItem\n   \
+            dim("   The order accepted the item; the stock could not reserve it and sent RejectLine\n   \
                  back, so the order took it out again. No transaction spans the two entities.")
         );
 

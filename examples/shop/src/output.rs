@@ -123,7 +123,7 @@ pub fn describe(event: &RecordedEvent) -> String {
     let text = match &*event.envelope.name {
         "shop.OrderPlaced" => event
             .decode::<OrderPlaced>()
-            .map(|e| format!("order placed by {}", e.customer_id)),
+            .map(|e| format!("order placed by {} in {}", e.customer_id, e.currency)),
         "shop.ItemAdded" => event.decode::<ItemAdded>().map(|e| {
             format!(
                 "{} x {} added at {}",

@@ -476,8 +476,10 @@ impl Checker {
     }
 }
 
-/// Checks that a message name is registered with the expected kind and that its payload
-/// decodes as that type: a file that would later fail to replay is refused up front.
+/// Checks that a message name is registered with the expected kind (under its name or an
+/// earlier one) and that its payload, of the version it was exported with, decodes as that
+/// type once upcast: a file that would later fail to replay is refused up front, and an export
+/// made by an earlier version of the shop imports as it was written.
 fn check_payload(kind: TypeKind, envelope: &Envelope, payload: &RawValue) -> Result<(), String> {
     if registry::find(kind, &envelope.name).is_none() {
         let what = if kind == TypeKind::Command {
@@ -487,7 +489,8 @@ fn check_payload(kind: TypeKind, envelope: &Envelope, payload: &RawValue) -> Res
         };
         return Err(format!("unknown {what} {:?}", envelope.name));
     }
-    registry::check_payload(kind, &envelope.name, payload.get().as_bytes()).map_err(|e| match e {
+    let payload = payload.get().as_bytes();
+    registry::check_stored(kind, &envelope.name, envelope.version, payload).map_err(|e| match e {
         sourceflow::Error::Decode { source, .. } => {
             format!(
                 "payload of {} does not match its type: {source}",

@@ -133,6 +133,9 @@ pub struct HistoryEntry {
 pub struct OrderDetails {
     /// Who ordered.
     pub customer_id: String,
+    /// ISO code of the currency the order is priced in.
+    #[serde(default)]
+    pub currency: String,
     /// Where the order is.
     pub status: OrderStatus,
     /// What is in it.
@@ -165,12 +168,17 @@ impl OrderDetails {
 #[derive(Default)]
 pub struct OrderDetailsView;
 
-#[view(model = OrderDetails, name = "shop.OrderDetailsView")]
+// Version 2 added the currency: details built by version 1 are rebuilt at start.
+#[view(model = OrderDetails, name = "shop.OrderDetailsView", version = 2)]
 impl OrderDetailsView {
     #[projects_on]
     async fn placed(&self, d: &mut OrderDetails, e: &OrderPlaced, meta: &EventMeta) {
         d.customer_id = e.customer_id.clone();
-        d.log(meta, format!("placed by {}", e.customer_id));
+        d.currency = e.currency.clone();
+        d.log(
+            meta,
+            format!("placed by {} in {}", e.customer_id, e.currency),
+        );
     }
 
     #[projects_on]

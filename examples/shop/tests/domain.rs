@@ -40,6 +40,7 @@ async fn placing_an_order_twice_is_refused() {
         .await
         .expect_events([OrderPlaced {
             customer_id: "alice".into(),
+            currency: "EUR".into(),
         }]);
     test.when(&id, place("bob"))
         .await
@@ -229,7 +230,7 @@ async fn a_rejected_item_leaves_the_order_and_a_cancelled_order_ignores_it() {
     test.given(&id, add("POT-LIMITED", 2)).await;
     test.when(
         &id,
-        RejectItem {
+        RejectLine {
             sku: "POT-LIMITED".into(),
             quantity: 2,
             reason: "out of stock".into(),
@@ -251,7 +252,7 @@ async fn a_rejected_item_leaves_the_order_and_a_cancelled_order_ignores_it() {
     .await;
     test.when(
         &id,
-        RejectItem {
+        RejectLine {
             sku: "POT-LIMITED".into(),
             quantity: 1,
             reason: "late".into(),
@@ -320,7 +321,7 @@ async fn a_shortage_is_recorded_and_sent_back_to_the_order() {
     }])
     .expect_command(
         "o-2",
-        RejectItem {
+        RejectLine {
             sku: "POT-LIMITED".into(),
             quantity: 2,
             reason: "only 1 left".into(),

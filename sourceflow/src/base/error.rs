@@ -100,6 +100,36 @@ pub enum Error {
         /// Where the message is.
         at: Location,
     },
+    /// A stored or received message was written by a newer version of its type than this
+    /// build knows (a rolled-back deployment reading what the newer one wrote). Nothing is
+    /// guessed: the row is left as it is for a build that knows its version.
+    #[error(
+        "{name} at {at} is version {stored}, newer than the version {known} this build knows; \
+         run a build that knows version {stored}"
+    )]
+    NewerVersion {
+        /// Wire name stored with the payload.
+        name: String,
+        /// The version stored with the payload.
+        stored: u32,
+        /// The newest version this build knows ([`Message::VERSION`](crate::Message::VERSION)).
+        known: u32,
+        /// Where the payload is.
+        at: Location,
+    },
+    /// An upcaster could not bring a stored payload from one version to the next, or no
+    /// upcaster is declared for a stored version.
+    #[error("cannot upcast {name} version {from} at {at}: {reason}")]
+    Upcast {
+        /// Wire name stored with the payload.
+        name: String,
+        /// The version the failing step starts from.
+        from: u32,
+        /// Where the payload is.
+        at: Location,
+        /// What the step said, or which step is missing.
+        reason: String,
+    },
     /// The store failed (after retrying transient faults).
     #[error("store error: {0}")]
     Store(#[from] StoreError),

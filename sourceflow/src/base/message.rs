@@ -24,6 +24,16 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Stable wire name, written next to every stored payload (`#[command(name = "..")]`).
     const NAME: &'static str;
 
+    /// Schema version of the payload, stored with every command and event
+    /// (`#[command(version = 2)]`, `#[event(version = 2)]`; default 1). Rows of an older
+    /// version are brought up to this one by the type's upcasters (`#[upcast]`) when read; a
+    /// row of a newer version is refused with [`Error::NewerVersion`](crate::Error::NewerVersion).
+    const VERSION: u32 = 1;
+
+    /// Earlier wire names of this type (`aliases = ["bank.MoneyDeposited"]`): rows stored under
+    /// one of them decode as this type.
+    const ALIASES: &'static [&'static str] = &[];
+
     /// Checks run before the message is handled (commands) or committed (events).
     ///
     /// The derive fills it from `#[command(validate = path)]` / `#[event(validate = path)]`, or
@@ -44,14 +54,11 @@ pub trait Command: Message {}
 /// A fact recorded in an entity's stream.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event",
-    label = "`#[projects_on]` and `#[subscribes]` methods take an event",
+    label = "`#[projects_on]`, `#[subscribes]` and `#[applies]` methods take an event",
     note = "derive it with `#[derive(Serialize, Deserialize, Event)]`; if `{Self}` is a \
             command, handle it with `#[handles]` in a `#[saga]` instead"
 )]
-pub trait Event: Message {
-    /// Schema version of the payload, stored with every event (`#[event(version = 2)]`).
-    const VERSION: u32;
-}
+pub trait Event: Message {}
 
 /// The state a saga owns, stored as a cache of its command stream.
 #[diagnostic::on_unimplemented(
@@ -62,6 +69,15 @@ pub trait Event: Message {
 pub trait Entity: Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {
     /// Stable name of the entity type; the first half of every stream key.
     const NAME: &'static str;
+
+    /// Schema version of the stored state (`#[entity(version = 2)]`, default 1). A stored
+    /// state of another version is a cache miss: the stream is replayed and the state
+    /// rewritten.
+    const VERSION: u32 = 1;
+
+    /// Earlier names of this entity type (`aliases = [".."]`), resolved by tooling that finds
+    /// types by name (exports, imports, inspection). Stream keys keep the entity's `NAME`.
+    const ALIASES: &'static [&'static str] = &[];
 }
 
 /// A read model maintained by a view.
@@ -75,6 +91,11 @@ pub trait ViewModel:
 {
     /// Stable name of the view model type; view models are keyed by (this name, id).
     const NAME: &'static str;
+
+    /// Earlier names of this view model type (`aliases = [".."]`), resolved by tooling that
+    /// finds types by name. Stored models are keyed by `NAME`: bump the view's
+    /// `#[view(version = N)]` to rebuild them under a new name.
+    const ALIASES: &'static [&'static str] = &[];
 }
 
 /// The identity of an entity (and of its stream within the entity type).
@@ -236,7 +257,7 @@ pub struct Envelope {
     pub message_id: Uuid,
     /// Wire name of the payload type.
     pub name: Cow<'static, str>,
-    /// Payload schema version (events; 1 for commands).
+    /// Payload schema version ([`Message::VERSION`] of the type that wrote it).
     pub version: u32,
     /// The stream this message belongs to.
     pub stream: StreamId,

@@ -6,7 +6,9 @@
 //! with `inventory`; [`TypeIndex::global`] indexes them once. Every read path that turns stored
 //! bytes into a value goes through this module.
 
+pub mod state;
 pub mod storable;
+pub mod upcast;
 
 use foldhash::HashMap;
 use std::any::{Any, TypeId};
@@ -15,6 +17,8 @@ use std::sync::{Arc, OnceLock};
 use crate::base::error::{Error, Location};
 use crate::base::message::{Command, Entity, EntityId, Event, Message, RecordedEvent, ViewModel};
 use crate::base::validate::Violations;
+
+pub use upcast::UpcastRecord;
 
 /// A decoded message shared between its consumers.
 pub type ErasedMessage = Arc<dyn Any + Send + Sync>;
@@ -43,14 +47,19 @@ pub struct TypeRecord {
     pub kind: TypeKind,
     /// The stable wire name.
     pub name: &'static str,
-    /// Payload version (events), 1 otherwise.
+    /// The version written today: [`Message::VERSION`] for commands and events,
+    /// [`Entity::VERSION`] for entities, 1 for view models.
     pub version: u32,
+    /// Earlier wire names that resolve to this type.
+    pub aliases: &'static [&'static str],
     /// The Rust type's `TypeId`.
     pub type_id: fn() -> TypeId,
     /// The Rust type's name, for error messages.
     pub rust_name: fn() -> &'static str,
-    /// Decodes a JSON payload into the type.
+    /// Decodes a JSON payload of the current version into the type.
     pub decode: fn(&[u8]) -> Result<ErasedMessage, serde_json::Error>,
+    /// Decodes an upcast JSON value into the type.
+    pub decode_value: fn(serde_json::Value) -> Result<ErasedMessage, serde_json::Error>,
     /// Runs the type's declared validation (messages only).
     pub validate: fn(&(dyn Any + Send + Sync), &mut Violations),
 }
@@ -58,22 +67,24 @@ pub struct TypeRecord {
 impl TypeRecord {
     /// The record of a command type.
     pub const fn command<C: Command>() -> Self {
-        Self::message::<C>(TypeKind::Command, 1)
+        Self::message::<C>(TypeKind::Command)
     }
 
     /// The record of an event type.
     pub const fn event<E: Event>() -> Self {
-        Self::message::<E>(TypeKind::Event, E::VERSION)
+        Self::message::<E>(TypeKind::Event)
     }
 
-    const fn message<M: Message>(kind: TypeKind, version: u32) -> Self {
+    const fn message<M: Message>(kind: TypeKind) -> Self {
         Self {
             kind,
             name: M::NAME,
-            version,
+            version: M::VERSION,
+            aliases: M::ALIASES,
             type_id: type_id_of::<M>,
             rust_name: std::any::type_name::<M>,
             decode: decode_message::<M>,
+            decode_value: decode_message_value::<M>,
             validate: validate_message::<M>,
         }
     }
@@ -83,10 +94,12 @@ impl TypeRecord {
         Self {
             kind: TypeKind::Entity,
             name: E::NAME,
-            version: 1,
+            version: E::VERSION,
+            aliases: E::ALIASES,
             type_id: type_id_of::<E>,
             rust_name: std::any::type_name::<E>,
             decode: decode_message::<E>,
+            decode_value: decode_message_value::<E>,
             validate: validate_nothing,
         }
     }
@@ -97,9 +110,11 @@ impl TypeRecord {
             kind: TypeKind::ViewModel,
             name: M::NAME,
             version: 1,
+            aliases: M::ALIASES,
             type_id: type_id_of::<M>,
             rust_name: std::any::type_name::<M>,
             decode: decode_message::<M>,
+            decode_value: decode_message_value::<M>,
             validate: validate_nothing,
         }
     }
@@ -118,6 +133,13 @@ where
     serde_json::from_slice::<T>(bytes).map(|m| Arc::new(m) as ErasedMessage)
 }
 
+fn decode_message_value<T>(value: serde_json::Value) -> Result<ErasedMessage, serde_json::Error>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    serde_json::from_value::<T>(value).map(|m| Arc::new(m) as ErasedMessage)
+}
+
 fn validate_message<M: Message>(message: &(dyn Any + Send + Sync), violations: &mut Violations) {
     if let Some(message) = message.downcast_ref::<M>() {
         message.validate_message(violations);
@@ -132,6 +154,8 @@ fn validate_nothing(_: &(dyn Any + Send + Sync), _: &mut Violations) {}
 pub struct StateVtable {
     /// The type's stable name.
     pub name: &'static str,
+    /// The schema version stored with the state ([`Entity::VERSION`]; 1 for view models).
+    pub version: u32,
     /// The Rust type's `TypeId`.
     pub type_id: fn() -> TypeId,
     /// `T::default()`.
@@ -149,20 +173,21 @@ pub struct StateVtable {
 impl StateVtable {
     /// The vtable of entity `E`.
     pub const fn entity<E: Entity>() -> Self {
-        Self::of::<E>(E::NAME)
+        Self::of::<E>(E::NAME, E::VERSION)
     }
 
     /// The vtable of view model `M`.
     pub const fn view_model<M: ViewModel>() -> Self {
-        Self::of::<M>(M::NAME)
+        Self::of::<M>(M::NAME, 1)
     }
 
-    const fn of<T>(name: &'static str) -> Self
+    const fn of<T>(name: &'static str, version: u32) -> Self
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + Send + 'static,
     {
         Self {
             name,
+            version,
             type_id: type_id_of::<T>,
             default: default_state::<T>,
             decode: decode_state::<T>,
@@ -214,11 +239,13 @@ fn clone_state<T: Clone + Default + Send + 'static>(state: &(dyn Any + Send)) ->
     }
 }
 
-/// The registered types, indexed by wire name and by `TypeId`, built once.
+/// The registered types, indexed by wire name (and every alias) and by `TypeId`, with their
+/// upcaster steps, built once.
 #[derive(Debug)]
 pub struct TypeIndex {
     by_name: HashMap<&'static str, Vec<TypeRecord>>,
     by_id: HashMap<TypeId, TypeRecord>,
+    steps: HashMap<(TypeId, u32), Vec<&'static UpcastRecord>>,
 }
 
 impl TypeIndex {
@@ -229,18 +256,43 @@ impl TypeIndex {
             let mut index = TypeIndex {
                 by_name: HashMap::default(),
                 by_id: HashMap::default(),
+                steps: HashMap::default(),
             };
             for record in inventory::iter::<TypeRecord> {
                 index.by_name.entry(record.name).or_default().push(*record);
+                for alias in record.aliases {
+                    index.by_name.entry(alias).or_default().push(*record);
+                }
                 index.by_id.insert((record.type_id)(), *record);
+            }
+            for step in inventory::iter::<UpcastRecord> {
+                index
+                    .steps
+                    .entry(((step.target)(), step.from))
+                    .or_default()
+                    .push(step);
+                if let (Some(name), Some(record)) =
+                    (step.stored_name, index.by_id.get(&(step.target)()).copied())
+                {
+                    let named = index.by_name.entry(name).or_default();
+                    if !named.iter().any(|r| (r.type_id)() == (record.type_id)()) {
+                        named.push(record);
+                    }
+                }
             }
             index
         })
     }
 
-    /// Every registered type with this wire name (more than one is a configuration error).
+    /// Every registered type this wire name resolves to: its own name, an alias, or the name
+    /// an upcaster step renames from (more than one of a kind is a configuration error).
     pub fn named(&self, name: &str) -> &[TypeRecord] {
         self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The type of `kind` a stored wire name resolves to.
+    pub fn resolve(&self, kind: TypeKind, name: &str) -> Option<&TypeRecord> {
+        self.named(name).iter().find(|r| r.kind == kind)
     }
 
     /// The record of a type, by `TypeId`.
@@ -252,14 +304,82 @@ impl TypeIndex {
     pub fn iter(&self) -> impl Iterator<Item = &TypeRecord> {
         self.by_id.values()
     }
+
+    /// The step reading version `from` of a type (the first, if several are declared).
+    pub fn step(&self, type_id: TypeId, from: u32) -> Option<&'static UpcastRecord> {
+        self.steps
+            .get(&(type_id, from))
+            .and_then(|steps| steps.first().copied())
+    }
+
+    /// Every wire name that resolves to the type: its name, its aliases, and the names its
+    /// upcaster steps rename from.
+    pub fn names_of(&self, type_id: TypeId) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .by_name
+            .iter()
+            .filter(|(_, records)| records.iter().any(|r| (r.type_id)() == type_id))
+            .map(|(name, _)| *name)
+            .collect();
+        names.sort_unstable();
+        names
+    }
 }
 
-/// The command type registered under a wire name.
+/// The command type a stored or received wire name resolves to.
 pub(crate) fn command_record(name: &str) -> Option<&'static TypeRecord> {
-    TypeIndex::global()
-        .named(name)
-        .iter()
-        .find(|r| r.kind == TypeKind::Command)
+    TypeIndex::global().resolve(TypeKind::Command, name)
+}
+
+impl TypeRecord {
+    /// Decodes a stored or received payload of this type, written as `version` under
+    /// `stored_name`: directly when it is today's version, through the upcaster steps when it
+    /// is older.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] if the payload does not match, [`Error::NewerVersion`] if it was written
+    /// by a newer version of the type, [`Error::Upcast`] if a step is missing or fails.
+    pub fn decode_stored(
+        &self,
+        stored_name: &str,
+        version: u32,
+        payload: &[u8],
+        at: &dyn Fn() -> Location,
+    ) -> Result<ErasedMessage, Error> {
+        let decode_error = |source| Error::Decode {
+            name: stored_name.to_owned(),
+            at: at(),
+            source,
+        };
+        if version == self.version {
+            return (self.decode)(payload).map_err(decode_error);
+        }
+        let value = self.upcast_stored(stored_name, version, payload, at)?;
+        (self.decode_value)(value).map_err(decode_error)
+    }
+
+    /// A stored payload of this type, written as `version`, as the JSON value of today's
+    /// version (for comparisons and tooling).
+    ///
+    /// # Errors
+    /// As [`decode_stored`](Self::decode_stored), without decoding into the type.
+    pub fn upcast_stored(
+        &self,
+        stored_name: &str,
+        version: u32,
+        payload: &[u8],
+        at: &dyn Fn() -> Location,
+    ) -> Result<serde_json::Value, Error> {
+        if version > self.version {
+            return Err(upcast::newer(self, stored_name, version, at()));
+        }
+        let value = serde_json::from_slice(payload).map_err(|source| Error::Decode {
+            name: stored_name.to_owned(),
+            at: at(),
+            source,
+        })?;
+        upcast::to_current(self, stored_name, version, value, at)
+    }
 }
 
 /// Decodes a stored view model.
@@ -278,20 +398,52 @@ impl RecordedEvent {
     /// Decodes the payload as `E`.
     ///
     /// # Errors
-    /// [`Error::UnknownMessage`] if the stored name is not `E`'s,
-    /// [`Error::Decode`] if the payload does not match `E`.
+    /// [`Error::UnknownMessage`] if the stored name is neither `E`'s nor one of its aliases,
+    /// [`Error::Decode`] if the payload does not match `E`, [`Error::NewerVersion`] if it was
+    /// written by a newer version of `E`, [`Error::Upcast`] if an upcaster step is missing or
+    /// fails.
     pub fn decode<E: Event>(&self) -> Result<E, Error> {
-        if self.envelope.name != E::NAME {
-            return Err(Error::UnknownMessage {
-                name: self.envelope.name.to_string(),
-                at: self.location(),
+        let name = &*self.envelope.name;
+        let at = || self.location();
+        if name == E::NAME && self.envelope.version == E::VERSION {
+            return serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
+                name: name.to_owned(),
+                at: at(),
+                source,
             });
         }
-        serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
-            name: self.envelope.name.to_string(),
-            at: self.location(),
+        let record = TypeIndex::global()
+            .resolve(TypeKind::Event, name)
+            .filter(|r| (r.type_id)() == TypeId::of::<E>())
+            .ok_or_else(|| Error::UnknownMessage {
+                name: name.to_owned(),
+                at: at(),
+            })?;
+        let value = record.upcast_stored(name, self.envelope.version, &self.payload, &at)?;
+        serde_json::from_value(value).map_err(|source| Error::Decode {
+            name: name.to_owned(),
+            at: at(),
             source,
         })
+    }
+
+    /// Decodes the payload as whichever registered event type its wire name resolves to,
+    /// upcast to today's version.
+    ///
+    /// # Errors
+    /// [`Error::UnknownMessage`] if no event type has the stored name, else as
+    /// [`TypeRecord::decode_stored`].
+    pub fn decode_erased(&self) -> Result<(&'static TypeRecord, ErasedMessage), Error> {
+        let name = &*self.envelope.name;
+        let at = || self.location();
+        let record = TypeIndex::global()
+            .resolve(TypeKind::Event, name)
+            .ok_or_else(|| Error::UnknownMessage {
+                name: name.to_owned(),
+                at: at(),
+            })?;
+        let message = record.decode_stored(name, self.envelope.version, &self.payload, &at)?;
+        Ok((record, message))
     }
 
     fn location(&self) -> Location {

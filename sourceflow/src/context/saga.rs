@@ -48,7 +48,7 @@ pub(crate) fn follow_up<C: Command>(
         envelope: Envelope {
             message_id,
             name: Cow::Borrowed(C::NAME),
-            version: 1,
+            version: C::VERSION,
             stream,
             correlation_id,
             causation_id: Some(causation_id),

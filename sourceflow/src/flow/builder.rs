@@ -10,7 +10,7 @@ use super::{check, FlowInner, SourceFlow};
 use crate::base::error::Error;
 use crate::codec::ErasedComponent;
 use crate::context::saga::CommandStreams;
-use crate::read::subscriber::Recent;
+use crate::read::subscriber::{Progress, Recent};
 use crate::read::ReadSide;
 use crate::routes::{ComponentKind, Registry};
 use crate::signals::Signals;
@@ -32,6 +32,7 @@ pub struct Builder {
     keep_outbox: bool,
     background: HashSet<TypeId>,
     entity_cache: usize,
+    rebuild_stale_views: bool,
 }
 
 impl Default for Builder {
@@ -45,6 +46,7 @@ impl Default for Builder {
             keep_outbox: false,
             background: HashSet::new(),
             entity_cache: 10_000,
+            rebuild_stale_views: false,
         }
     }
 }
@@ -127,6 +129,15 @@ impl Builder {
         self
     }
 
+    /// Rebuilds, during [`build`](Self::build), every view whose stored models were built by
+    /// another version of its projection (`#[view(version = N)]`), logging progress at `info`
+    /// level (target `sourceflow::rebuild`). Without it such a view makes `build` fail with
+    /// [`Error::Config`] naming it, so stale models are never served.
+    pub fn rebuild_stale_views(mut self) -> Self {
+        self.rebuild_stale_views = true;
+        self
+    }
+
     /// Leaves follow-up commands in the outbox instead of sending them (used by the testing
     /// harness to inspect them).
     pub(crate) fn keep_outbox(mut self) -> Self {
@@ -143,6 +154,7 @@ impl Builder {
     /// not a component, two views or aggregates with one name, a component that is not
     /// `Default` and was not registered. [`Error::Store`] if catching up fails.
     pub async fn build(self) -> Result<SourceFlow, Error> {
+        let rebuild_stale_views = self.rebuild_stale_views;
         let registry = Registry::global();
         let mut problems = Vec::new();
         let store = check::check_store(self.store, &mut problems);
@@ -150,6 +162,8 @@ impl Builder {
             check::check_components(registry, self.instances, !self.no_discovery, &mut problems);
         let (sagas, mut streams) = check::check_saga_owners(registry, &chosen, &mut problems);
         check::check_wire_names(registry, &mut problems);
+        check::check_aliases(registry, &mut problems);
+        check::check_upcasters(registry, &mut problems);
         check::check_commands_handled(
             registry,
             &sagas,
@@ -210,9 +224,68 @@ impl Builder {
                 read: Arc::new(read),
             }),
         };
+        refresh_stale_views(&flow.inner.read, rebuild_stale_views).await?;
         flow.catch_up().await?;
         flow.drain_outbox().await;
         flow.start_background();
         Ok(flow)
     }
+}
+
+/// Rebuilds the views whose models another version of their projection built, or names them
+/// with the fix.
+async fn refresh_stale_views(read: &ReadSide, rebuild: bool) -> Result<(), Error> {
+    let stale = read.stale_views().await?;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    if !rebuild {
+        return Err(Error::Config(
+            stale
+                .iter()
+                .map(|(view, stored)| {
+                    format!(
+                        "view {} is version {} but its stored models were built by version \
+                         {stored}: rebuild it at start with \
+                         SourceFlow::builder().rebuild_stale_views()",
+                        view.name, view.version
+                    )
+                })
+                .collect(),
+        ));
+    }
+    for (view, stored) in stale {
+        tracing::info!(
+            target: "sourceflow::rebuild",
+            view = view.name,
+            from = stored,
+            to = view.version,
+            "rebuilding stale view"
+        );
+        let mut reported = 0u64;
+        let applied = read
+            .rebuild_subscriber(view, |p: Progress| {
+                let percent = (p.position.0 * 100).checked_div(p.head.0).unwrap_or(100);
+                if percent >= reported + 10 || p.position == p.head {
+                    reported = percent;
+                    tracing::info!(
+                        target: "sourceflow::rebuild",
+                        view = view.name,
+                        position = p.position.0,
+                        head = p.head.0,
+                        applied = p.applied,
+                        "{percent}%"
+                    );
+                }
+            })
+            .await?;
+        tracing::info!(
+            target: "sourceflow::rebuild",
+            view = view.name,
+            applied,
+            version = view.version,
+            "view rebuilt"
+        );
+    }
+    Ok(())
 }

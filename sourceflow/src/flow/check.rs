@@ -9,7 +9,7 @@ use std::sync::Arc;
 use foldhash::HashMap;
 
 use super::builder::Instance;
-use crate::codec::{ErasedComponent, TypeKind, TypeRecord};
+use crate::codec::{ErasedComponent, TypeIndex, TypeKind, TypeRecord, UpcastRecord};
 use crate::read::subscriber::Subscriber;
 use crate::routes::{ComponentKind, ComponentRecord, Registry, RouteFn};
 use crate::store::Store;
@@ -143,6 +143,120 @@ pub(super) fn check_wire_names(registry: &Registry, problems: &mut Vec<String>) 
                 "wire name {name:?} is used by {}; give each a distinct name",
                 types.join(" and ")
             ));
+        }
+    }
+}
+
+/// An alias (or the name an upcaster renames from) resolves to one type: it is neither another
+/// type's name nor another type's alias.
+pub(super) fn check_aliases(registry: &Registry, problems: &mut Vec<String>) {
+    let mut claims: BTreeMap<&'static str, Vec<&'static str>> = BTreeMap::new();
+    for record in registry.types() {
+        claims
+            .entry(record.name)
+            .or_default()
+            .push((record.rust_name)());
+    }
+    let mut aliases: Vec<(&'static str, &'static str)> = Vec::new();
+    for record in registry.types() {
+        for alias in record.aliases {
+            aliases.push((alias, (record.rust_name)()));
+        }
+    }
+    for step in inventory::iter::<UpcastRecord> {
+        if let Some(name) = step.stored_name {
+            let target = (step.target_name)();
+            if !aliases.contains(&(name, target)) {
+                aliases.push((name, target));
+            }
+        }
+    }
+    aliases.sort_unstable();
+    for (alias, rust_name) in aliases {
+        let owners = claims.entry(alias).or_default();
+        if !owners.is_empty() && !owners.contains(&rust_name) {
+            problems.push(format!(
+                "wire name {alias:?} is an earlier name of {rust_name} and also names {}; \
+                 stored rows must resolve to one type",
+                owners.join(" and ")
+            ));
+        }
+        owners.push(rust_name);
+    }
+}
+
+/// Upcaster chains are whole: each step belongs to a registered command or event, reads a
+/// version below the type's, is the only step for its version, and every version from the
+/// oldest step's up to the type's has a step; a command's steps need a saga linked into the
+/// binary that handles the command (this flow may leave it out: a read side runs no saga).
+pub(super) fn check_upcasters(registry: &Registry, problems: &mut Vec<String>) {
+    let handled: HashSet<TypeId> = registry
+        .components()
+        .filter(|c| c.kind == ComponentKind::Saga)
+        .flat_map(|c| registry.routes_of((c.type_id)()))
+        .map(|r| (r.message)())
+        .collect();
+    let index = TypeIndex::global();
+    let mut by_type: BTreeMap<&'static str, (Option<&TypeRecord>, Vec<&UpcastRecord>)> =
+        BTreeMap::new();
+    for step in inventory::iter::<UpcastRecord> {
+        let record = registry
+            .type_record((step.target)())
+            .filter(|r| matches!(r.kind, TypeKind::Command | TypeKind::Event));
+        let entry = by_type
+            .entry((step.target_name)())
+            .or_insert_with(|| (record, Vec::new()));
+        entry.1.push(step);
+    }
+    for (rust_name, (record, mut steps)) in by_type {
+        steps.sort_by_key(|s| (s.from, s.function));
+        let Some(record) = record else {
+            for step in &steps {
+                problems.push(format!(
+                    "upcaster {} is declared for {rust_name}, which is not a registered command \
+                     or event",
+                    step.function
+                ));
+            }
+            continue;
+        };
+        if record.kind == TypeKind::Command && !handled.contains(&(record.type_id)()) {
+            problems.push(format!(
+                "upcasters of command {} ({}) are declared but no saga handles it",
+                record.name,
+                steps
+                    .iter()
+                    .map(|s| s.function)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        for pair in steps.windows(2) {
+            if pair[0].from == pair[1].from {
+                problems.push(format!(
+                    "two upcasters read version {} of {}: {} and {}; keep one",
+                    pair[0].from, record.name, pair[0].function, pair[1].function
+                ));
+            }
+        }
+        for step in steps.iter().filter(|s| s.from >= record.version) {
+            problems.push(format!(
+                "upcaster {} reads version {} of {}, which is only at version {}: raise \
+                 `version` on the type or remove the step",
+                step.function, step.from, record.name, record.version
+            ));
+        }
+        let oldest = steps.first().map_or(record.version, |s| s.from);
+        for from in oldest..record.version {
+            if index.step((record.type_id)(), from).is_none() {
+                problems.push(format!(
+                    "{} is version {} and its upcasters start at version {oldest}, but none \
+                     reads version {from}: declare `#[upcast({}, from = {from})]`",
+                    record.name,
+                    record.version,
+                    rust_name.rsplit("::").next().unwrap_or(rust_name)
+                ));
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use tracing::{debug_span, error, Instrument};
 
-use super::subscriber::{Cursor, Progress, BATCH};
+use super::subscriber::{Cursor, Progress, Subscriber, BATCH};
 use super::ReadSide;
 use crate::base::error::Error;
 use crate::base::message::{CommandReceipt, Position, RecordedEvent};
@@ -85,7 +85,7 @@ impl ReadSide {
     /// Clears view `V`'s models and position and re-projects the whole log into it.
     pub(crate) async fn rebuild_with<V: 'static>(
         &self,
-        mut progress: impl FnMut(Progress) + Send,
+        progress: impl FnMut(Progress) + Send,
     ) -> Result<u64, Error> {
         let Some(subscriber) = self
             .subscribers
@@ -97,6 +97,43 @@ impl ReadSide {
                 std::any::type_name::<V>()
             )]));
         };
+        self.rebuild_subscriber(subscriber, progress).await
+    }
+
+    /// The views whose stored models were built by another version of their projection
+    /// (`#[view(version = N)]`), with that version. A view that never stored anything takes
+    /// today's version on the spot.
+    pub(crate) async fn stale_views(&self) -> Result<Vec<(&Subscriber, u32)>, Error> {
+        let mut stale = Vec::new();
+        for subscriber in self.subscribers.iter().filter(|s| s.model.is_some()) {
+            let key = version_key(subscriber.name);
+            let stored = match self.store.get_position(&key).await?.0 {
+                0 if self.store.get_position(subscriber.name).await? == Position::START => {
+                    if subscriber.version != 1 {
+                        self.store
+                            .set_position(&key, Position(subscriber.version.into()))
+                            .await?;
+                    }
+                    continue;
+                }
+                // Built before view versions existed: version 1.
+                0 => 1,
+                n => u32::try_from(n).unwrap_or(u32::MAX),
+            };
+            if stored != subscriber.version {
+                stale.push((&**subscriber, stored));
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Clears a view's models and position, re-projects the whole log into it and records
+    /// the view's version with its models.
+    pub(crate) async fn rebuild_subscriber(
+        &self,
+        subscriber: &Subscriber,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<u64, Error> {
         let models: Vec<&str> = subscriber.model.iter().map(|m| m.name).collect();
         {
             let mut guard = subscriber.state.lock().await;
@@ -106,9 +143,18 @@ impl ReadSide {
                 .await?;
             guard.cursor = Some(Cursor::at(Position::START));
         }
-        subscriber
+        let applied = subscriber
             .project(self, None, &[], true, &mut progress)
-            .await
+            .await?;
+        if subscriber.model.is_some() {
+            self.store
+                .set_position(
+                    &version_key(subscriber.name),
+                    Position(subscriber.version.into()),
+                )
+                .await?;
+        }
+        Ok(applied)
     }
 
     /// Every recorded event after `from`, in global order, then new commits as they happen.
@@ -165,4 +211,11 @@ impl ReadSide {
     pub(crate) fn has_background(&self) -> bool {
         self.subscribers.iter().any(|s| s.background)
     }
+}
+
+/// The key under which a view's version is kept beside the positions: the view's name with
+/// `#version` appended (a name no view or aggregate can take, as `#` never appears in one
+/// derived from a Rust type).
+pub(crate) fn version_key(view: &str) -> String {
+    format!("{view}#version")
 }

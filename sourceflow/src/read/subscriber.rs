@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use super::ReadSide;
 use crate::base::error::{take_problems, Error, Location};
 use crate::base::message::{EventMeta, NewEvent, Position, RecordedEvent, Sequence, StreamId};
-use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeRecord};
+use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeIndex, TypeRecord};
 use crate::context::reaction::ReactionContext;
 use crate::context::view::{ModelCache, ViewContext};
 use crate::routes::{ComponentKind, ComponentRecord, Registry, RouteFn, RouteRecord};
@@ -33,6 +33,8 @@ pub(crate) struct Subscriber {
     pub(crate) model: Option<StateVtable>,
     routes: HashMap<&'static str, (TypeRecord, Vec<RouteRecord>)>,
     pub(crate) background: bool,
+    /// Views: the version of the projection (`#[view(version = N)]`).
+    pub(crate) version: u32,
     /// Where this process is, and its cached models. The lock serialises this process's
     /// batches for the subscriber.
     pub(crate) state: tokio::sync::Mutex<SubscriberState>,
@@ -168,11 +170,14 @@ impl Subscriber {
                     record.name
                 ));
             };
-            by_name
-                .entry(event.name)
-                .or_insert_with(|| (*event, Vec::new()))
-                .1
-                .push(*route);
+            // Rows stored under an alias or a renamed-from name reach the same routes.
+            for name in TypeIndex::global().names_of((event.type_id)()) {
+                by_name
+                    .entry(name)
+                    .or_insert_with(|| (*event, Vec::new()))
+                    .1
+                    .push(*route);
+            }
         }
         Ok(Self {
             name: record.name,
@@ -181,6 +186,7 @@ impl Subscriber {
             model: record.state.filter(|_| record.kind == ComponentKind::View),
             routes: by_name,
             background,
+            version: record.version,
             state: tokio::sync::Mutex::new(SubscriberState::default()),
         })
     }
@@ -458,14 +464,15 @@ impl Subscriber {
         let message: &ErasedMessage = match decoded {
             Some(message) => message,
             None => {
-                owned = (record.decode)(&event.payload).map_err(|source| Error::Decode {
-                    name: event.envelope.name.to_string(),
-                    at: Location::Stored {
+                owned = record.decode_stored(
+                    &event.envelope.name,
+                    event.envelope.version,
+                    &event.payload,
+                    &|| Location::Stored {
                         stream: event.envelope.stream.clone(),
                         sequence: event.sequence,
                     },
-                    source,
-                })?;
+                )?;
                 &owned
             }
         };

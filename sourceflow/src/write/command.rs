@@ -69,7 +69,7 @@ impl WriteSide {
             envelope: Envelope {
                 message_id,
                 name: Cow::Borrowed(C::NAME),
-                version: 1,
+                version: C::VERSION,
                 stream,
                 correlation_id: options.correlation_id.unwrap_or(message_id),
                 causation_id: options.causation_id,
@@ -109,11 +109,9 @@ impl WriteSide {
             name: envelope.name.to_string(),
             at: at(),
         })?;
-        let message = (record.decode)(&payload).map_err(|source| Error::Decode {
-            name: envelope.name.to_string(),
-            at: at(),
-            source,
-        })?;
+        // An older version is upcast for the handler and stored as it came (name, version and
+        // payload): the log keeps what was sent, and every read upcasts it the same way.
+        let message = record.decode_stored(&envelope.name, envelope.version, &payload, &at)?;
         let command = OutgoingCommand {
             envelope,
             payload,
@@ -286,7 +284,7 @@ impl WriteSide {
             }
             let entity = match (&state, route.state) {
                 (Some(state), Some(vtable)) => {
-                    match (vtable.encode)(state.as_ref()) {
+                    match vtable.encode_stored(state.as_ref()) {
                         Ok(bytes) => Some(bytes),
                         Err(e) => {
                             // Refused like a handler's refusal: nothing is stored.
@@ -454,10 +452,24 @@ impl WriteSide {
         };
         if let Some((version, bytes)) = cached {
             if version == last {
-                if let Ok(state) = (vtable.decode)(&bytes) {
-                    return Ok((version, Some(state), false, None));
+                match vtable.decode_stored(&bytes) {
+                    Ok(state) => return Ok((version, Some(state), false, None)),
+                    // A state stored by another version of the type, or that no longer
+                    // decodes, is a cache miss: the stream is replayed and the state rewritten
+                    // by this command's commit.
+                    Err(miss) => {
+                        tracing::warn!(
+                            %stream,
+                            entity = vtable.name,
+                            "stored entity state {miss}; replaying the stream"
+                        );
+                        self.signals
+                            .counters
+                            .state_misses
+                            .fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("sourceflow.entities.state_misses").increment(1);
+                    }
                 }
-                // A state that no longer decodes (the type changed) is rebuilt from the log.
             }
         }
         if last == Sequence::ZERO {

@@ -39,7 +39,12 @@ impl WriteSide {
                     stream: envelope.stream.clone(),
                 };
                 let outcome = match command_record(&envelope.name) {
-                    Some(record) => match (record.decode)(&entry.message.payload) {
+                    Some(record) => match record.decode_stored(
+                        &envelope.name,
+                        envelope.version,
+                        &entry.message.payload,
+                        &at,
+                    ) {
                         Ok(message) => {
                             let command = OutgoingCommand {
                                 envelope,
@@ -48,11 +53,7 @@ impl WriteSide {
                             };
                             self.dispatch(projector, command, true, false).await
                         }
-                        Err(source) => Err(Error::Decode {
-                            name: name.clone(),
-                            at: at(),
-                            source,
-                        }),
+                        Err(e) => Err(e),
                     },
                     None => Err(Error::UnknownMessage {
                         name: name.clone(),

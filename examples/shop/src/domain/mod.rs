@@ -2,7 +2,7 @@
 //!
 //! | entity | id | saga | fed by |
 //! |---|---|---|---|
-//! | [`Order`] | a fresh [`EntityId`](sourceflow::EntityId) | [`OrderSaga`] | people; `RejectItem` from stock; `MarkOrderPaid` / `CancelOrder` from payment |
+//! | [`Order`] | a fresh [`EntityId`](sourceflow::EntityId) | [`OrderSaga`] | people; `RejectLine` from stock; `MarkOrderPaid` / `CancelOrder` from payment |
 //! | [`Stock`] | the product's SKU | [`StockSaga`] | [`StockReservations`] reacting to order events; `Restock` from people |
 //! | [`Payment`] | the order's id | [`PaymentSaga`] | [`PaymentProcess`] reacting to `OrderConfirmed` |
 
@@ -15,7 +15,7 @@ pub use catalogue::{format_money, parse_money, product, Product, CATALOGUE};
 pub use orders::{
     AddItem, CancelOrder, ConfirmOrder, ItemAdded, ItemRejected, ItemRemoved, MarkOrderPaid, Order,
     OrderCancelled, OrderConfirmed, OrderLine, OrderPaid, OrderPlaced, OrderSaga, OrderStatus,
-    PlaceOrder, RejectItem, RemoveItem,
+    PlaceOrder, RejectLine, RemoveItem,
 };
 pub use payment::{
     AuthorizePayment, Payment, PaymentAuthorized, PaymentDeclined, PaymentProcess, PaymentSaga,

@@ -1,7 +1,7 @@
 //! Orders: the entity customers build up line by line, confirm, pay for or cancel.
 //!
 //! `OrderSaga` owns the `Order` entity. Two commands come from other parts of the domain rather
-//! than from people: `RejectItem` (stock could not be reserved) and `MarkOrderPaid` (the payment
+//! than from people: `RejectLine` (stock could not be reserved) and `MarkOrderPaid` (the payment
 //! was authorised); cancellation is sent by people and by the payment when it is declined.
 
 use std::fmt;
@@ -156,8 +156,9 @@ impl Validate for CancelOrder {
 /// Takes units back out of an order because stock could not be reserved for them (sent by the
 /// `Stock` saga, not by people).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
-#[command(name = "shop.RejectItem")]
-pub struct RejectItem {
+// Called `shop.RejectItem` by earlier releases: their logs and exports still read.
+#[command(name = "shop.RejectLine", aliases = ["shop.RejectItem"])]
+pub struct RejectLine {
     /// The product.
     pub sku: String,
     /// Units that could not be reserved.
@@ -208,11 +209,29 @@ pub fn total_of(lines: &[OrderLine]) -> i64 {
 }
 
 /// An order was opened.
+///
+/// Version 2 records the currency the order is priced in; orders placed by earlier releases
+/// (version 1) were all in euros, which [`order_placed_v1`] says when they are read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
-#[event(name = "shop.OrderPlaced")]
+#[event(name = "shop.OrderPlaced", version = 2)]
 pub struct OrderPlaced {
     /// Who ordered.
     pub customer_id: String,
+    /// ISO code of the currency the order is priced in.
+    pub currency: String,
+}
+
+/// The shop's currency.
+pub const CURRENCY: &str = "EUR";
+
+/// Version 1 of [`OrderPlaced`] had no currency: every order was in euros.
+#[upcast(OrderPlaced, from = 1)]
+pub fn order_placed_v1(payload: &mut serde_json::Value) -> Result<(), String> {
+    let object = payload
+        .as_object_mut()
+        .ok_or("an OrderPlaced payload is an object")?;
+    object.insert("currency".to_owned(), "EUR".into());
+    Ok(())
 }
 
 /// Units of a product were added to an order.
@@ -419,6 +438,7 @@ impl OrderSaga {
         order.customer_id = cmd.customer_id.clone();
         cx.publish(OrderPlaced {
             customer_id: cmd.customer_id.clone(),
+            currency: CURRENCY.to_owned(),
         });
         Ok(())
     }
@@ -522,7 +542,7 @@ impl OrderSaga {
     async fn reject_item(
         &self,
         order: &mut Order,
-        cmd: &RejectItem,
+        cmd: &RejectLine,
         cx: &mut SagaContext,
     ) -> Result<(), DomainError> {
         order.ensure_placed()?;

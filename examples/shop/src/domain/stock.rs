@@ -2,7 +2,7 @@
 //!
 //! Orders never touch stock directly. `StockReservations` reacts to order events and sends
 //! stock commands; when a reservation fails, the `Stock` saga records why and sends
-//! `RejectItem` back to the order (a compensating command), so both sides stay consistent
+//! `RejectLine` back to the order (a compensating command), so both sides stay consistent
 //! without a transaction spanning two entities.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sourceflow::prelude::*;
 
 use super::catalogue;
-use super::orders::{ItemAdded, ItemRemoved, Order, OrderCancelled, OrderPaid, RejectItem};
+use super::orders::{ItemAdded, ItemRemoved, Order, OrderCancelled, OrderPaid, RejectLine};
 
 /// Most units one delivery may bring.
 pub const MAX_RESTOCK: u32 = 100_000;
@@ -218,7 +218,7 @@ impl StockSaga {
             });
             cx.send(
                 cmd.order_id.as_str(),
-                RejectItem {
+                RejectLine {
                     sku: cx.entity_id().to_string(),
                     quantity: cmd.quantity,
                     reason: match available {

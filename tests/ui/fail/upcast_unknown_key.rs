@@ -1,0 +1,13 @@
+use serde::{Deserialize, Serialize};
+use sourceflow::prelude::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(version = 2)]
+struct Deposited {
+    cents: i64,
+}
+
+#[upcast(Deposited, form = 1)]
+fn deposited_v1(_payload: &mut serde_json::Value) {}
+
+fn main() {}
