@@ -168,6 +168,8 @@ pub enum Components {
     SagaOnly,
     /// The view alone (W7's rebuild).
     ViewOnly,
+    /// The view and the aggregate: a read side fed from another process's events (W9).
+    ReadSide,
 }
 
 /// Builds a flow on `store` with exactly the chosen components (no discovery).
@@ -186,6 +188,7 @@ pub async fn flow(
             .aggregate(AccountAggregate),
         Components::SagaOnly => builder.saga(AccountSaga),
         Components::ViewOnly => builder.view(SummaryView),
+        Components::ReadSide => builder.view(SummaryView).aggregate(AccountAggregate),
     };
     builder.build().await
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! sourceflow-bench [--quick] [--check] [--only w1,w2,...]
 //! ```
-//! `SOURCEFLOW_PG_URL` enables W5 and W8 (Postgres). `SOURCEFLOW_BENCH_DIR` chooses where the SQLite
+//! `SOURCEFLOW_PG_URL` enables W5 and W8 (Postgres), with `SOURCEFLOW_NATS_URL` also W9 (NATS). `SOURCEFLOW_BENCH_DIR` chooses where the SQLite
 //! files go (default: the system temporary directory). The table goes to stdout, progress to
 //! stderr.
 
@@ -15,14 +15,15 @@ use sourceflow_bench::report::{self, Row};
 use sourceflow_bench::workloads::{self, progress, Settings};
 
 const USAGE: &str =
-    "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7,w8,w10,w11]
+    "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7,w8,w9,w10,w11]
 
   --quick   smaller sizes, the whole run in under two minutes
   --check   exit with status 1 if a target is missed (or a workload fails)
   --only    run only these workloads (w2 also runs for w3)
 
 environment:
-  SOURCEFLOW_PG_URL     Postgres URL for W5 and W8 (fresh schemas are created and dropped)
+  SOURCEFLOW_PG_URL     Postgres URL for W5, W8 and W9 (fresh schemas are created and dropped)
+  SOURCEFLOW_NATS_URL   NATS JetStream URL for W9 (fresh streams are created and deleted)
   SOURCEFLOW_BENCH_DIR  where the SQLite files go (default: the temporary directory)";
 
 struct Args {
@@ -107,7 +108,9 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     }
 
-    const WORKLOADS: [&str; 10] = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w10", "w11"];
+    const WORKLOADS: [&str; 11] = [
+        "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10", "w11",
+    ];
     if let Some(unknown) = args
         .only
         .iter()
@@ -127,6 +130,9 @@ fn run() -> anyhow::Result<ExitCode> {
     let settings = Settings {
         quick: args.quick,
         pg_url: std::env::var("SOURCEFLOW_PG_URL")
+            .ok()
+            .filter(|u| !u.is_empty()),
+        nats_url: std::env::var("SOURCEFLOW_NATS_URL")
             .ok()
             .filter(|u| !u.is_empty()),
         exe: std::env::current_exe().context("cannot find this executable")?,
@@ -177,6 +183,9 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         if wanted("w8") {
             record("W8", workloads::w8::w8(&settings).await);
+        }
+        if wanted("w9") {
+            record("W9", workloads::w9::w9(&settings).await);
         }
         if wanted("w10") {
             record("W10", workloads::w10::w10(&settings).await);

@@ -8,6 +8,7 @@
 pub mod w10;
 pub mod w11;
 pub mod w8;
+pub mod w9;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,8 +30,10 @@ use crate::report::{median, median_f64, micros, Row, Target};
 pub struct Settings {
     /// Smaller sizes: the whole run in under two minutes.
     pub quick: bool,
-    /// The Postgres URL for W5 (`SOURCEFLOW_PG_URL`), if any.
+    /// The Postgres URL for W5, W8 and W9 (`SOURCEFLOW_PG_URL`), if any.
     pub pg_url: Option<String>,
+    /// The NATS URL for W9 (`SOURCEFLOW_NATS_URL`), if any.
+    pub nats_url: Option<String>,
     /// This binary, to run the isolated phases as child processes.
     pub exe: PathBuf,
     /// Where the SQLite files go (a fresh temporary directory inside it).
@@ -194,14 +197,17 @@ pub async fn w1(settings: &Settings) -> anyhow::Result<Vec<Row>> {
         .context("the W1 child reported no rate")?;
     let per_command = Duration::from_secs_f64(1.0 / ours);
     let mut rows = vec![
-        Row::checked(
+        // Context only: `MemoryStore` is a test double that encodes JSON on purpose, and
+        // `MemStore` prints two lines per command; neither is what a deployment runs.
+        Row::info(
             "W1",
-            "in-memory pipeline vs cqrs-es MemStore (cmd/s)",
+            "context: in-memory pipeline vs cqrs-es MemStore (cmd/s)",
             format!("{} vs {}", fmt_rate(ours), fmt_rate(memstore)),
-            ours / memstore,
-            Target::AtLeast(3.0),
         )
-        .note("MemStore as shipped prints 2 lines per command (stdout to /dev/null)"),
+        .note(format!(
+            "ratio {:.2}, no target; MemStore as shipped prints 2 lines per command (stdout to /dev/null)",
+            ours / memstore
+        )),
         Row::checked(
             "W1",
             "in-memory pipeline, time per command (us)",

@@ -9,8 +9,10 @@ use async_nats::Client;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use sourceflow::{Command, CommandDispatcher, CommandReceipt, Error, OutgoingCommand, Sequence};
+use tracing::{debug_span, Instrument};
 
 use crate::error::NatsError;
+use crate::trace::TraceContext;
 use crate::wire::{self, WireError, WireReceipt};
 use crate::Topology;
 
@@ -122,6 +124,7 @@ impl NatsCommandDispatcher {
         &self,
         command: OutgoingCommand,
         delivery: Delivery,
+        trace: &TraceContext,
     ) -> Result<CommandReceipt, Error> {
         let envelope = &command.envelope;
         let subject = self.topology.command_subject(&envelope.stream);
@@ -131,6 +134,7 @@ impl NatsCommandDispatcher {
                 envelope.name
             )))
         })?;
+        wire::insert_trace(&mut headers, trace);
         let publish_error = |source: async_nats::Error| {
             Error::from(NatsError::Publish {
                 subject: subject.clone(),
@@ -209,6 +213,23 @@ impl CommandDispatcher for NatsCommandDispatcher {
             .get(command.envelope.name.as_ref())
             .copied()
             .unwrap_or_default();
-        self.send(command, delivery).await
+        // The worker continues this span's trace (see `crate::trace`).
+        let (trace, parent) = TraceContext::for_sending(
+            command.envelope.correlation_id,
+            crate::trace::random_span_id(),
+        );
+        let span = debug_span!(
+            "sourceflow.nats.send",
+            command = %command.envelope.name,
+            stream = %command.envelope.stream,
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+            parent_span_id = parent.as_deref(),
+        );
+        if span.is_disabled() {
+            self.send(command, delivery, &trace).await
+        } else {
+            self.send(command, delivery, &trace).instrument(span).await
+        }
     }
 }

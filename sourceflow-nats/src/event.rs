@@ -18,11 +18,12 @@ use futures_util::StreamExt;
 use sourceflow::store::{ModelWrite, ProjectionCommit, Store, StoreError};
 use sourceflow::{Error, Position, RecordedEvent, SourceFlow};
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{debug_span, error, warn, Instrument, Span};
 
 use crate::error::NatsError;
 use crate::lease::{await_handoff, hold, Lease, Leases};
 use crate::pull::{Puller, LEASED_PULL_EXPIRES, PULL_EXPIRES};
+use crate::trace::{self, TraceContext};
 use crate::wire;
 use crate::Topology;
 
@@ -217,6 +218,7 @@ impl NatsEventPublisher {
             .topology
             .event_subject(&event.envelope.stream.entity_type);
         let mut headers = wire::event_headers(&event).map_err(NatsError::Wire)?;
+        wire::insert_trace(&mut headers, &trace::of_event(&event.envelope));
         let Some(previous) = progress.chain.replace(event.envelope.message_id) else {
             self.publish(jetstream, &subject, headers, &event).await;
             self.acknowledged(store, progress, &event).await;
@@ -436,7 +438,15 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
             let message = messages.next().await?;
             let ack = match wire::read_event(message.headers.as_ref(), &message.payload) {
                 Err(reason) => self.poison(&message.subject, &reason),
-                Ok(event) => self.apply(&key, &mut last, event).await,
+                Ok(event) => {
+                    let (context, span) = event_span(message.headers.as_ref(), &event);
+                    let applying = context.scope(self.apply(&key, &mut last, event));
+                    if span.is_disabled() {
+                        applying.await
+                    } else {
+                        applying.instrument(span).await
+                    }
+                }
             };
             if let Err(e) = message.ack_with(ack).await {
                 warn!(consumer = %self.durable, error = %e, "ack failed");
@@ -495,6 +505,26 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
     fn poison(&self, what: &str, reason: &str) -> AckKind {
         poison(&self.poison, &self.durable, what, reason)
     }
+}
+
+/// The span an event is received in, continuing the trace of its publisher (see
+/// [`crate::trace`]), and the context to handle it in.
+fn event_span(headers: Option<&HeaderMap>, event: &RecordedEvent) -> (TraceContext, Span) {
+    let (context, parent) = trace::for_receiving(
+        wire::read_trace(headers),
+        event.envelope.correlation_id,
+        trace::random_span_id(),
+    );
+    let span = debug_span!(
+        "sourceflow.nats.event",
+        event = %event.envelope.name,
+        stream = %event.envelope.stream,
+        position = event.position.0,
+        trace_id = %context.trace_id_hex(),
+        span_id = %context.span_id_hex(),
+        parent_span_id = parent.as_deref(),
+    );
+    (context, span)
 }
 
 /// How long a consumer stopped at an undecodable event waits before trying it again.
@@ -792,6 +822,27 @@ impl NatsViewFeeder {
         }
         // Redeliveries may come out of order; a view takes events in log order.
         readable.sort_by_key(|(event, _)| event.position);
+        // Each event's span continues its sender's trace; the batch is applied in one span
+        // that follows from all of them.
+        let batch_span = debug_span!("sourceflow.nats.apply", events = readable.len());
+        if !batch_span.is_disabled() {
+            for (event, message) in &readable {
+                let (_, span) = event_span(message.headers.as_ref(), event);
+                batch_span.follows_from(&span);
+            }
+        }
+        self.apply_batch(readable, lease, ack_wait)
+            .instrument(batch_span)
+            .await;
+    }
+
+    /// Applies readable events, in log order, and acknowledges them.
+    async fn apply_batch(
+        &self,
+        readable: Vec<(RecordedEvent, jetstream::Message)>,
+        lease: &Lease,
+        ack_wait: Duration,
+    ) {
         let (events, carriers): (Vec<RecordedEvent>, Vec<jetstream::Message>) =
             readable.into_iter().unzip();
         let mut start = 0;

@@ -13,6 +13,9 @@
 //!   applies them to another process's views in batches, and [`NatsEventSubscriber`] to a
 //!   hand-written handler, exactly once.
 //!
+//! Commands and events carry the W3C trace context of the span that sent them, and the worker
+//! or subscriber handles them in that trace: see [`trace`] for the spans and their fields.
+//!
 //! The [`wire`] module documents the headers. A message a worker cannot read (unknown wire
 //! name, undecodable payload or envelope) is terminated, logged and counted, never retried.
 //!
@@ -137,6 +140,7 @@ mod error;
 mod event;
 mod lease;
 mod pull;
+pub mod trace;
 pub mod wire;
 mod worker;
 
@@ -148,6 +152,7 @@ use sourceflow::StreamId;
 pub use command::{Delivery, DispatcherBuilder, NatsCommandDispatcher};
 pub use error::NatsError;
 pub use event::{EventHandler, NatsEventPublisher, NatsEventSubscriber, NatsViewFeeder};
+pub use trace::TraceContext;
 pub use worker::NatsCommandWorker;
 
 /// Where a deployment's commands and events live in JetStream. Every sender, worker,

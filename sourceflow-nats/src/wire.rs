@@ -10,6 +10,7 @@
 //! | `Sf-Sequence`, `Sf-Command-Sequence`, `Sf-Position` | events only: where it was recorded |
 //! | `Sf-Reply-To` | commands only: the inbox awaiting the receipt |
 //! | `Sf-Status` | replies only: `ok` (body: receipt) or `error` (body: [`WireError`]) |
+//! | `traceparent`, `tracestate` | commands and events: the W3C trace context of the span that sent them (see [`trace`](crate::trace)) |
 
 use std::borrow::Cow;
 
@@ -23,6 +24,8 @@ use sourceflow::{
     Violation, Violations,
 };
 use uuid::Uuid;
+
+use crate::trace::TraceContext;
 
 const MSG_ID: &str = "Nats-Msg-Id";
 const NAME: &str = "Sf-Name";
@@ -38,6 +41,8 @@ const COMMAND_SEQUENCE: &str = "Sf-Command-Sequence";
 const POSITION: &str = "Sf-Position";
 pub(crate) const REPLY_TO: &str = "Sf-Reply-To";
 pub(crate) const STATUS: &str = "Sf-Status";
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 /// Header values are single lines: an id with a line break would cut the header block.
 fn single_line(value: &str) -> Result<&str, String> {
@@ -74,6 +79,22 @@ pub(crate) fn event_headers(event: &RecordedEvent) -> Result<HeaderMap, String> 
     headers.insert(COMMAND_SEQUENCE, event.command_sequence.0.to_string());
     headers.insert(POSITION, event.position.0.to_string());
     Ok(headers)
+}
+
+/// Writes a trace context into headers.
+pub(crate) fn insert_trace(headers: &mut HeaderMap, context: &TraceContext) {
+    headers.insert(TRACEPARENT, context.traceparent());
+    if let Some(state) = context.tracestate() {
+        headers.insert(TRACESTATE, state);
+    }
+}
+
+/// Reads the trace context from headers: `None` when absent or malformed (a trace is never a
+/// reason to refuse a message).
+pub(crate) fn read_trace(headers: Option<&HeaderMap>) -> Option<TraceContext> {
+    let headers = headers?;
+    let parent = headers.get(TRACEPARENT)?;
+    TraceContext::parse(parent.as_str(), headers.get(TRACESTATE).map(|v| v.as_str()))
 }
 
 fn get<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, String> {
@@ -403,6 +424,21 @@ mod tests {
         let envelope = envelope();
         let headers = envelope_headers(&envelope).expect("plain ids");
         assert_eq!(read_envelope(Some(&headers)), Ok(envelope));
+    }
+
+    #[test]
+    fn a_trace_context_survives_the_headers() {
+        let mut headers = envelope_headers(&envelope()).expect("plain ids");
+        assert_eq!(read_trace(Some(&headers)), None);
+        let context = TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("congo=t61rcWkgMzE"),
+        )
+        .expect("valid");
+        insert_trace(&mut headers, &context);
+        assert_eq!(read_trace(Some(&headers)), Some(context));
+        headers.insert(TRACEPARENT, "garbage");
+        assert_eq!(read_trace(Some(&headers)), None);
     }
 
     #[test]

@@ -14,11 +14,12 @@ use sourceflow::{Envelope, Error, SourceFlow, StreamId};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, debug_span, error, info, warn, Instrument};
 
 use crate::error::NatsError;
 use crate::lease::{await_handoff, Lease, Leases};
 use crate::pull::{Puller, LEASED_PULL_EXPIRES};
+use crate::trace::{self, TraceContext};
 use crate::wire::{self, WireError, WireReceipt};
 use crate::Topology;
 
@@ -176,9 +177,41 @@ impl NatsCommandWorker {
         result
     }
 
+    /// Runs one command in the trace its sender started (see [`crate::trace`]).
+    async fn handle(
+        &self,
+        message: &jetstream::Message,
+        envelope: Envelope,
+        lease: &Lease,
+    ) -> Outcome {
+        let (context, parent) = trace::for_receiving(
+            wire::read_trace(message.headers.as_ref()),
+            envelope.correlation_id,
+            trace::command_span_id(envelope.message_id),
+        );
+        if context.trace_id() != TraceContext::of_correlation(envelope.correlation_id) {
+            // For this process's publisher: the command's events join the same trace.
+            trace::remember(envelope.message_id, &context);
+        }
+        let span = debug_span!(
+            "sourceflow.nats.command",
+            command = %envelope.name,
+            stream = %envelope.stream,
+            trace_id = %context.trace_id_hex(),
+            span_id = %context.span_id_hex(),
+            parent_span_id = parent.as_deref(),
+        );
+        let handling = context.scope(self.handle_in_trace(message, envelope, lease));
+        if span.is_disabled() {
+            handling.await
+        } else {
+            handling.instrument(span).await
+        }
+    }
+
     /// Runs one command and answers its sender. A transient store fault is retried for as
     /// long as the partition stays leased.
-    async fn handle(
+    async fn handle_in_trace(
         &self,
         message: &jetstream::Message,
         envelope: Envelope,

@@ -8,20 +8,34 @@
 //! cargo run -p bank-nats -- worker &     # as many as you like
 //! cargo run -p bank-nats -- api
 //! cargo run -p bank-nats -- load 20 50    # 20 accounts x 50 deposits, then verified
+//! cargo run -p bank-nats -- teardown      # deletes the streams (after stopping the workers)
 //! ```
 //!
 //! Workers share the command partitions out among themselves (each leases a fair share), so
-//! adding one adds handlers. Every worker process opens its own Postgres pool
+//! adding one adds handlers. They keep only the write side: one batched view feeder for the
+//! whole deployment keeps the balance view and the overdraft reaction.
+//!
+//! `BANK_NATS_TRACE_FILE=<path>` writes every sourceflow span to `<path>` with its W3C trace
+//! id: an API session is one trace, through the workers' commits to the views. Every worker process opens its own Postgres pool
 //! (`BANK_NATS_PG_CONNECTIONS`, default 10): commits that record events take turns in
 //! Postgres, so a deployment keeps the sum of its pools near what the database serves well
 //! rather than growing it with every worker.
 
+mod capture;
+
 use std::time::Duration;
 
-use bank::{Account, AccountBalance, Deposit, OpenAccount, Withdraw};
+use bank::{
+    Account, AccountBalance, AccountSaga, BalanceView, ChargeOverdraftFee, Deposit, OpenAccount,
+    OverdraftPolicy, Withdraw,
+};
 use sourceflow::prelude::*;
-use sourceflow_nats::{NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher, Topology};
+use sourceflow_nats::{
+    Delivery, NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher, NatsViewFeeder,
+    Topology, TraceContext,
+};
 use sourceflow_sqlx::PostgresStore;
+use tracing::Instrument;
 
 /// Every process of the deployment agrees on this (`BANK_NATS_PREFIX` names the streams).
 fn topology() -> Topology {
@@ -50,33 +64,86 @@ async fn postgres() -> anyhow::Result<PostgresStore> {
     Ok(store.connect().await?)
 }
 
-/// Handles bank commands from NATS and publishes the events they record, until Ctrl-C.
+/// Handles bank commands from NATS, publishes the events they record and keeps the views,
+/// until Ctrl-C.
+///
+/// A worker process keeps only the write side: the saga over the shared store, with no view
+/// or reaction to run after each command. The read side (the balance view and the overdraft
+/// reaction) is fed from the event stream by one [`NatsViewFeeder`] for the whole deployment,
+/// in batches: every worker process runs one, and they take turns by lease, so adding workers
+/// adds handlers without adding view work. The event publisher is shared out the same way.
 async fn worker() -> anyhow::Result<()> {
-    // The full local pipeline: saga, balance view, overdraft reaction, over the shared store.
     // The entity cache stays on: an account's commands go to the worker leasing its partition.
-    let flow = SourceFlow::builder()
+    let write_side = SourceFlow::builder()
         .store(postgres().await?)
+        .without_discovery()
+        .saga(AccountSaga)
         .build()
         .await?;
-    // A short ack_wait: a killed worker's partitions move on within the lease TTL (6 s), plus
-    // 5 seconds if it held commands.
-    let worker = NatsCommandWorker::new(nats().await?, flow.clone(), topology())
+    // The views and the reaction; the reaction's follow-up commands go back to the workers.
+    let fees = NatsCommandDispatcher::builder(nats().await?, topology())
+        .route_with::<ChargeOverdraftFee>(Delivery::Enqueue)
+        .build()
+        .await?;
+    let read_side = SourceFlow::builder()
+        .store(postgres().await?)
+        .without_discovery()
+        .view(BalanceView)
+        .aggregate(OverdraftPolicy)
+        .dispatcher(fees)
+        .build()
+        .await?;
+    // A short ack_wait: a killed worker's partitions (and a killed feeder's batch) move on
+    // within the lease TTL (6 s), plus 5 seconds if it held commands.
+    let worker = NatsCommandWorker::new(nats().await?, write_side.clone(), topology())
         .ack_wait(Duration::from_secs(5));
-    let publisher = NatsEventPublisher::new(nats().await?, flow.clone(), topology());
+    let publisher = NatsEventPublisher::new(nats().await?, write_side.clone(), topology());
+    let feeder = NatsViewFeeder::new(nats().await?, read_side, topology(), "bank_views")
+        .ack_wait(Duration::from_secs(5));
     println!("worker: handling bank commands (Ctrl-C to stop)");
     tokio::select! {
         result = worker.run() => result?,
         result = publisher.run() => result?,
+        result = feeder.run() => result?,
         _ = tokio::signal::ctrl_c() => {}
     }
     println!(
-        "worker: handled {}, failed {}, poison {}, events published {}",
+        "worker: handled {}, failed {}, poison {}, events published {}, events applied to views {}",
         worker.handled(),
         worker.failed(),
         worker.poisoned(),
-        publisher.published()
+        publisher.published(),
+        feeder.delivered()
     );
     Ok(())
+}
+
+/// A flow that only reads the shared store: no view catches up when it is built, so what it
+/// reads is what the workers' feeder wrote.
+async fn reader() -> anyhow::Result<SourceFlow> {
+    Ok(SourceFlow::builder()
+        .store(postgres().await?)
+        .without_discovery()
+        .saga(AccountSaga)
+        .build()
+        .await?)
+}
+
+/// Reads an account's balance model until `done` holds for it (the feeder applies events
+/// shortly after their commands are answered), for at most 30 seconds.
+async fn settled_balance(
+    reader: &SourceFlow,
+    id: &EntityId,
+    done: impl Fn(&AccountBalance) -> bool,
+) -> anyhow::Result<AccountBalance> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let balance: AccountBalance = reader.view_model(id).await?.unwrap_or_default();
+        if done(&balance) || tokio::time::Instant::now() >= deadline {
+            return Ok(balance);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The API side: keeps no state, every bank command it sends runs in a worker, and `send`
@@ -96,8 +163,19 @@ async fn api_flow(timeout: Duration) -> anyhow::Result<SourceFlow> {
         .await?)
 }
 
-/// Sends a short session over NATS and prints the worker's answers.
+/// Sends a short session over NATS and prints the worker's answers. The session is one trace:
+/// its commands, their handling in the workers and the views they update.
 async fn api() -> anyhow::Result<()> {
+    let session = TraceContext::new_root();
+    let span = tracing::info_span!(
+        "bank.api.session",
+        trace_id = %session.trace_id_hex(),
+        span_id = %session.span_id_hex(),
+    );
+    session.scope(api_session()).instrument(span).await
+}
+
+async fn api_session() -> anyhow::Result<()> {
     let flow = api_flow(Duration::from_secs(10)).await?;
 
     let id = EntityId::new();
@@ -131,12 +209,10 @@ async fn api() -> anyhow::Result<()> {
         Err(Error::Invalid(v)) => println!("api: invalid: {v}"),
         other => println!("api: unexpected: {other:?}"),
     }
-    // Reads go to the shared store, where the worker's view keeps the balance.
-    let reader = SourceFlow::builder()
-        .store(postgres().await?)
-        .build()
-        .await?;
-    let balance: AccountBalance = reader.view_model(&id).await?.unwrap_or_default();
+    // Reads go to the shared store, where the workers' feeder keeps the balance (the
+    // withdrawal's overdraft fee is charged by the reaction, after the view saw it).
+    let reader = reader().await?;
+    let balance = settled_balance(&reader, &id, |b| b.movements >= 3).await?;
     println!(
         "api: {} has balance {} after {} movements, fees {}",
         balance.owner, balance.balance, balance.movements, balance.fees_paid
@@ -155,6 +231,7 @@ async fn load(accounts: usize, deposits: usize) -> anyhow::Result<()> {
         .map(|i| EntityId::from(format!("load-{run}-{i}")))
         .collect();
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for id in ids.clone() {
         let (flow, sent) = (flow.clone(), sent.clone());
@@ -177,17 +254,19 @@ async fn load(accounts: usize, deposits: usize) -> anyhow::Result<()> {
     for task in tasks {
         task.await??;
     }
-    println!("api: load sent {} deposits", accounts * deposits);
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "api: load sent {} deposits in {elapsed:.2} s ({:.0} cmd/s, accounts opened included)",
+        accounts * deposits,
+        (accounts * (deposits + 1)) as f64 / elapsed
+    );
 
-    // Verify against the shared store, once the workers' views have caught up.
-    let reader = SourceFlow::builder()
-        .store(postgres().await?)
-        .build()
-        .await?;
+    // Verify against the shared store, once the feeder has caught up.
+    let reader = reader().await?;
     for id in &ids {
         let account: Account = reader.replay(id).await?;
-        let view: AccountBalance = reader.view_model(id).await?.unwrap_or_default();
         let expected = i64::try_from(deposits)?;
+        let view = settled_balance(&reader, id, |b| b.balance >= expected).await?;
         anyhow::ensure!(
             account.balance == expected && view.balance == expected,
             "{id}: balance {} (view {}), expected {expected}",
@@ -226,6 +305,7 @@ async fn send_until_answered<C: Command + Clone>(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    capture::install()?;
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("worker") => worker().await,
@@ -239,9 +319,15 @@ async fn main() -> anyhow::Result<()> {
             };
             load(number(2, 20)?, number(3, 50)?).await
         }
+        Some("teardown") => {
+            // Deletes the deployment's streams (stop its processes first).
+            let jetstream = async_nats::jetstream::new(nats().await?);
+            topology().delete_streams(&jetstream).await?;
+            Ok(())
+        }
         _ => {
             eprintln!(
-                "usage: bank-nats worker | bank-nats api | bank-nats load [accounts] [deposits]"
+                "usage: bank-nats worker | bank-nats api | bank-nats load [accounts] [deposits] | bank-nats teardown"
             );
             std::process::exit(2);
         }

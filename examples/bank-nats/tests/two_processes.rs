@@ -155,6 +155,169 @@ fn a_worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() {
     cleanup(&nats, &pg, &prefix, &schema);
 }
 
+/// One line of a span capture (`BANK_NATS_TRACE_FILE`): the span's name and fields, and the
+/// trace id it belongs to.
+#[derive(Debug)]
+struct Captured {
+    name: String,
+    fields: std::collections::HashMap<String, String>,
+}
+
+impl Captured {
+    fn get(&self, field: &str) -> &str {
+        self.fields.get(field).map_or("", String::as_str)
+    }
+}
+
+fn captured(path: &std::path::Path) -> Vec<Captured> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let fields: std::collections::HashMap<String, String> = line
+                .split('\t')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            Captured {
+                name: fields.get("span").cloned().unwrap_or_default(),
+                fields,
+            }
+        })
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
+fn an_api_session_is_one_trace_through_the_worker_process() {
+    let (Ok(nats), Ok(pg)) = (
+        std::env::var("SOURCEFLOW_NATS_URL"),
+        std::env::var("SOURCEFLOW_PG_URL"),
+    ) else {
+        panic!("built with SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL set, run without them");
+    };
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("banktrace{}", &tag[..10]);
+    let schema = format!("sf_banktrace_{tag}");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (api_spans, worker_spans) = (
+        dir.path().join("api.spans"),
+        dir.path().join("worker.spans"),
+    );
+    let worker = command(&prefix, &schema, "worker")
+        .env("BANK_NATS_TRACE_FILE", &worker_spans)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a worker");
+    let workers = Workers(vec![worker]);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let output = command(&prefix, &schema, "api")
+        .env("BANK_NATS_TRACE_FILE", &api_spans)
+        .output()
+        .expect("run the api");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "api failed: {stdout}");
+    assert!(
+        stdout.contains("balance -225 after 3 movements, fees 25"),
+        "{stdout}"
+    );
+
+    // The API process: the session's span and the sends inside it, all of one trace.
+    let api = captured(&api_spans);
+    let session = api
+        .iter()
+        .find(|s| s.name == "bank.api.session")
+        .unwrap_or_else(|| panic!("no session span in {api:?}"));
+    let trace_id = session.get("trace_id").to_owned();
+    assert_eq!(trace_id.len(), 32, "{session:?}");
+    let sends: Vec<&Captured> = api
+        .iter()
+        .filter(|s| s.name == "sourceflow.nats.send")
+        .collect();
+    assert_eq!(
+        sends.len(),
+        5,
+        "open, deposit, withdraw, refused and invalid: {api:?}"
+    );
+    for send in &sends {
+        assert_eq!(send.get("trace_id"), trace_id, "{send:?}");
+        assert_eq!(
+            send.get("parent_span_id"),
+            session.get("span_id"),
+            "{send:?}"
+        );
+    }
+    let send_ids: Vec<&str> = sends.iter().map(|s| s.get("span_id")).collect();
+
+    // The worker process writes a span when it closes: wait for the views' spans (the last).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let worker_side = loop {
+        let spans = captured(&worker_spans);
+        let events = spans
+            .iter()
+            .filter(|s| s.name == "sourceflow.nats.event" && s.get("trace_id") == trace_id)
+            .count();
+        if events >= 4 || std::time::Instant::now() >= deadline {
+            break spans;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(workers);
+    let in_trace = |name: &str| -> Vec<&Captured> {
+        worker_side
+            .iter()
+            .filter(|s| s.name == name && s.get("trace_id") == trace_id)
+            .collect()
+    };
+    // Each command the API sent is handled in a span whose parent is the API's send span.
+    let commands = in_trace("sourceflow.nats.command");
+    assert_eq!(commands.len(), 5, "{worker_side:#?}");
+    for command in &commands {
+        assert!(
+            send_ids.contains(&command.get("parent_span_id")),
+            "{command:?} {send_ids:?}"
+        );
+    }
+    // Inside them the runtime runs each command, and commits open, deposit and withdraw (the
+    // refused and the invalid one commit nothing).
+    assert_eq!(in_trace("sourceflow.send").len(), 5, "{worker_side:#?}");
+    assert!(in_trace("sourceflow.commit").len() >= 3, "{worker_side:#?}");
+    // The views receive the commands' events in the same trace, each one a child of the
+    // handling of its command: opened, deposited, withdrawn, overdrawn.
+    let command_ids: Vec<&str> = commands.iter().map(|s| s.get("span_id")).collect();
+    let events = in_trace("sourceflow.nats.event");
+    assert!(events.len() >= 4, "{worker_side:#?}");
+    for event in &events {
+        assert!(
+            command_ids.contains(&event.get("parent_span_id")),
+            "{event:?} {command_ids:?}"
+        );
+    }
+    for name in [
+        "bank.AccountOpened",
+        "bank.Deposited",
+        "bank.Withdrawn",
+        "bank.Overdrawn",
+    ] {
+        assert!(
+            events.iter().any(|e| e.get("event") == name),
+            "{name}: {events:#?}"
+        );
+    }
+    assert!(
+        worker_side
+            .iter()
+            .any(|s| s.name == "sourceflow.nats.apply"),
+        "{worker_side:#?}"
+    );
+    cleanup(&nats, &pg, &prefix, &schema);
+}
+
 fn cleanup(nats: &str, pg: &str, prefix: &str, schema: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

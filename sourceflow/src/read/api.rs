@@ -33,30 +33,60 @@ impl ReadSide {
             .map(|(i, e)| (e, decoded.get(i)))
             .collect();
         let mut any_background = false;
+        let mut pending: smallvec::SmallVec<[&Subscriber; 4]> = smallvec::SmallVec::new();
         for subscriber in &self.subscribers {
             if subscriber.background {
                 any_background = true;
-                continue;
+            } else if !subscriber.has_passed(target) {
+                // (One that has passed was applied inline, with the commit.)
+                pending.push(subscriber);
             }
-            if subscriber.has_passed(target) {
-                // Applied inline, with the commit.
-                continue;
+        }
+        // Each view and aggregate commits its own batch and position: side by side, so that
+        // a store grouping concurrent writes commits them together (one transaction for all
+        // of them instead of one after another).
+        match pending.as_slice() {
+            [] => {}
+            [one] => self.project_one(one, target, &fresh).await,
+            [first, second] => {
+                futures_util::future::join(
+                    self.project_one(first, target, &fresh),
+                    self.project_one(second, target, &fresh),
+                )
+                .await;
             }
-            let span = debug_span!("sourceflow.project", handler = subscriber.name);
-            let mut ignore = |_| {};
-            let projecting = subscriber.project(self, Some(target), &fresh, false, &mut ignore);
-            let projected = if span.is_disabled() {
-                projecting.await
-            } else {
-                projecting.instrument(span).await
-            };
-            if let Err(e) = projected {
-                error!(handler = subscriber.name, error = %e, "projection failed; catch_up will retry");
-                metrics::counter!("sourceflow.projection.failed").increment(1);
+            many => {
+                futures_util::future::join_all(
+                    many.iter()
+                        .map(|subscriber| self.project_one(subscriber, target, &fresh)),
+                )
+                .await;
             }
         }
         if any_background {
             self.background.notify_one();
+        }
+    }
+
+    /// Delivers a command's events to one view or aggregate; a failure is logged and left
+    /// for the next catch-up.
+    async fn project_one(
+        &self,
+        subscriber: &Subscriber,
+        target: Position,
+        fresh: &[(&RecordedEvent, Option<&ErasedMessage>)],
+    ) {
+        let span = debug_span!("sourceflow.project", handler = subscriber.name);
+        let mut ignore = |_| {};
+        let projecting = subscriber.project(self, Some(target), fresh, false, &mut ignore);
+        let projected = if span.is_disabled() {
+            projecting.await
+        } else {
+            projecting.instrument(span).await
+        };
+        if let Err(e) = projected {
+            error!(handler = subscriber.name, error = %e, "projection failed; catch_up will retry");
+            metrics::counter!("sourceflow.projection.failed").increment(1);
         }
     }
 

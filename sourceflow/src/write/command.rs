@@ -331,15 +331,23 @@ impl WriteSide {
                 events,
                 outbox: cx.outbox,
             };
-            let committed = if !scheduling.is_empty() {
-                // Schedules commit with the unit (without the inline fast path).
-                self.commit_scheduled(unit, scheduling)
-                    .await
-                    .map(|r| (r, Vec::new()))
-            } else if projections.is_empty() {
-                inner.store.commit(unit).await.map(|r| (r, Vec::new()))
+            let committing = async {
+                if !scheduling.is_empty() {
+                    // Schedules commit with the unit (without the inline fast path).
+                    self.commit_scheduled(unit, scheduling)
+                        .await
+                        .map(|r| (r, Vec::new()))
+                } else if projections.is_empty() {
+                    inner.store.commit(unit).await.map(|r| (r, Vec::new()))
+                } else {
+                    inner.store.commit_inline(unit, projections).await
+                }
+            };
+            let span = debug_span!("sourceflow.commit", seq = expected.next().0, attempt);
+            let committed = if span.is_disabled() {
+                committing.await
             } else {
-                inner.store.commit_inline(unit, projections).await
+                committing.instrument(span).await
             };
             let (applied, last_position) = match &committed {
                 Ok((receipt, applied)) if !receipt.duplicate => {

@@ -1,0 +1,443 @@
+//! W9: commands over NATS JetStream. 32 senders, each on its own account, send through a
+//! [`NatsCommandDispatcher`] to deployments of 1, 2 and 4 [`NatsCommandWorker`]s on one
+//! Postgres, interleaved cell by cell with W8's sourceflow cell (the same flow sending
+//! directly to Postgres, 32 senders).
+//!
+//! A deployment is the shape the NATS transport recommends: workers that keep only the write
+//! side (the saga, each with a store and pool of its own, as separate processes would), one
+//! [`NatsEventPublisher`] and one batched [`NatsViewFeeder`] keeping the view and the
+//! aggregate. A cell is timed until every command is answered and every event is applied to
+//! the view, so the view work the direct flow does before `send` returns is counted on both
+//! sides. Each deployment has a schema and a topology of its own, and its workers share the
+//! partitions out before the first round. Workers run in this process, on its runtime: on a
+//! two-core machine separate processes would not get more CPU.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use futures_util::future::try_join_all;
+use sourceflow::prelude::MemoryStore;
+use sourceflow::SourceFlow;
+use sourceflow_nats::{
+    NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher, NatsViewFeeder, Topology,
+};
+use sourceflow_sqlx::PostgresStore;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+use super::{fmt_rate, progress, rate, Settings};
+use crate::domain::{self, account_id, AccountSummary, Components, Deposit};
+use crate::report::{median_f64, Row, Target};
+
+/// Concurrent senders in every cell.
+const SENDERS: u64 = 32;
+/// The deployments' worker counts.
+const WORKERS: [usize; 3] = [1, 2, 4];
+/// Command partitions of every deployment.
+const PARTITIONS: u32 = 16;
+
+/// W9: needs `SOURCEFLOW_PG_URL` and `SOURCEFLOW_NATS_URL`; fresh schemas and streams are
+/// created and removed.
+///
+/// # Errors
+/// A failed workload (schemas and streams are still removed).
+pub async fn w9(settings: &Settings) -> anyhow::Result<Vec<Row>> {
+    let (Some(pg), Some(nats)) = (settings.pg_url.clone(), settings.nats_url.clone()) else {
+        return Ok(vec![Row::not_available(
+            "W9",
+            "NATS workers vs W8's direct sourceflow",
+            "SOURCEFLOW_PG_URL and SOURCEFLOW_NATS_URL must both be set",
+        )]);
+    };
+    run(&pg, &nats, settings.pick(2, 3), settings.pick(320, 960)).await
+}
+
+/// One system of the table: the direct flow, or a deployment of workers.
+enum System {
+    Direct {
+        flow: SourceFlow,
+    },
+    Nats {
+        workers: usize,
+        api: SourceFlow,
+        feeder: Box<NatsViewFeeder>,
+        /// The read side's flow (reads the view's models).
+        read_side: SourceFlow,
+        tasks: Vec<JoinHandle<()>>,
+    },
+}
+
+impl System {
+    fn name(&self) -> String {
+        match self {
+            System::Direct { .. } => "W8 sourceflow (direct)".to_owned(),
+            System::Nats { workers: 1, .. } => "1 worker".to_owned(),
+            System::Nats { workers, .. } => format!("{workers} workers"),
+        }
+    }
+
+    async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<()> {
+        let flow = match self {
+            System::Direct { flow } => flow,
+            System::Nats { api, .. } => api,
+        };
+        flow.send(&*account_id(account), Deposit::nth(n)).await?;
+        Ok(())
+    }
+
+    /// Events the deployment's feeder applied so far (0 for the direct flow, whose view is
+    /// current when `send` returns).
+    fn applied(&self) -> u64 {
+        match self {
+            System::Direct { .. } => 0,
+            System::Nats { feeder, .. } => feeder.delivered(),
+        }
+    }
+
+    /// The deposits the view counted for `account`.
+    async fn view_deposits(&self, account: u64) -> anyhow::Result<u64> {
+        let flow = match self {
+            System::Direct { flow } => flow,
+            System::Nats { read_side, .. } => read_side,
+        };
+        let summary: Option<AccountSummary> = flow.view_model(&*account_id(account)).await?;
+        Ok(summary.map_or(0, |s| s.deposits))
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if let System::Nats { tasks, .. } = self {
+            for task in tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Runs one cell: one untimed deposit per account, then `commands` deposits over 32 senders,
+/// timed until every one is answered and (for a deployment) applied to the view. Checks that
+/// the view holds every deposit once. Returns commands per second.
+async fn run_cell(system: &Arc<System>, commands: u64, base: u64) -> anyhow::Result<f64> {
+    let applied_before = system.applied();
+    try_join_all((0..SENDERS).map(|s| system.deposit(base + s, s))).await?;
+    let per_sender = commands / SENDERS;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let system = system.clone();
+            tokio::spawn(async move {
+                for i in 0..per_sender {
+                    system.deposit(base + s, s * per_sender + i).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let sent = per_sender * SENDERS;
+    if let System::Nats { .. } = **system {
+        let expected = applied_before + SENDERS + sent;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while system.applied() < expected {
+            ensure!(
+                Instant::now() < deadline,
+                "{}: the view got {} of {expected} events within a minute",
+                system.name(),
+                system.applied()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let elapsed = started.elapsed();
+    for s in 0..SENDERS {
+        let counted = system.view_deposits(base + s).await?;
+        ensure!(
+            counted == per_sender + 1,
+            "{}: account {} has {counted} deposits in the view, expected {}",
+            system.name(),
+            base + s,
+            per_sender + 1
+        );
+    }
+    Ok(rate(sent, elapsed))
+}
+
+/// A Postgres store in `schema`, with the store's default pool.
+async fn store(url: &str, schema: &str) -> anyhow::Result<PostgresStore> {
+    Ok(PostgresStore::connect_with_schema(url, schema).await?)
+}
+
+/// Starts a deployment of `workers` workers in `schema` with topology `topology`, and waits
+/// until they have shared the partitions out.
+async fn deployment(
+    pg: &str,
+    nats: &str,
+    schema: &str,
+    topology: &Topology,
+    workers: usize,
+) -> anyhow::Result<System> {
+    let client = || async { anyhow::Ok(async_nats::connect(nats).await?) };
+    let mut tasks = Vec::new();
+    let mut handles = Vec::new();
+    let mut publisher_flow = None;
+    for _ in 0..workers {
+        let flow = domain::flow(store(pg, schema).await?, Components::SagaOnly).await?;
+        publisher_flow.get_or_insert_with(|| flow.clone());
+        let worker = NatsCommandWorker::new(client().await?, flow, topology.clone())
+            .ack_wait(Duration::from_secs(5));
+        handles.push(worker.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = worker.run().await {
+                progress(format!("W9: a worker stopped: {e}"));
+            }
+        }));
+    }
+    let publisher_flow = publisher_flow.context("a deployment has a worker")?;
+    let publisher = NatsEventPublisher::new(client().await?, publisher_flow, topology.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = publisher.run().await {
+            progress(format!("W9: the publisher stopped: {e}"));
+        }
+    }));
+    let read_side = domain::flow(store(pg, schema).await?, Components::ReadSide).await?;
+    let feeder = NatsViewFeeder::new(client().await?, read_side.clone(), topology.clone(), "w9")
+        .ack_wait(Duration::from_secs(5));
+    let running = feeder.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = running.run().await {
+            progress(format!("W9: the feeder stopped: {e}"));
+        }
+    }));
+    let dispatcher = NatsCommandDispatcher::builder(client().await?, topology.clone())
+        .route::<Deposit>()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .await?;
+    let api = SourceFlow::builder()
+        .store(MemoryStore::new())
+        .without_discovery()
+        .dispatcher(dispatcher)
+        .build()
+        .await?;
+    let system = System::Nats {
+        workers,
+        api,
+        feeder: Box::new(feeder),
+        read_side,
+        tasks,
+    };
+    // Every worker holds its share of the partitions.
+    let share = (PARTITIONS as usize).div_ceil(workers);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let held: Vec<usize> = handles.iter().map(|w| w.partitions().len()).collect();
+        if held.iter().sum::<usize>() == PARTITIONS as usize && held.iter().all(|&h| h <= share) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("{workers} workers did not share the partitions out: {held:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(system)
+}
+
+/// W9 with `rounds` rounds of `commands` commands per cell.
+async fn run(pg: &str, nats: &str, rounds: usize, commands: u64) -> anyhow::Result<Vec<Row>> {
+    let pid = std::process::id();
+    let schemas: Vec<String> = std::iter::once("direct".to_owned())
+        .chain(WORKERS.iter().map(|w| format!("nats{w}")))
+        .map(|s| format!("sfbench_w9_{s}_{pid}"))
+        .collect();
+    let topologies: Vec<Topology> = WORKERS
+        .iter()
+        .map(|w| {
+            Topology::new(format!("sfbenchw9_{pid}_{w}"))
+                .partitions(PARTITIONS)
+                .in_memory()
+        })
+        .collect();
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(pg)
+        .await
+        .context("cannot connect to SOURCEFLOW_PG_URL")?;
+    let jetstream = async_nats::jetstream::new(
+        async_nats::connect(nats)
+            .await
+            .context("cannot connect to SOURCEFLOW_NATS_URL")?,
+    );
+    for schema in &schemas {
+        recreate(&admin, schema).await?;
+    }
+    let outcome = w9_in(pg, nats, &schemas, &topologies, rounds, commands).await;
+    let mut cleaned = Ok(());
+    for schema in &schemas {
+        if let Err(e) = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&admin)
+            .await
+        {
+            cleaned = Err(anyhow::Error::from(e));
+        }
+    }
+    for topology in &topologies {
+        if let Err(e) = topology.delete_streams(&jetstream).await {
+            cleaned = Err(e.into());
+        }
+    }
+    admin.close().await;
+    let rows = outcome?;
+    cleaned.context("cannot remove a W9 schema or stream")?;
+    Ok(rows)
+}
+
+async fn recreate(admin: &PgPool, schema: &str) -> anyhow::Result<()> {
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(admin)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(admin)
+        .await?;
+    Ok(())
+}
+
+async fn w9_in(
+    pg: &str,
+    nats: &str,
+    schemas: &[String],
+    topologies: &[Topology],
+    rounds: usize,
+    commands: u64,
+) -> anyhow::Result<Vec<Row>> {
+    let direct = domain::flow(store(pg, &schemas[0]).await?, Components::Full).await?;
+    let mut systems: Vec<Arc<System>> = vec![Arc::new(System::Direct { flow: direct })];
+    for (i, workers) in WORKERS.iter().enumerate() {
+        progress(format!("W9: starting a deployment of {workers} worker(s)"));
+        systems.push(Arc::new(
+            deployment(pg, nats, &schemas[i + 1], &topologies[i], *workers).await?,
+        ));
+    }
+    progress(format!(
+        "W9: NATS, {rounds} rounds of {commands} commands per cell, {SENDERS} senders \
+         (W8's direct flow, 1, 2 and 4 workers)"
+    ));
+    // Warm-up: connections, consumers, caches (accounts outside the cells).
+    for system in &systems {
+        run_cell(system, 64, 900_000).await?;
+    }
+    let mut rates = vec![Vec::new(); systems.len()];
+    for round in 0..rounds {
+        for k in 0..systems.len() {
+            let s = (k + round) % systems.len();
+            let base = 10_000 * (round as u64 + 1) + 1_000 * s as u64;
+            rates[s].push(run_cell(&systems[s], commands, base).await?);
+        }
+        progress(format!("  round {} of {rounds} done", round + 1));
+    }
+    let median: Vec<f64> = rates.iter_mut().map(|r| median_f64(r)).collect();
+    let names: Vec<String> = systems.iter().map(|s| s.name()).collect();
+    drop(systems);
+    Ok(rows(&names, &median, commands, rounds))
+}
+
+/// The table's rows from the systems' names and median rates (direct first, then 1, 2 and 4
+/// workers).
+fn rows(names: &[String], median: &[f64], commands: u64, rounds: usize) -> Vec<Row> {
+    let measured = names
+        .iter()
+        .zip(median)
+        .map(|(name, rate)| format!("{name} {}", fmt_rate(*rate)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (direct, one, two, four) = (median[0], median[1], median[2], median[3]);
+    vec![
+        Row::info(
+            "W9",
+            "NATS, 32 senders: cmd/s (answered and in the view)",
+            measured,
+        )
+        .note(format!(
+            "{PARTITIONS} partitions, window 16; {commands} commands per cell, {rounds} rounds"
+        )),
+        Row::checked(
+            "W9",
+            "NATS, 32 senders, 1 worker / W8 sourceflow at 32 senders",
+            format!("{} vs {}", fmt_rate(one), fmt_rate(direct)),
+            one / direct,
+            Target::AtLeast(0.7),
+        ),
+        Row::checked(
+            "W9",
+            "NATS, 32 senders: lower of 2 workers / 1 and 4 workers / 1",
+            format!("2/1 {:.2}; 4/1 {:.2}", two / one, four / one),
+            (two / one).min(four / one),
+            Target::AtLeast(1.0),
+        )
+        .note("below 1: adding workers lowers throughput"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_targets_are_checked_and_a_fall_is_a_miss() {
+        let names: Vec<String> = ["direct", "1", "2", "4"].map(String::from).to_vec();
+        let missed = |median: &[f64]| {
+            rows(&names, median, 320, 2)
+                .iter()
+                .filter(|r| r.met() == Some(false))
+                .map(|r| r.what.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(missed(&[1_000.0, 800.0, 900.0, 1_200.0]).is_empty());
+        let slow = missed(&[1_000.0, 600.0, 900.0, 1_200.0]);
+        assert!(slow.iter().any(|w| w.contains("1 worker")), "{slow:?}");
+        let falling = missed(&[1_000.0, 800.0, 900.0, 700.0]);
+        assert!(
+            falling.iter().any(|w| w.contains("4 workers / 1")),
+            "{falling:?}"
+        );
+    }
+
+    /// A small run on the servers: every deployment answers, applies each deposit once to
+    /// the view, and leaves no schema or stream behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(all(sourceflow_pg, sourceflow_nats)),
+        ignore = "set SOURCEFLOW_PG_URL and SOURCEFLOW_NATS_URL to run"
+    )]
+    async fn a_small_run_measures_every_deployment() {
+        let pg = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
+        let nats = std::env::var("SOURCEFLOW_NATS_URL").expect("SOURCEFLOW_NATS_URL");
+        let rows = run(&pg, &nats, 1, 64).await.expect("W9");
+        assert_eq!(rows.len(), 3);
+        assert!(
+            rows[1].met().is_some() && rows[2].met().is_some(),
+            "{rows:?}"
+        );
+        let admin = PgPoolOptions::new().connect(&pg).await.expect("connect");
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1")
+                .bind(format!("sfbench_w9_%_{}", std::process::id()))
+                .fetch_one(&admin)
+                .await
+                .expect("count schemas");
+        assert_eq!(left, 0, "W9 left its schemas behind");
+        let jetstream =
+            async_nats::jetstream::new(async_nats::connect(&nats).await.expect("connect"));
+        for w in WORKERS {
+            let name = format!("sfbenchw9_{}_{w}_commands", std::process::id());
+            assert!(
+                jetstream.get_stream(&name).await.is_err(),
+                "W9 left {name} behind"
+            );
+        }
+    }
+}
