@@ -344,7 +344,13 @@ impl WriteSide {
         );
         let stream = envelope.stream.to_string();
         let outcome = match command_record(&envelope.name) {
-            Some(record) => match (record.decode)(&command.payload) {
+            // Scheduled by an earlier build, perhaps: decoded through the type's upcasters.
+            Some(record) => match record.decode_stored(
+                &envelope.name,
+                envelope.version,
+                &command.payload,
+                &at,
+            ) {
                 Ok(message) => {
                     let command = OutgoingCommand {
                         envelope,
@@ -358,11 +364,7 @@ impl WriteSide {
                         .instrument(span)
                         .await
                 }
-                Err(source) => Err(Error::Decode {
-                    name: name.clone(),
-                    at: at(),
-                    source,
-                }),
+                Err(e) => Err(e),
             },
             None => Err(Error::UnknownMessage {
                 name: name.clone(),
