@@ -495,3 +495,70 @@ fn versions_and_aliases_are_declared_on_the_types() {
         .expect("an alias resolves");
     assert_eq!(found.name, "ev.FundsDeposited");
 }
+
+/// A command scheduled by version 1 (still pending when version 2 starts) fires through the
+/// command's upcaster.
+async fn a_schedule_made_by_version_1_fires_as_version_2(backend: Backend) {
+    use sourceflow::schedule::{NewSchedule, ScheduleId};
+    use sourceflow::store::OutboxMessage;
+    let flow = SourceFlow::builder()
+        .shared_store(backend.store.clone())
+        .without_scheduler()
+        .build()
+        .await
+        .expect("build");
+    flow.send(
+        "s1",
+        Open {
+            owner: "Sam".into(),
+        },
+    )
+    .await
+    .expect("open");
+    let id = ScheduleId(uuid::Uuid::now_v7());
+    let message_id = id.message_id();
+    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
+    backend
+        .store
+        .schedules()
+        .expect("the store keeps schedules")
+        .add_schedules(vec![NewSchedule {
+            id,
+            due,
+            command: OutboxMessage {
+                envelope: Envelope {
+                    message_id,
+                    name: "ev.Deposit".into(),
+                    version: 1,
+                    stream: StreamId::new("ev.Account", "s1"),
+                    correlation_id: message_id,
+                    causation_id: None,
+                    timestamp: due,
+                },
+                payload: br#"{"amount":12}"#.to_vec(),
+            },
+        }])
+        .await
+        .expect("a version 1 schedule");
+    assert_eq!(flow.fire_due().await.expect("fire"), 1);
+    let account = flow.replay::<Account>("s1").await.expect("replay");
+    assert_eq!((account.balance, account.deposits), (12, 1));
+    backend.finish().await;
+}
+
+#[tokio::test]
+async fn memory_schedule_made_by_version_1_fires_as_version_2() {
+    a_schedule_made_by_version_1_fires_as_version_2(backends::memory().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_schedule_made_by_version_1_fires_as_version_2() {
+    a_schedule_made_by_version_1_fires_as_version_2(backends::sqlite_file().await).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(sourceflow_pg), ignore = "needs SOURCEFLOW_PG_URL when built")]
+async fn postgres_schedule_made_by_version_1_fires_as_version_2() {
+    #[cfg(sourceflow_pg)]
+    a_schedule_made_by_version_1_fires_as_version_2(backends::postgres().await).await;
+}

@@ -345,27 +345,25 @@ impl WriteSide {
         let stream = envelope.stream.to_string();
         let outcome = match command_record(&envelope.name) {
             // Scheduled by an earlier build, perhaps: decoded through the type's upcasters.
-            Some(record) => match record.decode_stored(
-                &envelope.name,
-                envelope.version,
-                &command.payload,
-                &at,
-            ) {
-                Ok(message) => {
-                    let command = OutgoingCommand {
-                        envelope,
-                        payload: command.payload,
-                        message,
-                    };
-                    // A first attempt needs no duplicate check beforehand: the store
-                    // answers a message id it has seen with its receipt anyway. After a
-                    // crash, the check spares the handler a run.
-                    self.dispatch(projector, command, attempts > 1, false)
-                        .instrument(span)
-                        .await
+            Some(record) => {
+                match record.decode_stored(&envelope.name, envelope.version, &command.payload, &at)
+                {
+                    Ok(message) => {
+                        let command = OutgoingCommand {
+                            envelope,
+                            payload: command.payload,
+                            message,
+                        };
+                        // A first attempt needs no duplicate check beforehand: the store
+                        // answers a message id it has seen with its receipt anyway. After a
+                        // crash, the check spares the handler a run.
+                        self.dispatch(projector, command, attempts > 1, false)
+                            .instrument(span)
+                            .await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             None => Err(Error::UnknownMessage {
                 name: name.clone(),
                 at: at(),
