@@ -180,7 +180,11 @@ pub async fn flow(
     store: impl sourceflow::store::Store + 'static,
     components: Components,
 ) -> Result<SourceFlow, Error> {
-    let builder = SourceFlow::builder().store(store).without_discovery();
+    // Nothing in these workloads schedules a command; W10 measures the scheduler on its own.
+    let builder = SourceFlow::builder()
+        .store(store)
+        .without_discovery()
+        .without_scheduler();
     let builder = match components {
         Components::Full => builder
             .saga(AccountSaga)

@@ -167,9 +167,15 @@ async fn run_cell(system: &Arc<System>, commands: u64, base: u64) -> anyhow::Res
     Ok(rate(sent, elapsed))
 }
 
-/// A Postgres store in `schema`, with the store's default pool.
+/// A Postgres store in `schema`, with a pool of 5 connections: the three deployments run
+/// 10 stores against one server at once, and 10 default pools of 10 would reach the server's
+/// default `max_connections` (100), where connections are refused and commands stall.
 async fn store(url: &str, schema: &str) -> anyhow::Result<PostgresStore> {
-    Ok(PostgresStore::connect_with_schema(url, schema).await?)
+    Ok(PostgresStore::builder(url)
+        .schema(schema)
+        .max_connections(5)
+        .connect()
+        .await?)
 }
 
 /// Starts a deployment of `workers` workers in `schema` with topology `topology`, and waits
