@@ -13,7 +13,6 @@ use sourceflow::store::{ModelWrite, Store};
 use sourceflow::RecordedEvent;
 use sourceflow_nats::{
     EventHandler, NatsCommandDispatcher, NatsCommandWorker, NatsEventSubscriber, NatsViewFeeder,
-    Topology,
 };
 
 // ---- version 2 of the domain: `amount` became `cents`, the event was renamed and gained a
@@ -96,77 +95,24 @@ impl FundingView {
     }
 }
 
-// ---- environment
+// ---- environment: `support` (the servers, a fresh schema and topology per test)
 
-struct Fixture {
-    nats: String,
-    topology: Topology,
-    store: Arc<dyn Store>,
-    pg: String,
-    schema: String,
-}
+mod support;
 
-impl Fixture {
-    async fn new(test: &str) -> Fixture {
-        let (Ok(nats), Ok(pg)) = (
-            std::env::var("SOURCEFLOW_NATS_URL"),
-            std::env::var("SOURCEFLOW_PG_URL"),
-        ) else {
-            panic!("{test}: built with SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL, run without them")
-        };
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        let schema = format!("sf_nats_{tag}");
-        let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&pg, &schema)
-            .await
-            .expect("connect to SOURCEFLOW_PG_URL");
-        Fixture {
-            nats,
-            topology: Topology::new(format!("v{}", &tag[..12]))
-                .partitions(1)
-                .in_memory(),
-            store: Arc::new(store),
-            pg,
-            schema,
-        }
+use support::{env, Fixture};
+
+/// Publishes a message to the JetStream stream that holds `subject`, as an earlier build did.
+async fn publish(fixture: &Fixture, subject: String, headers: Vec<(&str, String)>, body: &[u8]) {
+    let mut map = async_nats::HeaderMap::new();
+    for (key, value) in headers {
+        map.insert(key, value.as_str());
     }
-
-    async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.nats)
-            .await
-            .expect("connect to NATS")
-    }
-
-    async fn publish(&self, subject: String, headers: Vec<(&str, String)>, body: &[u8]) {
-        let mut map = async_nats::HeaderMap::new();
-        for (key, value) in headers {
-            map.insert(key, value.as_str());
-        }
-        jetstream::new(self.client().await)
-            .publish_with_headers(subject, map, body.to_vec().into())
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
-    }
-
-    async fn finish(self) {
-        let _ = self
-            .topology
-            .delete_streams(&jetstream::new(self.client().await))
-            .await;
-        if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&self.pg)
-            .await
-        {
-            let _ = sqlx::query(&format!(
-                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-                self.schema
-            ))
-            .execute(&pool)
-            .await;
-        }
-    }
+    jetstream::new(fixture.client().await)
+        .publish_with_headers(subject, map, body.to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
 }
 
 /// The headers of a message as a build of `version` wrote it.
@@ -213,7 +159,7 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn a_v1_command_published_before_a_v2_worker_starts_is_handled_by_it() {
-    let fixture = Fixture::new("a_v1_command_published_before_a_v2_worker_starts").await;
+    let fixture = Fixture::new(env("a_v1_command_published_before_a_v2_worker_starts"), 1).await;
     // The command stream exists (a sender created it); a version 1 sender left a command in
     // it, and no worker ran yet.
     NatsCommandDispatcher::builder(fixture.client().await, fixture.topology.clone())
@@ -222,9 +168,13 @@ async fn a_v1_command_published_before_a_v2_worker_starts_is_handled_by_it() {
         .await
         .expect("command stream");
     let subject = format!("{}.cmd.0", fixture.topology.prefix());
-    fixture
-        .publish(subject, envelope("nv.Fund", 1, "w1"), br#"{"amount":42}"#)
-        .await;
+    publish(
+        &fixture,
+        subject,
+        envelope("nv.Fund", 1, "w1"),
+        br#"{"amount":42}"#,
+    )
+    .await;
 
     let flow = SourceFlow::builder()
         .shared_store(fixture.store.clone())
@@ -288,7 +238,7 @@ impl EventHandler for Funded {
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn v1_events_reach_a_v2_consumer_as_v2_and_a_newer_one_stops_it_until_a_newer_build_runs() {
-    let fixture = Fixture::new("v1_events_reach_a_v2_consumer_as_v2").await;
+    let fixture = Fixture::new(env("v1_events_reach_a_v2_consumer_as_v2"), 1).await;
     let (first_seen, newer_seen) = (Arc::default(), Arc::default());
     let subscriber = Arc::new(NatsEventSubscriber::new(
         fixture.client().await,
@@ -306,27 +256,27 @@ async fn v1_events_reach_a_v2_consumer_as_v2_and_a_newer_one_stops_it_until_a_ne
     // A version 1 event under its old name, a version 3 event (newer than this build), and a
     // version 2 event behind it.
     tokio::time::sleep(Duration::from_millis(300)).await; // the subscriber creates the stream
-    fixture
-        .publish(
-            subject.clone(),
-            event_headers("nv.Funded", 1, 1, "w1"),
-            br#"{"amount":5}"#,
-        )
-        .await;
-    fixture
-        .publish(
-            subject.clone(),
-            event_headers("nv.WalletFunded", 3, 2, "w1"),
-            br#"{"cents":6,"currency":"CHF","memo":"v3"}"#,
-        )
-        .await;
-    fixture
-        .publish(
-            subject.clone(),
-            event_headers("nv.WalletFunded", 2, 3, "w1"),
-            br#"{"cents":7,"currency":"EUR"}"#,
-        )
-        .await;
+    publish(
+        &fixture,
+        subject.clone(),
+        event_headers("nv.Funded", 1, 1, "w1"),
+        br#"{"amount":5}"#,
+    )
+    .await;
+    publish(
+        &fixture,
+        subject.clone(),
+        event_headers("nv.WalletFunded", 3, 2, "w1"),
+        br#"{"cents":6,"currency":"CHF","memo":"v3"}"#,
+    )
+    .await;
+    publish(
+        &fixture,
+        subject.clone(),
+        event_headers("nv.WalletFunded", 2, 3, "w1"),
+        br#"{"cents":7,"currency":"EUR"}"#,
+    )
+    .await;
 
     wait_for(
         "the subscriber to stop at the version 3 event",
@@ -401,7 +351,7 @@ async fn v1_events_reach_a_v2_consumer_as_v2_and_a_newer_one_stops_it_until_a_ne
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
 async fn a_view_feeder_reads_v1_events_as_v2_and_stands_still_at_one_it_cannot_decode() {
-    let fixture = Fixture::new("a_view_feeder_reads_v1_events_as_v2").await;
+    let fixture = Fixture::new(env("a_view_feeder_reads_v1_events_as_v2"), 1).await;
     let read_store: Arc<dyn Store> = Arc::new(sourceflow::MemoryStore::new());
     let read_side = SourceFlow::builder()
         .shared_store(read_store.clone())
@@ -433,13 +383,13 @@ async fn a_view_feeder_reads_v1_events_as_v2_and_stands_still_at_one_it_cannot_d
         ),
         ("nv.WalletFunded", 2, 4, br#"{"cents":8,"currency":"EUR"}"#),
     ] {
-        fixture
-            .publish(
-                subject.clone(),
-                event_headers(name, version, position, "w1"),
-                body,
-            )
-            .await;
+        publish(
+            &fixture,
+            subject.clone(),
+            event_headers(name, version, position, "w1"),
+            body,
+        )
+        .await;
     }
     wait_for("the feeder to stop at the version 3 event", async || {
         feeder.stopped_at().is_some()

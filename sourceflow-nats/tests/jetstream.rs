@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 use sourceflow::prelude::*;
 use sourceflow::store::{ModelWrite, Store};
 use sourceflow::RecordedEvent;
+mod support;
+
+use support::{env, Fixture};
+
 use sourceflow_nats::{
     Delivery, EventHandler, NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher,
-    NatsEventSubscriber, NatsViewFeeder, Topology,
+    NatsEventSubscriber, NatsViewFeeder,
 };
 
 // ---- The domain: a ledger that notices commands arriving out of order.
@@ -152,56 +156,9 @@ impl ProbeSaga {
     }
 }
 
-// ---- Environment.
-
-struct Env {
-    nats: String,
-    pg: String,
-}
-
-fn env(test: &str) -> Env {
-    match (
-        std::env::var("SOURCEFLOW_NATS_URL"),
-        std::env::var("SOURCEFLOW_PG_URL"),
-    ) {
-        (Ok(nats), Ok(pg)) => Env { nats, pg },
-        _ => panic!(
-            "{test}: built with SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL set, run without them; \
-             set both (or rebuild without them to have it reported as ignored)"
-        ),
-    }
-}
-
-struct Fixture {
-    env: Env,
-    topology: Topology,
-    store: Arc<dyn Store>,
-    schema: String,
-}
+// ---- Environment: `support` (the servers, a fresh schema and topology per test).
 
 impl Fixture {
-    async fn new(env: Env, partitions: u32) -> Fixture {
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        let schema = format!("sf_nats_{tag}");
-        let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&env.pg, &schema)
-            .await
-            .expect("connect to SOURCEFLOW_PG_URL");
-        Fixture {
-            topology: Topology::new(format!("t{}", &tag[..12]))
-                .partitions(partitions)
-                .in_memory(),
-            env,
-            store: Arc::new(store),
-            schema,
-        }
-    }
-
-    async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.env.nats)
-            .await
-            .expect("connect to SOURCEFLOW_NATS_URL")
-    }
-
     async fn worker_flow(&self) -> SourceFlow {
         SourceFlow::builder()
             .shared_store(self.store.clone())
@@ -261,29 +218,6 @@ impl Fixture {
             );
         }
         ledgers
-    }
-
-    async fn finish(self) {
-        let jetstream = jetstream::new(self.client().await);
-        if let Err(e) = self.topology.delete_streams(&jetstream).await {
-            eprintln!(
-                "cannot delete the test streams {}_*: {e}",
-                self.topology.prefix()
-            );
-        }
-        if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&self.env.pg)
-            .await
-        {
-            let _ = sqlx::query(&format!(
-                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-                self.schema
-            ))
-            .execute(&pool)
-            .await;
-            pool.close().await;
-        }
     }
 }
 
