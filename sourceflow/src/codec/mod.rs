@@ -419,7 +419,7 @@ impl RecordedEvent {
                 name: name.to_owned(),
                 at: at(),
             })?;
-        let value = record.upcast_stored(name, self.envelope.version, &self.payload, &at)?;
+        let value = self.upcast_as(record)?;
         serde_json::from_value(value).map_err(|source| Error::Decode {
             name: name.to_owned(),
             at: at(),
@@ -435,22 +435,42 @@ impl RecordedEvent {
     /// [`TypeRecord::decode_stored`].
     pub fn decode_erased(&self) -> Result<(&'static TypeRecord, ErasedMessage), Error> {
         let name = &*self.envelope.name;
-        let at = || self.location();
         let record = TypeIndex::global()
             .resolve(TypeKind::Event, name)
             .ok_or_else(|| Error::UnknownMessage {
                 name: name.to_owned(),
-                at: at(),
+                at: self.location(),
             })?;
-        let message = record.decode_stored(name, self.envelope.version, &self.payload, &at)?;
-        Ok((record, message))
+        Ok((record, self.decode_as(record)?))
     }
 
-    fn location(&self) -> Location {
+    /// Where the event is stored, for errors.
+    pub(crate) fn location(&self) -> Location {
         Location::Stored {
             stream: self.envelope.stream.clone(),
             sequence: self.sequence,
         }
+    }
+
+    /// Decodes the payload as `record`'s type (the type its stored name resolves to), upcast
+    /// from the stored version.
+    pub(crate) fn decode_as(&self, record: &TypeRecord) -> Result<ErasedMessage, Error> {
+        record.decode_stored(
+            &self.envelope.name,
+            self.envelope.version,
+            &self.payload,
+            &|| self.location(),
+        )
+    }
+
+    /// The payload as the JSON of `record`'s type at today's version.
+    pub(crate) fn upcast_as(&self, record: &TypeRecord) -> Result<serde_json::Value, Error> {
+        record.upcast_stored(
+            &self.envelope.name,
+            self.envelope.version,
+            &self.payload,
+            &|| self.location(),
+        )
     }
 
     /// The payload as a JSON value (for tooling: exports, inspection).

@@ -492,17 +492,7 @@ fn compare_events(
         }
         let a: Option<serde_json::Value> = serde_json::from_slice(&new.payload).ok();
         let b: Option<serde_json::Value> = match recorded {
-            Some(record) => record
-                .upcast_stored(
-                    &old.envelope.name,
-                    old.envelope.version,
-                    &old.payload,
-                    &|| Location::Stored {
-                        stream: old.envelope.stream.clone(),
-                        sequence: old.sequence,
-                    },
-                )
-                .ok(),
+            Some(record) => old.upcast_as(record).ok(),
             None => serde_json::from_slice(&old.payload).ok(),
         };
         if a != b {
@@ -527,23 +517,12 @@ fn fold_event(
     let Some(record) = TypeIndex::global().resolve(TypeKind::Event, &event.envelope.name) else {
         return Err(Error::UnknownMessage {
             name: event.envelope.name.to_string(),
-            at: Location::Stored {
-                stream: event.envelope.stream.clone(),
-                sequence: event.sequence,
-            },
+            at: event.location(),
         });
     };
     let Some(applier) = appliers.iter().find(|a| (a.event)() == (record.type_id)()) else {
         return Ok(());
     };
-    let message = record.decode_stored(
-        &event.envelope.name,
-        event.envelope.version,
-        &event.payload,
-        &|| Location::Stored {
-            stream: event.envelope.stream.clone(),
-            sequence: event.sequence,
-        },
-    )?;
+    let message = event.decode_as(record)?;
     (applier.apply)(state, &*message, &event.meta())
 }
