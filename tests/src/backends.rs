@@ -98,3 +98,63 @@ pub async fn drop_schema(url: &str, schema: &str) {
         pool.close().await;
     }
 }
+
+/// A database several OS processes share (a SQLite file, or a Postgres schema), named by a
+/// `spec` the test binaries take (`sqlite:<path>` or `postgres:<url>#<schema>`), with the store
+/// of the checking process. The file or schema goes away when it is dropped.
+pub struct SharedDb {
+    /// How the child processes open it.
+    pub spec: String,
+    /// This process's store on it.
+    pub store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    cleanup: Option<(String, String)>,
+}
+
+impl Drop for SharedDb {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = self.cleanup.take() {
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| rt.block_on(drop_schema(&url, &schema)))
+            })
+            .join();
+        }
+    }
+}
+
+/// A SQLite file `name` in a new temporary directory, shared by processes.
+pub async fn shared_sqlite(name: &str) -> SharedDb {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name);
+    let store = sourceflow_sqlx::SqliteStore::open(&path)
+        .await
+        .expect("open a SQLite file");
+    SharedDb {
+        spec: format!("sqlite:{}", path.display()),
+        store: Arc::new(store),
+        _dir: Some(dir),
+        cleanup: None,
+    }
+}
+
+/// A new schema `<prefix>_<uuid>` on the server at [`pg_url`], shared by processes; this
+/// process's pool holds at most `pool` connections.
+pub async fn shared_postgres(prefix: &str, pool: u32) -> SharedDb {
+    let url = pg_url();
+    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let store = sourceflow_sqlx::PostgresStore::builder(&url)
+        .schema(&schema)
+        .max_connections(pool)
+        .connect()
+        .await
+        .expect("connect to SOURCEFLOW_PG_URL");
+    SharedDb {
+        spec: format!("postgres:{url}#{schema}"),
+        store: Arc::new(store),
+        _dir: None,
+        cleanup: Some((url, schema)),
+    }
+}

@@ -7,67 +7,23 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sourceflow::prelude::*;
 use sourceflow::schedule::{ScheduleId, ScheduleState};
-use sourceflow::store::Store;
+use sourceflow_tests::backends::{self, SharedDb};
 use sourceflow_tests::deadlines::{ReservationSaga, Tick, TickSaga, Ticks};
 
 const SCHEDULER: &str = env!("CARGO_BIN_EXE_sf-deadlines");
 const SCHEDULES: u64 = 1_000;
 const STREAMS: u64 = 20;
 
-/// A database the processes share, and the store of this (checking) process.
-struct Shared {
-    spec: String,
-    store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
-    cleanup: Option<(String, String)>,
+async fn sqlite() -> SharedDb {
+    backends::shared_sqlite("deadlines.db").await
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if let Some((url, schema)) = self.cleanup.take() {
-            let _ = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map(|rt| rt.block_on(sourceflow_tests::backends::drop_schema(&url, &schema)))
-            })
-            .join();
-        }
-    }
-}
-
-async fn sqlite() -> Shared {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("deadlines.db");
-    let store = sourceflow_sqlx::SqliteStore::open(&path).await.unwrap();
-    Shared {
-        spec: format!("sqlite:{}", path.display()),
-        store: Arc::new(store),
-        _dir: Some(dir),
-        cleanup: None,
-    }
-}
-
-async fn postgres() -> Shared {
-    let url = sourceflow_tests::backends::pg_url();
-    let schema = format!("sf_deadl_{}", uuid::Uuid::new_v4().simple());
-    let store = sourceflow_sqlx::PostgresStore::builder(&url)
-        .schema(&schema)
-        .max_connections(4)
-        .connect()
-        .await
-        .unwrap();
-    Shared {
-        spec: format!("postgres:{url}#{schema}"),
-        store: Arc::new(store),
-        _dir: None,
-        cleanup: Some((url, schema)),
-    }
+async fn postgres() -> SharedDb {
+    backends::shared_postgres("sf_deadl", 4).await
 }
 
 /// Starts a scheduler process and waits until its flow is built.
@@ -116,7 +72,7 @@ async fn wait_for(child: Child) -> std::process::ExitStatus {
     .unwrap()
 }
 
-async fn two_schedulers_one_killed(shared: Shared) {
+async fn two_schedulers_one_killed(shared: SharedDb) {
     // This process schedules; it runs no scheduler of its own.
     let flow = SourceFlow::builder()
         .shared_store(shared.store.clone())

@@ -4,62 +4,22 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
 use bank::{Account, AccountBalance, BalanceView, FeeCharged, Overdrawn, OVERDRAFT_FEE};
 use sourceflow::prelude::*;
-use sourceflow::store::{Page, Store, StoreAdmin};
+use sourceflow::store::{Page, StoreAdmin};
 use sourceflow::Verification;
+use sourceflow_tests::backends::{self, SharedDb};
 use sourceflow_tests::scenarios::{Tally, TallyModel};
 
 const LOAD: &str = env!("CARGO_BIN_EXE_sf-load");
 
-/// A database both processes can reach, and the store of this (checking) process.
-struct Shared {
-    spec: String,
-    store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
-    cleanup: Option<(String, String)>,
+async fn sqlite() -> SharedDb {
+    backends::shared_sqlite("shared.db").await
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if let Some((url, schema)) = self.cleanup.take() {
-            let _ = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map(|rt| rt.block_on(sourceflow_tests::backends::drop_schema(&url, &schema)))
-            })
-            .join();
-        }
-    }
-}
-
-async fn sqlite() -> Shared {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.db");
-    let store = sourceflow_sqlx::SqliteStore::open(&path).await.unwrap();
-    Shared {
-        spec: format!("sqlite:{}", path.display()),
-        store: Arc::new(store),
-        _dir: Some(dir),
-        cleanup: None,
-    }
-}
-
-async fn postgres() -> Shared {
-    let url = sourceflow_tests::backends::pg_url();
-    let schema = format!("sf_proc_{}", uuid::Uuid::new_v4().simple());
-    let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema)
-        .await
-        .unwrap();
-    Shared {
-        spec: format!("postgres:{url}#{schema}"),
-        store: Arc::new(store),
-        _dir: None,
-        cleanup: Some((url, schema)),
-    }
+async fn postgres() -> SharedDb {
+    backends::shared_postgres("sf_proc", 10).await
 }
 
 fn spawn(spec: &str, mode: &str, key: &str, count: u64) -> std::process::Child {
@@ -71,7 +31,7 @@ fn spawn(spec: &str, mode: &str, key: &str, count: u64) -> std::process::Child {
         .expect("start sf-load")
 }
 
-async fn two_writers_one_account(shared: Shared) {
+async fn two_writers_one_account(shared: SharedDb) {
     let children: Vec<_> = (0..2)
         .map(|_| spawn(&shared.spec, "tally", "shared", 1_000))
         .collect();
@@ -115,7 +75,7 @@ async fn two_writers_one_account(shared: Shared) {
     );
 }
 
-async fn writer_killed_mid_load(shared: Shared) {
+async fn writer_killed_mid_load(shared: SharedDb) {
     let mut child = spawn(&shared.spec, "bank", "acct", 100_000);
     let stdout = child.stdout.take().unwrap();
     let seen = tokio::task::spawn_blocking(move || {
