@@ -2,6 +2,7 @@
 //! view and one aggregate reaction. Every workload and every peer uses the same shapes.
 
 use serde::{Deserialize, Serialize};
+use sourceflow::personal::Personal;
 use sourceflow::prelude::*;
 
 /// Puts money in. Its JSON is about 100 bytes, the payload size of every workload.
@@ -64,6 +65,34 @@ pub fn credit_v1(payload: &mut serde_json::Value) -> Result<(), String> {
     Ok(())
 }
 
+/// [`Deposit`] with its memo kept as personal data of the payer (W12): the same shape and
+/// size, with one field sealed at rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
+#[command(name = "bench.PrivateDeposit")]
+pub struct PrivateDeposit {
+    /// Amount in cents.
+    pub amount: i64,
+    /// ISO currency code.
+    pub currency: String,
+    /// The caller's reference (an invoice number).
+    pub reference: String,
+    /// Free text shown on the statement: personal data of the payer.
+    pub memo: Personal<String>,
+}
+
+impl PrivateDeposit {
+    /// The `i`-th deposit of a run from `payer`, as [`Deposit::nth`].
+    pub fn nth(i: u64, payer: &str) -> Self {
+        let plain = Deposit::nth(i);
+        Self {
+            amount: plain.amount,
+            currency: plain.currency,
+            reference: plain.reference,
+            memo: Personal::new(payer, plain.memo),
+        }
+    }
+}
+
 /// Money came in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
 #[event(name = "bench.Deposited")]
@@ -107,6 +136,21 @@ impl AccountSaga {
             balance: account.balance,
         });
         Ok(())
+    }
+
+    #[handles]
+    async fn private_deposit(
+        &self,
+        account: &mut Account,
+        cmd: &PrivateDeposit,
+        cx: &mut SagaContext,
+    ) {
+        account.balance += cmd.amount;
+        account.deposits += 1;
+        cx.publish(Deposited {
+            amount: cmd.amount,
+            balance: account.balance,
+        });
     }
 
     #[handles]

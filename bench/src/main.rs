@@ -15,7 +15,7 @@ use sourceflow_bench::report::{self, Row};
 use sourceflow_bench::workloads::{self, progress, Settings};
 
 const USAGE: &str =
-    "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7,w8,w9,w10,w11]
+    "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7,w8,w9,w10,w11,w12]
 
   --quick   smaller sizes, the whole run in under two minutes
   --check   exit with status 1 if a target is missed (or a workload fails)
@@ -108,8 +108,8 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     }
 
-    const WORKLOADS: [&str; 11] = [
-        "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10", "w11",
+    const WORKLOADS: [&str; 12] = [
+        "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10", "w11", "w12",
     ];
     if let Some(unknown) = args
         .only
@@ -192,6 +192,9 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         if wanted("w11") {
             record("W11", workloads::w11::w11(&settings, path).await);
+        }
+        if wanted("w12") {
+            record("W12", workloads::w12::w12(&settings, path).await);
         }
     });
     drop(runtime);

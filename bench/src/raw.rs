@@ -221,6 +221,22 @@ pub async fn seed_commands_named(
     count: u64,
     name: &str,
 ) -> Result<(), sqlx::Error> {
+    seed_command_rows(path, stream_id, count, name, &Deposit::sqlite_json("i")).await
+}
+
+/// Appends `count` commands named `name` to stream `(Account, stream_id)`, sequences
+/// 1..=count, in one transaction, each with the payload the SQLite expression `json` gives
+/// for the row number `i`.
+///
+/// # Errors
+/// Database errors.
+pub async fn seed_command_rows(
+    path: &Path,
+    stream_id: &str,
+    count: u64,
+    name: &str,
+    json: &str,
+) -> Result<(), sqlx::Error> {
     let mut connection = connect(path).await?;
     let mut tx = connection.begin().await?;
     let sql = format!(
@@ -228,8 +244,7 @@ pub async fn seed_commands_named(
          correlation_id, causation_id, created_at, payload) \
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3) \
          SELECT ?1, ?2, i, printf('00000000-0000-7000-8000-%012x', i), ?4, 1, \
-         printf('00000000-0000-7000-8000-%012x', i), NULL, ?5, {} FROM n",
-        Deposit::sqlite_json("i")
+         printf('00000000-0000-7000-8000-%012x', i), NULL, ?5, {json} FROM n"
     );
     sqlx::query(&sql)
         .bind(Account::NAME)

@@ -7,6 +7,7 @@
 
 pub mod w10;
 pub mod w11;
+pub mod w12;
 pub mod w8;
 pub mod w9;
 
@@ -41,7 +42,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn pick<T>(&self, quick: T, full: T) -> T {
+    pub(crate) fn pick<T>(&self, quick: T, full: T) -> T {
         if self.quick {
             quick
         } else {
@@ -55,7 +56,7 @@ pub fn progress(message: impl AsRef<str>) {
     eprintln!("[sourceflow-bench] {}", message.as_ref());
 }
 
-fn rate(count: u64, elapsed: Duration) -> f64 {
+pub(crate) fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
@@ -72,7 +73,7 @@ fn fmt_rate(rate: f64) -> String {
     format!("{out} cmd/s")
 }
 
-fn fmt_us(d: Duration) -> String {
+pub(crate) fn fmt_us(d: Duration) -> String {
     let us = micros(d);
     if us >= 1000.0 {
         format!("{:.2} ms", us / 1000.0)

@@ -84,9 +84,15 @@ async fn live_tail_follows_new_commits() {
         // A commit made while the tail follows.
         let order = EntityId::from(format!("tail-{name}"));
         let customer_id = "tail-customer".to_owned();
-        flow.send(&order, PlaceOrder { customer_id })
-            .await
-            .expect("send");
+        flow.send(
+            &order,
+            PlaceOrder {
+                customer_id,
+                contact: None,
+            },
+        )
+        .await
+        .expect("send");
         let wanted = format!("\"id\":\"tail-{name}\"");
         let seen = tokio::time::timeout(
             std::time::Duration::from_secs(60),

@@ -131,7 +131,9 @@ impl NatsEventPublisher {
         jetstream: &jetstream::Context,
         lease: &Lease,
     ) -> Result<(), NatsError> {
-        let store = self.flow.store().clone();
+        // The log as stored: personal fields travel sealed, so JetStream's copies hold no
+        // plaintext either, and receivers open them with the shared subject keys.
+        let store = self.flow.raw_store().clone();
         let recorded = store.get_position(&self.name).await?;
         let mut progress = Progress {
             acknowledged: recorded,
@@ -139,7 +141,7 @@ impl NatsEventPublisher {
             chain: None,
             failures: 0,
         };
-        let events = self.flow.subscribe(recorded);
+        let events = self.flow.subscribe_as_stored(recorded);
         let mut events = std::pin::pin!(events);
         let mut in_flight: VecDeque<(RecordedEvent, AckFuture)> = VecDeque::new();
         let mut log_open = true;
@@ -383,7 +385,9 @@ impl<H> std::fmt::Debug for NatsEventSubscriber<H> {
 
 impl<H: EventHandler> NatsEventSubscriber<H> {
     /// A subscriber named `durable` (the JetStream consumer and the stored position key
-    /// `nats:<durable>`), applying events with `handler` and committing to `store`.
+    /// `nats:<durable>`), applying events with `handler` and committing to `store`. Pass a
+    /// flow's [`store`](SourceFlow::store) to have personal fields opened with its subject keys
+    /// (another store leaves them sealed: they decode as redacted).
     pub fn new(
         client: Client,
         store: Arc<dyn Store>,
@@ -454,9 +458,17 @@ impl<H: EventHandler> NatsEventSubscriber<H> {
         }
     }
 
-    async fn apply(&self, key: &str, last: &mut Position, event: RecordedEvent) -> AckKind {
+    async fn apply(&self, key: &str, last: &mut Position, mut event: RecordedEvent) -> AckKind {
         if event.position <= *last {
             return AckKind::Ack;
+        }
+        if let Err(e) = self
+            .store
+            .open_received(std::slice::from_mut(&mut event))
+            .await
+        {
+            warn!(consumer = %self.durable, position = event.position.0, error = %e, "cannot read subject keys; retrying");
+            return AckKind::Nak(Some(Duration::from_millis(500)));
         }
         let models = match self.handler.apply(&event).await {
             Ok(models) => models,

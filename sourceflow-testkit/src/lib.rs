@@ -17,6 +17,7 @@
 //! | `core` | [`core_scenarios`] | commits, conflicts, idempotent message ids, entity versions, command and stream reads, the global log, positions, projections, the outbox | every store |
 //! | `inline` | [`inline_scenarios`] | [`Store::commit_inline`](sourceflow::store::Store::commit_inline) writing a view's batch in the command's transaction | stores that override it (the provided implementation writes no batch, which is always correct) |
 //! | `schedule` | [`schedule_scenarios`] | scheduled commands: committed with their unit only, claimed in due order by one caller at a time, cancels exclusive with claims | stores whose [`Store::schedules`](sourceflow::store::Store::schedules) returns `Some` |
+//! | `keys` | [`key_scenarios`] | subject keys for personal data: made on first use (concurrent first uses agree), forgotten for good | stores whose [`Store::keys`](sourceflow::store::Store::keys) returns `Some` |
 //! | `admin` | [`admin_scenarios`] | the tooling of [`StoreAdmin`](sourceflow::store::StoreAdmin): direct appends, time-range reads, model edits, listings | stores whose [`Store::admin`](sourceflow::store::Store::admin) returns `Some` |
 //!
 //! # A worked example
@@ -107,6 +108,7 @@ mod fixture;
 pub mod admin_scenarios;
 pub mod core_scenarios;
 pub mod inline_scenarios;
+pub mod key_scenarios;
 pub mod records;
 pub mod schedule_scenarios;
 
@@ -120,7 +122,7 @@ pub use fixture::{run, Fixture};
 ///     #[attribute]...                      // optional: put on every generated test
 ///     mod <module name> {
 ///         fixture: <expression>,           // a Fixture; evaluated in an async block, per test
-///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`, `schedule`
+///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`, `schedule`, `keys`
 ///     }
 /// }
 /// ```
@@ -221,11 +223,19 @@ macro_rules! __conformance_group {
             pending_schedules_page_in_due_order,
         ] $($how)*}
     };
+    (keys $($how:tt)*) => {
+        $crate::__conformance_expand! {key_scenarios [
+            a_subject_has_no_key_until_its_first_use,
+            subjects_are_exact_text,
+            concurrent_first_uses_agree_on_one_key,
+            a_forgotten_subject_never_gets_a_key_again,
+        ] $($how)*}
+    };
     ($unknown:ident $($how:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance group `",
             ::core::stringify!($unknown),
-            "`: the groups are `core`, `inline`, `admin` and `schedule`"
+            "`: the groups are `core`, `inline`, `admin`, `schedule` and `keys`"
         ));
     };
 }
@@ -295,6 +305,8 @@ mod tests {
             listed(schedule),
             defined(&[include_str!("schedule_scenarios.rs")])
         );
+        let keys: &[&str] = crate::__conformance_group!(keys names);
+        assert_eq!(listed(keys), defined(&[include_str!("key_scenarios.rs")]));
         let admin: &[&str] = crate::__conformance_group!(admin names);
         assert_eq!(
             listed(admin),

@@ -197,6 +197,30 @@ pub mod schedule {
     pub use crate::write::schedule::SchedulerOptions;
 }
 
+pub mod personal {
+    //! Personal data: fields encrypted at rest with a key per subject, and forgetting a subject.
+    //!
+    //! Wrap a field of a command, event, entity or view model in [`Personal`], naming the
+    //! subject (a customer, a user) whose key protects it. The flow's store seals such fields
+    //! on every write (XChaCha20-Poly1305, a random nonce per field, the subject as associated
+    //! data) and opens them on every read, so the database holds ciphertext only while
+    //! handlers and views see plaintext. A subject's key is made the first time one of its
+    //! fields is written, and kept in the store's key table ([`Store::keys`]) or in an external
+    //! [`KeyStore`] ([`Builder::key_store`]).
+    //!
+    //! [`SourceFlow::forget`] deletes a subject's key: from then on its fields read as
+    //! redacted everywhere ([`Personal::get`] is `None`) and are stored redacted when written
+    //! again; replay, rebuild and `verify` keep working on the redacted values.
+    //!
+    //! [`Store::keys`]: crate::store::Store::keys
+    //! [`Builder::key_store`]: crate::Builder::key_store
+    //! [`SourceFlow::forget`]: crate::SourceFlow::forget
+
+    pub use crate::base::personal::Personal;
+    pub use crate::store::keys::{KeyState, KeyStore, SubjectKey};
+    pub use crate::store::SealedStore;
+}
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
@@ -224,6 +248,7 @@ pub use sourceflow_macros::{
 
 /// Everything an application needs, in one import.
 pub mod prelude {
+    pub use crate::base::personal::Personal;
     pub use crate::{
         aggregate, applies, handles, projects_on, saga, subscribes, upcast, view, Command,
         CommandReceipt, DomainError, Entity, EntityId, Error, Event, EventMeta, MemoryStore,

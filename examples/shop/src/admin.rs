@@ -15,6 +15,7 @@ use shop::views::{
     CustomerOrders, CustomerOrdersView, OrderDetailsView, OrderSummaryView, PaymentDeadlinesView,
     ProductSalesView, StockLevelView, REACTION_NAMES, VIEW_NAMES,
 };
+use sourceflow::personal::SealedStore;
 use sourceflow::store::{Page, StoreAdmin};
 use sourceflow::{
     Entity, EntityId, Position, RecordedEvent, Sequence, SourceFlow, StreamId, Verification,
@@ -373,14 +374,16 @@ async fn rebuild_one<V: 'static>(
 /// # Errors
 /// Store faults, file errors.
 pub async fn export(session: &Session, file: &Path) -> anyhow::Result<()> {
-    let store = session.store(Access::Existing).await?;
+    // Personal data is exported readable (and forgotten customers' redacted), so the file
+    // imports into another database, which seals it with keys of its own.
+    let store = SealedStore::new(session.store(Access::Existing).await?);
     let partial = file.with_extension("partial");
     let handle = tokio::fs::File::create(&partial)
         .await
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = tokio::io::BufWriter::new(handle);
     let spinner = spinner("exporting");
-    let written = transfer::export(&*store, &mut out).await;
+    let written = transfer::export(&store, &mut out).await;
     spinner.finish_and_clear();
     let summary = match written {
         Ok(summary) => summary,
@@ -398,6 +401,29 @@ pub async fn export(session: &Session, file: &Path) -> anyhow::Result<()> {
         format_count(summary.commands),
         format_count(summary.events),
         file.display()
+    );
+    Ok(())
+}
+
+/// Forgets a customer: deletes the key of their personal data (name, address, e-mail), which
+/// then reads as redacted in every order, view and export.
+///
+/// # Errors
+/// Store faults.
+pub async fn forget(session: &Session, customer: &str) -> anyhow::Result<()> {
+    let customer = customer.trim();
+    let flow = session.flow(Access::Existing).await?;
+    let orders = match queries::customer(&flow, customer).await {
+        Ok(c) => c.orders.len(),
+        Err(_) => 0,
+    };
+    flow.forget(customer)
+        .await
+        .with_context(|| format!("cannot forget customer {customer:?}"))?;
+    say!(
+        "{} customer {customer}: name, address and e-mail are now unreadable in every order, \
+         view and export ({orders} orders kept)",
+        good("forgot")
     );
     Ok(())
 }
@@ -420,7 +446,8 @@ pub async fn import(session: &Session, file: &Path) -> anyhow::Result<()> {
         .await
         .context("import refused")?;
     let bar = progress_bar(plan.commands(), "importing");
-    let summary = transfer::apply(&*store, plan, |done, _| bar.set_position(done))
+    let sealed = SealedStore::new(store.clone());
+    let summary = transfer::apply(&sealed, plan, |done, _| bar.set_position(done))
         .await
         .context("import failed")?;
     bar.finish_and_clear();

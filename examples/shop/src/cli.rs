@@ -10,10 +10,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use shop::domain::{
-    format_money, parse_money, AddItem, CancelOrder, ConfirmOrder, OrderStatus, PlaceOrder,
-    RemoveItem, Restock,
+    format_money, parse_money, AddItem, CancelOrder, ConfirmOrder, Contact, OrderStatus,
+    PlaceOrder, RemoveItem, Restock,
 };
 use shop::queries::{self, OrderFilter};
+use sourceflow::personal::Personal;
 use sourceflow::store::Store;
 use sourceflow::{Builder, EntityId, Position, SourceFlow};
 
@@ -63,6 +64,21 @@ pub enum Command {
         /// Use this order id instead of a fresh one
         #[arg(long)]
         id: Option<String>,
+        /// Deliver to this name (personal data: stored encrypted, see `forget`)
+        #[arg(long)]
+        name: Option<String>,
+        /// Deliver to this address (personal data)
+        #[arg(long)]
+        address: Option<String>,
+        /// Send updates to this e-mail address (personal data)
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Forget a customer for good: their name, address and e-mail become unreadable in every
+    /// order, view and export (their orders stay)
+    Forget {
+        /// Customer id
+        customer: String,
     },
     /// Add units of a product to a draft order (reserves stock)
     #[command(allow_negative_numbers = true)]
@@ -303,7 +319,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Refusals, invalid input, unknown ids and store faults, as one readable chain.
 pub async fn run_command(session: &Session, command: Command) -> anyhow::Result<Option<EntityId>> {
     match command {
-        Command::PlaceOrder { customer, id } => place_order(session, customer, id).await.map(Some),
+        Command::PlaceOrder {
+            customer,
+            id,
+            name,
+            address,
+            email,
+        } => {
+            let contact = [&name, &address, &email]
+                .iter()
+                .any(|field| field.is_some())
+                .then(|| {
+                    let field = |f: &Option<String>| f.as_deref().unwrap_or("").trim().to_owned();
+                    Contact::of(
+                        customer.trim(),
+                        &field(&name),
+                        &field(&address),
+                        &field(&email),
+                    )
+                });
+            place_order(session, customer, id, contact).await.map(Some)
+        }
+        Command::Forget { customer } => {
+            admin::forget(session, &customer).await?;
+            Ok(None)
+        }
         Command::AddItem {
             order,
             sku,
@@ -435,6 +475,7 @@ async fn place_order(
     session: &Session,
     customer: String,
     id: Option<String>,
+    contact: Option<Personal<Contact>>,
 ) -> anyhow::Result<EntityId> {
     let flow = session.flow(Access::Create).await?;
     let id = match id {
@@ -447,6 +488,7 @@ async fn place_order(
             &id,
             PlaceOrder {
                 customer_id: customer.clone(),
+                contact,
             },
         )
         .await
@@ -598,6 +640,12 @@ pub async fn print_order(flow: &SourceFlow, id: &str) -> anyhow::Result<EntityId
             time(placed),
             format_money(s.total)
         );
+    }
+    if let Some(contact) = &view.details.contact {
+        match contact.get() {
+            Some(c) => say!("deliver to {}, {} <{}>", c.name, c.address, c.email),
+            None => say!("deliver to {}", dim("[forgotten customer]")),
+        }
     }
     if view.details.lines.is_empty() {
         say!("no items");

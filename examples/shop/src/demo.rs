@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use shop::domain::{
-    format_money, AddItem, CancelOrder, ConfirmOrder, Order, OrderSaga, OrderStatus, PlaceOrder,
-    RemoveItem, CARD_LIMIT,
+    format_money, AddItem, CancelOrder, ConfirmOrder, Contact, Order, OrderSaga, OrderStatus,
+    PlaceOrder, RemoveItem, CARD_LIMIT,
 };
 use shop::queries::{self, OrderFilter};
 use shop::transfer;
 use shop::views::{OrderSummaryView, ProductSalesView, StockLevelView};
-use sourceflow::{EntityId, Error, Sequence, SourceFlow, Verification};
+use sourceflow::{EntityId, Error, Sequence, SourceFlow, StreamId, Verification};
 
 use crate::cli::{
     caused_events, print_customer, print_deadlines, print_order, print_orders, print_products,
@@ -82,6 +82,12 @@ impl Demo {
         let alice = EntityId::new();
         let alice_customer = PlaceOrder {
             customer_id: "alice".into(),
+            contact: Some(Contact::of(
+                "alice",
+                "Alice Liddell",
+                "1 Rabbit Hole Lane, Oxford",
+                "alice@example.org",
+            )),
         };
         self.send(&alice, alice_customer, "alice places an order")
             .await?;
@@ -118,6 +124,7 @@ impl Demo {
             &bob,
             PlaceOrder {
                 customer_id: "bob".into(),
+                contact: None,
             },
             "bob places an order",
         )
@@ -182,6 +189,7 @@ impl Demo {
             &carol,
             PlaceOrder {
                 customer_id: "carol".into(),
+                contact: None,
             },
             "carol places an order",
         )
@@ -218,6 +226,7 @@ impl Demo {
             &dave,
             PlaceOrder {
                 customer_id: "dave".into(),
+                contact: None,
             },
             "dave places an order",
         )
@@ -242,6 +251,7 @@ impl Demo {
             &erin,
             PlaceOrder {
                 customer_id: "erin".into(),
+                contact: None,
             },
             "erin opens an order",
         )
@@ -314,6 +324,9 @@ impl Demo {
             }
         );
 
+        self.chapter("9. Personal data: encrypted at rest, forgotten on request");
+        self.forget_alice(&alice).await?;
+
         self.chapter("Next");
         let db = match target {
             Target::Sqlite(path) => format!("--db {}", path.display()),
@@ -331,6 +344,36 @@ impl Demo {
                 "   sqlite3 {} 'select position, stream_type, name, payload from sf_events'",
                 path.display()
             );
+        }
+        Ok(())
+    }
+
+    /// Shows alice's contact sealed in the store, forgets her, and shows what is left.
+    async fn forget_alice(&self, alice: &EntityId) -> anyhow::Result<()> {
+        let stream = StreamId::new("shop.Order", alice.clone());
+        let stored = self
+            .flow
+            .raw_store()
+            .read_stream_range(&stream, Sequence(1), Sequence(1))
+            .await?;
+        if let Some(placed) = stored.first() {
+            let text = String::from_utf8_lossy(&placed.payload);
+            let from = text.find("\"contact\"").unwrap_or(0);
+            let shown: String = text[from..].chars().take(100).collect();
+            say!("   alice's OrderPlaced as stored (her name, address and e-mail are ciphertext):");
+            say!("   {}", dim(&format!("{shown}...")));
+        }
+        self.flow.forget("alice").await?;
+        say!("{}", good("   » forget alice: her key is deleted"));
+        print_order(&self.flow, alice.as_str()).await?;
+        match self.flow.verify::<Order>(alice).await? {
+            Verification::Consistent { sequence } => say!(
+                "{}",
+                good(&format!(
+                    "   her {sequence} commands still replay: the order stays, her data reads as redacted"
+                ))
+            ),
+            other => say!("{}", warn(&format!("   verification: {other:?}"))),
         }
         Ok(())
     }

@@ -20,7 +20,7 @@
 //! // Every saga, view and reaction of the crate is discovered: nothing to register.
 //! let flow = SourceFlow::builder().store(MemoryStore::new()).build().await?;
 //! let order = EntityId::new();
-//! flow.send(&order, PlaceOrder { customer_id: "alice".into() }).await?;
+//! flow.send(&order, PlaceOrder { customer_id: "alice".into(), contact: None }).await?;
 //! flow.send(&order, AddItem { sku: "TEA-SENCHA".into(), quantity: 2, unit_price: None }).await?;
 //! flow.send(&order, ConfirmOrder).await?;
 //! // Confirming started the payment, which marked the order paid before `send` returned.

@@ -19,7 +19,7 @@ const MENU: &str = concat!(
     "   4  Confirm an order      10  Products and stock       15  Export to a file\n",
     "   5  Cancel an order       11  Statistics               16  Import from a file\n",
     "   6  Restock a product                                  17  Generate sample orders\n",
-    "   0  Quit                  ?  This menu",
+    "   0  Quit                  ?  This menu                 18  Forget a customer",
 );
 
 /// Lines typed by the user.
@@ -80,7 +80,7 @@ pub async fn run(session: &Session) -> anyhow::Result<()> {
     say!("{MENU}");
     let mut current: Option<EntityId> = None;
     loop {
-        let Some(choice) = input.ask("\nchoose 0-17 (? for the menu): ").await? else {
+        let Some(choice) = input.ask("\nchoose 0-18 (? for the menu): ").await? else {
             break;
         };
         let step = match choose(&mut input, &choice, current.as_ref()).await {
@@ -132,10 +132,23 @@ async fn choose(
             say!("{MENU}");
             Step::Skip
         }
-        "1" => Step::Run(Command::PlaceOrder {
-            customer: ask!("customer id"),
-            id: None,
-        }),
+        "1" => {
+            let customer = ask!("customer id");
+            let name = ask!("deliver to: name (empty: no delivery contact)");
+            let (address, email) = if name.is_empty() {
+                (String::new(), String::new())
+            } else {
+                (ask!("deliver to: address"), ask!("e-mail"))
+            };
+            let given = |field: String| (!field.is_empty()).then_some(field);
+            Step::Run(Command::PlaceOrder {
+                customer,
+                id: None,
+                name: given(name),
+                address: given(address),
+                email: given(email),
+            })
+        }
         "2" => {
             let order = ask!("order id", &order_default);
             let sku = ask!("product SKU (see 10)");
@@ -249,6 +262,15 @@ async fn choose(
                 orders: orders as usize,
                 seed,
                 jobs: 1,
+            })
+        }
+        "18" => {
+            say!(
+                "{}",
+                dim("the customer's name, address and e-mail become unreadable for good; their orders stay")
+            );
+            Step::Run(Command::Forget {
+                customer: ask!("customer id"),
             })
         }
         other => {

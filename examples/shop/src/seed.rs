@@ -7,11 +7,12 @@
 
 use std::fmt;
 
+use sourceflow::personal::Personal;
 use sourceflow::{EntityId, Error, SourceFlow};
 use uuid::Uuid;
 
 use crate::domain::{
-    AddItem, CancelOrder, ConfirmOrder, PlaceOrder, RemoveItem, Restock, CATALOGUE,
+    AddItem, CancelOrder, ConfirmOrder, Contact, PlaceOrder, RemoveItem, Restock, CATALOGUE,
 };
 
 /// First names customers are made from (`alice`, `alice-2`, ...).
@@ -286,6 +287,7 @@ async fn run_order(
         .send(
             id,
             PlaceOrder {
+                contact: Some(sample_contact(&order.customer_id)),
                 customer_id: order.customer_id,
             },
         )
@@ -348,4 +350,19 @@ fn random_uuid_bytes(rng: &mut fastrand::Rng) -> [u8; 16] {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     bytes
+}
+
+/// A made-up delivery contact for a sample customer, the same every time.
+fn sample_contact(customer_id: &str) -> Personal<Contact> {
+    let mut name = customer_id.replace(['-', '_', '.'], " ");
+    if let Some(first) = name.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    let number = customer_id.bytes().map(u32::from).sum::<u32>() % 97 + 1;
+    Contact::of(
+        customer_id,
+        &format!("{name} Sample"),
+        &format!("{number} Market Street, Springfield"),
+        &format!("{customer_id}@example.com"),
+    )
 }

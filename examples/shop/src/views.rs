@@ -15,13 +15,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sourceflow::personal::Personal;
 use sourceflow::prelude::*;
 
 use crate::domain::catalogue::format_money;
 use crate::domain::{
-    ItemAdded, ItemRejected, ItemRemoved, OrderCancelled, OrderConfirmed, OrderLine, OrderPaid,
-    OrderPlaced, OrderStatus, PaymentAuthorized, PaymentDeclined, StockReceived, StockReleased,
-    StockReservationFailed, StockReserved, StockShipped,
+    Contact, ItemAdded, ItemRejected, ItemRemoved, OrderCancelled, OrderConfirmed, OrderLine,
+    OrderPaid, OrderPlaced, OrderStatus, PaymentAuthorized, PaymentDeclined, StockReceived,
+    StockReleased, StockReservationFailed, StockReserved, StockShipped,
 };
 
 /// The stable names of the views (their positions are stored under these names).
@@ -144,6 +145,9 @@ pub struct OrderDetails {
     pub lines: Vec<OrderLine>,
     /// What happened, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// Who to deliver to (personal data of the customer: redacted once they are forgotten).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Personal<Contact>>,
 }
 
 impl OrderDetails {
@@ -177,6 +181,7 @@ impl OrderDetailsView {
     async fn placed(&self, d: &mut OrderDetails, e: &OrderPlaced, meta: &EventMeta) {
         d.customer_id = e.customer_id.clone();
         d.currency = e.currency.clone();
+        d.contact = e.contact.clone();
         d.log(
             meta,
             format!("placed by {} in {}", e.customer_id, e.currency),

@@ -433,7 +433,7 @@ fn the_menu_works_with_piped_stdin() {
     let shop = Shop::new();
     // Place an order, add an item to it (the order id defaults to the one just placed),
     // confirm it, list orders, try something invalid, then quit.
-    let script = "1\nalice\n2\n\nTEA-SENCHA\n2\n\n4\n\n7\n\n\n2\n\nNOPE\n1\n\n0\n";
+    let script = "1\nalice\n\n2\n\nTEA-SENCHA\n2\n\n4\n\n7\n\n\n2\n\nNOPE\n1\n\n0\n";
     let out = shop.cmd(&[]).write_stdin(script).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

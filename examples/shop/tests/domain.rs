@@ -27,6 +27,7 @@ fn line(sku: &str, name: &str, quantity: u32, unit_price: i64) -> OrderLine {
 fn place(customer: &str) -> PlaceOrder {
     PlaceOrder {
         customer_id: customer.into(),
+        contact: None,
     }
 }
 

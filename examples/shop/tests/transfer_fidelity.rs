@@ -47,6 +47,7 @@ async fn round_trip(source: Arc<dyn Store>, target: Arc<dyn Store>) {
         &order,
         PlaceOrder {
             customer_id: "alice".into(),
+            contact: None,
         },
     )
     .await

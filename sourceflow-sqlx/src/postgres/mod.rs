@@ -81,6 +81,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::retry::Backoff;
+use crate::sql::keys::KeyWrite;
 use crate::sql::read::{Param, Query, ReadQueries};
 use crate::sql::rows::Columns;
 use crate::sql::values::{corrupt, db_int, from_db, payload_text};
@@ -355,6 +356,16 @@ impl Backend for Postgres {
             } => self.reset_projection(&handler, &model_types).await,
             Write::RemoveOutbox { ids } => self.outbox_remove(&ids).await,
             Write::Schedules(write) => self.schedules(write).await,
+            Write::Keys(KeyWrite::Insert { subject, key, now }) => {
+                let params = [Param::Text(&subject), Param::Text(&key), Param::Time(now)];
+                self.execute_done("insert subject key", INSERT_KEY, &params)
+                    .await
+            }
+            Write::Keys(KeyWrite::Forget { subject, now }) => {
+                let params = [Param::Text(&subject), Param::Time(now)];
+                self.execute_done("forget subject", FORGET_SUBJECT, &params)
+                    .await
+            }
         }
     }
 

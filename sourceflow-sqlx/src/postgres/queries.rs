@@ -131,3 +131,13 @@ pub(super) const STREAM_IDS: &str = "WITH RECURSIVE ids(id, n) AS ( \
                WHERE stream_type = $1 AND stream_id > ids.id), n + 1 \
        FROM ids WHERE ids.id IS NOT NULL AND n < $3) \
      SELECT id FROM ids WHERE id IS NOT NULL";
+
+/// Stores a subject's first key (`$1` subject, `$2` key, `$3` now); a subject with a row keeps
+/// it.
+pub(super) const INSERT_KEY: &str = "INSERT INTO sf_keys (subject, key, created_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (subject) DO NOTHING";
+
+/// Deletes a subject's key and marks it forgotten (`$1` subject, `$2` now).
+pub(super) const FORGET_SUBJECT: &str = "INSERT INTO sf_keys (subject, key, created_at, \
+     forgotten_at) VALUES ($1, NULL, $2, $2) ON CONFLICT (subject) DO UPDATE \
+     SET key = NULL, forgotten_at = COALESCE(sf_keys.forgotten_at, excluded.forgotten_at)";

@@ -9,6 +9,7 @@
 //! everything a read does with a query's arguments and rows is written here, once.
 
 pub(crate) mod inspect;
+pub(crate) mod keys;
 pub(crate) mod queries;
 pub(crate) mod read;
 pub(crate) mod rows;
@@ -297,6 +298,10 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn schedules(&self) -> Option<&dyn sourceflow::store::ScheduleStore> {
+        Some(self)
+    }
+
+    fn keys(&self) -> Option<&dyn sourceflow::personal::KeyStore> {
         Some(self)
     }
 }

@@ -57,6 +57,8 @@ pub(crate) enum Write {
     },
     /// Everything of [`ScheduleStore`](sourceflow::store::ScheduleStore).
     Schedules(super::schedule::ScheduleWrite),
+    /// The writes of [`KeyStore`](sourceflow::personal::KeyStore).
+    Keys(super::keys::KeyWrite),
 }
 
 /// What a write produced: the answer of the method that asked for it.

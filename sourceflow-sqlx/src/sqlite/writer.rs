@@ -535,6 +535,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
             Ok(Written::Done)
         }
         Write::Schedules(write) => super::schedule::apply(connection, write),
+        Write::Keys(write) => super::keys::apply(connection, write),
         Write::RemoveOutbox { ids } => {
             for id in ids {
                 execute(

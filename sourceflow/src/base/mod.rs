@@ -4,4 +4,5 @@
 pub mod clock;
 pub mod error;
 pub mod message;
+pub mod personal;
 pub mod validate;

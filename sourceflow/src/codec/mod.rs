@@ -6,6 +6,7 @@
 //! with `inventory`; [`TypeIndex::global`] indexes them once. Every read path that turns stored
 //! bytes into a value goes through this module.
 
+pub mod personal;
 pub mod state;
 pub mod storable;
 pub mod upcast;

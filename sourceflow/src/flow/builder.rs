@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{check, FlowInner, SourceFlow};
 use crate::base::clock::{Clock, SystemClock};
@@ -15,7 +16,7 @@ use crate::read::subscriber::{Progress, Recent};
 use crate::read::ReadSide;
 use crate::routes::{ComponentKind, Registry};
 use crate::signals::Signals;
-use crate::store::Store;
+use crate::store::{KeyStore, SealedStore, Store};
 use crate::write::bus::{CommandDispatcher, RetryPolicy};
 use crate::write::cache::{EntityCache, StreamLocks};
 use crate::write::schedule::{SchedulerOptions, Scheduling};
@@ -37,6 +38,8 @@ pub struct Builder {
     rebuild_stale_views: bool,
     clock: Arc<dyn Clock>,
     scheduler: SchedulerOptions,
+    key_store: Option<Arc<dyn KeyStore>>,
+    key_cache: Duration,
 }
 
 impl Default for Builder {
@@ -53,6 +56,8 @@ impl Default for Builder {
             rebuild_stale_views: false,
             clock: Arc::new(SystemClock),
             scheduler: SchedulerOptions::default(),
+            key_store: None,
+            key_cache: Duration::from_secs(5),
         }
     }
 }
@@ -118,6 +123,29 @@ impl Builder {
     /// state half-way), so the stream's next command reads it from the store.
     pub fn entity_cache(mut self, capacity: usize) -> Self {
         self.entity_cache = capacity;
+        self
+    }
+
+    /// Where the keys that seal [`Personal`](crate::personal::Personal) fields are kept: an
+    /// external key management system behind [`KeyStore`]. By default the store's own key
+    /// table ([`Store::keys`]).
+    pub fn key_store(mut self, keys: impl KeyStore + 'static) -> Self {
+        self.key_store = Some(Arc::new(keys));
+        self
+    }
+
+    /// A key store already shared elsewhere (see [`key_store`](Self::key_store)): e.g. the
+    /// write side's database, for a read side that keeps its views in a store of its own.
+    pub fn shared_key_store(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.key_store = Some(keys);
+        self
+    }
+
+    /// How long this process keeps a subject key it has read (5 s by default). A subject
+    /// forgotten by another process sharing the store reads as redacted here at most this long
+    /// after; `Duration::ZERO` reads the key store on every sealed read and write.
+    pub fn key_cache(mut self, ttl: Duration) -> Self {
+        self.key_cache = ttl;
         self
     }
 
@@ -221,6 +249,12 @@ impl Builder {
                     .or_insert(Cow::Borrowed(record.state.map_or(record.name, |s| s.name)));
             }
         }
+        let sealed = Arc::new(SealedStore::configured(
+            store,
+            self.key_store,
+            self.key_cache,
+        ));
+        let store: Arc<dyn Store> = sealed.clone();
         let head = store.head().await?;
         let signals = Arc::new(Signals::new(head));
         let streams: CommandStreams = Arc::new(streams);
@@ -250,6 +284,7 @@ impl Builder {
             inner: Arc::new(FlowInner {
                 write,
                 read: Arc::new(read),
+                sealed,
             }),
         };
         refresh_stale_views(&flow.inner.read, rebuild_stale_views).await?;

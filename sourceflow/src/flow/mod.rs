@@ -6,6 +6,7 @@
 
 mod builder;
 mod check;
+mod personal;
 mod projector;
 mod schedule;
 
@@ -21,16 +22,19 @@ use crate::base::message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Position, RecordedEvent, ViewModel,
 };
 use crate::codec::decode_model;
+use crate::codec::personal::has_personal;
 use crate::read::subscriber::Progress;
 use crate::read::ReadSide;
 use crate::signals::Stats;
-use crate::store::{Page, Store, StoreAdmin};
+use crate::store::{Page, SealedStore, Store, StoreAdmin};
 use crate::write::bus::SendOptions;
 use crate::write::{At, Verification, WriteSide};
 
 pub(crate) struct FlowInner {
     pub(crate) write: WriteSide,
     pub(crate) read: Arc<ReadSide>,
+    /// The store as the write and read sides see it: personal fields sealed at rest.
+    pub(crate) sealed: Arc<SealedStore>,
 }
 
 /// The running application: send commands, read view models, replay and rebuild.
@@ -97,7 +101,9 @@ impl SourceFlow {
         Builder::default()
     }
 
-    /// The store behind this flow (for tooling: listings, exports, inspection).
+    /// The store behind this flow (for tooling: listings, exports, inspection), with
+    /// [`Personal`](crate::personal::Personal) fields opened (see
+    /// [`raw_store`](Self::raw_store) for the store as stored).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.write.store
     }
@@ -253,6 +259,16 @@ impl SourceFlow {
     /// match its type, [`Error::Store`], or a handler's error); nothing of that subscriber's
     /// batch is committed, so delivering the batch again retries it.
     pub async fn apply_remote(&self, events: &[RecordedEvent]) -> Result<u64, Error> {
+        // A transport carries the log as stored: open its personal fields first.
+        let opened;
+        let events = if events.iter().any(|e| has_personal(&e.payload)) {
+            let mut copy = events.to_vec();
+            self.inner.sealed.open_received(&mut copy).await?;
+            opened = copy;
+            &opened[..]
+        } else {
+            events
+        };
         let applied = self.inner.read.apply_remote(events).await?;
         self.drain_outbox().await;
         Ok(applied)

@@ -13,6 +13,7 @@ use super::ReadSide;
 use crate::base::error::Error;
 use crate::base::message::{CommandReceipt, Position, RecordedEvent};
 use crate::codec::ErasedMessage;
+use crate::store::Store;
 
 impl ReadSide {
     /// Delivers a command's events to the in-process views and aggregates before `send`
@@ -192,15 +193,26 @@ impl ReadSide {
         self: Arc<Self>,
         from: Position,
     ) -> impl Stream<Item = Result<RecordedEvent, Error>> {
+        let store = self.store.clone();
+        self.subscribe_to(store, from)
+    }
+
+    /// [`subscribe`](Self::subscribe), reading the log from `store` (the store as stored, for
+    /// a transport that forwards the log with personal fields sealed).
+    pub(crate) fn subscribe_to(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        from: Position,
+    ) -> impl Stream<Item = Result<RecordedEvent, Error>> {
         struct State {
-            read: Arc<ReadSide>,
+            store: Arc<dyn Store>,
             position: Position,
             buffer: std::collections::VecDeque<RecordedEvent>,
             head: tokio::sync::watch::Receiver<Position>,
         }
         let state = State {
             head: self.signals.head.subscribe(),
-            read: self,
+            store,
             position: from,
             buffer: Default::default(),
         };
@@ -210,7 +222,7 @@ impl ReadSide {
                     state.position = event.position;
                     return Some((Ok(event), state));
                 }
-                match state.read.store.read_all(state.position, BATCH).await {
+                match state.store.read_all(state.position, BATCH).await {
                     Ok(events) if !events.is_empty() => state.buffer.extend(events),
                     Ok(_) => {
                         // Wake on a local commit, or poll for other processes' commits.

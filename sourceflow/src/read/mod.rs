@@ -34,3 +34,14 @@ pub(crate) struct ReadSide {
     /// and decoding them back from the store.
     pub(crate) recent: Recent,
 }
+
+impl ReadSide {
+    /// Drops every decoded event and model this process keeps (after a subject is forgotten,
+    /// no plaintext copy may be used again): views read their models back from the store.
+    pub(crate) async fn drop_caches(&self) {
+        self.recent.clear();
+        for subscriber in &self.subscribers {
+            subscriber.state.lock().await.forget();
+        }
+    }
+}

@@ -106,6 +106,11 @@ impl Recent {
         self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Forgets every event kept.
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
     /// Remembers a commit's events.
     pub(crate) fn record(&self, events: &[RecordedEvent], decoded: &[ErasedMessage]) {
         if events.len() != decoded.len() || events.is_empty() {

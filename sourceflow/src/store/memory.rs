@@ -1,6 +1,7 @@
 //! The in-memory store: the whole contract, behind one lock, for tests and prototypes.
 
 mod inspect;
+mod keys;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ use crate::base::message::{
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Subject keys: `None` marks a forgotten subject.
+    keys: Mutex<HashMap<String, Option<super::keys::SubjectKey>>>,
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +212,13 @@ impl MemoryStore {
         // A panic while holding the lock cannot leave a half-applied write: every mutation
         // below is checked first and applied without fallible steps, so the data stays valid.
         self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_keys(&self) -> MutexGuard<'_, HashMap<String, Option<super::keys::SubjectKey>>> {
+        // Entries are replaced whole: a panic elsewhere leaves the map valid.
+        self.keys
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -576,6 +586,10 @@ impl Store for MemoryStore {
     }
 
     fn schedules(&self) -> Option<&dyn super::ScheduleStore> {
+        Some(self)
+    }
+
+    fn keys(&self) -> Option<&dyn super::KeyStore> {
         Some(self)
     }
 }

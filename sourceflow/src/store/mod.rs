@@ -32,14 +32,18 @@
 //! UTF-8, a NUL in an id), with a store error, never accepting it and failing on read.
 
 mod inspect;
+pub mod keys;
 mod memory;
 pub mod schedule;
+mod sealed;
 mod unit;
 
 pub use inspect::{Activity, Correlated, StoreInspect};
 
+pub use keys::KeyStore;
 pub use memory::MemoryStore;
 pub use schedule::ScheduleStore;
+pub use sealed::SealedStore;
 pub use unit::{
     EntityWithModels, InlineProjection, ModelWrite, OutboxMessage, Page, PendingCommand,
     ProjectionCommit, UnitOfWork,
@@ -221,6 +225,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn reset_projection(&self, handler: &str, model_types: &[&str])
         -> Result<(), StoreError>;
 
+    /// Opens, in place, the sealed [`Personal`](crate::personal::Personal) fields of events
+    /// received from elsewhere (a transport that carries the log as stored). The store of a
+    /// flow ([`SourceFlow::store`](crate::SourceFlow::store)) opens them with the subject
+    /// keys, redacting forgotten subjects; by default they stay sealed, which decodes as
+    /// redacted.
+    async fn open_received(&self, _events: &mut [RecordedEvent]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     // ---- tooling --------------------------------------------------------------------------
 
     /// This store's tooling interface, if it offers one (`None` by default). Backends that
@@ -233,6 +246,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// This store's scheduled commands ([`ScheduleStore`]), if it keeps them (`None` by
     /// default: such a store cannot schedule commands, everything else works).
     fn schedules(&self) -> Option<&dyn ScheduleStore> {
+        None
+    }
+
+    /// This store's subject keys ([`KeyStore`]), if it keeps them (`None` by default: such a
+    /// store cannot hold personal fields unless the builder is given a key store).
+    fn keys(&self) -> Option<&dyn KeyStore> {
         None
     }
 }

@@ -7,6 +7,7 @@
 
 use foldhash::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::base::message::{Sequence, StreamId};
@@ -19,6 +20,8 @@ type Entry = (Sequence, ErasedState, Option<Sequence>);
 pub(crate) struct EntityCache {
     capacity: usize,
     entries: Mutex<HashMap<StreamId, Entry>>,
+    /// Bumped by [`clear`](Self::clear): a state loaded before a clear is not put back.
+    generation: AtomicU64,
 }
 
 impl EntityCache {
@@ -26,7 +29,21 @@ impl EntityCache {
         Self {
             capacity,
             entries: Mutex::new(HashMap::default()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The cache's generation: pass it to [`put`](Self::put) with a state loaded now.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Drops every entry, and every state loaded before now that is still to be put back
+    /// (after a subject is forgotten, no plaintext state may be used again).
+    pub(crate) fn clear(&self) {
+        let mut entries = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Entry>> {
@@ -52,6 +69,7 @@ impl EntityCache {
 
     pub(crate) fn put(
         &self,
+        generation: u64,
         stream: &StreamId,
         version: Sequence,
         state: ErasedState,
@@ -61,6 +79,9 @@ impl EntityCache {
             return;
         }
         let mut entries = self.lock();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
         if entries.len() >= self.capacity && !entries.contains_key(stream) {
             // Crude but bounded: the cache only saves reads, starting over is always correct.
             entries.clear();

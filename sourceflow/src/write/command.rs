@@ -247,6 +247,7 @@ impl WriteSide {
         let mut trust_cache = true;
         loop {
             attempt += 1;
+            let generation = inner.entities.generation();
             // The cached state is taken synchronously; only a miss awaits the store (boxed, so
             // the hot path does not carry the loading state machine).
             let cached = match (trust_cache, &route.state) {
@@ -381,7 +382,7 @@ impl WriteSide {
                         };
                         inner
                             .entities
-                            .put(stream, receipt.sequence, state, last_event);
+                            .put(generation, stream, receipt.sequence, state, last_event);
                     }
                     if has_outbox {
                         inner.signals.outbox_dirty.store(true, Ordering::Release);

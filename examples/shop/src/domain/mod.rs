@@ -13,7 +13,7 @@ pub mod stock;
 
 pub use catalogue::{format_money, parse_money, product, Product, CATALOGUE};
 pub use orders::{
-    AddItem, CancelOrder, ConfirmOrder, ExpireOrder, ItemAdded, ItemRejected, ItemRemoved,
+    AddItem, CancelOrder, ConfirmOrder, Contact, ExpireOrder, ItemAdded, ItemRejected, ItemRemoved,
     MarkOrderPaid, Order, OrderCancelled, OrderConfirmed, OrderLine, OrderPaid, OrderPlaced,
     OrderSaga, OrderStatus, PlaceOrder, RejectLine, RemoveItem, PAYMENT_TIMEOUT,
 };

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sourceflow::personal::Personal;
 use sourceflow::prelude::*;
 use sourceflow::schedule::ScheduleId;
 
@@ -31,13 +32,49 @@ pub const MAX_CUSTOMER_ID: usize = 40;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Command)]
 #[command(name = "shop.PlaceOrder", validate)]
 pub struct PlaceOrder {
-    /// Who orders (any short id: `alice`, `cust-042`, an e-mail address).
+    /// Who orders (any short id: `alice`, `cust-042`).
     pub customer_id: String,
+    /// Name, address and e-mail for the delivery: personal data of the customer, stored
+    /// encrypted and gone for good once the customer is forgotten (`shop forget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Personal<Contact>>,
+}
+
+/// Who to deliver an order to. Kept as [`Personal`] data of the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Full name.
+    pub name: String,
+    /// Delivery address.
+    pub address: String,
+    /// E-mail address.
+    pub email: String,
+}
+
+impl Contact {
+    /// `contact` as personal data of `customer_id`.
+    pub fn of(customer_id: &str, name: &str, address: &str, email: &str) -> Personal<Contact> {
+        Personal::new(
+            customer_id,
+            Contact {
+                name: name.to_owned(),
+                address: address.to_owned(),
+                email: email.to_owned(),
+            },
+        )
+    }
 }
 
 impl Validate for PlaceOrder {
     fn validate(&self, v: &mut Violations) {
         check_customer_id(&self.customer_id, v);
+        if let Some(contact) = &self.contact {
+            v.check(
+                contact.subject() != self.customer_id,
+                "contact",
+                "must be personal data of the ordering customer",
+            );
+        }
     }
 }
 
@@ -236,6 +273,9 @@ pub struct OrderPlaced {
     /// payment deadlines existed).
     #[serde(default)]
     pub pay_by: Option<DateTime<Utc>>,
+    /// Who to deliver to (personal data of the customer; absent if not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Personal<Contact>>,
 }
 
 /// The shop's currency.
@@ -394,6 +434,9 @@ pub struct Order {
     /// The scheduled cancellation if it is not paid in time, while it is pending.
     #[serde(default)]
     pub payment_deadline: Option<ScheduleId>,
+    /// Who to deliver to (personal data of the customer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Personal<Contact>>,
 }
 
 impl Order {
@@ -485,6 +528,7 @@ impl OrderSaga {
             ));
         }
         order.customer_id = cmd.customer_id.clone();
+        order.contact = cmd.contact.clone();
         // The deadline counts from the commit, on the flow's clock (a test's manual clock
         // included). The event tells the views when that is, from the command's own time, so
         // a replay computes the same event.
@@ -496,6 +540,7 @@ impl OrderSaga {
             customer_id: cmd.customer_id.clone(),
             currency: CURRENCY.to_owned(),
             pay_by: Some(pay_by),
+            contact: cmd.contact.clone(),
         });
         Ok(())
     }

@@ -1,0 +1,513 @@
+//! Personal fields in stored bytes: finding them, sealing their values with their subject's key
+//! (XChaCha20-Poly1305, a random 192-bit nonce per field, the subject as associated data) and
+//! opening them again, or redacting them when the key is gone.
+//!
+//! The transforms work on the JSON text the codec wrote. A personal field as
+//! [`Personal`](crate::base::personal::Personal) writes it starts with `{"$personal":`, which
+//! cannot occur inside a JSON string (the quote would be escaped), so the fast path finds each
+//! field with a substring search, parses just that object and splices its replacement in: the
+//! rest of the payload keeps its exact text. A payload in another layout (whitespace, a field
+//! flattened into its parent, a personal field inside another one) takes the slow path through
+//! `serde_json::Value`, which gives the same result with the payload re-encoded.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
+use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
+use memchr::memmem;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::base::personal::{SEALED_KEY, SUBJECT_KEY, VALUE_KEY};
+
+/// What every personal field's JSON contains: its subject key (then a colon, perhaps after
+/// whitespace).
+const MARK: &[u8] = b"\"$personal\"";
+/// How the fast path finds a field: an object whose first key is the subject.
+const OPENING: &[u8] = b"{\"$personal\":";
+/// Bytes of an XChaCha20 nonce.
+const NONCE: usize = 24;
+
+/// One subject's data key: 256 random bits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubjectKey([u8; 32]);
+
+impl SubjectKey {
+    /// A new random key (from the operating system's generator).
+    pub fn generate() -> Self {
+        Self(XChaCha20Poly1305::generate_key(&mut OsRng).into())
+    }
+
+    /// A key from its bytes (as a key management system hands it out).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The key as text (unpadded base64), as the SQL stores keep it.
+    pub fn to_text(&self) -> String {
+        STANDARD_NO_PAD.encode(self.0)
+    }
+
+    /// A key from [`to_text`](Self::to_text)'s form; `None` if it is not one.
+    pub fn from_text(text: &str) -> Option<Self> {
+        let bytes = STANDARD_NO_PAD.decode(text).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&self.0).into())
+    }
+}
+
+/// Keys never appear in logs.
+impl fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubjectKey(..)")
+    }
+}
+
+/// A subject's key as a key store knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// The subject's key: its fields are sealed and opened with it.
+    Active(SubjectKey),
+    /// The subject was forgotten: its key is deleted, its fields read as redacted, and no new
+    /// key is made for it.
+    Forgotten,
+    /// No key was ever made for this subject.
+    Unknown,
+}
+
+/// A personal field as found in a payload.
+enum Field<'a> {
+    /// Its plaintext value (JSON text).
+    Plain(&'a str),
+    /// Its sealed value (base64 of nonce and ciphertext).
+    Sealed(&'a str),
+    /// No value.
+    Redacted,
+}
+
+/// What a transform puts in a field's place.
+enum Replace {
+    Keep,
+    Plain(String),
+    Sealed(String),
+    Redacted,
+}
+
+/// A personal field that cannot be sealed or read: not in a shape this module writes, or its
+/// subject has no key where one is needed.
+#[derive(Debug, thiserror::Error)]
+pub enum PersonalError {
+    /// The payload has a `"$personal"` key whose object is not a personal field.
+    #[error("a \"$personal\" object is not a personal field: {0}")]
+    Malformed(String),
+    /// Sealing needed a key the caller did not provide (a bug: keys are fetched first).
+    #[error("no key at hand for subject {0:?}")]
+    NoKey(String),
+    /// The cipher failed to encrypt (out of memory for the ciphertext).
+    #[error("cannot encrypt a personal field of subject {0:?}")]
+    Encrypt(String),
+}
+
+/// True if `payload` may hold personal fields (a quick substring test).
+pub(crate) fn has_personal(payload: &[u8]) -> bool {
+    subject_keys(payload).next().is_some()
+}
+
+/// Where `payload` has `"$personal"` as an object key (the string followed by a colon; the
+/// same text as a string value is not one).
+fn subject_keys(payload: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    memmem::find_iter(payload, MARK).filter(move |&at| {
+        payload[at + MARK.len()..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b':')
+    })
+}
+
+/// Adds the subjects of `payload`'s personal fields to `found` (sealed fields if `sealed`,
+/// plaintext ones otherwise), each once.
+pub(crate) fn subjects(
+    payload: &[u8],
+    sealed: bool,
+    found: &mut Vec<String>,
+) -> Result<(), PersonalError> {
+    if !has_personal(payload) {
+        return Ok(());
+    }
+    transform(payload, &mut |subject, field| {
+        let wanted = match field {
+            Field::Plain(_) => !sealed,
+            Field::Sealed(_) => sealed,
+            Field::Redacted => false,
+        };
+        if wanted && !found.iter().any(|s| s == subject) {
+            found.push(subject.to_owned());
+        }
+        Ok(Replace::Keep)
+    })?;
+    Ok(())
+}
+
+/// `payload` with every plaintext personal field sealed with its subject's key (`key`), or
+/// redacted if the subject is forgotten; `None` if it holds no plaintext field.
+///
+/// # Errors
+/// [`PersonalError::NoKey`] for a subject `key` has no answer for (or [`KeyState::Unknown`]).
+pub(crate) fn seal<'k>(
+    payload: &[u8],
+    key: &dyn Fn(&str) -> Option<&'k KeyState>,
+) -> Result<Option<Vec<u8>>, PersonalError> {
+    if !has_personal(payload) {
+        return Ok(None);
+    }
+    transform(payload, &mut |subject, field| {
+        let Field::Plain(value) = field else {
+            return Ok(Replace::Keep);
+        };
+        match key(subject) {
+            Some(KeyState::Active(key)) => {
+                let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+                let sealed = key
+                    .cipher()
+                    .encrypt(
+                        &nonce,
+                        Payload {
+                            msg: value.as_bytes(),
+                            aad: subject.as_bytes(),
+                        },
+                    )
+                    .map_err(|_| PersonalError::Encrypt(subject.to_owned()))?;
+                let mut bytes = Vec::with_capacity(NONCE + sealed.len());
+                bytes.extend_from_slice(&nonce);
+                bytes.extend_from_slice(&sealed);
+                Ok(Replace::Sealed(STANDARD_NO_PAD.encode(bytes)))
+            }
+            Some(KeyState::Forgotten) => Ok(Replace::Redacted),
+            Some(KeyState::Unknown) | None => Err(PersonalError::NoKey(subject.to_owned())),
+        }
+    })
+}
+
+/// `payload` with every sealed personal field opened with its subject's key, or redacted if
+/// there is none (forgotten, unknown, or a ciphertext the key does not open); `None` if it
+/// holds no sealed field. `key` answers `None` for a subject whose key is not at hand: its
+/// fields are left sealed (the caller fetches the key and opens the payload again).
+pub(crate) fn unseal(
+    payload: &[u8],
+    key: &mut dyn FnMut(&str) -> Option<KeyState>,
+) -> Result<Option<Vec<u8>>, PersonalError> {
+    if !has_personal(payload) {
+        return Ok(None);
+    }
+    transform(payload, &mut |subject, field| {
+        let Field::Sealed(sealed) = field else {
+            return Ok(Replace::Keep);
+        };
+        let key = match key(subject) {
+            None => return Ok(Replace::Keep),
+            Some(KeyState::Active(key)) => key,
+            Some(_) => return Ok(Replace::Redacted),
+        };
+        Ok(match open(&key, subject, sealed) {
+            Some(plain) => Replace::Plain(plain),
+            None => {
+                tracing::warn!(
+                    subject,
+                    "a personal field does not open with its subject's key: read as redacted"
+                );
+                Replace::Redacted
+            }
+        })
+    })
+}
+
+/// Decrypts one sealed value; `None` if it is not base64 of a nonce and a ciphertext that
+/// `key` opens to UTF-8 text (the cipher authenticates it: it is the JSON that was sealed).
+fn open(key: &SubjectKey, subject: &str, sealed: &str) -> Option<String> {
+    let bytes = STANDARD_NO_PAD.decode(sealed).ok()?;
+    if bytes.len() < NONCE {
+        return None;
+    }
+    let (nonce, ciphertext) = bytes.split_at(NONCE);
+    let plain = key
+        .cipher()
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: subject.as_bytes(),
+            },
+        )
+        .ok()?;
+    String::from_utf8(plain).ok()
+}
+
+type Visit<'v> = dyn FnMut(&str, Field<'_>) -> Result<Replace, PersonalError> + 'v;
+
+/// Calls `visit` with each personal field of `payload` (outermost ones; a field inside another
+/// one's value is part of that value) and returns the payload with the replacements, or `None`
+/// if every answer was [`Replace::Keep`].
+fn transform(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Vec<u8>>, PersonalError> {
+    match fast(payload, visit)? {
+        Some(done) => Ok(done),
+        None => slow(payload, visit),
+    }
+}
+
+/// A personal field as [`Personal`](crate::base::personal::Personal) writes it, and nothing
+/// else (another key sends the payload down the slow path).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Node<'a> {
+    #[serde(rename = "$personal", borrow)]
+    subject: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    sealed: Option<Cow<'a, str>>,
+}
+
+/// A present `value` is `Some`, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The fast path: `Some(result)` when every personal field is an object of its own in the
+/// compact layout; `None` to take the slow path.
+fn fast(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Option<Vec<u8>>>, PersonalError> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut at = 0;
+    let mut fields = 0;
+    while let Some(found) = memmem::find(&payload[at..], OPENING) {
+        let start = at + found;
+        let mut nodes =
+            serde_json::Deserializer::from_slice(&payload[start..]).into_iter::<Node<'_>>();
+        let node = match nodes.next() {
+            Some(Ok(node)) => node,
+            _ => return Ok(None),
+        };
+        let end = start + nodes.byte_offset();
+        fields += 1;
+        let field = match (&node.value, &node.sealed) {
+            (Some(value), None) => Field::Plain(value.get()),
+            (None, Some(sealed)) => Field::Sealed(sealed),
+            (None, None) => Field::Redacted,
+            (Some(_), Some(_)) => return Ok(None),
+        };
+        let replacement = visit(&node.subject, field)?;
+        if let Some(text) = node_text(&node.subject, replacement) {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(payload.len() + 64));
+            out.extend_from_slice(&payload[copied..start]);
+            out.extend_from_slice(text.as_bytes());
+            copied = end;
+        }
+        at = end;
+    }
+    // A subject key the search did not reach as a field of its own (another layout, or a
+    // field inside another one's plaintext value): the slow path decides.
+    if subject_keys(payload).count() != fields {
+        return Ok(None);
+    }
+    Ok(Some(out.map(|mut out| {
+        out.extend_from_slice(&payload[copied..]);
+        out
+    })))
+}
+
+/// The JSON of a field of `subject` after `replace`; `None` for [`Replace::Keep`].
+fn node_text(subject: &str, replace: Replace) -> Option<String> {
+    let subject = serde_json::to_string(subject).expect("a string encodes");
+    Some(match replace {
+        Replace::Keep => return None,
+        Replace::Plain(value) => format!("{{\"{SUBJECT_KEY}\":{subject},\"{VALUE_KEY}\":{value}}}"),
+        Replace::Sealed(sealed) => {
+            format!("{{\"{SUBJECT_KEY}\":{subject},\"{SEALED_KEY}\":\"{sealed}\"}}")
+        }
+        Replace::Redacted => format!("{{\"{SUBJECT_KEY}\":{subject}}}"),
+    })
+}
+
+/// The slow path: the whole payload as a `serde_json::Value`.
+fn slow(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Vec<u8>>, PersonalError> {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        // Not JSON at all: nothing here is a personal field.
+        return Ok(None);
+    };
+    if walk(&mut value, visit)? {
+        Ok(Some(serde_json::to_vec(&value).expect("a value encodes")))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Replaces the personal fields in `value`; true if any changed.
+fn walk(value: &mut serde_json::Value, visit: &mut Visit<'_>) -> Result<bool, PersonalError> {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) if map.contains_key(SUBJECT_KEY) => {
+            let malformed = || PersonalError::Malformed(Value::Object(map.clone()).to_string());
+            let subject = map[SUBJECT_KEY].as_str().ok_or_else(malformed)?.to_owned();
+            let plain = map.get(VALUE_KEY).map(Value::to_string);
+            let sealed = match map.get(SEALED_KEY) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(malformed()),
+                None => None,
+            };
+            let field = match (&plain, &sealed) {
+                (Some(plain), None) => Field::Plain(plain),
+                (None, Some(sealed)) => Field::Sealed(sealed),
+                (None, None) => Field::Redacted,
+                (Some(_), Some(_)) => return Err(malformed()),
+            };
+            let replace = visit(&subject, field)?;
+            if matches!(replace, Replace::Keep) {
+                return Ok(false);
+            }
+            map.remove(VALUE_KEY);
+            map.remove(SEALED_KEY);
+            match replace {
+                Replace::Plain(plain) => {
+                    let plain = serde_json::from_str(&plain)
+                        .map_err(|e| PersonalError::Malformed(e.to_string()))?;
+                    map.insert(VALUE_KEY.to_owned(), plain);
+                }
+                Replace::Sealed(sealed) => {
+                    map.insert(SEALED_KEY.to_owned(), Value::String(sealed));
+                }
+                Replace::Redacted | Replace::Keep => {}
+            }
+            Ok(true)
+        }
+        Value::Object(map) => {
+            let mut changed = false;
+            for item in map.values_mut() {
+                changed |= walk(item, visit)?;
+            }
+            Ok(changed)
+        }
+        Value::Array(items) => {
+            let mut changed = false;
+            for item in items {
+                changed |= walk(item, visit)?;
+            }
+            Ok(changed)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys<'s>(state: &'s KeyState) -> impl Fn(&str) -> Option<&'s KeyState> {
+        move |_| Some(state)
+    }
+
+    #[test]
+    fn a_sealed_field_holds_no_plaintext_and_opens_to_the_same_text() {
+        let key = KeyState::Active(SubjectKey::generate());
+        let payload =
+            br#"{"id":7,"email":{"$personal":"c-1","value":"alice@example.com"},"x":-0.0}"#;
+        let sealed = seal(payload, &keys(&key)).unwrap().unwrap();
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        assert!(!text.contains("alice"), "{text}");
+        assert!(
+            text.starts_with(r#"{"id":7,"email":{"$personal":"c-1","sealed":""#),
+            "{text}"
+        );
+        assert!(text.ends_with(r#""},"x":-0.0}"#), "{text}");
+        assert_eq!(
+            seal(&sealed, &keys(&key)).unwrap(),
+            None,
+            "sealing is idempotent"
+        );
+        let opened = unseal(&sealed, &mut |_| Some(key.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(opened, payload.to_vec());
+        assert_eq!(
+            unseal(&sealed, &mut |_| None).unwrap(),
+            None,
+            "no key at hand: left sealed"
+        );
+    }
+
+    #[test]
+    fn without_the_key_a_field_reads_redacted() {
+        let key = KeyState::Active(SubjectKey::generate());
+        let payload =
+            br#"[{"$personal":"c-1","value":{"street":"Main St 1"}},{"$personal":"c-2"}]"#;
+        let sealed = seal(payload, &keys(&key)).unwrap().unwrap();
+        for gone in [
+            KeyState::Forgotten,
+            KeyState::Unknown,
+            KeyState::Active(SubjectKey::generate()),
+        ] {
+            let opened = unseal(&sealed, &mut |_| Some(gone.clone()))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                opened,
+                br#"[{"$personal":"c-1"},{"$personal":"c-2"}]"#.to_vec()
+            );
+        }
+        let forgotten = seal(payload, &keys(&KeyState::Forgotten)).unwrap().unwrap();
+        assert_eq!(
+            forgotten,
+            br#"[{"$personal":"c-1"},{"$personal":"c-2"}]"#.to_vec()
+        );
+        assert!(matches!(
+            seal(payload, &keys(&KeyState::Unknown)),
+            Err(PersonalError::NoKey(s)) if s == "c-1"
+        ));
+    }
+
+    #[test]
+    fn other_layouts_take_the_slow_path_with_the_same_result() {
+        let key = KeyState::Active(SubjectKey::generate());
+        let spaced = br#"{ "a": { "$personal" : "c-1", "value" : [1, 2] }, "s": "$personal" }"#;
+        let sealed = seal(spaced, &keys(&key)).unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("[1,2]"));
+        let opened = unseal(&sealed, &mut |_| Some(key.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&opened).unwrap(),
+            serde_json::json!({"a": {"$personal": "c-1", "value": [1, 2]}, "s": "$personal"})
+        );
+        // A personal field inside another one's value is sealed with it.
+        let nested = br#"{"$personal":"c-1","value":{"inner":{"$personal":"c-2","value":1}}}"#;
+        let mut found = Vec::new();
+        subjects(nested, false, &mut found).unwrap();
+        assert_eq!(found, vec!["c-1".to_owned()]);
+        let sealed = seal(nested, &keys(&key)).unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("c-2"));
+    }
+
+    #[test]
+    fn a_string_that_looks_like_the_marker_is_left_alone() {
+        let payload = br#"{"note":"{\"$personal\":\"c-1\",\"value\":1}","k":"$personal"}"#;
+        assert_eq!(seal(payload, &keys(&KeyState::Unknown)).unwrap(), None);
+    }
+
+    #[test]
+    fn keys_round_trip_as_text() {
+        let key = SubjectKey::generate();
+        assert_eq!(SubjectKey::from_text(&key.to_text()), Some(key.clone()));
+        assert_eq!(SubjectKey::from_text("short"), None);
+        assert_eq!(format!("{key:?}"), "SubjectKey(..)");
+    }
+}

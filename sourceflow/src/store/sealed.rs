@@ -1,0 +1,741 @@
+//! Personal fields at rest: the store the runtime talks to seals every personal field on its
+//! way in and opens it on its way out.
+//!
+//! [`SealedStore`] wraps the application's store. Every write (units of work, entity states, view
+//! models, outbox entries, schedules, direct appends) has its plaintext personal fields sealed
+//! with their subject's key before the store sees it; every read (commands, events, entity
+//! states, models, outbox entries, schedules, receipts) has them opened, or redacted when the
+//! subject was forgotten. So the database, its backups and anything that reads it without the
+//! keys hold ciphertext only, while handlers, views, `subscribe` and tooling see plaintext. A
+//! payload without personal fields costs one substring search per write and read.
+//!
+//! Keys come from the store's own key table ([`Store::keys`]) or an external [`KeyStore`], and
+//! are kept in a small cache for a short time ([`KeyCache`]): another process sharing the store
+//! stops reading a subject it forgot within that time.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use foldhash::HashMap;
+use uuid::Uuid;
+
+use super::keys::{KeyState, KeyStore, SubjectKey};
+use super::schedule::{
+    CancelOutcome, NewSchedule, ScheduleChanges, ScheduleId, ScheduleRecord, ScheduleStore,
+};
+use super::{
+    EntityWithModels, InlineProjection, ModelWrite, Page, PendingCommand, ProjectionCommit, Store,
+    StoreAdmin, StoreError, StoreInspect, UnitOfWork,
+};
+use crate::base::message::{
+    CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
+};
+use crate::codec::personal::{self, has_personal, PersonalError};
+
+/// Subject keys recently read, each for a bounded time.
+struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (KeyState, Instant)>>,
+}
+
+impl KeyCache {
+    /// Subjects kept; past this the cache starts over (reading is always correct).
+    const CAPACITY: usize = 100_000;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (KeyState, Instant)>> {
+        // Entries are replaced whole: a panic elsewhere leaves the map valid.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached state of `subject`, if it is fresh (a forgotten subject stays forgotten).
+    fn get(&self, subject: &str) -> Option<KeyState> {
+        let entries = self.lock();
+        let (state, at) = entries.get(subject)?;
+        (*state == KeyState::Forgotten || at.elapsed() < self.ttl).then(|| state.clone())
+    }
+
+    fn put(&self, subject: &str, state: KeyState) {
+        if self.ttl.is_zero() || state == KeyState::Unknown {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.len() >= Self::CAPACITY {
+            entries.clear();
+        }
+        entries.insert(subject.to_owned(), (state, Instant::now()));
+    }
+}
+
+/// A store with [`Personal`](crate::personal::Personal) fields sealed at rest: what a flow
+/// uses (see the module docs), and what tooling that reads or writes a store without a flow
+/// (an export, an import) wraps the store in, to see and write what handlers see.
+///
+/// ```
+/// # use std::sync::Arc;
+/// use sourceflow::personal::SealedStore;
+/// use sourceflow::store::Store;
+/// let store: Arc<dyn Store> = Arc::new(SealedStore::new(Arc::new(sourceflow::MemoryStore::new())));
+/// ```
+pub struct SealedStore {
+    inner: Arc<dyn Store>,
+    external: Option<Arc<dyn KeyStore>>,
+    cache: KeyCache,
+}
+
+impl fmt::Debug for SealedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The store is what users look for in a flow's debug output.
+        self.inner.fmt(f)
+    }
+}
+
+/// The error for a personal field that cannot be sealed.
+fn unsealable(e: PersonalError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+impl SealedStore {
+    /// `inner` with personal fields sealed with keys from its own key table
+    /// ([`Store::keys`]), each key cached for 5 s.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self::configured(inner, None, Duration::from_secs(5))
+    }
+
+    /// `inner` with personal fields sealed with keys from `external`, or from `inner`'s own key
+    /// table without one; keys are cached for `ttl`.
+    pub fn configured(
+        inner: Arc<dyn Store>,
+        external: Option<Arc<dyn KeyStore>>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            external,
+            cache: KeyCache {
+                ttl,
+                entries: Mutex::new(HashMap::default()),
+            },
+        }
+    }
+
+    /// The wrapped store: payloads as stored, personal fields sealed.
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    fn key_store(&self) -> Option<&dyn KeyStore> {
+        match &self.external {
+            Some(keys) => Some(keys.as_ref()),
+            None => self.inner.keys(),
+        }
+    }
+
+    /// Forgets `subject` for good: its key is deleted, and this process reads its fields as
+    /// redacted from now on.
+    ///
+    /// # Errors
+    /// The key store's, or [`StoreError::Unsupported`] without one.
+    pub async fn forget(&self, subject: &str) -> Result<(), StoreError> {
+        let keys = self.key_store().ok_or(StoreError::Unsupported(
+            "forget (this store keeps no subject keys)",
+        ))?;
+        keys.forget(subject).await?;
+        self.cache.put(subject, KeyState::Forgotten);
+        Ok(())
+    }
+
+    /// The keys of `subjects`: from the cache, else from the key store; with `create`, a
+    /// subject without a key gets one.
+    async fn keys_for(
+        &self,
+        subjects: Vec<String>,
+        create: bool,
+    ) -> Result<HashMap<String, KeyState>, StoreError> {
+        let mut found = HashMap::default();
+        let mut missing = Vec::new();
+        for subject in subjects {
+            match self.cache.get(&subject) {
+                Some(state) => {
+                    found.insert(subject, state);
+                }
+                None => missing.push(subject),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let Some(keys) = self.key_store() else {
+            if create {
+                return Err(StoreError::Unsupported(
+                    "personal fields (this store keeps no subject keys: give the builder a key store)",
+                ));
+            }
+            found.extend(missing.into_iter().map(|s| (s, KeyState::Unknown)));
+            return Ok(found);
+        };
+        let states = keys.keys(&missing).await?;
+        for (subject, mut state) in missing.into_iter().zip(states) {
+            if create && state == KeyState::Unknown {
+                state = keys.key_or_insert(&subject, SubjectKey::generate()).await?;
+            }
+            self.cache.put(&subject, state.clone());
+            found.insert(subject, state);
+        }
+        Ok(found)
+    }
+
+    /// Seals the plaintext personal fields of `payloads` in place.
+    async fn seal(&self, mut payloads: Vec<&mut Vec<u8>>) -> Result<(), StoreError> {
+        payloads.retain(|p| has_personal(p));
+        let mut subjects = Vec::new();
+        for payload in &payloads {
+            personal::subjects(payload, false, &mut subjects).map_err(unsealable)?;
+        }
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys_for(subjects, true).await?;
+        for payload in payloads {
+            if let Some(sealed) = personal::seal(payload, &|s| keys.get(s)).map_err(unsealable)? {
+                *payload = sealed;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens (or redacts) the sealed personal fields of `payloads` in place: with the cached
+    /// keys first, then, for the subjects the cache did not have, with keys from the key store.
+    async fn open(&self, mut payloads: Vec<&mut Vec<u8>>) -> Result<(), StoreError> {
+        payloads.retain(|p| has_personal(p));
+        let mut missing: Vec<String> = Vec::new();
+        let mut waiting = Vec::new();
+        for payload in payloads {
+            let mut absent = false;
+            let opened = personal::unseal(payload, &mut |subject| {
+                let cached = self.cache.get(subject);
+                if cached.is_none() {
+                    absent = true;
+                    if !missing.iter().any(|s| s == subject) {
+                        missing.push(subject.to_owned());
+                    }
+                }
+                cached
+            })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if let Some(opened) = opened {
+                *payload = opened;
+            }
+            if absent {
+                waiting.push(payload);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys_for(missing, false).await?;
+        for payload in waiting {
+            let opened = personal::unseal(payload, &mut |subject| keys.get(subject).cloned())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if let Some(opened) = opened {
+                *payload = opened;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the payloads of events received from a transport.
+    pub(crate) async fn open_received(
+        &self,
+        events: &mut [RecordedEvent],
+    ) -> Result<(), StoreError> {
+        self.open_events(events).await
+    }
+
+    /// Opens the payloads of `events`.
+    async fn open_events(&self, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
+        if !events.iter().any(|e| has_personal(&e.payload)) {
+            return Ok(());
+        }
+        self.open(events.iter_mut().map(|e| &mut e.payload).collect())
+            .await
+    }
+
+    /// Seals a unit of work (and inline projections' models), and returns the plaintext of its
+    /// events that changed, to put back into the receipt.
+    async fn seal_unit(
+        &self,
+        unit: &mut UnitOfWork,
+        projections: &mut [InlineProjection],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let any = has_personal(&unit.command.payload)
+            || unit.entity.as_deref().is_some_and(has_personal)
+            || unit.events.iter().any(|e| has_personal(&e.payload))
+            || unit.outbox.iter().any(|o| has_personal(&o.payload))
+            || projections
+                .iter()
+                .flat_map(|p| &p.models)
+                .any(model_has_personal);
+        if !any {
+            return Ok(Vec::new());
+        }
+        let plaintext = unit
+            .events
+            .iter()
+            .map(|e| has_personal(&e.payload).then(|| e.payload.clone()))
+            .collect();
+        let mut payloads = vec![&mut unit.command.payload];
+        payloads.extend(unit.entity.as_mut());
+        payloads.extend(unit.events.iter_mut().map(|e| &mut e.payload));
+        payloads.extend(unit.outbox.iter_mut().map(|o| &mut o.payload));
+        payloads.extend(
+            projections
+                .iter_mut()
+                .flat_map(|p| &mut p.models)
+                .filter_map(|m| m.state.as_mut()),
+        );
+        self.seal(payloads).await?;
+        Ok(plaintext)
+    }
+
+    /// The receipt of a unit sealed by [`seal_unit`](Self::seal_unit): its own events with
+    /// their plaintext, or, for a duplicate, the stored events opened.
+    async fn open_receipt(
+        &self,
+        mut receipt: CommandReceipt,
+        plaintext: Vec<Option<Vec<u8>>>,
+    ) -> Result<CommandReceipt, StoreError> {
+        if receipt.duplicate {
+            self.open_events(&mut receipt.events).await?;
+        } else {
+            for (event, plain) in receipt.events.iter_mut().zip(plaintext) {
+                if let Some(plain) = plain {
+                    event.payload = plain;
+                }
+            }
+        }
+        Ok(receipt)
+    }
+
+    async fn seal_models(&self, models: &mut [ModelWrite]) -> Result<(), StoreError> {
+        if !models.iter().any(model_has_personal) {
+            return Ok(());
+        }
+        self.seal(models.iter_mut().filter_map(|m| m.state.as_mut()).collect())
+            .await
+    }
+
+    async fn seal_schedules(&self, schedules: &mut [NewSchedule]) -> Result<(), StoreError> {
+        if !schedules.iter().any(|s| has_personal(&s.command.payload)) {
+            return Ok(());
+        }
+        self.seal(
+            schedules
+                .iter_mut()
+                .map(|s| &mut s.command.payload)
+                .collect(),
+        )
+        .await
+    }
+
+    async fn open_schedules(&self, records: &mut [ScheduleRecord]) -> Result<(), StoreError> {
+        if !records
+            .iter()
+            .any(|r| has_personal(&r.schedule.command.payload))
+        {
+            return Ok(());
+        }
+        self.open(
+            records
+                .iter_mut()
+                .map(|r| &mut r.schedule.command.payload)
+                .collect(),
+        )
+        .await
+    }
+
+    fn admin_of_inner(&self, operation: &'static str) -> Result<&dyn StoreAdmin, StoreError> {
+        self.inner.admin().ok_or(StoreError::Unsupported(operation))
+    }
+
+    fn schedules_of_inner(&self) -> Result<&dyn ScheduleStore, StoreError> {
+        self.inner
+            .schedules()
+            .ok_or(StoreError::Unsupported("schedules"))
+    }
+}
+
+fn model_has_personal(model: &ModelWrite) -> bool {
+    model.state.as_deref().is_some_and(has_personal)
+}
+
+#[async_trait]
+impl Store for SealedStore {
+    async fn commit(&self, mut unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        let plaintext = self.seal_unit(&mut unit, &mut []).await?;
+        let receipt = self.inner.commit(unit).await?;
+        self.open_receipt(receipt, plaintext).await
+    }
+
+    async fn commit_inline(
+        &self,
+        mut unit: UnitOfWork,
+        mut projections: Vec<InlineProjection>,
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
+        let plaintext = self.seal_unit(&mut unit, &mut projections).await?;
+        let (receipt, applied) = self.inner.commit_inline(unit, projections).await?;
+        Ok((self.open_receipt(receipt, plaintext).await?, applied))
+    }
+
+    async fn load_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        let mut commands = self.inner.load_commands(stream, from, to).await?;
+        if commands.iter().any(|c| has_personal(&c.payload)) {
+            self.open(commands.iter_mut().map(|c| &mut c.payload).collect())
+                .await?;
+        }
+        Ok(commands)
+    }
+
+    async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
+        self.inner.last_sequence(stream).await
+    }
+
+    async fn find_receipt(
+        &self,
+        stream: &StreamId,
+        message_id: Uuid,
+    ) -> Result<Option<CommandReceipt>, StoreError> {
+        let mut receipt = self.inner.find_receipt(stream, message_id).await?;
+        if let Some(receipt) = &mut receipt {
+            self.open_events(&mut receipt.events).await?;
+        }
+        Ok(receipt)
+    }
+
+    async fn get_entity(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError> {
+        let mut entity = self.inner.get_entity(stream).await?;
+        if let Some((_, state)) = &mut entity {
+            self.open(vec![state]).await?;
+        }
+        Ok(entity)
+    }
+
+    async fn put_entity(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        version: Sequence,
+        mut state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.seal(vec![&mut state]).await?;
+        self.inner
+            .put_entity(stream, expected, version, state)
+            .await
+    }
+
+    async fn get_entity_with_models(
+        &self,
+        stream: &StreamId,
+        models: &[(&'static str, EntityId)],
+    ) -> Result<EntityWithModels, StoreError> {
+        let (mut entity, mut found) = self.inner.get_entity_with_models(stream, models).await?;
+        let mut payloads: Vec<&mut Vec<u8>> = found.iter_mut().flatten().collect();
+        payloads.extend(entity.as_mut().map(|(_, state)| state));
+        self.open(payloads).await?;
+        Ok((entity, found))
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingCommand>, StoreError> {
+        let mut pending = self.inner.outbox_pending(limit).await?;
+        if pending.iter().any(|p| has_personal(&p.message.payload)) {
+            self.open(pending.iter_mut().map(|p| &mut p.message.payload).collect())
+                .await?;
+        }
+        Ok(pending)
+    }
+
+    async fn outbox_remove(&self, ids: &[u64]) -> Result<(), StoreError> {
+        self.inner.outbox_remove(ids).await
+    }
+
+    async fn read_stream_range(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.inner.read_stream_range(stream, from, to).await?;
+        self.open_events(&mut events).await?;
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.inner.read_all(after, limit).await?;
+        self.open_events(&mut events).await?;
+        Ok(events)
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+
+    async fn get_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut model = self.inner.get_model(model_type, id).await?;
+        if let Some(state) = &mut model {
+            self.open(vec![state]).await?;
+        }
+        Ok(model)
+    }
+
+    async fn list_models(
+        &self,
+        model_type: &str,
+        page: Page,
+    ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError> {
+        let mut models = self.inner.list_models(model_type, page).await?;
+        if models.iter().any(|(_, m)| has_personal(m)) {
+            self.open(models.iter_mut().map(|(_, m)| m).collect())
+                .await?;
+        }
+        Ok(models)
+    }
+
+    async fn get_position(&self, handler: &str) -> Result<Position, StoreError> {
+        self.inner.get_position(handler).await
+    }
+
+    async fn set_position(&self, handler: &str, position: Position) -> Result<(), StoreError> {
+        self.inner.set_position(handler, position).await
+    }
+
+    async fn commit_projection(&self, mut commit: ProjectionCommit) -> Result<(), StoreError> {
+        self.seal_models(&mut commit.models).await?;
+        if commit.outbox.iter().any(|o| has_personal(&o.payload)) {
+            self.seal(commit.outbox.iter_mut().map(|o| &mut o.payload).collect())
+                .await?;
+        }
+        self.inner.commit_projection(commit).await
+    }
+
+    async fn reset_projection(
+        &self,
+        handler: &str,
+        model_types: &[&str],
+    ) -> Result<(), StoreError> {
+        self.inner.reset_projection(handler, model_types).await
+    }
+
+    async fn open_received(&self, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
+        self.open_events(events).await
+    }
+
+    fn admin(&self) -> Option<&dyn StoreAdmin> {
+        self.inner.admin().map(|_| self as &dyn StoreAdmin)
+    }
+
+    fn schedules(&self) -> Option<&dyn ScheduleStore> {
+        self.inner.schedules().map(|_| self as &dyn ScheduleStore)
+    }
+
+    fn keys(&self) -> Option<&dyn KeyStore> {
+        self.key_store()
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for SealedStore {
+    async fn append_command(
+        &self,
+        expected: Sequence,
+        mut command: StoredCommand,
+    ) -> Result<Sequence, StoreError> {
+        self.seal(vec![&mut command.payload]).await?;
+        self.admin_of_inner("append_command")?
+            .append_command(expected, command)
+            .await
+    }
+
+    async fn append_events(
+        &self,
+        stream: &StreamId,
+        expected: Sequence,
+        mut events: Vec<NewEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.seal(events.iter_mut().map(|e| &mut e.payload).collect())
+            .await?;
+        let mut recorded = self
+            .admin_of_inner("append_events")?
+            .append_events(stream, expected, events)
+            .await?;
+        self.open_events(&mut recorded).await?;
+        Ok(recorded)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self
+            .admin_of_inner("read_stream")?
+            .read_stream(stream, from)
+            .await?;
+        self.open_events(&mut events).await?;
+        Ok(events)
+    }
+
+    async fn read_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self
+            .admin_of_inner("read_between")?
+            .read_between(from, to, after, limit)
+            .await?;
+        self.open_events(&mut events).await?;
+        Ok(events)
+    }
+
+    async fn delete_entity(&self, stream: &StreamId) -> Result<(), StoreError> {
+        self.admin_of_inner("delete_entity")?
+            .delete_entity(stream)
+            .await
+    }
+
+    async fn put_model(
+        &self,
+        model_type: &str,
+        id: &EntityId,
+        mut state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.seal(vec![&mut state]).await?;
+        self.admin_of_inner("put_model")?
+            .put_model(model_type, id, state)
+            .await
+    }
+
+    async fn delete_model(&self, model_type: &str, id: &EntityId) -> Result<(), StoreError> {
+        self.admin_of_inner("delete_model")?
+            .delete_model(model_type, id)
+            .await
+    }
+
+    async fn clear_models(&self, model_type: &str) -> Result<(), StoreError> {
+        self.admin_of_inner("clear_models")?
+            .clear_models(model_type)
+            .await
+    }
+
+    async fn entity_types(&self) -> Result<Vec<String>, StoreError> {
+        self.admin_of_inner("entity_types")?.entity_types().await
+    }
+
+    async fn stream_ids(&self, entity_type: &str, page: Page) -> Result<Vec<EntityId>, StoreError> {
+        self.admin_of_inner("stream_ids")?
+            .stream_ids(entity_type, page)
+            .await
+    }
+
+    /// The inspector reads the store as stored: personal fields sealed.
+    fn inspect(&self) -> Option<&dyn StoreInspect> {
+        self.inner.admin().and_then(StoreAdmin::inspect)
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for SealedStore {
+    async fn commit_scheduled(
+        &self,
+        mut unit: UnitOfWork,
+        mut changes: ScheduleChanges,
+    ) -> Result<CommandReceipt, StoreError> {
+        let plaintext = self.seal_unit(&mut unit, &mut []).await?;
+        self.seal_schedules(&mut changes.add).await?;
+        let receipt = self
+            .schedules_of_inner()?
+            .commit_scheduled(unit, changes)
+            .await?;
+        self.open_receipt(receipt, plaintext).await
+    }
+
+    async fn add_schedules(&self, mut schedules: Vec<NewSchedule>) -> Result<(), StoreError> {
+        self.seal_schedules(&mut schedules).await?;
+        self.schedules_of_inner()?.add_schedules(schedules).await
+    }
+
+    async fn cancel_schedule(
+        &self,
+        id: ScheduleId,
+        now: DateTime<Utc>,
+    ) -> Result<CancelOutcome, StoreError> {
+        self.schedules_of_inner()?.cancel_schedule(id, now).await
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let mut records = self
+            .schedules_of_inner()?
+            .claim_due(now, lease_until, limit)
+            .await?;
+        self.open_schedules(&mut records).await?;
+        Ok(records)
+    }
+
+    async fn mark_fired(&self, ids: &[ScheduleId], now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.schedules_of_inner()?.mark_fired(ids, now).await
+    }
+
+    async fn release_claims(
+        &self,
+        ids: &[ScheduleId],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.schedules_of_inner()?.release_claims(ids, at).await
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<ScheduleRecord>, StoreError> {
+        let mut record = self.schedules_of_inner()?.get_schedule(id).await?;
+        if let Some(record) = &mut record {
+            self.open_schedules(std::slice::from_mut(record)).await?;
+        }
+        Ok(record)
+    }
+
+    async fn pending_schedules(
+        &self,
+        after: Option<(DateTime<Utc>, ScheduleId)>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let mut records = self
+            .schedules_of_inner()?
+            .pending_schedules(after, limit)
+            .await?;
+        self.open_schedules(&mut records).await?;
+        Ok(records)
+    }
+}
