@@ -171,7 +171,8 @@ impl Postgres {
         }
     }
 
-    /// A projection batch in one call of `sf_commit_projection`.
+    /// A projection batch in one call of `sf_commit_projection`, committed without waiting for
+    /// its WAL flush (see the [module docs](super#projection-batches-commit-asynchronously)).
     pub(super) async fn commit_projection_batch(
         &self,
         commit: ProjectionCommit,
@@ -198,10 +199,10 @@ impl Postgres {
         let position = db_int(commit.position.0, "position")?;
         let handler = &*commit.handler;
         let pool = &self.pool;
-        let applied: bool = self
+        let row = self
             .backoff
             .run(Self::NAME, "commit_projection", || async move {
-                sqlx::query_scalar(COMMIT_PROJECTION)
+                sqlx::query(COMMIT_PROJECTION)
                     .bind(handler)
                     .bind(expected)
                     .bind(position)
@@ -234,7 +235,7 @@ impl Postgres {
                     })
             })
             .await?;
-        if applied {
+        if get::<bool>(&row, 1)? {
             Ok(Written::Done)
         } else {
             Err(StoreError::PositionConflict {
@@ -347,51 +348,6 @@ pub(super) fn unit_json(
         "delete_owners": inline.delete_owners,
         "delete_types": inline.delete_types,
         "delete_ids": inline.delete_ids,
-    }))
-}
-
-/// A projection batch as one element of `sf_commit_batch`'s argument: `sf_commit_projection`'s
-/// arguments by name, `projection: true`, and `n`, its 1-based place in the batch.
-pub(super) fn projection_json(
-    n: usize,
-    commit: &ProjectionCommit,
-) -> Result<serde_json::Value, StoreError> {
-    let mut puts: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
-    let mut deletes: (Vec<&str>, Vec<&str>) = Default::default();
-    for write in last_writes(&commit.models) {
-        match &write.state {
-            Some(state) => {
-                puts.0.push(&write.model_type);
-                puts.1.push(write.id.as_str());
-                puts.2.push(payload_text(state, "view model state")?);
-            }
-            None => {
-                deletes.0.push(&write.model_type);
-                deletes.1.push(write.id.as_str());
-            }
-        }
-    }
-    let outbox = OutboxArrays::new(&commit.outbox)?;
-    Ok(serde_json::json!({
-        "n": n,
-        "projection": true,
-        "handler": &*commit.handler,
-        "expected_position": db_int(commit.expected.0, "position")?,
-        "position": db_int(commit.position.0, "position")?,
-        "put_types": puts.0,
-        "put_ids": puts.1,
-        "put_states": puts.2,
-        "delete_types": deletes.0,
-        "delete_ids": deletes.1,
-        "outbox_stream_types": outbox.stream_types,
-        "outbox_stream_ids": outbox.stream_ids,
-        "outbox_ids": outbox.ids,
-        "outbox_names": outbox.names,
-        "outbox_versions": outbox.versions,
-        "outbox_correlations": outbox.correlations,
-        "outbox_causations": outbox.causations,
-        "outbox_times": outbox.times,
-        "outbox_payloads": outbox.payloads,
     }))
 }
 
