@@ -65,6 +65,7 @@
 //!   (any database) before read-your-writes holds;
 //! - positions would no longer be dense, so the views that take `position + 1` as the next
 //!   event (reusing a process's fresh events) would read the log back instead.
+//!
 //! [`PostgresStoreBuilder::group_commit`] turns batching off (every unit its own transaction).
 //!
 //! # Projection batches commit asynchronously
