@@ -18,9 +18,9 @@ use sourceflow::CommandReceipt;
 use sqlx::postgres::PgRow;
 use tokio::sync::oneshot;
 
-use super::commit::{inline_outcome, unit_json};
+use super::commit::{bind_units, inline_outcome, unit_json, UnitArrays};
 use super::error::classify;
-use super::queries::COMMIT_BATCH;
+use super::queries::{COMMIT_BATCH, COMMIT_UNITS};
 use super::Postgres;
 
 /// The most units one batch carries.
@@ -108,19 +108,17 @@ impl Postgres {
 
     /// Commits several jobs in one call, or one by one when the call fails.
     async fn commit_batch(&self, batch: Vec<Job>) {
-        let elements = batch
-            .iter()
-            .enumerate()
-            .map(|(i, job)| unit_json(i + 1, &job.unit, &job.projections))
-            .collect::<Result<Vec<_>, _>>();
-        let Ok(elements) = elements else {
-            return self.commit_each(batch).await;
+        let common = UnitArrays::new(batch.iter().map(|job| (&job.unit, &job.projections[..])));
+        let rows = match common {
+            // The common shape on distinct streams: one statement per table.
+            Ok(Some(arrays)) => {
+                bind_units(sqlx::query(COMMIT_UNITS).bind(self.lock_key), &arrays)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Ok(None) => self.commit_batch_call(&batch).await,
+            Err(_) => return self.commit_each(batch).await,
         };
-        let rows = sqlx::query(COMMIT_BATCH)
-            .bind(self.lock_key)
-            .bind(serde_json::Value::Array(elements).to_string())
-            .fetch_all(&self.pool)
-            .await;
         let rows = match rows {
             Ok(rows) if rows.len() == batch.len() => rows,
             Ok(_) => return self.commit_each(batch).await,
@@ -136,6 +134,21 @@ impl Postgres {
         for (job, row) in batch.into_iter().zip(&rows) {
             self.answer(job, row).await;
         }
+    }
+
+    /// Commits a batch of any shape through `sf_commit_batch`, unit by unit.
+    async fn commit_batch_call(&self, batch: &[Job]) -> Result<Vec<PgRow>, sqlx::Error> {
+        let elements = batch
+            .iter()
+            .enumerate()
+            .map(|(i, job)| unit_json(i + 1, &job.unit, &job.projections))
+            .collect::<Result<Vec<_>, _>>();
+        let elements = elements.map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        sqlx::query(COMMIT_BATCH)
+            .bind(self.lock_key)
+            .bind(serde_json::Value::Array(elements).to_string())
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// Answers a job of a committed batch from its row.
