@@ -522,7 +522,12 @@ pub(super) fn bind_units<'q>(
         .bind(&units.times)
         .bind(&units.payloads)
         .bind(&units.entities)
-        .bind(events.iter().map(|e| e.envelope.message_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.envelope.message_id)
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|e| &*e.envelope.name).collect::<Vec<_>>())
         .bind(
             events
@@ -530,8 +535,18 @@ pub(super) fn bind_units<'q>(
                 .map(|e| i64::from(e.envelope.version))
                 .collect::<Vec<_>>(),
         )
-        .bind(events.iter().map(|e| e.envelope.correlation_id).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.envelope.causation_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.envelope.correlation_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.envelope.causation_id)
+                .collect::<Vec<_>>(),
+        )
         .bind(
             events
                 .iter()

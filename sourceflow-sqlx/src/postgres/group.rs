@@ -1,5 +1,6 @@
 //! Group commit: the units of work that concurrent senders of one process hand to the store
-//! while a commit is under way are committed together, by one call of `sf_commit_batch`, in one
+//! while a commit is under way are committed together, by one call of `sf_commit_units` (the
+//! common shape on distinct streams, set-based) or `sf_commit_batch` (any other), in one
 //! transaction (one append lock, one WAL flush). Projection batches take no append lock and
 //! commit on their own, concurrently (see the [module docs](super)).
 //!

@@ -33,7 +33,11 @@
 //! one lock hold, one flush, as the SQLite writer batches its units. Senders queue
 //! their units and take turns (a fair lock); whoever's turn comes takes every unit queued so
 //! far (up to 128). A unit alone takes the path it takes without grouping, so one sender pays
-//! nothing for it. The views' projection batches do not queue there (see below).
+//! nothing for it. The views' projection batches do not queue there (see below). A batch whose
+//! units all have the common shape (an entity state, one event, no follow-up commands, no inline
+//! views) on distinct streams is one statement per table (`sf_commit_units`, migration `0012`),
+//! so the lock covers one insert of all its events; any other batch goes unit by unit through
+//! `sf_commit_inline`.
 //!
 //! Inside a batch, units commit in order, each checked exactly as alone: a unit that meets an
 //! earlier one of the same batch (the same stream at the same expected sequence, or the same
