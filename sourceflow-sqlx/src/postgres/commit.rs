@@ -171,7 +171,8 @@ impl Postgres {
         }
     }
 
-    /// A projection batch in one call of `sf_commit_projection`.
+    /// A projection batch in one call of `sf_commit_projection`, committed without waiting for
+    /// its WAL flush (see the [module docs](super#projection-batches-commit-asynchronously)).
     pub(super) async fn commit_projection_batch(
         &self,
         commit: ProjectionCommit,
@@ -198,10 +199,10 @@ impl Postgres {
         let position = db_int(commit.position.0, "position")?;
         let handler = &*commit.handler;
         let pool = &self.pool;
-        let applied: bool = self
+        let row = self
             .backoff
             .run(Self::NAME, "commit_projection", || async move {
-                sqlx::query_scalar(COMMIT_PROJECTION)
+                sqlx::query(COMMIT_PROJECTION)
                     .bind(handler)
                     .bind(expected)
                     .bind(position)
@@ -234,7 +235,7 @@ impl Postgres {
                     })
             })
             .await?;
-        if applied {
+        if get::<bool>(&row, 1)? {
             Ok(Written::Done)
         } else {
             Err(StoreError::PositionConflict {
@@ -350,51 +351,6 @@ pub(super) fn unit_json(
     }))
 }
 
-/// A projection batch as one element of `sf_commit_batch`'s argument: `sf_commit_projection`'s
-/// arguments by name, `projection: true`, and `n`, its 1-based place in the batch.
-pub(super) fn projection_json(
-    n: usize,
-    commit: &ProjectionCommit,
-) -> Result<serde_json::Value, StoreError> {
-    let mut puts: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
-    let mut deletes: (Vec<&str>, Vec<&str>) = Default::default();
-    for write in last_writes(&commit.models) {
-        match &write.state {
-            Some(state) => {
-                puts.0.push(&write.model_type);
-                puts.1.push(write.id.as_str());
-                puts.2.push(payload_text(state, "view model state")?);
-            }
-            None => {
-                deletes.0.push(&write.model_type);
-                deletes.1.push(write.id.as_str());
-            }
-        }
-    }
-    let outbox = OutboxArrays::new(&commit.outbox)?;
-    Ok(serde_json::json!({
-        "n": n,
-        "projection": true,
-        "handler": &*commit.handler,
-        "expected_position": db_int(commit.expected.0, "position")?,
-        "position": db_int(commit.position.0, "position")?,
-        "put_types": puts.0,
-        "put_ids": puts.1,
-        "put_states": puts.2,
-        "delete_types": deletes.0,
-        "delete_ids": deletes.1,
-        "outbox_stream_types": outbox.stream_types,
-        "outbox_stream_ids": outbox.stream_ids,
-        "outbox_ids": outbox.ids,
-        "outbox_names": outbox.names,
-        "outbox_versions": outbox.versions,
-        "outbox_correlations": outbox.correlations,
-        "outbox_causations": outbox.causations,
-        "outbox_times": outbox.times,
-        "outbox_payloads": outbox.payloads,
-    }))
-}
-
 /// What the commit of one unit of work reported.
 pub(super) enum Outcome {
     Committed(Sequence, Sequence, (Vec<i64>, Vec<String>), Vec<bool>),
@@ -424,6 +380,8 @@ pub(super) fn inline_outcome(
             Ok(Outcome::Committed(sequence, last_event, stored, projected))
         }
         "duplicate" => Ok(Outcome::Duplicate),
+        // `sf_commit_units`: a moved stream or a resent message id, told apart by a lookup.
+        "not_written" => Ok(Outcome::NotWritten),
         "conflict" => Err(conflict(stream, expected)),
         other => Err(StoreError::Corrupt(format!(
             "sf_commit_inline returned status {other:?}"
@@ -467,6 +425,135 @@ pub(super) fn bind_inline<'q>(
         .bind(&inline.delete_owners)
         .bind(&inline.delete_types)
         .bind(&inline.delete_ids)
+}
+
+/// A batch of units of work as the parallel arrays of `sf_commit_units`: one element per
+/// unit, each unit a command with an entity state and one event, no follow-up commands and no
+/// inline projections, on streams that differ from unit to unit.
+pub(super) struct UnitArrays<'a> {
+    stream_types: Vec<&'a str>,
+    stream_ids: Vec<&'a str>,
+    expected: Vec<i64>,
+    message_ids: Vec<Uuid>,
+    names: Vec<&'a str>,
+    versions: Vec<i64>,
+    correlations: Vec<Uuid>,
+    causations: Vec<Option<Uuid>>,
+    times: Vec<DateTime<Utc>>,
+    payloads: Vec<&'a str>,
+    entities: Vec<&'a str>,
+    events: Vec<&'a NewEvent>,
+    event_payloads: Vec<&'a str>,
+}
+
+impl<'a> UnitArrays<'a> {
+    /// The arrays of `units` (with their inline projections), or `None` when one of them is
+    /// not of that shape or two share a stream.
+    pub(super) fn new(
+        units: impl ExactSizeIterator<Item = (&'a UnitOfWork, &'a [InlineProjection])>,
+    ) -> Result<Option<Self>, StoreError> {
+        let n = units.len();
+        let mut arrays = Self {
+            stream_types: Vec::with_capacity(n),
+            stream_ids: Vec::with_capacity(n),
+            expected: Vec::with_capacity(n),
+            message_ids: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            correlations: Vec::with_capacity(n),
+            causations: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            entities: Vec::with_capacity(n),
+            events: Vec::with_capacity(n),
+            event_payloads: Vec::with_capacity(n),
+        };
+        let mut streams = std::collections::HashSet::with_capacity(n);
+        for (unit, projections) in units {
+            let envelope = &unit.command.envelope;
+            let (Some(entity), [event], true, true) = (
+                unit.entity.as_deref(),
+                &unit.events[..],
+                unit.outbox.is_empty(),
+                projections.is_empty(),
+            ) else {
+                return Ok(None);
+            };
+            if !streams.insert(&envelope.stream) {
+                return Ok(None);
+            }
+            arrays.stream_types.push(&envelope.stream.entity_type);
+            arrays.stream_ids.push(envelope.stream.id.as_str());
+            arrays.expected.push(db_int(unit.expected.0, "sequence")?);
+            arrays.message_ids.push(envelope.message_id);
+            arrays.names.push(&envelope.name);
+            arrays.versions.push(i64::from(envelope.version));
+            arrays.correlations.push(envelope.correlation_id);
+            arrays.causations.push(envelope.causation_id);
+            arrays.times.push(micros(envelope.timestamp));
+            arrays
+                .payloads
+                .push(payload_text(&unit.command.payload, "command payload")?);
+            arrays.entities.push(payload_text(entity, "entity state")?);
+            arrays
+                .event_payloads
+                .push(payload_text(&event.payload, "event payload")?);
+            arrays.events.push(event);
+        }
+        Ok(Some(arrays))
+    }
+}
+
+/// Binds `sf_commit_units`' arrays after the lock key.
+pub(super) fn bind_units<'q>(
+    query: Query<'q, sqlx::Postgres, PgArguments>,
+    units: &'q UnitArrays<'q>,
+) -> Query<'q, sqlx::Postgres, PgArguments> {
+    let events = &units.events;
+    query
+        .bind(&units.stream_types)
+        .bind(&units.stream_ids)
+        .bind(&units.expected)
+        .bind(&units.message_ids)
+        .bind(&units.names)
+        .bind(&units.versions)
+        .bind(&units.correlations)
+        .bind(&units.causations)
+        .bind(&units.times)
+        .bind(&units.payloads)
+        .bind(&units.entities)
+        .bind(
+            events
+                .iter()
+                .map(|e| e.envelope.message_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| &*e.envelope.name).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| i64::from(e.envelope.version))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.envelope.correlation_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.envelope.causation_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| micros(e.envelope.timestamp))
+                .collect::<Vec<_>>(),
+        )
+        .bind(&units.event_payloads)
 }
 
 /// Binds an envelope's columns in the order every command statement lists them: message id,

@@ -1,28 +1,28 @@
-//! Group commit: the units of work and projection batches that concurrent senders of one
-//! process hand to the store while a commit is under way are committed together, by one call of
-//! `sf_commit_batch`, in one transaction (one append lock, one WAL flush).
+//! Group commit: the units of work that concurrent senders of one process hand to the store
+//! while a commit is under way are committed together, by one call of `sf_commit_units` (the
+//! common shape on distinct streams, set-based) or `sf_commit_batch` (any other), in one
+//! transaction (one append lock, one WAL flush). Projection batches take no append lock and
+//! commit on their own, concurrently (see the [module docs](super)).
 //!
-//! Every sender queues its write, then waits for its turn (a fair lock). Whoever gets the turn
-//! takes every write queued so far, unless an earlier turn took its own write already, and holds
-//! the turn until they are committed, so writes queue up meanwhile. One write alone goes the
+//! Every sender queues its unit, then waits for its turn (a fair lock). Whoever gets the turn
+//! takes every unit queued so far, unless an earlier turn took its own unit already, and holds
+//! the turn until they are committed, so units queue up meanwhile. One unit alone goes the
 //! path it would take without grouping; several go as one batch, committed on a task of its own
 //! so that a sender that stops waiting cannot cut the others' commit short. A batch that fails
-//! as a whole (a deadlock with another process, a dropped connection) is committed again write
-//! by write, each with the retry policy.
+//! as a whole (a deadlock with another process, a dropped connection) is committed again unit
+//! by unit, each with the retry policy.
 
 use std::sync::Mutex;
 
-use sourceflow::store::{InlineProjection, ProjectionCommit, StoreError, UnitOfWork};
+use sourceflow::store::{InlineProjection, StoreError, UnitOfWork};
 use sourceflow::CommandReceipt;
 use sqlx::postgres::PgRow;
 use tokio::sync::oneshot;
 
-use super::commit::{inline_outcome, projection_json, unit_json};
+use super::commit::{bind_units, inline_outcome, unit_json, UnitArrays};
 use super::error::classify;
-use super::get;
-use super::queries::COMMIT_BATCH;
+use super::queries::{COMMIT_BATCH, COMMIT_UNITS};
 use super::Postgres;
-use crate::sql::write::Written;
 
 /// The most units one batch carries.
 const MAX_BATCH: usize = 128;
@@ -30,17 +30,11 @@ const MAX_BATCH: usize = 128;
 /// What a sender of a unit of work gets back: the receipt and which inline projections applied.
 type Answer = Result<(CommandReceipt, Vec<bool>), StoreError>;
 
-/// A queued write and where its answer goes.
-enum Job {
-    Unit {
-        unit: UnitOfWork,
-        projections: Vec<InlineProjection>,
-        reply: oneshot::Sender<Answer>,
-    },
-    Projection {
-        commit: ProjectionCommit,
-        reply: oneshot::Sender<Result<Written, StoreError>>,
-    },
+/// A queued unit of work and where its answer goes.
+struct Job {
+    unit: UnitOfWork,
+    projections: Vec<InlineProjection>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// The queue: jobs in ticket order, `pushed` the last ticket handed out, `taken` the last one
@@ -74,26 +68,12 @@ impl Postgres {
             return self.commit_unit(unit, &projections).await;
         }
         let (reply, answer) = oneshot::channel();
-        self.take_turn(Job::Unit {
+        self.take_turn(Job {
             unit,
             projections,
             reply,
         })
         .await;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
-    }
-
-    /// Commits a projection batch, together with the writes of concurrent senders of this
-    /// process.
-    pub(super) async fn commit_projection_grouped(
-        &self,
-        commit: ProjectionCommit,
-    ) -> Result<Written, StoreError> {
-        if self.group.is_none() {
-            return self.commit_projection_batch(commit).await;
-        }
-        let (reply, answer) = oneshot::channel();
-        self.take_turn(Job::Projection { commit, reply }).await;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 
@@ -129,24 +109,17 @@ impl Postgres {
 
     /// Commits several jobs in one call, or one by one when the call fails.
     async fn commit_batch(&self, batch: Vec<Job>) {
-        let elements = batch
-            .iter()
-            .enumerate()
-            .map(|(i, job)| match job {
-                Job::Unit {
-                    unit, projections, ..
-                } => unit_json(i + 1, unit, projections),
-                Job::Projection { commit, .. } => projection_json(i + 1, commit),
-            })
-            .collect::<Result<Vec<_>, _>>();
-        let Ok(elements) = elements else {
-            return self.commit_each(batch).await;
+        let common = UnitArrays::new(batch.iter().map(|job| (&job.unit, &job.projections[..])));
+        let rows = match common {
+            // The common shape on distinct streams: one statement per table.
+            Ok(Some(arrays)) => {
+                bind_units(sqlx::query(COMMIT_UNITS).bind(self.lock_key), &arrays)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Ok(None) => self.commit_batch_call(&batch).await,
+            Err(_) => return self.commit_each(batch).await,
         };
-        let rows = sqlx::query(COMMIT_BATCH)
-            .bind(self.lock_key)
-            .bind(serde_json::Value::Array(elements).to_string())
-            .fetch_all(&self.pool)
-            .await;
         let rows = match rows {
             Ok(rows) if rows.len() == batch.len() => rows,
             Ok(_) => return self.commit_each(batch).await,
@@ -164,50 +137,42 @@ impl Postgres {
         }
     }
 
+    /// Commits a batch of any shape through `sf_commit_batch`, unit by unit.
+    async fn commit_batch_call(&self, batch: &[Job]) -> Result<Vec<PgRow>, sqlx::Error> {
+        let elements = batch
+            .iter()
+            .enumerate()
+            .map(|(i, job)| unit_json(i + 1, &job.unit, &job.projections))
+            .collect::<Result<Vec<_>, _>>();
+        let elements = elements.map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        sqlx::query(COMMIT_BATCH)
+            .bind(self.lock_key)
+            .bind(serde_json::Value::Array(elements).to_string())
+            .fetch_all(&self.pool)
+            .await
+    }
+
     /// Answers a job of a committed batch from its row.
     async fn answer(&self, job: Job, row: &PgRow) {
-        match job {
-            Job::Unit {
-                unit,
-                projections,
-                reply,
-            } => {
-                let stream = &unit.command.envelope.stream;
-                let answer = match inline_outcome(row, 1, stream, unit.expected) {
-                    Ok(outcome) => self.settle(&unit, &projections, outcome).await,
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(answer);
-            }
-            Job::Projection { commit, reply } => {
-                let answer = match get::<String>(row, 1) {
-                    Ok(status) if status == "ok" => Ok(Written::Done),
-                    Ok(_) => Err(StoreError::PositionConflict {
-                        handler: commit.handler.into_owned(),
-                        expected: commit.expected,
-                    }),
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(answer);
-            }
-        }
+        let Job {
+            unit,
+            projections,
+            reply,
+        } = job;
+        let stream = &unit.command.envelope.stream;
+        let answer = match inline_outcome(row, 1, stream, unit.expected) {
+            Ok(outcome) => self.settle(&unit, &projections, outcome).await,
+            Err(e) => Err(e),
+        };
+        let _ = reply.send(answer);
     }
 
     /// Commits each job alone, in order.
     async fn commit_each(&self, batch: Vec<Job>) {
         for job in batch {
-            match job {
-                Job::Unit {
-                    unit,
-                    projections,
-                    reply,
-                } => {
-                    let _ = reply.send(self.commit_unit(unit, &projections).await);
-                }
-                Job::Projection { commit, reply } => {
-                    let _ = reply.send(self.commit_projection_batch(commit).await);
-                }
-            }
+            let _ = job
+                .reply
+                .send(self.commit_unit(job.unit, &job.projections).await);
         }
     }
 }

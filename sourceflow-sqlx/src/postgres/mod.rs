@@ -30,11 +30,14 @@
 //! one at a time per schema. To make concurrent commands cost less than one flush each, the
 //! units of work that concurrent senders of one process hand over while a commit is under way
 //! are committed together: one call of `sf_commit_batch` (migration `0008`), one transaction,
-//! one lock hold, one flush, as the SQLite writer batches its units. The views' projection
-//! batches (position and models, compare-and-set as alone) join the same batches. Senders queue
-//! their writes and take turns (a fair lock); whoever's turn comes takes every write queued so
-//! far (up to 128). A write alone takes the path it takes without grouping, so one sender pays
-//! nothing for it.
+//! one lock hold, one flush, as the SQLite writer batches its units. Senders queue
+//! their units and take turns (a fair lock); whoever's turn comes takes every unit queued so
+//! far (up to 128). A unit alone takes the path it takes without grouping, so one sender pays
+//! nothing for it. The views' projection batches do not queue there (see below). A batch whose
+//! units all have the common shape (an entity state, one event, no follow-up commands, no inline
+//! views) on distinct streams is one statement per table (`sf_commit_units`, migration `0012`),
+//! so the lock covers one insert of all its events; any other batch goes unit by unit through
+//! `sf_commit_inline`.
 //!
 //! Inside a batch, units commit in order, each checked exactly as alone: a unit that meets an
 //! earlier one of the same batch (the same stream at the same expected sequence, or the same
@@ -51,12 +54,40 @@
 //! instead of per command), but processes sharing a schema still take the lock in turn, one
 //! batch at a time: more processes add batches, not parallel flushes. Each command waits for the
 //! batch ahead of it, so a command's latency under load is up to two batch commits. A batch of
-//! units on distinct streams shares its fate only through the retry above. The alternative,
-//! positions ordered by transaction id with readers bounded by the oldest running transaction
-//! (`pg_snapshot_xmin`), would let every commit flush in parallel across processes, but
-//! positions would no longer be dense and every reader would lag behind the longest open write
-//! transaction in the cluster; the store keeps dense positions and the lock.
+//! units on distinct streams shares its fate only through the retry above.
+//!
+//! The alternative, positions ordered by transaction id with readers bounded by the oldest
+//! running transaction (`pg_snapshot_xmin(pg_current_snapshot())`, as Emmett's store does),
+//! would let every commit flush in parallel, across processes too. The store does not take it:
+//! - a unit's positions would be known only once its transaction has them, so a view could no
+//!   longer project a command's events before the commit and write them in the same
+//!   transaction (the inline projection: one transaction per command for one sender, where
+//!   projecting after the commit costs a read and a second transaction);
+//! - a view's stored position would no longer mean "everything up to here": a transaction with
+//!   an older id can still commit events below it, so a view may only move past positions below
+//!   the horizon, and `send` would wait for the oldest write transaction of the whole server
+//!   (any database) before read-your-writes holds;
+//! - positions would no longer be dense, so the views that take `position + 1` as the next
+//!   event (reusing a process's fresh events) would read the log back instead.
+//!
 //! [`PostgresStoreBuilder::group_commit`] turns batching off (every unit its own transaction).
+//!
+//! # Projection batches commit asynchronously
+//! A view's or aggregate's projection batch (its models, reaction commands and position,
+//! compare-and-set on the position) takes no append lock, so it does not wait for the turn of
+//! the units: it commits on a connection of its own, concurrently with them, and its
+//! transaction commits with `synchronous_commit` off (for that transaction only). It is visible
+//! to every reader at once; its WAL flush is left to the next synchronous commit or the WAL
+//! writer (within `wal_writer_delay`, 200 ms by default). Nothing of the contract depends on
+//! that flush: the position commits with the models and the outbox, so a batch lost to a
+//! server crash is lost whole, the view's stored position is then the one before it, and
+//! catch-up applies those events again (exactly once, as after a process crash). The reaction
+//! commands of a lost batch are queued again by that catch-up under the same derived message
+//! ids, so one already executed is answered as a duplicate. Commands and their events keep the
+//! synchronous commit: `Ok` from `send` still means durable. Before this, a command's
+//! projection was a second synchronous commit after its unit, queued behind the next batch of
+//! units: at 32 senders the transactions per command doubled and every sender waited two
+//! flushes in turn.
 //!
 //! The modules: `connect` (the builder, the schema and the migrations, with `migrate` for the
 //! versions retired from them), `commit` (the commit path), `group` (group commit), `queries`
@@ -349,7 +380,7 @@ impl Backend for Postgres {
                 self.execute_done("set_position", SET_POSITION, &params)
                     .await
             }
-            Write::CommitProjection(commit) => self.commit_projection_grouped(commit).await,
+            Write::CommitProjection(commit) => self.commit_projection_batch(commit).await,
             Write::ResetProjection {
                 handler,
                 model_types,

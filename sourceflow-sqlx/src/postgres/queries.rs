@@ -79,11 +79,19 @@ pub(super) const COMMIT_ONE: &str = "WITH cmd AS ( \
 /// in the batch first, then the columns of `COMMIT_INLINE`.
 pub(super) const COMMIT_BATCH: &str = "SELECT r_unit, r_status, r_sequence, r_first_event, \
      r_positions, r_payloads, r_projected FROM sf_commit_batch($1, $2::jsonb)";
+/// Units of work of the common shape on distinct streams in one transaction (group commit,
+/// set-based): the columns of `COMMIT_BATCH`.
+pub(super) const COMMIT_UNITS: &str = "SELECT r_unit, r_status, r_sequence, r_first_event, \
+     r_positions, r_payloads, r_projected FROM sf_commit_units($1, $2, $3, $4, $5, $6, $7, $8, \
+     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
 pub(super) const APPEND_EVENTS: &str =
     "SELECT r_ok, r_command_sequence, r_positions, r_payloads FROM \
      sf_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-pub(super) const COMMIT_PROJECTION: &str =
-    "SELECT sf_commit_projection($1, $2, $3, $4, $5, $6, $7, $8, \
+/// A projection batch, its transaction committed asynchronously (`synchronous_commit` off for
+/// this transaction only: visible at once, flushed by the next synchronous commit or the WAL
+/// writer); the second column is whether it applied.
+pub(super) const COMMIT_PROJECTION: &str = "SELECT set_config('synchronous_commit', 'off', true), \
+     sf_commit_projection($1, $2, $3, $4, $5, $6, $7, $8, \
      $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 pub(super) const INSERT_COMMAND: &str =
     "INSERT INTO sf_commands (stream_type, stream_id, sequence, \

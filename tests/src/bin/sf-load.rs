@@ -4,10 +4,12 @@
 //! ```text
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> tally <id> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> bank <prefix> <accounts>
+//! sf-load <sqlite:PATH | postgres:URL#SCHEMA> spread <prefix> <count>
 //! ```
 //! `tally` adds 1 to one tally `count` times (contention across processes); `bank` opens
 //! accounts, deposits and overdraws each (so every account triggers a reaction and a
-//! follow-up command through the outbox).
+//! follow-up command through the outbox); `spread` runs [`SENDERS`] concurrent senders, each
+//! adding 1 to its own tally `<prefix>-<k>` `count` times (one line when all are done).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +18,9 @@ use bank::{Deposit, OpenAccount, Withdraw};
 use sourceflow::prelude::*;
 use sourceflow::store::Store;
 use sourceflow_tests::scenarios::Add;
+
+/// The concurrent senders of `spread`.
+const SENDERS: usize = 16;
 
 async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
     if let Some(path) = spec.strip_prefix("sqlite:") {
@@ -74,6 +79,23 @@ async fn run(args: &[String]) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
                 println!("committed {i}");
             }
+        }
+        "spread" => {
+            let senders = (0..SENDERS).map(|k| {
+                let (flow, id) = (flow.clone(), EntityId::from(format!("{key}-{k}")));
+                tokio::spawn(async move {
+                    for _ in 0..count {
+                        flow.send(&id, Add { n: 1 })
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok::<_, String>(())
+                })
+            });
+            for sender in futures_util::future::join_all(senders).await {
+                sender.map_err(|e| e.to_string())??;
+            }
+            println!("committed {}", SENDERS as u64 * count);
         }
         other => return Err(format!("unknown mode {other:?}")),
     }
