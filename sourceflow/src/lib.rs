@@ -69,6 +69,8 @@
 //! - [`store`]: the storage contract ([`store::Store`], and [`store::StoreAdmin`] for tooling),
 //!   the data-fidelity rule, and [`MemoryStore`]; SQL stores live in `sourceflow-sqlx`, and
 //!   `sourceflow-testkit` checks a store of your own against the contract.
+//! - [`lifecycle`]: deleting and archiving streams ([`SourceFlow::delete_stream`],
+//!   [`SourceFlow::archive_stream`]) and the events views receive when they happen.
 //! - [`registry`]: a read-only listing of what the macros registered, and the linker caveat.
 //! - [`Error`]: what can go wrong; [`Location`] says where a payload that does not encode or
 //!   decode is.
@@ -156,7 +158,7 @@ pub mod store;
 pub mod testing;
 mod write;
 
-pub use base::{error, message, validate};
+pub use base::{error, lifecycle, message, validate};
 pub use context::{reaction as aggregate, saga, view};
 pub use write::bus;
 
@@ -207,6 +209,7 @@ pub use context::SagaContext;
 pub use context::ViewContext;
 pub use error::{DomainError, Error, Location, Result};
 pub use flow::{Builder, SourceFlow};
+pub use lifecycle::{StreamArchived, StreamDeleted, StreamStatus};
 pub use message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Event, EventMeta, Message, Position,
     RecordedEvent, Sequence, StreamId, ViewModel,

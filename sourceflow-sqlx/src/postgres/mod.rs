@@ -66,6 +66,7 @@ mod commit;
 mod connect;
 mod error;
 mod group;
+mod lifecycle;
 mod migrate;
 mod queries;
 mod schedule;
@@ -355,6 +356,15 @@ impl Backend for Postgres {
             } => self.reset_projection(&handler, &model_types).await,
             Write::RemoveOutbox { ids } => self.outbox_remove(&ids).await,
             Write::Schedules(write) => self.schedules(write).await,
+            Write::DeleteStream(unit) => {
+                self.change_stream(unit, lifecycle::Change::Delete).await
+            }
+            Write::ArchiveStream(unit) => {
+                self.change_stream(unit, lifecycle::Change::Archive).await
+            }
+            Write::RestoreStream(unit) => {
+                self.change_stream(unit, lifecycle::Change::Restore).await
+            }
         }
     }
 

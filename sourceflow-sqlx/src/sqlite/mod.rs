@@ -14,6 +14,7 @@
 
 mod columns;
 mod error;
+mod lifecycle;
 mod open;
 mod queries;
 mod schedule;

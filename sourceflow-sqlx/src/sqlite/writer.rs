@@ -535,6 +535,15 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
             Ok(Written::Done)
         }
         Write::Schedules(write) => super::schedule::apply(connection, write),
+        Write::DeleteStream(unit) => {
+            super::lifecycle::delete_stream(connection, unit).map(Written::Receipt)
+        }
+        Write::ArchiveStream(unit) => {
+            super::lifecycle::archive_stream(connection, unit).map(Written::Receipt)
+        }
+        Write::RestoreStream(unit) => {
+            super::lifecycle::restore_stream(connection, unit).map(Written::Receipt)
+        }
         Write::RemoveOutbox { ids } => {
             for id in ids {
                 execute(

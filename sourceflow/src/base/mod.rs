@@ -3,5 +3,6 @@
 
 pub mod clock;
 pub mod error;
+pub mod lifecycle;
 pub mod message;
 pub mod validate;
