@@ -247,7 +247,8 @@ pub async fn delete_racing_sends_never_commits_after_the_tombstone(store: Arc<dy
         let (sender, id) = (sender.clone(), id.clone());
         tokio::spawn(async move {
             let mut outcomes = Vec::new();
-            for _ in 0..40 {
+            // Until refused: the deletion lands while sends are under way.
+            for _ in 0..100_000 {
                 let outcome = sender.send(&id, Add { n: 1 }).await;
                 let refused = matches!(outcome, Err(Error::StreamDeleted { .. }));
                 outcomes.push(outcome);
@@ -261,6 +262,10 @@ pub async fn delete_racing_sends_never_commits_after_the_tombstone(store: Arc<dy
     tokio::time::sleep(Duration::from_millis(5)).await;
     let tombstone = deleter.delete_stream::<Tally>(&id).await.unwrap();
     let outcomes = sending.await.unwrap();
+    assert!(
+        matches!(outcomes.last(), Some(Err(Error::StreamDeleted { .. }))),
+        "the sender ran into the deletion"
+    );
     for outcome in &outcomes {
         match outcome {
             Ok(receipt) => assert!(receipt.sequence < tombstone.sequence, "{receipt:?}"),
