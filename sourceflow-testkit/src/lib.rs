@@ -17,6 +17,7 @@
 //! | `core` | [`core_scenarios`] | commits, conflicts, idempotent message ids, entity versions, command and stream reads, the global log, positions, projections, the outbox | every store |
 //! | `inline` | [`inline_scenarios`] | [`Store::commit_inline`](sourceflow::store::Store::commit_inline) writing a view's batch in the command's transaction | stores that override it (the provided implementation writes no batch, which is always correct) |
 //! | `schedule` | [`schedule_scenarios`] | scheduled commands: committed with their unit only, claimed in due order by one caller at a time, cancels exclusive with claims | stores whose [`Store::schedules`](sourceflow::store::Store::schedules) returns `Some` |
+//! | `lifecycle` | [`lifecycle_scenarios`] | deleting a stream (tombstone, erasure in place, positions and message ids kept), archiving and restoring it | stores that implement [`Store::delete_stream`](sourceflow::store::Store::delete_stream) and the archive methods (the provided implementations refuse) |
 //! | `admin` | [`admin_scenarios`] | the tooling of [`StoreAdmin`](sourceflow::store::StoreAdmin): direct appends, time-range reads, model edits, listings | stores whose [`Store::admin`](sourceflow::store::Store::admin) returns `Some` |
 //!
 //! # A worked example
@@ -107,6 +108,7 @@ mod fixture;
 pub mod admin_scenarios;
 pub mod core_scenarios;
 pub mod inline_scenarios;
+pub mod lifecycle_scenarios;
 pub mod records;
 pub mod schedule_scenarios;
 
@@ -120,7 +122,8 @@ pub use fixture::{run, Fixture};
 ///     #[attribute]...                      // optional: put on every generated test
 ///     mod <module name> {
 ///         fixture: <expression>,           // a Fixture; evaluated in an async block, per test
-///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`, `schedule`
+///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`, `schedule`,
+///                                          // `lifecycle`
 ///     }
 /// }
 /// ```
@@ -221,11 +224,18 @@ macro_rules! __conformance_group {
             pending_schedules_page_in_due_order,
         ] $($how)*}
     };
+    (lifecycle $($how:tt)*) => {
+        $crate::__conformance_expand! {lifecycle_scenarios [
+            deletion_erases_in_place,
+            deleting_the_newest_stream_keeps_positions,
+            archiving_moves_records_and_restoring_brings_them_back,
+        ] $($how)*}
+    };
     ($unknown:ident $($how:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance group `",
             ::core::stringify!($unknown),
-            "`: the groups are `core`, `inline`, `admin` and `schedule`"
+            "`: the groups are `core`, `inline`, `admin`, `schedule` and `lifecycle`"
         ));
     };
 }
@@ -294,6 +304,11 @@ mod tests {
         assert_eq!(
             listed(schedule),
             defined(&[include_str!("schedule_scenarios.rs")])
+        );
+        let lifecycle: &[&str] = crate::__conformance_group!(lifecycle names);
+        assert_eq!(
+            listed(lifecycle),
+            defined(&[include_str!("lifecycle_scenarios.rs")])
         );
         let admin: &[&str] = crate::__conformance_group!(admin names);
         assert_eq!(

@@ -122,12 +122,13 @@ pub(super) const RESET_PROJECTION: &str = "WITH models AS (DELETE FROM sf_view_m
      WHERE model_type = ANY($2)) DELETE FROM sf_positions WHERE handler = $1";
 pub(super) const OUTBOX_REMOVE: &str = "DELETE FROM sf_outbox WHERE id = ANY($1)";
 /// A loose index scan over the stream ids of type `$1`: `$3` of them after `$2` (or from the
-/// first when `$2` is null).
+/// first when `$2` is null), deleted streams (whose last command is the tombstone) left out.
+/// `n` counts the listed ids before the row.
 pub(super) const STREAM_IDS: &str = "WITH RECURSIVE ids(id, n) AS ( \
        SELECT (SELECT MIN(stream_id) FROM sf_commands \
-               WHERE stream_type = $1 AND ($2::text IS NULL OR stream_id > $2::text)), 1 \
+               WHERE stream_type = $1 AND ($2::text IS NULL OR stream_id > $2::text)), 0 \
        UNION ALL \
        SELECT (SELECT MIN(stream_id) FROM sf_commands \
-               WHERE stream_type = $1 AND stream_id > ids.id), n + 1 \
-       FROM ids WHERE ids.id IS NOT NULL AND n < $3) \
-     SELECT id FROM ids WHERE id IS NOT NULL";
+               WHERE stream_type = $1 AND stream_id > ids.id), n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END \
+       FROM ids WHERE ids.id IS NOT NULL AND n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END < $3) \
+     SELECT id FROM ids WHERE id IS NOT NULL AND CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END = 1";

@@ -20,18 +20,22 @@ pub(super) const READS: ReadQueries = ReadQueries {
     ),
     // As `stream_ids_after`, from the first id (`?2` is unused but bound).
     stream_ids_first: "WITH RECURSIVE ids(id, n) AS ( \
-           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND ?2 IS NULL), 1 \
+           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND ?2 IS NULL), 0 \
            UNION ALL \
-           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), n + 1 \
-           FROM ids WHERE ids.id IS NOT NULL AND n < ?3) \
-         SELECT id FROM ids WHERE id IS NOT NULL",
-    // A loose index scan over the stream ids of one type, `?3` of them after `?2`.
+           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), \
+                  n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END \
+           FROM ids WHERE ids.id IS NOT NULL AND n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END < ?3) \
+         SELECT id FROM ids WHERE id IS NOT NULL AND CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END = 1",
+    // A loose index scan over the stream ids of one type, `?3` of them after `?2`; deleted
+    // streams (whose last command is the tombstone) are left out. `n` counts the listed ids
+    // before the row.
     stream_ids_after: "WITH RECURSIVE ids(id, n) AS ( \
-           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ?2), 1 \
+           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ?2), 0 \
            UNION ALL \
-           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), n + 1 \
-           FROM ids WHERE ids.id IS NOT NULL AND n < ?3) \
-         SELECT id FROM ids WHERE id IS NOT NULL",
+           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), \
+                  n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END \
+           FROM ids WHERE ids.id IS NOT NULL AND n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END < ?3) \
+         SELECT id FROM ids WHERE id IS NOT NULL AND CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END = 1",
 };
 
 // ---- the writer's statements ----------------------------------------------------------------

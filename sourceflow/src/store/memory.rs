@@ -17,7 +17,7 @@ use super::{
     EntityWithModels, InlineProjection, OutboxMessage, Page, PendingCommand, ProjectionCommit,
     Store, StoreAdmin, StoreError, UnitOfWork,
 };
-use crate::base::lifecycle::ERASED;
+use crate::base::lifecycle::{DELETE_STREAM, ERASED};
 use crate::base::message::{
     CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
 };
@@ -51,6 +51,13 @@ struct StreamData {
 impl StreamData {
     /// Streams up to this many commands find a message id by scanning.
     const SCAN: usize = 16;
+
+    /// True for a stream the listings show: it has a command and is not deleted.
+    fn listed(&self) -> bool {
+        self.commands
+            .last()
+            .is_some_and(|last| last.envelope.name != DELETE_STREAM)
+    }
 
     /// The commands and events (as log indexes) in the hot tables: all of them unless the
     /// stream is archived.
@@ -832,7 +839,7 @@ impl StoreAdmin for MemoryStore {
         let mut ids: Vec<EntityId> = inner
             .streams
             .iter()
-            .filter(|(stream, data)| stream.entity_type == entity_type && !data.commands.is_empty())
+            .filter(|(stream, data)| stream.entity_type == entity_type && data.listed())
             .map(|(stream, _)| stream.id.clone())
             .filter(|id| page.after.as_ref().is_none_or(|after| id > after))
             .collect();

@@ -424,7 +424,8 @@ pub trait StoreAdmin: Store {
         Err(StoreError::Unsupported("entity_types"))
     }
 
-    /// A page of stream ids of one entity type, ordered by id.
+    /// A page of stream ids of one entity type, ordered by id. Deleted streams (whose last
+    /// command is a tombstone, see [`Store::delete_stream`]) are left out.
     async fn stream_ids(
         &self,
         _entity_type: &str,

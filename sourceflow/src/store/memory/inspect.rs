@@ -33,7 +33,7 @@ impl StoreInspect for MemoryStore {
             .iter()
             .filter(|(stream, data)| {
                 stream.entity_type == entity_type
-                    && !data.commands.is_empty()
+                    && data.listed()
                     && stream.id.as_str().starts_with(prefix)
             })
             .map(|(stream, _)| stream.id.clone())
