@@ -47,6 +47,7 @@ pub fn is_system_command(name: &str) -> bool {
 
 /// Where a stream stands, as its last command says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StreamStatus {
     /// Open to commands (or never written to).
     Live,
