@@ -229,6 +229,7 @@ macro_rules! __conformance_group {
             deletion_erases_in_place,
             deleting_the_newest_stream_keeps_positions,
             archiving_moves_records_and_restoring_brings_them_back,
+            listings_page_past_deleted_streams,
         ] $($how)*}
     };
     ($unknown:ident $($how:tt)*) => {
