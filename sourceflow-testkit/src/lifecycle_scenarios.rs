@@ -89,6 +89,15 @@ pub async fn deletion_erases_in_place(store: Arc<dyn Store>) {
     assert_eq!(after.last().unwrap().envelope.name, StreamDeleted::NAME);
     assert_eq!(store.get_entity(&s).await.unwrap(), None);
     assert!(store.get_entity(&other).await.unwrap().is_some());
+    // A state computed before the deletion (a replay racing it) is not written back.
+    assert_conflict(
+        store
+            .put_entity(&s, Sequence::ZERO, Sequence(2), b"{}".to_vec())
+            .await,
+        &s,
+        0,
+    );
+    assert_eq!(store.get_entity(&s).await.unwrap(), None);
 
     let resent = store
         .find_receipt(&s, first.message_id)

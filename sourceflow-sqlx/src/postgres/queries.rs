@@ -91,14 +91,20 @@ pub(super) const INSERT_COMMAND: &str =
      SELECT $1, $2, $3 + 1, $4, $5, $6, $7, $8, $9, $10::json \
      WHERE COALESCE((SELECT sequence FROM sf_commands WHERE stream_type = $1 \
             AND stream_id = $2 ORDER BY sequence DESC LIMIT 1), 0) = $3";
+/// `put_entity` expecting no stored state. Neither this nor the compare-and-set writes a state
+/// older than the stream's last command (a deleted stream's tombstone, a command committed
+/// meanwhile).
 pub(super) const PUT_ENTITY_NEW: &str =
     "INSERT INTO sf_entities AS s (entity_type, entity_id, version, \
-     state, updated_at) VALUES ($1, $2, $3, $4::json, now()) \
+     state, updated_at) SELECT $1, $2, $3, $4::json, now() WHERE NOT EXISTS (SELECT 1 FROM \
+     sf_commands WHERE stream_type = $1 AND stream_id = $2 AND sequence > $3) \
      ON CONFLICT (entity_type, entity_id) DO UPDATE \
      SET version = EXCLUDED.version, state = EXCLUDED.state, updated_at = EXCLUDED.updated_at \
      WHERE s.version = 0";
 pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = $3, state = $4::json, \
-     updated_at = now() WHERE entity_type = $1 AND entity_id = $2 AND version = $5";
+     updated_at = now() WHERE entity_type = $1 AND entity_id = $2 AND version = $5 \
+     AND NOT EXISTS (SELECT 1 FROM sf_commands WHERE stream_type = $1 AND stream_id = $2 \
+     AND sequence > $3)";
 pub(super) const DELETE_ENTITY: &str =
     "DELETE FROM sf_entities WHERE entity_type = $1 AND entity_id = $2";
 /// The entity (row `n = 0`) and the present ones of the asked models (row `n` = 1-based index).

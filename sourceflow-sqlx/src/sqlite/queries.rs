@@ -64,15 +64,20 @@ pub(super) const UPSERT_ENTITY: &str =
     "INSERT INTO sf_entities (entity_type, entity_id, version, state, \
      updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (entity_type, entity_id) DO UPDATE \
      SET version = excluded.version, state = excluded.state, updated_at = excluded.updated_at";
-/// `put_entity` expecting no stored state (or one stored at version 0).
+/// `put_entity` expecting no stored state (or one stored at version 0). Neither writes a state
+/// older than the stream's last command (a deleted stream's tombstone, a command committed
+/// meanwhile).
 pub(super) const PUT_ENTITY_NEW: &str =
     "INSERT INTO sf_entities (entity_type, entity_id, version, state, \
-     updated_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 = 0 \
+     updated_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 = 0 AND NOT EXISTS (SELECT 1 FROM \
+     sf_commands WHERE stream_type = ?1 AND stream_id = ?2 AND sequence > ?3) \
      ON CONFLICT (entity_type, entity_id) DO UPDATE \
      SET version = excluded.version, state = excluded.state, updated_at = excluded.updated_at \
      WHERE sf_entities.version = 0";
 pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = ?3, state = ?4, \
-     updated_at = ?5 WHERE entity_type = ?1 AND entity_id = ?2 AND version = ?6";
+     updated_at = ?5 WHERE entity_type = ?1 AND entity_id = ?2 AND version = ?6 \
+     AND NOT EXISTS (SELECT 1 FROM sf_commands WHERE stream_type = ?1 AND stream_id = ?2 \
+     AND sequence > ?3)";
 /// Widens a command's range of event sequences to events appended after it without a command.
 pub(super) const EXTEND_COMMAND_EVENTS: &str = "UPDATE sf_commands \
      SET first_event = COALESCE(first_event, ?4), last_event = ?5 \

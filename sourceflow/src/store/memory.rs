@@ -464,7 +464,9 @@ impl Store for MemoryStore {
             .get(stream)
             .and_then(|data| data.entity.as_ref())
             .map_or(Sequence::ZERO, |(v, _)| *v);
-        if current != expected {
+        // A state older than the stream's last command is stale (a deleted stream's
+        // tombstone, a command committed meanwhile): never written.
+        if current != expected || inner.last_sequence(stream) > version {
             return Err(StoreError::Conflict {
                 stream: stream.clone(),
                 expected,

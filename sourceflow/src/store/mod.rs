@@ -134,10 +134,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         stream: &StreamId,
     ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError>;
 
-    /// Saves the state at `version` if the stored version is `expected` (`ZERO`: none stored).
+    /// Saves the state at `version` if the stored version is `expected` (`ZERO`: none stored)
+    /// and the stream has no command after `version`.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the stored version differs from `expected`.
+    /// [`StoreError::Conflict`] if the stored version differs from `expected`, or if the stream
+    /// has a command after `version`: the state would be stale (a command committed meanwhile,
+    /// or a deleted stream's tombstone, whose state must not come back).
     async fn put_entity(
         &self,
         stream: &StreamId,
