@@ -120,6 +120,15 @@
 //! 10. **Concurrent writers.** Conflicts are retried with jittered backoff, bounded by the
 //!     [`RetryPolicy`]; the result is exact and sequences stay dense.
 //!     *(`contention_on_one_stream`)*
+//! 11. **Deleted streams stay deleted.** [`SourceFlow::delete_stream`] commits a tombstone
+//!     through the optimistic path and erases the stream's history in place in the same
+//!     transaction: later sends fail with [`Error::StreamDeleted`], reads find nothing, views
+//!     receive [`StreamDeleted`], and readers of the global log carry on past the erased
+//!     events. [`SourceFlow::archive_stream`] moves a stream's history to the archive, from
+//!     which it replays. *(`tests/src/lifecycle.rs`: `deleted_stream_refuses_sends_and_reads_empty`,
+//!     `readers_continue_past_a_deleted_stream`,
+//!     `delete_racing_sends_never_commits_after_the_tombstone`,
+//!     `archived_stream_replays_from_the_archive`)*
 //!
 //! # Telemetry
 //! `tracing` spans `sourceflow.send` (fields `command`, `stream`, `saga`, `seq`),
