@@ -60,7 +60,9 @@ fn tally(id: &EntityId) -> StreamId {
 }
 
 async fn add(flow: &SourceFlow, id: &EntityId, n: i64) -> CommandReceipt {
-    flow.send(id, Add { n }).await.expect("a send to a live tally")
+    flow.send(id, Add { n })
+        .await
+        .expect("a send to a live tally")
 }
 
 fn assert_deleted(result: Result<CommandReceipt, Error>, id: &EntityId) {
@@ -331,7 +333,10 @@ pub async fn archived_stream_replays_from_the_archive(store: Arc<dyn Store>) {
     );
 
     // Out of the hot tables: only the marker is left there.
-    let hot = store.load_commands(&stream, Sequence(1), None).await.unwrap();
+    let hot = store
+        .load_commands(&stream, Sequence(1), None)
+        .await
+        .unwrap();
     assert_eq!(hot.len(), 1);
     assert_eq!(hot[0].envelope.name, ARCHIVE_STREAM);
     let hot_events = store.read_stream(&stream, Sequence(1)).await.unwrap();

@@ -117,7 +117,10 @@ async fn export_after_deletion(source: Arc<dyn Store>, target: Arc<dyn Store>) {
         .build()
         .await
         .unwrap();
-    let (forgotten, kept) = (EntityId::from("order-forgotten"), EntityId::from("order-kept"));
+    let (forgotten, kept) = (
+        EntityId::from("order-forgotten"),
+        EntityId::from("order-kept"),
+    );
     for order in [&forgotten, &kept] {
         flow.send(
             order,
@@ -157,8 +160,13 @@ async fn export_after_deletion(source: Arc<dyn Store>, target: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(matches!(
-        copy.send(&forgotten, CancelOrder { reason: "again".into() })
-            .await,
+        copy.send(
+            &forgotten,
+            CancelOrder {
+                reason: "again".into()
+            }
+        )
+        .await,
         Err(Error::StreamDeleted { .. })
     ));
     let kept_order: shop::domain::Order = copy.replay(&kept).await.unwrap();

@@ -121,9 +121,9 @@ pub(crate) async fn stream(
     // A deleted stream shows its tombstone and erased records (no payloads); an archived one
     // has only its archive marker in the hot tables, so its page opens there.
     let marker = store.load_commands(&stream, last, Some(last)).await?;
-    let status = marker
-        .last()
-        .map_or(StreamStatus::Live, |c| StreamStatus::after(&c.envelope.name));
+    let status = marker.last().map_or(StreamStatus::Live, |c| {
+        StreamStatus::after(&c.envelope.name)
+    });
     let opening = match status {
         StreamStatus::Archived => last.0,
         _ => 1,

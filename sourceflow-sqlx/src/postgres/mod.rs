@@ -356,9 +356,7 @@ impl Backend for Postgres {
             } => self.reset_projection(&handler, &model_types).await,
             Write::RemoveOutbox { ids } => self.outbox_remove(&ids).await,
             Write::Schedules(write) => self.schedules(write).await,
-            Write::DeleteStream(unit) => {
-                self.change_stream(unit, lifecycle::Change::Delete).await
-            }
+            Write::DeleteStream(unit) => self.change_stream(unit, lifecycle::Change::Delete).await,
             Write::ArchiveStream(unit) => {
                 self.change_stream(unit, lifecycle::Change::Archive).await
             }

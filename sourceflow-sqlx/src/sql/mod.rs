@@ -120,7 +120,10 @@ async fn write_answer<B: Backend, T>(
 }
 
 /// Runs `write` on `backend`, whose answer is a receipt.
-async fn write_receipt<B: Backend>(backend: &B, write: Write) -> Result<CommandReceipt, StoreError> {
+async fn write_receipt<B: Backend>(
+    backend: &B,
+    write: Write,
+) -> Result<CommandReceipt, StoreError> {
     write_answer(backend, write, |written| match written {
         Written::Receipt(receipt) => Ok(receipt),
         other => Err(other),

@@ -72,12 +72,21 @@ fn marker_sequences(receipt: &CommandReceipt) -> Result<(i64, i64), StoreError> 
     Ok((command, db_int(event.0, "event sequence")?))
 }
 
-fn run(connection: &Connection, sql: &str, stream: &StreamId, extra: &[i64]) -> Result<(), StoreError> {
+fn run(
+    connection: &Connection,
+    sql: &str,
+    stream: &StreamId,
+    extra: &[i64],
+) -> Result<(), StoreError> {
     let (kind, id) = (&*stream.entity_type, stream.id.as_str());
     let done = match extra {
         [] => execute(connection, sql, params![kind, id]),
         [a] => execute(connection, sql, params![kind, id, a]),
-        _ => execute(connection, sql, params![kind, id, extra[0], extra[1], ERASED]),
+        _ => execute(
+            connection,
+            sql,
+            params![kind, id, extra[0], extra[1], ERASED],
+        ),
     };
     done.map(drop).map_err(db_err)
 }

@@ -42,7 +42,10 @@ pub fn is_erased(name: &str) -> bool {
 /// True for the commands sourceflow records itself ([`DELETE_STREAM`], [`ARCHIVE_STREAM`],
 /// [`RESTORE_STREAM`]) and erased ones: replays skip them, no saga handles them.
 pub fn is_system_command(name: &str) -> bool {
-    matches!(name, ERASED | DELETE_STREAM | ARCHIVE_STREAM | RESTORE_STREAM)
+    matches!(
+        name,
+        ERASED | DELETE_STREAM | ARCHIVE_STREAM | RESTORE_STREAM
+    )
 }
 
 /// Where a stream stands, as its last command says.

@@ -217,11 +217,9 @@ impl ReadSide {
                         if let Some(last) = events.last() {
                             state.position = last.position;
                         }
-                        state.buffer.extend(
-                            events
-                                .into_iter()
-                                .filter(|e| !is_erased(&e.envelope.name)),
-                        );
+                        state
+                            .buffer
+                            .extend(events.into_iter().filter(|e| !is_erased(&e.envelope.name)));
                     }
                     Ok(_) => {
                         // Wake on a local commit, or poll for other processes' commits.

@@ -145,7 +145,9 @@ impl Log {
                 let skip = if i == 0 { start % Self::PAGE } else { 0 };
                 page[skip..].iter()
             })
-            .filter(move |e| archived.is_empty() || !archived.contains(&(e.position.0 as usize - 1)))
+            .filter(move |e| {
+                archived.is_empty() || !archived.contains(&(e.position.0 as usize - 1))
+            })
     }
 }
 
@@ -412,9 +414,7 @@ impl Store for MemoryStore {
             return Ok(Vec::new());
         };
         let first = data.archived.map_or(0, |(_, events)| events);
-        let start = index(from.0.max(1) - 1)
-            .max(first)
-            .min(data.events.len());
+        let start = index(from.0.max(1) - 1).max(first).min(data.events.len());
         let end = index(to.0).clamp(start, data.events.len());
         Ok(data.events[start..end]
             .iter()
@@ -623,29 +623,28 @@ impl Store for MemoryStore {
     }
 
     async fn delete_stream(&self, tombstone: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        self.lock()
-            .change_stream(tombstone, |data, log, receipt| {
-                // Archived records come back to be erased with the rest.
-                if data.archived.take().is_some() {
-                    for at in &data.events {
-                        log.archived.remove(at);
-                    }
+        self.lock().change_stream(tombstone, |data, log, receipt| {
+            // Archived records come back to be erased with the rest.
+            if data.archived.take().is_some() {
+                for at in &data.events {
+                    log.archived.remove(at);
                 }
-                for command in &mut data.commands {
-                    if command.sequence < receipt.sequence {
-                        command.envelope.name = Cow::Borrowed(ERASED);
-                        command.payload = b"null".to_vec();
-                    }
+            }
+            for command in &mut data.commands {
+                if command.sequence < receipt.sequence {
+                    command.envelope.name = Cow::Borrowed(ERASED);
+                    command.payload = b"null".to_vec();
                 }
-                for &at in &data.events {
-                    let event = log.get_mut(at);
-                    if event.command_sequence < receipt.sequence {
-                        event.envelope.name = Cow::Borrowed(ERASED);
-                        event.payload = b"null".to_vec();
-                    }
+            }
+            for &at in &data.events {
+                let event = log.get_mut(at);
+                if event.command_sequence < receipt.sequence {
+                    event.envelope.name = Cow::Borrowed(ERASED);
+                    event.payload = b"null".to_vec();
                 }
-                data.entity = None;
-            })
+            }
+            data.entity = None;
+        })
     }
 
     async fn archive_stream(&self, marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {

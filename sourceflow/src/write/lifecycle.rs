@@ -49,9 +49,9 @@ impl WriteSide {
             return Ok((last, StreamStatus::Live));
         }
         let commands = self.store.load_commands(stream, last, Some(last)).await?;
-        let status = commands
-            .last()
-            .map_or(StreamStatus::Live, |c| StreamStatus::after(&c.envelope.name));
+        let status = commands.last().map_or(StreamStatus::Live, |c| {
+            StreamStatus::after(&c.envelope.name)
+        });
         Ok((last, status))
     }
 

@@ -168,7 +168,9 @@ impl<'a> EventPages<'a> {
         if self.page.is_empty() && !self.done {
             let to = Sequence(self.next.0 + REPLAY_PAGE - 1);
             let events = if self.archived {
-                store.read_archived_events(self.stream, self.next, to).await?
+                store
+                    .read_archived_events(self.stream, self.next, to)
+                    .await?
             } else {
                 store.read_stream_range(self.stream, self.next, to).await?
             };
