@@ -23,10 +23,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sourceflow::lifecycle;
-use sourceflow::message::{NewEvent, StoredCommand};
+use sourceflow::message::{Message, NewEvent, StoredCommand};
 use sourceflow::registry::{self, TypeKind};
 use sourceflow::store::{Page, Store, StoreAdmin, StoreError, UnitOfWork};
-use sourceflow::{Envelope, Position, RecordedEvent, Sequence, StreamId};
+use sourceflow::{Envelope, Position, RecordedEvent, Sequence, StreamDeleted, StreamId};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
@@ -177,9 +177,12 @@ pub async fn export<W: AsyncWrite + Unpin>(
     // Events are read after the commands: an event whose command was committed after the
     // commands were listed (the store is in use) is left out with its command, so the file
     // holds whole units of work only.
-    let loaded_to: HashMap<&StreamId, Sequence> = pending
+    let mut loaded_to: HashMap<StreamId, Sequence> = pending
         .iter()
-        .map(|(stream, queue)| (stream, queue.back().map_or(Sequence::ZERO, |c| c.sequence)))
+        .map(|(stream, queue)| {
+            let to = queue.back().map_or(Sequence::ZERO, |c| c.sequence);
+            (stream.clone(), to)
+        })
         .collect();
     let mut events = Vec::new();
     let mut after = Position::START;
@@ -187,11 +190,26 @@ pub async fn export<W: AsyncWrite + Unpin>(
         let batch = store.read_all(after, BATCH).await?;
         let Some(last) = batch.last() else { break };
         after = last.position;
-        events.extend(batch.into_iter().filter(|e| {
-            loaded_to
-                .get(&e.envelope.stream)
-                .is_some_and(|to| e.command_sequence <= *to)
-        }));
+        for event in batch {
+            let stream = &event.envelope.stream;
+            let name = &*event.envelope.name;
+            let deleted = lifecycle::is_erased(name) || name == StreamDeleted::NAME;
+            if deleted && !loaded_to.contains_key(stream) {
+                // A deleted stream, left out of the listings: its tombstone is its last
+                // command, so its commands are all there is.
+                let loaded = store.load_commands(stream, Sequence(1), None).await?;
+                commands += loaded.len() as u64;
+                let to = loaded.last().map_or(Sequence::ZERO, |c| c.sequence);
+                loaded_to.insert(stream.clone(), to);
+                pending.insert(stream.clone(), loaded.into());
+            }
+            if loaded_to
+                .get(stream)
+                .is_some_and(|to| event.command_sequence <= *to)
+            {
+                events.push(event);
+            }
+        }
     }
 
     let header = Header {

@@ -208,7 +208,8 @@ impl ReadSide {
         futures_util::stream::unfold(state, |mut state| async move {
             loop {
                 if let Some(event) = state.buffer.pop_front() {
-                    state.position = event.position;
+                    // (Past any erased events read with it: never back.)
+                    state.position = state.position.max(event.position);
                     return Some((Ok(event), state));
                 }
                 match state.read.store.read_all(state.position, BATCH).await {
