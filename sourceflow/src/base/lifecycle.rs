@@ -137,10 +137,14 @@ macro_rules! stream_event {
             }
         }
 
+        // Not offered as examples when a user's type misses the trait: the user's own
+        // messages are what an error message should point to.
+        #[diagnostic::do_not_recommend]
         impl Message for $type {
             const NAME: &'static str = $name;
         }
 
+        #[diagnostic::do_not_recommend]
         impl Event for $type {}
     };
 }
