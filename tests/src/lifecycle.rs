@@ -157,6 +157,34 @@ pub async fn deleted_stream_refuses_sends_and_reads_empty(store: Arc<dyn Store>)
     assert_deleted(flow.send(&fresh, Add { n: 1 }).await, &fresh);
 }
 
+/// The bank's balance view drops a deleted account's balance; other accounts keep theirs.
+pub async fn deleted_account_drops_its_balance(store: Arc<dyn Store>) {
+    use bank::{Account, AccountBalance, Deposit, OpenAccount};
+    let flow = flow(store.clone()).await;
+    let (gone, kept) = (EntityId::from("acct-gone"), EntityId::from("acct-kept"));
+    for id in [&gone, &kept] {
+        flow.send(
+            id,
+            OpenAccount {
+                owner: "Ada".into(),
+                overdraft_limit: 0,
+            },
+        )
+        .await
+        .unwrap();
+        flow.send(id, Deposit { amount: 10 }).await.unwrap();
+    }
+    flow.delete_stream::<Account>(&gone).await.unwrap();
+    let balance: Option<AccountBalance> = flow.view_model(&gone).await.unwrap();
+    assert!(balance.is_none());
+    let balance: AccountBalance = flow.view_model(&kept).await.unwrap().unwrap();
+    assert_eq!(balance.balance, 10);
+    // A rebuild from the log does not bring it back either.
+    flow.rebuild::<bank::BalanceView>().await.unwrap();
+    let balance: Option<AccountBalance> = flow.view_model(&gone).await.unwrap();
+    assert!(balance.is_none());
+}
+
 async fn flow_without_cache(store: &Arc<dyn Store>) -> SourceFlow {
     indexed_flow(store.clone()).await
 }
@@ -414,6 +442,7 @@ macro_rules! lifecycle_suite {
     ($(#[$attribute:meta])* $factory:path) => {
         $crate::lifecycle_suite!(@tests [$(#[$attribute])*] $factory;
             deleted_stream_refuses_sends_and_reads_empty,
+            deleted_account_drops_its_balance,
             readers_continue_past_a_deleted_stream,
             resent_message_id_after_deletion_gets_the_original_receipt,
             delete_racing_sends_never_commits_after_the_tombstone,
