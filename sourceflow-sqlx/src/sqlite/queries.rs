@@ -122,6 +122,8 @@ mod tests {
         let queries: &[(&str, &str)] = &[
             ("last_sequence", shared::LAST_SEQUENCE),
             ("load_commands", shared::LOAD_COMMANDS),
+            ("load_archived_commands", shared::LOAD_ARCHIVED_COMMANDS),
+            ("read_archived_events", shared::READ_ARCHIVED_EVENTS),
             ("find_receipt", READS.find_receipt),
             ("read_stream_range", shared::READ_STREAM_RANGE),
             ("read_all", shared::READ_ALL),
@@ -154,6 +156,8 @@ mod tests {
             eprintln!("{name}: {plan:?}");
             for step in &plan {
                 for table in [
+                    "sf_archived_commands",
+                    "sf_archived_events",
                     "sf_commands",
                     "sf_events",
                     "sf_entities",
