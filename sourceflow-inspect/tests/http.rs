@@ -471,3 +471,58 @@ async fn mounted_under_a_path_its_links_follow() {
     assert_eq!(reply.status, 303);
     assert_eq!(reply.header("location"), Some("/ops/inspect/log?after=3"));
 }
+
+/// A deleted stream is left out of the listings and its page shows no erased payload; an
+/// archived stream's page says where its history is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_archived_streams_show_no_erased_data() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let flow = sqlite_flow(&dir).await;
+    let store: Arc<dyn Store> = flow.store().clone();
+    let ids = all_ids(&*store, "shop.Order").await;
+    let (deleted, archived) = (ids[7].clone(), ids[8].clone());
+    let before = get(
+        &serve(sourceflow_inspect::router(store.clone())).await,
+        &format!("/stream?type=shop.Order&id={}", encode(&deleted)),
+    )
+    .await
+    .ok();
+    assert!(before.contains("customer_id"), "the order's payloads show");
+    flow.delete_stream::<Order>(deleted.as_str())
+        .await
+        .expect("delete");
+    flow.archive_stream::<Order>(archived.as_str())
+        .await
+        .expect("archive");
+
+    let addr = serve(sourceflow_inspect::router(store.clone())).await;
+    let listed = listed_ids(
+        &get(
+            &addr,
+            &format!("/streams?type=shop.Order&prefix={}", encode(&deleted)),
+        )
+        .await
+        .ok(),
+    );
+    assert!(listed.is_empty(), "{listed:?}");
+    assert!(!all_ids(&*store, "shop.Order").await.contains(&deleted));
+
+    let html = get(
+        &addr,
+        &format!("/stream?type=shop.Order&id={}", encode(&deleted)),
+    )
+    .await
+    .ok();
+    assert!(html.contains(r#"id="stream-status">Deleted"#), "{html}");
+    assert!(!html.contains("customer_id"), "no erased payload: {html}");
+    assert!(html.contains("sourceflow.Erased"));
+
+    let html = get(
+        &addr,
+        &format!("/stream?type=shop.Order&id={}", encode(&archived)),
+    )
+    .await
+    .ok();
+    assert!(html.contains(r#"id="stream-status">Archived"#), "{html}");
+    assert!(html.contains("sourceflow.ArchiveStream"), "{html}");
+}

@@ -229,7 +229,7 @@ impl WireReceipt {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireError {
     /// `rejected`, `invalid`, `no_handler`, `unknown_message`, `decode`, `concurrency`,
-    /// `store`, `transport` or `other`.
+    /// `stream_deleted`, `stream_archived`, `store`, `transport` or `other`.
     pub kind: String,
     /// The error as text.
     pub message: String,
@@ -243,7 +243,8 @@ pub struct WireError {
     /// `decode`: the wire name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `concurrency`, `unknown_message`, `decode`: the stream.
+    /// `concurrency`, `stream_deleted`, `stream_archived`, `unknown_message`, `decode`: the
+    /// stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamId>,
     /// `concurrency`: expected sequence and attempts.
@@ -316,6 +317,14 @@ impl WireError {
                 attempts: Some(*attempts),
                 ..Self::new("concurrency", text)
             },
+            E::StreamDeleted { stream } => Self {
+                stream: Some(stream.clone()),
+                ..Self::new("stream_deleted", text)
+            },
+            E::StreamArchived { stream } => Self {
+                stream: Some(stream.clone()),
+                ..Self::new("stream_archived", text)
+            },
             E::Store(_) => Self::new("store", text),
             _ => Self::new("other", text),
         }
@@ -365,6 +374,11 @@ impl WireError {
                     expected: Sequence(self.expected.unwrap_or_default()),
                     attempts: self.attempts.unwrap_or_default(),
                 },
+                None => E::Store(StoreError::Backend(self.message.into())),
+            },
+            "stream_deleted" | "stream_archived" => match self.stream {
+                Some(stream) if self.kind == "stream_deleted" => E::StreamDeleted { stream },
+                Some(stream) => E::StreamArchived { stream },
                 None => E::Store(StoreError::Backend(self.message.into())),
             },
             "store" => E::Store(StoreError::Transient(self.message.into())),
@@ -469,6 +483,37 @@ mod tests {
                 assert_eq!(d.message, "no");
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_deleted_or_archived_stream_is_named_across_the_wire() {
+        let stream = StreamId::new("bank.Account", "a-1");
+        for error in [
+            sourceflow::Error::StreamDeleted {
+                stream: stream.clone(),
+            },
+            sourceflow::Error::StreamArchived {
+                stream: stream.clone(),
+            },
+        ] {
+            let wire: WireError = serde_json::from_slice(
+                &serde_json::to_vec(&WireError::from_error(&error)).expect("json"),
+            )
+            .expect("a wire error");
+            match (&error, wire.into_error()) {
+                (
+                    sourceflow::Error::StreamDeleted { .. },
+                    sourceflow::Error::StreamDeleted { stream: s },
+                )
+                | (
+                    sourceflow::Error::StreamArchived { .. },
+                    sourceflow::Error::StreamArchived { stream: s },
+                ) => {
+                    assert_eq!(s, stream)
+                }
+                (sent, back) => panic!("{sent:?} came back as {back:?}"),
+            }
         }
     }
 

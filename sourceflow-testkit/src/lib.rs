@@ -18,6 +18,7 @@
 //! | `inline` | [`inline_scenarios`] | [`Store::commit_inline`](sourceflow::store::Store::commit_inline) writing a view's batch in the command's transaction | stores that override it (the provided implementation writes no batch, which is always correct) |
 //! | `schedule` | [`schedule_scenarios`] | scheduled commands: committed with their unit only, claimed in due order by one caller at a time, cancels exclusive with claims | stores whose [`Store::schedules`](sourceflow::store::Store::schedules) returns `Some` |
 //! | `keys` | [`key_scenarios`] | subject keys for personal data: made on first use (concurrent first uses agree), forgotten for good | stores whose [`Store::keys`](sourceflow::store::Store::keys) returns `Some` |
+//! | `lifecycle` | [`lifecycle_scenarios`] | deleting a stream (tombstone, erasure in place, positions and message ids kept), archiving and restoring it | stores that implement [`Store::delete_stream`](sourceflow::store::Store::delete_stream) and the archive methods (the provided implementations refuse) |
 //! | `admin` | [`admin_scenarios`] | the tooling of [`StoreAdmin`](sourceflow::store::StoreAdmin): direct appends, time-range reads, model edits, listings | stores whose [`Store::admin`](sourceflow::store::Store::admin) returns `Some` |
 //!
 //! # A worked example
@@ -109,6 +110,7 @@ pub mod admin_scenarios;
 pub mod core_scenarios;
 pub mod inline_scenarios;
 pub mod key_scenarios;
+pub mod lifecycle_scenarios;
 pub mod records;
 pub mod schedule_scenarios;
 
@@ -122,7 +124,8 @@ pub use fixture::{run, Fixture};
 ///     #[attribute]...                      // optional: put on every generated test
 ///     mod <module name> {
 ///         fixture: <expression>,           // a Fixture; evaluated in an async block, per test
-///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`, `schedule`, `keys`
+///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`, `schedule`,
+///                                          // `keys`, `lifecycle`
 ///     }
 /// }
 /// ```
@@ -231,11 +234,19 @@ macro_rules! __conformance_group {
             a_forgotten_subject_never_gets_a_key_again,
         ] $($how)*}
     };
+    (lifecycle $($how:tt)*) => {
+        $crate::__conformance_expand! {lifecycle_scenarios [
+            deletion_erases_in_place,
+            deleting_the_newest_stream_keeps_positions,
+            archiving_moves_records_and_restoring_brings_them_back,
+            listings_page_past_deleted_streams,
+        ] $($how)*}
+    };
     ($unknown:ident $($how:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "unknown conformance group `",
             ::core::stringify!($unknown),
-            "`: the groups are `core`, `inline`, `admin`, `schedule` and `keys`"
+            "`: the groups are `core`, `inline`, `admin`, `schedule`, `keys` and `lifecycle`"
         ));
     };
 }
@@ -307,6 +318,11 @@ mod tests {
         );
         let keys: &[&str] = crate::__conformance_group!(keys names);
         assert_eq!(listed(keys), defined(&[include_str!("key_scenarios.rs")]));
+        let lifecycle: &[&str] = crate::__conformance_group!(lifecycle names);
+        assert_eq!(
+            listed(lifecycle),
+            defined(&[include_str!("lifecycle_scenarios.rs")])
+        );
         let admin: &[&str] = crate::__conformance_group!(admin names);
         assert_eq!(
             listed(admin),

@@ -69,6 +69,8 @@
 //! - [`store`]: the storage contract ([`store::Store`], and [`store::StoreAdmin`] for tooling),
 //!   the data-fidelity rule, and [`MemoryStore`]; SQL stores live in `sourceflow-sqlx`, and
 //!   `sourceflow-testkit` checks a store of your own against the contract.
+//! - [`lifecycle`]: deleting and archiving streams ([`SourceFlow::delete_stream`],
+//!   [`SourceFlow::archive_stream`]) and the events views receive when they happen.
 //! - [`registry`]: a read-only listing of what the macros registered, and the linker caveat.
 //! - [`Error`]: what can go wrong; [`Location`] says where a payload that does not encode or
 //!   decode is.
@@ -118,6 +120,15 @@
 //! 10. **Concurrent writers.** Conflicts are retried with jittered backoff, bounded by the
 //!     [`RetryPolicy`]; the result is exact and sequences stay dense.
 //!     *(`contention_on_one_stream`)*
+//! 11. **Deleted streams stay deleted.** [`SourceFlow::delete_stream`] commits a tombstone
+//!     through the optimistic path and erases the stream's history in place in the same
+//!     transaction: later sends fail with [`Error::StreamDeleted`], reads find nothing, views
+//!     receive [`StreamDeleted`], and readers of the global log carry on past the erased
+//!     events. [`SourceFlow::archive_stream`] moves a stream's history to the archive, from
+//!     which it replays. *(`tests/src/lifecycle.rs`: `deleted_stream_refuses_sends_and_reads_empty`,
+//!     `readers_continue_past_a_deleted_stream`,
+//!     `delete_racing_sends_never_commits_after_the_tombstone`,
+//!     `archived_stream_replays_from_the_archive`)*
 //!
 //! # Telemetry
 //! `tracing` spans `sourceflow.send` (fields `command`, `stream`, `saga`, `seq`),
@@ -156,7 +167,7 @@ pub mod store;
 pub mod testing;
 mod write;
 
-pub use base::{error, message, validate};
+pub use base::{error, lifecycle, message, validate};
 pub use context::{reaction as aggregate, saga, view};
 pub use write::bus;
 
@@ -231,6 +242,7 @@ pub use context::SagaContext;
 pub use context::ViewContext;
 pub use error::{DomainError, Error, Location, Result};
 pub use flow::{Builder, SourceFlow};
+pub use lifecycle::{StreamArchived, StreamDeleted, StreamStatus};
 pub use message::{
     Command, CommandReceipt, Entity, EntityId, Envelope, Event, EventMeta, Message, Position,
     RecordedEvent, Sequence, StreamId, ViewModel,

@@ -7,4 +7,5 @@
 pub mod backends;
 pub mod conformance;
 pub mod deadlines;
+pub mod lifecycle;
 pub mod scenarios;

@@ -322,6 +322,14 @@ impl BalanceView {
     async fn closed(&self, balance: &mut AccountBalance, _e: &AccountClosed) {
         balance.closed = true;
     }
+
+    /// A deleted account (`flow.delete_stream::<Account>(id)`) takes its balance with it.
+    #[projects_on]
+    async fn deleted(&self, e: &sourceflow::StreamDeleted, cx: &mut ViewContext) {
+        if e.is::<Account>() {
+            cx.delete::<AccountBalance>(&e.id);
+        }
+    }
 }
 
 // ---- A reaction: the domain-facing side of the account, sending follow-up commands.

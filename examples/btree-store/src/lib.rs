@@ -21,7 +21,7 @@
 //!    outbox entries together or not at all; so does [`Store::commit_projection`] for a view's
 //!    model writes and its new position, which it compares and sets.
 //! 5. **Optimistic entity versions.** [`Store::put_entity`] writes only over the version the
-//!    caller read.
+//!    caller read, and never one older than the stream's last command.
 //!
 //! # How this one does it
 //!
@@ -317,7 +317,12 @@ impl Store for BTreeStore {
             .get(stream)
             .and_then(|s| s.entity.as_ref())
             .map_or(Sequence::ZERO, |(version, _)| *version);
-        if stored != expected {
+        let last = tables
+            .streams
+            .get(stream)
+            .map_or(0, |s| s.commands.len() as u64);
+        // A state older than the stream's last command would be stale: never written.
+        if stored != expected || last > version.0 {
             return Err(StoreError::Conflict {
                 stream: stream.clone(),
                 expected,

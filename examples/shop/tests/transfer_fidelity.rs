@@ -108,3 +108,90 @@ async fn awkward_text_survives_export_and_import_on_sqlite() {
         .unwrap();
     round_trip(Arc::new(source), Arc::new(target)).await;
 }
+
+/// An export made after an order's stream was deleted holds none of its payloads, and imports
+/// into a store where the order is deleted too.
+async fn export_after_deletion(source: Arc<dyn Store>, target: Arc<dyn Store>) {
+    const SECRET: &str = "the reason nobody may read again";
+    let flow = SourceFlow::builder()
+        .shared_store(source.clone())
+        .build()
+        .await
+        .unwrap();
+    let (forgotten, kept) = (
+        EntityId::from("order-forgotten"),
+        EntityId::from("order-kept"),
+    );
+    for order in [&forgotten, &kept] {
+        flow.send(
+            order,
+            PlaceOrder {
+                customer_id: "alice".into(),
+                contact: None,
+            },
+        )
+        .await
+        .unwrap();
+        flow.send(
+            order,
+            CancelOrder {
+                reason: SECRET.into(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    flow.delete_stream::<shop::domain::Order>(&forgotten)
+        .await
+        .unwrap();
+
+    let mut exported = Vec::new();
+    transfer::export(&*source, &mut exported).await.unwrap();
+    let text = String::from_utf8(exported).expect("an export is UTF-8");
+    // Only the kept order's cancel carries the reason: its command and its event.
+    let lines_with_secret: Vec<&str> = text.lines().filter(|l| l.contains(SECRET)).collect();
+    assert_eq!(lines_with_secret.len(), 2, "{lines_with_secret:#?}");
+    assert!(lines_with_secret.iter().all(|l| l.contains("order-kept")));
+    assert!(text.contains("sourceflow.StreamDeleted"));
+
+    let plan = transfer::parse(&text).unwrap();
+    transfer::apply(&*target, plan, |_, _| {}).await.unwrap();
+    let copy = SourceFlow::builder()
+        .shared_store(target)
+        .build()
+        .await
+        .unwrap();
+    assert!(matches!(
+        copy.send(
+            &forgotten,
+            CancelOrder {
+                reason: "again".into()
+            }
+        )
+        .await,
+        Err(Error::StreamDeleted { .. })
+    ));
+    let kept_order: shop::domain::Order = copy.replay(&kept).await.unwrap();
+    let original: shop::domain::Order = flow.replay(&kept).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&kept_order).unwrap(),
+        serde_json::to_value(&original).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_after_deletion_holds_no_erased_payload_in_memory() {
+    export_after_deletion(Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_after_deletion_holds_no_erased_payload_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = sourceflow_sqlx::SqliteStore::open(dir.path().join("source.db"))
+        .await
+        .unwrap();
+    let target = sourceflow_sqlx::SqliteStore::open(dir.path().join("target.db"))
+        .await
+        .unwrap();
+    export_after_deletion(Arc::new(source), Arc::new(target)).await;
+}

@@ -8,7 +8,7 @@ use axum::response::Html;
 use serde::Deserialize;
 use sourceflow::message::StoredCommand;
 use sourceflow::store::Page;
-use sourceflow::{EntityId, Envelope, RecordedEvent, Sequence, StreamId};
+use sourceflow::{EntityId, Envelope, RecordedEvent, Sequence, StreamId, StreamStatus};
 
 use super::{App, Base, PageError, PageResult};
 use crate::html::{escape, href, page, pretty_json, time};
@@ -118,7 +118,17 @@ pub(crate) async fn stream(
     if last == Sequence::ZERO {
         return Err(PageError::NotFound(format!("no stream {stream}")));
     }
-    let from = query.from.unwrap_or(1).clamp(1, last.0);
+    // A deleted stream shows its tombstone and erased records (no payloads); an archived one
+    // has only its archive marker in the hot tables, so its page opens there.
+    let marker = store.load_commands(&stream, last, Some(last)).await?;
+    let status = marker.last().map_or(StreamStatus::Live, |c| {
+        StreamStatus::after(&c.envelope.name)
+    });
+    let opening = match status {
+        StreamStatus::Archived => last.0,
+        _ => 1,
+    };
+    let from = query.from.unwrap_or(opening).clamp(1, last.0);
     let to = from.saturating_add(COMMANDS_PER_PAGE - 1).min(last.0);
     // Events appended without a command are recorded under command 0, before the first.
     let events_from = if from == 1 { 0 } else { from };
@@ -139,6 +149,16 @@ pub(crate) async fn stream(
         list = href(&base, "/streams", &[("type", &query.entity_type)]),
     );
 
+    match status {
+        StreamStatus::Live => {}
+        StreamStatus::Deleted => body.push_str(
+            r#"<p class="meta" id="stream-status">Deleted: its commands and events are erased (no payloads are kept) and it takes no more commands.</p>"#,
+        ),
+        StreamStatus::Archived => body.push_str(
+            r#"<p class="meta" id="stream-status">Archived: its history is in the archive tables until the stream is restored.</p>"#,
+        ),
+        _ => {}
+    }
     body.push_str("<h2>Stored entity state</h2>\n");
     match &entity {
         Some((version, state)) => {

@@ -97,6 +97,7 @@ mod commit;
 mod connect;
 mod error;
 mod group;
+mod lifecycle;
 mod migrate;
 mod queries;
 mod schedule;
@@ -396,6 +397,13 @@ impl Backend for Postgres {
                 let params = [Param::Text(&subject), Param::Time(now)];
                 self.execute_done("forget subject", FORGET_SUBJECT, &params)
                     .await
+            }
+            Write::DeleteStream(unit) => self.change_stream(unit, lifecycle::Change::Delete).await,
+            Write::ArchiveStream(unit) => {
+                self.change_stream(unit, lifecycle::Change::Archive).await
+            }
+            Write::RestoreStream(unit) => {
+                self.change_stream(unit, lifecycle::Change::Restore).await
             }
         }
     }

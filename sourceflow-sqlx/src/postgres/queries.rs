@@ -99,14 +99,20 @@ pub(super) const INSERT_COMMAND: &str =
      SELECT $1, $2, $3 + 1, $4, $5, $6, $7, $8, $9, $10::json \
      WHERE COALESCE((SELECT sequence FROM sf_commands WHERE stream_type = $1 \
             AND stream_id = $2 ORDER BY sequence DESC LIMIT 1), 0) = $3";
+/// `put_entity` expecting no stored state. Neither this nor the compare-and-set writes a state
+/// older than the stream's last command (a deleted stream's tombstone, a command committed
+/// meanwhile).
 pub(super) const PUT_ENTITY_NEW: &str =
     "INSERT INTO sf_entities AS s (entity_type, entity_id, version, \
-     state, updated_at) VALUES ($1, $2, $3, $4::json, now()) \
+     state, updated_at) SELECT $1, $2, $3, $4::json, now() WHERE NOT EXISTS (SELECT 1 FROM \
+     sf_commands WHERE stream_type = $1 AND stream_id = $2 AND sequence > $3) \
      ON CONFLICT (entity_type, entity_id) DO UPDATE \
      SET version = EXCLUDED.version, state = EXCLUDED.state, updated_at = EXCLUDED.updated_at \
      WHERE s.version = 0";
 pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = $3, state = $4::json, \
-     updated_at = now() WHERE entity_type = $1 AND entity_id = $2 AND version = $5";
+     updated_at = now() WHERE entity_type = $1 AND entity_id = $2 AND version = $5 \
+     AND NOT EXISTS (SELECT 1 FROM sf_commands WHERE stream_type = $1 AND stream_id = $2 \
+     AND sequence > $3)";
 pub(super) const DELETE_ENTITY: &str =
     "DELETE FROM sf_entities WHERE entity_type = $1 AND entity_id = $2";
 /// The entity (row `n = 0`) and the present ones of the asked models (row `n` = 1-based index).
@@ -130,15 +136,16 @@ pub(super) const RESET_PROJECTION: &str = "WITH models AS (DELETE FROM sf_view_m
      WHERE model_type = ANY($2)) DELETE FROM sf_positions WHERE handler = $1";
 pub(super) const OUTBOX_REMOVE: &str = "DELETE FROM sf_outbox WHERE id = ANY($1)";
 /// A loose index scan over the stream ids of type `$1`: `$3` of them after `$2` (or from the
-/// first when `$2` is null).
+/// first when `$2` is null), deleted streams (whose last command is the tombstone) left out.
+/// `n` counts the listed ids before the row.
 pub(super) const STREAM_IDS: &str = "WITH RECURSIVE ids(id, n) AS ( \
        SELECT (SELECT MIN(stream_id) FROM sf_commands \
-               WHERE stream_type = $1 AND ($2::text IS NULL OR stream_id > $2::text)), 1 \
+               WHERE stream_type = $1 AND ($2::text IS NULL OR stream_id > $2::text)), 0 \
        UNION ALL \
        SELECT (SELECT MIN(stream_id) FROM sf_commands \
-               WHERE stream_type = $1 AND stream_id > ids.id), n + 1 \
-       FROM ids WHERE ids.id IS NOT NULL AND n < $3) \
-     SELECT id FROM ids WHERE id IS NOT NULL";
+               WHERE stream_type = $1 AND stream_id > ids.id), n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END \
+       FROM ids WHERE ids.id IS NOT NULL AND n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END < $3) \
+     SELECT id FROM ids WHERE id IS NOT NULL AND CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END = 1";
 
 /// Stores a subject's first key (`$1` subject, `$2` key, `$3` now); a subject with a row keeps
 /// it.

@@ -16,7 +16,7 @@ use super::{Backend, SqlStore};
 /// The inspector queries whose best text differs per backend. Arguments, in order:
 /// - `stream_ids_with_prefix`: stream type, prefix, id after (null for the first page), limit;
 ///   the ids of the type's streams that start with the prefix, in order (a loose index scan
-///   from the prefix on, stopping at the first id without it).
+///   from the prefix on, stopping at the first id without it), deleted streams left out.
 /// - `events_of_commands`: stream type, stream id, first and last command sequence;
 ///   [`event_columns!`] of the events those commands recorded, in stream order.
 #[derive(Debug)]
@@ -29,12 +29,14 @@ pub(crate) struct InspectQueries {
 pub(crate) const SQLITE: InspectQueries = InspectQueries {
     stream_ids_with_prefix: "WITH RECURSIVE ids(id, n) AS ( \
            SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 \
-                   AND stream_id >= ?2 AND (?3 IS NULL OR stream_id > ?3)), 1 \
+                   AND stream_id >= ?2 AND (?3 IS NULL OR stream_id > ?3)), 0 \
            UNION ALL \
            SELECT (SELECT MIN(stream_id) FROM sf_commands \
-                   WHERE stream_type = ?1 AND stream_id > ids.id), n + 1 \
-           FROM ids WHERE ids.id IS NOT NULL AND substr(ids.id, 1, length(?2)) = ?2 AND n < ?4) \
-         SELECT id FROM ids WHERE id IS NOT NULL AND substr(id, 1, length(?2)) = ?2",
+                   WHERE stream_type = ?1 AND stream_id > ids.id), n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END \
+           FROM ids WHERE ids.id IS NOT NULL AND substr(ids.id, 1, length(?2)) = ?2 \
+           AND n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END < ?4) \
+         SELECT id FROM ids WHERE id IS NOT NULL AND substr(id, 1, length(?2)) = ?2 \
+         AND CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END = 1",
     events_of_commands: concat!(
         "SELECT ",
         event_columns!("", "CAST(payload AS TEXT)"),
@@ -51,13 +53,14 @@ pub(crate) const SQLITE: InspectQueries = InspectQueries {
 pub(crate) const POSTGRES: InspectQueries = InspectQueries {
     stream_ids_with_prefix: "WITH RECURSIVE ids(id, n) AS ( \
            SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = $1 \
-                   AND stream_id >= $2::text AND ($3::text IS NULL OR stream_id > $3::text)), 1 \
+                   AND stream_id >= $2::text AND ($3::text IS NULL OR stream_id > $3::text)), 0 \
            UNION ALL \
            SELECT (SELECT MIN(stream_id) FROM sf_commands \
-                   WHERE stream_type = $1 AND stream_id > ids.id), n + 1 \
+                   WHERE stream_type = $1 AND stream_id > ids.id), n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END \
            FROM ids WHERE ids.id IS NOT NULL \
-           AND substr(ids.id, 1, length($2::text)) = $2::text AND n < $4) \
-         SELECT id FROM ids WHERE id IS NOT NULL AND substr(id, 1, length($2::text)) = $2::text",
+           AND substr(ids.id, 1, length($2::text)) = $2::text AND n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END < $4) \
+         SELECT id FROM ids WHERE id IS NOT NULL AND substr(id, 1, length($2::text)) = $2::text \
+         AND CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = $1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END = 1",
     events_of_commands: concat!(
         "SELECT ",
         event_columns!("", "CAST(payload AS TEXT)"),

@@ -120,6 +120,18 @@ async fn write_answer<B: Backend, T>(
     answer(written).map_err(|other| write::unexpected(B::NAME, other))
 }
 
+/// Runs `write` on `backend`, whose answer is a receipt.
+async fn write_receipt<B: Backend>(
+    backend: &B,
+    write: Write,
+) -> Result<CommandReceipt, StoreError> {
+    write_answer(backend, write, |written| match written {
+        Written::Receipt(receipt) => Ok(receipt),
+        other => Err(other),
+    })
+    .await
+}
+
 /// Runs `write` on `backend`, whose answer is only done or failed.
 async fn write_done<B: Backend>(backend: &B, write: Write) -> Result<(), StoreError> {
     write_answer(backend, write, |written| match written {
@@ -291,6 +303,36 @@ impl<B: Backend> Store for SqlStore<B> {
             },
         )
         .await
+    }
+
+    async fn delete_stream(&self, tombstone: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        write_receipt(&self.backend, Write::DeleteStream(tombstone)).await
+    }
+
+    async fn archive_stream(&self, marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        write_receipt(&self.backend, Write::ArchiveStream(marker)).await
+    }
+
+    async fn restore_stream(&self, marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        write_receipt(&self.backend, Write::RestoreStream(marker)).await
+    }
+
+    async fn load_archived_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        read::load_archived_commands(&self.backend, stream, from, to).await
+    }
+
+    async fn read_archived_events(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_archived_events(&self.backend, stream, from, to).await
     }
 
     fn admin(&self) -> Option<&dyn StoreAdmin> {

@@ -18,6 +18,22 @@ pub(crate) const LOAD_COMMANDS: &str = concat!(
      AND sequence >= $3 AND sequence <= $4 ORDER BY sequence"
 );
 
+/// A stream's archived commands between two sequences.
+pub(crate) const LOAD_ARCHIVED_COMMANDS: &str = concat!(
+    "SELECT ",
+    command_columns!("CAST(payload AS TEXT)"),
+    " FROM sf_archived_commands WHERE stream_type = $1 AND stream_id = $2 \
+     AND sequence >= $3 AND sequence <= $4 ORDER BY sequence"
+);
+
+/// A stream's archived events between two sequences.
+pub(crate) const READ_ARCHIVED_EVENTS: &str = concat!(
+    "SELECT ",
+    event_columns!("", "CAST(payload AS TEXT)"),
+    " FROM sf_archived_events WHERE stream_type = $1 AND stream_id = $2 AND sequence >= $3 \
+     AND sequence <= $4 ORDER BY sequence"
+);
+
 /// A stream's events between two sequences.
 pub(crate) const READ_STREAM_RANGE: &str = concat!(
     "SELECT ",

@@ -131,6 +131,28 @@ pub(crate) async fn load_commands<B: Backend>(
     stream_commands(&rows, stream, from)
 }
 
+pub(crate) async fn load_archived_commands<B: Backend>(
+    backend: &B,
+    stream: &StreamId,
+    from: Sequence,
+    to: Option<Sequence>,
+) -> Result<Vec<StoredCommand>, StoreError> {
+    let sql = LOAD_ARCHIVED_COMMANDS;
+    let rows = stream_range(backend, "load_archived_commands", sql, stream, from, to).await?;
+    stream_commands(&rows, stream, from)
+}
+
+pub(crate) async fn read_archived_events<B: Backend>(
+    backend: &B,
+    stream: &StreamId,
+    from: Sequence,
+    to: Sequence,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = READ_ARCHIVED_EVENTS;
+    let rows = stream_range(backend, "read_archived_events", sql, stream, from, Some(to)).await?;
+    stream_events(&rows, stream, from)
+}
+
 pub(crate) async fn last_sequence<B: Backend>(
     backend: &B,
     stream: &StreamId,

@@ -6,7 +6,8 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use sourceflow::message::StoredCommand;
+use sourceflow::lifecycle::{StreamArchived, ARCHIVE_STREAM};
+use sourceflow::message::{Message, StoredCommand};
 use sourceflow::store::{OutboxMessage, PendingCommand, StoreError};
 use sourceflow::{CommandReceipt, EntityId, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use uuid::Uuid;
@@ -196,6 +197,11 @@ pub(crate) fn stream_events<R: Columns>(
         .iter()
         .map(|row| event_row(row, 0))
         .collect::<Result<Vec<_>, _>>()?;
+    // An archived stream's hot events start at its archive marker: the rest is archived.
+    let from = match events.first() {
+        Some(first) if first.envelope.name == StreamArchived::NAME => first.sequence.max(from),
+        _ => from,
+    };
     check_dense(stream, from, events.iter().map(|e| e.sequence))?;
     Ok(events)
 }
@@ -213,6 +219,11 @@ pub(crate) fn stream_commands<R: Columns>(
         .iter()
         .map(command_row)
         .collect::<Result<Vec<_>, _>>()?;
+    // An archived stream's hot commands start at its archive marker: the rest is archived.
+    let from = match commands.first() {
+        Some(first) if first.envelope.name == ARCHIVE_STREAM => first.sequence.max(from),
+        _ => from,
+    };
     check_dense(stream, from, commands.iter().map(|c| c.sequence))?;
     Ok(commands)
 }

@@ -55,6 +55,12 @@ pub(crate) enum Write {
     RemoveOutbox {
         ids: Vec<u64>,
     },
+    /// [`Store::delete_stream`](sourceflow::store::Store::delete_stream): the tombstone unit.
+    DeleteStream(UnitOfWork),
+    /// [`Store::archive_stream`](sourceflow::store::Store::archive_stream): the marker unit.
+    ArchiveStream(UnitOfWork),
+    /// [`Store::restore_stream`](sourceflow::store::Store::restore_stream): the marker unit.
+    RestoreStream(UnitOfWork),
     /// Everything of [`ScheduleStore`](sourceflow::store::ScheduleStore).
     Schedules(super::schedule::ScheduleWrite),
     /// The writes of [`KeyStore`](sourceflow::personal::KeyStore).

@@ -15,6 +15,7 @@
 mod columns;
 mod error;
 mod keys;
+mod lifecycle;
 mod open;
 mod queries;
 mod schedule;

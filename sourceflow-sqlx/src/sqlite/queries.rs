@@ -20,18 +20,22 @@ pub(super) const READS: ReadQueries = ReadQueries {
     ),
     // As `stream_ids_after`, from the first id (`?2` is unused but bound).
     stream_ids_first: "WITH RECURSIVE ids(id, n) AS ( \
-           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND ?2 IS NULL), 1 \
+           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND ?2 IS NULL), 0 \
            UNION ALL \
-           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), n + 1 \
-           FROM ids WHERE ids.id IS NOT NULL AND n < ?3) \
-         SELECT id FROM ids WHERE id IS NOT NULL",
-    // A loose index scan over the stream ids of one type, `?3` of them after `?2`.
+           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), \
+                  n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END \
+           FROM ids WHERE ids.id IS NOT NULL AND n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END < ?3) \
+         SELECT id FROM ids WHERE id IS NOT NULL AND CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END = 1",
+    // A loose index scan over the stream ids of one type, `?3` of them after `?2`; deleted
+    // streams (whose last command is the tombstone) are left out. `n` counts the listed ids
+    // before the row.
     stream_ids_after: "WITH RECURSIVE ids(id, n) AS ( \
-           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ?2), 1 \
+           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ?2), 0 \
            UNION ALL \
-           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), n + 1 \
-           FROM ids WHERE ids.id IS NOT NULL AND n < ?3) \
-         SELECT id FROM ids WHERE id IS NOT NULL",
+           SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 AND stream_id > ids.id), \
+                  n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END \
+           FROM ids WHERE ids.id IS NOT NULL AND n + CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END < ?3) \
+         SELECT id FROM ids WHERE id IS NOT NULL AND CASE WHEN (SELECT l.name FROM sf_commands l WHERE l.stream_type = ?1 AND l.stream_id = ids.id ORDER BY l.sequence DESC LIMIT 1) = 'sourceflow.DeleteStream' THEN 0 ELSE 1 END = 1",
 };
 
 // ---- the writer's statements ----------------------------------------------------------------
@@ -60,15 +64,20 @@ pub(super) const UPSERT_ENTITY: &str =
     "INSERT INTO sf_entities (entity_type, entity_id, version, state, \
      updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (entity_type, entity_id) DO UPDATE \
      SET version = excluded.version, state = excluded.state, updated_at = excluded.updated_at";
-/// `put_entity` expecting no stored state (or one stored at version 0).
+/// `put_entity` expecting no stored state (or one stored at version 0). Neither writes a state
+/// older than the stream's last command (a deleted stream's tombstone, a command committed
+/// meanwhile).
 pub(super) const PUT_ENTITY_NEW: &str =
     "INSERT INTO sf_entities (entity_type, entity_id, version, state, \
-     updated_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 = 0 \
+     updated_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE ?6 = 0 AND NOT EXISTS (SELECT 1 FROM \
+     sf_commands WHERE stream_type = ?1 AND stream_id = ?2 AND sequence > ?3) \
      ON CONFLICT (entity_type, entity_id) DO UPDATE \
      SET version = excluded.version, state = excluded.state, updated_at = excluded.updated_at \
      WHERE sf_entities.version = 0";
 pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = ?3, state = ?4, \
-     updated_at = ?5 WHERE entity_type = ?1 AND entity_id = ?2 AND version = ?6";
+     updated_at = ?5 WHERE entity_type = ?1 AND entity_id = ?2 AND version = ?6 \
+     AND NOT EXISTS (SELECT 1 FROM sf_commands WHERE stream_type = ?1 AND stream_id = ?2 \
+     AND sequence > ?3)";
 /// Widens a command's range of event sequences to events appended after it without a command.
 pub(super) const EXTEND_COMMAND_EVENTS: &str = "UPDATE sf_commands \
      SET first_event = COALESCE(first_event, ?4), last_event = ?5 \
@@ -113,6 +122,8 @@ mod tests {
         let queries: &[(&str, &str)] = &[
             ("last_sequence", shared::LAST_SEQUENCE),
             ("load_commands", shared::LOAD_COMMANDS),
+            ("load_archived_commands", shared::LOAD_ARCHIVED_COMMANDS),
+            ("read_archived_events", shared::READ_ARCHIVED_EVENTS),
             ("find_receipt", READS.find_receipt),
             ("read_stream_range", shared::READ_STREAM_RANGE),
             ("read_all", shared::READ_ALL),
@@ -145,6 +156,8 @@ mod tests {
             eprintln!("{name}: {plan:?}");
             for step in &plan {
                 for table in [
+                    "sf_archived_commands",
+                    "sf_archived_events",
                     "sf_commands",
                     "sf_events",
                     "sf_entities",

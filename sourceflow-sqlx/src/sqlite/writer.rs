@@ -536,6 +536,15 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
         }
         Write::Schedules(write) => super::schedule::apply(connection, write),
         Write::Keys(write) => super::keys::apply(connection, write),
+        Write::DeleteStream(unit) => {
+            super::lifecycle::delete_stream(connection, unit).map(Written::Receipt)
+        }
+        Write::ArchiveStream(unit) => {
+            super::lifecycle::archive_stream(connection, unit).map(Written::Receipt)
+        }
+        Write::RestoreStream(unit) => {
+            super::lifecycle::restore_stream(connection, unit).map(Written::Receipt)
+        }
         Write::RemoveOutbox { ids } => {
             for id in ids {
                 execute(

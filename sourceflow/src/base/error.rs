@@ -139,6 +139,21 @@ pub enum Error {
     /// Validation before persistence failed; nothing was stored.
     #[error("invalid message: {0}")]
     Invalid(Violations),
+    /// The stream was deleted ([`SourceFlow::delete_stream`](crate::SourceFlow::delete_stream)):
+    /// it takes no more commands; nothing was stored.
+    #[error("stream {stream} was deleted: it takes no more commands")]
+    StreamDeleted {
+        /// The deleted stream.
+        stream: StreamId,
+    },
+    /// The stream is archived ([`SourceFlow::archive_stream`](crate::SourceFlow::archive_stream)):
+    /// nothing was stored. Restore it with
+    /// [`SourceFlow::restore_stream`](crate::SourceFlow::restore_stream), then send again.
+    #[error("stream {stream} is archived: restore it with `SourceFlow::restore_stream` before sending to it")]
+    StreamArchived {
+        /// The archived stream.
+        stream: StreamId,
+    },
 }
 
 /// Where a message or state that could not be encoded or decoded is (or was going).

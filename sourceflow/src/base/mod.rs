@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod lifecycle;
 pub mod message;
 pub mod personal;
 pub mod validate;

@@ -123,6 +123,11 @@ impl TypeRecord {
 
 inventory::collect!(TypeRecord);
 
+// The events sourceflow records itself when a stream is deleted or archived: registered like
+// any event, so views can project on them and every reader decodes them.
+inventory::submit! { TypeRecord::event::<crate::base::lifecycle::StreamDeleted>() }
+inventory::submit! { TypeRecord::event::<crate::base::lifecycle::StreamArchived>() }
+
 fn type_id_of<T: 'static>() -> TypeId {
     TypeId::of::<T>()
 }

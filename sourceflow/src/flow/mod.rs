@@ -18,8 +18,10 @@ use std::time::Duration;
 use futures_core::Stream;
 
 use crate::base::error::Error;
+use crate::base::lifecycle::StreamStatus;
 use crate::base::message::{
-    Command, CommandReceipt, Entity, EntityId, Envelope, Position, RecordedEvent, ViewModel,
+    Command, CommandReceipt, Entity, EntityId, Envelope, Position, RecordedEvent, StreamId,
+    ViewModel,
 };
 use crate::codec::decode_model;
 use crate::codec::personal::has_personal;
@@ -28,6 +30,7 @@ use crate::read::ReadSide;
 use crate::signals::Stats;
 use crate::store::{Page, SealedStore, Store, StoreAdmin};
 use crate::write::bus::SendOptions;
+use crate::write::lifecycle::Change;
 use crate::write::{At, Verification, WriteSide};
 
 pub(crate) struct FlowInner {
@@ -204,6 +207,100 @@ impl SourceFlow {
         self.inner.write.verify::<E>(id.into()).await
     }
 
+    /// Deletes entity `E`'s stream `id`: records a tombstone (the command
+    /// `sourceflow.DeleteStream` with the event [`StreamDeleted`](crate::StreamDeleted)) at its
+    /// next sequence and, in the same transaction, erases every earlier command and event of the
+    /// stream in place and deletes its entity state. Returns the tombstone's receipt (the
+    /// original one, marked `duplicate`, if the stream was deleted already). A stream never
+    /// written to can be deleted too: its id then takes no commands.
+    ///
+    /// After it returns: sends to the stream fail with [`Error::StreamDeleted`]; `replay`,
+    /// `state_at` and `verify` find nothing to replay; the views and aggregates of this process
+    /// have applied [`StreamDeleted`](crate::StreamDeleted) (a view drops its models of the
+    /// stream by projecting on it; see [`lifecycle`](crate::lifecycle)); readers of the global
+    /// log skip the erased events and carry on past them. Copies made elsewhere (backups, NATS
+    /// streams, exports) are not touched.
+    ///
+    /// # Errors
+    /// [`Error::Concurrency`] if commands kept winning the race for the stream beyond the retry
+    /// policy; [`Error::Store`] on store faults, with
+    /// [`StoreError::Unsupported`](crate::store::StoreError::Unsupported) for a store that
+    /// cannot delete streams.
+    pub async fn delete_stream<E: Entity>(
+        &self,
+        id: impl Into<EntityId>,
+    ) -> Result<CommandReceipt, Error> {
+        let stream = StreamId::of::<E>(id);
+        let inner = &*self.inner;
+        let receipt = inner
+            .write
+            .change_stream(&*inner.read, stream.clone(), Change::Delete)
+            .await?;
+        receipt.ok_or(Error::StreamDeleted { stream })
+    }
+
+    /// Archives entity `E`'s stream `id`: records the command `sourceflow.ArchiveStream` with
+    /// the event [`StreamArchived`](crate::StreamArchived) and, in the same transaction, moves
+    /// the stream's earlier commands and events out of the hot tables into the archive and
+    /// deletes its entity state. Returns the marker's receipt (the original one, marked
+    /// `duplicate`, if the stream was archived already).
+    ///
+    /// `replay`, `state_at` and `verify` read an archived stream from the archive (`replay`
+    /// does not store the state it computes). A send to it fails with
+    /// [`Error::StreamArchived`]: [`restore_stream`](Self::restore_stream) first. Views keep
+    /// their models unless they project on [`StreamArchived`](crate::StreamArchived);
+    /// [`rebuild`](Self::rebuild) reads the hot log only, so a rebuilt view does not see an
+    /// archived stream's events.
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`] for a deleted stream; otherwise as
+    /// [`delete_stream`](Self::delete_stream).
+    pub async fn archive_stream<E: Entity>(
+        &self,
+        id: impl Into<EntityId>,
+    ) -> Result<CommandReceipt, Error> {
+        let stream = StreamId::of::<E>(id);
+        let inner = &*self.inner;
+        let receipt = inner
+            .write
+            .change_stream(&*inner.read, stream.clone(), Change::Archive)
+            .await?;
+        receipt.ok_or(Error::StreamArchived { stream })
+    }
+
+    /// Moves entity `E`'s archived stream `id` back into the hot tables, at its own sequences
+    /// and global positions, and records the command `sourceflow.RestoreStream`: the stream
+    /// takes commands again. Returns the marker's receipt, or `None` if the stream was not
+    /// archived (nothing to do). The events come back at their old positions, below the
+    /// readers that have passed them: views are not sent them again.
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`] for a deleted stream; otherwise as
+    /// [`delete_stream`](Self::delete_stream).
+    pub async fn restore_stream<E: Entity>(
+        &self,
+        id: impl Into<EntityId>,
+    ) -> Result<Option<CommandReceipt>, Error> {
+        let stream = StreamId::of::<E>(id);
+        let inner = &*self.inner;
+        inner
+            .write
+            .change_stream(&*inner.read, stream, Change::Restore)
+            .await
+    }
+
+    /// Whether entity `E`'s stream `id` is live, deleted or archived.
+    ///
+    /// # Errors
+    /// [`Error::Store`] on store faults.
+    pub async fn stream_status<E: Entity>(
+        &self,
+        id: impl Into<EntityId>,
+    ) -> Result<StreamStatus, Error> {
+        let stream = StreamId::of::<E>(id);
+        Ok(self.inner.write.stream_status(&stream).await?.1)
+    }
+
     /// The view model `id` of type `M`, as its view last projected it.
     ///
     /// # Errors
@@ -309,6 +406,8 @@ impl SourceFlow {
     /// A stream of every recorded event after `from`, in global order: first what the log
     /// holds, then new commits as they happen (in this process immediately, from other
     /// processes within a poll interval). It never skips an event and never ends on its own.
+    /// Events erased by [`delete_stream`](Self::delete_stream) are left out (the stream goes on
+    /// past them); the tombstone's [`StreamDeleted`](crate::StreamDeleted) is delivered.
     ///
     /// ```
     /// # use sourceflow::prelude::*;

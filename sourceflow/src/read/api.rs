@@ -11,6 +11,7 @@ use tracing::{debug_span, error, Instrument};
 use super::subscriber::{Cursor, Progress, Subscriber, BATCH};
 use super::ReadSide;
 use crate::base::error::Error;
+use crate::base::lifecycle::is_erased;
 use crate::base::message::{CommandReceipt, Position, RecordedEvent};
 use crate::codec::ErasedMessage;
 use crate::store::Store;
@@ -219,11 +220,20 @@ impl ReadSide {
         futures_util::stream::unfold(state, |mut state| async move {
             loop {
                 if let Some(event) = state.buffer.pop_front() {
-                    state.position = event.position;
+                    // (Past any erased events read with it: never back.)
+                    state.position = state.position.max(event.position);
                     return Some((Ok(event), state));
                 }
                 match state.store.read_all(state.position, BATCH).await {
-                    Ok(events) if !events.is_empty() => state.buffer.extend(events),
+                    Ok(events) if !events.is_empty() => {
+                        // Erased events carry nothing: step past them without waiting.
+                        if let Some(last) = events.last() {
+                            state.position = last.position;
+                        }
+                        state
+                            .buffer
+                            .extend(events.into_iter().filter(|e| !is_erased(&e.envelope.name)));
+                    }
                     Ok(_) => {
                         // Wake on a local commit, or poll for other processes' commits.
                         state.head.mark_unchanged();

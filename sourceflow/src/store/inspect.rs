@@ -41,7 +41,8 @@ pub trait StoreInspect: Send + Sync {
     async fn entity_state_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// A page of the stream ids of `entity_type` that start with `prefix` (an empty prefix
-    /// matches every id), ordered by id: keyset pagination on [`Page::after`].
+    /// matches every id), ordered by id: keyset pagination on [`Page::after`]. Deleted streams
+    /// are left out, as in [`StoreAdmin::stream_ids`](super::StoreAdmin::stream_ids).
     async fn stream_ids_with_prefix(
         &self,
         entity_type: &str,

@@ -4,6 +4,7 @@ mod inspect;
 mod keys;
 mod schedule;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
@@ -17,6 +18,7 @@ use super::{
     EntityWithModels, InlineProjection, OutboxMessage, Page, PendingCommand, ProjectionCommit,
     Store, StoreAdmin, StoreError, UnitOfWork,
 };
+use crate::base::lifecycle::{DELETE_STREAM, ERASED};
 use crate::base::message::{
     CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
 };
@@ -44,11 +46,28 @@ struct StreamData {
     message_ids: Option<HashMap<Uuid, Sequence>>,
     /// The stored entity state and the sequence it reflects.
     entity: Option<(Sequence, Vec<u8>)>,
+    /// While the stream is archived: how many of its first commands and events are in the
+    /// archive (hidden from the hot reads; their log entries are hidden too).
+    archived: Option<(usize, usize)>,
 }
 
 impl StreamData {
     /// Streams up to this many commands find a message id by scanning.
     const SCAN: usize = 16;
+
+    /// True for a stream the listings show: it has a command and is not deleted.
+    fn listed(&self) -> bool {
+        self.commands
+            .last()
+            .is_some_and(|last| last.envelope.name != DELETE_STREAM)
+    }
+
+    /// The commands and events (as log indexes) in the hot tables: all of them unless the
+    /// stream is archived.
+    fn hot(&self) -> (&[StoredCommand], &[usize]) {
+        let (commands, events) = self.archived.unwrap_or((0, 0));
+        (&self.commands[commands..], &self.events[events..])
+    }
 
     fn sequence_of(&self, message_id: Uuid) -> Option<Sequence> {
         match &self.message_ids {
@@ -88,6 +107,8 @@ impl StreamData {
 struct Log {
     pages: Vec<Vec<RecordedEvent>>,
     len: usize,
+    /// Indexes of archived events: out of the hot log, in place (positions index the pages).
+    archived: foldhash::HashSet<usize>,
 }
 
 impl Log {
@@ -111,9 +132,14 @@ impl Log {
         &self.pages[index / Self::PAGE][index % Self::PAGE]
     }
 
-    /// The events from index `start` on, in order.
+    fn get_mut(&mut self, index: usize) -> &mut RecordedEvent {
+        &mut self.pages[index / Self::PAGE][index % Self::PAGE]
+    }
+
+    /// The events of the hot log from index `start` on, in order (archived ones left out).
     fn iter_from(&self, start: usize) -> impl Iterator<Item = &RecordedEvent> {
         let start = start.min(self.len);
+        let archived = &self.archived;
         self.pages
             .iter()
             .skip(start / Self::PAGE)
@@ -121,6 +147,9 @@ impl Log {
             .flat_map(move |(i, page)| {
                 let skip = if i == 0 { start % Self::PAGE } else { 0 };
                 page[skip..].iter()
+            })
+            .filter(move |e| {
+                archived.is_empty() || !archived.contains(&(e.position.0 as usize - 1))
             })
     }
 }
@@ -281,6 +310,24 @@ impl Inner {
         })
     }
 
+    /// Commits a lifecycle marker (a tombstone, an archive or restore marker) and hands the
+    /// stream's data, the log and the receipt to `change`, under the one lock: atomic.
+    fn change_stream(
+        &mut self,
+        unit: UnitOfWork,
+        change: impl FnOnce(&mut StreamData, &mut Log, &CommandReceipt),
+    ) -> Result<CommandReceipt, StoreError> {
+        let stream = unit.command.envelope.stream.clone();
+        let receipt = self.commit(unit)?;
+        if receipt.duplicate {
+            return Ok(receipt);
+        }
+        if let Some(data) = self.streams.get_mut(&stream) {
+            change(data, &mut self.events, &receipt);
+        }
+        Ok(receipt)
+    }
+
     fn commit_projection(&mut self, commit: ProjectionCommit) -> Result<(), StoreError> {
         let current = self
             .positions
@@ -342,7 +389,8 @@ impl Store for MemoryStore {
         let Some(data) = inner.streams.get(stream) else {
             return Ok(Vec::new());
         };
-        let start = index(from.0.max(1) - 1);
+        let first = data.archived.map_or(0, |(commands, _)| commands);
+        let start = index(from.0.max(1) - 1).max(first);
         let end = to.map_or(data.commands.len(), |to| {
             index(to.0).min(data.commands.len())
         });
@@ -375,7 +423,8 @@ impl Store for MemoryStore {
         let Some(data) = inner.streams.get(stream) else {
             return Ok(Vec::new());
         };
-        let start = index(from.0.max(1) - 1).min(data.events.len());
+        let first = data.archived.map_or(0, |(_, events)| events);
+        let start = index(from.0.max(1) - 1).max(first).min(data.events.len());
         let end = index(to.0).clamp(start, data.events.len());
         Ok(data.events[start..end]
             .iter()
@@ -425,7 +474,9 @@ impl Store for MemoryStore {
             .get(stream)
             .and_then(|data| data.entity.as_ref())
             .map_or(Sequence::ZERO, |(v, _)| *v);
-        if current != expected {
+        // A state older than the stream's last command is stale (a deleted stream's
+        // tombstone, a command committed meanwhile): never written.
+        if current != expected || inner.last_sequence(stream) > version {
             return Err(StoreError::Conflict {
                 stream: stream.clone(),
                 expected,
@@ -581,6 +632,94 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn delete_stream(&self, tombstone: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        self.lock().change_stream(tombstone, |data, log, receipt| {
+            // Archived records come back to be erased with the rest.
+            if data.archived.take().is_some() {
+                for at in &data.events {
+                    log.archived.remove(at);
+                }
+            }
+            for command in &mut data.commands {
+                if command.sequence < receipt.sequence {
+                    command.envelope.name = Cow::Borrowed(ERASED);
+                    command.payload = b"null".to_vec();
+                }
+            }
+            for &at in &data.events {
+                let event = log.get_mut(at);
+                if event.command_sequence < receipt.sequence {
+                    event.envelope.name = Cow::Borrowed(ERASED);
+                    event.payload = b"null".to_vec();
+                }
+            }
+            data.entity = None;
+        })
+    }
+
+    async fn archive_stream(&self, marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        self.lock().change_stream(marker, |data, log, receipt| {
+            let commands = data.commands.len() - 1;
+            let events = data.events.len() - receipt.events.len();
+            for &at in &data.events[..events] {
+                log.archived.insert(at);
+            }
+            data.archived = Some((commands, events));
+            data.entity = None;
+        })
+    }
+
+    async fn restore_stream(&self, marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        self.lock().change_stream(marker, |data, log, _| {
+            if data.archived.take().is_some() {
+                for at in &data.events {
+                    log.archived.remove(at);
+                }
+            }
+        })
+    }
+
+    async fn load_archived_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        let inner = self.lock();
+        let Some((archived, data)) = inner
+            .streams
+            .get(stream)
+            .and_then(|data| Some((data.archived?.0, data)))
+        else {
+            return Ok(Vec::new());
+        };
+        let start = index(from.0.max(1) - 1).min(archived);
+        let end = to.map_or(archived, |to| index(to.0).min(archived));
+        Ok(data.commands[start..end.max(start)].to_vec())
+    }
+
+    async fn read_archived_events(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let Some((archived, data)) = inner
+            .streams
+            .get(stream)
+            .and_then(|data| Some((data.archived?.1, data)))
+        else {
+            return Ok(Vec::new());
+        };
+        let start = index(from.0.max(1) - 1).min(archived);
+        let end = index(to.0).clamp(start, archived);
+        Ok(data.events[start..end]
+            .iter()
+            .map(|&at| inner.events.get(at).clone())
+            .collect())
+    }
+
     fn admin(&self) -> Option<&dyn StoreAdmin> {
         Some(self)
     }
@@ -715,7 +854,7 @@ impl StoreAdmin for MemoryStore {
         let mut ids: Vec<EntityId> = inner
             .streams
             .iter()
-            .filter(|(stream, data)| stream.entity_type == entity_type && !data.commands.is_empty())
+            .filter(|(stream, data)| stream.entity_type == entity_type && data.listed())
             .map(|(stream, _)| stream.id.clone())
             .filter(|id| page.after.as_ref().is_none_or(|after| id > after))
             .collect();

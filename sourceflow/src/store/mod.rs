@@ -14,6 +14,13 @@
 //! - A command message id is accepted once per stream; a repeat is answered with the original
 //!   receipt, marked `duplicate`.
 //! - [`Store::commit`] and [`Store::commit_projection`] are atomic: all of it or none of it.
+//! - Deleting a stream ([`Store::delete_stream`]) erases its records in place and never removes
+//!   a row of the global log: positions are never handed out twice and stay dense for readers.
+//!   An erased record keeps its sequence, position and message id (a resent message id is
+//!   still a duplicate), with the name [`ERASED`](crate::lifecycle::ERASED) and a `null`
+//!   payload. Archiving ([`Store::archive_stream`]) moves a stream's records to the archive in
+//!   the transaction that appends the archive marker, so the newest position stays occupied;
+//!   [`Store::restore_stream`] moves them back at their own positions.
 //!
 //! # Data fidelity
 //! A value either reads back identical on every backend, or the runtime refuses it before
@@ -131,10 +138,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         stream: &StreamId,
     ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError>;
 
-    /// Saves the state at `version` if the stored version is `expected` (`ZERO`: none stored).
+    /// Saves the state at `version` if the stored version is `expected` (`ZERO`: none stored)
+    /// and the stream has no command after `version`.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] if the stored version differs from `expected`.
+    /// [`StoreError::Conflict`] if the stored version differs from `expected`, or if the stream
+    /// has a command after `version`: the state would be stale (a command committed meanwhile,
+    /// or a deleted stream's tombstone, whose state must not come back).
     async fn put_entity(
         &self,
         stream: &StreamId,
@@ -232,6 +242,79 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// redacted.
     async fn open_received(&self, _events: &mut [RecordedEvent]) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    // ---- a stream's lifecycle ------------------------------------------------------------
+
+    /// Deletes a stream: commits `tombstone` as [`commit`](Self::commit) does (its command at
+    /// `expected + 1`, its events after the stream's last, a resent message id answered with
+    /// the original receipt) and, in the same transaction, erases every earlier command and
+    /// event of the stream in place (name [`ERASED`](crate::lifecycle::ERASED), payload
+    /// `null`; sequences, positions, message ids, correlation and causation ids, timestamps
+    /// kept), deletes its entity state and drops its archived rows. No row is removed from the
+    /// global log, so positions are never handed out again and readers never stall on a hole.
+    ///
+    /// The provided implementation refuses: [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stream's last sequence is not `expected`; nothing written.
+    async fn delete_stream(&self, _tombstone: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        Err(StoreError::Unsupported("delete_stream"))
+    }
+
+    /// Archives a stream: commits `marker` as [`commit`](Self::commit) does and, in the same
+    /// transaction, moves every earlier command and event of the stream out of the hot tables
+    /// into the archive (read back with [`load_archived_commands`](Self::load_archived_commands)
+    /// and [`read_archived_events`](Self::read_archived_events)) and deletes its entity state.
+    /// The marker's own command and events stay in the hot tables: the stream's next sequence
+    /// stays taken, and the newest global position stays occupied.
+    ///
+    /// The provided implementation refuses: [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stream's last sequence is not `expected`; nothing written.
+    async fn archive_stream(&self, _marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        Err(StoreError::Unsupported("archive_stream"))
+    }
+
+    /// Restores an archived stream: commits `marker` as [`commit`](Self::commit) does and, in
+    /// the same transaction, moves the stream's archived commands and events back into the hot
+    /// tables, at their own sequences and global positions.
+    ///
+    /// The provided implementation refuses: [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the stream's last sequence is not `expected`; nothing written.
+    async fn restore_stream(&self, _marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        Err(StoreError::Unsupported("restore_stream"))
+    }
+
+    /// Archived commands of `stream` with `from <= sequence <= to` (`to = None`: to the end),
+    /// in order; empty if the stream is not archived.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] by default.
+    async fn load_archived_commands(
+        &self,
+        _stream: &StreamId,
+        _from: Sequence,
+        _to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        Err(StoreError::Unsupported("load_archived_commands"))
+    }
+
+    /// Archived events of `stream` with `from <= sequence <= to`, in order, with their own
+    /// global positions; empty if the stream is not archived.
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] by default.
+    async fn read_archived_events(
+        &self,
+        _stream: &StreamId,
+        _from: Sequence,
+        _to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Err(StoreError::Unsupported("read_archived_events"))
     }
 
     // ---- tooling --------------------------------------------------------------------------
@@ -363,7 +446,8 @@ pub trait StoreAdmin: Store {
         Err(StoreError::Unsupported("entity_types"))
     }
 
-    /// A page of stream ids of one entity type, ordered by id.
+    /// A page of stream ids of one entity type, ordered by id. Deleted streams (whose last
+    /// command is a tombstone, see [`Store::delete_stream`]) are left out.
     async fn stream_ids(
         &self,
         _entity_type: &str,

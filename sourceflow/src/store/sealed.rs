@@ -547,6 +547,49 @@ impl Store for SealedStore {
         self.open_events(events).await
     }
 
+    async fn delete_stream(&self, mut tombstone: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        let plaintext = self.seal_unit(&mut tombstone, &mut []).await?;
+        let receipt = self.inner.delete_stream(tombstone).await?;
+        self.open_receipt(receipt, plaintext).await
+    }
+
+    async fn archive_stream(&self, mut marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        let plaintext = self.seal_unit(&mut marker, &mut []).await?;
+        let receipt = self.inner.archive_stream(marker).await?;
+        self.open_receipt(receipt, plaintext).await
+    }
+
+    async fn restore_stream(&self, mut marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        let plaintext = self.seal_unit(&mut marker, &mut []).await?;
+        let receipt = self.inner.restore_stream(marker).await?;
+        self.open_receipt(receipt, plaintext).await
+    }
+
+    async fn load_archived_commands(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        let mut commands = self.inner.load_archived_commands(stream, from, to).await?;
+        if commands.iter().any(|c| has_personal(&c.payload)) {
+            self.open(commands.iter_mut().map(|c| &mut c.payload).collect())
+                .await?;
+        }
+        Ok(commands)
+    }
+
+    async fn read_archived_events(
+        &self,
+        stream: &StreamId,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.inner.read_archived_events(stream, from, to).await?;
+        self.open_events(&mut events).await?;
+        Ok(events)
+    }
+
     fn admin(&self) -> Option<&dyn StoreAdmin> {
         self.inner.admin().map(|_| self as &dyn StoreAdmin)
     }

@@ -404,6 +404,11 @@ impl WriteSide {
                         .fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("sourceflow.commands.conflicts").increment(1);
                     if attempt >= inner.retry.max_attempts.max(1) {
+                        // The stream may have been deleted or archived meanwhile: say so.
+                        let (_, status) = self.stream_status(stream).await?;
+                        if let Some(refused) = Self::refusal(stream, status) {
+                            return Err(refused);
+                        }
                         return Err(Error::Concurrency {
                             stream: stream.clone(),
                             expected,
@@ -485,6 +490,10 @@ impl WriteSide {
         let replayed = self
             .replay_stream(stream, Some(vtable), Some(last), None)
             .await?;
+        // A deleted or archived stream takes no command: its last command is the marker.
+        if let Some(refused) = Self::refusal(stream, replayed.status) {
+            return Err(refused);
+        }
         Ok((replayed.last, replayed.state, false, None))
     }
 

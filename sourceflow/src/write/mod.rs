@@ -4,7 +4,8 @@
 //! - `command`: validation, the saga's handler on the entity's state, the atomic commit;
 //! - `cache`: the entity states and per-stream turns this process keeps between commands;
 //! - `replay`: re-running a stream's command log (`replay`, `state_at`, `verify`);
-//! - `outbox`: follow-up commands sent after the commit that recorded them.
+//! - `outbox`: follow-up commands sent after the commit that recorded them;
+//! - `lifecycle`: deleting, archiving and restoring a stream.
 //!
 //! The write side knows nothing of views and aggregates. What it needs from them around a
 //! commit (the inline fast path, prefetching their models, projecting after the commit) it
@@ -13,6 +14,7 @@
 pub mod bus;
 pub(crate) mod cache;
 mod command;
+pub(crate) mod lifecycle;
 mod outbox;
 mod replay;
 pub(crate) mod schedule;

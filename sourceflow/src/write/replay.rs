@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::WriteSide;
 use crate::base::error::{take_problems, Error, Location};
+use crate::base::lifecycle::{is_erased, is_system_command, StreamStatus, DELETE_STREAM};
 use crate::base::message::{Entity, EntityId, RecordedEvent, Sequence, StoredCommand, StreamId};
 use crate::codec::{command_record, ErasedState, StateVtable, TypeIndex, TypeKind};
 use crate::context::SagaContext;
@@ -64,6 +65,9 @@ const REPLAY_PAGE: u64 = 1_000;
 pub(crate) struct Replayed {
     pub(crate) last: Sequence,
     pub(crate) state: Option<ErasedState>,
+    /// Where the stream stands: a deleted one replays to the default state, an archived one
+    /// from the archive.
+    pub(crate) status: StreamStatus,
 }
 
 /// A stream's command log up to `to`, read in pages of [`REPLAY_PAGE`] as a replay consumes
@@ -71,6 +75,8 @@ pub(crate) struct Replayed {
 /// command missing at the end of a page is reported rather than taken for the end of the log.
 struct CommandPages<'a> {
     stream: &'a StreamId,
+    /// Read from the archive instead of the hot tables.
+    archived: bool,
     to: Option<Sequence>,
     page: std::collections::VecDeque<StoredCommand>,
     /// The last sequence read from the store, and the last one handed out.
@@ -80,9 +86,10 @@ struct CommandPages<'a> {
 }
 
 impl<'a> CommandPages<'a> {
-    fn new(stream: &'a StreamId, to: Option<Sequence>) -> Self {
+    fn new(stream: &'a StreamId, archived: bool, to: Option<Sequence>) -> Self {
         Self {
             stream,
+            archived,
             to,
             page: std::collections::VecDeque::new(),
             fetched: Sequence::ZERO,
@@ -98,9 +105,12 @@ impl<'a> CommandPages<'a> {
             if end <= self.fetched {
                 self.done = true;
             } else {
-                let commands = store
-                    .load_commands(self.stream, self.fetched.next(), Some(end))
-                    .await?;
+                let (from, to) = (self.fetched.next(), Some(end));
+                let commands = if self.archived {
+                    store.load_archived_commands(self.stream, from, to).await?
+                } else {
+                    store.load_commands(self.stream, from, to).await?
+                };
                 match commands.last() {
                     // A short page ends the log, unless a missing command cut it short: the
                     // next read (from just after it) then finds nothing, or reports the gap.
@@ -131,15 +141,18 @@ impl<'a> CommandPages<'a> {
 /// consumes them.
 struct EventPages<'a> {
     stream: &'a StreamId,
+    /// Read from the archive instead of the hot tables.
+    archived: bool,
     page: std::collections::VecDeque<RecordedEvent>,
     next: Sequence,
     done: bool,
 }
 
 impl<'a> EventPages<'a> {
-    fn new(stream: &'a StreamId) -> Self {
+    fn new(stream: &'a StreamId, archived: bool) -> Self {
         Self {
             stream,
+            archived,
             page: std::collections::VecDeque::new(),
             next: Sequence(1),
             done: false,
@@ -154,7 +167,13 @@ impl<'a> EventPages<'a> {
     ) -> Result<Option<RecordedEvent>, StoreError> {
         if self.page.is_empty() && !self.done {
             let to = Sequence(self.next.0 + REPLAY_PAGE - 1);
-            let events = store.read_stream_range(self.stream, self.next, to).await?;
+            let events = if self.archived {
+                store
+                    .read_archived_events(self.stream, self.next, to)
+                    .await?
+            } else {
+                store.read_stream_range(self.stream, self.next, to).await?
+            };
             match events.last() {
                 // A short page may be cut short by a missing event: the next read reports it.
                 Some(last) => self.next = last.sequence.next(),
@@ -182,23 +201,52 @@ impl WriteSide {
         to: Option<Sequence>,
         until: Option<DateTime<Utc>>,
     ) -> Result<Replayed, Error> {
+        let (head, status) = self.stream_status(stream).await?;
+        if status == StreamStatus::Deleted {
+            // Erased: nothing to replay, as for a stream never written to.
+            return Ok(Replayed {
+                last: head,
+                state: vtable.map(|v| (v.default)()),
+                status,
+            });
+        }
+        let archived = status == StreamStatus::Archived;
         if let Some(vtable) = vtable {
             let appliers = Registry::global().appliers_of((vtable.type_id)());
             if !appliers.is_empty() {
-                return self.fold_stream(stream, vtable, appliers, to, until).await;
+                let mut replayed = self
+                    .fold_stream(stream, archived, vtable, appliers, to, until)
+                    .await?;
+                replayed.status = status;
+                return Ok(replayed);
             }
         }
         let mut state = vtable.map(|v| (v.default)());
         let mut last = Sequence::ZERO;
-        let mut commands = CommandPages::new(stream, to);
+        let mut commands = CommandPages::new(stream, archived, to);
         while let Some(stored) = commands.next(&*self.store).await? {
             if until.is_some_and(|t| stored.envelope.timestamp > t) {
                 break;
             }
-            self.replay_command(stream, &stored, &mut state).await?;
+            let name = &*stored.envelope.name;
+            if name == DELETE_STREAM {
+                // Deleted while this replay was reading.
+                return Ok(Replayed {
+                    last: stored.sequence,
+                    state: vtable.map(|v| (v.default)()),
+                    status: StreamStatus::Deleted,
+                });
+            }
+            if !is_system_command(name) {
+                self.replay_command(stream, &stored, &mut state).await?;
+            }
             last = stored.sequence;
         }
-        Ok(Replayed { last, state })
+        Ok(Replayed {
+            last,
+            state,
+            status,
+        })
     }
 
     /// Rebuilds the state of an entity with `#[applies]` methods by folding its recorded
@@ -207,6 +255,7 @@ impl WriteSide {
     async fn fold_stream(
         &self,
         stream: &StreamId,
+        archived: bool,
         vtable: StateVtable,
         appliers: &[ApplierRecord],
         to: Option<Sequence>,
@@ -218,10 +267,13 @@ impl WriteSide {
             None => self.store.last_sequence(stream).await?,
         };
         let mut last = Sequence::ZERO;
-        let mut events = EventPages::new(stream);
+        let mut events = EventPages::new(stream, archived);
         while let Some(event) = events.next_before(&*self.store, to).await? {
             if until.is_some_and(|t| event.envelope.timestamp > t) {
                 break;
+            }
+            if is_erased(&event.envelope.name) {
+                continue;
             }
             fold_event(appliers, state.as_mut(), &event)?;
             last = event.command_sequence;
@@ -232,6 +284,7 @@ impl WriteSide {
         Ok(Replayed {
             last,
             state: Some(state),
+            status: StreamStatus::Live,
         })
     }
 
@@ -288,7 +341,11 @@ impl WriteSide {
     /// log is [`StoreError::Gap`]).
     pub(crate) async fn replay<E: Entity>(&self, id: impl Into<EntityId>) -> Result<E, Error> {
         let stream = StreamId::of::<E>(id);
-        let (last, state) = self.rebuild_entity::<E>(&stream, None).await?;
+        let (last, state, status) = self.rebuild_entity::<E>(&stream, None).await?;
+        if status != StreamStatus::Live {
+            // A deleted stream keeps no state; an archived one is read, not cached.
+            return Ok(state);
+        }
         let bytes = StateVtable::entity::<E>()
             .encode_stored(&state)
             .map_err(|e| {
@@ -330,7 +387,7 @@ impl WriteSide {
         &self,
         stream: &StreamId,
         at: Option<At>,
-    ) -> Result<(Sequence, E), Error> {
+    ) -> Result<(Sequence, E, StreamStatus), Error> {
         let (to, until) = match at {
             None => (None, None),
             Some(At::Sequence(s)) => (Some(s), None),
@@ -344,7 +401,7 @@ impl WriteSide {
             .and_then(|s| (s as Box<dyn Any>).downcast::<E>().ok())
             .map(|s| *s)
             .unwrap_or_default();
-        Ok((replayed.last, state))
+        Ok((replayed.last, state, replayed.status))
     }
 
     /// Replays entity `E`'s command log and compares the result with what is stored: the
@@ -360,11 +417,17 @@ impl WriteSide {
     ) -> Result<Verification, Error> {
         let stream = StreamId::of::<E>(id);
         let vtable = StateVtable::entity::<E>();
+        let (head, status) = self.stream_status(&stream).await?;
+        if status == StreamStatus::Deleted {
+            // Nothing left to compare: the history is erased and the state deleted.
+            return Ok(Verification::NoStoredState { sequence: head });
+        }
+        let archived = status == StreamStatus::Archived;
         // Commands and events are both read in pages, side by side: a command's events follow
         // its predecessors' in the stream, so memory stays bounded however long the stream.
         let mut state = Some((vtable.default)());
         let mut last = Sequence::ZERO;
-        let mut recorded = EventPages::new(&stream);
+        let mut recorded = EventPages::new(&stream, archived);
         // Events recorded under a command that replay does not reach: reported only if every
         // replayed command matches (the first differing command is the more useful answer).
         let mut orphan: Option<Sequence> = None;
@@ -372,8 +435,18 @@ impl WriteSide {
         // the recorded events must give the state re-running the commands gives.
         let appliers = Registry::global().appliers_of((vtable.type_id)());
         let mut folded = (!appliers.is_empty()).then(|| (vtable.default)());
-        let mut commands = CommandPages::new(&stream, None);
+        let mut commands = CommandPages::new(&stream, archived, None);
         while let Some(stored) = commands.next(&*self.store).await? {
+            if is_system_command(&stored.envelope.name) {
+                // A lifecycle marker: no handler ran, its events are sourceflow's own.
+                while let Some(event) = recorded.next_before(&*self.store, stored.sequence).await? {
+                    if event.command_sequence < stored.sequence {
+                        orphan.get_or_insert(event.command_sequence);
+                    }
+                }
+                last = stored.sequence;
+                continue;
+            }
             let emitted = self.replay_command(&stream, &stored, &mut state).await?;
             let mut mine = Vec::new();
             while let Some(event) = recorded.next_before(&*self.store, stored.sequence).await? {

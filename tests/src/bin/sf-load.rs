@@ -5,11 +5,14 @@
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> tally <id> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> bank <prefix> <accounts>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> spread <prefix> <count>
+//! sf-load <sqlite:PATH | postgres:URL#SCHEMA> tally-until-deleted <id> <count>
 //! ```
 //! `tally` adds 1 to one tally `count` times (contention across processes); `bank` opens
 //! accounts, deposits and overdraws each (so every account triggers a reaction and a
 //! follow-up command through the outbox); `spread` runs [`SENDERS`] concurrent senders, each
 //! adding 1 to its own tally `<prefix>-<k>` `count` times (one line when all are done).
+//! `tally-until-deleted` adds 1 like `tally`, printing each receipt's sequence, and stops with
+//! `deleted` once a send is refused because another process deleted the stream.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,6 +59,18 @@ async fn run(args: &[String]) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?;
                 println!("committed {i}");
+            }
+        }
+        "tally-until-deleted" => {
+            for _ in 1..=count {
+                match flow.send(key.as_str(), Add { n: 1 }).await {
+                    Ok(receipt) => println!("committed {}", receipt.sequence),
+                    Err(Error::StreamDeleted { .. }) => {
+                        println!("deleted");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
             }
         }
         "bank" => {

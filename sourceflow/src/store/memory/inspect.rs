@@ -33,7 +33,7 @@ impl StoreInspect for MemoryStore {
             .iter()
             .filter(|(stream, data)| {
                 stream.entity_type == entity_type
-                    && !data.commands.is_empty()
+                    && data.listed()
                     && stream.id.as_str().starts_with(prefix)
             })
             .map(|(stream, _)| stream.id.clone())
@@ -55,7 +55,8 @@ impl StoreInspect for MemoryStore {
             return Ok(Vec::new());
         };
         Ok(data
-            .events
+            .hot()
+            .1
             .iter()
             .map(|&at| inner.events.get(at))
             .filter(|e| e.command_sequence >= from && e.command_sequence <= to)
@@ -72,7 +73,7 @@ impl StoreInspect for MemoryStore {
         let mut commands: Vec<_> = inner
             .streams
             .values()
-            .flat_map(|data| data.commands.iter())
+            .flat_map(|data| data.hot().0.iter())
             .filter(|c| c.envelope.correlation_id == correlation_id)
             .cloned()
             .collect();
@@ -118,6 +119,9 @@ impl StoreInspect for MemoryStore {
             let event = inner.events.get(at);
             if event.envelope.timestamp < since {
                 break;
+            }
+            if inner.events.archived.contains(&at) {
+                continue;
             }
             events += 1;
             commands.insert((&event.envelope.stream, event.command_sequence));

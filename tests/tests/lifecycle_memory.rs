@@ -1,0 +1,3 @@
+//! Deleting and archiving streams on a `MemoryStore`.
+
+sourceflow_tests::lifecycle_suite!(sourceflow_tests::backends::memory);
