@@ -12,10 +12,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, OsRng, Payload};
 use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
 use memchr::memmem;
 use serde::Deserialize;
@@ -30,6 +31,11 @@ const MARK: &[u8] = b"\"$personal\"";
 const OPENING: &[u8] = b"{\"$personal\":";
 /// Bytes of an XChaCha20 nonce.
 const NONCE: usize = 24;
+
+/// The searchers for [`MARK`] and [`OPENING`], built once.
+static MARK_FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(MARK));
+static OPENING_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(OPENING));
 
 /// One subject's data key: 256 random bits.
 #[derive(Clone, PartialEq, Eq)]
@@ -127,7 +133,7 @@ pub(crate) fn has_personal(payload: &[u8]) -> bool {
 /// Where `payload` has `"$personal"` as an object key (the string followed by a colon; the
 /// same text as a string value is not one).
 fn subject_keys(payload: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    memmem::find_iter(payload, MARK).filter(move |&at| {
+    MARK_FINDER.find_iter(payload).filter(move |&at| {
         payload[at + MARK.len()..]
             .iter()
             .find(|b| !b.is_ascii_whitespace())
@@ -235,22 +241,16 @@ pub(crate) fn unseal(
 /// Decrypts one sealed value; `None` if it is not base64 of a nonce and a ciphertext that
 /// `key` opens to UTF-8 text (the cipher authenticates it: it is the JSON that was sealed).
 fn open(key: &SubjectKey, subject: &str, sealed: &str) -> Option<String> {
-    let bytes = STANDARD_NO_PAD.decode(sealed).ok()?;
+    let mut bytes = STANDARD_NO_PAD.decode(sealed).ok()?;
     if bytes.len() < NONCE {
         return None;
     }
-    let (nonce, ciphertext) = bytes.split_at(NONCE);
-    let plain = key
-        .cipher()
-        .decrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: subject.as_bytes(),
-            },
-        )
+    let nonce = *XNonce::from_slice(&bytes[..NONCE]);
+    bytes.drain(..NONCE);
+    key.cipher()
+        .decrypt_in_place(&nonce, subject.as_bytes(), &mut bytes)
         .ok()?;
-    String::from_utf8(plain).ok()
+    String::from_utf8(bytes).ok()
 }
 
 type Visit<'v> = dyn FnMut(&str, Field<'_>) -> Result<Replace, PersonalError> + 'v;
@@ -290,7 +290,7 @@ fn fast(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Option<Vec<u8>>>
     let mut copied = 0;
     let mut at = 0;
     let mut fields = 0;
-    while let Some(found) = memmem::find(&payload[at..], OPENING) {
+    while let Some(found) = OPENING_FINDER.find(&payload[at..]) {
         let start = at + found;
         let mut nodes =
             serde_json::Deserializer::from_slice(&payload[start..]).into_iter::<Node<'_>>();
@@ -307,10 +307,10 @@ fn fast(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Option<Vec<u8>>>
             (Some(_), Some(_)) => return Ok(None),
         };
         let replacement = visit(&node.subject, field)?;
-        if let Some(text) = node_text(&node.subject, replacement) {
+        if !matches!(replacement, Replace::Keep) {
             let out = out.get_or_insert_with(|| Vec::with_capacity(payload.len() + 64));
             out.extend_from_slice(&payload[copied..start]);
-            out.extend_from_slice(text.as_bytes());
+            write_node(out, &node.subject, replacement);
             copied = end;
         }
         at = end;
@@ -326,17 +326,33 @@ fn fast(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Option<Vec<u8>>>
     })))
 }
 
-/// The JSON of a field of `subject` after `replace`; `None` for [`Replace::Keep`].
-fn node_text(subject: &str, replace: Replace) -> Option<String> {
-    let subject = serde_json::to_string(subject).expect("a string encodes");
-    Some(match replace {
-        Replace::Keep => return None,
-        Replace::Plain(value) => format!("{{\"{SUBJECT_KEY}\":{subject},\"{VALUE_KEY}\":{value}}}"),
-        Replace::Sealed(sealed) => {
-            format!("{{\"{SUBJECT_KEY}\":{subject},\"{SEALED_KEY}\":\"{sealed}\"}}")
+/// Writes the JSON of a field of `subject` after `replace` to `out` ([`Replace::Keep`] writes
+/// nothing).
+fn write_node(out: &mut Vec<u8>, subject: &str, replace: Replace) {
+    if matches!(replace, Replace::Keep) {
+        return;
+    }
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(SUBJECT_KEY.as_bytes());
+    out.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut *out, subject).expect("a string encodes");
+    match replace {
+        Replace::Keep | Replace::Redacted => {}
+        Replace::Plain(value) => {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(VALUE_KEY.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(value.as_bytes());
         }
-        Replace::Redacted => format!("{{\"{SUBJECT_KEY}\":{subject}}}"),
-    })
+        Replace::Sealed(sealed) => {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(SEALED_KEY.as_bytes());
+            out.extend_from_slice(b"\":\"");
+            out.extend_from_slice(sealed.as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.push(b'}');
 }
 
 /// The slow path: the whole payload as a `serde_json::Value`.
