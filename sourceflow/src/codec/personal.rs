@@ -1,6 +1,11 @@
 //! Personal fields in stored bytes: finding them, sealing their values with their subject's key
-//! (XChaCha20-Poly1305, a random 192-bit nonce per field, the subject as associated data) and
+//! (AES-256-GCM-SIV, a random 96-bit nonce per field, the subject as associated data) and
 //! opening them again, or redacting them when the key is gone.
+//!
+//! AES-GCM-SIV resists nonce reuse: were two random nonces of one subject ever to collide, the
+//! two ciphertexts would reveal only whether their values are equal, never the values or the
+//! key. With AES-NI it opens a short field in about half a microsecond, a third of what
+//! ChaCha20-Poly1305 takes for the same field (W12 in BENCHMARKS.md).
 //!
 //! The transforms work on the JSON text the codec wrote. A personal field as
 //! [`Personal`](crate::base::personal::Personal) writes it starts with `{"$personal":`, which
@@ -14,10 +19,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::LazyLock;
 
+use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, OsRng, Payload};
+use aes_gcm_siv::{AeadCore, Aes256GcmSiv, Nonce};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, OsRng, Payload};
-use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
 use memchr::memmem;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -29,8 +34,8 @@ use crate::base::personal::{SEALED_KEY, SUBJECT_KEY, VALUE_KEY};
 const MARK: &[u8] = b"\"$personal\"";
 /// How the fast path finds a field: an object whose first key is the subject.
 const OPENING: &[u8] = b"{\"$personal\":";
-/// Bytes of an XChaCha20 nonce.
-const NONCE: usize = 24;
+/// Bytes of an AES-GCM-SIV nonce.
+const NONCE: usize = 12;
 
 /// The searchers for [`MARK`] and [`OPENING`], built once.
 static MARK_FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(MARK));
@@ -44,7 +49,7 @@ pub struct SubjectKey([u8; 32]);
 impl SubjectKey {
     /// A new random key (from the operating system's generator).
     pub fn generate() -> Self {
-        Self(XChaCha20Poly1305::generate_key(&mut OsRng).into())
+        Self(Aes256GcmSiv::generate_key(&mut OsRng).into())
     }
 
     /// A key from its bytes (as a key management system hands it out).
@@ -68,8 +73,8 @@ impl SubjectKey {
         Some(Self(bytes.try_into().ok()?))
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new((&self.0).into())
+    fn cipher(&self) -> Aes256GcmSiv {
+        Aes256GcmSiv::new((&self.0).into())
     }
 }
 
@@ -183,7 +188,7 @@ pub(crate) fn seal<'k>(
         };
         match key(subject) {
             Some(KeyState::Active(key)) => {
-                let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+                let nonce = Aes256GcmSiv::generate_nonce(&mut OsRng);
                 let sealed = key
                     .cipher()
                     .encrypt(
@@ -245,7 +250,7 @@ fn open(key: &SubjectKey, subject: &str, sealed: &str) -> Option<String> {
     if bytes.len() < NONCE {
         return None;
     }
-    let nonce = *XNonce::from_slice(&bytes[..NONCE]);
+    let nonce = *Nonce::from_slice(&bytes[..NONCE]);
     bytes.drain(..NONCE);
     key.cipher()
         .decrypt_in_place(&nonce, subject.as_bytes(), &mut bytes)
