@@ -311,25 +311,18 @@ async fn subscribed(flow: &SourceFlow) -> Vec<Registered> {
     found
 }
 
+/// Registers Alice and Bob with their contacts.
+async fn register_both(flow: &SourceFlow) -> (EntityId, EntityId) {
+    let (alice, bob) = (EntityId::from(ALICE), EntityId::from(BOB));
+    for (id, contact) in [(&alice, alice_contact()), (&bob, bob_contact())] {
+        flow.send(id, Register { contact }).await.unwrap();
+    }
+    (alice, bob)
+}
+
 async fn sealed_at_rest_and_forgotten_everywhere(subject: Subject) {
     let flow = subject.flow().await;
-    let (alice, bob) = (EntityId::from(ALICE), EntityId::from(BOB));
-    flow.send(
-        &alice,
-        Register {
-            contact: alice_contact(),
-        },
-    )
-    .await
-    .unwrap();
-    flow.send(
-        &bob,
-        Register {
-            contact: bob_contact(),
-        },
-    )
-    .await
-    .unwrap();
+    let (alice, bob) = register_both(&flow).await;
     let address = Personal::new(ALICE, "12 Analytical Engine Way".to_owned());
     flow.send(&alice, Ship { order: 1, address }).await.unwrap();
     flow.send(
@@ -451,23 +444,7 @@ async fn postgres_personal_fields_are_sealed_and_forgotten() {
 async fn forget_racing_sends(subject: Subject) {
     const SENDS: u32 = 40;
     let flow = subject.flow().await;
-    let (alice, bob) = (EntityId::from(ALICE), EntityId::from(BOB));
-    flow.send(
-        &alice,
-        Register {
-            contact: alice_contact(),
-        },
-    )
-    .await
-    .unwrap();
-    flow.send(
-        &bob,
-        Register {
-            contact: bob_contact(),
-        },
-    )
-    .await
-    .unwrap();
+    let (alice, bob) = register_both(&flow).await;
     let mut senders = Vec::new();
     for (id, who) in [(alice.clone(), ALICE), (bob.clone(), BOB)] {
         for worker in 0..4 {
