@@ -146,23 +146,14 @@ fn subject_keys(payload: &[u8]) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
-/// Adds the subjects of `payload`'s personal fields to `found` (sealed fields if `sealed`,
-/// plaintext ones otherwise), each once.
-pub(crate) fn subjects(
-    payload: &[u8],
-    sealed: bool,
-    found: &mut Vec<String>,
-) -> Result<(), PersonalError> {
+/// Adds the subjects of `payload`'s plaintext personal fields (the ones sealing needs keys
+/// for) to `found`, each once.
+pub(crate) fn plain_subjects(payload: &[u8], found: &mut Vec<String>) -> Result<(), PersonalError> {
     if !has_personal(payload) {
         return Ok(());
     }
     transform(payload, &mut |subject, field| {
-        let wanted = match field {
-            Field::Plain(_) => !sealed,
-            Field::Sealed(_) => sealed,
-            Field::Redacted => false,
-        };
-        if wanted && !found.iter().any(|s| s == subject) {
+        if matches!(field, Field::Plain(_)) && !found.iter().any(|s| s == subject) {
             found.push(subject.to_owned());
         }
         Ok(Replace::Keep)
@@ -512,7 +503,7 @@ mod tests {
         // A personal field inside another one's value is sealed with it.
         let nested = br#"{"$personal":"c-1","value":{"inner":{"$personal":"c-2","value":1}}}"#;
         let mut found = Vec::new();
-        subjects(nested, false, &mut found).unwrap();
+        plain_subjects(nested, &mut found).unwrap();
         assert_eq!(found, vec!["c-1".to_owned()]);
         let sealed = seal(nested, &keys(&key)).unwrap().unwrap();
         assert!(!String::from_utf8_lossy(&sealed).contains("c-2"));

@@ -187,12 +187,17 @@ impl SealedStore {
         Ok(found)
     }
 
-    /// Seals the plaintext personal fields of `payloads` in place.
-    async fn seal(&self, mut payloads: Vec<&mut Vec<u8>>) -> Result<(), StoreError> {
-        payloads.retain(|p| has_personal(p));
+    /// Seals the plaintext personal fields of `payloads` in place (a payload without personal
+    /// fields costs one substring search).
+    async fn seal<'p>(
+        &self,
+        payloads: impl IntoIterator<Item = &'p mut Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let payloads: Vec<&mut Vec<u8>> =
+            payloads.into_iter().filter(|p| has_personal(p)).collect();
         let mut subjects = Vec::new();
         for payload in &payloads {
-            personal::subjects(payload, false, &mut subjects).map_err(unsealable)?;
+            personal::plain_subjects(payload, &mut subjects).map_err(unsealable)?;
         }
         if subjects.is_empty() {
             return Ok(());
@@ -208,8 +213,11 @@ impl SealedStore {
 
     /// Opens (or redacts) the sealed personal fields of `payloads` in place: with the cached
     /// keys first, then, for the subjects the cache did not have, with keys from the key store.
-    async fn open(&self, mut payloads: Vec<&mut Vec<u8>>) -> Result<(), StoreError> {
-        payloads.retain(|p| has_personal(p));
+    async fn open<'p>(
+        &self,
+        payloads: impl IntoIterator<Item = &'p mut Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let payloads = payloads.into_iter().filter(|p| has_personal(p));
         let mut missing: Vec<String> = Vec::new();
         let mut waiting = Vec::new();
         for payload in payloads {
@@ -246,21 +254,9 @@ impl SealedStore {
         Ok(())
     }
 
-    /// Opens the payloads of events received from a transport.
-    pub(crate) async fn open_received(
-        &self,
-        events: &mut [RecordedEvent],
-    ) -> Result<(), StoreError> {
-        self.open_events(events).await
-    }
-
     /// Opens the payloads of `events`.
     async fn open_events(&self, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
-        if !events.iter().any(|e| has_personal(&e.payload)) {
-            return Ok(());
-        }
-        self.open(events.iter_mut().map(|e| &mut e.payload).collect())
-            .await
+        self.open(events.iter_mut().map(|e| &mut e.payload)).await
     }
 
     /// Seals a unit of work (and inline projections' models), and returns the plaintext of its
@@ -286,16 +282,16 @@ impl SealedStore {
             .iter()
             .map(|e| has_personal(&e.payload).then(|| e.payload.clone()))
             .collect();
-        let mut payloads = vec![&mut unit.command.payload];
-        payloads.extend(unit.entity.as_mut());
-        payloads.extend(unit.events.iter_mut().map(|e| &mut e.payload));
-        payloads.extend(unit.outbox.iter_mut().map(|o| &mut o.payload));
-        payloads.extend(
-            projections
-                .iter_mut()
-                .flat_map(|p| &mut p.models)
-                .filter_map(|m| m.state.as_mut()),
-        );
+        let payloads = std::iter::once(&mut unit.command.payload)
+            .chain(unit.entity.as_mut())
+            .chain(unit.events.iter_mut().map(|e| &mut e.payload))
+            .chain(unit.outbox.iter_mut().map(|o| &mut o.payload))
+            .chain(
+                projections
+                    .iter_mut()
+                    .flat_map(|p| &mut p.models)
+                    .filter_map(|m| m.state.as_mut()),
+            );
         self.seal(payloads).await?;
         Ok(plaintext)
     }
@@ -319,41 +315,14 @@ impl SealedStore {
         Ok(receipt)
     }
 
-    async fn seal_models(&self, models: &mut [ModelWrite]) -> Result<(), StoreError> {
-        if !models.iter().any(model_has_personal) {
-            return Ok(());
-        }
-        self.seal(models.iter_mut().filter_map(|m| m.state.as_mut()).collect())
+    async fn seal_schedules(&self, schedules: &mut [NewSchedule]) -> Result<(), StoreError> {
+        self.seal(schedules.iter_mut().map(|s| &mut s.command.payload))
             .await
     }
 
-    async fn seal_schedules(&self, schedules: &mut [NewSchedule]) -> Result<(), StoreError> {
-        if !schedules.iter().any(|s| has_personal(&s.command.payload)) {
-            return Ok(());
-        }
-        self.seal(
-            schedules
-                .iter_mut()
-                .map(|s| &mut s.command.payload)
-                .collect(),
-        )
-        .await
-    }
-
     async fn open_schedules(&self, records: &mut [ScheduleRecord]) -> Result<(), StoreError> {
-        if !records
-            .iter()
-            .any(|r| has_personal(&r.schedule.command.payload))
-        {
-            return Ok(());
-        }
-        self.open(
-            records
-                .iter_mut()
-                .map(|r| &mut r.schedule.command.payload)
-                .collect(),
-        )
-        .await
+        self.open(records.iter_mut().map(|r| &mut r.schedule.command.payload))
+            .await
     }
 
     fn admin_of_inner(&self, operation: &'static str) -> Result<&dyn StoreAdmin, StoreError> {
@@ -396,10 +365,8 @@ impl Store for SealedStore {
         to: Option<Sequence>,
     ) -> Result<Vec<StoredCommand>, StoreError> {
         let mut commands = self.inner.load_commands(stream, from, to).await?;
-        if commands.iter().any(|c| has_personal(&c.payload)) {
-            self.open(commands.iter_mut().map(|c| &mut c.payload).collect())
-                .await?;
-        }
+        self.open(commands.iter_mut().map(|c| &mut c.payload))
+            .await?;
         Ok(commands)
     }
 
@@ -425,7 +392,7 @@ impl Store for SealedStore {
     ) -> Result<Option<(Sequence, Vec<u8>)>, StoreError> {
         let mut entity = self.inner.get_entity(stream).await?;
         if let Some((_, state)) = &mut entity {
-            self.open(vec![state]).await?;
+            self.open([state]).await?;
         }
         Ok(entity)
     }
@@ -437,7 +404,7 @@ impl Store for SealedStore {
         version: Sequence,
         mut state: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.seal(vec![&mut state]).await?;
+        self.seal([&mut state]).await?;
         self.inner
             .put_entity(stream, expected, version, state)
             .await
@@ -449,18 +416,15 @@ impl Store for SealedStore {
         models: &[(&'static str, EntityId)],
     ) -> Result<EntityWithModels, StoreError> {
         let (mut entity, mut found) = self.inner.get_entity_with_models(stream, models).await?;
-        let mut payloads: Vec<&mut Vec<u8>> = found.iter_mut().flatten().collect();
-        payloads.extend(entity.as_mut().map(|(_, state)| state));
-        self.open(payloads).await?;
+        let states = entity.as_mut().map(|(_, state)| state);
+        self.open(found.iter_mut().flatten().chain(states)).await?;
         Ok((entity, found))
     }
 
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingCommand>, StoreError> {
         let mut pending = self.inner.outbox_pending(limit).await?;
-        if pending.iter().any(|p| has_personal(&p.message.payload)) {
-            self.open(pending.iter_mut().map(|p| &mut p.message.payload).collect())
-                .await?;
-        }
+        self.open(pending.iter_mut().map(|p| &mut p.message.payload))
+            .await?;
         Ok(pending)
     }
 
@@ -500,7 +464,7 @@ impl Store for SealedStore {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let mut model = self.inner.get_model(model_type, id).await?;
         if let Some(state) = &mut model {
-            self.open(vec![state]).await?;
+            self.open([state]).await?;
         }
         Ok(model)
     }
@@ -511,10 +475,7 @@ impl Store for SealedStore {
         page: Page,
     ) -> Result<Vec<(EntityId, Vec<u8>)>, StoreError> {
         let mut models = self.inner.list_models(model_type, page).await?;
-        if models.iter().any(|(_, m)| has_personal(m)) {
-            self.open(models.iter_mut().map(|(_, m)| m).collect())
-                .await?;
-        }
+        self.open(models.iter_mut().map(|(_, m)| m)).await?;
         Ok(models)
     }
 
@@ -527,11 +488,10 @@ impl Store for SealedStore {
     }
 
     async fn commit_projection(&self, mut commit: ProjectionCommit) -> Result<(), StoreError> {
-        self.seal_models(&mut commit.models).await?;
-        if commit.outbox.iter().any(|o| has_personal(&o.payload)) {
-            self.seal(commit.outbox.iter_mut().map(|o| &mut o.payload).collect())
-                .await?;
-        }
+        let models = commit.models.iter_mut().filter_map(|m| m.state.as_mut());
+        self.seal(models).await?;
+        self.seal(commit.outbox.iter_mut().map(|o| &mut o.payload))
+            .await?;
         self.inner.commit_projection(commit).await
     }
 
@@ -572,10 +532,8 @@ impl Store for SealedStore {
         to: Option<Sequence>,
     ) -> Result<Vec<StoredCommand>, StoreError> {
         let mut commands = self.inner.load_archived_commands(stream, from, to).await?;
-        if commands.iter().any(|c| has_personal(&c.payload)) {
-            self.open(commands.iter_mut().map(|c| &mut c.payload).collect())
-                .await?;
-        }
+        self.open(commands.iter_mut().map(|c| &mut c.payload))
+            .await?;
         Ok(commands)
     }
 
@@ -610,7 +568,7 @@ impl StoreAdmin for SealedStore {
         expected: Sequence,
         mut command: StoredCommand,
     ) -> Result<Sequence, StoreError> {
-        self.seal(vec![&mut command.payload]).await?;
+        self.seal([&mut command.payload]).await?;
         self.admin_of_inner("append_command")?
             .append_command(expected, command)
             .await
@@ -622,8 +580,7 @@ impl StoreAdmin for SealedStore {
         expected: Sequence,
         mut events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.seal(events.iter_mut().map(|e| &mut e.payload).collect())
-            .await?;
+        self.seal(events.iter_mut().map(|e| &mut e.payload)).await?;
         let mut recorded = self
             .admin_of_inner("append_events")?
             .append_events(stream, expected, events)
@@ -672,7 +629,7 @@ impl StoreAdmin for SealedStore {
         id: &EntityId,
         mut state: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.seal(vec![&mut state]).await?;
+        self.seal([&mut state]).await?;
         self.admin_of_inner("put_model")?
             .put_model(model_type, id, state)
             .await
