@@ -267,7 +267,8 @@ pub async fn resent_message_id_after_deletion_gets_the_original_receipt(store: A
 
 /// Deletion racing sends on the same stream (from another handle, so through the store's
 /// conflict): every send either committed before the tombstone or was refused with
-/// `StreamDeleted`; nothing commits after the tombstone.
+/// `StreamDeleted`; nothing commits after the tombstone. The sender never pauses, so the
+/// deletion lands only because the store places it after the commands it did not see.
 pub async fn delete_racing_sends_never_commits_after_the_tombstone(store: Arc<dyn Store>) {
     let sender = flow(store.clone()).await;
     let deleter = flow(store.clone()).await;

@@ -2,7 +2,9 @@
 //! command appended optimistically (as `append_command` does), its event under the append
 //! lock, then the erasure in place (deletion) or the move to or from the archive tables of
 //! migration `0011` (archiving, restoring). A command racing the change conflicts on the
-//! marker's sequence, or committed before it and is erased or archived with the rest.
+//! marker's sequence, or committed before it and is erased or archived with the rest. A deletion
+//! or archive goes at the stream's next sequence as read in its own transaction, so a stream
+//! busy with sends cannot starve it.
 
 use sourceflow::lifecycle::ERASED;
 use sourceflow::store::{StoreError, UnitOfWork};
@@ -13,6 +15,7 @@ use super::commit::BindEnvelope;
 use super::error::{classify, is_unique_violation};
 use super::queries::INSERT_COMMAND;
 use super::{conflict, Postgres};
+use crate::sql::queries::LAST_COMMAND;
 use crate::sql::read::find_receipt;
 use crate::sql::values::{db_int, from_db, micros, payload_text};
 use crate::sql::write::Written;
@@ -119,6 +122,14 @@ impl Postgres {
         unit: &UnitOfWork,
         change: Change,
     ) -> Result<Appended, StoreError> {
+        let followed;
+        let unit = match change {
+            Change::Delete | Change::Archive => {
+                followed = follow_last(tx, unit).await?;
+                &followed
+            }
+            Change::Restore => unit,
+        };
         let envelope = &unit.command.envelope;
         let stream = &envelope.stream;
         let (kind, id) = (&*stream.entity_type, stream.id.as_str());
@@ -213,4 +224,24 @@ impl Postgres {
             retries: 0,
         }))
     }
+}
+
+/// The marker `unit` moved past the commands that committed since the flow read the stream,
+/// unless one of them is a marker itself: a busy stream cannot starve its deletion (a command
+/// committing between this read and the marker's insert still makes the insert conflict).
+async fn follow_last(tx: &mut PgConnection, unit: &UnitOfWork) -> Result<UnitOfWork, StoreError> {
+    let mut unit = unit.clone();
+    let stream = &unit.command.envelope.stream;
+    let last = sqlx::query(LAST_COMMAND)
+        .bind(&*stream.entity_type)
+        .bind(stream.id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+    if let Some(row) = last {
+        let sequence: i64 = row.try_get(0).map_err(classify)?;
+        let name: String = row.try_get(1).map_err(classify)?;
+        unit.place_marker_after(Sequence(from_db(sequence, "sequence")?), &name);
+    }
+    Ok(unit)
 }

@@ -10,6 +10,10 @@ use super::rows::{command_columns, event_columns};
 pub(crate) const LAST_SEQUENCE: &str = "SELECT COALESCE((SELECT sequence FROM sf_commands \
      WHERE stream_type = $1 AND stream_id = $2 ORDER BY sequence DESC LIMIT 1), 0)";
 
+/// The stream's last command: its sequence and name (no row for an empty stream).
+pub(crate) const LAST_COMMAND: &str = "SELECT sequence, name FROM sf_commands \
+     WHERE stream_type = $1 AND stream_id = $2 ORDER BY sequence DESC LIMIT 1";
+
 /// A stream's commands between two sequences.
 pub(crate) const LOAD_COMMANDS: &str = concat!(
     "SELECT ",

@@ -1,19 +1,22 @@
 //! A stream's lifecycle on the writer's connection: deletion erases in place, archiving moves
 //! rows to the archive tables (migration `0005`), restoring moves them back. Each runs in the
-//! writer's transaction with the marker unit it commits first, so a command racing it either
-//! commits before the marker or conflicts.
+//! writer's transaction with the marker unit it commits first, at the stream's next sequence
+//! (commands that committed since the flow read the stream come before it and are erased or
+//! archived with the rest), so a command racing it either commits before the marker or
+//! conflicts, and a busy stream cannot starve its deletion.
 //!
 //! Nothing here removes the newest row of `sf_events`: positions are rowids, and a removed
 //! newest row would hand its position out again, so views would skip the next event. Deletion
 //! only rewrites rows; archiving moves rows older than the marker event it has just appended.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use sourceflow::lifecycle::ERASED;
 use sourceflow::store::{StoreError, UnitOfWork};
 use sourceflow::{CommandReceipt, Sequence, StreamId};
 
 use super::writer::{commit, db_err, execute};
-use crate::sql::values::db_int;
+use crate::sql::queries::LAST_COMMAND;
+use crate::sql::values::{db_int, from_db};
 
 const COMMAND_COLUMNS: &str = "stream_type, stream_id, sequence, message_id, name, version, \
      correlation_id, causation_id, created_at, payload, first_event, last_event";
@@ -72,6 +75,27 @@ fn marker_sequences(receipt: &CommandReceipt) -> Result<(i64, i64), StoreError> 
     Ok((command, db_int(event.0, "event sequence")?))
 }
 
+/// The marker `unit` moved past the commands that committed since the flow read the stream
+/// (the writer's transaction sees them all), unless one of them is a marker itself.
+fn follow_last(connection: &Connection, unit: &UnitOfWork) -> Result<UnitOfWork, StoreError> {
+    let mut unit = unit.clone();
+    let stream = &unit.command.envelope.stream;
+    let last = connection
+        .prepare_cached(LAST_COMMAND)
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![&*stream.entity_type, stream.id.as_str()], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()
+        })
+        .map_err(db_err)?;
+    if let Some((sequence, name)) = last {
+        unit.place_marker_after(Sequence(from_db(sequence, "sequence")?), &name);
+    }
+    Ok(unit)
+}
+
 fn run(
     connection: &Connection,
     sql: &str,
@@ -97,7 +121,7 @@ pub(super) fn delete_stream(
     connection: &Connection,
     unit: &UnitOfWork,
 ) -> Result<CommandReceipt, StoreError> {
-    let receipt = commit(connection, unit)?;
+    let receipt = commit(connection, &follow_last(connection, unit)?)?;
     if receipt.duplicate {
         return Ok(receipt);
     }
@@ -116,7 +140,7 @@ pub(super) fn archive_stream(
     connection: &Connection,
     unit: &UnitOfWork,
 ) -> Result<CommandReceipt, StoreError> {
-    let receipt = commit(connection, unit)?;
+    let receipt = commit(connection, &follow_last(connection, unit)?)?;
     if receipt.duplicate {
         return Ok(receipt);
     }

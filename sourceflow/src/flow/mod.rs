@@ -222,8 +222,10 @@ impl SourceFlow {
     /// streams, exports) are not touched.
     ///
     /// # Errors
-    /// [`Error::Concurrency`] if commands kept winning the race for the stream beyond the retry
-    /// policy; [`Error::Store`] on store faults, with
+    /// [`Error::Concurrency`] if, beyond the retry policy, another process's commands kept
+    /// committing in the instant between the store reading the stream's head and writing the
+    /// tombstone (the store places the tombstone after every command committed before it, so
+    /// a busy stream does not hold a deletion off); [`Error::Store`] on store faults, with
     /// [`StoreError::Unsupported`](crate::store::StoreError::Unsupported) for a store that
     /// cannot delete streams.
     pub async fn delete_stream<E: Entity>(

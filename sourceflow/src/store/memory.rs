@@ -312,12 +312,20 @@ impl Inner {
 
     /// Commits a lifecycle marker (a tombstone, an archive or restore marker) and hands the
     /// stream's data, the log and the receipt to `change`, under the one lock: atomic.
+    /// Commits the lifecycle marker `unit` (at the stream's next sequence when `follow` and
+    /// the commands since leave the stream live), then applies `change` to the stream.
     fn change_stream(
         &mut self,
-        unit: UnitOfWork,
+        mut unit: UnitOfWork,
+        follow: bool,
         change: impl FnOnce(&mut StreamData, &mut Log, &CommandReceipt),
     ) -> Result<CommandReceipt, StoreError> {
         let stream = unit.command.envelope.stream.clone();
+        if follow {
+            if let Some(last) = self.streams.get(&stream).and_then(|d| d.commands.last()) {
+                unit.place_marker_after(last.sequence, &last.envelope.name);
+            }
+        }
         let receipt = self.commit(unit)?;
         if receipt.duplicate {
             return Ok(receipt);
@@ -633,44 +641,46 @@ impl Store for MemoryStore {
     }
 
     async fn delete_stream(&self, tombstone: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        self.lock().change_stream(tombstone, |data, log, receipt| {
-            // Archived records come back to be erased with the rest.
-            if data.archived.take().is_some() {
-                for at in &data.events {
-                    log.archived.remove(at);
+        self.lock()
+            .change_stream(tombstone, true, |data, log, receipt| {
+                // Archived records come back to be erased with the rest.
+                if data.archived.take().is_some() {
+                    for at in &data.events {
+                        log.archived.remove(at);
+                    }
                 }
-            }
-            for command in &mut data.commands {
-                if command.sequence < receipt.sequence {
-                    command.envelope.name = Cow::Borrowed(ERASED);
-                    command.payload = b"null".to_vec();
+                for command in &mut data.commands {
+                    if command.sequence < receipt.sequence {
+                        command.envelope.name = Cow::Borrowed(ERASED);
+                        command.payload = b"null".to_vec();
+                    }
                 }
-            }
-            for &at in &data.events {
-                let event = log.get_mut(at);
-                if event.command_sequence < receipt.sequence {
-                    event.envelope.name = Cow::Borrowed(ERASED);
-                    event.payload = b"null".to_vec();
+                for &at in &data.events {
+                    let event = log.get_mut(at);
+                    if event.command_sequence < receipt.sequence {
+                        event.envelope.name = Cow::Borrowed(ERASED);
+                        event.payload = b"null".to_vec();
+                    }
                 }
-            }
-            data.entity = None;
-        })
+                data.entity = None;
+            })
     }
 
     async fn archive_stream(&self, marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        self.lock().change_stream(marker, |data, log, receipt| {
-            let commands = data.commands.len() - 1;
-            let events = data.events.len() - receipt.events.len();
-            for &at in &data.events[..events] {
-                log.archived.insert(at);
-            }
-            data.archived = Some((commands, events));
-            data.entity = None;
-        })
+        self.lock()
+            .change_stream(marker, true, |data, log, receipt| {
+                let commands = data.commands.len() - 1;
+                let events = data.events.len() - receipt.events.len();
+                for &at in &data.events[..events] {
+                    log.archived.insert(at);
+                }
+                data.archived = Some((commands, events));
+                data.entity = None;
+            })
     }
 
     async fn restore_stream(&self, marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        self.lock().change_stream(marker, |data, log, _| {
+        self.lock().change_stream(marker, false, |data, log, _| {
             if data.archived.take().is_some() {
                 for at in &data.events {
                     log.archived.remove(at);

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use crate::base::lifecycle::StreamStatus;
 use crate::base::message::{EntityId, Envelope, NewEvent, Position, Sequence, StoredCommand};
 
 /// A command waiting in the outbox to be sent after the unit of work that produced it.
@@ -37,6 +38,27 @@ pub struct UnitOfWork {
     pub events: Vec<NewEvent>,
     /// Follow-up commands, sent after the commit.
     pub outbox: Vec<OutboxMessage>,
+}
+
+impl UnitOfWork {
+    /// For a store committing a stream lifecycle marker (`delete_stream`, `archive_stream`; never a restore, which follows its archive marker):
+    /// moves the marker to the stream's next sequence when the commands that committed since
+    /// the flow read the stream leave it live, so a stream busy with sends cannot starve its
+    /// deletion. `last` is the stream's last command sequence and `last_command` that
+    /// command's name, read in the store's write transaction. Returns whether the marker now
+    /// follows `last`; when the last command is itself a marker (another deletion or archive
+    /// won the race) nothing moves and the commit conflicts as usual.
+    pub fn place_marker_after(&mut self, last: Sequence, last_command: &str) -> bool {
+        if last == self.expected {
+            return true;
+        }
+        if StreamStatus::after(last_command) != StreamStatus::Live {
+            return false;
+        }
+        self.expected = last;
+        self.command.sequence = last.next();
+        true
+    }
 }
 
 /// A view model write inside a [`ProjectionCommit`].

@@ -3,7 +3,9 @@
 //! command committed through the optimistic path at the stream's next sequence, with the
 //! store's erasure or move in the same transaction: a command racing the change either commits
 //! before the marker (and is erased or archived with the rest) or conflicts, reloads, and finds
-//! the marker.
+//! the marker. The store places a deletion or archive after whatever commands committed since
+//! the stream was read here ([`UnitOfWork::place_marker_after`]), so a stream that keeps taking
+//! commands cannot starve it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
