@@ -1,12 +1,17 @@
 //! Subject keys ([`KeyStore`], offered through [`Store::keys`]): a subject has no key until
 //! its first use stores one, concurrent first uses agree on one key, and a forgotten subject
-//! never gets a key again.
+//! never gets a key again. For a key table that commits keys with units of work
+//! ([`KeyStore::in_units`]): a unit's new keys commit with it or not at all, and a unit whose
+//! subject has another key already is refused with a conflict, writing nothing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sourceflow::personal::{KeyState, KeyStore, SubjectKey};
-use sourceflow::store::Store;
+use sourceflow::personal::{KeyState, KeyStore, NewKey, SubjectKey};
+use sourceflow::store::{Store, StoreError, UnitOfWork};
+use sourceflow::Sequence;
+
+use crate::records::{assert_conflict, stream, unit};
 
 /// The store's key table; the scenarios of this group need one.
 fn keys(store: &Arc<dyn Store>) -> &dyn KeyStore {
@@ -140,5 +145,102 @@ pub async fn a_forgotten_subject_never_gets_a_key_again(store: Arc<dyn Store>) {
     assert!(
         matches!(states[2], KeyState::Active(_)),
         "other subjects keep theirs"
+    );
+}
+
+/// A unit of `stream` at `expected` carrying the new key `key` of `subject`.
+fn keyed(
+    stream: &sourceflow::StreamId,
+    expected: u64,
+    subject: &str,
+    key: &SubjectKey,
+) -> UnitOfWork {
+    let mut unit = unit(stream, expected, 1);
+    unit.keys.push(NewKey {
+        subject: subject.to_owned(),
+        key: key.clone(),
+    });
+    unit
+}
+
+/// Whether the store commits keys with units; says so when it does not (the scenario then
+/// has nothing to check).
+fn commits_keys_with_units(store: &Arc<dyn Store>, scenario: &str) -> bool {
+    let in_units = keys(store).in_units();
+    if !in_units {
+        eprintln!("{scenario}: skipped, this key table does not commit keys with units");
+    }
+    in_units
+}
+
+/// A unit's new key commits with the unit: refused for a stale sequence, it leaves no key;
+/// committed, the key is the subject's; a resent unit is a duplicate, not a conflict.
+pub async fn a_units_key_commits_with_it_or_not_at_all(store: Arc<dyn Store>) {
+    if !commits_keys_with_units(&store, "a_units_key_commits_with_it_or_not_at_all") {
+        return;
+    }
+    let s = stream("conf.Keyed", "one");
+    store.commit(unit(&s, 0, 1)).await.unwrap();
+    let key = SubjectKey::generate();
+    assert_conflict(store.commit(keyed(&s, 0, "cust-unit", &key)).await, &s, 0);
+    assert_eq!(
+        keys(&store).keys(&["cust-unit".to_owned()]).await.unwrap(),
+        [KeyState::Unknown],
+        "a refused unit left its key"
+    );
+    let unit = keyed(&s, 1, "cust-unit", &key);
+    let receipt = store.commit(unit.clone()).await.unwrap();
+    assert_eq!(receipt.sequence, Sequence(2));
+    assert_eq!(
+        keys(&store).keys(&["cust-unit".to_owned()]).await.unwrap(),
+        [KeyState::Active(key)]
+    );
+    let again = store.commit(unit).await.unwrap();
+    assert!(
+        again.duplicate,
+        "a resent unit is answered with its receipt"
+    );
+}
+
+/// Two units carrying different first keys for one subject (first uses in two processes):
+/// the first to commit wins, the other is refused with a conflict and writes nothing; a unit
+/// carrying the winning key, or a key for a forgotten subject, commits.
+pub async fn a_unit_whose_subject_has_another_key_is_refused(store: Arc<dyn Store>) {
+    if !commits_keys_with_units(&store, "a_unit_whose_subject_has_another_key_is_refused") {
+        return;
+    }
+    let (a, b) = (stream("conf.Keyed", "a"), stream("conf.Keyed", "b"));
+    let (winner, loser) = (SubjectKey::generate(), SubjectKey::generate());
+    store
+        .commit(keyed(&a, 0, "cust-both", &winner))
+        .await
+        .unwrap();
+    assert_conflict(store.commit(keyed(&b, 0, "cust-both", &loser)).await, &b, 0);
+    assert_eq!(store.last_sequence(&b).await.unwrap(), Sequence::ZERO);
+    assert!(store
+        .read_stream_range(&b, Sequence(1), Sequence(100))
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .commit(keyed(&b, 0, "cust-both", &winner))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&store).keys(&["cust-both".to_owned()]).await.unwrap(),
+        [KeyState::Active(winner)]
+    );
+    keys(&store).forget("cust-gone").await.unwrap();
+    let c = stream("conf.Keyed", "c");
+    let committed = store.commit(keyed(&c, 0, "cust-gone", &loser)).await;
+    assert!(
+        !matches!(committed, Err(StoreError::Conflict { .. })),
+        "{committed:?}"
+    );
+    committed.unwrap();
+    assert_eq!(
+        keys(&store).keys(&["cust-gone".to_owned()]).await.unwrap(),
+        [KeyState::Forgotten],
+        "a forgotten subject stays forgotten"
     );
 }

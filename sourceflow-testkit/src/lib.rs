@@ -17,7 +17,7 @@
 //! | `core` | [`core_scenarios`] | commits, conflicts, idempotent message ids, entity versions, command and stream reads, the global log, positions, projections, the outbox | every store |
 //! | `inline` | [`inline_scenarios`] | [`Store::commit_inline`](sourceflow::store::Store::commit_inline) writing a view's batch in the command's transaction | stores that override it (the provided implementation writes no batch, which is always correct) |
 //! | `schedule` | [`schedule_scenarios`] | scheduled commands: committed with their unit only, claimed in due order by one caller at a time, cancels exclusive with claims | stores whose [`Store::schedules`](sourceflow::store::Store::schedules) returns `Some` |
-//! | `keys` | [`key_scenarios`] | subject keys for personal data: made on first use (concurrent first uses agree), forgotten for good | stores whose [`Store::keys`](sourceflow::store::Store::keys) returns `Some` |
+//! | `keys` | [`key_scenarios`] | subject keys for personal data: made on first use (concurrent first uses agree; with the unit that first uses them, or not at all), forgotten for good | stores whose [`Store::keys`](sourceflow::store::Store::keys) returns `Some` |
 //! | `lifecycle` | [`lifecycle_scenarios`] | deleting a stream (tombstone, erasure in place, positions and message ids kept), archiving and restoring it | stores that implement [`Store::delete_stream`](sourceflow::store::Store::delete_stream) and the archive methods (the provided implementations refuse) |
 //! | `admin` | [`admin_scenarios`] | the tooling of [`StoreAdmin`](sourceflow::store::StoreAdmin): direct appends, time-range reads, model edits, listings | stores whose [`Store::admin`](sourceflow::store::Store::admin) returns `Some` |
 //!
@@ -232,6 +232,8 @@ macro_rules! __conformance_group {
             subjects_are_exact_text,
             concurrent_first_uses_agree_on_one_key,
             a_forgotten_subject_never_gets_a_key_again,
+            a_units_key_commits_with_it_or_not_at_all,
+            a_unit_whose_subject_has_another_key_is_refused,
         ] $($how)*}
     };
     (lifecycle $($how:tt)*) => {

@@ -36,7 +36,9 @@ async fn all_events(store: &dyn Store) -> Vec<RecordedEvent> {
 /// Deletion commits the tombstone and erases every earlier record of the stream in place:
 /// sequences, positions and message ids kept, names `sourceflow.Erased`, payloads `null`;
 /// the entity state goes; other streams are untouched; a resent message id is still a
-/// duplicate; an expected sequence that is not the last is a conflict that writes nothing.
+/// duplicate. A tombstone built on a stale read goes after the commands committed since
+/// ([`UnitOfWork::place_marker_after`]); one that would follow another marker is a conflict
+/// that writes nothing.
 pub async fn deletion_erases_in_place(store: Arc<dyn Store>) {
     let (s, other) = (
         stream("conf.Account", "gone"),
@@ -47,16 +49,8 @@ pub async fn deletion_erases_in_place(store: Arc<dyn Store>) {
     store.commit(unit(&s, 1, 1)).await.unwrap();
     let before = all_events(&*store).await;
 
-    assert_conflict(
-        store
-            .delete_stream(marker(&s, 1, DELETE_STREAM, Some(StreamDeleted::NAME)))
-            .await,
-        &s,
-        1,
-    );
-    assert_eq!(all_events(&*store).await.len(), before.len());
-
-    let tombstone = marker(&s, 2, DELETE_STREAM, Some(StreamDeleted::NAME));
+    // Built when the stream's last command was 1: it goes after 2.
+    let tombstone = marker(&s, 1, DELETE_STREAM, Some(StreamDeleted::NAME));
     let receipt = store.delete_stream(tombstone.clone()).await.unwrap();
     assert_eq!(receipt.sequence, Sequence(3));
     assert_eq!(receipt.events.len(), 1);
@@ -64,6 +58,15 @@ pub async fn deletion_erases_in_place(store: Arc<dyn Store>) {
     let again = store.delete_stream(tombstone).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.sequence, Sequence(3));
+    let events = all_events(&*store).await.len();
+    assert_conflict(
+        store
+            .delete_stream(marker(&s, 2, DELETE_STREAM, Some(StreamDeleted::NAME)))
+            .await,
+        &s,
+        2,
+    );
+    assert_eq!(all_events(&*store).await.len(), events);
 
     let commands = store.load_commands(&s, Sequence(1), None).await.unwrap();
     let sequences: Vec<u64> = commands.iter().map(|c| c.sequence.0).collect();
@@ -157,18 +160,20 @@ pub async fn archiving_moves_records_and_restoring_brings_them_back(store: Arc<d
         .await
         .unwrap();
 
-    assert_conflict(
-        store
-            .archive_stream(marker(&s, 2, ARCHIVE_STREAM, Some(StreamArchived::NAME)))
-            .await,
-        &s,
-        2,
-    );
+    // Built when the stream's last command was 2: it goes after 3.
     let archived = store
-        .archive_stream(marker(&s, 3, ARCHIVE_STREAM, Some(StreamArchived::NAME)))
+        .archive_stream(marker(&s, 2, ARCHIVE_STREAM, Some(StreamArchived::NAME)))
         .await
         .unwrap();
     assert_eq!(archived.sequence, Sequence(4));
+    // Another archive built before this one landed would follow a marker: a conflict.
+    assert_conflict(
+        store
+            .archive_stream(marker(&s, 3, ARCHIVE_STREAM, Some(StreamArchived::NAME)))
+            .await,
+        &s,
+        3,
+    );
 
     let hot = store.load_commands(&s, Sequence(1), None).await.unwrap();
     assert_eq!(hot.len(), 1);

@@ -96,6 +96,7 @@ pub fn unit(stream: &StreamId, expected: u64, events: usize) -> UnitOfWork {
         entity: Some(bytes(&json!({ "total": expected + 1 }))),
         events: (0..events).map(|i| event(stream, i as i64)).collect(),
         outbox: Vec::new(),
+        keys: Vec::new(),
     }
 }
 

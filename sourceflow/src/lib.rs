@@ -229,6 +229,7 @@ pub mod personal {
 
     pub use crate::base::personal::Personal;
     pub use crate::store::keys::{KeyState, KeyStore, SubjectKey};
+    pub use crate::store::NewKey;
     pub use crate::store::SealedStore;
 }
 

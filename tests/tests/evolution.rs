@@ -191,6 +191,7 @@ async fn load_fixture(target: &dyn Store) {
                         })
                         .collect(),
                     outbox: Vec::new(),
+                    keys: Vec::new(),
                 };
                 target.commit(unit).await.expect("copy a unit of work");
             }

@@ -205,6 +205,7 @@ async fn through_the_store_api(store: Arc<dyn Store>) -> Vec<Vec<u8>> {
                 envelope: envelope(&stream, "fidelity.RawFollowUp", start),
                 payload: payload.clone(),
             }],
+            keys: Vec::new(),
         };
         let receipt = store.commit(unit).await.expect("commit");
         assert_eq!(&receipt.events[0].payload, payload, "receipt {i}");
@@ -316,6 +317,7 @@ async fn with_huge_bounds(store: Arc<dyn Store>) -> Vec<usize> {
                     payload: b"{}".to_vec(),
                 }],
                 outbox: vec![],
+                keys: Vec::new(),
             })
             .await
             .expect("commit");
@@ -451,6 +453,7 @@ async fn with_nanosecond_timestamps(store: Arc<dyn Store>) -> Vec<String> {
                     envelope: envelope(&stream, "fidelity.Next", *time),
                     payload: b"{}".to_vec(),
                 }],
+                keys: Vec::new(),
             })
             .await
             .expect("commit");

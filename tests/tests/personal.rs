@@ -7,7 +7,9 @@
 //!   `state_at`, `verify`, views (stored, caught up, rebuilt), `subscribe` and a new process
 //!   on the same store give redacted values, never an error; another subject is untouched;
 //! - a field written after `forget` is stored redacted;
-//! - `forget` racing concurrent sends for the same subject loses no command of any subject.
+//! - `forget` racing concurrent sends for the same subject loses no command of any subject;
+//! - a subject's first key commits in the unit of work that first uses it, or not at all, and
+//!   first uses racing in two processes agree on one key (every field reads back).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -546,4 +548,142 @@ async fn tooling_reads_follow_forget() {
     flow.forget(ALICE).await.unwrap();
     assert!(read(flow.clone()).await.contact.is_redacted());
     subject.finish().await;
+}
+
+/// A subject's first key commits with the unit of work that first uses it: a unit refused
+/// with a conflict leaves no key behind, and the unit that commits stores it.
+async fn a_first_key_commits_with_its_unit(subject: Subject) {
+    use sourceflow::personal::{KeyState, SealedStore};
+    use sourceflow::store::StoreError;
+    use sourceflow_testkit::records::stream;
+
+    let sealed = SealedStore::new(subject.store.clone());
+    let keys = subject.store.keys().expect("the store keeps keys");
+    let s = stream("crm.Customer", ALICE);
+    sealed.commit(unit_with(&s, 0, None)).await.unwrap();
+    let personal = || {
+        serde_json::to_vec(&Register {
+            contact: alice_contact(),
+        })
+        .unwrap()
+    };
+    // Built on a stale read: the stream is at 1.
+    let refused = sealed.commit(unit_with(&s, 0, Some(personal()))).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        keys.keys(&[ALICE.to_owned()]).await.unwrap(),
+        [KeyState::Unknown],
+        "a refused unit leaves no key"
+    );
+    sealed
+        .commit(unit_with(&s, 1, Some(personal())))
+        .await
+        .unwrap();
+    assert!(matches!(
+        keys.keys(&[ALICE.to_owned()]).await.unwrap()[..],
+        [KeyState::Active(_)]
+    ));
+    let stored = sealed.load_commands(&s, Sequence(2), None).await.unwrap();
+    let read: Register = serde_json::from_slice(&stored[0].payload).unwrap();
+    assert_eq!(read.contact, alice_contact());
+    assert_holds_none(&subject.bytes().await, ALICE_SECRETS, "after the first use");
+    subject.finish().await;
+}
+
+fn unit_with(
+    s: &StreamId,
+    expected: u64,
+    payload: Option<Vec<u8>>,
+) -> sourceflow::store::UnitOfWork {
+    let mut command = sourceflow_testkit::records::command(s, expected as i64 + 1);
+    if let Some(payload) = payload {
+        command.payload = payload;
+    }
+    sourceflow::store::UnitOfWork {
+        expected: Sequence(expected),
+        command,
+        entity: None,
+        events: Vec::new(),
+        outbox: Vec::new(),
+        keys: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn memory_a_first_key_commits_with_its_unit() {
+    a_first_key_commits_with_its_unit(Subject::memory().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_first_key_commits_with_its_unit() {
+    a_first_key_commits_with_its_unit(Subject::sqlite().await).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(sourceflow_pg), ignore = "needs SOURCEFLOW_PG_URL when built")]
+async fn postgres_a_first_key_commits_with_its_unit() {
+    #[cfg(sourceflow_pg)]
+    a_first_key_commits_with_its_unit(Subject::postgres().await).await;
+}
+
+/// First uses of new subjects racing in two processes (two flows, each with its own key cache
+/// and pending keys, on one store): one key per subject wins, the losing units are retried
+/// with it, and a third process reads every field back.
+async fn first_uses_race_in_two_processes(subject: Subject) {
+    const SUBJECTS: usize = 12;
+    let (one, two) = (subject.flow().await, subject.flow().await);
+    let contact = |i: usize| {
+        Personal::new(
+            format!("cust-race-{i}"),
+            Contact {
+                name: format!("Racer {i}"),
+                email: format!("racer{i}@example.org"),
+            },
+        )
+    };
+    let mut sends = Vec::new();
+    for i in 0..SUBJECTS {
+        for (flow, side) in [(one.clone(), "one"), (two.clone(), "two")] {
+            let contact = contact(i);
+            sends.push(tokio::spawn(async move {
+                let id = EntityId::from(format!("race-{i}-{side}"));
+                flow.send(&id, Register { contact }).await.unwrap();
+            }));
+        }
+    }
+    for send in sends {
+        send.await.unwrap();
+    }
+    let third = subject.flow().await;
+    for i in 0..SUBJECTS {
+        for side in ["one", "two"] {
+            let id = EntityId::from(format!("race-{i}-{side}"));
+            let customer = third.replay::<Customer>(&id).await.unwrap();
+            assert_eq!(customer.contact, Some(contact(i)), "{id}");
+        }
+    }
+    let names: Vec<String> = (0..SUBJECTS).map(|i| format!("Racer {i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_holds_none(&subject.bytes().await, &names, "after the race");
+    subject.finish().await;
+}
+
+#[tokio::test]
+async fn memory_first_uses_race_in_two_processes() {
+    first_uses_race_in_two_processes(Subject::memory().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_first_uses_race_in_two_processes() {
+    first_uses_race_in_two_processes(Subject::sqlite().await).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(sourceflow_pg), ignore = "needs SOURCEFLOW_PG_URL when built")]
+async fn postgres_first_uses_race_in_two_processes() {
+    #[cfg(sourceflow_pg)]
+    first_uses_race_in_two_processes(Subject::postgres().await).await;
 }

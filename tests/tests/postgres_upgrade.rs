@@ -310,6 +310,7 @@ async fn upgrade(url: String, old: PgPool, schema: String, fresh_pool: PgPool) {
             payload: br#"{"amount":5,"balance":105}"#.to_vec(),
         }],
         outbox: vec![],
+        keys: Vec::new(),
     };
     let projection = InlineProjection {
         handler: "up.SummaryView".into(),
@@ -353,6 +354,7 @@ async fn upgrade(url: String, old: PgPool, schema: String, fresh_pool: PgPool) {
             entity: None,
             events: vec![],
             outbox: vec![],
+            keys: Vec::new(),
         })
         .await
         .unwrap();

@@ -178,6 +178,7 @@ async fn sealed_memo(store: &SqliteStore) -> anyhow::Result<String> {
             entity: None,
             events: Vec::new(),
             outbox: Vec::new(),
+            keys: Vec::new(),
         })
         .await?;
     let stored = memory.load_commands(&stream, Sequence(1), None).await?;

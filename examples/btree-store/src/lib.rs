@@ -207,6 +207,8 @@ impl Tables {
             entity,
             events,
             outbox,
+            // This store keeps no key table: units only carry keys for stores that do.
+            keys: _,
         } = unit;
         let stream = command.envelope.stream.clone();
         let message_id = command.envelope.message_id;

@@ -595,6 +595,7 @@ pub async fn apply(
                 events: unit.events.into_iter().map(|(e, _)| e).collect(),
                 // Follow-ups already ran in the source: their commands are in the file.
                 outbox: vec![],
+                keys: Vec::new(),
             })
             .await?;
         summary.commands += 1;

@@ -57,15 +57,35 @@ impl Postgres {
         };
         let command = &command;
         // The common shape goes as one statement (`COMMIT_ONE`), the rest through the function.
-        let one = entity.is_some()
+        let one = unit.keys.is_empty()
+            && entity.is_some()
             && unit.events.len() == 1
             && unit.outbox.is_empty()
             && projections.len() <= 1
             && inline.delete_owners.is_empty()
             && inline.put_owners.len() == projections.len();
+        let (keys, expected_sequence) = (&unit.keys, unit.expected);
         let outcome = self
             .backoff
             .run(Self::NAME, "commit", || async move {
+                if !keys.is_empty() {
+                    // A subject's first key commits in the unit's transaction, or not at all.
+                    let mut tx = pool.begin().await.map_err(classify)?;
+                    if !super::keys::insert(&mut tx, keys).await? {
+                        return Ok(Outcome::NotWritten);
+                    }
+                    let query = bind_inline(command(COMMIT_INLINE), events, outbox, inline);
+                    let row = match query.fetch_one(&mut *tx).await {
+                        Ok(row) => row,
+                        Err(e) if is_unique_violation(&e) => return Ok(Outcome::NotWritten),
+                        Err(e) => return Err(classify(e)),
+                    };
+                    let outcome = inline_outcome(&row, 0, stream, expected_sequence)?;
+                    if let Outcome::Committed(..) = outcome {
+                        tx.commit().await.map_err(classify)?;
+                    }
+                    return Ok(outcome);
+                }
                 if one {
                     let row = command(COMMIT_ONE)
                         .bind(events.ids[0])

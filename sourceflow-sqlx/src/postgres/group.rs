@@ -64,7 +64,8 @@ impl Postgres {
         unit: UnitOfWork,
         projections: Vec<InlineProjection>,
     ) -> Answer {
-        if self.group.is_none() {
+        // A unit that carries a subject's first key commits in a transaction of its own.
+        if self.group.is_none() || !unit.keys.is_empty() {
             return self.commit_unit(unit, &projections).await;
         }
         let (reply, answer) = oneshot::channel();

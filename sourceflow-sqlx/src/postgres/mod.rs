@@ -97,6 +97,7 @@ mod commit;
 mod connect;
 mod error;
 mod group;
+mod keys;
 mod lifecycle;
 mod migrate;
 mod queries;

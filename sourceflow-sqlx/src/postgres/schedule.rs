@@ -318,6 +318,11 @@ impl Postgres {
             .backoff
             .run(Self::NAME, "commit", || async move {
                 let mut tx = pool.begin().await.map_err(classify)?;
+                if !unit_ref.keys.is_empty()
+                    && !super::keys::insert(&mut tx, &unit_ref.keys).await?
+                {
+                    return Ok(Outcome::NotWritten);
+                }
                 let query = sqlx::query(COMMIT_INLINE)
                     .bind(lock_key)
                     .bind(&*stream.entity_type)

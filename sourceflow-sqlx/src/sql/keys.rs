@@ -76,6 +76,10 @@ impl<B: Backend> KeyStore for SqlStore<B> {
         key_of(self.backend(), subject).await
     }
 
+    fn in_units(&self) -> bool {
+        true
+    }
+
     async fn forget(&self, subject: &str) -> Result<(), StoreError> {
         let forget = KeyWrite::Forget {
             subject: subject.to_owned(),

@@ -228,6 +228,7 @@ mod tests {
                 payload: event_payload.to_vec(),
             }],
             outbox: vec![],
+            keys: Vec::new(),
         }
     }
 

@@ -579,6 +579,14 @@ pub(super) fn commit(
         _ => Some(last_event_sequence(connection, stream)?),
     };
     let range = last_event.map(|last| (last.next(), Sequence(last.0 + unit.events.len() as u64)));
+    // A subject's first key lost to another unit's: refused before anything is written (a
+    // resent unit finds its receipt below, on its retry with the winning key).
+    if !unit.keys.is_empty() && super::keys::taken(connection, &unit.keys)? {
+        return match find_receipt(connection, stream, envelope.message_id)? {
+            Some(receipt) => Ok(receipt),
+            None => Err(conflict(stream, unit.expected)),
+        };
+    }
     // The append itself detects a resent message id (the stream moved past `expected`, or the
     // (stream, message id) key exists), so the common case costs no lookup beforehand.
     if !insert_command(connection, unit.expected, &unit.command, range)? {
@@ -586,6 +594,9 @@ pub(super) fn commit(
             Some(receipt) => Ok(receipt),
             None => Err(conflict(stream, unit.expected)),
         };
+    }
+    if !unit.keys.is_empty() {
+        super::keys::insert(connection, &unit.keys)?;
     }
     let sequence = unit.expected.next();
     if let Some(state) = &unit.entity {

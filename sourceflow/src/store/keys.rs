@@ -6,12 +6,15 @@
 //! management system implements [`KeyStore`] over it and gives it to the builder
 //! ([`Builder::key_store`](crate::Builder::key_store)).
 //!
-//! A key is made the first time a subject's field is written: [`KeyStore::key_or_insert`]
-//! stores a fresh key unless the subject has one (or was forgotten), in its own transaction
-//! before the unit of work that uses it. Concurrent first uses, in one process or several,
-//! agree on the key that was stored first; a key whose unit of work then fails protects
-//! nothing and is harmless. Forgetting deletes the key and leaves a mark, so the subject never
-//! gets a new key and its fields written later are stored redacted.
+//! A key is made the first time a subject's field is written. With the store's own key table
+//! ([`KeyStore::in_units`]) it travels in that unit of work ([`UnitOfWork::keys`](super::UnitOfWork::keys))
+//! and commits in the unit's transaction, or not at all: concurrent first uses, in one process
+//! or several, race like any two commits, and the loser is refused with a conflict and retried
+//! with the winner's key. Elsewhere (an external key management system, and writes outside a
+//! unit of work) [`KeyStore::key_or_insert`] stores a fresh key unless the subject has one,
+//! before the write that uses it; concurrent callers agree on the key stored first. Forgetting
+//! deletes the key and leaves a mark, so the subject never gets a new key and its fields
+//! written later are stored redacted.
 
 use std::fmt;
 
@@ -36,4 +39,12 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// Deletes `subject`'s key for good and marks the subject forgotten (also when it never had
     /// a key, so none is made for it later).
     async fn forget(&self, subject: &str) -> Result<(), StoreError>;
+
+    /// Whether this is the key table of the store it is handed out by, committing a unit of
+    /// work's new keys ([`UnitOfWork::keys`](super::UnitOfWork::keys)) in the unit's own
+    /// transaction. `false` (the default, and right for an external key management system):
+    /// new keys are stored by [`key_or_insert`](Self::key_or_insert) before the unit.
+    fn in_units(&self) -> bool {
+        false
+    }
 }

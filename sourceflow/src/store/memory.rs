@@ -32,8 +32,6 @@ use crate::base::message::{
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
-    /// Subject keys: `None` marks a forgotten subject.
-    keys: Mutex<HashMap<String, Option<super::keys::SubjectKey>>>,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +154,9 @@ impl Log {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Subject keys: `None` marks a forgotten subject. Beside the log, so a unit of work's new
+    /// keys commit with it.
+    keys: HashMap<String, Option<super::keys::SubjectKey>>,
     streams: HashMap<StreamId, StreamData>,
     events: Log,
     /// Per model type; unordered (a write is one hash lookup), listings sort the page.
@@ -244,13 +245,6 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    fn lock_keys(&self) -> MutexGuard<'_, HashMap<String, Option<super::keys::SubjectKey>>> {
-        // Entries are replaced whole: a panic elsewhere leaves the map valid.
-        self.keys
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 impl Inner {
@@ -268,6 +262,7 @@ impl Inner {
         let Inner {
             streams,
             events: log,
+            keys: key_table,
             ..
         } = self;
         let UnitOfWork {
@@ -276,6 +271,7 @@ impl Inner {
             entity,
             events,
             outbox,
+            keys,
         } = unit;
         let stream = command.envelope.stream.clone();
         let message_id = command.envelope.message_id;
@@ -284,12 +280,20 @@ impl Inner {
         if let Some(receipt) = duplicate_receipt(log, data, &stream, message_id) {
             return Ok(receipt);
         }
-        if data.commands.len() as u64 != expected.0 {
+        // A subject keyed meanwhile by another unit: this unit's fields are sealed with a key
+        // that lost; refused like any conflict, nothing written.
+        let key_taken = keys.iter().any(
+            |new| matches!(key_table.get(&new.subject), Some(Some(stored)) if *stored != new.key),
+        );
+        if data.commands.len() as u64 != expected.0 || key_taken {
             if data.commands.is_empty() && data.events.is_empty() && data.entity.is_none() {
                 // Created just now by the lookup: leave no trace of a refused write.
                 streams.remove(&stream);
             }
             return Err(StoreError::Conflict { stream, expected });
+        }
+        for new in keys {
+            key_table.entry(new.subject).or_insert(Some(new.key));
         }
         let sequence = expected.next();
         command.sequence = sequence;

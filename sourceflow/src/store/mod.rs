@@ -52,7 +52,7 @@ pub use memory::MemoryStore;
 pub use schedule::ScheduleStore;
 pub use sealed::SealedStore;
 pub use unit::{
-    EntityWithModels, InlineProjection, ModelWrite, OutboxMessage, Page, PendingCommand,
+    EntityWithModels, InlineProjection, ModelWrite, NewKey, OutboxMessage, Page, PendingCommand,
     ProjectionCommit, UnitOfWork,
 };
 
@@ -362,6 +362,7 @@ pub trait StoreAdmin: Store {
             entity: None,
             events: Vec::new(),
             outbox: Vec::new(),
+            keys: Vec::new(),
         };
         Ok(self.commit(unit).await?.sequence)
     }

@@ -11,7 +11,12 @@
 //!
 //! Keys come from the store's own key table ([`Store::keys`]) or an external [`KeyStore`], and
 //! are kept in a small cache for a short time ([`KeyCache`]): another process sharing the store
-//! stops reading a subject it forgot within that time.
+//! stops reading a subject it forgot within that time. A subject's first key, made while
+//! sealing a unit of work, travels in the unit ([`UnitOfWork::keys`]) when the key table is the
+//! store's own ([`KeyStore::in_units`]), and is only cached once read back after the commit;
+//! until then concurrent units of this process take it from the pending keys, so they carry the
+//! same key. Writes outside a unit of work, and external key stores, store a fresh key first
+//! ([`KeyStore::key_or_insert`]).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -26,6 +31,7 @@ use super::keys::{KeyState, KeyStore, SubjectKey};
 use super::schedule::{
     CancelOutcome, NewSchedule, ScheduleChanges, ScheduleId, ScheduleRecord, ScheduleStore,
 };
+use super::unit::NewKey;
 use super::{
     EntityWithModels, InlineProjection, ModelWrite, Page, PendingCommand, ProjectionCommit, Store,
     StoreAdmin, StoreError, StoreInspect, UnitOfWork,
@@ -83,6 +89,19 @@ pub struct SealedStore {
     inner: Arc<dyn Store>,
     external: Option<Arc<dyn KeyStore>>,
     cache: KeyCache,
+    /// Keys made for units of work not committed yet, so that this process's concurrent first
+    /// uses of a subject carry the same key.
+    pending: Mutex<HashMap<String, SubjectKey>>,
+}
+
+/// What [`SealedStore::keys_for`] does for a subject without a key.
+enum Create<'a> {
+    /// Nothing: the subject stays [`KeyState::Unknown`] (reading).
+    No,
+    /// Stores a fresh key now, before the write ([`KeyStore::key_or_insert`]).
+    Now,
+    /// Makes a fresh key for the unit of work to carry ([`UnitOfWork::keys`]).
+    InUnit(&'a mut Vec<NewKey>),
 }
 
 impl fmt::Debug for SealedStore {
@@ -118,6 +137,7 @@ impl SealedStore {
                 ttl,
                 entries: Mutex::new(HashMap::default()),
             },
+            pending: Mutex::new(HashMap::default()),
         }
     }
 
@@ -147,12 +167,12 @@ impl SealedStore {
         Ok(())
     }
 
-    /// The keys of `subjects`: from the cache, else from the key store; with `create`, a
-    /// subject without a key gets one.
+    /// The keys of `subjects`: from the cache, else from the key store; a subject without a key
+    /// gets one as `create` says.
     async fn keys_for(
         &self,
         subjects: Vec<String>,
-        create: bool,
+        mut create: Create<'_>,
     ) -> Result<HashMap<String, KeyState>, StoreError> {
         let mut found = HashMap::default();
         let mut missing = Vec::new();
@@ -168,7 +188,7 @@ impl SealedStore {
             return Ok(found);
         }
         let Some(keys) = self.key_store() else {
-            if create {
+            if !matches!(create, Create::No) {
                 return Err(StoreError::Unsupported(
                     "personal fields (this store keeps no subject keys: give the builder a key store)",
                 ));
@@ -178,8 +198,27 @@ impl SealedStore {
         };
         let states = keys.keys(&missing).await?;
         for (subject, mut state) in missing.into_iter().zip(states) {
-            if create && state == KeyState::Unknown {
-                state = keys.key_or_insert(&subject, SubjectKey::generate()).await?;
+            if state == KeyState::Unknown {
+                match &mut create {
+                    Create::No => {}
+                    Create::Now => {
+                        state = keys.key_or_insert(&subject, SubjectKey::generate()).await?;
+                    }
+                    Create::InUnit(made) => {
+                        let key = self
+                            .lock_pending()
+                            .entry(subject.clone())
+                            .or_insert_with(SubjectKey::generate)
+                            .clone();
+                        made.push(NewKey {
+                            subject: subject.clone(),
+                            key: key.clone(),
+                        });
+                        // Not cached: the key is the subject's only once the unit commits.
+                        found.insert(subject, KeyState::Active(key));
+                        continue;
+                    }
+                }
             }
             self.cache.put(&subject, state.clone());
             found.insert(subject, state);
@@ -187,11 +226,37 @@ impl SealedStore {
         Ok(found)
     }
 
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, SubjectKey>> {
+        // Entries are replaced whole: a panic elsewhere leaves the map valid.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After the unit that carried `made` committed or failed: its keys are no longer pending.
+    /// (Committed, the next use reads the key from the key table; failed because another key
+    /// won, the next use finds that one.)
+    fn settle_keys(&self, made: &[NewKey]) {
+        if made.is_empty() {
+            return;
+        }
+        let mut pending = self.lock_pending();
+        for new in made {
+            if pending.get(&new.subject) == Some(&new.key) {
+                pending.remove(&new.subject);
+            }
+        }
+    }
+
+    /// Whether new keys travel in units of work: the store's own key table commits them there.
+    fn keys_in_units(&self) -> bool {
+        self.external.is_none() && self.inner.keys().is_some_and(|keys| keys.in_units())
+    }
+
     /// Seals the plaintext personal fields of `payloads` in place (a payload without personal
-    /// fields costs one substring search).
+    /// fields costs one substring search); a subject without a key gets one as `create` says.
     async fn seal<'p>(
         &self,
         payloads: impl IntoIterator<Item = &'p mut Vec<u8>>,
+        create: Create<'_>,
     ) -> Result<(), StoreError> {
         let payloads: Vec<&mut Vec<u8>> =
             payloads.into_iter().filter(|p| has_personal(p)).collect();
@@ -202,7 +267,7 @@ impl SealedStore {
         if subjects.is_empty() {
             return Ok(());
         }
-        let keys = self.keys_for(subjects, true).await?;
+        let keys = self.keys_for(subjects, create).await?;
         for payload in payloads {
             if let Some(sealed) = personal::seal(payload, &|s| keys.get(s)).map_err(unsealable)? {
                 *payload = sealed;
@@ -243,7 +308,7 @@ impl SealedStore {
         if missing.is_empty() {
             return Ok(());
         }
-        let keys = self.keys_for(missing, false).await?;
+        let keys = self.keys_for(missing, Create::No).await?;
         for payload in waiting {
             let opened = personal::unseal(payload, &mut |subject| keys.get(subject).cloned())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -259,12 +324,16 @@ impl SealedStore {
         self.open(events.iter_mut().map(|e| &mut e.payload)).await
     }
 
-    /// Seals a unit of work (and inline projections' models), and returns the plaintext of its
-    /// events that changed, to put back into the receipt.
+    /// Seals a unit of work (and inline projections' models, and the schedules it adds), and
+    /// returns the plaintext of its events that changed, to put back into the receipt. With
+    /// `carry_keys` and a key table that commits keys with units, a subject's first key travels
+    /// in [`UnitOfWork::keys`]; otherwise it is stored before.
     async fn seal_unit(
         &self,
         unit: &mut UnitOfWork,
         projections: &mut [InlineProjection],
+        schedules: &mut [NewSchedule],
+        carry_keys: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let any = has_personal(&unit.command.payload)
             || unit.entity.as_deref().is_some_and(has_personal)
@@ -273,7 +342,8 @@ impl SealedStore {
             || projections
                 .iter()
                 .flat_map(|p| &p.models)
-                .any(model_has_personal);
+                .any(model_has_personal)
+            || schedules.iter().any(|s| has_personal(&s.command.payload));
         if !any {
             return Ok(Vec::new());
         }
@@ -282,6 +352,12 @@ impl SealedStore {
             .iter()
             .map(|e| has_personal(&e.payload).then(|| e.payload.clone()))
             .collect();
+        let mut made = Vec::new();
+        let create = if carry_keys && self.keys_in_units() {
+            Create::InUnit(&mut made)
+        } else {
+            Create::Now
+        };
         let payloads = std::iter::once(&mut unit.command.payload)
             .chain(unit.entity.as_mut())
             .chain(unit.events.iter_mut().map(|e| &mut e.payload))
@@ -291,8 +367,10 @@ impl SealedStore {
                     .iter_mut()
                     .flat_map(|p| &mut p.models)
                     .filter_map(|m| m.state.as_mut()),
-            );
-        self.seal(payloads).await?;
+            )
+            .chain(schedules.iter_mut().map(|s| &mut s.command.payload));
+        self.seal(payloads, create).await?;
+        unit.keys.extend(made);
         Ok(plaintext)
     }
 
@@ -316,8 +394,11 @@ impl SealedStore {
     }
 
     async fn seal_schedules(&self, schedules: &mut [NewSchedule]) -> Result<(), StoreError> {
-        self.seal(schedules.iter_mut().map(|s| &mut s.command.payload))
-            .await
+        self.seal(
+            schedules.iter_mut().map(|s| &mut s.command.payload),
+            Create::Now,
+        )
+        .await
     }
 
     async fn open_schedules(&self, records: &mut [ScheduleRecord]) -> Result<(), StoreError> {
@@ -343,9 +424,11 @@ fn model_has_personal(model: &ModelWrite) -> bool {
 #[async_trait]
 impl Store for SealedStore {
     async fn commit(&self, mut unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        let plaintext = self.seal_unit(&mut unit, &mut []).await?;
-        let receipt = self.inner.commit(unit).await?;
-        self.open_receipt(receipt, plaintext).await
+        let plaintext = self.seal_unit(&mut unit, &mut [], &mut [], true).await?;
+        let made = unit.keys.clone();
+        let committed = self.inner.commit(unit).await;
+        self.settle_keys(&made);
+        self.open_receipt(committed?, plaintext).await
     }
 
     async fn commit_inline(
@@ -353,8 +436,13 @@ impl Store for SealedStore {
         mut unit: UnitOfWork,
         mut projections: Vec<InlineProjection>,
     ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
-        let plaintext = self.seal_unit(&mut unit, &mut projections).await?;
-        let (receipt, applied) = self.inner.commit_inline(unit, projections).await?;
+        let plaintext = self
+            .seal_unit(&mut unit, &mut projections, &mut [], true)
+            .await?;
+        let made = unit.keys.clone();
+        let committed = self.inner.commit_inline(unit, projections).await;
+        self.settle_keys(&made);
+        let (receipt, applied) = committed?;
         Ok((self.open_receipt(receipt, plaintext).await?, applied))
     }
 
@@ -404,7 +492,7 @@ impl Store for SealedStore {
         version: Sequence,
         mut state: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.seal([&mut state]).await?;
+        self.seal([&mut state], Create::Now).await?;
         self.inner
             .put_entity(stream, expected, version, state)
             .await
@@ -489,9 +577,12 @@ impl Store for SealedStore {
 
     async fn commit_projection(&self, mut commit: ProjectionCommit) -> Result<(), StoreError> {
         let models = commit.models.iter_mut().filter_map(|m| m.state.as_mut());
-        self.seal(models).await?;
-        self.seal(commit.outbox.iter_mut().map(|o| &mut o.payload))
-            .await?;
+        self.seal(models, Create::Now).await?;
+        self.seal(
+            commit.outbox.iter_mut().map(|o| &mut o.payload),
+            Create::Now,
+        )
+        .await?;
         self.inner.commit_projection(commit).await
     }
 
@@ -508,19 +599,21 @@ impl Store for SealedStore {
     }
 
     async fn delete_stream(&self, mut tombstone: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        let plaintext = self.seal_unit(&mut tombstone, &mut []).await?;
+        let plaintext = self
+            .seal_unit(&mut tombstone, &mut [], &mut [], false)
+            .await?;
         let receipt = self.inner.delete_stream(tombstone).await?;
         self.open_receipt(receipt, plaintext).await
     }
 
     async fn archive_stream(&self, mut marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        let plaintext = self.seal_unit(&mut marker, &mut []).await?;
+        let plaintext = self.seal_unit(&mut marker, &mut [], &mut [], false).await?;
         let receipt = self.inner.archive_stream(marker).await?;
         self.open_receipt(receipt, plaintext).await
     }
 
     async fn restore_stream(&self, mut marker: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        let plaintext = self.seal_unit(&mut marker, &mut []).await?;
+        let plaintext = self.seal_unit(&mut marker, &mut [], &mut [], false).await?;
         let receipt = self.inner.restore_stream(marker).await?;
         self.open_receipt(receipt, plaintext).await
     }
@@ -568,7 +661,7 @@ impl StoreAdmin for SealedStore {
         expected: Sequence,
         mut command: StoredCommand,
     ) -> Result<Sequence, StoreError> {
-        self.seal([&mut command.payload]).await?;
+        self.seal([&mut command.payload], Create::Now).await?;
         self.admin_of_inner("append_command")?
             .append_command(expected, command)
             .await
@@ -580,7 +673,8 @@ impl StoreAdmin for SealedStore {
         expected: Sequence,
         mut events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.seal(events.iter_mut().map(|e| &mut e.payload)).await?;
+        self.seal(events.iter_mut().map(|e| &mut e.payload), Create::Now)
+            .await?;
         let mut recorded = self
             .admin_of_inner("append_events")?
             .append_events(stream, expected, events)
@@ -629,7 +723,7 @@ impl StoreAdmin for SealedStore {
         id: &EntityId,
         mut state: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.seal([&mut state]).await?;
+        self.seal([&mut state], Create::Now).await?;
         self.admin_of_inner("put_model")?
             .put_model(model_type, id, state)
             .await
@@ -670,13 +764,16 @@ impl ScheduleStore for SealedStore {
         mut unit: UnitOfWork,
         mut changes: ScheduleChanges,
     ) -> Result<CommandReceipt, StoreError> {
-        let plaintext = self.seal_unit(&mut unit, &mut []).await?;
-        self.seal_schedules(&mut changes.add).await?;
-        let receipt = self
+        let plaintext = self
+            .seal_unit(&mut unit, &mut [], &mut changes.add, true)
+            .await?;
+        let made = unit.keys.clone();
+        let committed = self
             .schedules_of_inner()?
             .commit_scheduled(unit, changes)
-            .await?;
-        self.open_receipt(receipt, plaintext).await
+            .await;
+        self.settle_keys(&made);
+        self.open_receipt(committed?, plaintext).await
     }
 
     async fn add_schedules(&self, mut schedules: Vec<NewSchedule>) -> Result<(), StoreError> {

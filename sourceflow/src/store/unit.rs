@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use crate::base::lifecycle::StreamStatus;
 use crate::base::message::{EntityId, Envelope, NewEvent, Position, Sequence, StoredCommand};
+use crate::codec::personal::SubjectKey;
 
 /// A command waiting in the outbox to be sent after the unit of work that produced it.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +39,22 @@ pub struct UnitOfWork {
     pub events: Vec<NewEvent>,
     /// Follow-up commands, sent after the commit.
     pub outbox: Vec<OutboxMessage>,
+    /// Subject keys made for this unit's personal fields, their first use (empty almost
+    /// always): a store whose key table [`commits keys with units`](crate::personal::KeyStore::in_units)
+    /// inserts them in the unit's transaction, and refuses the unit with
+    /// [`StoreError::Conflict`](super::StoreError::Conflict), writing nothing, when a subject
+    /// has another key already (a concurrent first use won; the retry seals with its key). A
+    /// forgotten subject's entry is skipped: what it sealed reads as redacted.
+    pub keys: Vec<NewKey>,
+}
+
+/// A subject key made for a unit of work ([`UnitOfWork::keys`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKey {
+    /// The subject whose personal fields the key seals.
+    pub subject: String,
+    /// The key.
+    pub key: SubjectKey,
 }
 
 impl UnitOfWork {

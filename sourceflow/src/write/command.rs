@@ -331,6 +331,7 @@ impl WriteSide {
                 entity,
                 events,
                 outbox: cx.outbox,
+                keys: Vec::new(),
             };
             let committing = async {
                 if !scheduling.is_empty() {

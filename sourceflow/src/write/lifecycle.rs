@@ -213,6 +213,7 @@ fn marker(
         entity: None,
         events,
         outbox: Vec::new(),
+        keys: Vec::new(),
     };
     Ok((unit, decoded))
 }

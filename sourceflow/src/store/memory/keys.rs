@@ -9,7 +9,8 @@ use crate::store::StoreError;
 #[async_trait]
 impl KeyStore for MemoryStore {
     async fn keys(&self, subjects: &[String]) -> Result<Vec<KeyState>, StoreError> {
-        let keys = self.lock_keys();
+        let inner = self.lock();
+        let keys = &inner.keys;
         Ok(subjects
             .iter()
             .map(|subject| match keys.get(subject) {
@@ -25,7 +26,8 @@ impl KeyStore for MemoryStore {
         subject: &str,
         fresh: SubjectKey,
     ) -> Result<KeyState, StoreError> {
-        let mut keys = self.lock_keys();
+        let mut inner = self.lock();
+        let keys = &mut inner.keys;
         Ok(
             match keys.entry(subject.to_owned()).or_insert(Some(fresh)) {
                 Some(key) => KeyState::Active(key.clone()),
@@ -34,8 +36,12 @@ impl KeyStore for MemoryStore {
         )
     }
 
+    fn in_units(&self) -> bool {
+        true
+    }
+
     async fn forget(&self, subject: &str) -> Result<(), StoreError> {
-        self.lock_keys().insert(subject.to_owned(), None);
+        self.lock().keys.insert(subject.to_owned(), None);
         Ok(())
     }
 }
