@@ -47,6 +47,7 @@
 //!             payload: br#"{"amount":100,"balance":100}"#.to_vec(),
 //!         }],
 //!         outbox: vec![],
+//!         keys: vec![],
 //!     })
 //!     .await?;
 //! assert_eq!(receipt.sequence, Sequence(1));

@@ -72,6 +72,42 @@ async fn wait_for(child: Child) -> std::process::ExitStatus {
     .unwrap()
 }
 
+/// The spec for the process to be killed and, on Postgres, the server's URL and the
+/// application name its connections carry.
+fn killable(spec: &str) -> (String, Option<(String, String)>) {
+    let Some((url, schema)) = spec
+        .strip_prefix("postgres:")
+        .and_then(|rest| rest.split_once('#'))
+    else {
+        return (spec.to_owned(), None);
+    };
+    let application = format!("sf_killed_{}", uuid::Uuid::new_v4().simple());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    (
+        format!("postgres:{url}{separator}application_name={application}#{schema}"),
+        Some((url.to_owned(), application)),
+    )
+}
+
+/// Waits until the server has no connection named `application` left.
+async fn connections_gone(url: &str, application: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    for _ in 0..3_000 {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(application)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if open == 0 {
+            pool.close().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the killed process's connections are still open after 30 s");
+}
+
 async fn two_schedulers_one_killed(shared: SharedDb) {
     // This process schedules; it runs no scheduler of its own.
     let flow = SourceFlow::builder()
@@ -93,8 +129,9 @@ async fn two_schedulers_one_killed(shared: SharedDb) {
     // The first scheduler alone, killed once a tenth has fired, while it holds claims
     // (schedules it is firing). A kill that lands between two claims is repeated, later.
     let mut held: Vec<ScheduleId> = Vec::new();
+    let (killed_spec, server) = killable(&shared.spec);
     for attempt in 1..=5 {
-        let mut a = start(&shared.spec).await;
+        let mut a = start(&killed_spec).await;
         let threshold = SCHEDULES as usize * (10 - attempt) / 10;
         let mut spins = 0;
         loop {
@@ -111,6 +148,12 @@ async fn two_schedulers_one_killed(shared: SharedDb) {
         }
         a.kill().expect("SIGKILL");
         let _ = a.wait();
+        if let Some((url, application)) = &server {
+            // A statement the killed process sent just before it died still runs to its end
+            // on the server (a claim marked fired, a command committed): the claims it holds
+            // are those left once its connections are gone.
+            connections_gone(url, application).await;
+        }
         held = flow
             .pending_schedules(None, 100)
             .await

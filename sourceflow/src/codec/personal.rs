@@ -522,4 +522,44 @@ mod tests {
         assert_eq!(SubjectKey::from_text("short"), None);
         assert_eq!(format!("{key:?}"), "SubjectKey(..)");
     }
+
+    /// Where the time of opening one field goes (`cargo test --release -p sourceflow --lib
+    /// personal::tests::open_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a timing probe, run by hand"]
+    fn open_cost() {
+        use std::time::Instant;
+        let key = KeyState::Active(SubjectKey::generate());
+        let payload = br#"{"amount":42,"currency":"EUR","reference":"INV-0000000042","memo":{"$personal":"payer-1","value":"rent for flat 3, thanks"}}"#;
+        let sealed = seal(payload, &keys(&key)).unwrap().unwrap();
+        let n = 200_000;
+        let time = |what: &str, f: &mut dyn FnMut()| {
+            let started = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            eprintln!("{what}: {:?} per call", started.elapsed() / n);
+        };
+        time("unseal", &mut || {
+            std::hint::black_box(unseal(&sealed, &mut |_| Some(key.clone())).unwrap());
+        });
+        time("transform, keep", &mut || {
+            std::hint::black_box(transform(&sealed, &mut |_, _| Ok(Replace::Keep)).unwrap());
+        });
+        let KeyState::Active(k) = &key else {
+            unreachable!()
+        };
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        let at = text.find(r#""sealed":""#).unwrap() + 10;
+        let field = &text[at..text[at..].find('"').unwrap() + at];
+        time("open", &mut || {
+            std::hint::black_box(open(k, "payer-1", field).unwrap());
+        });
+        time("cipher", &mut || {
+            std::hint::black_box(k.cipher());
+        });
+        time("has_personal", &mut || {
+            std::hint::black_box(has_personal(&sealed));
+        });
+    }
 }
