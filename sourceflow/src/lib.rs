@@ -213,7 +213,7 @@ pub mod personal {
     //!
     //! Wrap a field of a command, event, entity or view model in [`Personal`], naming the
     //! subject (a customer, a user) whose key protects it. The flow's store seals such fields
-    //! on every write (AES-256-GCM-SIV, a random nonce per field, the subject as associated
+    //! on every write (AES-256-GCM, a random nonce per field, the subject as associated
     //! data) and opens them on every read, so the database holds ciphertext only while
     //! handlers and views see plaintext. A subject's key is made the first time one of its
     //! fields is written, and kept in the store's key table ([`Store::keys`]) or in an external

@@ -1,11 +1,14 @@
 //! Personal fields in stored bytes: finding them, sealing their values with their subject's key
-//! (AES-256-GCM-SIV, a random 96-bit nonce per field, the subject as associated data) and
-//! opening them again, or redacting them when the key is gone.
+//! (AES-256-GCM, a random 96-bit nonce per field, the subject as associated data) and opening
+//! them again, or redacting them when the key is gone.
 //!
-//! AES-GCM-SIV resists nonce reuse: were two random nonces of one subject ever to collide, the
-//! two ciphertexts would reveal only whether their values are equal, never the values or the
-//! key. With AES-NI it opens a short field in about half a microsecond, a third of what
-//! ChaCha20-Poly1305 takes for the same field (W12 in BENCHMARKS.md).
+//! A sealed value is the unpadded base64 of a format byte ([`FORMAT`], AES-256-GCM), the
+//! nonce, the ciphertext and the 16-byte tag. Every subject has a key of its own, so a key
+//! seals only that subject's fields, far below the 2^32 messages per key that random 96-bit
+//! nonces allow. The key's schedule and hash key are computed once per key
+//! ([`SubjectKey`] keeps them), so opening a short field is a fraction of a microsecond with
+//! AES-NI (W12 in BENCHMARKS.md). The format byte leaves room for another cipher later: a
+//! value in a format this build does not know reads as redacted, with a warning.
 //!
 //! The transforms work on the JSON text the codec wrote. A personal field as
 //! [`Personal`](crate::base::personal::Personal) writes it starts with `{"$personal":`, which
@@ -17,10 +20,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, OsRng, Payload};
-use aes_gcm_siv::{AeadCore, Aes256GcmSiv, Nonce};
+use aes_gcm::aead::{AeadInPlace, KeyInit, OsRng};
+use aes_gcm::{AeadCore, Aes256Gcm, Nonce, Tag};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
 use memchr::memmem;
@@ -34,47 +37,69 @@ use crate::base::personal::{SEALED_KEY, SUBJECT_KEY, VALUE_KEY};
 const MARK: &[u8] = b"\"$personal\"";
 /// How the fast path finds a field: an object whose first key is the subject.
 const OPENING: &[u8] = b"{\"$personal\":";
-/// Bytes of an AES-GCM-SIV nonce.
+/// The first byte of a sealed value: AES-256-GCM, nonce, ciphertext, tag.
+const FORMAT: u8 = 1;
+/// Bytes of an AES-GCM nonce.
 const NONCE: usize = 12;
+/// Bytes of an AES-GCM tag.
+const TAG: usize = 16;
 
 /// The searchers for [`MARK`] and [`OPENING`], built once.
 static MARK_FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(MARK));
 static OPENING_FINDER: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(OPENING));
+/// The searcher for a sealed value's key.
+static SEALED_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"sealed\""));
 
-/// One subject's data key: 256 random bits.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SubjectKey([u8; 32]);
+/// One subject's data key: 256 random bits, with its cipher's key schedule computed once (a
+/// clone shares it).
+#[derive(Clone)]
+pub struct SubjectKey {
+    bytes: [u8; 32],
+    cipher: Arc<Aes256Gcm>,
+}
+
+impl PartialEq for SubjectKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for SubjectKey {}
 
 impl SubjectKey {
     /// A new random key (from the operating system's generator).
     pub fn generate() -> Self {
-        Self(Aes256GcmSiv::generate_key(&mut OsRng).into())
+        Self::from_bytes(Aes256Gcm::generate_key(&mut OsRng).into())
     }
 
     /// A key from its bytes (as a key management system hands it out).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self {
+            bytes,
+            cipher: Arc::new(Aes256Gcm::new((&bytes).into())),
+        }
     }
 
     /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.bytes
     }
 
     /// The key as text (unpadded base64), as the SQL stores keep it.
     pub fn to_text(&self) -> String {
-        STANDARD_NO_PAD.encode(self.0)
+        STANDARD_NO_PAD.encode(self.bytes)
     }
 
     /// A key from [`to_text`](Self::to_text)'s form; `None` if it is not one.
     pub fn from_text(text: &str) -> Option<Self> {
         let bytes = STANDARD_NO_PAD.decode(text).ok()?;
-        Some(Self(bytes.try_into().ok()?))
+        Some(Self::from_bytes(bytes.try_into().ok()?))
     }
 
-    fn cipher(&self) -> Aes256GcmSiv {
-        Aes256GcmSiv::new((&self.0).into())
+    fn cipher(&self) -> &Aes256Gcm {
+        &self.cipher
     }
 }
 
@@ -101,7 +126,7 @@ pub enum KeyState {
 enum Field<'a> {
     /// Its plaintext value (JSON text).
     Plain(&'a str),
-    /// Its sealed value (base64 of nonce and ciphertext).
+    /// Its sealed value (base64 of the format byte, nonce, ciphertext and tag).
     Sealed(&'a str),
     /// No value.
     Redacted,
@@ -133,6 +158,13 @@ pub enum PersonalError {
 /// True if `payload` may hold personal fields (a quick substring test).
 pub(crate) fn has_personal(payload: &[u8]) -> bool {
     subject_keys(payload).next().is_some()
+}
+
+/// True if `payload` may hold a sealed personal field: it has personal fields and the text
+/// `"sealed"` (a key the writer never escapes). A payload whose personal fields are all
+/// plaintext or redacted needs no opening.
+pub(crate) fn may_be_sealed(payload: &[u8]) -> bool {
+    SEALED_FINDER.find(payload).is_some() && has_personal(payload)
 }
 
 /// Where `payload` has `"$personal"` as an object key (the string followed by a colon; the
@@ -178,23 +210,7 @@ pub(crate) fn seal<'k>(
             return Ok(Replace::Keep);
         };
         match key(subject) {
-            Some(KeyState::Active(key)) => {
-                let nonce = Aes256GcmSiv::generate_nonce(&mut OsRng);
-                let sealed = key
-                    .cipher()
-                    .encrypt(
-                        &nonce,
-                        Payload {
-                            msg: value.as_bytes(),
-                            aad: subject.as_bytes(),
-                        },
-                    )
-                    .map_err(|_| PersonalError::Encrypt(subject.to_owned()))?;
-                let mut bytes = Vec::with_capacity(NONCE + sealed.len());
-                bytes.extend_from_slice(&nonce);
-                bytes.extend_from_slice(&sealed);
-                Ok(Replace::Sealed(STANDARD_NO_PAD.encode(bytes)))
-            }
+            Some(KeyState::Active(key)) => Ok(Replace::Sealed(close(key, subject, value)?)),
             Some(KeyState::Forgotten) => Ok(Replace::Redacted),
             Some(KeyState::Unknown) | None => Err(PersonalError::NoKey(subject.to_owned())),
         }
@@ -234,19 +250,51 @@ pub(crate) fn unseal(
     })
 }
 
-/// Decrypts one sealed value; `None` if it is not base64 of a nonce and a ciphertext that
-/// `key` opens to UTF-8 text (the cipher authenticates it: it is the JSON that was sealed).
+/// Encrypts one value (its JSON text) with a fresh random nonce: the sealed value's text.
+fn close(key: &SubjectKey, subject: &str, value: &str) -> Result<String, PersonalError> {
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let mut bytes = Vec::with_capacity(1 + NONCE + value.len() + TAG);
+    bytes.push(FORMAT);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(value.as_bytes());
+    let tag = key
+        .cipher()
+        .encrypt_in_place_detached(&nonce, subject.as_bytes(), &mut bytes[1 + NONCE..])
+        .map_err(|_| PersonalError::Encrypt(subject.to_owned()))?;
+    bytes.extend_from_slice(&tag);
+    Ok(STANDARD_NO_PAD.encode(bytes))
+}
+
+/// Decrypts one sealed value; `None` if it is not base64 of a value in [`FORMAT`] that `key`
+/// opens to UTF-8 text (the cipher authenticates it: it is the JSON that was sealed). A short
+/// value is decoded on the stack.
 fn open(key: &SubjectKey, subject: &str, sealed: &str) -> Option<String> {
-    let mut bytes = STANDARD_NO_PAD.decode(sealed).ok()?;
-    if bytes.len() < NONCE {
+    let mut stack = [0u8; 256];
+    let mut heap: Vec<u8>;
+    let bytes: &mut [u8] = match base64::decoded_len_estimate(sealed.len()) {
+        n if n <= stack.len() => {
+            let n = STANDARD_NO_PAD.decode_slice(sealed, &mut stack).ok()?;
+            &mut stack[..n]
+        }
+        _ => {
+            heap = STANDARD_NO_PAD.decode(sealed).ok()?;
+            &mut heap
+        }
+    };
+    if bytes.len() < 1 + NONCE + TAG || bytes[0] != FORMAT {
         return None;
     }
-    let nonce = *Nonce::from_slice(&bytes[..NONCE]);
-    bytes.drain(..NONCE);
+    let (head, rest) = bytes.split_at_mut(1 + NONCE);
+    let (text, tag) = rest.split_at_mut(rest.len() - TAG);
     key.cipher()
-        .decrypt_in_place(&nonce, subject.as_bytes(), &mut bytes)
+        .decrypt_in_place_detached(
+            Nonce::from_slice(&head[1..]),
+            subject.as_bytes(),
+            text,
+            Tag::from_slice(tag),
+        )
         .ok()?;
-    String::from_utf8(bytes).ok()
+    std::str::from_utf8(text).ok().map(str::to_owned)
 }
 
 type Visit<'v> = dyn FnMut(&str, Field<'_>) -> Result<Replace, PersonalError> + 'v;
@@ -288,25 +336,32 @@ fn fast(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Option<Vec<u8>>>
     let mut fields = 0;
     while let Some(found) = OPENING_FINDER.find(&payload[at..]) {
         let start = at + found;
-        let mut nodes =
-            serde_json::Deserializer::from_slice(&payload[start..]).into_iter::<Node<'_>>();
-        let node = match nodes.next() {
-            Some(Ok(node)) => node,
-            _ => return Ok(None),
-        };
-        let end = start + nodes.byte_offset();
         fields += 1;
-        let field = match (&node.value, &node.sealed) {
-            (Some(value), None) => Field::Plain(value.get()),
-            (None, Some(sealed)) => Field::Sealed(sealed),
-            (None, None) => Field::Redacted,
-            (Some(_), Some(_)) => return Ok(None),
+        // Sealed and redacted fields as this module writes them are read without a parser;
+        // plaintext fields (any JSON value) and other layouts go through serde.
+        let (replacement, subject, end) = match scan(payload, start) {
+            Some((subject, field, end)) => (visit(subject, field)?, Cow::Borrowed(subject), end),
+            None => {
+                let mut nodes =
+                    serde_json::Deserializer::from_slice(&payload[start..]).into_iter::<Node<'_>>();
+                let node = match nodes.next() {
+                    Some(Ok(node)) => node,
+                    _ => return Ok(None),
+                };
+                let end = start + nodes.byte_offset();
+                let field = match (&node.value, &node.sealed) {
+                    (Some(value), None) => Field::Plain(value.get()),
+                    (None, Some(sealed)) => Field::Sealed(sealed),
+                    (None, None) => Field::Redacted,
+                    (Some(_), Some(_)) => return Ok(None),
+                };
+                (visit(&node.subject, field)?, node.subject, end)
+            }
         };
-        let replacement = visit(&node.subject, field)?;
         if !matches!(replacement, Replace::Keep) {
             let out = out.get_or_insert_with(|| Vec::with_capacity(payload.len() + 64));
             out.extend_from_slice(&payload[copied..start]);
-            write_node(out, &node.subject, replacement);
+            write_node(out, &subject, replacement);
             copied = end;
         }
         at = end;
@@ -320,6 +375,39 @@ fn fast(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Option<Vec<u8>>>
         out.extend_from_slice(&payload[copied..]);
         out
     })))
+}
+
+/// A sealed or redacted field at `start` in exactly the layout [`write_node`] gives it
+/// (`{"$personal":"<subject>","sealed":"<base64>"}` or `{"$personal":"<subject>"}`, the subject
+/// without escapes): its subject, the field and the offset past it. `None` for anything else.
+fn scan(payload: &[u8], start: usize) -> Option<(&str, Field<'_>, usize)> {
+    /// A JSON string's text from `at` (just past its opening quote) to its closing quote,
+    /// if it has no escape; and the offset past the closing quote.
+    fn plain_string(payload: &[u8], at: usize) -> Option<(&str, usize)> {
+        let len = memchr::memchr2(b'"', b'\\', payload.get(at..)?)?;
+        if payload[at + len] != b'"' {
+            return None;
+        }
+        let text = std::str::from_utf8(&payload[at..at + len]).ok()?;
+        Some((text, at + len + 1))
+    }
+    const SEALED: &[u8] = b",\"sealed\":\"";
+    let at = start + OPENING.len();
+    if payload.get(at) != Some(&b'"') {
+        return None;
+    }
+    let (subject, at) = plain_string(payload, at + 1)?;
+    if subject.bytes().any(|b| b < 0x20) {
+        return None;
+    }
+    match payload.get(at)? {
+        b'}' => Some((subject, Field::Redacted, at + 1)),
+        b',' if payload[at..].starts_with(SEALED) => {
+            let (sealed, at) = plain_string(payload, at + SEALED.len())?;
+            (payload.get(at) == Some(&b'}')).then_some((subject, Field::Sealed(sealed), at + 1))
+        }
+        _ => None,
+    }
 }
 
 /// Writes the JSON of a field of `subject` after `replace` to `out` ([`Replace::Keep`] writes
@@ -521,6 +609,41 @@ mod tests {
         assert_eq!(SubjectKey::from_text(&key.to_text()), Some(key.clone()));
         assert_eq!(SubjectKey::from_text("short"), None);
         assert_eq!(format!("{key:?}"), "SubjectKey(..)");
+    }
+
+    #[test]
+    fn subjects_with_escapes_and_unknown_formats_take_the_careful_path() {
+        let key = KeyState::Active(SubjectKey::generate());
+        // A subject with a quote and a backslash: written escaped, read by the parser.
+        let payload = br#"{"n":{"$personal":"c-\"1\\","value":[1,"two"]}}"#;
+        let sealed = seal(payload, &keys(&key)).unwrap().unwrap();
+        let opened = unseal(&sealed, &mut |s| {
+            assert_eq!(s, "c-\"1\\");
+            Some(key.clone())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(opened, payload.to_vec());
+        // A sealed value in a format this build does not know reads as redacted.
+        let KeyState::Active(k) = &key else {
+            unreachable!()
+        };
+        let text = close(k, "c-2", "\"x\"").unwrap();
+        let mut bytes = STANDARD_NO_PAD.decode(&text).unwrap();
+        bytes[0] = FORMAT + 1;
+        let other = format!(
+            r#"{{"$personal":"c-2","sealed":"{}"}}"#,
+            STANDARD_NO_PAD.encode(bytes)
+        );
+        let read = unseal(other.as_bytes(), &mut |_| Some(key.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, br#"{"$personal":"c-2"}"#.to_vec());
+        let ours = format!(r#"{{"$personal":"c-2","sealed":"{text}"}}"#);
+        let read = unseal(ours.as_bytes(), &mut |_| Some(key.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, br#"{"$personal":"c-2","value":"x"}"#.to_vec());
     }
 
     /// Where the time of opening one field goes (`cargo test --release -p sourceflow --lib

@@ -39,7 +39,7 @@ use super::{
 use crate::base::message::{
     CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
 };
-use crate::codec::personal::{self, has_personal, PersonalError};
+use crate::codec::personal::{self, has_personal, may_be_sealed, PersonalError};
 
 /// Subject keys recently read, each for a bounded time.
 struct KeyCache {
@@ -63,11 +63,17 @@ impl KeyCache {
         (*state == KeyState::Forgotten || at.elapsed() < self.ttl).then(|| state.clone())
     }
 
+    /// Caches `state`, unless the subject is cached as forgotten: a key read from the key store
+    /// just before a `forget` of this process, and cached just after it, must not bring the
+    /// subject back.
     fn put(&self, subject: &str, state: KeyState) {
         if self.ttl.is_zero() || state == KeyState::Unknown {
             return;
         }
         let mut entries = self.lock();
+        if let Some((KeyState::Forgotten, _)) = entries.get(subject) {
+            return;
+        }
         if entries.len() >= Self::CAPACITY {
             entries.clear();
         }
@@ -282,14 +288,25 @@ impl SealedStore {
         &self,
         payloads: impl IntoIterator<Item = &'p mut Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let payloads = payloads.into_iter().filter(|p| has_personal(p));
+        let payloads = payloads.into_iter().filter(|p| may_be_sealed(p));
         let mut missing: Vec<String> = Vec::new();
         let mut waiting = Vec::new();
+        // The first few keys this call has looked up: a page of a few subjects' records takes
+        // the cache's lock once per subject.
+        const SEEN: usize = 8;
+        let mut seen: Vec<(String, KeyState)> = Vec::with_capacity(SEEN);
         for payload in payloads {
             let mut absent = false;
             let opened = personal::unseal(payload, &mut |subject| {
+                if let Some((_, state)) = seen.iter().find(|(s, _)| s == subject) {
+                    return Some(state.clone());
+                }
                 let cached = self.cache.get(subject);
-                if cached.is_none() {
+                if let Some(state) = &cached {
+                    if seen.len() < SEEN {
+                        seen.push((subject.to_owned(), state.clone()));
+                    }
+                } else {
                     absent = true;
                     if !missing.iter().any(|s| s == subject) {
                         missing.push(subject.to_owned());
@@ -834,5 +851,25 @@ impl ScheduleStore for SealedStore {
             .await?;
         self.open_schedules(&mut records).await?;
         Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key read before a `forget` and cached after it does not bring the subject back.
+    #[test]
+    fn a_forgotten_subject_stays_forgotten_in_the_cache() {
+        let cache = KeyCache {
+            ttl: Duration::from_secs(60),
+            entries: Mutex::new(HashMap::default()),
+        };
+        let key = KeyState::Active(SubjectKey::generate());
+        cache.put("cust-1", key.clone());
+        assert_eq!(cache.get("cust-1"), Some(key.clone()));
+        cache.put("cust-1", KeyState::Forgotten);
+        cache.put("cust-1", key);
+        assert_eq!(cache.get("cust-1"), Some(KeyState::Forgotten));
     }
 }
