@@ -9,10 +9,8 @@ use sqlx::{PgConnection, Row};
 
 use super::error::classify;
 use super::queries::INSERT_KEY;
+use crate::sql::keys::KEY_OF;
 use crate::sql::values::micros;
-
-/// A subject's key: an empty text if it was forgotten.
-const KEY_OF: &str = "SELECT COALESCE(key, '') FROM sf_keys WHERE subject = $1";
 
 /// Inserts `keys` in the transaction `tx`: `false` if a subject has another key already (a
 /// concurrent first use committed first; the caller rolls back and the unit is retried with

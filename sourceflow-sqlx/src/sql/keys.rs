@@ -13,8 +13,9 @@ use super::rows::Columns;
 use super::write::{Write, Written};
 use super::{write_answer, Backend, SqlStore};
 
-/// A subject's key: no row if it never had one, an empty text if it was forgotten.
-const KEY_OF: &str = "SELECT COALESCE(key, '') FROM sf_keys WHERE subject = $1";
+/// A subject's key: no row if it never had one, an empty text if it was forgotten (both
+/// backends, also on the SQLite writer's connection and in a Postgres unit's transaction).
+pub(crate) const KEY_OF: &str = "SELECT COALESCE(key, '') FROM sf_keys WHERE subject = $1";
 
 /// A write to the key table.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use sourceflow::store::{NewKey, StoreError};
 
 use super::columns::time_text;
 use super::writer::{db_err, execute};
-use crate::sql::keys::KeyWrite;
+use crate::sql::keys::{KeyWrite, KEY_OF};
 use crate::sql::write::Written;
 
 const INSERT_KEY: &str = "INSERT INTO sf_keys (subject, key, created_at) VALUES (?1, ?2, ?3) \
@@ -16,9 +16,6 @@ const INSERT_KEY: &str = "INSERT INTO sf_keys (subject, key, created_at) VALUES 
 const FORGET_SUBJECT: &str = "INSERT INTO sf_keys (subject, key, created_at, forgotten_at) \
      VALUES (?1, NULL, ?2, ?2) ON CONFLICT (subject) DO UPDATE SET key = NULL, \
      forgotten_at = COALESCE(sf_keys.forgotten_at, excluded.forgotten_at)";
-
-/// A subject's key: an empty text if it was forgotten.
-const KEY_OF: &str = "SELECT COALESCE(key, '') FROM sf_keys WHERE subject = ?1";
 
 /// Whether one of a unit's new keys lost: its subject has another key already. Checked before
 /// the unit writes anything, so a refused unit leaves nothing behind.
