@@ -125,6 +125,45 @@ impl Drop for SharedDb {
     }
 }
 
+impl SharedDb {
+    /// Every byte the database keeps: the SQLite file and its write-ahead log, or every row of
+    /// every table of the Postgres schema as text.
+    pub async fn stored_bytes(&self) -> Vec<u8> {
+        if let Some(path) = self.spec.strip_prefix("sqlite:") {
+            let mut bytes = std::fs::read(path).expect("read the database file");
+            bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
+            return bytes;
+        }
+        let (url, schema) = self
+            .spec
+            .strip_prefix("postgres:")
+            .and_then(|rest| rest.rsplit_once('#'))
+            .expect("a sqlite: or postgres: spec");
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+        )
+        .bind(schema)
+        .fetch_all(&pool)
+        .await
+        .expect("list the tables");
+        let mut bytes = Vec::new();
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT CAST(t AS TEXT) FROM \"{schema}\".\"{table}\" t"
+            ))
+            .fetch_all(&pool)
+            .await
+            .expect("read a table");
+            for row in rows {
+                bytes.extend(row.into_bytes());
+            }
+        }
+        pool.close().await;
+        bytes
+    }
+}
+
 /// A SQLite file `name` in a new temporary directory, shared by processes.
 pub async fn shared_sqlite(name: &str) -> SharedDb {
     let dir = tempfile::tempdir().expect("a temporary directory");

@@ -8,4 +8,5 @@ pub mod backends;
 pub mod conformance;
 pub mod deadlines;
 pub mod lifecycle;
+pub mod members;
 pub mod scenarios;

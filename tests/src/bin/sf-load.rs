@@ -6,13 +6,17 @@
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> bank <prefix> <accounts>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> spread <prefix> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> tally-until-deleted <id> <count>
+//! sf-load <sqlite:PATH | postgres:URL#SCHEMA> notes <member> <count>
+//! sf-load <sqlite:PATH | postgres:URL#SCHEMA> read-notes <member> 0
 //! ```
 //! `tally` adds 1 to one tally `count` times (contention across processes); `bank` opens
 //! accounts, deposits and overdraws each (so every account triggers a reaction and a
 //! follow-up command through the outbox); `spread` runs [`SENDERS`] concurrent senders, each
 //! adding 1 to its own tally `<prefix>-<k>` `count` times (one line when all are done).
 //! `tally-until-deleted` adds 1 like `tally`, printing each receipt's sequence, and stops with
-//! `deleted` once a send is refused because another process deleted the stream.
+//! `deleted` once a send is refused because another process deleted the stream. `notes` keeps
+//! `count` personal notes about a member, a line per note; `read-notes` replays the member and
+//! prints `notes <n> redacted <r>`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use std::sync::Arc;
 use bank::{Deposit, OpenAccount, Withdraw};
 use sourceflow::prelude::*;
 use sourceflow::store::Store;
+use sourceflow_tests::members::{note, Member};
 use sourceflow_tests::scenarios::Add;
 
 /// The concurrent senders of `spread`.
@@ -111,6 +116,19 @@ async fn run(args: &[String]) -> Result<(), String> {
                 sender.map_err(|e| e.to_string())??;
             }
             println!("committed {}", SENDERS as u64 * count);
+        }
+        "notes" => {
+            for i in 1..=count {
+                flow.send(key.as_str(), note(key, i))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("committed {i}");
+            }
+        }
+        "read-notes" => {
+            let member: Member = flow.replay(key.as_str()).await.map_err(|e| e.to_string())?;
+            let redacted = member.notes.iter().filter(|n| n.is_redacted()).count();
+            println!("notes {} redacted {redacted}", member.notes.len());
         }
         other => return Err(format!("unknown mode {other:?}")),
     }
