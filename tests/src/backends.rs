@@ -126,42 +126,54 @@ impl Drop for SharedDb {
 }
 
 impl SharedDb {
-    /// Every byte the database keeps: the SQLite file and its write-ahead log, or every row of
-    /// every table of the Postgres schema as text.
+    /// Every byte the database keeps ([`sqlite_bytes`] or [`postgres_bytes`]).
     pub async fn stored_bytes(&self) -> Vec<u8> {
         if let Some(path) = self.spec.strip_prefix("sqlite:") {
-            let mut bytes = std::fs::read(path).expect("read the database file");
-            bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
-            return bytes;
+            return sqlite_bytes(std::path::Path::new(path));
         }
         let (url, schema) = self
             .spec
             .strip_prefix("postgres:")
             .and_then(|rest| rest.rsplit_once('#'))
             .expect("a sqlite: or postgres: spec");
-        let pool = sqlx::PgPool::connect(url).await.expect("connect");
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
-        )
-        .bind(schema)
+        postgres_bytes(url, schema).await
+    }
+}
+
+/// Every byte of a SQLite database: the file and its write-ahead log.
+pub fn sqlite_bytes(path: &std::path::Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).expect("read the database file");
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    bytes.extend(std::fs::read(wal).unwrap_or_default());
+    bytes
+}
+
+/// Every row of every table of a Postgres schema, as text.
+pub async fn postgres_bytes(url: &str, schema: &str) -> Vec<u8> {
+    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+    )
+    .bind(schema)
+    .fetch_all(&pool)
+    .await
+    .expect("list the tables");
+    assert!(tables.iter().any(|t| t == "sf_keys"), "{tables:?}");
+    let mut bytes = Vec::new();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT CAST(t AS TEXT) FROM \"{schema}\".\"{table}\" t"
+        ))
         .fetch_all(&pool)
         .await
-        .expect("list the tables");
-        let mut bytes = Vec::new();
-        for table in tables {
-            let rows: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT CAST(t AS TEXT) FROM \"{schema}\".\"{table}\" t"
-            ))
-            .fetch_all(&pool)
-            .await
-            .expect("read a table");
-            for row in rows {
-                bytes.extend(row.into_bytes());
-            }
+        .expect("read a table");
+        for row in rows {
+            bytes.extend(row.into_bytes());
         }
-        pool.close().await;
-        bytes
     }
+    pool.close().await;
+    bytes
 }
 
 /// A SQLite file `name` in a new temporary directory, shared by processes.

@@ -11,7 +11,7 @@
 //! - a subject's first key commits in the unit of work that first uses it, or not at all, and
 //!   first uses racing in two processes agree on one key (every field reads back).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -202,36 +202,9 @@ impl Subject {
     async fn bytes(&self) -> Vec<u8> {
         match &self.raw {
             Raw::Memory => stored_payloads(&self.store).await,
-            Raw::Sqlite(path) => {
-                let mut bytes = std::fs::read(path).unwrap();
-                bytes.extend(read_if_exists(&path.with_extension("db-wal")));
-                bytes
-            }
+            Raw::Sqlite(path) => sourceflow_tests::backends::sqlite_bytes(path),
             Raw::Postgres { url, schema } => {
-                let pool = sqlx::PgPool::connect(url).await.unwrap();
-                let tables: Vec<String> = sqlx::query_scalar(
-                    "SELECT table_name::text FROM information_schema.tables \
-                     WHERE table_schema = $1",
-                )
-                .bind(schema)
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-                assert!(tables.iter().any(|t| t == "sf_keys"), "{tables:?}");
-                let mut bytes = Vec::new();
-                for table in tables {
-                    let rows: Vec<String> = sqlx::query_scalar(&format!(
-                        "SELECT CAST(t AS TEXT) FROM \"{schema}\".\"{table}\" t"
-                    ))
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap();
-                    for row in rows {
-                        bytes.extend(row.into_bytes());
-                    }
-                }
-                pool.close().await;
-                bytes
+                sourceflow_tests::backends::postgres_bytes(url, schema).await
             }
         }
     }
@@ -241,10 +214,6 @@ impl Subject {
             sourceflow_tests::backends::drop_schema(url, schema).await;
         }
     }
-}
-
-fn read_if_exists(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_default()
 }
 
 /// The payloads, states and models of `store` as it returns them.
@@ -598,18 +567,12 @@ fn unit_with(
     expected: u64,
     payload: Option<Vec<u8>>,
 ) -> sourceflow::store::UnitOfWork {
-    let mut command = sourceflow_testkit::records::command(s, expected as i64 + 1);
+    let mut unit = sourceflow_testkit::records::unit(s, expected, 0);
+    unit.entity = None;
     if let Some(payload) = payload {
-        command.payload = payload;
+        unit.command.payload = payload;
     }
-    sourceflow::store::UnitOfWork {
-        expected: Sequence(expected),
-        command,
-        entity: None,
-        events: Vec::new(),
-        outbox: Vec::new(),
-        keys: Vec::new(),
-    }
+    unit
 }
 
 #[tokio::test]

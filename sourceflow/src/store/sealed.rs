@@ -237,6 +237,22 @@ impl SealedStore {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Commits a sealed `unit` with `commit`; whatever the outcome, the keys it carried are no
+    /// longer pending.
+    async fn commit_carrying_keys<T, F>(
+        &self,
+        unit: UnitOfWork,
+        commit: impl FnOnce(UnitOfWork) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let made = unit.keys.clone();
+        let committed = commit(unit).await;
+        self.settle_keys(&made);
+        committed
+    }
+
     /// After the unit that carried `made` committed or failed: its keys are no longer pending.
     /// (Committed, the next use reads the key from the key table; failed because another key
     /// won, the next use finds that one.)
@@ -442,10 +458,10 @@ fn model_has_personal(model: &ModelWrite) -> bool {
 impl Store for SealedStore {
     async fn commit(&self, mut unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
         let plaintext = self.seal_unit(&mut unit, &mut [], &mut [], true).await?;
-        let made = unit.keys.clone();
-        let committed = self.inner.commit(unit).await;
-        self.settle_keys(&made);
-        self.open_receipt(committed?, plaintext).await
+        let receipt = self
+            .commit_carrying_keys(unit, |u| self.inner.commit(u))
+            .await?;
+        self.open_receipt(receipt, plaintext).await
     }
 
     async fn commit_inline(
@@ -456,10 +472,9 @@ impl Store for SealedStore {
         let plaintext = self
             .seal_unit(&mut unit, &mut projections, &mut [], true)
             .await?;
-        let made = unit.keys.clone();
-        let committed = self.inner.commit_inline(unit, projections).await;
-        self.settle_keys(&made);
-        let (receipt, applied) = committed?;
+        let (receipt, applied) = self
+            .commit_carrying_keys(unit, |u| self.inner.commit_inline(u, projections))
+            .await?;
         Ok((self.open_receipt(receipt, plaintext).await?, applied))
     }
 
@@ -784,13 +799,11 @@ impl ScheduleStore for SealedStore {
         let plaintext = self
             .seal_unit(&mut unit, &mut [], &mut changes.add, true)
             .await?;
-        let made = unit.keys.clone();
-        let committed = self
-            .schedules_of_inner()?
-            .commit_scheduled(unit, changes)
-            .await;
-        self.settle_keys(&made);
-        self.open_receipt(committed?, plaintext).await
+        let schedules = self.schedules_of_inner()?;
+        let receipt = self
+            .commit_carrying_keys(unit, |u| schedules.commit_scheduled(u, changes))
+            .await?;
+        self.open_receipt(receipt, plaintext).await
     }
 
     async fn add_schedules(&self, mut schedules: Vec<NewSchedule>) -> Result<(), StoreError> {
