@@ -16,6 +16,7 @@
 //! |---|---|---|---|
 //! | `core` | [`core_scenarios`] | commits, conflicts, idempotent message ids, entity versions, command and stream reads, the global log, positions, projections, the outbox | every store |
 //! | `inline` | [`inline_scenarios`] | [`Store::commit_inline`](sourceflow::store::Store::commit_inline) writing a view's batch in the command's transaction | stores that override it (the provided implementation writes no batch, which is always correct) |
+//! | `group` | [`group_scenarios`] | group commit: the units of concurrent senders committed in order in one transaction, with the views' projection of the whole group when its assumptions hold | stores whose [`Store::groups`](sourceflow::store::Store::groups) returns `Some` |
 //! | `schedule` | [`schedule_scenarios`] | scheduled commands: committed with their unit only, claimed in due order by one caller at a time, cancels exclusive with claims | stores whose [`Store::schedules`](sourceflow::store::Store::schedules) returns `Some` |
 //! | `keys` | [`key_scenarios`] | subject keys for personal data: made on first use (concurrent first uses agree; with the unit that first uses them, or not at all), forgotten for good | stores whose [`Store::keys`](sourceflow::store::Store::keys) returns `Some` |
 //! | `lifecycle` | [`lifecycle_scenarios`] | deleting a stream (tombstone, erasure in place, positions and message ids kept), archiving and restoring it | stores that implement [`Store::delete_stream`](sourceflow::store::Store::delete_stream) and the archive methods (the provided implementations refuse) |
@@ -108,6 +109,7 @@ mod fixture;
 
 pub mod admin_scenarios;
 pub mod core_scenarios;
+pub mod group_scenarios;
 pub mod inline_scenarios;
 pub mod key_scenarios;
 pub mod lifecycle_scenarios;
@@ -201,6 +203,13 @@ macro_rules! __conformance_group {
             inline_projection_is_atomic_with_the_unit,
         ] $($how)*}
     };
+    (group $($how:tt)*) => {
+        $crate::__conformance_expand! {group_scenarios [
+            a_group_commits_its_units_and_views_together,
+            a_group_whose_assumption_fails_commits_its_units_only,
+            a_group_of_any_shape_commits_in_order,
+        ] $($how)*}
+    };
     (admin $($how:tt)*) => {
         $crate::__conformance_expand! {admin_scenarios [
             direct_appends_at_an_existing_sequence_conflict,
@@ -248,7 +257,7 @@ macro_rules! __conformance_group {
         ::core::compile_error!(::core::concat!(
             "unknown conformance group `",
             ::core::stringify!($unknown),
-            "`: the groups are `core`, `inline`, `admin`, `schedule`, `keys` and `lifecycle`"
+            "`: the groups are `core`, `inline`, `group`, `admin`, `schedule`, `keys` and `lifecycle`"
         ));
     };
 }
@@ -312,6 +321,11 @@ mod tests {
         assert_eq!(
             listed(inline),
             defined(&[include_str!("inline_scenarios.rs")])
+        );
+        let group: &[&str] = crate::__conformance_group!(group names);
+        assert_eq!(
+            listed(group),
+            defined(&[include_str!("group_scenarios.rs")])
         );
         let schedule: &[&str] = crate::__conformance_group!(schedule names);
         assert_eq!(

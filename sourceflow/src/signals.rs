@@ -21,6 +21,9 @@ pub struct Stats {
     /// View batches committed inline, in the same transaction as the command that emitted
     /// their events (the fast path); the others were projected after the commit.
     pub projected_inline: u64,
+    /// View batches committed with a group of concurrent commands, in the group's transaction
+    /// (one per view and group: the commands' and their views' writes durable together).
+    pub projected_in_groups: u64,
     /// Stored entity states that could not be used (stored by another `#[entity(version)]`,
     /// or no longer decoding) and were rebuilt by replaying their stream.
     pub state_misses: u64,
@@ -34,6 +37,7 @@ pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
     pub(crate) events_projected: AtomicU64,
     pub(crate) projected_inline: AtomicU64,
+    pub(crate) projected_in_groups: AtomicU64,
     pub(crate) state_misses: AtomicU64,
 }
 
@@ -67,6 +71,7 @@ impl Signals {
             rejected: c.rejected.load(Ordering::Relaxed),
             events_projected: c.events_projected.load(Ordering::Relaxed),
             projected_inline: c.projected_inline.load(Ordering::Relaxed),
+            projected_in_groups: c.projected_in_groups.load(Ordering::Relaxed),
             state_misses: c.state_misses.load(Ordering::Relaxed),
         }
     }

@@ -267,3 +267,64 @@ async fn duplicates_and_conflicts_inside_shared_batches_commit_exactly_once() {
     );
     sourceflow_tests::backends::drop_schema(&url, &schema).await;
 }
+
+/// Under concurrency the commands of one process commit in groups, and the views' writes for a
+/// whole group commit in the group's transaction: every sender reads its own write right after
+/// `send`, the stored models and the view's stored position are exact without a catch-up, and
+/// the stats count view batches committed with groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn groups_of_concurrent_commands_commit_their_views_writes_with_them() {
+    let url = sourceflow_tests::backends::pg_url();
+    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
+    let store = PostgresStore::builder(&url)
+        .schema(&schema)
+        .max_connections(16)
+        .connect()
+        .await
+        .unwrap();
+    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let sends: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let flow = flow.clone();
+            tokio::spawn(async move { write(&flow, w).await })
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap();
+    }
+
+    let stats = flow.stats();
+    assert_eq!(stats.committed, (WRITERS * COMMANDS as usize) as u64);
+    assert!(
+        stats.projected_in_groups > 0,
+        "no view batch committed with a group: {stats:?}"
+    );
+    // Straight from the database, before any catch-up: every model exact, and the view's
+    // stored position at the log's head.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let head: i64 = sqlx::query_scalar(&format!(
+        "SELECT coalesce(max(position), 0) FROM {schema}.sf_events"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let positions: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT handler, position FROM {schema}.sf_positions WHERE handler LIKE '%TallyView'"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!positions.is_empty());
+    for (handler, position) in &positions {
+        assert_eq!(*position, head, "{handler} stored behind the head");
+    }
+    for w in 0..WRITERS {
+        let id = format!("writer-{w}");
+        let model: TallyModel = flow.view_model(id.as_str()).await.unwrap().unwrap();
+        assert_eq!(model.applied, COMMANDS as u64, "{id}");
+        assert_eq!(model.total, COMMANDS * (COMMANDS + 1) / 2, "{id}");
+    }
+    pool.close().await;
+    sourceflow_tests::backends::drop_schema(&url, &schema).await;
+}

@@ -11,18 +11,27 @@
 //! so that a sender that stops waiting cannot cut the others' commit short. A batch that fails
 //! as a whole (a deadlock with another process, a dropped connection) is committed again unit
 //! by unit, each with the retry policy.
+//!
+//! The runtime forms groups of its own concurrent commands, with the views' projection of the
+//! whole group ([`GroupCommit`]); those commit through `sf_commit_units_group` or
+//! `sf_commit_batch_group` (see the [module docs](super#group-commit-with-the-views-writes)).
 
 use std::sync::Mutex;
 
-use sourceflow::store::{InlineProjection, StoreError, UnitOfWork};
+use sourceflow::store::{
+    GroupCommit, GroupOutcome, GroupProjection, InlineProjection, StoreError, UnitGroup, UnitOfWork,
+};
 use sourceflow::CommandReceipt;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use tokio::sync::oneshot;
 
 use super::commit::{bind_units, inline_outcome, unit_json, UnitArrays};
 use super::error::classify;
-use super::queries::{COMMIT_BATCH, COMMIT_UNITS};
-use super::Postgres;
+use super::queries::{COMMIT_BATCH, COMMIT_BATCH_GROUP, COMMIT_UNITS, COMMIT_UNITS_GROUP};
+use super::{get, Postgres};
+use crate::sql::last_writes;
+use crate::sql::values::{db_int, payload_text};
 
 /// The most units one batch carries.
 const MAX_BATCH: usize = 128;
@@ -175,5 +184,159 @@ impl Postgres {
                 .reply
                 .send(self.commit_unit(job.unit, &job.projections).await);
         }
+    }
+}
+
+/// A runtime's group with the views' projection of it: one call of `sf_commit_units_group`
+/// (the common shape on distinct streams) or `sf_commit_batch_group` (any other), in one
+/// transaction (migration `0013`). A group whose call fails as a whole, or one carrying a
+/// subject's first key, commits unit by unit, each with the retry policy, and projects nothing.
+#[async_trait::async_trait]
+impl GroupCommit for Postgres {
+    async fn commit_group(&self, group: UnitGroup<'_>) -> GroupOutcome {
+        let projections = group.projections.len();
+        if group.units.iter().all(|unit| unit.keys.is_empty()) {
+            match self.commit_group_call(&group).await {
+                Ok(outcome) => return outcome,
+                Err(e) => tracing::debug!(
+                    error = %e,
+                    units = group.units.len(),
+                    "group commit failed; committing its units one by one"
+                ),
+            }
+        }
+        let mut units = Vec::with_capacity(group.units.len());
+        for unit in group.units {
+            let committed = self.commit_unit(unit.clone(), &[]).await;
+            units.push(committed.map(|(receipt, _)| receipt));
+        }
+        GroupOutcome::unprojected(units, projections)
+    }
+}
+
+impl Postgres {
+    /// The one call that commits `group`; an error means nothing of it was written.
+    async fn commit_group_call(&self, group: &UnitGroup<'_>) -> Result<GroupOutcome, StoreError> {
+        let views = GroupArrays::new(&group.projections)?;
+        let first_sequences = group
+            .first_sequences
+            .iter()
+            .map(|s| s.map(|s| db_int(s.0, "event sequence")).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let common = UnitArrays::new(group.units.iter().map(|unit| (*unit, &[][..])))?;
+        let rows = match common {
+            Some(arrays) => {
+                let query =
+                    bind_units(sqlx::query(COMMIT_UNITS_GROUP).bind(self.lock_key), &arrays);
+                views
+                    .bind(query.bind(&first_sequences))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                let elements = group
+                    .units
+                    .iter()
+                    .enumerate()
+                    .map(|(i, unit)| unit_json(i + 1, unit, &[]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let query = sqlx::query(COMMIT_BATCH_GROUP)
+                    .bind(self.lock_key)
+                    .bind(serde_json::Value::Array(elements).to_string())
+                    .bind(&first_sequences);
+                views.bind(query).fetch_all(&self.pool).await
+            }
+        };
+        let rows = rows.map_err(classify)?;
+        let Some((projected, rows)) = rows.split_last() else {
+            return Err(StoreError::Corrupt(
+                "a group commit returned no rows".into(),
+            ));
+        };
+        if rows.len() != group.units.len() || get::<i32>(projected, 0)? != 0 {
+            return Err(StoreError::Corrupt(format!(
+                "a group commit of {} units returned {} rows",
+                group.units.len(),
+                rows.len() + 1
+            )));
+        }
+        let mut units = Vec::with_capacity(rows.len());
+        for (unit, row) in group.units.iter().zip(rows) {
+            let stream = &unit.command.envelope.stream;
+            let answer = match inline_outcome(row, 1, stream, unit.expected) {
+                Ok(outcome) => self.settle(unit, &[], outcome).await,
+                Err(e) => Err(e),
+            };
+            units.push(answer.map(|(receipt, _)| receipt));
+        }
+        let mut projected: Vec<bool> = get(projected, 6)?;
+        projected.resize(group.projections.len(), false);
+        Ok(GroupOutcome { units, projected })
+    }
+}
+
+/// The views' projections of a group as the parallel arrays `sf_project_group` takes; model
+/// writes are tagged with the 1-based index of their projection.
+#[derive(Default)]
+struct GroupArrays<'a> {
+    handlers: Vec<&'a str>,
+    expected: Vec<i64>,
+    after: Vec<i64>,
+    put_owners: Vec<i32>,
+    put_types: Vec<&'a str>,
+    put_ids: Vec<&'a str>,
+    put_states: Vec<&'a str>,
+    delete_owners: Vec<i32>,
+    delete_types: Vec<&'a str>,
+    delete_ids: Vec<&'a str>,
+}
+
+impl<'a> GroupArrays<'a> {
+    fn new(projections: &'a [GroupProjection]) -> Result<Self, StoreError> {
+        let mut arrays = Self::default();
+        for (index, projection) in projections.iter().enumerate() {
+            let owner = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            arrays.handlers.push(&projection.handler);
+            arrays
+                .expected
+                .push(db_int(projection.expected.0, "position")?);
+            arrays.after.push(db_int(projection.after.0, "position")?);
+            for write in last_writes(&projection.models) {
+                match &write.state {
+                    Some(state) => {
+                        arrays.put_owners.push(owner);
+                        arrays.put_types.push(&write.model_type);
+                        arrays.put_ids.push(write.id.as_str());
+                        arrays
+                            .put_states
+                            .push(payload_text(state, "view model state")?);
+                    }
+                    None => {
+                        arrays.delete_owners.push(owner);
+                        arrays.delete_types.push(&write.model_type);
+                        arrays.delete_ids.push(write.id.as_str());
+                    }
+                }
+            }
+        }
+        Ok(arrays)
+    }
+
+    /// Binds the arrays after the per-unit first sequences.
+    fn bind<'q>(
+        &'q self,
+        query: Query<'q, sqlx::Postgres, PgArguments>,
+    ) -> Query<'q, sqlx::Postgres, PgArguments> {
+        query
+            .bind(&self.handlers)
+            .bind(&self.expected)
+            .bind(&self.after)
+            .bind(&self.put_owners)
+            .bind(&self.put_types)
+            .bind(&self.put_ids)
+            .bind(&self.put_states)
+            .bind(&self.delete_owners)
+            .bind(&self.delete_types)
+            .bind(&self.delete_ids)
     }
 }

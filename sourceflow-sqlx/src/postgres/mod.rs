@@ -50,6 +50,23 @@
 //! batch runs on a
 //! task of its own, so a sender that stops waiting does not cut its neighbours' commit short.
 //!
+//! # Group commit with the views' writes
+//! The runtime groups its own concurrent commands before they reach the store
+//! ([`GroupCommit`](sourceflow::store::GroupCommit), the runtime's `write/group.rs`): whoever's
+//! turn comes takes every unit queued, the views this process keeps up with apply the whole
+//! group's events as if they landed right after the view's position, and the units and each
+//! view's writes go to `sf_commit_units_group` (the common shape, set-based) or
+//! `sf_commit_batch_group` (any other), migration `0013`: one transaction, one lock hold, one
+//! WAL flush for the commands, their events and their views. A view's writes apply only if
+//! every unit committed, the group's events took the positions right after the view's, each
+//! unit's first event has the stream sequence the view was told, and the view's position is
+//! unchanged (compare-and-set); otherwise the units still commit and the view projects them
+//! after the commit, as above. So under load a command costs a share of one transaction, not a
+//! transaction of its own plus a projection batch. The view waits for the group's commit while
+//! it holds the view, so a group's projection starts where the previous one ended; a command
+//! whose group was projected finds its views past its events and returns at once. A group with
+//! a subject's first key, or one that fails as a whole, commits unit by unit.
+//!
 //! The trade-offs. Throughput grows with the senders of one process (one flush per batch
 //! instead of per command), but processes sharing a schema still take the lock in turn, one
 //! batch at a time: more processes add batches, not parallel flushes. Each command waits for the
@@ -90,7 +107,8 @@
 //! flushes in turn.
 //!
 //! The modules: `connect` (the builder, the schema and the migrations, with `migrate` for the
-//! versions retired from them), `commit` (the commit path), `group` (group commit), `queries`
+//! versions retired from them), `commit` (the commit path), `group` (group commit, and the
+//! runtime's groups with their views), `queries`
 //! (every statement), `error` (which errors are transient).
 
 mod commit;
@@ -296,6 +314,12 @@ impl Backend for Postgres {
 
     fn readers(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn groups(&self) -> Option<&dyn sourceflow::store::GroupCommit> {
+        self.group
+            .is_some()
+            .then_some(self as &dyn sourceflow::store::GroupCommit)
     }
 
     fn backoff(&self) -> &Backoff {

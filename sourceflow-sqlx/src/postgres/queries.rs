@@ -84,6 +84,18 @@ pub(super) const COMMIT_BATCH: &str = "SELECT r_unit, r_status, r_sequence, r_fi
 pub(super) const COMMIT_UNITS: &str = "SELECT r_unit, r_status, r_sequence, r_first_event, \
      r_positions, r_payloads, r_projected FROM sf_commit_units($1, $2, $3, $4, $5, $6, $7, $8, \
      $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+/// A group of units of work of the common shape on distinct streams, with the views'
+/// projection of the group: `COMMIT_UNITS`' arguments, then the per-unit first sequences and
+/// the projections' arrays; its rows, then one with `r_unit` 0 and the projections' outcome.
+pub(super) const COMMIT_UNITS_GROUP: &str = "SELECT r_unit, r_status, r_sequence, \
+     r_first_event, r_positions, r_payloads, r_projected FROM sf_commit_units_group($1, $2, $3, \
+     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+     $23, $24, $25, $26, $27, $28, $29, $30)";
+/// A group of units of work of any shape, with the views' projection of the group:
+/// `COMMIT_BATCH`'s arguments, then as `COMMIT_UNITS_GROUP`.
+pub(super) const COMMIT_BATCH_GROUP: &str = "SELECT r_unit, r_status, r_sequence, \
+     r_first_event, r_positions, r_payloads, r_projected FROM sf_commit_batch_group($1, \
+     $2::jsonb, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 pub(super) const APPEND_EVENTS: &str =
     "SELECT r_ok, r_command_sequence, r_positions, r_payloads FROM \
      sf_append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";

@@ -99,6 +99,11 @@ pub(crate) trait Backend: Sized + Send + Sync + fmt::Debug + 'static {
     /// Runs one write of the contract and answers it.
     fn write(&self, write: Write) -> impl Future<Output = Result<Written, StoreError>> + Send;
 
+    /// [`Store::groups`]: the backend's group commit with views, if it has one.
+    fn groups(&self) -> Option<&dyn sourceflow::store::GroupCommit> {
+        None
+    }
+
     /// [`Store::get_entity_with_models`]: by default the entity and the models one by one.
     fn get_entity_with_models(
         &self,
@@ -345,6 +350,10 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn keys(&self) -> Option<&dyn sourceflow::personal::KeyStore> {
         Some(self)
+    }
+
+    fn groups(&self) -> Option<&dyn sourceflow::store::GroupCommit> {
+        self.backend.groups()
     }
 }
 

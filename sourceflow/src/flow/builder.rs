@@ -278,6 +278,7 @@ impl Builder {
             entities: EntityCache::new(self.entity_cache),
             stream_locks: StreamLocks::new(),
             in_flight: AtomicUsize::new(0),
+            units: Default::default(),
             scheduling: Scheduling::new(self.clock, self.scheduler),
         };
         let flow = SourceFlow {

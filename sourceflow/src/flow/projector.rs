@@ -2,9 +2,10 @@
 
 use crate::base::message::{CommandReceipt, NewEvent, Position, RecordedEvent, Sequence, StreamId};
 use crate::codec::ErasedMessage;
-use crate::read::subscriber::Prepared as PreparedView;
+use crate::read::subscriber::{GroupMember as ViewMember, Prepared as PreparedView};
 use crate::read::ReadSide;
-use crate::write::{Prefetch, Prepared, Projector};
+use crate::store::GroupProjection;
+use crate::write::{GroupMember, Prefetch, Prepared, Projector};
 
 impl Projector for ReadSide {
     type Inline<'a> = PreparedView<'a>;
@@ -46,6 +47,33 @@ impl Projector for ReadSide {
                 .prepare_inline(self, stream, first_sequence, events, decoded)
                 .await
             {
+                prepared.push(ready);
+                projections.push(projection);
+            }
+        }
+        (prepared, projections)
+    }
+
+    async fn prepare_group<'a>(
+        &'a self,
+        units: &[GroupMember<'_>],
+    ) -> (
+        smallvec::SmallVec<[PreparedView<'a>; 2]>,
+        Vec<GroupProjection>,
+    ) {
+        let members: Vec<ViewMember<'_>> = units
+            .iter()
+            .map(|unit| ViewMember {
+                stream: unit.stream,
+                first_sequence: unit.first_sequence,
+                events: unit.events,
+                decoded: unit.decoded,
+            })
+            .collect();
+        let mut prepared = smallvec::SmallVec::new();
+        let mut projections = Vec::new();
+        for subscriber in &self.subscribers {
+            if let Some((ready, projection)) = subscriber.prepare_group(self, &members).await {
                 prepared.push(ready);
                 projections.push(projection);
             }

@@ -173,7 +173,7 @@ impl ReadSide {
             self.store
                 .reset_projection(subscriber.name, &models)
                 .await?;
-            guard.cursor = Some(Cursor::at(Position::START));
+            guard.set_cursor(Cursor::at(Position::START));
         }
         let applied = subscriber
             .project(self, None, &[], true, &mut progress)

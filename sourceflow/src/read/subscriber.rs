@@ -11,7 +11,8 @@
 use foldhash::HashMap;
 use std::any::TypeId;
 use std::borrow::Cow;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::ReadSide;
 use crate::base::error::{take_problems, Error, Location};
@@ -20,7 +21,7 @@ use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeIndex, TypeR
 use crate::context::reaction::ReactionContext;
 use crate::context::view::{ModelCache, ViewContext};
 use crate::routes::{ComponentKind, ComponentRecord, Registry, RouteFn, RouteRecord};
-use crate::store::{InlineProjection, ProjectionCommit, StoreError};
+use crate::store::{GroupProjection, InlineProjection, ProjectionCommit, StoreError};
 
 /// Events read from the log per projection batch.
 pub(crate) const BATCH: usize = 512;
@@ -38,21 +39,34 @@ pub(crate) struct Subscriber {
     /// Where this process is, and its cached models. The lock serialises this process's
     /// batches for the subscriber.
     pub(crate) state: tokio::sync::Mutex<SubscriberState>,
+    /// The state's `passed`, shared.
+    passed: Arc<AtomicU64>,
 }
 
 /// A subscriber's state in this process.
 #[derive(Default)]
 pub(crate) struct SubscriberState {
     /// Where this process is (`None`: read it from the store).
-    pub(crate) cursor: Option<Cursor>,
+    cursor: Option<Cursor>,
     /// Decoded models as of `cursor` (views only).
     models: ModelCache,
+    /// `cursor.applied`, readable without the lock ([`Subscriber::has_passed`]); 0 when
+    /// unknown. Written only with the lock held.
+    passed: Arc<AtomicU64>,
 }
 
 impl SubscriberState {
     /// Forgets everything: the next batch starts from the stored position.
     pub(crate) fn forget(&mut self) {
-        *self = Self::default();
+        self.cursor = None;
+        self.models = ModelCache::default();
+        self.passed.store(0, Ordering::Release);
+    }
+
+    /// Records where this process is.
+    pub(crate) fn set_cursor(&mut self, cursor: Cursor) {
+        self.cursor = Some(cursor);
+        self.passed.store(cursor.applied.0, Ordering::Release);
     }
 }
 
@@ -61,6 +75,8 @@ impl SubscriberState {
 pub(crate) struct Prepared<'a> {
     guard: tokio::sync::MutexGuard<'a, SubscriberState>,
     cx: ViewContext,
+    /// Prepared for a group of units ([`Subscriber::prepare_group`]).
+    grouped: bool,
 }
 
 /// Events a subscriber may pass over without recording its position, when none of them
@@ -184,6 +200,7 @@ impl Subscriber {
                     .push(*route);
             }
         }
+        let passed = Arc::new(AtomicU64::new(0));
         Ok(Self {
             name: record.name,
             type_id: (record.type_id)(),
@@ -192,7 +209,11 @@ impl Subscriber {
             routes: by_name,
             background,
             version: record.version,
-            state: tokio::sync::Mutex::new(SubscriberState::default()),
+            state: tokio::sync::Mutex::new(SubscriberState {
+                passed: passed.clone(),
+                ..SubscriberState::default()
+            }),
+            passed,
         })
     }
 
@@ -217,7 +238,7 @@ impl Subscriber {
             // Whoever held the lock before may have applied these events already (it went as
             // far as it could): then there is nothing to wait for.
             Some(t) if cursor.applied >= t => {
-                guard.cursor = Some(cursor);
+                guard.set_cursor(cursor);
                 return Ok(0);
             }
             // Everything this process has committed so far: commands that committed together
@@ -283,7 +304,7 @@ impl Subscriber {
                 }
             }
         }
-        guard.cursor = Some(cursor);
+        guard.set_cursor(cursor);
         progress(Progress {
             position: cursor.applied,
             head: target,
@@ -335,11 +356,13 @@ impl Subscriber {
     }
 
     /// True if this process has applied every event up to `target` (known without waiting:
-    /// a busy subscriber counts as not there yet).
+    /// a busy subscriber answers from where it was when it last moved, so a command whose
+    /// events a group commit projected does not wait for the next group's commit).
     pub(crate) fn has_passed(&self, target: Position) -> bool {
-        self.state
-            .try_lock()
-            .is_ok_and(|state| state.cursor.is_some_and(|c| c.applied >= target))
+        match self.state.try_lock() {
+            Ok(state) => state.cursor.is_some_and(|c| c.applied >= target),
+            Err(_) => self.passed.load(Ordering::Acquire) >= target.0,
+        }
     }
 
     /// Where this process is: as it left it, or (when unknown) the stored position, with an
@@ -450,7 +473,7 @@ impl Subscriber {
                 Batch::Moved => {}
             }
         }
-        guard.cursor = Some(cursor);
+        guard.set_cursor(cursor);
         Ok(applied)
     }
 
@@ -607,29 +630,132 @@ impl Subscriber {
             first_sequence,
             models,
         };
-        Some((Prepared { guard, cx }, projection))
+        let grouped = false;
+        Some((Prepared { guard, cx, grouped }, projection))
     }
+
+    /// Applies a group of units' events, in group order, to this view before the group
+    /// commits, so that its model writes commit in the same transaction ([`GroupProjection`]).
+    ///
+    /// As [`prepare_inline`](Self::prepare_inline), for a group: the events are taken to land
+    /// one after the other directly after the view's position. `None` when the view cannot
+    /// take part (busy, not kept up with, a unit whose first sequence is unknown, an event it
+    /// refuses, reaction commands): it then projects those events after the commit.
+    pub(crate) async fn prepare_group<'a>(
+        &'a self,
+        flow: &ReadSide,
+        units: &[GroupMember<'_>],
+    ) -> Option<(Prepared<'a>, GroupProjection)> {
+        if self.model.is_none() || self.background {
+            return None;
+        }
+        let concerns = |unit: &GroupMember<'_>| {
+            unit.events
+                .iter()
+                .any(|e| self.routes.contains_key(&*e.envelope.name))
+        };
+        if !units.iter().any(concerns) {
+            return None;
+        }
+        // A busy view is waited for: what holds it is a projection after a commit (or a
+        // lone command's inline one), short, and afterwards the view is where this group's
+        // events will land. Passing over it would leave the group's events to be projected
+        // after its commit, which keeps the view busy for the next group in turn.
+        let mut guard = match self.state.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => self.state.lock().await,
+        };
+        let cursor = guard.cursor?;
+        let mut cx = ViewContext::new(flow.store.clone(), std::mem::take(&mut guard.models));
+        let mut outbox = Vec::new();
+        let mut position = cursor.applied.0;
+        for unit in units {
+            let first_sequence = match unit.first_sequence {
+                Some(first) => first,
+                None if unit.events.is_empty() => continue,
+                None => {
+                    guard.models = cx.into_cache(false);
+                    return None;
+                }
+            };
+            for (i, (event, message)) in unit.events.iter().zip(unit.decoded).enumerate() {
+                position += 1;
+                let envelope = &event.envelope;
+                let meta = EventMeta {
+                    message_id: envelope.message_id,
+                    name: envelope.name.clone(),
+                    version: envelope.version,
+                    stream: unit.stream.clone(),
+                    sequence: Sequence(first_sequence.0 + i as u64),
+                    position: Position(position),
+                    correlation_id: envelope.correlation_id,
+                    causation_id: envelope.causation_id,
+                    timestamp: envelope.timestamp,
+                };
+                if self
+                    .apply_decoded(flow, meta, message, &mut cx, &mut outbox)
+                    .await
+                    .is_err()
+                {
+                    // The projection after the commit meets the same error and reports it.
+                    guard.models = cx.into_cache(false);
+                    return None;
+                }
+            }
+        }
+        let models = match cx.take_writes() {
+            Ok(models) if !models.is_empty() && outbox.is_empty() => models,
+            _ => {
+                guard.models = cx.into_cache(false);
+                return None;
+            }
+        };
+        let projection = GroupProjection {
+            handler: Cow::Borrowed(self.name),
+            expected: cursor.stored,
+            after: cursor.applied,
+            models,
+        };
+        let grouped = true;
+        Some((Prepared { guard, cx, grouped }, projection))
+    }
+}
+
+/// A unit of a group the views prepare a projection of ([`Subscriber::prepare_group`]).
+pub(crate) struct GroupMember<'a> {
+    pub(crate) stream: &'a StreamId,
+    /// The stream sequence the unit's first event will get, when known.
+    pub(crate) first_sequence: Option<Sequence>,
+    pub(crate) events: &'a [NewEvent],
+    pub(crate) decoded: &'a [ErasedMessage],
 }
 
 impl Prepared<'_> {
     /// Records the outcome of the commit: `applied` is the store's verdict on this projection
     /// (`false` also when the commit failed), `last` the unit's last event position.
     pub(crate) fn settle(self, flow: &ReadSide, applied: bool, last: Option<Position>) {
-        let Prepared { mut guard, cx } = self;
+        let Prepared {
+            mut guard,
+            cx,
+            grouped,
+        } = self;
         guard.models = cx.into_cache(applied);
         if let (true, Some(last)) = (applied, last) {
             let passed = guard
                 .cursor
                 .map_or(0, |c| last.0.saturating_sub(c.applied.0));
-            guard.cursor = Some(Cursor::at(last));
+            guard.set_cursor(Cursor::at(last));
             flow.signals
                 .counters
                 .events_projected
                 .fetch_add(passed, Ordering::Relaxed);
-            flow.signals
-                .counters
-                .projected_inline
-                .fetch_add(1, Ordering::Relaxed);
+            let counters = &flow.signals.counters;
+            let counter = if grouped {
+                &counters.projected_in_groups
+            } else {
+                &counters.projected_inline
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -38,6 +38,7 @@
 //! A backend may refuse what its database cannot hold when it is written (bytes that are not
 //! UTF-8, a NUL in an id), with a store error, never accepting it and failing on read.
 
+pub mod group;
 mod inspect;
 pub mod keys;
 mod memory;
@@ -45,6 +46,7 @@ pub mod schedule;
 mod sealed;
 mod unit;
 
+pub use group::{GroupCommit, GroupOutcome, GroupProjection, UnitGroup};
 pub use inspect::{Activity, Correlated, StoreInspect};
 
 pub use keys::KeyStore;
@@ -335,6 +337,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// This store's subject keys ([`KeyStore`]), if it keeps them (`None` by default: such a
     /// store cannot hold personal fields unless the builder is given a key store).
     fn keys(&self) -> Option<&dyn KeyStore> {
+        None
+    }
+
+    /// This store's group commit with views ([`GroupCommit`]), if it commits a group of units
+    /// as one transaction (`None` by default: concurrent commands commit one by one).
+    fn groups(&self) -> Option<&dyn GroupCommit> {
         None
     }
 }

@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use foldhash::HashMap;
 use uuid::Uuid;
 
+use super::group::{GroupCommit, GroupOutcome, UnitGroup};
 use super::keys::{KeyState, KeyStore, SubjectKey};
 use super::schedule::{
     CancelOutcome, NewSchedule, ScheduleChanges, ScheduleId, ScheduleRecord, ScheduleStore,
@@ -683,6 +684,51 @@ impl Store for SealedStore {
 
     fn keys(&self) -> Option<&dyn KeyStore> {
         self.key_store()
+    }
+
+    fn groups(&self) -> Option<&dyn GroupCommit> {
+        self.inner.groups().map(|_| self as &dyn GroupCommit)
+    }
+}
+
+/// A group without personal fields goes to the inner store as it is (a duplicate's stored
+/// events are opened); one with personal fields commits unit by unit, each sealed and its
+/// first keys carried as [`commit`](Store::commit) does, and its views project after the
+/// commit.
+#[async_trait]
+impl GroupCommit for SealedStore {
+    async fn commit_group(&self, group: UnitGroup<'_>) -> GroupOutcome {
+        let personal = group.units.iter().any(|unit| {
+            has_personal(&unit.command.payload)
+                || unit.entity.as_deref().is_some_and(has_personal)
+                || unit.events.iter().any(|e| has_personal(&e.payload))
+                || unit.outbox.iter().any(|o| has_personal(&o.payload))
+        }) || group
+            .projections
+            .iter()
+            .flat_map(|p| &p.models)
+            .any(model_has_personal);
+        let inner = match self.inner.groups() {
+            Some(inner) if !personal => inner,
+            _ => {
+                let mut units = Vec::with_capacity(group.units.len());
+                for unit in &group.units {
+                    units.push(self.commit((*unit).clone()).await);
+                }
+                return GroupOutcome::unprojected(units, group.projections.len());
+            }
+        };
+        let mut outcome = inner.commit_group(group).await;
+        for unit in &mut outcome.units {
+            if let Ok(receipt) = unit {
+                if receipt.duplicate {
+                    if let Err(e) = self.open_events(&mut receipt.events).await {
+                        *unit = Err(e);
+                    }
+                }
+            }
+        }
+        outcome
     }
 }
 

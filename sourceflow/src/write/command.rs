@@ -308,13 +308,17 @@ impl WriteSide {
             // Only for a command alone in flight: under concurrency the view's lock would be
             // held across this commit while other commands wait to project theirs, and after
             // the commit one projection batch covers every command committed meanwhile.
+            //
+            // Concurrent commands commit in groups instead, with the views' projection of the
+            // whole group, when the store offers that (`write/group.rs`).
             let _in_flight = InFlight::enter(&inner.in_flight);
+            let alone = inner.in_flight.load(Ordering::Acquire) == 1;
             let (prepared, projections) = match (
                 last_event,
                 events.is_empty() || !scheduling.is_empty(),
-                inner.in_flight.load(Ordering::Acquire),
+                alone,
             ) {
-                (Some(last_event), false, 1) => {
+                (Some(last_event), false, true) => {
                     projector
                         .prepare_inline(stream, last_event.next(), &events, &decoded)
                         .await
@@ -337,6 +341,11 @@ impl WriteSide {
                 if !scheduling.is_empty() {
                     // Schedules commit with the unit (without the inline fast path).
                     self.commit_scheduled(unit, scheduling)
+                        .await
+                        .map(|r| (r, Vec::new()))
+                } else if let (false, Some(groups)) = (alone, inner.store.groups()) {
+                    let first_sequence = last_event.map(Sequence::next);
+                    self.commit_in_group(projector, groups, unit, first_sequence, &decoded)
                         .await
                         .map(|r| (r, Vec::new()))
                 } else if projections.is_empty() {

@@ -3,6 +3,8 @@
 //! - [`bus`]: dispatchers (remote transports plug in here) and the retry policy;
 //! - `command`: validation, the saga's handler on the entity's state, the atomic commit;
 //! - `cache`: the entity states and per-stream turns this process keeps between commands;
+//! - `group`: concurrent commands' units committed as one group, with the views' projection
+//!   of the whole group, on a store that offers [`GroupCommit`](crate::store::GroupCommit);
 //! - `replay`: re-running a stream's command log (`replay`, `state_at`, `verify`);
 //! - `outbox`: follow-up commands sent after the commit that recorded them;
 //! - `lifecycle`: deleting, archiving and restoring a stream.
@@ -14,6 +16,7 @@
 pub mod bus;
 pub(crate) mod cache;
 mod command;
+mod group;
 pub(crate) mod lifecycle;
 mod outbox;
 mod replay;
@@ -31,7 +34,7 @@ use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeRecord};
 use crate::context::saga::CommandStreams;
 use crate::routes::HandleFn;
 use crate::signals::Signals;
-use crate::store::{InlineProjection, Store};
+use crate::store::{GroupProjection, InlineProjection, Store};
 use bus::{CommandDispatcher, RetryPolicy};
 use cache::{EntityCache, StreamLocks};
 
@@ -62,6 +65,8 @@ pub(crate) struct WriteSide {
     /// Commands of this process between handler and commit: the inline fast path is for a
     /// command alone in flight; concurrent commands are grouped instead.
     pub(crate) in_flight: AtomicUsize,
+    /// Concurrent commands' units waiting to commit in a group (with a store that groups).
+    pub(crate) units: group::UnitQueue,
     /// The clock, the scheduler's options and its wake-up signal.
     pub(crate) scheduling: schedule::Scheduling,
 }
@@ -73,6 +78,15 @@ pub(crate) struct Prefetch {
     pub(crate) view: usize,
     pub(crate) model_type: &'static str,
     pub(crate) at: Position,
+}
+
+/// A unit of a group whose events the views may project with it ([`Projector::prepare_group`]).
+pub(crate) struct GroupMember<'a> {
+    pub(crate) stream: &'a StreamId,
+    /// The stream sequence the unit's first event will get, when known.
+    pub(crate) first_sequence: Option<Sequence>,
+    pub(crate) events: &'a [NewEvent],
+    pub(crate) decoded: &'a [ErasedMessage],
 }
 
 /// Inline projections prepared for one unit of work, and what the store must check for each.
@@ -101,6 +115,20 @@ pub(crate) trait Projector: Sync {
         events: &[NewEvent],
         decoded: &[ErasedMessage],
     ) -> impl Future<Output = Prepared<Self::Inline<'a>>> + Send;
+
+    /// Applies a group's events, in group order, to the views that can commit them with the
+    /// group ([`GroupProjection`]): those this process keeps up with, that are not busy and
+    /// that the events concern. Settled like an inline projection, with the group's last
+    /// position.
+    fn prepare_group<'a>(
+        &'a self,
+        units: &[GroupMember<'_>],
+    ) -> impl Future<
+        Output = (
+            smallvec::SmallVec<[Self::Inline<'a>; 2]>,
+            Vec<GroupProjection>,
+        ),
+    > + Send;
 
     /// Records the store's verdict on a prepared projection (`applied`) and where the unit's
     /// events landed.

@@ -1,0 +1,144 @@
+//! Concurrent commands of this process commit in groups, with the views' projection of the
+//! whole group in the same transaction ([`GroupCommit`], for a store that offers it).
+//!
+//! Every sender queues its unit of work, then waits for its turn (a fair lock). Whoever gets
+//! the turn takes every unit queued so far, unless an earlier turn took its own unit already,
+//! lets the views apply the group's events ([`Projector::prepare_group`]), and holds the turn
+//! (and the views) until the group is committed and the views settled, so units queue up
+//! meanwhile and the next group's projection starts where this one's ended. A sender whose
+//! group was committed finds its views past its events and returns without a second
+//! transaction. If the sender committing a group stops before it answers (its future is
+//! dropped), each other unit of the group commits alone: one the group had committed is
+//! answered as a duplicate of itself.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::{GroupMember, Projector, WriteSide};
+use crate::base::message::{CommandReceipt, Sequence};
+use crate::codec::ErasedMessage;
+use crate::store::{GroupCommit, StoreError, UnitGroup, UnitOfWork};
+
+/// The most units one group carries.
+const MAX_GROUP: usize = 128;
+
+/// A queued unit of work, what the views need to project it, and where its answer goes.
+struct Queued {
+    unit: Arc<UnitOfWork>,
+    first_sequence: Option<Sequence>,
+    decoded: Vec<ErasedMessage>,
+    reply: oneshot::Sender<Result<CommandReceipt, StoreError>>,
+}
+
+/// The queue: units in ticket order, `pushed` the last ticket handed out, `taken` the last
+/// one a turn took.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Queued>,
+    pushed: u64,
+    taken: u64,
+}
+
+/// The units waiting for a group, and the turn that commits one.
+#[derive(Default)]
+pub(crate) struct UnitQueue {
+    queue: Mutex<Queue>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl UnitQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Jobs are pushed and drained whole: a panic elsewhere leaves the queue valid.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl WriteSide {
+    /// Commits `unit` in the next group of this process's concurrent commands. `first_sequence`
+    /// is the stream sequence its first event will get, when known, and `decoded` its events
+    /// as the handler emitted them.
+    pub(super) async fn commit_in_group<P: Projector>(
+        &self,
+        projector: &P,
+        groups: &dyn GroupCommit,
+        unit: UnitOfWork,
+        first_sequence: Option<Sequence>,
+        decoded: &[ErasedMessage],
+    ) -> Result<CommandReceipt, StoreError> {
+        let unit = Arc::new(unit);
+        let (reply, answer) = oneshot::channel();
+        let ticket = {
+            let mut queue = self.units.lock();
+            queue.pushed += 1;
+            queue.pending.push(Queued {
+                unit: unit.clone(),
+                first_sequence,
+                decoded: decoded.to_vec(),
+                reply,
+            });
+            queue.pushed
+        };
+        {
+            let _turn = self.units.turn.lock().await;
+            let group = {
+                let mut queue = self.units.lock();
+                if queue.taken >= ticket {
+                    None
+                } else {
+                    let n = queue.pending.len().min(MAX_GROUP);
+                    queue.taken += n as u64;
+                    Some(queue.pending.drain(..n).collect::<Vec<_>>())
+                }
+            };
+            if let Some(group) = group {
+                self.commit_group(projector, groups, group).await;
+            }
+        }
+        match answer.await {
+            Ok(answer) => answer,
+            Err(_) => self.store.commit(Arc::unwrap_or_clone(unit)).await,
+        }
+    }
+
+    /// Commits one group and answers its senders.
+    async fn commit_group<P: Projector>(
+        &self,
+        projector: &P,
+        groups: &dyn GroupCommit,
+        queued: Vec<Queued>,
+    ) {
+        let members: Vec<GroupMember<'_>> = queued
+            .iter()
+            .map(|q| GroupMember {
+                stream: &q.unit.command.envelope.stream,
+                first_sequence: q.first_sequence.filter(|_| !q.unit.events.is_empty()),
+                events: &q.unit.events,
+                decoded: &q.decoded,
+            })
+            .collect();
+        let (prepared, projections) = projector.prepare_group(&members).await;
+        let group = UnitGroup {
+            units: queued.iter().map(|q| &*q.unit).collect(),
+            first_sequences: members.iter().map(|m| m.first_sequence).collect(),
+            projections,
+        };
+        drop(members);
+        let outcome = groups.commit_group(group).await;
+        let last = outcome
+            .units
+            .iter()
+            .filter_map(|unit| unit.as_ref().ok())
+            .filter(|receipt| !receipt.duplicate)
+            .filter_map(|receipt| receipt.events.last().map(|e| e.position))
+            .max();
+        for (i, ready) in prepared.into_iter().enumerate() {
+            let applied = outcome.projected.get(i).copied().unwrap_or(false);
+            projector.settle(ready, applied, last);
+        }
+        // A unit the store gave no answer for commits alone (its reply is dropped).
+        for (q, answer) in queued.into_iter().zip(outcome.units) {
+            let _ = q.reply.send(answer);
+        }
+    }
+}
