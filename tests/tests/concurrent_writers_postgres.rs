@@ -328,3 +328,79 @@ async fn groups_of_concurrent_commands_commit_their_views_writes_with_them() {
     pool.close().await;
     sourceflow_tests::backends::drop_schema(&url, &schema).await;
 }
+
+/// Senders that stop waiting (a timeout around `send`) while their commands commit in groups
+/// cost nothing to the others: every send that returns `Ok` reads its own write, and once
+/// caught up every stream's view has applied exactly the events its log holds, whether the
+/// commands of the stopped senders committed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn senders_that_stop_waiting_cost_their_groups_nothing() {
+    let url = sourceflow_tests::backends::pg_url();
+    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
+    let store = PostgresStore::builder(&url)
+        .schema(&schema)
+        .max_connections(16)
+        .connect()
+        .await
+        .unwrap();
+    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let sends: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let flow = flow.clone();
+            tokio::spawn(async move {
+                let id = format!("stopping-{w}");
+                let mut stopped = 0;
+                for n in 1..=COMMANDS {
+                    let send = flow.send(id.as_str(), Add { n });
+                    let receipt = if n % 3 == 0 {
+                        // Stops waiting somewhere between queueing and the commit's answer.
+                        let wait = std::time::Duration::from_micros(
+                            (w as u64 * 797 + n as u64 * 331) % 12_000,
+                        );
+                        match tokio::time::timeout(wait, send).await {
+                            Ok(sent) => sent.unwrap(),
+                            Err(_) => {
+                                stopped += 1;
+                                continue;
+                            }
+                        }
+                    } else {
+                        send.await.unwrap()
+                    };
+                    assert!(!receipt.duplicate, "{id} {n}");
+                    let model: TallyModel = flow.view_model(id.as_str()).await.unwrap().unwrap();
+                    assert_eq!(model.applied, receipt.sequence.0, "{id} after command {n}");
+                }
+                stopped
+            })
+        })
+        .collect();
+    let mut stopped = 0;
+    for send in sends {
+        stopped += send.await.unwrap();
+    }
+    assert!(
+        stopped > 0,
+        "no sender stopped waiting: the test checked nothing extra"
+    );
+
+    flow.catch_up().await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for w in 0..WRITERS {
+        let id = format!("stopping-{w}");
+        let (events, total): (i64, Option<i64>) = sqlx::query_as(&format!(
+            "SELECT count(*), sum((payload->>'n')::bigint)::bigint FROM {schema}.sf_events \
+             WHERE stream_id = $1"
+        ))
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let model: TallyModel = flow.view_model(id.as_str()).await.unwrap().unwrap();
+        assert_eq!(model.applied, events as u64, "{id}");
+        assert_eq!(model.total, total.unwrap_or(0), "{id}");
+    }
+    pool.close().await;
+    sourceflow_tests::backends::drop_schema(&url, &schema).await;
+}

@@ -8,8 +8,8 @@
 //! meanwhile and the next group's projection starts where this one's ended. A sender whose
 //! group was committed finds its views past its events and returns without a second
 //! transaction. If the sender committing a group stops before it answers (its future is
-//! dropped), each other unit of the group commits alone: one the group had committed is
-//! answered as a duplicate of itself.
+//! dropped), each other unit of the group commits alone: one the group had committed is found
+//! by its message id and answered with its receipt.
 
 use std::sync::{Arc, Mutex};
 
@@ -97,7 +97,14 @@ impl WriteSide {
         }
         match answer.await {
             Ok(answer) => answer,
-            Err(_) => self.store.commit(Arc::unwrap_or_clone(unit)).await,
+            // The sender committing this unit's group stopped: the unit commits alone, and if
+            // the group had committed it, its receipt is this send's own (the views then
+            // project its events after the commit, as for any unit committed without them).
+            Err(_) => {
+                let mut receipt = self.store.commit(Arc::unwrap_or_clone(unit)).await?;
+                receipt.duplicate = false;
+                Ok(receipt)
+            }
         }
     }
 
