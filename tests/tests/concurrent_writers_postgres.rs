@@ -275,15 +275,7 @@ async fn duplicates_and_conflicts_inside_shared_batches_commit_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn groups_of_concurrent_commands_commit_their_views_writes_with_them() {
-    let url = sourceflow_tests::backends::pg_url();
-    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
-    let store = PostgresStore::builder(&url)
-        .schema(&schema)
-        .max_connections(16)
-        .connect()
-        .await
-        .unwrap();
-    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let (url, schema, flow) = fresh_flow().await;
     let sends: Vec<_> = (0..WRITERS)
         .map(|w| {
             let flow = flow.clone();
@@ -336,15 +328,7 @@ async fn groups_of_concurrent_commands_commit_their_views_writes_with_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn senders_that_stop_waiting_cost_their_groups_nothing() {
-    let url = sourceflow_tests::backends::pg_url();
-    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
-    let store = PostgresStore::builder(&url)
-        .schema(&schema)
-        .max_connections(16)
-        .connect()
-        .await
-        .unwrap();
-    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let (url, schema, flow) = fresh_flow().await;
     let sends: Vec<_> = (0..WRITERS)
         .map(|w| {
             let flow = flow.clone();
@@ -403,4 +387,18 @@ async fn senders_that_stop_waiting_cost_their_groups_nothing() {
     }
     pool.close().await;
     sourceflow_tests::backends::drop_schema(&url, &schema).await;
+}
+
+/// A flow over a store (16 connections) in a fresh schema: the URL, the schema, the flow.
+async fn fresh_flow() -> (String, String, SourceFlow) {
+    let url = sourceflow_tests::backends::pg_url();
+    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
+    let store = PostgresStore::builder(&url)
+        .schema(&schema)
+        .max_connections(16)
+        .connect()
+        .await
+        .unwrap();
+    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    (url, schema, flow)
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sourceflow::message::NewEvent;
 use sourceflow::store::{
-    InlineProjection, OutboxMessage, ProjectionCommit, StoreError, UnitOfWork,
+    InlineProjection, ModelWrite, OutboxMessage, ProjectionCommit, StoreError, UnitOfWork,
 };
 use sourceflow::{CommandReceipt, Envelope, Position, RecordedEvent, Sequence, StreamId};
 use sqlx::postgres::{PgArguments, PgRow};
@@ -62,8 +62,8 @@ impl Postgres {
             && unit.events.len() == 1
             && unit.outbox.is_empty()
             && projections.len() <= 1
-            && inline.delete_owners.is_empty()
-            && inline.put_owners.len() == projections.len();
+            && inline.models.delete_owners.is_empty()
+            && inline.models.put_owners.len() == projections.len();
         let (keys, expected_sequence) = (&unit.keys, unit.expected);
         let outcome = self
             .backoff
@@ -99,9 +99,9 @@ impl Postgres {
                         .bind(inline.expected.first().copied())
                         .bind(inline.after.first().copied())
                         .bind(inline.first_sequences.first().copied())
-                        .bind(inline.put_types.first().copied())
-                        .bind(inline.put_ids.first().copied())
-                        .bind(inline.put_states.first().copied())
+                        .bind(inline.models.put_types.first().copied())
+                        .bind(inline.models.put_ids.first().copied())
+                        .bind(inline.models.put_states.first().copied())
                         .fetch_optional(pool)
                         .await;
                     let outcome = match row {
@@ -361,13 +361,13 @@ pub(super) fn unit_json(
         "expected_positions": inline.expected,
         "after": inline.after,
         "first_sequences": inline.first_sequences,
-        "put_owners": inline.put_owners,
-        "put_types": inline.put_types,
-        "put_ids": inline.put_ids,
-        "put_states": inline.put_states,
-        "delete_owners": inline.delete_owners,
-        "delete_types": inline.delete_types,
-        "delete_ids": inline.delete_ids,
+        "put_owners": inline.models.put_owners,
+        "put_types": inline.models.put_types,
+        "put_ids": inline.models.put_ids,
+        "put_states": inline.models.put_states,
+        "delete_owners": inline.models.delete_owners,
+        "delete_types": inline.models.delete_types,
+        "delete_ids": inline.models.delete_ids,
     }))
 }
 
@@ -417,7 +417,7 @@ pub(super) fn bind_inline<'q>(
     outbox: &'q OutboxArrays<'q>,
     inline: &'q InlineArrays<'q>,
 ) -> Query<'q, sqlx::Postgres, PgArguments> {
-    query
+    let query = query
         .bind(&events.ids)
         .bind(&events.names)
         .bind(&events.versions)
@@ -437,14 +437,8 @@ pub(super) fn bind_inline<'q>(
         .bind(&inline.handlers)
         .bind(&inline.expected)
         .bind(&inline.after)
-        .bind(&inline.first_sequences)
-        .bind(&inline.put_owners)
-        .bind(&inline.put_types)
-        .bind(&inline.put_ids)
-        .bind(&inline.put_states)
-        .bind(&inline.delete_owners)
-        .bind(&inline.delete_types)
-        .bind(&inline.delete_ids)
+        .bind(&inline.first_sequences);
+    inline.models.bind(query)
 }
 
 /// A batch of units of work as the parallel arrays of `sf_commit_units`: one element per
@@ -715,20 +709,13 @@ pub(super) struct InlineArrays<'a> {
     expected: Vec<i64>,
     after: Vec<i64>,
     first_sequences: Vec<i64>,
-    put_owners: Vec<i32>,
-    put_types: Vec<&'a str>,
-    put_ids: Vec<&'a str>,
-    put_states: Vec<&'a str>,
-    delete_owners: Vec<i32>,
-    delete_types: Vec<&'a str>,
-    delete_ids: Vec<&'a str>,
+    pub(super) models: ModelArrays<'a>,
 }
 
 impl<'a> InlineArrays<'a> {
     pub(super) fn new(projections: &'a [InlineProjection]) -> Result<Self, StoreError> {
         let mut arrays = Self::default();
         for (index, projection) in projections.iter().enumerate() {
-            let owner = i32::try_from(index + 1).unwrap_or(i32::MAX);
             arrays.handlers.push(&projection.handler);
             arrays
                 .expected
@@ -737,24 +724,64 @@ impl<'a> InlineArrays<'a> {
             arrays
                 .first_sequences
                 .push(db_int(projection.first_sequence.0, "event sequence")?);
-            for write in last_writes(&projection.models) {
-                match &write.state {
-                    Some(state) => {
-                        arrays.put_owners.push(owner);
-                        arrays.put_types.push(&write.model_type);
-                        arrays.put_ids.push(write.id.as_str());
-                        arrays
-                            .put_states
-                            .push(payload_text(state, "view model state")?);
-                    }
-                    None => {
-                        arrays.delete_owners.push(owner);
-                        arrays.delete_types.push(&write.model_type);
-                        arrays.delete_ids.push(write.id.as_str());
-                    }
+            arrays.models.push(index, &projection.models)?;
+        }
+        Ok(arrays)
+    }
+}
+
+/// Model writes of several projections as parallel arrays (the last write per model), puts and
+/// deletes apart, each tagged with the 1-based index of its projection.
+#[derive(Default)]
+pub(super) struct ModelArrays<'a> {
+    pub(super) put_owners: Vec<i32>,
+    pub(super) put_types: Vec<&'a str>,
+    pub(super) put_ids: Vec<&'a str>,
+    pub(super) put_states: Vec<&'a str>,
+    pub(super) delete_owners: Vec<i32>,
+    pub(super) delete_types: Vec<&'a str>,
+    pub(super) delete_ids: Vec<&'a str>,
+}
+
+impl<'a> ModelArrays<'a> {
+    /// Adds the writes of the projection at `index` (0-based).
+    pub(super) fn push(
+        &mut self,
+        index: usize,
+        models: &'a [ModelWrite],
+    ) -> Result<(), StoreError> {
+        let owner = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        for write in last_writes(models) {
+            match &write.state {
+                Some(state) => {
+                    self.put_owners.push(owner);
+                    self.put_types.push(&write.model_type);
+                    self.put_ids.push(write.id.as_str());
+                    self.put_states
+                        .push(payload_text(state, "view model state")?);
+                }
+                None => {
+                    self.delete_owners.push(owner);
+                    self.delete_types.push(&write.model_type);
+                    self.delete_ids.push(write.id.as_str());
                 }
             }
         }
-        Ok(arrays)
+        Ok(())
+    }
+
+    /// Binds the arrays in that order.
+    pub(super) fn bind<'q>(
+        &'q self,
+        query: Query<'q, sqlx::Postgres, PgArguments>,
+    ) -> Query<'q, sqlx::Postgres, PgArguments> {
+        query
+            .bind(&self.put_owners)
+            .bind(&self.put_types)
+            .bind(&self.put_ids)
+            .bind(&self.put_states)
+            .bind(&self.delete_owners)
+            .bind(&self.delete_types)
+            .bind(&self.delete_ids)
     }
 }

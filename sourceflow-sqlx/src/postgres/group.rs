@@ -26,12 +26,11 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use tokio::sync::oneshot;
 
-use super::commit::{bind_units, inline_outcome, unit_json, UnitArrays};
+use super::commit::{bind_units, inline_outcome, unit_json, ModelArrays, UnitArrays};
 use super::error::classify;
 use super::queries::{COMMIT_BATCH, COMMIT_BATCH_GROUP, COMMIT_UNITS, COMMIT_UNITS_GROUP};
 use super::{get, Postgres};
-use crate::sql::last_writes;
-use crate::sql::values::{db_int, payload_text};
+use crate::sql::values::db_int;
 
 /// The most units one batch carries.
 const MAX_BATCH: usize = 128;
@@ -275,49 +274,25 @@ impl Postgres {
     }
 }
 
-/// The views' projections of a group as the parallel arrays `sf_project_group` takes; model
-/// writes are tagged with the 1-based index of their projection.
+/// The views' projections of a group as the parallel arrays `sf_project_group` takes.
 #[derive(Default)]
 struct GroupArrays<'a> {
     handlers: Vec<&'a str>,
     expected: Vec<i64>,
     after: Vec<i64>,
-    put_owners: Vec<i32>,
-    put_types: Vec<&'a str>,
-    put_ids: Vec<&'a str>,
-    put_states: Vec<&'a str>,
-    delete_owners: Vec<i32>,
-    delete_types: Vec<&'a str>,
-    delete_ids: Vec<&'a str>,
+    models: ModelArrays<'a>,
 }
 
 impl<'a> GroupArrays<'a> {
     fn new(projections: &'a [GroupProjection]) -> Result<Self, StoreError> {
         let mut arrays = Self::default();
         for (index, projection) in projections.iter().enumerate() {
-            let owner = i32::try_from(index + 1).unwrap_or(i32::MAX);
             arrays.handlers.push(&projection.handler);
             arrays
                 .expected
                 .push(db_int(projection.expected.0, "position")?);
             arrays.after.push(db_int(projection.after.0, "position")?);
-            for write in last_writes(&projection.models) {
-                match &write.state {
-                    Some(state) => {
-                        arrays.put_owners.push(owner);
-                        arrays.put_types.push(&write.model_type);
-                        arrays.put_ids.push(write.id.as_str());
-                        arrays
-                            .put_states
-                            .push(payload_text(state, "view model state")?);
-                    }
-                    None => {
-                        arrays.delete_owners.push(owner);
-                        arrays.delete_types.push(&write.model_type);
-                        arrays.delete_ids.push(write.id.as_str());
-                    }
-                }
-            }
+            arrays.models.push(index, &projection.models)?;
         }
         Ok(arrays)
     }
@@ -327,16 +302,10 @@ impl<'a> GroupArrays<'a> {
         &'q self,
         query: Query<'q, sqlx::Postgres, PgArguments>,
     ) -> Query<'q, sqlx::Postgres, PgArguments> {
-        query
+        let query = query
             .bind(&self.handlers)
             .bind(&self.expected)
-            .bind(&self.after)
-            .bind(&self.put_owners)
-            .bind(&self.put_types)
-            .bind(&self.put_ids)
-            .bind(&self.put_states)
-            .bind(&self.delete_owners)
-            .bind(&self.delete_types)
-            .bind(&self.delete_ids)
+            .bind(&self.after);
+        self.models.bind(query)
     }
 }

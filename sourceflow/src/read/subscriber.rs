@@ -21,7 +21,7 @@ use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeIndex, TypeR
 use crate::context::reaction::ReactionContext;
 use crate::context::view::{ModelCache, ViewContext};
 use crate::routes::{ComponentKind, ComponentRecord, Registry, RouteFn, RouteRecord};
-use crate::store::{GroupProjection, InlineProjection, ProjectionCommit, StoreError};
+use crate::store::{GroupProjection, InlineProjection, ModelWrite, ProjectionCommit, StoreError};
 
 /// Events read from the log per projection batch.
 pub(crate) const BATCH: usize = 512;
@@ -591,38 +591,15 @@ impl Subscriber {
         }
         let mut guard = self.state.try_lock().ok()?;
         let cursor = guard.cursor?;
-        let mut cx = ViewContext::new(flow.store.clone(), std::mem::take(&mut guard.models));
-        let mut outbox = Vec::new();
-        for (i, (event, message)) in events.iter().zip(decoded).enumerate() {
-            let envelope = &event.envelope;
-            let meta = EventMeta {
-                message_id: envelope.message_id,
-                name: envelope.name.clone(),
-                version: envelope.version,
-                stream: stream.clone(),
-                sequence: Sequence(first_sequence.0 + i as u64),
-                position: Position(cursor.applied.0 + 1 + i as u64),
-                correlation_id: envelope.correlation_id,
-                causation_id: envelope.causation_id,
-                timestamp: envelope.timestamp,
-            };
-            if self
-                .apply_decoded(flow, meta, message, &mut cx, &mut outbox)
-                .await
-                .is_err()
-            {
-                // The projection after the commit meets the same error and reports it.
-                guard.models = cx.into_cache(false);
-                return None;
-            }
-        }
-        let models = match cx.take_writes() {
-            Ok(models) if !models.is_empty() && outbox.is_empty() => models,
-            _ => {
-                guard.models = cx.into_cache(false);
-                return None;
-            }
+        let unit = GroupMember {
+            stream,
+            first_sequence: Some(first_sequence),
+            events,
+            decoded,
         };
+        let (cx, models) = self
+            .apply_ahead(flow, &mut guard, cursor, std::slice::from_ref(&unit))
+            .await?;
         let projection = InlineProjection {
             handler: Cow::Borrowed(self.name),
             expected: cursor.stored,
@@ -666,6 +643,29 @@ impl Subscriber {
             Err(_) => self.state.lock().await,
         };
         let cursor = guard.cursor?;
+        let (cx, models) = self.apply_ahead(flow, &mut guard, cursor, units).await?;
+        let projection = GroupProjection {
+            handler: Cow::Borrowed(self.name),
+            expected: cursor.stored,
+            after: cursor.applied,
+            models,
+        };
+        let grouped = true;
+        Some((Prepared { guard, cx, grouped }, projection))
+    }
+
+    /// Applies `units`' events, in order, to this view's cached models as if they landed one
+    /// after the other directly after `cursor`: the context holding the new models and their
+    /// writes. `None` (the cache keeps only what was read unchanged) when the view cannot
+    /// commit them ahead: a unit whose first sequence is unknown, an event it refuses, no
+    /// write, or reaction commands.
+    async fn apply_ahead(
+        &self,
+        flow: &ReadSide,
+        guard: &mut SubscriberState,
+        cursor: Cursor,
+        units: &[GroupMember<'_>],
+    ) -> Option<(ViewContext, Vec<ModelWrite>)> {
         let mut cx = ViewContext::new(flow.store.clone(), std::mem::take(&mut guard.models));
         let mut outbox = Vec::new();
         let mut position = cursor.applied.0;
@@ -703,21 +703,13 @@ impl Subscriber {
                 }
             }
         }
-        let models = match cx.take_writes() {
-            Ok(models) if !models.is_empty() && outbox.is_empty() => models,
+        match cx.take_writes() {
+            Ok(models) if !models.is_empty() && outbox.is_empty() => Some((cx, models)),
             _ => {
                 guard.models = cx.into_cache(false);
-                return None;
+                None
             }
-        };
-        let projection = GroupProjection {
-            handler: Cow::Borrowed(self.name),
-            expected: cursor.stored,
-            after: cursor.applied,
-            models,
-        };
-        let grouped = true;
-        Some((Prepared { guard, cx, grouped }, projection))
+        }
     }
 }
 
