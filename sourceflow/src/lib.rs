@@ -90,7 +90,12 @@
 //!    command is stored but its view is not. The store re-checks every assumption (the view's
 //!    position, where the events land) and refuses the batch if one fails; the events are then
 //!    projected after the commit from the stored models. [`Stats::projected_inline`] counts the
-//!    fast path. *(`views_commit_with_their_command`)*
+//!    fast path. *(`views_commit_with_their_command`)* Under concurrency, on a store that
+//!    commits groups ([`store::GroupCommit`]; Postgres), the same holds for a whole group of
+//!    this process's commands: the views apply the group's events before its commit and their
+//!    writes commit in the group's transaction ([`Stats::projected_in_groups`]).
+//!    *(`groups_of_concurrent_commands_commit_their_views_writes_with_them`, conformance group
+//!    `group`)*
 //! 2. **Exactly once, in order.** A view applies a batch of events and commits its model writes
 //!    with its new position, compare-and-set on the old one; a second process that got there
 //!    first makes the commit fail and this one continues from the stored position. A crash
