@@ -81,6 +81,15 @@ impl WriteSide {
         };
         {
             let _turn = self.units.turn.lock().await;
+            // Commands between their handler and this queue are a few steps from joining
+            // it: let them, rather than commit a group without them.
+            for _ in 0..2 {
+                let queued = self.units.lock().pending.len();
+                if queued >= self.in_flight.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
             let group = {
                 let mut queue = self.units.lock();
                 if queue.taken >= ticket {
