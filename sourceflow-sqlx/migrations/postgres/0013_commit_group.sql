@@ -11,31 +11,50 @@
 -- commands and their views. A projection whose assumption failed writes nothing; the units
 -- still commit.
 --
--- They return the rows of the function they wrap, one per unit, then one more row with
--- `r_unit` 0, `r_status` 'projected' and `r_projected` the outcome per projection.
+-- They return the rows of the function they wrap, one per unit in group order, then one more
+-- row with `r_unit` 0, `r_status` 'projected' and `r_projected` the outcome per projection
+-- (`sf_project_group`, shared by both).
 
--- Writes each projection whose assumption held; `p_committed` says whether every unit
--- committed with its first event at the expected sequence, `p_positions` the group's event
--- positions in group order. Model writes are tagged with the 1-based index of their projection.
+-- A unit's row as the wrapped functions return it.
+CREATE TYPE sf_unit_row AS (r_unit int, r_status text, r_sequence bigint, r_first_event bigint,
+                            r_positions bigint[], r_payloads text[], r_projected boolean[]);
+
+-- The group's unit rows (`p_rows`, committed), then the projected row: writes each projection
+-- whose assumption held. Model writes are tagged with the 1-based index of their projection.
 CREATE OR REPLACE FUNCTION sf_project_group(
-    p_committed boolean, p_positions bigint[],
+    p_rows sf_unit_row[], p_first_sequences bigint[],
     p_handlers text[], p_expected_positions bigint[], p_after bigint[],
     p_put_owners int[], p_put_types text[], p_put_ids text[], p_put_states text[],
     p_delete_owners int[], p_delete_types text[], p_delete_ids text[])
-RETURNS boolean[] LANGUAGE plpgsql AS $$
+RETURNS TABLE (r_unit int, r_status text, r_sequence bigint, r_first_event bigint,
+               r_positions bigint[], r_payloads text[], r_projected boolean[])
+LANGUAGE plpgsql AS $$
 DECLARE
-    v_events int := coalesce(cardinality(p_positions), 0);
+    v_committed boolean;
+    v_positions bigint[];
+    v_events int;
     v_projected boolean[] := '{}';
     v_applies boolean;
 BEGIN
+    -- Every unit committed, its first event at the expected stream sequence; the group's
+    -- event positions in group order.
+    SELECT coalesce(bool_and(u.r_status = 'ok'
+                             AND coalesce(u.r_first_event = p_first_sequences[u.r_unit], true)),
+                    true),
+           coalesce(array_agg(e.pos ORDER BY u.r_unit, e.n) FILTER (WHERE e.pos IS NOT NULL),
+                    '{}')
+      INTO v_committed, v_positions
+      FROM unnest(p_rows) AS u
+      LEFT JOIN LATERAL unnest(u.r_positions) WITH ORDINALITY AS e(pos, n) ON true;
+    v_events := cardinality(v_positions);
     FOR i IN 1 .. coalesce(cardinality(p_handlers), 0) LOOP
         -- Positions rise in group order, so first and last pin every one in between.
-        v_applies := p_committed AND v_events > 0
-                     AND p_positions[1] = p_after[i] + 1
-                     AND p_positions[v_events] = p_after[i] + v_events;
+        v_applies := v_committed AND v_events > 0
+                     AND v_positions[1] = p_after[i] + 1
+                     AND v_positions[v_events] = p_after[i] + v_events;
         IF v_applies THEN
             v_applies := sf_commit_projection(
-                p_handlers[i], p_expected_positions[i], p_positions[v_events],
+                p_handlers[i], p_expected_positions[i], v_positions[v_events],
                 ARRAY(SELECT p_put_types[j] FROM generate_subscripts(p_put_owners, 1) AS j
                        WHERE p_put_owners[j] = i ORDER BY j),
                 ARRAY(SELECT p_put_ids[j] FROM generate_subscripts(p_put_owners, 1) AS j
@@ -50,7 +69,11 @@ BEGIN
         END IF;
         v_projected := v_projected || v_applies;
     END LOOP;
-    RETURN v_projected;
+    RETURN QUERY SELECT u.r_unit, u.r_status, u.r_sequence, u.r_first_event, u.r_positions,
+                        u.r_payloads, u.r_projected
+                   FROM unnest(p_rows) AS u ORDER BY u.r_unit;
+    RETURN QUERY SELECT 0, 'projected'::text, NULL::bigint, NULL::bigint, NULL::bigint[],
+                        NULL::text[], v_projected;
 END $$;
 
 -- A group of the common shape on distinct streams (`sf_commit_units`' arguments), projected.
@@ -66,33 +89,18 @@ CREATE OR REPLACE FUNCTION sf_commit_units_group(
     p_put_states text[], p_delete_owners int[], p_delete_types text[], p_delete_ids text[])
 RETURNS TABLE (r_unit int, r_status text, r_sequence bigint, r_first_event bigint,
                r_positions bigint[], r_payloads text[], r_projected boolean[])
-LANGUAGE plpgsql AS $$
-DECLARE
-    c record;
-    v_committed boolean := true;
-    v_positions bigint[] := '{}';
-BEGIN
-    FOR c IN SELECT * FROM sf_commit_units(
-                 p_lock_key, p_stream_types, p_stream_ids, p_expected, p_message_ids,
-                 p_names, p_versions, p_correlations, p_causations, p_times, p_payloads,
-                 p_entities, p_event_ids, p_event_names, p_event_versions,
-                 p_event_correlations, p_event_causations, p_event_times, p_event_payloads) x
-    LOOP
-        r_unit := c.r_unit; r_status := c.r_status; r_sequence := c.r_sequence;
-        r_first_event := c.r_first_event; r_positions := c.r_positions;
-        r_payloads := c.r_payloads; r_projected := c.r_projected;
-        RETURN NEXT;
-        v_committed := v_committed AND c.r_status = 'ok'
-                       AND coalesce(c.r_first_event = p_first_sequences[c.r_unit], true);
-        v_positions := v_positions || c.r_positions;
-    END LOOP;
-    r_unit := 0; r_status := 'projected'; r_sequence := NULL; r_first_event := NULL;
-    r_positions := NULL; r_payloads := NULL;
-    r_projected := sf_project_group(v_committed, v_positions, p_handlers, p_expected_positions,
-                                    p_after, p_put_owners, p_put_types, p_put_ids, p_put_states,
-                                    p_delete_owners, p_delete_types, p_delete_ids);
-    RETURN NEXT;
-END $$;
+LANGUAGE sql AS $$
+    SELECT * FROM sf_project_group(
+        ARRAY(SELECT ROW(c.*)::sf_unit_row
+                FROM sf_commit_units(
+                         p_lock_key, p_stream_types, p_stream_ids, p_expected, p_message_ids,
+                         p_names, p_versions, p_correlations, p_causations, p_times,
+                         p_payloads, p_entities, p_event_ids, p_event_names, p_event_versions,
+                         p_event_correlations, p_event_causations, p_event_times,
+                         p_event_payloads) AS c),
+        p_first_sequences, p_handlers, p_expected_positions, p_after, p_put_owners,
+        p_put_types, p_put_ids, p_put_states, p_delete_owners, p_delete_types, p_delete_ids)
+$$;
 
 -- A group of any shape (`sf_commit_batch`'s JSON units, without inline projections of their
 -- own), projected.
@@ -103,25 +111,9 @@ CREATE OR REPLACE FUNCTION sf_commit_batch_group(
     p_put_states text[], p_delete_owners int[], p_delete_types text[], p_delete_ids text[])
 RETURNS TABLE (r_unit int, r_status text, r_sequence bigint, r_first_event bigint,
                r_positions bigint[], r_payloads text[], r_projected boolean[])
-LANGUAGE plpgsql AS $$
-DECLARE
-    c record;
-    v_committed boolean := true;
-    v_positions bigint[] := '{}';
-BEGIN
-    FOR c IN SELECT * FROM sf_commit_batch(p_lock_key, p_units) x LOOP
-        r_unit := c.r_unit; r_status := c.r_status; r_sequence := c.r_sequence;
-        r_first_event := c.r_first_event; r_positions := c.r_positions;
-        r_payloads := c.r_payloads; r_projected := c.r_projected;
-        RETURN NEXT;
-        v_committed := v_committed AND c.r_status = 'ok'
-                       AND coalesce(c.r_first_event = p_first_sequences[c.r_unit], true);
-        v_positions := v_positions || c.r_positions;
-    END LOOP;
-    r_unit := 0; r_status := 'projected'; r_sequence := NULL; r_first_event := NULL;
-    r_positions := NULL; r_payloads := NULL;
-    r_projected := sf_project_group(v_committed, v_positions, p_handlers, p_expected_positions,
-                                    p_after, p_put_owners, p_put_types, p_put_ids, p_put_states,
-                                    p_delete_owners, p_delete_types, p_delete_ids);
-    RETURN NEXT;
-END $$;
+LANGUAGE sql AS $$
+    SELECT * FROM sf_project_group(
+        ARRAY(SELECT ROW(c.*)::sf_unit_row FROM sf_commit_batch(p_lock_key, p_units) AS c),
+        p_first_sequences, p_handlers, p_expected_positions, p_after, p_put_owners,
+        p_put_types, p_put_ids, p_put_states, p_delete_owners, p_delete_types, p_delete_ids)
+$$;

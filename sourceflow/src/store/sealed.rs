@@ -369,10 +369,7 @@ impl SealedStore {
         schedules: &mut [NewSchedule],
         carry_keys: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let any = has_personal(&unit.command.payload)
-            || unit.entity.as_deref().is_some_and(has_personal)
-            || unit.events.iter().any(|e| has_personal(&e.payload))
-            || unit.outbox.iter().any(|o| has_personal(&o.payload))
+        let any = unit_has_personal(unit)
             || projections
                 .iter()
                 .flat_map(|p| &p.models)
@@ -449,6 +446,14 @@ impl SealedStore {
             .schedules()
             .ok_or(StoreError::Unsupported("schedules"))
     }
+}
+
+/// Whether a unit's command, entity state, events or follow-ups carry personal fields.
+fn unit_has_personal(unit: &UnitOfWork) -> bool {
+    has_personal(&unit.command.payload)
+        || unit.entity.as_deref().is_some_and(has_personal)
+        || unit.events.iter().any(|e| has_personal(&e.payload))
+        || unit.outbox.iter().any(|o| has_personal(&o.payload))
 }
 
 fn model_has_personal(model: &ModelWrite) -> bool {
@@ -698,16 +703,12 @@ impl Store for SealedStore {
 #[async_trait]
 impl GroupCommit for SealedStore {
     async fn commit_group(&self, group: UnitGroup<'_>) -> GroupOutcome {
-        let personal = group.units.iter().any(|unit| {
-            has_personal(&unit.command.payload)
-                || unit.entity.as_deref().is_some_and(has_personal)
-                || unit.events.iter().any(|e| has_personal(&e.payload))
-                || unit.outbox.iter().any(|o| has_personal(&o.payload))
-        }) || group
-            .projections
-            .iter()
-            .flat_map(|p| &p.models)
-            .any(model_has_personal);
+        let personal = group.units.iter().any(|unit| unit_has_personal(unit))
+            || group
+                .projections
+                .iter()
+                .flat_map(|p| &p.models)
+                .any(model_has_personal);
         let inner = match self.inner.groups() {
             Some(inner) if !personal => inner,
             _ => {
