@@ -99,6 +99,30 @@ pub(crate) trait Backend: Sized + Send + Sync + fmt::Debug + 'static {
     /// Runs one write of the contract and answers it.
     fn write(&self, write: Write) -> impl Future<Output = Result<Written, StoreError>> + Send;
 
+    /// One stream's commands between two sequences, read with `query` (the hot log or the
+    /// archive) and checked dense: by default on the reader pool.
+    fn stream_commands(
+        &self,
+        query: read::StreamQuery,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> impl Future<Output = Result<Vec<StoredCommand>, StoreError>> + Send {
+        read::pooled_stream_commands(self, query, stream, from, to)
+    }
+
+    /// One stream's events between two sequences, read with `query` (the hot log or the
+    /// archive) and checked dense: by default on the reader pool.
+    fn stream_events(
+        &self,
+        query: read::StreamQuery,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        read::pooled_stream_events(self, query, stream, from, to)
+    }
+
     /// [`Store::groups`]: the backend's group commit with views, if it has one.
     fn groups(&self) -> Option<&dyn sourceflow::store::GroupCommit> {
         None
@@ -180,7 +204,9 @@ impl<B: Backend> Store for SqlStore<B> {
         from: Sequence,
         to: Option<Sequence>,
     ) -> Result<Vec<StoredCommand>, StoreError> {
-        read::load_commands(&self.backend, stream, from, to).await
+        self.backend
+            .stream_commands(read::COMMANDS, stream, from, to)
+            .await
     }
 
     async fn last_sequence(&self, stream: &StreamId) -> Result<Sequence, StoreError> {
@@ -248,7 +274,9 @@ impl<B: Backend> Store for SqlStore<B> {
         from: Sequence,
         to: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        read::read_stream_range(&self.backend, stream, from, Some(to)).await
+        self.backend
+            .stream_events(read::EVENTS, stream, from, Some(to))
+            .await
     }
 
     async fn read_all(
@@ -328,7 +356,9 @@ impl<B: Backend> Store for SqlStore<B> {
         from: Sequence,
         to: Option<Sequence>,
     ) -> Result<Vec<StoredCommand>, StoreError> {
-        read::load_archived_commands(&self.backend, stream, from, to).await
+        self.backend
+            .stream_commands(read::ARCHIVED_COMMANDS, stream, from, to)
+            .await
     }
 
     async fn read_archived_events(
@@ -337,7 +367,9 @@ impl<B: Backend> Store for SqlStore<B> {
         from: Sequence,
         to: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        read::read_archived_events(&self.backend, stream, from, to).await
+        self.backend
+            .stream_events(read::ARCHIVED_EVENTS, stream, from, Some(to))
+            .await
     }
 
     fn admin(&self) -> Option<&dyn StoreAdmin> {
@@ -399,7 +431,9 @@ impl<B: Backend> StoreAdmin for SqlStore<B> {
         stream: &StreamId,
         from: Sequence,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        read::read_stream_range(&self.backend, stream, from, None).await
+        self.backend
+            .stream_events(read::EVENTS, stream, from, None)
+            .await
     }
 
     async fn read_between(

@@ -120,36 +120,59 @@ fn first_int<R: Columns>(rows: &[R], what: &str) -> Result<u64, StoreError> {
     }
 }
 
-pub(crate) async fn load_commands<B: Backend>(
+/// A read of one stream's rows between two sequences (arguments: stream type, stream id, first
+/// and last sequence): its name in logs and its text.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamQuery {
+    pub what: &'static str,
+    pub sql: &'static str,
+}
+
+/// A stream's commands between two sequences ([`command_columns!`](super::rows::command_columns)).
+pub(crate) const COMMANDS: StreamQuery = StreamQuery {
+    what: "load_commands",
+    sql: LOAD_COMMANDS,
+};
+
+/// A stream's archived commands between two sequences.
+pub(crate) const ARCHIVED_COMMANDS: StreamQuery = StreamQuery {
+    what: "load_archived_commands",
+    sql: LOAD_ARCHIVED_COMMANDS,
+};
+
+/// A stream's events between two sequences ([`event_columns!`](super::rows::event_columns)).
+pub(crate) const EVENTS: StreamQuery = StreamQuery {
+    what: "read_stream_range",
+    sql: READ_STREAM_RANGE,
+};
+
+/// A stream's archived events between two sequences.
+pub(crate) const ARCHIVED_EVENTS: StreamQuery = StreamQuery {
+    what: "read_archived_events",
+    sql: READ_ARCHIVED_EVENTS,
+};
+
+/// [`Backend::stream_commands`] on the reader pool.
+pub(crate) async fn pooled_stream_commands<B: Backend>(
     backend: &B,
+    query: StreamQuery,
     stream: &StreamId,
     from: Sequence,
     to: Option<Sequence>,
 ) -> Result<Vec<StoredCommand>, StoreError> {
-    let sql = LOAD_COMMANDS;
-    let rows = stream_range(backend, "load_commands", sql, stream, from, to).await?;
+    let rows = stream_range(backend, query.what, query.sql, stream, from, to).await?;
     stream_commands(&rows, stream, from)
 }
 
-pub(crate) async fn load_archived_commands<B: Backend>(
+/// [`Backend::stream_events`] on the reader pool.
+pub(crate) async fn pooled_stream_events<B: Backend>(
     backend: &B,
+    query: StreamQuery,
     stream: &StreamId,
     from: Sequence,
     to: Option<Sequence>,
-) -> Result<Vec<StoredCommand>, StoreError> {
-    let sql = LOAD_ARCHIVED_COMMANDS;
-    let rows = stream_range(backend, "load_archived_commands", sql, stream, from, to).await?;
-    stream_commands(&rows, stream, from)
-}
-
-pub(crate) async fn read_archived_events<B: Backend>(
-    backend: &B,
-    stream: &StreamId,
-    from: Sequence,
-    to: Sequence,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let sql = READ_ARCHIVED_EVENTS;
-    let rows = stream_range(backend, "read_archived_events", sql, stream, from, Some(to)).await?;
+    let rows = stream_range(backend, query.what, query.sql, stream, from, to).await?;
     stream_events(&rows, stream, from)
 }
 
@@ -171,17 +194,6 @@ pub(crate) async fn find_receipt<B: Backend>(
     let params = [entity_type, id, Param::Uuid(message_id)];
     let rows = fetch(backend, "find_receipt", B::READS.find_receipt, &params).await?;
     receipt(&rows, stream, message_id)
-}
-
-pub(crate) async fn read_stream_range<B: Backend>(
-    backend: &B,
-    stream: &StreamId,
-    from: Sequence,
-    to: Option<Sequence>,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let sql = READ_STREAM_RANGE;
-    let rows = stream_range(backend, "read_stream_range", sql, stream, from, to).await?;
-    stream_events(&rows, stream, from)
 }
 
 pub(crate) async fn read_all<B: Backend>(

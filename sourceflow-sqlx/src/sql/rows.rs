@@ -75,6 +75,10 @@ pub(crate) trait Columns {
     fn optional_uuid(&self, index: usize) -> Result<Option<Uuid>, StoreError>;
     /// A non-null timestamp column.
     fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError>;
+    /// A non-null payload column's bytes.
+    fn bytes(&self, index: usize) -> Result<Vec<u8>, StoreError> {
+        self.text(index).map(String::into_bytes)
+    }
 }
 
 /// Reads the envelope columns: `stream_type, stream_id` at `stream`, and `message_id, name,
@@ -82,6 +86,17 @@ pub(crate) trait Columns {
 fn envelope_at(row: &impl Columns, stream: usize, meta: usize) -> Result<Envelope, StoreError> {
     let stream_type = row.text(stream)?;
     let stream_id = row.text(stream + 1)?;
+    envelope_of(
+        row,
+        StreamId::new(stream_type, EntityId::from(stream_id)),
+        meta,
+    )
+}
+
+/// Reads the envelope columns `message_id, name, version, correlation_id, causation_id,
+/// created_at` from `meta` on, of a row of `stream` (a query of one stream does not need its
+/// rows' stream columns read and copied).
+fn envelope_of(row: &impl Columns, stream: StreamId, meta: usize) -> Result<Envelope, StoreError> {
     let message_id = row.uuid(meta)?;
     let name = row.text(meta + 1)?;
     let version = row.int(meta + 2)?;
@@ -94,7 +109,7 @@ fn envelope_at(row: &impl Columns, stream: usize, meta: usize) -> Result<Envelop
         message_id,
         name: Cow::Owned(name),
         version,
-        stream: StreamId::new(stream_type, EntityId::from(stream_id)),
+        stream,
         correlation_id,
         causation_id,
         timestamp,
@@ -104,29 +119,59 @@ fn envelope_at(row: &impl Columns, stream: usize, meta: usize) -> Result<Envelop
 /// Reads a command row: `stream_type, stream_id, sequence, message_id, name, version,
 /// correlation_id, causation_id, created_at, payload`.
 pub(crate) fn command_row(row: &impl Columns) -> Result<StoredCommand, StoreError> {
-    let sequence = row.int(2)?;
     let envelope = envelope_at(row, 0, 3)?;
-    let payload = row.text(9)?;
+    command_with(row, envelope)
+}
+
+/// Reads a command row of a query of one stream, `stream`.
+pub(crate) fn command_row_in(
+    row: &impl Columns,
+    stream: &StreamId,
+) -> Result<StoredCommand, StoreError> {
+    let envelope = envelope_of(row, stream.clone(), 3)?;
+    command_with(row, envelope)
+}
+
+fn command_with(row: &impl Columns, envelope: Envelope) -> Result<StoredCommand, StoreError> {
+    let sequence = row.int(2)?;
+    let payload = row.bytes(9)?;
     Ok(StoredCommand {
         envelope,
         sequence: Sequence(from_db(sequence, "sequence")?),
-        payload: payload.into_bytes(),
+        payload,
     })
 }
 
 /// Reads the columns of [`event_columns!`] starting at column `at`.
 pub(crate) fn event_row(row: &impl Columns, at: usize) -> Result<RecordedEvent, StoreError> {
+    let envelope = envelope_at(row, at + 1, at + 5)?;
+    event_with(row, at, envelope)
+}
+
+/// Reads the columns of [`event_columns!`] from the first, of a query of one stream, `stream`.
+pub(crate) fn event_row_in(
+    row: &impl Columns,
+    stream: &StreamId,
+) -> Result<RecordedEvent, StoreError> {
+    let envelope = envelope_of(row, stream.clone(), 5)?;
+    event_with(row, 0, envelope)
+}
+
+fn event_with(
+    row: &impl Columns,
+    at: usize,
+    envelope: Envelope,
+) -> Result<RecordedEvent, StoreError> {
     let position = row.int(at)?;
     let sequence = row.int(at + 3)?;
     let command_sequence = row.int(at + 4)?;
-    let envelope = envelope_at(row, at + 1, at + 5)?;
-    let payload = row.text(at + 11)?;
+    let payload = row.bytes(at + 11)?;
     Ok(RecordedEvent {
         sequence: Sequence(from_db(sequence, "sequence")?),
         command_sequence: Sequence(from_db(command_sequence, "command sequence")?),
         position: Position(from_db(position, "position")?),
         envelope,
-        payload: payload.into_bytes(),
+        payload,
     })
 }
 
@@ -195,8 +240,18 @@ pub(crate) fn stream_events<R: Columns>(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let events = rows
         .iter()
-        .map(|row| event_row(row, 0))
+        .map(|row| event_row_in(row, stream))
         .collect::<Result<Vec<_>, _>>()?;
+    checked_events(events, stream, from)
+}
+
+/// A stream's events read from `from` on, checked dense: the events of a hot stream, or of an
+/// archived one from its archive marker on.
+pub(crate) fn checked_events(
+    events: Vec<RecordedEvent>,
+    stream: &StreamId,
+    from: Sequence,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     // An archived stream's hot events start at its archive marker: the rest is archived.
     let from = match events.first() {
         Some(first) if first.envelope.name == StreamArchived::NAME => first.sequence.max(from),
@@ -217,8 +272,18 @@ pub(crate) fn stream_commands<R: Columns>(
 ) -> Result<Vec<StoredCommand>, StoreError> {
     let commands = rows
         .iter()
-        .map(command_row)
+        .map(|row| command_row_in(row, stream))
         .collect::<Result<Vec<_>, _>>()?;
+    checked_commands(commands, stream, from)
+}
+
+/// A stream's commands read from `from` on, checked dense: the commands of a hot stream, or
+/// of an archived one from its archive marker on.
+pub(crate) fn checked_commands(
+    commands: Vec<StoredCommand>,
+    stream: &StreamId,
+    from: Sequence,
+) -> Result<Vec<StoredCommand>, StoreError> {
     // An archived stream's hot commands start at its archive marker: the rest is archived.
     let from = match commands.first() {
         Some(first) if first.envelope.name == ARCHIVE_STREAM => first.sequence.max(from),

@@ -1,9 +1,9 @@
 //! How SQLite's columns hold the contract's values: UUIDs as text, timestamps as fixed-width
-//! RFC 3339 UTC text, payloads as JSON text; and [`Columns`] over the readers' rows (sqlx) and
-//! the writer's rows (rusqlite).
+//! RFC 3339 UTC text, payloads as JSON text; and [`Columns`] over the readers' rows (sqlx), the
+//! stream readers' rows and the writer's rows (rusqlite).
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use sourceflow::store::StoreError;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -32,9 +32,39 @@ pub(super) fn bound_text(t: &DateTime<Utc>) -> String {
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    if let Some(time) = parse_time_text(text.as_bytes()) {
+        return Ok(time);
+    }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+/// The text [`time_text`] writes (`2026-12-06T10:43:16.123456000Z`), read without a general
+/// RFC 3339 parser; `None` for any other shape, which [`parse_time`] then reads in full.
+fn parse_time_text(text: &[u8]) -> Option<DateTime<Utc>> {
+    let [y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1, b'.', f @ .., b'Z'] =
+        text
+    else {
+        return None;
+    };
+    let digits = |bytes: &[u8]| -> Option<u32> {
+        bytes.iter().try_fold(0u32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    };
+    if f.len() != 9 {
+        return None;
+    }
+    let year = i32::try_from(digits(&[*y0, *y1, *y2, *y3])?).ok()?;
+    let date = chrono::NaiveDate::from_ymd_opt(year, digits(&[*mo0, *mo1])?, digits(&[*d0, *d1])?)?;
+    let time = date.and_hms_nano_opt(
+        digits(&[*h0, *h1])?,
+        digits(&[*mi0, *mi1])?,
+        digits(&[*s0, *s1])?,
+        digits(f)?,
+    )?;
+    Some(time.and_utc())
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
@@ -123,5 +153,105 @@ impl Columns for ValueRow {
 
     fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
         parse_time(&self.text(index)?)
+    }
+}
+
+/// A row of a stream reader's query, read in place: text columns are parsed from the row's
+/// own buffer, with no copy for UUIDs and timestamps.
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, index: usize) -> Result<String, StoreError> {
+        row_text(self, index).map(str::to_owned)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, StoreError> {
+        match row_value(self, index)? {
+            ValueRef::Integer(value) => Ok(value),
+            other => Err(corrupt_value(index, "an integer", &Value::from(other))),
+        }
+    }
+
+    fn optional_int(&self, index: usize) -> Result<Option<i64>, StoreError> {
+        match row_value(self, index)? {
+            ValueRef::Null => Ok(None),
+            _ => self.int(index).map(Some),
+        }
+    }
+
+    fn uuid(&self, index: usize) -> Result<Uuid, StoreError> {
+        match row_value(self, index)? {
+            ValueRef::Text(bytes) => Uuid::try_parse_ascii(bytes).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "bad uuid {:?}: {e}",
+                    String::from_utf8_lossy(bytes)
+                ))
+            }),
+            other => Err(corrupt_value(index, "text", &Value::from(other))),
+        }
+    }
+
+    fn optional_uuid(&self, index: usize) -> Result<Option<Uuid>, StoreError> {
+        match row_value(self, index)? {
+            ValueRef::Null => Ok(None),
+            _ => self.uuid(index).map(Some),
+        }
+    }
+
+    fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
+        parse_time(row_text(self, index)?)
+    }
+
+    /// The payload's bytes as stored: JSON decoding checks them, so they are not checked as
+    /// UTF-8 here.
+    fn bytes(&self, index: usize) -> Result<Vec<u8>, StoreError> {
+        match row_value(self, index)? {
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Ok(bytes.to_vec()),
+            other => Err(corrupt_value(index, "text", &Value::from(other))),
+        }
+    }
+}
+
+fn row_value<'a>(row: &'a rusqlite::Row<'_>, index: usize) -> Result<ValueRef<'a>, StoreError> {
+    row.get_ref(index)
+        .map_err(|e| StoreError::Corrupt(format!("column {index}: {e}")))
+}
+
+fn row_text<'a>(row: &'a rusqlite::Row<'_>, index: usize) -> Result<&'a str, StoreError> {
+    match row_value(row, index)? {
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("column {index}: {e}"))),
+        other => Err(corrupt_value(index, "text", &Value::from(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    /// Stored timestamps read back exactly through the fixed-width fast path, and any other
+    /// RFC 3339 text still reads.
+    #[test]
+    fn stored_times_read_back_exactly() {
+        let times = [
+            Utc.with_ymd_and_hms(2026, 12, 6, 10, 43, 16).unwrap(),
+            Utc.timestamp_micros(1_780_000_000_123_456).unwrap(),
+            Utc.timestamp_micros(0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+        ];
+        for time in times {
+            let text = time_text(&time);
+            assert_eq!(parse_time_text(text.as_bytes()), Some(time), "{text}");
+            assert_eq!(parse_time(&text).unwrap(), time);
+        }
+        let other = "2026-12-06T11:43:16.5+01:00";
+        assert_eq!(parse_time_text(other.as_bytes()), None);
+        assert_eq!(
+            parse_time(other).unwrap(),
+            Utc.timestamp_micros(1_796_553_796_500_000).unwrap()
+        );
+        assert!(parse_time_text(b"2026-13-06T10:43:16.123456000Z").is_none());
+        assert!(parse_time("2026-13-06T10:43:16.123456000Z").is_err());
     }
 }

@@ -5,12 +5,14 @@
 //! drains every queued unit of work, runs them in one `BEGIN IMMEDIATE` transaction and one
 //! `COMMIT` (one fsync), then answers each caller with its own result; a unit that fails
 //! part-way is isolated in a `SAVEPOINT` so that it alone is undone. Readers use a separate
-//! sqlx pool and never block the writer (WAL). Another process writing the same file is waited
+//! sqlx pool and never block the writer (WAL); long reads of one stream (replay's pages) run on
+//! read-only `rusqlite` connections of their own. Another process writing the same file is waited
 //! for with `busy_timeout`, and a batch that still meets `SQLITE_BUSY` is retried with backoff.
 //!
 //! The modules: [`open`](self) (the builder, connections and migrations), `writer` (the writer
-//! thread and its group commit), `queries` (every statement), `columns` (how values are stored
-//! as text), `error` (which errors are transient).
+//! thread and its group commit), `streams` (long reads of one stream on connections of their
+//! own), `queries` (every statement), `columns` (how values are stored as text), `error` (which
+//! errors are transient).
 
 mod columns;
 mod error;
@@ -19,6 +21,7 @@ mod lifecycle;
 mod open;
 mod queries;
 mod schedule;
+mod streams;
 mod writer;
 
 use std::fmt;
@@ -26,12 +29,14 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use sourceflow::message::StoredCommand;
 use sourceflow::store::StoreError;
+use sourceflow::{RecordedEvent, Sequence, StreamId};
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::retry::Backoff;
-use crate::sql::read::{Param, Query, ReadQueries};
+use crate::sql::read::{Param, Query, ReadQueries, StreamQuery};
 use crate::sql::write::{Write, Written};
 use crate::sql::{Backend, SqlStore};
 use columns::bound_text;
@@ -87,6 +92,7 @@ pub struct Sqlite {
 struct Inner {
     writer: mpsc::Sender<Job>,
     readers: SqlitePool,
+    streams: Arc<streams::StreamReaders>,
     stats: Arc<WriterStats>,
     backoff: Backoff,
     location: String,
@@ -179,6 +185,36 @@ impl Backend for Sqlite {
 
     fn classify(err: sqlx::Error) -> StoreError {
         error::classify(err)
+    }
+
+    /// On the stream readers' own connections.
+    async fn stream_commands(
+        &self,
+        query: StreamQuery,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<StoredCommand>, StoreError> {
+        let inner = &self.inner;
+        inner
+            .streams
+            .read(&inner.backoff, query, stream, from, to)
+            .await
+    }
+
+    /// On the stream readers' own connections.
+    async fn stream_events(
+        &self,
+        query: StreamQuery,
+        stream: &StreamId,
+        from: Sequence,
+        to: Option<Sequence>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = &self.inner;
+        inner
+            .streams
+            .read(&inner.backoff, query, stream, from, to)
+            .await
     }
 
     /// Every write goes to the writer thread.

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::error::{classify, classify_writer, migration_is_busy};
+use super::streams::StreamReaders;
 use super::writer::{self, WriterStats};
 use super::{Inner, Sqlite, SqliteStore, Synchronous};
 use crate::retry::Backoff;
@@ -136,6 +137,11 @@ impl SqliteStoreBuilder {
             tracing::debug!(error = %e, "sqlite migration connection close");
         }
 
+        let streams = Arc::new(StreamReaders::new(
+            database.clone(),
+            self.busy_timeout,
+            self.readers as usize,
+        ));
         let reader_options = match database {
             Database::File(_) => base.read_only(true),
             Database::Memory(_) => base,
@@ -173,6 +179,7 @@ impl SqliteStoreBuilder {
             inner: Arc::new(Inner {
                 writer: sender,
                 readers,
+                streams,
                 stats,
                 backoff: self.backoff,
                 location,
@@ -183,7 +190,7 @@ impl SqliteStoreBuilder {
 
 /// The database a store's connections open.
 #[derive(Clone, Debug)]
-enum Database {
+pub(super) enum Database {
     /// A file, created if missing.
     File(PathBuf),
     /// A named in-memory database in SQLite's shared cache, alive while a connection to it is
@@ -242,6 +249,31 @@ fn open_writer(
     };
     connection.pragma_update(None, "synchronous", synchronous)?;
     connection.set_prepared_statement_cache_capacity(writer::STATEMENT_CACHE);
+    Ok(connection)
+}
+
+/// Opens a stream reader's connection ([`streams`](super::streams)): read-only on a file, as
+/// the reader pool's are, with the same busy timeout.
+pub(super) fn open_reader(
+    database: &Database,
+    busy_timeout: Duration,
+) -> Result<rusqlite::Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = match database {
+        Database::File(path) => rusqlite::Connection::open_with_flags(
+            path,
+            flags | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE,
+        )?,
+        Database::Memory(name) => rusqlite::Connection::open_with_flags(
+            format!("file:{name}?mode=memory&cache=shared"),
+            flags
+                | OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_MEMORY
+                | OpenFlags::SQLITE_OPEN_SHARED_CACHE,
+        )?,
+    };
+    connection.busy_timeout(busy_timeout)?;
     Ok(connection)
 }
 

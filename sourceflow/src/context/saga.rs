@@ -69,6 +69,9 @@ pub struct SagaContext {
     pub(crate) stream: StreamId,
     pub(crate) timestamp: DateTime<Utc>,
     pub(crate) replay: bool,
+    /// False while replaying for the state alone (`replay`, `state_at`): published events are
+    /// validated and then dropped, never encoded.
+    pub(crate) keep_events: bool,
     pub(crate) events: Vec<NewEvent>,
     /// The published events as values, index for index with `events`.
     pub(crate) decoded: Vec<ErasedMessage>,
@@ -86,6 +89,7 @@ impl SagaContext {
             stream: envelope.stream.clone(),
             timestamp: envelope.timestamp,
             replay,
+            keep_events: true,
             events: Vec::new(),
             decoded: Vec::new(),
             outbox: Vec::new(),
@@ -93,6 +97,13 @@ impl SagaContext {
             streams,
             scheduling: Default::default(),
         }
+    }
+
+    /// A context whose published events are validated and dropped: a replay for the state
+    /// alone has no use for them.
+    pub(crate) fn dropping_events(mut self) -> Self {
+        self.keep_events = false;
+        self
     }
 
     /// Records an event in this entity's stream. It is validated (see
@@ -104,6 +115,9 @@ impl SagaContext {
         if !violations.is_empty() {
             violations.message = E::NAME.to_owned();
             self.problems.push(Error::Invalid(violations));
+            return;
+        }
+        if !self.keep_events {
             return;
         }
         match storable::encode(&event) {

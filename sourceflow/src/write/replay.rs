@@ -2,6 +2,7 @@
 //! `state_at`, `verify` and entity states that are missing or no longer decode.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -73,51 +74,87 @@ pub(crate) struct Replayed {
 /// A stream's command log up to `to`, read in pages of [`REPLAY_PAGE`] as a replay consumes
 /// it. Stores check that a page is dense; this also checks the seams between pages, so a
 /// command missing at the end of a page is reported rather than taken for the end of the log.
-struct CommandPages<'a> {
-    stream: &'a StreamId,
+///
+/// The next page is read while this one is replayed (a task of its own, aborted when the
+/// replay stops early), so reading and running handlers overlap on a store whose reads run off
+/// the runtime's thread.
+struct CommandPages {
+    store: Arc<dyn Store>,
+    stream: StreamId,
     /// Read from the archive instead of the hot tables.
     archived: bool,
     to: Option<Sequence>,
     page: std::collections::VecDeque<StoredCommand>,
+    /// The read of the page after `fetched`, started when the page before it arrived.
+    ahead: Option<ReadAhead>,
     /// The last sequence read from the store, and the last one handed out.
     fetched: Sequence,
     returned: Sequence,
     done: bool,
 }
 
-impl<'a> CommandPages<'a> {
-    fn new(stream: &'a StreamId, archived: bool, to: Option<Sequence>) -> Self {
+/// A page being read ahead; dropping it abandons the read.
+struct ReadAhead(tokio::task::JoinHandle<Result<Vec<StoredCommand>, StoreError>>);
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl CommandPages {
+    fn new(store: Arc<dyn Store>, stream: &StreamId, archived: bool, to: Option<Sequence>) -> Self {
         Self {
-            stream,
+            store,
+            stream: stream.clone(),
             archived,
             to,
             page: std::collections::VecDeque::new(),
+            ahead: None,
             fetched: Sequence::ZERO,
             returned: Sequence::ZERO,
             done: false,
         }
     }
 
-    async fn next(&mut self, store: &dyn Store) -> Result<Option<StoredCommand>, Error> {
-        if self.page.is_empty() && !self.done {
-            let page_end = Sequence(self.fetched.0 + REPLAY_PAGE);
-            let end = self.to.map_or(page_end, |to| to.min(page_end));
-            if end <= self.fetched {
-                self.done = true;
+    /// Starts reading the page after `fetched`, unless the log ends there.
+    fn read_ahead(&self) -> Option<ReadAhead> {
+        let page_end = Sequence(self.fetched.0 + REPLAY_PAGE);
+        let end = self.to.map_or(page_end, |to| to.min(page_end));
+        if end <= self.fetched {
+            return None;
+        }
+        let (store, stream, archived) = (self.store.clone(), self.stream.clone(), self.archived);
+        let (from, to) = (self.fetched.next(), Some(end));
+        Some(ReadAhead(tokio::spawn(async move {
+            if archived {
+                store.load_archived_commands(&stream, from, to).await
             } else {
-                let (from, to) = (self.fetched.next(), Some(end));
-                let commands = if self.archived {
-                    store.load_archived_commands(self.stream, from, to).await?
-                } else {
-                    store.load_commands(self.stream, from, to).await?
-                };
-                match commands.last() {
-                    // A short page ends the log, unless a missing command cut it short: the
-                    // next read (from just after it) then finds nothing, or reports the gap.
-                    Some(last) => self.fetched = last.sequence,
-                    None => self.done = true,
+                store.load_commands(&stream, from, to).await
+            }
+        })))
+    }
+
+    async fn next(&mut self) -> Result<Option<StoredCommand>, Error> {
+        if self.page.is_empty() && !self.done {
+            match self.ahead.take().or_else(|| self.read_ahead()) {
+                None => self.done = true,
+                Some(mut read) => {
+                    let commands = (&mut read.0)
+                        .await
+                        .map_err(|e| StoreError::Backend(Box::new(e)))??;
+                    match commands.last() {
+                        // A short page ends the log, unless a missing command cut it short:
+                        // the next read (from just after it) then finds nothing, or reports
+                        // the gap.
+                        Some(last) => {
+                            self.fetched = last.sequence;
+                            self.ahead = self.read_ahead();
+                        }
+                        None => self.done = true,
+                    }
+                    self.page.extend(commands);
                 }
-                self.page.extend(commands);
             }
         }
         let Some(next) = self.page.pop_front() else {
@@ -223,8 +260,8 @@ impl WriteSide {
         }
         let mut state = vtable.map(|v| (v.default)());
         let mut last = Sequence::ZERO;
-        let mut commands = CommandPages::new(stream, archived, to);
-        while let Some(stored) = commands.next(&*self.store).await? {
+        let mut commands = CommandPages::new(self.store.clone(), stream, archived, to);
+        while let Some(stored) = commands.next().await? {
             if until.is_some_and(|t| stored.envelope.timestamp > t) {
                 break;
             }
@@ -238,7 +275,8 @@ impl WriteSide {
                 });
             }
             if !is_system_command(name) {
-                self.replay_command(stream, &stored, &mut state).await?;
+                self.replay_command(stream, &stored, &mut state, false)
+                    .await?;
             }
             last = stored.sequence;
         }
@@ -288,12 +326,14 @@ impl WriteSide {
         })
     }
 
-    /// Runs one stored command of a replay against `state`; returns the events it published.
+    /// Runs one stored command of a replay against `state`; returns the events it published
+    /// if `keep_events` (`verify` compares them), none otherwise.
     async fn replay_command(
         &self,
         stream: &StreamId,
         stored: &StoredCommand,
         state: &mut Option<ErasedState>,
+        keep_events: bool,
     ) -> Result<Vec<crate::base::message::NewEvent>, Error> {
         let record =
             command_record(&stored.envelope.name).ok_or_else(|| Error::UnknownMessage {
@@ -319,6 +359,9 @@ impl WriteSide {
                 message: record.name.to_owned(),
             })?;
         let mut cx = SagaContext::new(&stored.envelope, true, self.streams.clone());
+        if !keep_events {
+            cx = cx.dropping_events();
+        }
         (route.handle)(
             &*route.saga,
             state.as_deref_mut().map(|s| s as &mut (dyn Any + Send)),
@@ -435,8 +478,8 @@ impl WriteSide {
         // the recorded events must give the state re-running the commands gives.
         let appliers = Registry::global().appliers_of((vtable.type_id)());
         let mut folded = (!appliers.is_empty()).then(|| (vtable.default)());
-        let mut commands = CommandPages::new(&stream, archived, None);
-        while let Some(stored) = commands.next(&*self.store).await? {
+        let mut commands = CommandPages::new(self.store.clone(), &stream, archived, None);
+        while let Some(stored) = commands.next().await? {
             if is_system_command(&stored.envelope.name) {
                 // A lifecycle marker: no handler ran, its events are sourceflow's own.
                 while let Some(event) = recorded.next_before(&*self.store, stored.sequence).await? {
@@ -447,7 +490,9 @@ impl WriteSide {
                 last = stored.sequence;
                 continue;
             }
-            let emitted = self.replay_command(&stream, &stored, &mut state).await?;
+            let emitted = self
+                .replay_command(&stream, &stored, &mut state, true)
+                .await?;
             let mut mine = Vec::new();
             while let Some(event) = recorded.next_before(&*self.store, stored.sequence).await? {
                 if event.command_sequence < stored.sequence {
