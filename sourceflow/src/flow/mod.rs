@@ -172,7 +172,8 @@ impl SourceFlow {
 
     /// Rebuilds entity `E`'s state from its command log, saves it as the stored state and
     /// returns it. Nothing is appended and no event is re-delivered. The log is read in pages
-    /// of 1,000 commands, so a long stream replays in bounded memory.
+    /// of 1,000 commands, the next two read while the handlers run over one, so a long stream
+    /// replays in bounded memory.
     ///
     /// # Errors
     /// [`Error::UnknownMessage`] / [`Error::Decode`] for a stored command that no longer

@@ -75,9 +75,9 @@ pub(crate) struct Replayed {
 /// it. Stores check that a page is dense; this also checks the seams between pages, so a
 /// command missing at the end of a page is reported rather than taken for the end of the log.
 ///
-/// The next page is read while this one is replayed (a task of its own, aborted when the
-/// replay stops early), so reading and running handlers overlap on a store whose reads run off
-/// the runtime's thread.
+/// The next pages are read while this one is replayed (tasks of their own, [`READ_AHEAD`] at
+/// a time, aborted when the replay stops early), so reading and running handlers overlap on a
+/// store whose reads run off the runtime's thread.
 struct CommandPages {
     store: Arc<dyn Store>,
     stream: StreamId,
@@ -85,20 +85,26 @@ struct CommandPages {
     archived: bool,
     to: Option<Sequence>,
     page: std::collections::VecDeque<StoredCommand>,
-    /// The read of the page after `fetched`, started when the page before it arrived.
-    ahead: Option<ReadAhead>,
+    /// The reads of the pages after `fetched`, in order.
+    ahead: std::collections::VecDeque<ReadAhead>,
     /// The last sequence read from the store, and the last one handed out.
     fetched: Sequence,
     returned: Sequence,
     done: bool,
 }
 
-/// A page being read ahead; dropping it abandons the read.
-struct ReadAhead(tokio::task::JoinHandle<Result<Vec<StoredCommand>, StoreError>>);
+/// Pages a replay reads ahead of the one it is running.
+const READ_AHEAD: usize = 2;
+
+/// A page being read ahead, up to command `end`; dropping it abandons the read.
+struct ReadAhead {
+    end: Sequence,
+    read: tokio::task::JoinHandle<Result<Vec<StoredCommand>, StoreError>>,
+}
 
 impl Drop for ReadAhead {
     fn drop(&mut self) {
-        self.0.abort();
+        self.read.abort();
     }
 }
 
@@ -110,46 +116,56 @@ impl CommandPages {
             archived,
             to,
             page: std::collections::VecDeque::new(),
-            ahead: None,
+            ahead: std::collections::VecDeque::new(),
             fetched: Sequence::ZERO,
             returned: Sequence::ZERO,
             done: false,
         }
     }
 
-    /// Starts reading the page after `fetched`, unless the log ends there.
-    fn read_ahead(&self) -> Option<ReadAhead> {
-        let page_end = Sequence(self.fetched.0 + REPLAY_PAGE);
-        let end = self.to.map_or(page_end, |to| to.min(page_end));
-        if end <= self.fetched {
-            return None;
-        }
-        let (store, stream, archived) = (self.store.clone(), self.stream.clone(), self.archived);
-        let (from, to) = (self.fetched.next(), Some(end));
-        Some(ReadAhead(tokio::spawn(async move {
-            if archived {
-                store.load_archived_commands(&stream, from, to).await
-            } else {
-                store.load_commands(&stream, from, to).await
+    /// Starts reading the pages after `fetched` (or after those already being read) until
+    /// [`READ_AHEAD`] are, or the log's bound is reached.
+    fn read_ahead(&mut self) {
+        while self.ahead.len() < READ_AHEAD {
+            let after = self.ahead.back().map_or(self.fetched, |read| read.end);
+            let page_end = Sequence(after.0 + REPLAY_PAGE);
+            let end = self.to.map_or(page_end, |to| to.min(page_end));
+            if end <= after {
+                return;
             }
-        })))
+            let (store, stream, archived) =
+                (self.store.clone(), self.stream.clone(), self.archived);
+            let (from, to) = (after.next(), Some(end));
+            let read = tokio::spawn(async move {
+                if archived {
+                    store.load_archived_commands(&stream, from, to).await
+                } else {
+                    store.load_commands(&stream, from, to).await
+                }
+            });
+            self.ahead.push_back(ReadAhead { end, read });
+        }
     }
 
     async fn next(&mut self) -> Result<Option<StoredCommand>, Error> {
         if self.page.is_empty() && !self.done {
-            match self.ahead.take().or_else(|| self.read_ahead()) {
+            self.read_ahead();
+            match self.ahead.pop_front() {
                 None => self.done = true,
-                Some(mut read) => {
-                    let commands = (&mut read.0)
+                Some(mut ahead) => {
+                    let commands = (&mut ahead.read)
                         .await
                         .map_err(|e| StoreError::Backend(Box::new(e)))??;
                     match commands.last() {
-                        // A short page ends the log, unless a missing command cut it short:
-                        // the next read (from just after it) then finds nothing, or reports
-                        // the gap.
                         Some(last) => {
                             self.fetched = last.sequence;
-                            self.ahead = self.read_ahead();
+                            // A short page ends the log, unless a missing command cut it
+                            // short: the next read (from just after it) then finds nothing, or
+                            // reports the gap. The pages read ahead of it no longer follow.
+                            if last.sequence < ahead.end {
+                                self.ahead.clear();
+                            }
+                            self.read_ahead();
                         }
                         None => self.done = true,
                     }
