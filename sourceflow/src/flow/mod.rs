@@ -172,7 +172,7 @@ impl SourceFlow {
 
     /// Rebuilds entity `E`'s state from its command log, saves it as the stored state and
     /// returns it. Nothing is appended and no event is re-delivered. The log is read in pages
-    /// of 1,000 commands, the next two read while the handlers run over one, so a long stream
+    /// of 1,000 commands, the next three read while the handlers run over one, so a long stream
     /// replays in bounded memory.
     ///
     /// # Errors
