@@ -124,9 +124,9 @@ impl CommandPages {
     }
 
     /// Starts reading the pages after `fetched` (or after those already being read) until
-    /// [`READ_AHEAD`] are, or the log's bound is reached.
-    fn read_ahead(&mut self) {
-        while self.ahead.len() < READ_AHEAD {
+    /// `depth` are, or the log's bound is reached.
+    fn read_ahead(&mut self, depth: usize) {
+        while self.ahead.len() < depth {
             let after = self.ahead.back().map_or(self.fetched, |read| read.end);
             let page_end = Sequence(after.0 + REPLAY_PAGE);
             let end = self.to.map_or(page_end, |to| to.min(page_end));
@@ -149,7 +149,7 @@ impl CommandPages {
 
     async fn next(&mut self) -> Result<Option<StoredCommand>, Error> {
         if self.page.is_empty() && !self.done {
-            self.read_ahead();
+            self.read_ahead(1);
             match self.ahead.pop_front() {
                 None => self.done = true,
                 Some(mut ahead) => {
@@ -162,10 +162,13 @@ impl CommandPages {
                             // A short page ends the log, unless a missing command cut it
                             // short: the next read (from just after it) then finds nothing, or
                             // reports the gap. The pages read ahead of it no longer follow.
+                            // Only a full page has more pages read ahead of the next: a short
+                            // stream costs no reads beyond the one that finds its end.
                             if last.sequence < ahead.end {
                                 self.ahead.clear();
+                            } else {
+                                self.read_ahead(READ_AHEAD);
                             }
-                            self.read_ahead();
                         }
                         None => self.done = true,
                     }
