@@ -21,17 +21,8 @@ const COMMANDS: i64 = 40;
 async fn a_reader_sees_every_event_of_32_writers_on_two_stores_once_and_in_order() {
     let url = sourceflow_tests::backends::pg_url();
     let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
-    let open = || async {
-        let store = PostgresStore::builder(&url)
-            .schema(&schema)
-            .max_connections(16)
-            .connect()
-            .await
-            .unwrap();
-        sourceflow_tests::scenarios::flow(Arc::new(store)).await
-    };
-    let writers = [open().await, open().await];
-    let reader = open().await;
+    let writers = [flow_in(&url, &schema).await, flow_in(&url, &schema).await];
+    let reader = flow_in(&url, &schema).await;
     let total = WRITERS * COMMANDS as usize;
 
     let seen = {
@@ -103,13 +94,7 @@ async fn writer_process() {
     let (schema, half) = spec.rsplit_once('#').unwrap();
     let half: usize = half.parse().unwrap();
     let url = sourceflow_tests::backends::pg_url();
-    let store = PostgresStore::builder(&url)
-        .schema(schema)
-        .max_connections(16)
-        .connect()
-        .await
-        .unwrap();
-    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
+    let flow = flow_in(&url, schema).await;
     let sends: Vec<_> = (0..WRITERS)
         .filter(|w| w % 2 == half)
         .map(|w| {
@@ -389,16 +374,21 @@ async fn senders_that_stop_waiting_cost_their_groups_nothing() {
     sourceflow_tests::backends::drop_schema(&url, &schema).await;
 }
 
-/// A flow over a store (16 connections) in a fresh schema: the URL, the schema, the flow.
+/// A flow in a fresh schema: the URL, the schema, the flow.
 async fn fresh_flow() -> (String, String, SourceFlow) {
     let url = sourceflow_tests::backends::pg_url();
     let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
-    let store = PostgresStore::builder(&url)
-        .schema(&schema)
+    let flow = flow_in(&url, &schema).await;
+    (url, schema, flow)
+}
+
+/// A flow over a store of its own (16 connections) in `schema`.
+async fn flow_in(url: &str, schema: &str) -> SourceFlow {
+    let store = PostgresStore::builder(url)
+        .schema(schema)
         .max_connections(16)
         .connect()
         .await
         .unwrap();
-    let flow = sourceflow_tests::scenarios::flow(Arc::new(store)).await;
-    (url, schema, flow)
+    sourceflow_tests::scenarios::flow(Arc::new(store)).await
 }
