@@ -1,8 +1,10 @@
 //! Concurrent commands of this process commit in groups, with the views' projection of the
 //! whole group in the same transaction ([`GroupCommit`], for a store that offers it).
 //!
-//! Every sender queues its unit of work, then waits for its turn (a fair lock). Whoever gets
-//! the turn takes every unit queued so far, unless an earlier turn took its own unit already,
+//! Every sender queues its unit of work, then waits for its turn (a fair lock) or its answer,
+//! whichever comes first: a unit an earlier turn took is answered by that turn, so the senders
+//! of a group never pass the turn along one by one before the next group can start. Whoever
+//! gets the turn takes every unit queued so far (in groups of up to 128 until its own is taken),
 //! lets the views apply the group's events ([`Projector::prepare_group`]), and holds the turn
 //! (and the views) until the group is committed and the views settled, so units queue up
 //! meanwhile and the next group's projection starts where this one's ended. A sender whose
@@ -79,32 +81,28 @@ impl WriteSide {
             });
             queue.pushed
         };
-        {
-            let _turn = self.units.turn.lock().await;
-            // Commands between their handler and this queue are a few steps from joining
-            // it: let them, rather than commit a group without them.
-            for _ in 0..2 {
-                let queued = self.units.lock().pending.len();
-                if queued >= self.in_flight.load(std::sync::atomic::Ordering::Acquire) {
-                    break;
+        // Wait for the answer or the turn, whichever comes first: a unit that an earlier
+        // turn took is answered when that group commits, without taking a turn of its own
+        // (each turn is a handoff between tasks, and a group's senders would otherwise take
+        // theirs one after another before the next group could start).
+        let mut answer = answer;
+        let answered = tokio::select! {
+            biased;
+            answered = &mut answer => Some(answered),
+            turn = self.units.turn.lock() => {
+                let _turn = turn;
+                // Until this unit is taken (more than a group's worth may be queued ahead).
+                while self.units.lock().taken < ticket {
+                    self.take_group(projector, groups).await;
                 }
-                tokio::task::yield_now().await;
+                None
             }
-            let group = {
-                let mut queue = self.units.lock();
-                if queue.taken >= ticket {
-                    None
-                } else {
-                    let n = queue.pending.len().min(MAX_GROUP);
-                    queue.taken += n as u64;
-                    Some(queue.pending.drain(..n).collect::<Vec<_>>())
-                }
-            };
-            if let Some(group) = group {
-                self.commit_group(projector, groups, group).await;
-            }
-        }
-        match answer.await {
+        };
+        let answered = match answered {
+            Some(answered) => answered,
+            None => answer.await,
+        };
+        match answered {
             Ok(answer) => answer,
             // The sender committing this unit's group stopped: the unit commits alone, and if
             // the group had committed it, its receipt is this send's own (the views then
@@ -115,6 +113,27 @@ impl WriteSide {
                 Ok(receipt)
             }
         }
+    }
+
+    /// With the turn held: lets commands about to queue join, then takes every queued unit
+    /// (up to [`MAX_GROUP`]) and commits them as one group.
+    async fn take_group<P: Projector>(&self, projector: &P, groups: &dyn GroupCommit) {
+        // Commands between their handler and this queue are a few steps from joining it: let
+        // them, rather than commit a group without them.
+        for _ in 0..2 {
+            let queued = self.units.lock().pending.len();
+            if queued >= self.in_flight.load(std::sync::atomic::Ordering::Acquire) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let group = {
+            let mut queue = self.units.lock();
+            let n = queue.pending.len().min(MAX_GROUP);
+            queue.taken += n as u64;
+            queue.pending.drain(..n).collect::<Vec<_>>()
+        };
+        self.commit_group(projector, groups, group).await;
     }
 
     /// Commits one group and answers its senders.
