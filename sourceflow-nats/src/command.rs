@@ -135,6 +135,9 @@ impl NatsCommandDispatcher {
             )))
         })?;
         wire::insert_trace(&mut headers, trace);
+        if command.first_send {
+            headers.insert(wire::FIRST_SEND, "1");
+        }
         let publish_error = |source: async_nats::Error| {
             Error::from(NatsError::Publish {
                 subject: subject.clone(),

@@ -81,6 +81,14 @@
 //! acknowledged runs again as a duplicate: `dispatch_local` finds its message id in the store
 //! and returns the original receipt, so nothing is applied twice.
 //!
+//! That lookup is a store read per command, needed only when the message id may have been
+//! stored before. The dispatcher marks a command whose id `send` generated for it
+//! ([`OutgoingCommand::first_send`](sourceflow::OutgoingCommand::first_send), header
+//! `Sf-First-Send`), and the worker runs such a command's first delivery (JetStream's delivery
+//! count 1) through `dispatch_first_delivery`, without the lookup. A redelivery, a resend with
+//! an idempotency key and a retry after a store fault are looked up; an id stored all the same
+//! is still answered with the original receipt by the commit.
+//!
 //! While commands are held (running or queued behind their entity's earlier ones), the worker
 //! extends their deadlines with `+WPI` (progress) acks every half `ack_wait`, all of them at
 //! once in command stream order, so a slow handler is not mistaken for a dead worker and held

@@ -41,6 +41,9 @@ const COMMAND_SEQUENCE: &str = "Sf-Command-Sequence";
 const POSITION: &str = "Sf-Position";
 pub(crate) const REPLY_TO: &str = "Sf-Reply-To";
 pub(crate) const STATUS: &str = "Sf-Status";
+/// On a command whose message id no earlier attempt can have stored
+/// ([`OutgoingCommand::first_send`](sourceflow::OutgoingCommand::first_send)).
+pub(crate) const FIRST_SEND: &str = "Sf-First-Send";
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 

@@ -224,12 +224,23 @@ impl NatsCommandWorker {
             .map(|v| v.as_str().to_owned());
         let name = envelope.name.to_string();
         let stream = envelope.stream.to_string();
+        // The first delivery of a first send cannot be a duplicate: no duplicate lookup. A
+        // redelivery, a resend with the same message id and a retry here are looked up.
+        let first_delivery = message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(wire::FIRST_SEND).is_some())
+            && message.info().is_ok_and(|info| info.delivered == 1);
         let mut retry = 0u32;
         loop {
-            let result = self
-                .flow
-                .dispatch_local(envelope.clone(), message.payload.to_vec())
-                .await;
+            let payload = message.payload.to_vec();
+            let result = if first_delivery && retry == 0 {
+                self.flow
+                    .dispatch_first_delivery(envelope.clone(), payload)
+                    .await
+            } else {
+                self.flow.dispatch_local(envelope.clone(), payload).await
+            };
             return match result {
                 Ok(receipt) => {
                     self.counters.handled.fetch_add(1, Ordering::Relaxed);

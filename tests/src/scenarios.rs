@@ -507,6 +507,94 @@ pub async fn resent_message_id_runs_once(store: Arc<dyn Store>) {
     assert_eq!(account.balance, 12);
 }
 
+/// A transport stand-in: forwards deposits to a worker flow, passing `first_send` on, and keeps
+/// what it forwarded.
+struct Forward {
+    worker: SourceFlow,
+    forwarded: Arc<std::sync::Mutex<Vec<sourceflow::OutgoingCommand>>>,
+}
+
+#[async_trait::async_trait]
+impl sourceflow::CommandDispatcher for Forward {
+    fn name(&self) -> &str {
+        "forward"
+    }
+
+    fn accepts(&self, command: &sourceflow::OutgoingCommand) -> bool {
+        command.envelope.name == <Deposit as sourceflow::Message>::NAME
+    }
+
+    async fn dispatch(
+        &self,
+        command: sourceflow::OutgoingCommand,
+    ) -> Result<sourceflow::CommandReceipt, Error> {
+        self.forwarded.lock().unwrap().push(command.clone());
+        if command.first_send {
+            self.worker
+                .dispatch_first_delivery(command.envelope, command.payload)
+                .await
+        } else {
+            self.worker
+                .dispatch_local(command.envelope, command.payload)
+                .await
+        }
+    }
+}
+
+/// A command `send` gives a fresh message id reaches a transport as a first send (its first
+/// delivery needs no duplicate lookup); one with an idempotency key does not. Should a stored
+/// message id arrive as a first delivery all the same, the commit answers it with the original
+/// receipt, and a lookup does too: the command counts once.
+pub async fn first_sends_skip_the_duplicate_lookup(store: Arc<dyn Store>) {
+    let worker = flow(store.clone()).await;
+    let forwarded = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let front = SourceFlow::builder()
+        .shared_store(store.clone())
+        .without_discovery()
+        .dispatcher(Forward {
+            worker: worker.clone(),
+            forwarded: forwarded.clone(),
+        })
+        .build()
+        .await
+        .unwrap();
+    let id = EntityId::new();
+    open(&worker, &id, 0).await;
+    let first = front.send(&id, Deposit { amount: 5 }).await.unwrap();
+    let keyed = front
+        .send_with(
+            &id,
+            Deposit { amount: 7 },
+            SendOptions::new().message_id(Uuid::now_v7()),
+        )
+        .await
+        .unwrap();
+    assert!(!first.duplicate && !keyed.duplicate);
+    let forwarded = forwarded.lock().unwrap().clone();
+    assert_eq!(
+        forwarded.iter().map(|c| c.first_send).collect::<Vec<_>>(),
+        [true, false]
+    );
+    let resent = &forwarded[0];
+    let again = worker
+        .dispatch_first_delivery(resent.envelope.clone(), resent.payload.clone())
+        .await
+        .unwrap();
+    let looked_up = worker
+        .dispatch_local(resent.envelope.clone(), resent.payload.clone())
+        .await
+        .unwrap();
+    for repeat in [again, looked_up] {
+        assert!(repeat.duplicate);
+        assert_eq!(repeat.sequence, first.sequence);
+        assert_eq!(comparable(&repeat.events), comparable(&first.events));
+    }
+    let account: Account = worker.replay(&id).await.unwrap();
+    assert_eq!(account.balance, 12);
+    let stream = StreamId::of::<Account>(&id);
+    assert_eq!(store.last_sequence(&stream).await.unwrap(), Sequence(3));
+}
+
 /// Events with their payloads as JSON values, for comparing what two runs recorded.
 pub fn comparable(
     events: &[sourceflow::RecordedEvent],
@@ -540,6 +628,7 @@ macro_rules! runtime_suite {
             undecodable_commands_fail_replay,
             rejection_persists_nothing,
             resent_message_id_runs_once,
+            first_sends_skip_the_duplicate_lookup,
             read_your_writes,
             views_exactly_once_across_handles,
             subscribe_sees_everything_in_order,

@@ -153,7 +153,8 @@ impl SourceFlow {
     }
 
     /// Runs a command that arrived as an envelope and JSON payload (from a remote transport)
-    /// through the local pipeline. The message id is checked for duplicates.
+    /// through the local pipeline. The message id is checked for duplicates: a resent command
+    /// returns the original receipt without running the handler.
     ///
     /// # Errors
     /// As [`send`](Self::send), plus [`Error::UnknownMessage`] / [`Error::Decode`] for a payload
@@ -166,7 +167,28 @@ impl SourceFlow {
         let inner = &*self.inner;
         inner
             .write
-            .dispatch_local(&*inner.read, envelope, payload)
+            .dispatch_local(&*inner.read, envelope, payload, true)
+            .await
+    }
+
+    /// [`dispatch_local`](Self::dispatch_local) for the first delivery of a command whose
+    /// sender marked it a [first send](crate::OutgoingCommand::first_send): no earlier attempt
+    /// can have stored its message id, so the handler runs without a duplicate lookup first
+    /// (one store read less per command). Should the id be stored after all, the commit still
+    /// answers it with the original receipt. Use [`dispatch_local`](Self::dispatch_local) for a
+    /// redelivery and for any retry.
+    ///
+    /// # Errors
+    /// As [`dispatch_local`](Self::dispatch_local).
+    pub async fn dispatch_first_delivery(
+        &self,
+        envelope: Envelope,
+        payload: Vec<u8>,
+    ) -> Result<CommandReceipt, Error> {
+        let inner = &*self.inner;
+        inner
+            .write
+            .dispatch_local(&*inner.read, envelope, payload, false)
             .await
     }
 

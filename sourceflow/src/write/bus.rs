@@ -24,6 +24,12 @@ pub struct OutgoingCommand {
     pub payload: Vec<u8>,
     /// The typed command (`Arc<C>` behind `dyn Any`), so the local path never re-decodes it.
     pub message: ErasedMessage,
+    /// Whether no earlier attempt can have stored this message id: `send` generated it for
+    /// this call (no idempotency key), or a schedule fires for the first time. A follow-up
+    /// command's derived id, a caller's key and a retry are not first sends. A transport passes
+    /// this on, so that the receiving side can skip the duplicate lookup on the command's first
+    /// delivery ([`SourceFlow::dispatch_first_delivery`](crate::SourceFlow::dispatch_first_delivery)).
+    pub first_send: bool,
 }
 
 impl std::fmt::Debug for OutgoingCommand {

@@ -77,6 +77,7 @@ impl WriteSide {
             },
             payload,
             message: Arc::new(command),
+            first_send: options.message_id.is_none(),
         };
         let check_duplicate = options.message_id.is_some();
         if self.dispatchers.iter().any(|d| d.accepts(&command)) {
@@ -91,7 +92,8 @@ impl WriteSide {
     }
 
     /// Runs a command that arrived as an envelope and JSON payload (from a remote transport)
-    /// through the local pipeline. The message id is checked for duplicates.
+    /// through the local pipeline. The message id is checked for duplicates before the handler
+    /// runs if `check_duplicate`.
     ///
     /// # Errors
     /// As [`send`](crate::SourceFlow::send), plus [`Error::UnknownMessage`] / [`Error::Decode`] for a payload
@@ -101,6 +103,7 @@ impl WriteSide {
         projector: &P,
         envelope: Envelope,
         payload: Vec<u8>,
+        check_duplicate: bool,
     ) -> Result<CommandReceipt, Error> {
         let at = || Location::Sending {
             stream: envelope.stream.clone(),
@@ -116,8 +119,9 @@ impl WriteSide {
             envelope,
             payload,
             message,
+            first_send: false,
         };
-        let receipt = self.run_local(projector, &command, true).await?;
+        let receipt = self.run_local(projector, &command, check_duplicate).await?;
         self.drain_outbox(projector).await;
         Ok(receipt)
     }

@@ -50,6 +50,7 @@ impl WriteSide {
                                 envelope,
                                 payload: entry.message.payload,
                                 message,
+                                first_send: false,
                             };
                             self.dispatch(projector, command, true, false).await
                         }

@@ -353,6 +353,7 @@ impl WriteSide {
                             envelope,
                             payload: command.payload,
                             message,
+                            first_send: attempts == 1,
                         };
                         // A first attempt needs no duplicate check beforehand: the store
                         // answers a message id it has seen with its receipt anyway. After a
