@@ -2,14 +2,17 @@
 //! [`NatsCommandWorker`](crate::NatsCommandWorker) handles them).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::Client;
+use async_nats::{Client, Message, Subscriber};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use sourceflow::{Command, CommandDispatcher, CommandReceipt, Error, OutgoingCommand, Sequence};
-use tracing::{debug_span, Instrument};
+use tokio::sync::oneshot;
+use tracing::{debug_span, error, Instrument};
 
 use crate::error::NatsError;
 use crate::trace::TraceContext;
@@ -43,11 +46,11 @@ pub enum Delivery {
 /// # Ok(()) }
 /// ```
 pub struct NatsCommandDispatcher {
-    client: Client,
     jetstream: jetstream::Context,
     topology: Topology,
     routes: HashMap<String, Delivery>,
     timeout: Duration,
+    replies: Replies,
 }
 
 impl std::fmt::Debug for NatsCommandDispatcher {
@@ -99,12 +102,13 @@ impl DispatcherBuilder {
     pub async fn build(self) -> Result<NatsCommandDispatcher, NatsError> {
         let jetstream = jetstream::new(self.client.clone());
         self.topology.ensure_command_stream(&jetstream).await?;
+        let replies = Replies::subscribe(&self.client).await?;
         Ok(NatsCommandDispatcher {
-            client: self.client,
             jetstream,
             topology: self.topology,
             routes: self.routes,
             timeout: self.timeout,
+            replies,
         })
     }
 }
@@ -144,17 +148,12 @@ impl NatsCommandDispatcher {
                 source,
             })
         };
-        // Subscribe before publishing: the reply can only come after, on this connection.
-        let mut replies = None;
+        // Registered before publishing: the reply can only come after.
+        let mut reply = None;
         if delivery == Delivery::Reply {
-            let inbox = self.client.new_inbox();
-            headers.insert(wire::REPLY_TO, inbox.as_str());
-            replies = Some(
-                self.client
-                    .subscribe(inbox)
-                    .await
-                    .map_err(|e| publish_error(e.into()))?,
-            );
+            let awaited = self.replies.expect();
+            headers.insert(wire::REPLY_TO, awaited.subject.as_str());
+            reply = Some(awaited);
         }
         let ack = self
             .jetstream
@@ -163,7 +162,7 @@ impl NatsCommandDispatcher {
             .map_err(|e| publish_error(e.into()))?
             .await
             .map_err(|e| publish_error(e.into()))?;
-        let Some(mut replies) = replies else {
+        let Some(mut reply) = reply else {
             return Ok(CommandReceipt {
                 message_id: envelope.message_id,
                 stream: envelope.stream.clone(),
@@ -173,10 +172,10 @@ impl NatsCommandDispatcher {
                 retries: 0,
             });
         };
-        let reply = tokio::time::timeout(self.timeout, replies.next())
+        let reply = tokio::time::timeout(self.timeout, &mut reply.answer)
             .await
             .ok()
-            .flatten()
+            .and_then(Result::ok)
             .ok_or_else(|| {
                 Error::from(NatsError::Timeout {
                     message_id: envelope.message_id,
@@ -198,6 +197,94 @@ impl NatsCommandDispatcher {
             other => Err(NatsError::Wire(format!("reply with status {other:?}")).into()),
         }
     }
+}
+
+/// The replies of one dispatcher: one subscription to `<inbox>.*`, each awaited reply on a
+/// subject of its own under it (`<inbox>.<n>`), routed to its sender by a task. A subscription
+/// per command would cost a SUB and an UNSUB for the server to apply to its interest graph,
+/// and a channel, per command.
+struct Replies {
+    prefix: String,
+    next: AtomicU64,
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>,
+    router: tokio::task::JoinHandle<()>,
+}
+
+/// A reply being awaited; dropped, it stops waiting.
+struct Awaited<'a> {
+    replies: &'a Replies,
+    token: u64,
+    subject: String,
+    answer: oneshot::Receiver<Message>,
+}
+
+impl Drop for Awaited<'_> {
+    fn drop(&mut self) {
+        lock(&self.replies.waiting).remove(&self.token);
+    }
+}
+
+impl Replies {
+    async fn subscribe(client: &Client) -> Result<Self, NatsError> {
+        let prefix = client.new_inbox();
+        let subscriber = client
+            .subscribe(format!("{prefix}.*"))
+            .await
+            .map_err(|e| NatsError::Setup(format!("cannot subscribe to replies: {e}").into()))?;
+        let waiting = Arc::default();
+        let router = tokio::spawn(route(subscriber, prefix.clone(), Arc::clone(&waiting)));
+        Ok(Self {
+            prefix,
+            next: AtomicU64::new(0),
+            waiting,
+            router,
+        })
+    }
+
+    /// Registers a reply to await: its subject goes into the command's headers.
+    fn expect(&self) -> Awaited<'_> {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let (sender, answer) = oneshot::channel();
+        lock(&self.waiting).insert(token, sender);
+        Awaited {
+            replies: self,
+            token,
+            subject: format!("{}.{token}", self.prefix),
+            answer,
+        }
+    }
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        self.router.abort();
+    }
+}
+
+/// Hands each reply to the send awaiting it (a reply nobody awaits any more is dropped).
+async fn route(
+    mut subscriber: Subscriber,
+    prefix: String,
+    waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>,
+) {
+    while let Some(message) = subscriber.next().await {
+        let token = message
+            .subject
+            .strip_prefix(prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|token| token.parse::<u64>().ok());
+        let Some(token) = token else { continue };
+        if let Some(sender) = lock(&waiting).remove(&token) {
+            let _ = sender.send(message);
+        }
+    }
+    error!("the reply subscription ended: sends awaiting a reply will time out");
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[async_trait]

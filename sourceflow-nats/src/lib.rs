@@ -101,9 +101,11 @@
 //! run this version: older workers pulled every partition with one command in flight.
 //!
 //! ## Replies and errors
-//! With [`Delivery::Reply`] the sender subscribes to a fresh inbox, names it in `Sf-Reply-To`,
-//! publishes the command (waiting for JetStream to store it) and waits up to its timeout for
-//! the worker's answer: the receipt, or the handler's error rebuilt as the same
+//! With [`Delivery::Reply`] the sender names a subject of its own in `Sf-Reply-To`
+//! (`<inbox>.<n>`: a dispatcher subscribes once to `<inbox>.*` and hands each reply to the send
+//! awaiting it, so a command costs no SUB and UNSUB; a reply that comes after its send gave up
+//! reaches no other send), publishes the command (waiting for JetStream to store it) and waits
+//! up to its timeout for the worker's answer: the receipt, or the handler's error rebuilt as the same
 //! [`sourceflow::Error`] variant (`Rejected` keeps its code, `Invalid` its violations). NATS
 //! faults and a missing reply reach the caller as `Error::Store(StoreError::Transient(..))`
 //! wrapping a [`NatsError`]: the command may still run, and resending it with the same

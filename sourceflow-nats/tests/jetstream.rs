@@ -1051,6 +1051,54 @@ async fn a_publisher_with_acks_in_flight_keeps_log_order_when_a_publish_fails() 
     not(sourceflow_nats),
     ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
 )]
+async fn a_reply_that_comes_after_its_send_gave_up_reaches_no_other_send() {
+    let env = env("a_reply_that_comes_after_its_send_gave_up_reaches_no_other_send");
+    let fixture = Fixture::new(env, 1).await;
+    let (_worker, task) = fixture.spawn_worker().await;
+    let dispatcher =
+        NatsCommandDispatcher::builder(fixture.client().await, fixture.topology.clone())
+            .route::<Hold>()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .await
+            .expect("dispatcher");
+    let sender = SourceFlow::builder()
+        .store(MemoryStore::new())
+        .dispatcher(dispatcher)
+        .build()
+        .await
+        .expect("sender flow");
+    // The first reply comes about 500 ms after its send gave up, while sends of another probe
+    // follow each other, each waiting for its own reply.
+    let gave_up = sender.send("slow", Hold { n: 1, ms: 800 }).await;
+    assert!(
+        matches!(&gave_up, Err(sourceflow::Error::Store(e)) if e.is_transient()),
+        "{gave_up:?}"
+    );
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(1_000) {
+        n += 1;
+        let receipt = sender
+            .send("quick", Hold { n, ms: 0 })
+            .await
+            .expect("a quick send's own reply");
+        assert_eq!(
+            (receipt.stream.id.as_str(), receipt.sequence.0),
+            ("quick", n),
+            "{receipt:?}"
+        );
+    }
+    assert!(n > 1);
+    task.abort();
+    fixture.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(sourceflow_nats),
+    ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+)]
 async fn a_resent_message_id_is_answered_with_the_original_receipt() {
     let env = env("a_resent_message_id_is_answered_with_the_original_receipt");
     let fixture = Fixture::new(env, 2).await;
