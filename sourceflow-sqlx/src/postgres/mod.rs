@@ -67,6 +67,14 @@
 //! whose group was projected finds its views past its events and returns at once. A group with
 //! a subject's first key, or one that fails as a whole, commits unit by unit.
 //!
+//! These group functions are PL/pgSQL (migration `0014`): Postgres parses and analyses the body
+//! of an SQL function that writes on every call, which under load was a large share of the
+//! server's CPU time per group. `sf_commit_units` is still planned per call, with the call's
+//! arrays (`plan_cache_mode = force_custom_plan`): a plan made once and cached would be costed
+//! on the table sizes of the moment, and one made on a young schema (a hashed subplan over
+//! `sf_commands` for the stream-head check) grows slower with every command stored, as measured
+//! when it was tried.
+//!
 //! The trade-offs. Throughput grows with the senders of one process (one flush per batch
 //! instead of per command), but processes sharing a schema still take the lock in turn, one
 //! batch at a time: more processes add batches, not parallel flushes. Each command waits for the
