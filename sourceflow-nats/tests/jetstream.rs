@@ -17,8 +17,8 @@ mod support;
 use support::{env, Fixture};
 
 use sourceflow_nats::{
-    Delivery, EventHandler, NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher,
-    NatsEventSubscriber, NatsViewFeeder,
+    Delivery, DispatcherBuilder, EventHandler, NatsCommandDispatcher, NatsCommandWorker,
+    NatsEventPublisher, NatsEventSubscriber, NatsViewFeeder,
 };
 
 // ---- The domain: a ledger that notices commands arriving out of order.
@@ -193,8 +193,19 @@ impl Fixture {
     /// An API-side flow whose `Step` commands go over NATS, waiting up to `timeout` for each
     /// reply.
     async fn sender_with_timeout(&self, delivery: Delivery, timeout: Duration) -> SourceFlow {
-        let dispatcher = NatsCommandDispatcher::builder(self.client().await, self.topology.clone())
-            .route_with::<Step>(delivery)
+        self.sender_routing(|routes| routes.route_with::<Step>(delivery), timeout)
+            .await
+    }
+
+    /// An API-side flow whose commands `routes` names go over NATS, waiting up to `timeout`
+    /// for each reply.
+    async fn sender_routing(
+        &self,
+        routes: impl FnOnce(DispatcherBuilder) -> DispatcherBuilder,
+        timeout: Duration,
+    ) -> SourceFlow {
+        let builder = NatsCommandDispatcher::builder(self.client().await, self.topology.clone());
+        let dispatcher = routes(builder)
             .timeout(timeout)
             .build()
             .await
@@ -457,19 +468,12 @@ async fn a_refusal_on_a_stale_cached_entity_is_checked_against_the_store() {
     let env = env("a_refusal_on_a_stale_cached_entity_is_checked_against_the_store");
     let fixture = Fixture::new(env, 1).await;
     let (worker, task) = fixture.spawn_worker().await;
-    let dispatcher =
-        NatsCommandDispatcher::builder(fixture.client().await, fixture.topology.clone())
-            .route::<StrictStep>()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .await
-            .expect("dispatcher");
-    let sender = SourceFlow::builder()
-        .store(MemoryStore::new())
-        .dispatcher(dispatcher)
-        .build()
-        .await
-        .expect("sender flow");
+    let sender = fixture
+        .sender_routing(
+            |routes| routes.route::<StrictStep>(),
+            Duration::from_secs(30),
+        )
+        .await;
     // The worker handles step 1 and caches the ledger at step 1.
     sender
         .send("ledger-0", StrictStep { n: 1 })
@@ -1055,19 +1059,9 @@ async fn a_reply_that_comes_after_its_send_gave_up_reaches_no_other_send() {
     let env = env("a_reply_that_comes_after_its_send_gave_up_reaches_no_other_send");
     let fixture = Fixture::new(env, 1).await;
     let (_worker, task) = fixture.spawn_worker().await;
-    let dispatcher =
-        NatsCommandDispatcher::builder(fixture.client().await, fixture.topology.clone())
-            .route::<Hold>()
-            .timeout(Duration::from_millis(300))
-            .build()
-            .await
-            .expect("dispatcher");
-    let sender = SourceFlow::builder()
-        .store(MemoryStore::new())
-        .dispatcher(dispatcher)
-        .build()
-        .await
-        .expect("sender flow");
+    let sender = fixture
+        .sender_routing(|routes| routes.route::<Hold>(), Duration::from_millis(300))
+        .await;
     // The first reply comes about 500 ms after its send gave up, while sends of another probe
     // follow each other, each waiting for its own reply.
     let gave_up = sender.send("slow", Hold { n: 1, ms: 800 }).await;
