@@ -341,17 +341,26 @@ impl WriteSide {
                 outbox: cx.outbox,
                 keys: Vec::new(),
             };
+            // The scheduling and group branches are boxed: their state machines are the
+            // largest, and unboxed they would size (and be moved with) every command's future,
+            // on the paths that take neither too.
             let committing = async {
                 if !scheduling.is_empty() {
                     // Schedules commit with the unit (without the inline fast path).
-                    self.commit_scheduled(unit, scheduling)
+                    Box::pin(self.commit_scheduled(unit, scheduling))
                         .await
                         .map(|r| (r, Vec::new()))
                 } else if let (false, Some(groups)) = (alone, inner.store.groups()) {
                     let first_sequence = last_event.map(Sequence::next);
-                    self.commit_in_group(projector, groups, unit, first_sequence, &decoded)
-                        .await
-                        .map(|r| (r, Vec::new()))
+                    Box::pin(self.commit_in_group(
+                        projector,
+                        groups,
+                        unit,
+                        first_sequence,
+                        &decoded,
+                    ))
+                    .await
+                    .map(|r| (r, Vec::new()))
                 } else if projections.is_empty() {
                     inner.store.commit(unit).await.map(|r| (r, Vec::new()))
                 } else {
