@@ -4,9 +4,10 @@
 //! transaction (one append lock, one WAL flush). Projection batches take no append lock and
 //! commit on their own, concurrently (see the [module docs](super)).
 //!
-//! Every sender queues its unit, then waits for its turn (a fair lock). Whoever gets the turn
-//! takes every unit queued so far, unless an earlier turn took its own unit already, and holds
-//! the turn until they are committed, so units queue up meanwhile. One unit alone goes the
+//! Every sender queues its unit, then waits for its turn (a fair lock) or its answer, whichever
+//! comes first. Whoever gets the turn takes every unit queued so far (in batches of up to 128
+//! until its own is taken) and holds the turn until they are committed, so units queue up
+//! meanwhile; a unit an earlier turn took is answered by that turn without a turn of its own. One unit alone goes the
 //! path it would take without grouping; several go as one batch, committed on a task of its own
 //! so that a sender that stops waiting cannot cut the others' commit short. A batch that fails
 //! as a whole (a deadlock with another process, a dropped connection) is committed again unit
@@ -73,37 +74,41 @@ impl Postgres {
         projections: Vec<InlineProjection>,
     ) -> Answer {
         // A unit that carries a subject's first key commits in a transaction of its own.
-        if self.group.is_none() || !unit.keys.is_empty() {
+        let Some(group) = self.group.clone().filter(|_| unit.keys.is_empty()) else {
             return self.commit_unit(unit, &projections).await;
-        }
-        let (reply, answer) = oneshot::channel();
-        self.take_turn(Job {
-            unit,
-            projections,
-            reply,
-        })
-        .await;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
-    }
-
-    /// Queues `job`, then waits for this sender's turn and commits everything queued so far,
-    /// unless an earlier turn took `job` already.
-    async fn take_turn(&self, job: Job) {
-        let Some(group) = self.group.clone() else {
-            return self.commit_each(vec![job]).await;
         };
+        let (reply, mut answer) = oneshot::channel();
         let ticket = {
             let mut queue = group.queue.lock().unwrap_or_else(|e| e.into_inner());
             queue.pushed += 1;
-            queue.pending.push(job);
+            queue.pending.push(Job {
+                unit,
+                projections,
+                reply,
+            });
             queue.pushed
         };
-        let _turn = group.turn.lock().await;
+        // The answer or the turn, whichever comes first: a unit an earlier turn took is
+        // answered by that turn, so the senders of a batch never pass the turn along one by
+        // one before the next batch can start.
+        tokio::select! {
+            biased;
+            answered = &mut answer => return answered.unwrap_or_else(|_| Err(stopped())),
+            turn = group.turn.lock() => {
+                let _turn = turn;
+                // Until this unit is taken (more than a batch's worth may be queued ahead).
+                while group.queue.lock().unwrap_or_else(|e| e.into_inner()).taken < ticket {
+                    self.take_batch(&group).await;
+                }
+            }
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// With the turn held: takes every queued job (up to [`MAX_BATCH`]) and commits them.
+    async fn take_batch(&self, group: &Group) {
         let batch = {
             let mut queue = group.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if queue.taken >= ticket {
-                return;
-            }
             let n = queue.pending.len().min(MAX_BATCH);
             queue.taken += n as u64;
             queue.pending.drain(..n).collect::<Vec<_>>()
