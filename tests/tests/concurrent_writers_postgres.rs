@@ -392,3 +392,72 @@ async fn flow_in(url: &str, schema: &str) -> SourceFlow {
         .unwrap();
     sourceflow_tests::scenarios::flow(Arc::new(store)).await
 }
+
+/// Units handed straight to the store (`Store::commit`) by concurrent senders share the
+/// store's own batches: each sender gets its own receipt, a resent unit is answered with the
+/// original one, every unit commits once and the events' positions are dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn units_committed_straight_to_the_store_share_its_batches_exactly_once() {
+    use sourceflow::store::Store;
+    use sourceflow_testkit::records::{stream, unit};
+    let url = sourceflow_tests::backends::pg_url();
+    let schema = format!("sf_writers_{}", uuid::Uuid::new_v4().simple());
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect_with_schema(&url, &schema)
+            .await
+            .unwrap(),
+    );
+    const UNITS: usize = 300;
+    let units: Vec<_> = (0..UNITS)
+        .map(|i| unit(&stream("conf.Account", &format!("b-{i}")), 0, 1))
+        .collect();
+    // Every tenth unit is sent twice at once.
+    let sends: Vec<_> = units
+        .iter()
+        .enumerate()
+        .flat_map(|(i, u)| std::iter::repeat_n(u.clone(), if i % 10 == 0 { 2 } else { 1 }))
+        .map(|u| {
+            let store = store.clone();
+            let stream = u.command.envelope.stream.clone();
+            tokio::spawn(async move { (stream, store.commit(u).await.unwrap()) })
+        })
+        .collect();
+    let mut receipts: HashMap<String, Vec<sourceflow::CommandReceipt>> = HashMap::new();
+    for send in sends {
+        let (stream, receipt) = send.await.unwrap();
+        assert_eq!(
+            receipt.stream, stream,
+            "a sender got another unit's receipt"
+        );
+        receipts
+            .entry(stream.to_string())
+            .or_default()
+            .push(receipt);
+    }
+    assert_eq!(receipts.len(), UNITS);
+    let mut positions = Vec::new();
+    for (stream, mut got) in receipts {
+        got.sort_by_key(|r| r.duplicate);
+        assert!(!got[0].duplicate, "{stream}: no original receipt");
+        assert_eq!(got[0].sequence, Sequence(1), "{stream}");
+        for again in &got[1..] {
+            assert!(again.duplicate, "{stream}: committed twice");
+            assert_eq!(again.events, got[0].events, "{stream}");
+        }
+        positions.push(got[0].events[0].position.0);
+    }
+    positions.sort_unstable();
+    let first = positions[0];
+    assert_eq!(
+        positions,
+        (first..first + UNITS as u64).collect::<Vec<_>>(),
+        "dense positions, each unit's event once"
+    );
+    assert_eq!(
+        store.read_all(Position(0), 10_000).await.unwrap().len(),
+        UNITS
+    );
+    drop(store);
+    sourceflow_tests::backends::drop_schema(&url, &schema).await;
+}
