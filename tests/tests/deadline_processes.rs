@@ -26,10 +26,20 @@ async fn postgres() -> SharedDb {
     backends::shared_postgres("sf_deadl", 4).await
 }
 
+/// How long each tick takes in the process that is killed: its claims are held while their
+/// ticks run, so a kill finds it holding some.
+const KILLED_TICK_DELAY_MS: &str = "20";
+
 /// Starts a scheduler process and waits until its flow is built.
 async fn start(spec: &str) -> Child {
+    start_with(spec, &[]).await
+}
+
+/// [`start`] with further arguments (a tick delay).
+async fn start_with(spec: &str, more: &[&str]) -> Child {
     let mut child = Command::new(SCHEDULER)
         .args([spec, "1500"])
+        .args(more)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -127,11 +137,12 @@ async fn two_schedulers_one_killed(shared: SharedDb) {
         ids.push((flow.schedule(due, &id, Tick { n }).await.unwrap(), n));
     }
     // The first scheduler alone, killed once a tenth has fired, while it holds claims
-    // (schedules it is firing). A kill that lands between two claims is repeated, later.
+    // (schedules it is firing: its ticks are slowed so that it holds some most of the time). A
+    // kill that still lands between two claims is repeated, later.
     let mut held: Vec<ScheduleId> = Vec::new();
     let (killed_spec, server) = killable(&shared.spec);
     for attempt in 1..=5 {
-        let mut a = start(&killed_spec).await;
+        let mut a = start_with(&killed_spec, &[KILLED_TICK_DELAY_MS]).await;
         let threshold = SCHEDULES as usize * (10 - attempt) / 10;
         let mut spins = 0;
         loop {

@@ -2,8 +2,11 @@
 //! a shared database until no schedule is left pending, printing how many are.
 //!
 //! ```text
-//! sf-deadlines <sqlite:PATH | postgres:URL#SCHEMA> <lease-ms>
+//! sf-deadlines <sqlite:PATH | postgres:URL#SCHEMA> <lease-ms> [tick-delay-ms]
 //! ```
+//!
+//! With a tick delay, every tick's handler takes that long, so the process holds its claims
+//! most of the time (the process the tests kill).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::Duration;
 use sourceflow::schedule::SchedulerOptions;
 use sourceflow::store::Store;
 use sourceflow::SourceFlow;
-use sourceflow_tests::deadlines::{ReservationSaga, TickSaga};
+use sourceflow_tests::deadlines::{ReservationSaga, TickSaga, TICK_DELAY_MS};
 
 async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
     if let Some(path) = spec.strip_prefix("sqlite:") {
@@ -35,10 +38,18 @@ async fn open_store(spec: &str) -> Result<Arc<dyn Store>, String> {
 }
 
 async fn run(args: &[String]) -> Result<(), String> {
-    let [spec, lease] = args else {
-        return Err("usage: sf-deadlines STORE LEASE_MS".to_owned());
+    let (spec, lease, delay) = match args {
+        [spec, lease] => (spec, lease, None),
+        [spec, lease, delay] => (spec, lease, Some(delay)),
+        _ => return Err("usage: sf-deadlines STORE LEASE_MS [TICK_DELAY_MS]".to_owned()),
     };
     let lease: u64 = lease.parse().map_err(|_| "LEASE_MS must be a number")?;
+    if let Some(delay) = delay {
+        let delay: u64 = delay
+            .parse()
+            .map_err(|_| "TICK_DELAY_MS must be a number")?;
+        TICK_DELAY_MS.store(delay, std::sync::atomic::Ordering::Relaxed);
+    }
     let flow = SourceFlow::builder()
         .shared_store(open_store(spec).await?)
         .without_discovery()
