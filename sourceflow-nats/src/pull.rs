@@ -12,12 +12,22 @@
 //! A [`Puller`] keeps no count across requests: it opens one request (a
 //! [`Batch`](consumer::pull::Batch) on an inbox of its own), takes its messages until the
 //! server completes or expires it, and only then opens the next.
+//!
+//! It also does not wait for the server to say that a request expired. The server answers an
+//! expired request with a `408` status, but a server that finds a request expired only when a
+//! message arrives for it (nats-server 2.9 does so when the message comes a few milliseconds
+//! after the expiry) drops the request without a word. The message then waits for the next
+//! request, and async-nats's `Batch` ends a silent request only 5 s after its expiry: under
+//! load, a command now and then waited 5 s for its reply, and a view as long for an event. A
+//! [`Puller`] ends a request itself [`GRACE`] after its expiry (taking the messages already
+//! received first), so such a message waits at most that long.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, PullConsumer};
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
 use futures_util::StreamExt;
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::error::NatsError;
@@ -31,13 +41,20 @@ pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// request left open by the time another process may take it (see [`crate::lease`]).
 pub(crate) const LEASED_PULL_EXPIRES: Duration = Duration::from_secs(1);
 
+/// How long after its expiry a request that the server has not ended is taken as ended: a
+/// message the server sent before the expiry arrives within it unless a round trip to the
+/// server takes longer (one that arrived after the inbox is gone comes back after the
+/// consumer's `ack_wait`).
+pub(crate) const GRACE: Duration = Duration::from_millis(500);
+
 /// The messages of one durable pull consumer.
 pub(crate) struct Puller {
     name: String,
     consumer: PullConsumer,
     batch: usize,
     expires: Duration,
-    open: Option<consumer::pull::Batch>,
+    /// The open request, and when it is over at the latest (its expiry plus [`GRACE`]).
+    open: Option<(consumer::pull::Batch, Instant)>,
     failures: u32,
 }
 
@@ -93,6 +110,8 @@ impl Puller {
         if self.open.is_some() {
             return Ok(());
         }
+        // Counted from before the request is sent: the server's expiry is later.
+        let over_by = Instant::now() + self.expires + GRACE;
         match self
             .consumer
             .batch()
@@ -102,25 +121,32 @@ impl Puller {
             .await
         {
             Ok(open) => {
-                self.open = Some(open);
+                self.open = Some((open, over_by));
                 Ok(())
             }
             Err(e) => self.failed(e.into()).await,
         }
     }
 
-    /// The open request's next message, or `None` once the server completed or expired it
-    /// (or after a transport fault, backed off). Never resolves while no request is open.
+    /// The open request's next message, or `None` once the server completed or expired it,
+    /// or [`GRACE`] after its expiry without a word from the server (or after a transport
+    /// fault, backed off). Never resolves while no request is open.
     ///
     /// Cancel-safe: cancelled, the request stays open for the next call.
     ///
     /// # Errors
     /// [`NatsError::Consume`] once the consumer or its stream no longer exists.
     pub(crate) async fn recv(&mut self) -> Result<Option<jetstream::Message>, NatsError> {
-        let Some(open) = &mut self.open else {
+        let Some((open, over_by)) = &mut self.open else {
             return std::future::pending().await;
         };
-        match open.next().await {
+        // A message already received is taken even past the deadline (the request is polled
+        // before the timer).
+        let Ok(next) = tokio::time::timeout_at(*over_by, open.next()).await else {
+            self.open = None;
+            return Ok(None);
+        };
+        match next {
             Some(Ok(message)) => {
                 self.failures = 0;
                 Ok(Some(message))
@@ -160,5 +186,77 @@ impl Puller {
         warn!(consumer = %self.name, error = %error, retry_in_ms = delay.as_millis(), "pull failed");
         tokio::time::sleep(delay).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::{consumer::AckPolicy, stream};
+
+    /// Requests that expire while messages come in around their expiry, over and over: each
+    /// message is taken within a request's life of being published, never after the 5 s that
+    /// a request the server dropped without a word would hold it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(sourceflow_nats),
+        ignore = "set SOURCEFLOW_NATS_URL and SOURCEFLOW_PG_URL to run"
+    )]
+    async fn messages_arriving_as_requests_expire_wait_no_longer_than_a_request() {
+        const EXPIRES: Duration = Duration::from_millis(50);
+        const MESSAGES: u32 = 100;
+        let url = std::env::var("SOURCEFLOW_NATS_URL").expect("SOURCEFLOW_NATS_URL");
+        let client = async_nats::connect(url).await.expect("NATS");
+        let jetstream = jetstream::new(client);
+        let name = format!("sf_pull_{}", uuid::Uuid::new_v4().simple());
+        let subject = format!("{name}.m");
+        let stream = jetstream
+            .create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![subject.clone()],
+                ..Default::default()
+            })
+            .await
+            .expect("a stream");
+        let consumer: PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some("puller".to_owned()),
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .expect("a consumer");
+        let mut puller = Puller::new("puller", consumer, 1, EXPIRES);
+        let mut slow = Vec::new();
+        for n in 0..MESSAGES {
+            puller.open(1).await.expect("a pull request");
+            // Published from 1 ms before to 2 ms after the request expires, in steps of 30 us.
+            let offset = Duration::from_micros(u64::from(n) * 30);
+            tokio::time::sleep(EXPIRES - Duration::from_millis(1) + offset).await;
+            let published = Instant::now();
+            jetstream
+                .publish(subject.clone(), n.to_string().into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+            let message = puller.next().await.expect("a message");
+            let waited = published.elapsed();
+            message.ack().await.expect("ack");
+            assert_eq!(message.payload.as_ref(), n.to_string().as_bytes());
+            if waited > EXPIRES + GRACE + Duration::from_millis(1500) {
+                slow.push(format!("message {n}: {waited:?}"));
+            }
+            // The rest of a request that delivered its message is not waited for.
+            puller.close();
+        }
+        jetstream
+            .delete_stream(&name)
+            .await
+            .expect("delete the stream");
+        assert!(
+            slow.is_empty(),
+            "messages waited past their request's expiry: {slow:?}"
+        );
     }
 }
