@@ -430,7 +430,8 @@ impl SourceFlow {
 
     /// A stream of every recorded event after `from`, in global order: first what the log
     /// holds, then new commits as they happen (in this process immediately, from other
-    /// processes within a poll interval). It never skips an event and never ends on its own.
+    /// processes by polling: within milliseconds while the log keeps growing, within 200 ms
+    /// after it was quiet). It never skips an event and never ends on its own.
     /// Events erased by [`delete_stream`](Self::delete_stream) are left out (the stream goes on
     /// past them); the tombstone's [`StreamDeleted`](crate::StreamDeleted) is delivered.
     ///

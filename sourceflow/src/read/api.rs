@@ -189,7 +189,12 @@ impl ReadSide {
         Ok(applied)
     }
 
-    /// Every recorded event after `from`, in global order, then new commits as they happen.
+    /// Every recorded event after `from`, in global order, then new commits as they happen:
+    /// this process's at once, other processes' by polling, every [`QUICK_POLL`] after a read
+    /// that found events, doubling with each empty read up to [`QUIET_POLL`]. So while other
+    /// processes keep committing their events arrive within milliseconds (a view fed from
+    /// another process's log does not fall a whole interval behind after each burst), and a
+    /// quiet log costs a read per [`QUIET_POLL`].
     pub(crate) fn subscribe(
         self: Arc<Self>,
         from: Position,
@@ -210,12 +215,15 @@ impl ReadSide {
             position: Position,
             buffer: std::collections::VecDeque<RecordedEvent>,
             head: tokio::sync::watch::Receiver<Position>,
+            /// How long the next empty read waits before reading again.
+            poll: Duration,
         }
         let state = State {
             head: self.signals.head.subscribe(),
             store,
             position: from,
             buffer: Default::default(),
+            poll: QUICK_POLL,
         };
         futures_util::stream::unfold(state, |mut state| async move {
             loop {
@@ -233,13 +241,14 @@ impl ReadSide {
                         state
                             .buffer
                             .extend(events.into_iter().filter(|e| !is_erased(&e.envelope.name)));
+                        state.poll = QUICK_POLL;
                     }
                     Ok(_) => {
-                        // Wake on a local commit, or poll for other processes' commits.
+                        // Wake on a local commit, or poll for other processes' commits: soon
+                        // after the log last grew, less often the longer it stays quiet.
                         state.head.mark_unchanged();
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(200), state.head.changed())
-                                .await;
+                        let _ = tokio::time::timeout(state.poll, state.head.changed()).await;
+                        state.poll = (state.poll * 2).min(QUIET_POLL);
                     }
                     Err(e) => return Some((Err(e.into()), state)),
                 }
@@ -264,6 +273,12 @@ impl ReadSide {
         self.subscribers.iter().any(|s| s.background)
     }
 }
+
+/// How soon a subscription reads again after a read that found events and one that found
+/// none (see [`ReadSide::subscribe`]).
+const QUICK_POLL: Duration = Duration::from_millis(4);
+/// How often a subscription reads a log that stays quiet.
+const QUIET_POLL: Duration = Duration::from_millis(200);
 
 /// The key under which a view's version is kept beside the positions: the view's name with
 /// `#version` appended (a name no view or aggregate can take, as `#` never appears in one
