@@ -5,10 +5,11 @@
 //! commit on their own, concurrently (see the [module docs](super)).
 //!
 //! Every sender queues its unit, then waits for its turn (a fair lock) or its answer, whichever
-//! comes first. Whoever gets the turn takes every unit queued so far (in batches of up to 128
-//! until its own is taken) and holds the turn until they are committed, so units queue up
-//! meanwhile; a unit an earlier turn took is answered by that turn without a turn of its own. One unit alone goes the
-//! path it would take without grouping; several go as one batch, committed on a task of its own
+//! comes first ([`Turns`], as the runtime's groups do). Whoever gets the turn takes every unit
+//! queued so far (in batches of up to 128 until its own is taken) and holds the turn until
+//! they are committed, so units queue up meanwhile; a unit an earlier turn took is answered by
+//! that turn without a turn of its own. One unit alone goes the path it would take without
+//! grouping; several go as one batch, committed on a task of its own
 //! so that a sender that stops waiting cannot cut the others' commit short. A batch that fails
 //! as a whole (a deadlock with another process, a dropped connection) is committed again unit
 //! by unit, each with the retry policy.
@@ -17,8 +18,7 @@
 //! whole group ([`GroupCommit`]); those commit through `sf_commit_units_group` or
 //! `sf_commit_batch_group` (see the [module docs](super#group-commit-with-the-views-writes)).
 
-use std::sync::Mutex;
-
+use sourceflow::store::turns::{Turn, Turns};
 use sourceflow::store::{
     GroupCommit, GroupOutcome, GroupProjection, InlineProjection, StoreError, UnitGroup, UnitOfWork,
 };
@@ -46,20 +46,10 @@ struct Job {
     reply: oneshot::Sender<Answer>,
 }
 
-/// The queue: jobs in ticket order, `pushed` the last ticket handed out, `taken` the last one
-/// a leader took.
-#[derive(Default)]
-struct Queue {
-    pending: Vec<Job>,
-    pushed: u64,
-    taken: u64,
-}
-
-/// The group-commit state a store's clones share.
+/// The group-commit state a store's clones share: the queued jobs and the turn.
 #[derive(Default)]
 pub(super) struct Group {
-    queue: Mutex<Queue>,
-    turn: tokio::sync::Mutex<()>,
+    jobs: Turns<Job>,
 }
 
 fn stopped() -> StoreError {
@@ -78,41 +68,30 @@ impl Postgres {
             return self.commit_unit(unit, &projections).await;
         };
         let (reply, mut answer) = oneshot::channel();
-        let ticket = {
-            let mut queue = group.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.pushed += 1;
-            queue.pending.push(Job {
-                unit,
-                projections,
-                reply,
-            });
-            queue.pushed
-        };
+        let ticket = group.jobs.push(Job {
+            unit,
+            projections,
+            reply,
+        });
         // The answer or the turn, whichever comes first: a unit an earlier turn took is
-        // answered by that turn, so the senders of a batch never pass the turn along one by
-        // one before the next batch can start.
-        tokio::select! {
-            biased;
-            answered = &mut answer => return answered.unwrap_or_else(|_| Err(stopped())),
-            turn = group.turn.lock() => {
-                let _turn = turn;
+        // answered by that turn.
+        let answered = match group.jobs.answer_or_turn(&mut answer).await {
+            Ok(answered) => answered,
+            Err(turn) => {
                 // Until this unit is taken (more than a batch's worth may be queued ahead).
-                while group.queue.lock().unwrap_or_else(|e| e.into_inner()).taken < ticket {
-                    self.take_batch(&group).await;
+                while !turn.has_taken(ticket) {
+                    self.take_batch(&turn).await;
                 }
+                drop(turn);
+                answer.await
             }
-        }
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        };
+        answered.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// With the turn held: takes every queued job (up to [`MAX_BATCH`]) and commits them.
-    async fn take_batch(&self, group: &Group) {
-        let batch = {
-            let mut queue = group.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let n = queue.pending.len().min(MAX_BATCH);
-            queue.taken += n as u64;
-            queue.pending.drain(..n).collect::<Vec<_>>()
-        };
+    async fn take_batch(&self, turn: &Turn<'_, Job>) {
+        let batch = turn.take(MAX_BATCH);
         if batch.len() == 1 {
             return self.commit_each(batch).await;
         }

@@ -44,6 +44,7 @@ pub mod keys;
 mod memory;
 pub mod schedule;
 mod sealed;
+pub mod turns;
 mod unit;
 
 pub use group::{GroupCommit, GroupOutcome, GroupProjection, UnitGroup};

@@ -2,59 +2,40 @@
 //! whole group in the same transaction ([`GroupCommit`], for a store that offers it).
 //!
 //! Every sender queues its unit of work, then waits for its turn (a fair lock) or its answer,
-//! whichever comes first: a unit an earlier turn took is answered by that turn, so the senders
-//! of a group never pass the turn along one by one before the next group can start. Whoever
-//! gets the turn takes every unit queued so far (in groups of up to 128 until its own is taken),
-//! lets the views apply the group's events ([`Projector::prepare_group`]), and holds the turn
-//! (and the views) until the group is committed and the views settled, so units queue up
-//! meanwhile and the next group's projection starts where this one's ended. A sender whose
-//! group was committed finds its views past its events and returns without a second
-//! transaction. If the sender committing a group stops before it answers (its future is
+//! whichever comes first ([`Turns`]): a unit an earlier turn took is answered by that turn, so
+//! the senders of a group never pass the turn along one by one before the next group can
+//! start. Whoever gets the turn takes every unit queued so far (in groups of up to 128 until
+//! its own is taken), lets the views apply the group's events ([`Projector::prepare_group`]),
+//! and holds the turn (and the views) until the group is committed and the views settled, so
+//! units queue up meanwhile and the next group's projection starts where this one's ended. A
+//! sender whose group was committed finds its views past its events and returns without a
+//! second transaction. If the sender committing a group stops before it answers (its future is
 //! dropped), each other unit of the group commits alone: one the group had committed is found
 //! by its message id and answered with its receipt.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use super::{GroupMember, Projector, WriteSide};
 use crate::base::message::{CommandReceipt, Sequence};
 use crate::codec::ErasedMessage;
+use crate::store::turns::{Turn, Turns};
 use crate::store::{GroupCommit, StoreError, UnitGroup, UnitOfWork};
 
 /// The most units one group carries.
 const MAX_GROUP: usize = 128;
 
 /// A queued unit of work, what the views need to project it, and where its answer goes.
-struct Queued {
+pub(crate) struct Queued {
     unit: Arc<UnitOfWork>,
     first_sequence: Option<Sequence>,
     decoded: Vec<ErasedMessage>,
     reply: oneshot::Sender<Result<CommandReceipt, StoreError>>,
 }
 
-/// The queue: units in ticket order, `pushed` the last ticket handed out, `taken` the last
-/// one a turn took.
-#[derive(Default)]
-struct Queue {
-    pending: Vec<Queued>,
-    pushed: u64,
-    taken: u64,
-}
-
 /// The units waiting for a group, and the turn that commits one.
-#[derive(Default)]
-pub(crate) struct UnitQueue {
-    queue: Mutex<Queue>,
-    turn: tokio::sync::Mutex<()>,
-}
-
-impl UnitQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // Jobs are pushed and drained whole: a panic elsewhere leaves the queue valid.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub(crate) type UnitQueue = Turns<Queued>;
 
 impl WriteSide {
     /// Commits `unit` in the next group of this process's concurrent commands. `first_sequence`
@@ -69,38 +50,25 @@ impl WriteSide {
         decoded: &[ErasedMessage],
     ) -> Result<CommandReceipt, StoreError> {
         let unit = Arc::new(unit);
-        let (reply, answer) = oneshot::channel();
-        let ticket = {
-            let mut queue = self.units.lock();
-            queue.pushed += 1;
-            queue.pending.push(Queued {
-                unit: unit.clone(),
-                first_sequence,
-                decoded: decoded.to_vec(),
-                reply,
-            });
-            queue.pushed
-        };
-        // Wait for the answer or the turn, whichever comes first: a unit that an earlier
-        // turn took is answered when that group commits, without taking a turn of its own
-        // (each turn is a handoff between tasks, and a group's senders would otherwise take
-        // theirs one after another before the next group could start).
-        let mut answer = answer;
-        let answered = tokio::select! {
-            biased;
-            answered = &mut answer => Some(answered),
-            turn = self.units.turn.lock() => {
-                let _turn = turn;
+        let (reply, mut answer) = oneshot::channel();
+        let ticket = self.units.push(Queued {
+            unit: unit.clone(),
+            first_sequence,
+            decoded: decoded.to_vec(),
+            reply,
+        });
+        // The answer or the turn, whichever comes first: a unit that an earlier turn took is
+        // answered when that group commits, without taking a turn of its own.
+        let answered = match self.units.answer_or_turn(&mut answer).await {
+            Ok(answered) => answered,
+            Err(turn) => {
                 // Until this unit is taken (more than a group's worth may be queued ahead).
-                while self.units.lock().taken < ticket {
-                    self.take_group(projector, groups).await;
+                while !turn.has_taken(ticket) {
+                    self.take_group(&turn, projector, groups).await;
                 }
-                None
+                drop(turn);
+                answer.await
             }
-        };
-        let answered = match answered {
-            Some(answered) => answered,
-            None => answer.await,
         };
         match answered {
             Ok(answer) => answer,
@@ -117,22 +85,21 @@ impl WriteSide {
 
     /// With the turn held: lets commands about to queue join, then takes every queued unit
     /// (up to [`MAX_GROUP`]) and commits them as one group.
-    async fn take_group<P: Projector>(&self, projector: &P, groups: &dyn GroupCommit) {
+    async fn take_group<P: Projector>(
+        &self,
+        turn: &Turn<'_, Queued>,
+        projector: &P,
+        groups: &dyn GroupCommit,
+    ) {
         // Commands between their handler and this queue are a few steps from joining it: let
         // them, rather than commit a group without them.
         for _ in 0..2 {
-            let queued = self.units.lock().pending.len();
-            if queued >= self.in_flight.load(std::sync::atomic::Ordering::Acquire) {
+            if turn.queued() >= self.in_flight.load(std::sync::atomic::Ordering::Acquire) {
                 break;
             }
             tokio::task::yield_now().await;
         }
-        let group = {
-            let mut queue = self.units.lock();
-            let n = queue.pending.len().min(MAX_GROUP);
-            queue.taken += n as u64;
-            queue.pending.drain(..n).collect::<Vec<_>>()
-        };
+        let group = turn.take(MAX_GROUP);
         self.commit_group(projector, groups, group).await;
     }
 
