@@ -15,6 +15,7 @@
 //! errors are transient).
 
 mod columns;
+mod database;
 mod error;
 mod keys;
 mod lifecycle;

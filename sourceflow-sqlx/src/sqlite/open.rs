@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sourceflow::store::StoreError;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::database::Database;
 use super::error::{classify, classify_writer, migration_is_busy};
 use super::streams::StreamReaders;
 use super::writer::{self, WriterStats};
@@ -188,29 +189,6 @@ impl SqliteStoreBuilder {
     }
 }
 
-/// The database a store's connections open.
-#[derive(Clone, Debug)]
-pub(super) enum Database {
-    /// A file, created if missing.
-    File(PathBuf),
-    /// A named in-memory database in SQLite's shared cache, alive while a connection to it is
-    /// open.
-    Memory(String),
-}
-
-impl Database {
-    /// The sqlx options of the migration and reader connections.
-    fn connect_options(&self) -> SqliteConnectOptions {
-        match self {
-            Database::File(path) => SqliteConnectOptions::new().filename(path),
-            Database::Memory(name) => SqliteConnectOptions::new()
-                .filename(format!("file:{name}"))
-                .in_memory(true)
-                .shared_cache(true),
-        }
-    }
-}
-
 /// Opens the writer's connection with the settings sqlx gives a connection: the database
 /// created if missing, `busy_timeout` set first, then `journal_mode` (WAL for a file, MEMORY in
 /// memory), `foreign_keys=ON` and `synchronous`.
@@ -249,31 +227,6 @@ fn open_writer(
     };
     connection.pragma_update(None, "synchronous", synchronous)?;
     connection.set_prepared_statement_cache_capacity(writer::STATEMENT_CACHE);
-    Ok(connection)
-}
-
-/// Opens a stream reader's connection ([`streams`](super::streams)): read-only on a file, as
-/// the reader pool's are, with the same busy timeout.
-pub(super) fn open_reader(
-    database: &Database,
-    busy_timeout: Duration,
-) -> Result<rusqlite::Connection, rusqlite::Error> {
-    use rusqlite::OpenFlags;
-    let flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let connection = match database {
-        Database::File(path) => rusqlite::Connection::open_with_flags(
-            path,
-            flags | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE,
-        )?,
-        Database::Memory(name) => rusqlite::Connection::open_with_flags(
-            format!("file:{name}?mode=memory&cache=shared"),
-            flags
-                | OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_MEMORY
-                | OpenFlags::SQLITE_OPEN_SHARED_CACHE,
-        )?,
-    };
-    connection.busy_timeout(busy_timeout)?;
     Ok(connection)
 }
 

@@ -15,8 +15,8 @@ use sourceflow::message::StoredCommand;
 use sourceflow::store::StoreError;
 use sourceflow::{RecordedEvent, Sequence, StreamId};
 
+use super::database::{open_reader, Database};
 use super::error::classify_writer;
-use super::open::{open_reader, Database};
 use crate::retry::Backoff;
 use crate::sql::read::StreamQuery;
 use crate::sql::rows::{checked_commands, checked_events, command_row_in, event_row_in};
