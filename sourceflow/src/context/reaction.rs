@@ -3,9 +3,11 @@
 
 use uuid::Uuid;
 
+use super::schedule::{Requested, REACTION_SCHEDULE_NAMESPACE};
 use crate::base::error::Error;
 use crate::base::message::{Command, EntityId, EventMeta};
 use crate::context::saga::{follow_up, CommandStreams};
+use crate::store::schedule::{ScheduleId, When};
 use crate::store::OutboxMessage;
 
 /// Namespace of the derived message ids of reaction commands.
@@ -81,5 +83,54 @@ impl ReactionContext {
         key.push(b'#');
         key.extend_from_slice(index.to_string().as_bytes());
         Uuid::new_v5(&REACTION_NAMESPACE, &key)
+    }
+}
+
+impl ReactionContext {
+    /// Schedules `command` to be sent to entity `id` when `when` comes: a delay, counted from
+    /// the event's time, or an absolute UTC time. Returns the schedule's id.
+    ///
+    /// The id is derived from the event, the reacting method and the call's order, like a
+    /// follow-up's message id: a reaction that runs again for the same event (after a crash,
+    /// or in a second process) makes the same schedule, which is stored once. The schedule is
+    /// stored before the reaction's position is committed.
+    pub fn schedule<C: Command>(
+        &mut self,
+        when: impl Into<When>,
+        id: impl Into<EntityId>,
+        command: C,
+    ) -> ScheduleId {
+        let index = self.scheduling.made;
+        self.scheduling.made += 1;
+        let mut key = Vec::with_capacity(64);
+        key.extend_from_slice(self.meta.message_id.as_bytes());
+        key.extend_from_slice(self.handler.as_bytes());
+        key.push(b'.');
+        key.extend_from_slice(self.method.as_bytes());
+        key.push(b'#');
+        key.extend_from_slice(&index.to_be_bytes());
+        let schedule = ScheduleId(Uuid::new_v5(&REACTION_SCHEDULE_NAMESPACE, &key));
+        match follow_up(
+            &self.streams,
+            id.into(),
+            &command,
+            schedule.message_id(),
+            self.meta.correlation_id,
+            self.meta.message_id,
+        ) {
+            Ok(command) => self.scheduling.add.push(Requested {
+                id: schedule,
+                when: when.into(),
+                command,
+            }),
+            Err(e) => self.problems.push(e),
+        }
+        schedule
+    }
+
+    /// Cancels a schedule if no scheduler has claimed it yet (see
+    /// [`SagaContext::cancel`](super::saga::SagaContext::cancel)).
+    pub fn cancel(&mut self, schedule: ScheduleId) {
+        self.scheduling.cancel.push(schedule);
     }
 }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::schedule::{Requested, SCHEDULE_NAMESPACE};
 use crate::base::error::{Error, Location};
 use crate::base::message::{Command, EntityId, Envelope, Event, NewEvent, StreamId};
 use crate::base::validate::Violations;
 use crate::codec::storable;
 use crate::codec::ErasedMessage;
+use crate::store::schedule::{ScheduleId, When};
 use crate::store::OutboxMessage;
 
 /// Which stream type each command type is appended to (its saga's entity or saga name).
@@ -194,5 +196,64 @@ impl SagaContext {
     /// are discarded, follow-up commands are not sent; skip side effects here.
     pub fn is_replay(&self) -> bool {
         self.replay
+    }
+}
+
+impl SagaContext {
+    /// Schedules `command` to be sent to entity `id` when `when` comes: a delay
+    /// (`Duration::from_secs(30 * 60)`, counted from the commit, on the flow's clock) or an
+    /// absolute UTC time. Returns the schedule's id, for [`cancel`](Self::cancel); keep it in
+    /// the entity's state.
+    ///
+    /// The schedule is committed with this command, and only if the handler returns `Ok`.
+    /// When due, the command is sent once, with correlation id this command's, causation id
+    /// this command's message id, and a message id derived from the schedule id.
+    ///
+    /// The id is derived from this command's message id and the call's order in the handler:
+    /// a replay of the command log (which schedules nothing) returns the same ids, so a state
+    /// that stores them replays identically. A command no saga handles, or one that fails
+    /// validation, fails this command.
+    pub fn schedule<C: Command>(
+        &mut self,
+        when: impl Into<When>,
+        id: impl Into<EntityId>,
+        command: C,
+    ) -> ScheduleId {
+        let index = self.scheduling.made;
+        self.scheduling.made += 1;
+        let mut key = Vec::with_capacity(24);
+        key.extend_from_slice(self.message_id.as_bytes());
+        key.extend_from_slice(&index.to_be_bytes());
+        let schedule = ScheduleId(Uuid::new_v5(&SCHEDULE_NAMESPACE, &key));
+        if self.replay {
+            return schedule;
+        }
+        match follow_up(
+            &self.streams,
+            id.into(),
+            &command,
+            schedule.message_id(),
+            self.correlation_id,
+            self.message_id,
+        ) {
+            Ok(command) => self.scheduling.add.push(Requested {
+                id: schedule,
+                when: when.into(),
+                command,
+            }),
+            Err(e) => self.problems.push(e),
+        }
+        schedule
+    }
+
+    /// Cancels a schedule, with this command's commit and only if the handler returns `Ok`.
+    /// A schedule that a scheduler has already claimed is sent anyway: exactly one of the
+    /// cancel and the firing wins. [`SourceFlow::cancel`](crate::SourceFlow::cancel) reports
+    /// which.
+    pub fn cancel(&mut self, schedule: ScheduleId) {
+        if self.replay {
+            return;
+        }
+        self.scheduling.cancel.push(schedule);
     }
 }

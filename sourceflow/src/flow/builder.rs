@@ -7,10 +7,10 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{check, FlowInner, SourceFlow};
+use super::check::{self, Instance};
+use super::{FlowInner, SourceFlow};
 use crate::base::clock::{Clock, SystemClock};
 use crate::base::error::Error;
-use crate::codec::ErasedComponent;
 use crate::context::saga::CommandStreams;
 use crate::read::subscriber::{Progress, Recent};
 use crate::read::ReadSide;
@@ -21,9 +21,6 @@ use crate::write::bus::{CommandDispatcher, RetryPolicy};
 use crate::write::cache::{EntityCache, StreamLocks};
 use crate::write::schedule::{SchedulerOptions, Scheduling};
 use crate::write::WriteSide;
-
-/// A component registered by value: its type, kind, Rust name and the instance.
-pub(super) type Instance = (TypeId, ComponentKind, &'static str, ErasedComponent);
 
 /// Configures and validates a [`SourceFlow`].
 pub struct Builder {

@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 
-use super::builder::Instance;
 use crate::codec::{ErasedComponent, TypeIndex, TypeKind, TypeRecord, UpcastRecord};
 use crate::read::subscriber::Subscriber;
 use crate::routes::{ComponentKind, ComponentRecord, Registry, RouteFn};
 use crate::store::Store;
 use crate::write::SagaRoute;
+
+/// A component registered by value: its type, kind, Rust name and the instance (what the
+/// builder collects and the rules below check).
+pub(super) type Instance = (TypeId, ComponentKind, &'static str, ErasedComponent);
 
 /// A store was given.
 pub(super) fn check_store(
