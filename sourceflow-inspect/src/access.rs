@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::html;
-use crate::pages::App;
 
 /// The cookie a browser keeps the token in after opening the URL with `?token=`.
 pub(crate) const COOKIE: &str = "sourceflow_inspect_token";
@@ -101,21 +100,38 @@ struct TokenQuery {
     token: Option<String>,
 }
 
+/// What [`guard`] checks a request against: the inspector's token, if one is set, and
+/// whether it answers only requests addressed to this machine.
+#[derive(Clone)]
+pub(crate) struct Access {
+    token: Option<std::sync::Arc<str>>,
+    loopback_only: bool,
+}
+
+impl Access {
+    pub(crate) fn new(token: Option<&str>, loopback_only: bool) -> Self {
+        Self {
+            token: token.map(std::sync::Arc::from),
+            loopback_only,
+        }
+    }
+}
+
 /// Guards every route when a token is set. A `GET` with the right `?token=` stores it in an
 /// HTTP-only, same-site cookie and redirects to the same page without it, so the token leaves
 /// the address bar and history. A request from another origin is refused whatever it carries.
-pub(crate) async fn guard(State(app): State<App>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(access): State<Access>, request: Request, next: Next) -> Response {
     if !same_origin(&request) {
         return refuse(StatusCode::FORBIDDEN, "cross-origin requests are refused");
     }
-    if app.loopback_only() && !addressed_to_loopback(&request) {
+    if access.loopback_only && !addressed_to_loopback(&request) {
         return refuse(
             StatusCode::FORBIDDEN,
             "this inspector answers only requests addressed to this machine \
              (127.0.0.1, [::1] or localhost)",
         );
     }
-    let Some(token) = app.token() else {
+    let Some(token) = access.token.as_deref() else {
         return next.run(request).await;
     };
     if presented(&request).is_some_and(|t| same(&t, token)) {

@@ -49,14 +49,6 @@ impl App {
         }))
     }
 
-    pub(crate) fn loopback_only(&self) -> bool {
-        self.0.loopback_only
-    }
-
-    pub(crate) fn token(&self) -> Option<&str> {
-        self.0.token.as_deref()
-    }
-
     fn store(&self) -> &dyn Store {
         &*self.0.store
     }
@@ -93,7 +85,7 @@ pub(crate) fn router(app: App) -> Router {
     }
     routes
         .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
+            access::Access::new(app.0.token.as_deref(), app.0.loopback_only),
             access::guard,
         ))
         .layer(axum::middleware::from_fn(access::headers))
