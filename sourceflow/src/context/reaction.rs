@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::schedule::{Requested, REACTION_SCHEDULE_NAMESPACE};
+use super::schedule::REACTION_SCHEDULE_NAMESPACE;
 use crate::base::error::Error;
 use crate::base::message::{Command, EntityId, EventMeta};
 use crate::context::saga::{follow_up, CommandStreams};
@@ -75,14 +75,21 @@ impl ReactionContext {
     }
 
     fn derived_id(&self, index: usize) -> Uuid {
+        let mut key = self.key_prefix();
+        key.extend_from_slice(index.to_string().as_bytes());
+        Uuid::new_v5(&REACTION_NAMESPACE, &key)
+    }
+
+    /// What the ids this reaction derives start with: the event's message id, then
+    /// `handler.method#`.
+    fn key_prefix(&self) -> Vec<u8> {
         let mut key = Vec::with_capacity(64);
         key.extend_from_slice(self.meta.message_id.as_bytes());
         key.extend_from_slice(self.handler.as_bytes());
         key.push(b'.');
         key.extend_from_slice(self.method.as_bytes());
         key.push(b'#');
-        key.extend_from_slice(index.to_string().as_bytes());
-        Uuid::new_v5(&REACTION_NAMESPACE, &key)
+        key
     }
 }
 
@@ -100,31 +107,20 @@ impl ReactionContext {
         id: impl Into<EntityId>,
         command: C,
     ) -> ScheduleId {
-        let index = self.scheduling.made;
-        self.scheduling.made += 1;
-        let mut key = Vec::with_capacity(64);
-        key.extend_from_slice(self.meta.message_id.as_bytes());
-        key.extend_from_slice(self.handler.as_bytes());
-        key.push(b'.');
-        key.extend_from_slice(self.method.as_bytes());
-        key.push(b'#');
+        let index = self.scheduling.next_index();
+        let mut key = self.key_prefix();
         key.extend_from_slice(&index.to_be_bytes());
         let schedule = ScheduleId(Uuid::new_v5(&REACTION_SCHEDULE_NAMESPACE, &key));
-        match follow_up(
+        let command = follow_up(
             &self.streams,
             id.into(),
             &command,
             schedule.message_id(),
             self.meta.correlation_id,
             self.meta.message_id,
-        ) {
-            Ok(command) => self.scheduling.add.push(Requested {
-                id: schedule,
-                when: when.into(),
-                command,
-            }),
-            Err(e) => self.problems.push(e),
-        }
+        );
+        self.scheduling
+            .request(schedule, when.into(), command, &mut self.problems);
         schedule
     }
 

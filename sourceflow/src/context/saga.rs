@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::schedule::{Requested, SCHEDULE_NAMESPACE};
+use super::schedule::SCHEDULE_NAMESPACE;
 use crate::base::error::{Error, Location};
 use crate::base::message::{Command, EntityId, Envelope, Event, NewEvent, StreamId};
 use crate::base::validate::Violations;
@@ -219,8 +219,7 @@ impl SagaContext {
         id: impl Into<EntityId>,
         command: C,
     ) -> ScheduleId {
-        let index = self.scheduling.made;
-        self.scheduling.made += 1;
+        let index = self.scheduling.next_index();
         let mut key = Vec::with_capacity(24);
         key.extend_from_slice(self.message_id.as_bytes());
         key.extend_from_slice(&index.to_be_bytes());
@@ -228,21 +227,16 @@ impl SagaContext {
         if self.replay {
             return schedule;
         }
-        match follow_up(
+        let command = follow_up(
             &self.streams,
             id.into(),
             &command,
             schedule.message_id(),
             self.correlation_id,
             self.message_id,
-        ) {
-            Ok(command) => self.scheduling.add.push(Requested {
-                id: schedule,
-                when: when.into(),
-                command,
-            }),
-            Err(e) => self.problems.push(e),
-        }
+        );
+        self.scheduling
+            .request(schedule, when.into(), command, &mut self.problems);
         schedule
     }
 

@@ -34,6 +34,27 @@ pub(crate) struct ScheduleRequests {
 }
 
 impl ScheduleRequests {
+    /// The index of the next schedule's id, counted.
+    pub(crate) fn next_index(&mut self) -> u32 {
+        self.made += 1;
+        self.made - 1
+    }
+
+    /// Records schedule `id` of `command` (the follow-up built for it), or the problem that
+    /// building it met.
+    pub(crate) fn request(
+        &mut self,
+        id: ScheduleId,
+        when: When,
+        command: Result<OutboxMessage, crate::Error>,
+        problems: &mut Vec<crate::Error>,
+    ) {
+        match command {
+            Ok(command) => self.add.push(Requested { id, when, command }),
+            Err(e) => problems.push(e),
+        }
+    }
+
     /// True when the handler neither scheduled nor cancelled anything.
     pub(crate) fn is_empty(&self) -> bool {
         self.add.is_empty() && self.cancel.is_empty()
