@@ -57,6 +57,14 @@ pub fn find(kind: TypeKind, name: &str) -> Option<RegisteredType> {
         })
 }
 
+/// `name` as a registered wire name (a type's name, an alias, or a name an upcaster step renames
+/// from), borrowed for the program's life: a store reading many rows can give each envelope
+/// this `Cow::Borrowed` name instead of a copy of the row's text. `None` for a name nothing
+/// linked into this binary registers.
+pub fn static_name(name: &str) -> Option<&'static str> {
+    TypeIndex::global().static_name(name)
+}
+
 /// Checks that `payload` decodes as the type of `kind` registered under `name` (or an alias),
 /// as today's version of it.
 ///

@@ -495,6 +495,19 @@ fn versions_and_aliases_are_declared_on_the_types() {
     let found = sourceflow::registry::find(sourceflow::registry::TypeKind::Event, "ev.Deposited")
         .expect("an alias resolves");
     assert_eq!(found.name, "ev.FundsDeposited");
+    // Stores borrow every registered wire name, old ones included, instead of copying it.
+    for name in [
+        "ev.Open",
+        "ev.OpenAccount",
+        "ev.Deposited",
+        "ev.FundsDeposited",
+    ] {
+        assert_eq!(sourceflow::registry::static_name(name), Some(name));
+    }
+    assert_eq!(
+        sourceflow::registry::static_name("ev.NeverRegistered"),
+        None
+    );
 }
 
 /// A command scheduled by version 1 (still pending when version 2 starts) fires through the

@@ -133,6 +133,7 @@ mod migrate;
 mod queries;
 mod schedule;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -146,7 +147,7 @@ use uuid::Uuid;
 use crate::retry::Backoff;
 use crate::sql::keys::KeyWrite;
 use crate::sql::read::{Param, Query, ReadQueries};
-use crate::sql::rows::Columns;
+use crate::sql::rows::{message_name, Columns};
 use crate::sql::values::{corrupt, db_int, from_db, payload_text};
 use crate::sql::write::{Write, Written};
 use crate::sql::{Backend, SqlStore};
@@ -271,6 +272,10 @@ impl Columns for PgRow {
 
     fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
         get(self, index)
+    }
+
+    fn name(&self, index: usize) -> Result<Cow<'static, str>, StoreError> {
+        get::<&str>(self, index).map(message_name)
     }
 }
 

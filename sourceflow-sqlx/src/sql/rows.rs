@@ -79,6 +79,18 @@ pub(crate) trait Columns {
     fn bytes(&self, index: usize) -> Result<Vec<u8>, StoreError> {
         self.text(index).map(String::into_bytes)
     }
+    /// A non-null message name column: borrowed when a type linked into this binary registers
+    /// the name (nearly every row of a long read), copied otherwise.
+    fn name(&self, index: usize) -> Result<Cow<'static, str>, StoreError> {
+        let text = self.text(index)?;
+        Ok(sourceflow::registry::static_name(&text).map_or(Cow::Owned(text), Cow::Borrowed))
+    }
+}
+
+/// `text` as a registered wire name, or a copy of it.
+pub(crate) fn message_name(text: &str) -> Cow<'static, str> {
+    sourceflow::registry::static_name(text)
+        .map_or_else(|| Cow::Owned(text.to_owned()), Cow::Borrowed)
 }
 
 /// Reads the envelope columns: `stream_type, stream_id` at `stream`, and `message_id, name,
@@ -98,7 +110,7 @@ fn envelope_at(row: &impl Columns, stream: usize, meta: usize) -> Result<Envelop
 /// rows' stream columns read and copied).
 fn envelope_of(row: &impl Columns, stream: StreamId, meta: usize) -> Result<Envelope, StoreError> {
     let message_id = row.uuid(meta)?;
-    let name = row.text(meta + 1)?;
+    let name = row.name(meta + 1)?;
     let version = row.int(meta + 2)?;
     let correlation_id = row.uuid(meta + 3)?;
     let causation_id = row.optional_uuid(meta + 4)?;
@@ -107,7 +119,7 @@ fn envelope_of(row: &impl Columns, stream: StreamId, meta: usize) -> Result<Enve
         .map_err(|_| StoreError::Corrupt(format!("message version out of range: {version}")))?;
     Ok(Envelope {
         message_id,
-        name: Cow::Owned(name),
+        name,
         version,
         stream,
         correlation_id,

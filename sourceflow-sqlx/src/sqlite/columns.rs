@@ -2,6 +2,8 @@
 //! RFC 3339 UTC text, payloads as JSON text; and [`Columns`] over the readers' rows (sqlx), the
 //! stream readers' rows and the writer's rows (rusqlite).
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use rusqlite::types::{Value, ValueRef};
 use sourceflow::store::StoreError;
@@ -9,7 +11,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::sql::rows::Columns;
+use crate::sql::rows::{message_name, Columns};
 use crate::sql::values::{corrupt, micros};
 
 /// Timestamps as fixed-width UTC text, in whole microseconds (as every backend keeps them):
@@ -198,6 +200,10 @@ impl Columns for rusqlite::Row<'_> {
 
     fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
         parse_time(row_text(self, index)?)
+    }
+
+    fn name(&self, index: usize) -> Result<Cow<'static, str>, StoreError> {
+        row_text(self, index).map(message_name)
     }
 
     /// The payload's bytes as stored: JSON decoding checks them, so they are not checked as

@@ -121,6 +121,9 @@ impl StreamReaders {
     }
 }
 
+/// The largest bounded read whose rows are allocated up front (a replay's page is 1,000).
+const PRESIZED_ROWS: usize = 4_096;
+
 /// Runs `query` for one stream on `connection`, mapping each row in place.
 fn run<T: StreamRow>(
     connection: &rusqlite::Connection,
@@ -134,7 +137,9 @@ fn run<T: StreamRow>(
         .map_err(classify_writer)?;
     let params = rusqlite::params![stream.entity_type, stream.id.as_str(), from, to];
     let mut rows = statement.query(params).map_err(classify_writer)?;
-    let mut mapped = Vec::new();
+    // A bounded read (a replay's page) has at most one row per sequence: sized once.
+    let bounded = usize::try_from(to.saturating_sub(from).saturating_add(1)).unwrap_or(0);
+    let mut mapped = Vec::with_capacity(if bounded <= PRESIZED_ROWS { bounded } else { 0 });
     while let Some(row) = rows.next().map_err(classify_writer)? {
         mapped.push(T::map(row, stream)?);
     }

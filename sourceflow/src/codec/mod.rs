@@ -290,6 +290,12 @@ impl TypeIndex {
         })
     }
 
+    /// `name` as the wire name it equals in this index (a type's name, an alias, or a name an
+    /// upcaster step renames from), borrowed for the program's life.
+    pub fn static_name(&self, name: &str) -> Option<&'static str> {
+        self.by_name.get_key_value(name).map(|(name, _)| *name)
+    }
+
     /// Every registered type this wire name resolves to: its own name, an alias, or the name
     /// an upcaster step renames from (more than one of a kind is a configuration error).
     pub fn named(&self, name: &str) -> &[TypeRecord] {

@@ -84,7 +84,8 @@ struct CommandPages {
     /// Read from the archive instead of the hot tables.
     archived: bool,
     to: Option<Sequence>,
-    page: std::collections::VecDeque<StoredCommand>,
+    /// The rest of the page being replayed (handed out by move, not copied into a queue).
+    page: std::vec::IntoIter<StoredCommand>,
     /// The reads of the pages after `fetched`, in order.
     ahead: std::collections::VecDeque<ReadAhead>,
     /// The last sequence read from the store, and the last one handed out.
@@ -115,7 +116,7 @@ impl CommandPages {
             stream: stream.clone(),
             archived,
             to,
-            page: std::collections::VecDeque::new(),
+            page: Vec::new().into_iter(),
             ahead: std::collections::VecDeque::new(),
             fetched: Sequence::ZERO,
             returned: Sequence::ZERO,
@@ -148,7 +149,7 @@ impl CommandPages {
     }
 
     async fn next(&mut self) -> Result<Option<StoredCommand>, Error> {
-        if self.page.is_empty() && !self.done {
+        if self.page.as_slice().is_empty() && !self.done {
             self.read_ahead(1);
             match self.ahead.pop_front() {
                 None => self.done = true,
@@ -172,11 +173,11 @@ impl CommandPages {
                         }
                         None => self.done = true,
                     }
-                    self.page.extend(commands);
+                    self.page = commands.into_iter();
                 }
             }
         }
-        let Some(next) = self.page.pop_front() else {
+        let Some(next) = self.page.next() else {
             return Ok(None);
         };
         let expected = self.returned.next();
