@@ -145,10 +145,10 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::retry::Backoff;
-use crate::sql::keys::KeyWrite;
 use crate::sql::read::{Param, Query, ReadQueries};
 use crate::sql::rows::{message_name, Columns};
 use crate::sql::values::{corrupt, db_int, from_db, payload_text};
+use crate::sql::write::KeyWrite;
 use crate::sql::write::{Write, Written};
 use crate::sql::{Backend, SqlStore};
 use commit::BindEnvelope;

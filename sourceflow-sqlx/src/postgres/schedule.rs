@@ -19,9 +19,10 @@ use super::commit::{
 use super::error::{classify, is_unique_violation};
 use super::queries::COMMIT_INLINE;
 use super::Postgres;
-use crate::sql::schedule::{schedule_columns, schedule_row, ScheduleAnswer, ScheduleWrite};
+use crate::sql::schedule::{schedule_columns, schedule_row};
 use crate::sql::values::{db_int, db_limit, micros, payload_text};
 use crate::sql::write::Written;
+use crate::sql::write::{ScheduleAnswer, ScheduleWrite};
 use crate::sql::Backend;
 
 const INSERT_SCHEDULES: &str = "INSERT INTO sf_schedules (id, state, due_at, ready_at, \

@@ -4,31 +4,18 @@
 //! ([`KeyWrite`]: SQLite runs them on its writer thread).
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sourceflow::personal::{KeyState, KeyStore, SubjectKey};
 use sourceflow::store::StoreError;
 
 use super::read::{fetch, Param};
 use super::rows::Columns;
-use super::write::{Write, Written};
+use super::write::{KeyWrite, Write, Written};
 use super::{write_answer, Backend, SqlStore};
 
 /// A subject's key: no row if it never had one, an empty text if it was forgotten (both
 /// backends, also on the SQLite writer's connection and in a Postgres unit's transaction).
 pub(crate) const KEY_OF: &str = "SELECT COALESCE(key, '') FROM sf_keys WHERE subject = $1";
-
-/// A write to the key table.
-#[derive(Debug)]
-pub(crate) enum KeyWrite {
-    /// Stores `key` as `subject`'s key unless the subject has a row already.
-    Insert {
-        subject: String,
-        key: String,
-        now: DateTime<Utc>,
-    },
-    /// Deletes `subject`'s key and marks it forgotten (a row even if it had none).
-    Forget { subject: String, now: DateTime<Utc> },
-}
 
 async fn key_write<B: Backend>(backend: &B, write: KeyWrite) -> Result<(), StoreError> {
     write_answer(backend, Write::Keys(write), |written| match written {

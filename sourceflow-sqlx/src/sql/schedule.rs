@@ -3,8 +3,6 @@
 //! process are serialised by the file's write lock, Postgres claims with `FOR UPDATE SKIP
 //! LOCKED`), and the row mapping both share.
 
-use std::borrow::Cow;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sourceflow::schedule::{
@@ -15,7 +13,7 @@ use sourceflow::store::{OutboxMessage, StoreError, UnitOfWork};
 use sourceflow::{CommandReceipt, EntityId, Envelope, StreamId};
 
 use super::rows::Columns;
-use super::write::{Write, Written};
+use super::write::{ScheduleAnswer, ScheduleWrite, Write, Written};
 use super::{write_answer, Backend, SqlStore};
 
 /// The schedule columns in the order [`schedule_row`] reads them, the payload as `$payload`.
@@ -36,44 +34,6 @@ pub(crate) use schedule_columns;
 const ANY_CLAIMABLE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM sf_schedules \
      WHERE ready_at IS NOT NULL AND ready_at <= $1 LIMIT 1) s";
 
-/// A scheduling write (or a read that both backends run where they write).
-#[derive(Debug)]
-pub(crate) enum ScheduleWrite {
-    Commit(Box<(UnitOfWork, ScheduleChanges)>),
-    Add(Vec<NewSchedule>),
-    Cancel {
-        id: ScheduleId,
-        now: DateTime<Utc>,
-    },
-    Claim {
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: usize,
-    },
-    MarkFired {
-        ids: Vec<ScheduleId>,
-        now: DateTime<Utc>,
-    },
-    Release {
-        ids: Vec<ScheduleId>,
-        at: DateTime<Utc>,
-    },
-    Get(ScheduleId),
-    Pending {
-        after: Option<(DateTime<Utc>, ScheduleId)>,
-        limit: usize,
-    },
-}
-
-/// The answer to a [`ScheduleWrite`].
-#[derive(Debug)]
-pub(crate) enum ScheduleAnswer {
-    Receipt(CommandReceipt),
-    Done,
-    Cancel(CancelOutcome),
-    Records(Vec<ScheduleRecord>),
-}
-
 /// Reads a schedule row (columns as [`schedule_columns`] lists them).
 pub(crate) fn schedule_row(row: &impl Columns) -> Result<ScheduleRecord, StoreError> {
     let state = row.text(1)?;
@@ -90,7 +50,7 @@ pub(crate) fn schedule_row(row: &impl Columns) -> Result<ScheduleRecord, StoreEr
             command: OutboxMessage {
                 envelope: Envelope {
                     message_id: row.uuid(5)?,
-                    name: Cow::Owned(row.text(6)?),
+                    name: row.name(6)?,
                     version,
                     stream: StreamId::new(row.text(3)?, EntityId::from(row.text(4)?)),
                     correlation_id: row.uuid(8)?,

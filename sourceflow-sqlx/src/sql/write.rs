@@ -3,7 +3,11 @@
 //! SQLite backend queues them for its writer thread; the Postgres backend runs each as one
 //! round trip.
 
+use chrono::{DateTime, Utc};
 use sourceflow::message::{NewEvent, StoredCommand};
+use sourceflow::schedule::{
+    CancelOutcome, NewSchedule, ScheduleChanges, ScheduleId, ScheduleRecord,
+};
 use sourceflow::store::{InlineProjection, ProjectionCommit, StoreError, UnitOfWork};
 use sourceflow::{CommandReceipt, EntityId, Position, RecordedEvent, Sequence, StreamId};
 
@@ -62,9 +66,9 @@ pub(crate) enum Write {
     /// [`Store::restore_stream`](sourceflow::store::Store::restore_stream): the marker unit.
     RestoreStream(UnitOfWork),
     /// Everything of [`ScheduleStore`](sourceflow::store::ScheduleStore).
-    Schedules(super::schedule::ScheduleWrite),
+    Schedules(ScheduleWrite),
     /// The writes of [`KeyStore`](sourceflow::personal::KeyStore).
-    Keys(super::keys::KeyWrite),
+    Keys(KeyWrite),
 }
 
 /// What a write produced: the answer of the method that asked for it.
@@ -75,7 +79,58 @@ pub(crate) enum Written {
     Sequence(Sequence),
     Events(Vec<RecordedEvent>),
     Done,
-    Schedules(super::schedule::ScheduleAnswer),
+    Schedules(ScheduleAnswer),
+}
+
+/// A scheduling write (or a read that both backends run where they write).
+#[derive(Debug)]
+pub(crate) enum ScheduleWrite {
+    Commit(Box<(UnitOfWork, ScheduleChanges)>),
+    Add(Vec<NewSchedule>),
+    Cancel {
+        id: ScheduleId,
+        now: DateTime<Utc>,
+    },
+    Claim {
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    },
+    MarkFired {
+        ids: Vec<ScheduleId>,
+        now: DateTime<Utc>,
+    },
+    Release {
+        ids: Vec<ScheduleId>,
+        at: DateTime<Utc>,
+    },
+    Get(ScheduleId),
+    Pending {
+        after: Option<(DateTime<Utc>, ScheduleId)>,
+        limit: usize,
+    },
+}
+
+/// The answer to a [`ScheduleWrite`].
+#[derive(Debug)]
+pub(crate) enum ScheduleAnswer {
+    Receipt(CommandReceipt),
+    Done,
+    Cancel(CancelOutcome),
+    Records(Vec<ScheduleRecord>),
+}
+
+/// A write to the key table.
+#[derive(Debug)]
+pub(crate) enum KeyWrite {
+    /// Stores `key` as `subject`'s key unless the subject has a row already.
+    Insert {
+        subject: String,
+        key: String,
+        now: DateTime<Utc>,
+    },
+    /// Deletes `subject`'s key and marks it forgotten (a row even if it had none).
+    Forget { subject: String, now: DateTime<Utc> },
 }
 
 /// An answer of the wrong kind for its write: a bug in a backend, reported rather than

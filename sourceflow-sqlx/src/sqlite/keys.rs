@@ -6,8 +6,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sourceflow::store::{NewKey, StoreError};
 
 use super::columns::time_text;
-use super::writer::{db_err, execute};
-use crate::sql::keys::{KeyWrite, KEY_OF};
+use super::statement::{db_err, execute};
+use crate::sql::keys::KEY_OF;
+use crate::sql::write::KeyWrite;
 use crate::sql::write::Written;
 
 const INSERT_KEY: &str = "INSERT INTO sf_keys (subject, key, created_at) VALUES (?1, ?2, ?3) \

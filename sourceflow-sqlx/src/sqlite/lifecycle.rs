@@ -14,7 +14,8 @@ use sourceflow::lifecycle::ERASED;
 use sourceflow::store::{StoreError, UnitOfWork};
 use sourceflow::{CommandReceipt, Sequence, StreamId};
 
-use super::writer::{commit, db_err, execute};
+use super::commit::commit;
+use super::statement::{db_err, execute};
 use crate::sql::queries::LAST_COMMAND;
 use crate::sql::values::{db_int, from_db};
 

@@ -10,11 +10,16 @@
 //! for with `busy_timeout`, and a batch that still meets `SQLITE_BUSY` is retried with backoff.
 //!
 //! The modules: [`open`](self) (the builder, connections and migrations), `writer` (the writer
-//! thread and its group commit), `streams` (long reads of one stream on connections of their
-//! own), `queries` (every statement), `columns` (how values are stored as text), `error` (which
-//! errors are transient).
+//! thread, its group commit and how each write is applied), `commit` (a unit of work's rows:
+//! the duplicate check, command, events, outbox, models and positions), `keys`, `lifecycle` and
+//! `schedule` (the writes of personal-data keys, stream lifecycles and schedules), `statement`
+//! (running a cached statement), `streams` (long reads of one stream on connections of their
+//! own), `database` (what a connection opens), `queries` (every statement), `columns` (how
+//! values are stored as text), `error` (which errors are transient). Imports run one way: the
+//! writer takes from the write modules, they take from `commit` and `statement`.
 
 mod columns;
+mod commit;
 mod database;
 mod error;
 mod keys;
@@ -22,6 +27,7 @@ mod lifecycle;
 mod open;
 mod queries;
 mod schedule;
+mod statement;
 mod streams;
 mod writer;
 

@@ -10,10 +10,12 @@ use sourceflow::schedule::{
 use sourceflow::store::{StoreError, UnitOfWork};
 
 use super::columns::{bound_text, time_text, ValueRow};
-use super::writer::{commit, db_err, execute, Metadata};
-use crate::sql::schedule::{schedule_columns, schedule_row, ScheduleAnswer, ScheduleWrite};
+use super::commit::{commit, Metadata};
+use super::statement::{db_err, execute};
+use crate::sql::schedule::{schedule_columns, schedule_row};
 use crate::sql::values::{db_limit, payload_text};
 use crate::sql::write::Written;
+use crate::sql::write::{ScheduleAnswer, ScheduleWrite};
 
 const INSERT_SCHEDULE: &str = "INSERT INTO sf_schedules (id, state, due_at, ready_at, \
      stream_type, stream_id, message_id, name, version, correlation_id, causation_id, \
