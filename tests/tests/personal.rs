@@ -9,7 +9,9 @@
 //! - a field written after `forget` is stored redacted;
 //! - `forget` racing concurrent sends for the same subject loses no command of any subject;
 //! - a subject's first key commits in the unit of work that first uses it, or not at all, and
-//!   first uses racing in two processes agree on one key (every field reads back).
+//!   first uses racing in two processes agree on one key (every field reads back);
+//! - a resent unit answered as a duplicate gets the original events opened, whether or not it
+//!   carries personal fields itself.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -590,6 +592,52 @@ async fn sqlite_a_first_key_commits_with_its_unit() {
 async fn postgres_a_first_key_commits_with_its_unit() {
     #[cfg(sourceflow_pg)]
     a_first_key_commits_with_its_unit(Subject::postgres().await).await;
+}
+
+/// A resent unit answered as a duplicate by the store gets the original receipt with its
+/// events readable, also when the resent unit itself carries no personal field (it goes to the
+/// store without sealing, and only the original events read back need opening).
+async fn a_duplicate_of_a_sealed_unit_reads_back_opened(subject: Subject) {
+    use sourceflow::personal::SealedStore;
+    use sourceflow_testkit::records::stream;
+
+    let sealed = SealedStore::new(subject.store.clone());
+    let s = stream("crm.Customer", ALICE);
+    let registered = Registered {
+        contact: alice_contact(),
+    };
+    let mut original = sourceflow_testkit::records::unit(&s, 0, 1);
+    original.events[0].payload = serde_json::to_vec(&registered).unwrap();
+    let first = sealed.commit(original.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    let mut plain = original;
+    plain.events[0].payload = b"{}".to_vec();
+    for resent in [plain.clone(), plain] {
+        let receipt = sealed.commit(resent).await.unwrap();
+        assert!(receipt.duplicate);
+        assert_eq!(receipt.sequence, first.sequence);
+        let read: Registered = serde_json::from_slice(&receipt.events[0].payload).unwrap();
+        assert_eq!(read, registered, "the original event, opened");
+    }
+    assert_holds_none(&subject.bytes().await, ALICE_SECRETS, "after the resends");
+    subject.finish().await;
+}
+
+#[tokio::test]
+async fn memory_a_duplicate_of_a_sealed_unit_reads_back_opened() {
+    a_duplicate_of_a_sealed_unit_reads_back_opened(Subject::memory().await).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_duplicate_of_a_sealed_unit_reads_back_opened() {
+    a_duplicate_of_a_sealed_unit_reads_back_opened(Subject::sqlite().await).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(sourceflow_pg), ignore = "needs SOURCEFLOW_PG_URL when built")]
+async fn postgres_a_duplicate_of_a_sealed_unit_reads_back_opened() {
+    #[cfg(sourceflow_pg)]
+    a_duplicate_of_a_sealed_unit_reads_back_opened(Subject::postgres().await).await;
 }
 
 /// First uses of new subjects racing in two processes (two flows, each with its own key cache

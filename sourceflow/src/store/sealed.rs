@@ -460,9 +460,18 @@ fn model_has_personal(model: &ModelWrite) -> bool {
     model.state.as_deref().is_some_and(has_personal)
 }
 
-#[async_trait]
-impl Store for SealedStore {
-    async fn commit(&self, mut unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+impl SealedStore {
+    /// A unit (with its inline projections) that has nothing to seal goes to the wrapped
+    /// store as it is; only a duplicate's original events, read back, may need opening.
+    async fn commit_plain(&self, receipt: CommandReceipt) -> Result<CommandReceipt, StoreError> {
+        if receipt.duplicate {
+            Box::pin(self.open_receipt(receipt, Vec::new())).await
+        } else {
+            Ok(receipt)
+        }
+    }
+
+    async fn commit_sealed(&self, mut unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
         let plaintext = self.seal_unit(&mut unit, &mut [], &mut [], true).await?;
         let receipt = self
             .commit_carrying_keys(unit, |u| self.inner.commit(u))
@@ -470,7 +479,7 @@ impl Store for SealedStore {
         self.open_receipt(receipt, plaintext).await
     }
 
-    async fn commit_inline(
+    async fn commit_inline_sealed(
         &self,
         mut unit: UnitOfWork,
         mut projections: Vec<InlineProjection>,
@@ -482,6 +491,32 @@ impl Store for SealedStore {
             .commit_carrying_keys(unit, |u| self.inner.commit_inline(u, projections))
             .await?;
         Ok((self.open_receipt(receipt, plaintext).await?, applied))
+    }
+}
+
+/// The common case first: most units carry no personal field, and their commit should not
+/// carry (or copy) the sealing path's state machine, which is boxed for the units that do.
+#[async_trait]
+impl Store for SealedStore {
+    async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
+        if unit_has_personal(&unit) {
+            return Box::pin(self.commit_sealed(unit)).await;
+        }
+        let receipt = self.inner.commit(unit).await?;
+        self.commit_plain(receipt).await
+    }
+
+    async fn commit_inline(
+        &self,
+        unit: UnitOfWork,
+        projections: Vec<InlineProjection>,
+    ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
+        let models = projections.iter().flat_map(|p| &p.models);
+        if unit_has_personal(&unit) || models.clone().any(model_has_personal) {
+            return Box::pin(self.commit_inline_sealed(unit, projections)).await;
+        }
+        let (receipt, applied) = self.inner.commit_inline(unit, projections).await?;
+        Ok((self.commit_plain(receipt).await?, applied))
     }
 
     async fn load_commands(

@@ -169,12 +169,15 @@ impl WriteSide {
         );
         let started = Instant::now();
         // Futures are only wrapped in their span when something listens: the wrapper moves
-        // the whole pipeline's state machine, a cost on every command otherwise.
-        let executing = self.execute(projector, route, command, check_duplicate);
+        // the whole pipeline's state machine, a cost on every command otherwise. Each branch
+        // makes its own future where it is awaited, so the plain one is not moved either.
         let (receipt, decoded) = if span.is_disabled() {
-            executing.await?
+            self.execute(projector, route, command, check_duplicate)
+                .await?
         } else {
-            executing.instrument(span.clone()).await?
+            self.execute(projector, route, command, check_duplicate)
+                .instrument(span.clone())
+                .await?
         };
         if !span.is_disabled() {
             span.record("seq", receipt.sequence.0);
@@ -199,11 +202,10 @@ impl WriteSide {
                     moved && wake
                 });
             }
-            let projecting = projector.project(&receipt, decoded);
             if span.is_disabled() {
-                projecting.await;
+                projector.project(&receipt, decoded).await;
             } else {
-                projecting.instrument(span).await;
+                projector.project(&receipt, decoded).instrument(span).await;
             }
         }
         Ok(receipt)
