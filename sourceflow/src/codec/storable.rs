@@ -10,6 +10,7 @@
 //! Every other value (any string, including U+0000; every finite float, including `-0.0`; every
 //! integer) is stored as the exact JSON text and reads back bit for bit on every backend.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::ser::{self, Serialize};
@@ -57,23 +58,37 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Encode
     let mut walk = Walk::default();
     match value.serialize(&mut walk) {
         Ok(()) if walk.violations.is_empty() => {
-            serde_json::to_vec(value).map_err(EncodeError::Serde)
+            // Sized for a typical message, so that most are written without growing.
+            let mut bytes = Vec::with_capacity(ENCODED_CAPACITY);
+            serde_json::to_writer(&mut bytes, value).map_err(EncodeError::Serde)?;
+            Ok(bytes)
         }
         Ok(()) => Err(EncodeError::Unstorable(walk.violations)),
         Err(Custom(message)) => Err(EncodeError::Serde(ser::Error::custom(message))),
     }
 }
 
+/// The bytes an encoded payload starts with room for.
+const ENCODED_CAPACITY: usize = 128;
+
+/// One step of the path to a field, kept unformatted (and mostly borrowed) until a violation
+/// needs the field's name: walking a value that reads back allocates no path.
+enum Segment {
+    Name(&'static str),
+    Key(Cow<'static, str>),
+    Index(usize),
+}
+
 /// Walks a value as `serde_json` would write it, recording what would not read back.
 #[derive(Default)]
 struct Walk {
     depth: usize,
-    path: Vec<String>,
+    path: Vec<Segment>,
     /// Per open sequence: the index of its next element.
     indexes: Vec<usize>,
     /// A map key being serialised: its text becomes the next path segment.
     in_key: bool,
-    key: String,
+    key: Cow<'static, str>,
     too_deep: bool,
     violations: Violations,
 }
@@ -82,12 +97,18 @@ impl Walk {
     fn field(&self) -> String {
         let mut field = String::new();
         for segment in &self.path {
-            if segment.starts_with('[') || field.is_empty() {
-                field.push_str(segment);
-            } else {
+            let name = match segment {
+                Segment::Index(index) => {
+                    field.push_str(&format!("[{index}]"));
+                    continue;
+                }
+                Segment::Name(name) => name,
+                Segment::Key(key) => &**key,
+            };
+            if !field.is_empty() {
                 field.push('.');
-                field.push_str(segment);
             }
+            field.push_str(name);
         }
         field
     }
@@ -112,7 +133,7 @@ impl Walk {
 
     fn float(&mut self, finite: bool) {
         if self.in_key {
-            self.key = "<number>".to_owned();
+            self.key = Cow::Borrowed("<number>");
         } else if !finite {
             let field = self.field();
             self.violations.add(
@@ -124,7 +145,7 @@ impl Walk {
 
     fn scalar(&mut self, text: impl fmt::Display) {
         if self.in_key {
-            self.key = text.to_string();
+            self.key = Cow::Owned(text.to_string());
         }
     }
 
@@ -133,14 +154,11 @@ impl Walk {
         if let Some(next) = self.indexes.last_mut() {
             *next += 1;
         }
-        self.path.push(format!("[{index}]"));
-        let done = value.serialize(&mut *self);
-        self.path.pop();
-        done
+        self.within(Segment::Index(index), value)
     }
 
-    fn named<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<(), Custom> {
-        self.path.push(name.to_owned());
+    fn within<T: Serialize + ?Sized>(&mut self, at: Segment, value: &T) -> Result<(), Custom> {
+        self.path.push(at);
         let done = value.serialize(&mut *self);
         self.path.pop();
         done
@@ -279,7 +297,7 @@ impl ser::Serializer for &mut Walk {
         value: &T,
     ) -> Result<(), Custom> {
         self.open();
-        let done = self.named(variant, value);
+        let done = self.within(Segment::Name(variant), value);
         self.close();
         done
     }
@@ -302,7 +320,7 @@ impl ser::Serializer for &mut Walk {
         _: usize,
     ) -> Result<Self, Custom> {
         self.open();
-        self.path.push(variant.to_owned());
+        self.path.push(Segment::Name(variant));
         self.open();
         self.indexes.push(0);
         Ok(self)
@@ -323,7 +341,7 @@ impl ser::Serializer for &mut Walk {
         _: usize,
     ) -> Result<Self, Custom> {
         self.open();
-        self.path.push(variant.to_owned());
+        self.path.push(Segment::Name(variant));
         self.open();
         Ok(self)
     }
@@ -384,14 +402,14 @@ impl ser::SerializeMap for &mut Walk {
     type Error = Custom;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Custom> {
         self.in_key = true;
-        self.key = "<key>".to_owned();
+        self.key = Cow::Borrowed("<key>");
         let done = key.serialize(&mut **self);
         self.in_key = false;
         done
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Custom> {
         let key = std::mem::take(&mut self.key);
-        self.named(&key, value)
+        self.within(Segment::Key(key), value)
     }
     fn end(self) -> Result<(), Custom> {
         self.close();
@@ -407,7 +425,7 @@ impl ser::SerializeStruct for &mut Walk {
         name: &'static str,
         value: &T,
     ) -> Result<(), Custom> {
-        self.named(name, value)
+        self.within(Segment::Name(name), value)
     }
     fn end(self) -> Result<(), Custom> {
         self.close();
@@ -423,7 +441,7 @@ impl ser::SerializeStructVariant for &mut Walk {
         name: &'static str,
         value: &T,
     ) -> Result<(), Custom> {
-        self.named(name, value)
+        self.within(Segment::Name(name), value)
     }
     fn end(self) -> Result<(), Custom> {
         self.close();
