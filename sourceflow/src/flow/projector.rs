@@ -42,7 +42,7 @@ impl Projector for ReadSide {
     ) -> Prepared<PreparedView<'a>> {
         let mut prepared = smallvec::SmallVec::new();
         let mut projections = Vec::new();
-        for subscriber in &self.subscribers {
+        for subscriber in self.subscribers.iter().filter(|s| s.may_prepare(events)) {
             if let Some((ready, projection)) = subscriber
                 .prepare_inline(self, stream, first_sequence, events, decoded)
                 .await

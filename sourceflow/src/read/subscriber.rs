@@ -508,22 +508,6 @@ impl Subscriber {
             .await
     }
 
-    /// Runs this subscriber's routes for one decoded event.
-    async fn apply_decoded(
-        &self,
-        flow: &ReadSide,
-        meta: EventMeta,
-        message: &ErasedMessage,
-        cx: &mut ViewContext,
-        outbox: &mut Vec<crate::store::OutboxMessage>,
-    ) -> Result<(), Error> {
-        let Some((_, routes)) = self.routes.get(&*meta.name) else {
-            return Ok(());
-        };
-        self.run_routes(flow, routes, meta, message, cx, outbox)
-            .await
-    }
-
     /// Runs `routes` (this subscriber's routes for the event's type) for one decoded event.
     async fn run_routes(
         &self,
@@ -564,6 +548,17 @@ impl Subscriber {
         Ok(())
     }
 
+    /// Whether this subscriber could apply `events` ahead of their commit at all: a view kept
+    /// in this process's foreground that some of the events concern. Checked before its
+    /// preparation is started, so that the others cost nothing.
+    pub(crate) fn may_prepare(&self, events: &[NewEvent]) -> bool {
+        self.model.is_some()
+            && !self.background
+            && events
+                .iter()
+                .any(|e| self.routes.contains_key(&*e.envelope.name))
+    }
+
     /// Applies a unit of work's events to this view before the unit commits, so that its
     /// model writes commit in the same transaction ([`InlineProjection`]).
     ///
@@ -580,13 +575,7 @@ impl Subscriber {
         events: &[NewEvent],
         decoded: &[ErasedMessage],
     ) -> Option<(Prepared<'a>, InlineProjection)> {
-        if self.model.is_none() || self.background {
-            return None;
-        }
-        if !events
-            .iter()
-            .any(|e| self.routes.contains_key(&*e.envelope.name))
-        {
+        if !self.may_prepare(events) {
             return None;
         }
         let mut guard = self.state.try_lock().ok()?;
@@ -681,6 +670,9 @@ impl Subscriber {
             for (i, (event, message)) in unit.events.iter().zip(unit.decoded).enumerate() {
                 position += 1;
                 let envelope = &event.envelope;
+                let Some((_, routes)) = self.routes.get(&*envelope.name) else {
+                    continue;
+                };
                 let meta = EventMeta {
                     message_id: envelope.message_id,
                     name: envelope.name.clone(),
@@ -693,7 +685,7 @@ impl Subscriber {
                     timestamp: envelope.timestamp,
                 };
                 if self
-                    .apply_decoded(flow, meta, message, &mut cx, &mut outbox)
+                    .run_routes(flow, routes, meta, message, &mut cx, &mut outbox)
                     .await
                     .is_err()
                 {
