@@ -1,7 +1,8 @@
 //! The write side of the contract as values: the [`SqlStore`](super::SqlStore) turns each
 //! writing method into a [`Write`] for its backend, which answers with a [`Written`]. The
 //! SQLite backend queues them for its writer thread; the Postgres backend runs each as one
-//! round trip.
+//! round trip. The key and schedule writes ([`KeyWrite`], [`ScheduleWrite`]) are defined here
+//! with the rest; the store methods that build them live in `keys` and `schedule`.
 
 use chrono::{DateTime, Utc};
 use sourceflow::message::{NewEvent, StoredCommand};
