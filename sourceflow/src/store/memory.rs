@@ -275,8 +275,12 @@ impl Inner {
         } = unit;
         let stream = command.envelope.stream.clone();
         let message_id = command.envelope.message_id;
-        // One lookup of the stream for the duplicate check, the head check and the appends.
-        let data = streams.entry(stream.clone()).or_default();
+        // One lookup of the stream for the duplicate check, the head check and the appends
+        // (its key is cloned only for a stream seen for the first time).
+        let data = match streams.get_mut(&stream) {
+            Some(data) => data,
+            None => streams.entry(stream.clone()).or_default(),
+        };
         if let Some(receipt) = duplicate_receipt(log, data, &stream, message_id) {
             return Ok(receipt);
         }

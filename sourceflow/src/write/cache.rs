@@ -17,9 +17,13 @@ use crate::codec::{ErasedState, StateVtable};
 /// event sequence when this process knows it (it predicts where the next events will land).
 type Entry = (Sequence, ErasedState, Option<Sequence>);
 
+/// An entry as the cache keeps it: the state is `None` while a command has it (taken, and not
+/// yet put back), so the stream's key stays in place between the two.
+type Slot = (Sequence, Option<ErasedState>, Option<Sequence>);
+
 pub(crate) struct EntityCache {
     capacity: usize,
-    entries: Mutex<HashMap<StreamId, Entry>>,
+    entries: Mutex<HashMap<StreamId, Slot>>,
     /// Bumped by [`clear`](Self::clear): a state loaded before a clear is not put back.
     generation: AtomicU64,
 }
@@ -46,7 +50,7 @@ impl EntityCache {
         entries.clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Slot>> {
         // Entries are replaced whole, so a panic elsewhere cannot leave one half-written.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -60,11 +64,12 @@ impl EntityCache {
             return None;
         }
         let mut entries = self.lock();
-        let entry = entries.remove(stream)?;
-        if (vtable.type_id)() != entry.1.as_ref().type_id() {
+        let (version, state, last_event) = entries.get_mut(stream)?;
+        let state = state.take()?;
+        if (vtable.type_id)() != state.as_ref().type_id() {
             return None;
         }
-        Some(entry)
+        Some((*version, state, *last_event))
     }
 
     pub(crate) fn put(
@@ -82,11 +87,15 @@ impl EntityCache {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() >= self.capacity && !entries.contains_key(stream) {
+        if let Some(slot) = entries.get_mut(stream) {
+            *slot = (version, Some(state), last_event);
+            return;
+        }
+        if entries.len() >= self.capacity {
             // Crude but bounded: the cache only saves reads, starting over is always correct.
             entries.clear();
         }
-        entries.insert(stream.clone(), (version, state, last_event));
+        entries.insert(stream.clone(), (version, Some(state), last_event));
     }
 
     pub(crate) fn remove(&self, stream: &StreamId) {
