@@ -39,8 +39,11 @@ struct StreamData {
     commands: Vec<StoredCommand>,
     /// Indexes into `Inner::events`, in stream sequence order.
     events: Vec<usize>,
+    /// The message ids of a short stream's commands, in sequence order (the first has sequence
+    /// 1): scanned for a duplicate, 16 bytes apart instead of a whole command apart.
+    short_ids: Vec<Uuid>,
     /// Message id -> command sequence, built once the stream is long enough that scanning
-    /// `commands` would cost more than the map.
+    /// its ids would cost more than the map (`short_ids` is then empty).
     message_ids: Option<HashMap<Uuid, Sequence>>,
     /// The stored entity state and the sequence it reflects.
     entity: Option<(Sequence, Vec<u8>)>,
@@ -71,10 +74,10 @@ impl StreamData {
         match &self.message_ids {
             Some(index) => index.get(&message_id).copied(),
             None => self
-                .commands
+                .short_ids
                 .iter()
-                .find(|c| c.envelope.message_id == message_id)
-                .map(|c| c.sequence),
+                .position(|id| *id == message_id)
+                .map(|i| Sequence(i as u64 + 1)),
         }
     }
 
@@ -86,15 +89,17 @@ impl StreamData {
             Some(index) => {
                 index.insert(message_id, sequence);
             }
-            None if self.commands.len() > Self::SCAN => {
-                let index = self
-                    .commands
-                    .iter()
-                    .map(|c| (c.envelope.message_id, c.sequence))
-                    .collect();
-                self.message_ids = Some(index);
+            None => {
+                self.short_ids.push(message_id);
+                if self.short_ids.len() > Self::SCAN {
+                    let index = std::mem::take(&mut self.short_ids)
+                        .into_iter()
+                        .zip(1..)
+                        .map(|(id, sequence)| (id, Sequence(sequence)))
+                        .collect();
+                    self.message_ids = Some(index);
+                }
             }
-            None => {}
         }
     }
 }
