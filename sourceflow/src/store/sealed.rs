@@ -369,13 +369,7 @@ impl SealedStore {
         schedules: &mut [NewSchedule],
         carry_keys: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let any = unit_has_personal(unit)
-            || projections
-                .iter()
-                .flat_map(|p| &p.models)
-                .any(model_has_personal)
-            || schedules.iter().any(|s| has_personal(&s.command.payload));
-        if !any {
+        if !carries_personal(unit, projections, schedules) {
             return Ok(Vec::new());
         }
         let plaintext = unit
@@ -460,10 +454,28 @@ fn model_has_personal(model: &ModelWrite) -> bool {
     model.state.as_deref().is_some_and(has_personal)
 }
 
+/// Whether anything a commit writes (the unit, its views' models, its schedules) carries a
+/// personal field, and so needs sealing.
+fn carries_personal(
+    unit: &UnitOfWork,
+    projections: &[InlineProjection],
+    schedules: &[NewSchedule],
+) -> bool {
+    unit_has_personal(unit)
+        || projections
+            .iter()
+            .flat_map(|p| &p.models)
+            .any(model_has_personal)
+        || schedules.iter().any(|s| has_personal(&s.command.payload))
+}
+
 impl SealedStore {
     /// A unit (with its inline projections) that has nothing to seal goes to the wrapped
     /// store as it is; only a duplicate's original events, read back, may need opening.
-    async fn commit_plain(&self, receipt: CommandReceipt) -> Result<CommandReceipt, StoreError> {
+    async fn open_if_duplicate(
+        &self,
+        receipt: CommandReceipt,
+    ) -> Result<CommandReceipt, StoreError> {
         if receipt.duplicate {
             Box::pin(self.open_receipt(receipt, Vec::new())).await
         } else {
@@ -499,11 +511,11 @@ impl SealedStore {
 #[async_trait]
 impl Store for SealedStore {
     async fn commit(&self, unit: UnitOfWork) -> Result<CommandReceipt, StoreError> {
-        if unit_has_personal(&unit) {
+        if carries_personal(&unit, &[], &[]) {
             return Box::pin(self.commit_sealed(unit)).await;
         }
         let receipt = self.inner.commit(unit).await?;
-        self.commit_plain(receipt).await
+        self.open_if_duplicate(receipt).await
     }
 
     async fn commit_inline(
@@ -511,12 +523,11 @@ impl Store for SealedStore {
         unit: UnitOfWork,
         projections: Vec<InlineProjection>,
     ) -> Result<(CommandReceipt, Vec<bool>), StoreError> {
-        let models = projections.iter().flat_map(|p| &p.models);
-        if unit_has_personal(&unit) || models.clone().any(model_has_personal) {
+        if carries_personal(&unit, &projections, &[]) {
             return Box::pin(self.commit_inline_sealed(unit, projections)).await;
         }
         let (receipt, applied) = self.inner.commit_inline(unit, projections).await?;
-        Ok((self.commit_plain(receipt).await?, applied))
+        Ok((self.open_if_duplicate(receipt).await?, applied))
     }
 
     async fn load_commands(
