@@ -163,19 +163,55 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for PersonalVisitor<T> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut subject: Option<String> = None;
         let mut value: Option<T> = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                SUBJECT_KEY => subject = Some(map.next_value()?),
-                VALUE_KEY => value = Some(map.next_value()?),
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Subject => subject = Some(map.next_value()?),
+                Key::Value => value = Some(map.next_value()?),
                 // Ciphertext that was not opened (no key at hand): the value is unreadable
                 // here, which is what a redacted field means.
-                _ => {
+                Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         let subject = subject.ok_or_else(|| de::Error::missing_field(SUBJECT_KEY))?;
         Ok(Personal { subject, value })
+    }
+}
+
+/// A key of a personal field's object, read without copying it (a `Cow<str>` key would be
+/// an owned copy: serde borrows only where a derive asks it to).
+enum Key {
+    Subject,
+    Value,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key of a personal field")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            SUBJECT_KEY => Key::Subject,
+            VALUE_KEY => Key::Value,
+            _ => Key::Other,
+        })
+    }
+
+    fn visit_bytes<E: de::Error>(self, key: &[u8]) -> Result<Key, E> {
+        std::str::from_utf8(key).map_or(Ok(Key::Other), |key| self.visit_str(key))
     }
 }
 
@@ -205,6 +241,9 @@ mod tests {
 
         let redacted: Personal<String> = serde_json::from_str(r#"{"$personal":"c-1"}"#).unwrap();
         assert!(redacted.is_redacted());
+        let escaped: Personal<i64> =
+            serde_json::from_str(r#"{"\u0024personal":"c-1","v\u0061lue":5}"#).unwrap();
+        assert_eq!(escaped, Personal::new("c-1", 5), "escaped keys read the same");
         let sealed: Personal<String> =
             serde_json::from_str(r#"{"$personal":"c-1","sealed":"AAAA"}"#).unwrap();
         assert!(

@@ -14,12 +14,15 @@
 //! [`Personal`](crate::base::personal::Personal) writes it starts with `{"$personal":`, which
 //! cannot occur inside a JSON string (the quote would be escaped), so the fast path finds each
 //! field with a substring search, parses just that object and splices its replacement in: the
-//! rest of the payload keeps its exact text. A payload in another layout (whitespace, a field
+//! rest of the payload keeps its exact text. Opening works in the payload's own buffer (an
+//! opened value is always shorter than its ciphertext), so reading a sealed record allocates
+//! nothing for its personal fields. A payload in another layout (whitespace, a field
 //! flattened into its parent, a personal field inside another one) takes the slow path through
 //! `serde_json::Value`, which gives the same result with the payload re-encoded.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
 use aes_gcm::aead::{AeadInPlace, KeyInit, OsRng};
@@ -160,13 +163,6 @@ pub(crate) fn has_personal(payload: &[u8]) -> bool {
     subject_keys(payload).next().is_some()
 }
 
-/// True if `payload` may hold a sealed personal field: it has personal fields and the text
-/// `"sealed"` (a key the writer never escapes). A payload whose personal fields are all
-/// plaintext or redacted needs no opening.
-pub(crate) fn may_be_sealed(payload: &[u8]) -> bool {
-    SEALED_FINDER.find(payload).is_some() && has_personal(payload)
-}
-
 /// Where `payload` has `"$personal"` as an object key (the string followed by a colon; the
 /// same text as a string value is not one).
 fn subject_keys(payload: &[u8]) -> impl Iterator<Item = usize> + '_ {
@@ -217,18 +213,28 @@ pub(crate) fn seal<'k>(
     })
 }
 
-/// `payload` with every sealed personal field opened with its subject's key, or redacted if
-/// there is none (forgotten, unknown, or a ciphertext the key does not open); `None` if it
-/// holds no sealed field. `key` answers `None` for a subject whose key is not at hand: its
-/// fields are left sealed (the caller fetches the key and opens the payload again).
+/// Opens every sealed personal field of `payload` in place with its subject's key, or redacts
+/// it if there is none (forgotten, unknown, or a ciphertext the key does not open); true if
+/// the payload changed. `key` answers `None` for a subject whose key is not at hand: its fields
+/// are left sealed (the caller fetches the key and opens the payload again).
+///
+/// A payload without the text `"sealed"` (a key the writer never escapes) is left as it is
+/// after one search. Fields in the layout this module writes are opened where they are: an
+/// opened field is always shorter than its ciphertext, so the payload shrinks in its own
+/// buffer and its other bytes keep their exact text. A field in another layout sends the
+/// rest of the work to the general transform.
 pub(crate) fn unseal(
-    payload: &[u8],
+    payload: &mut Vec<u8>,
     key: &mut dyn FnMut(&str) -> Option<KeyState>,
-) -> Result<Option<Vec<u8>>, PersonalError> {
-    if !has_personal(payload) {
-        return Ok(None);
+) -> Result<bool, PersonalError> {
+    if SEALED_FINDER.find(payload).is_none() {
+        return Ok(false);
     }
-    transform(payload, &mut |subject, field| {
+    let (changed, done) = open_in_place(payload, key);
+    if done {
+        return Ok(changed);
+    }
+    let opened = transform(payload, &mut |subject, field| {
         let Field::Sealed(sealed) = field else {
             return Ok(Replace::Keep);
         };
@@ -240,14 +246,129 @@ pub(crate) fn unseal(
         Ok(match open(&key, subject, sealed) {
             Some(plain) => Replace::Plain(plain),
             None => {
-                tracing::warn!(
-                    subject,
-                    "a personal field does not open with its subject's key: read as redacted"
-                );
+                unopenable(subject);
                 Replace::Redacted
             }
         })
-    })
+    })?;
+    match opened {
+        Some(opened) => {
+            *payload = opened;
+            Ok(true)
+        }
+        None => Ok(changed),
+    }
+}
+
+/// The fast path of [`unseal`]: opens the fields in the layout [`write_node`] gives them,
+/// moving the rest of the payload down over the space each one frees. Returns whether the
+/// payload changed and whether it is done (false: a field in another layout, or a subject key
+/// the search did not reach as a field of its own, is left for the general transform, which
+/// keeps what this pass opened).
+fn open_in_place(
+    payload: &mut Vec<u8>,
+    key: &mut dyn FnMut(&str) -> Option<KeyState>,
+) -> (bool, bool) {
+    const VALUE: &[u8] = b",\"value\":";
+    // Bytes before `write` are final; bytes from `copied` on are the original text still to
+    // move down to `write`; `at` is where the search for the next field goes on.
+    let (mut write, mut copied, mut at) = (0, 0, 0);
+    let mut done = true;
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    while let Some(found) = MARK_FINDER.find(&payload[at..]) {
+        let mark = at + found;
+        let is_key = payload[mark + MARK.len()..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b':');
+        if !is_key {
+            at = mark + MARK.len();
+            continue;
+        }
+        let Some(start) = mark.checked_sub(1).filter(|&s| payload[s] == b'{') else {
+            done = false;
+            break;
+        };
+        let (subject, sealed, end) = match compact(payload, start) {
+            Some(Compact {
+                subject,
+                sealed: Some(sealed),
+                end,
+            }) => (subject, sealed, end),
+            Some(Compact { end, .. }) => {
+                at = end;
+                continue;
+            }
+            None => match skip_node(payload, start) {
+                Some(end) => {
+                    at = end;
+                    continue;
+                }
+                None => {
+                    done = false;
+                    break;
+                }
+            },
+        };
+        let name = std::str::from_utf8(&payload[subject.clone()]).expect("checked by compact");
+        let plain = match key(name) {
+            None => {
+                at = end;
+                continue;
+            }
+            Some(KeyState::Active(k)) => {
+                let text = decrypt(&k, name, &payload[sealed], &mut stack, &mut heap);
+                if text.is_none() {
+                    unopenable(name);
+                }
+                text
+            }
+            Some(_) => None,
+        };
+        // Keep `{"$personal":"<subject>"`, put `,"value":<plaintext>` (or nothing: redacted)
+        // where the ciphertext was, and keep the closing brace with the rest.
+        let keep = subject.end + 1;
+        if write != copied {
+            payload.copy_within(copied..keep, write);
+        }
+        write += keep - copied;
+        if let Some(plain) = plain {
+            let len = VALUE.len() + plain.len();
+            debug_assert!(
+                write + len < end,
+                "an opened field outgrew its ciphertext"
+            );
+            payload[write..write + VALUE.len()].copy_from_slice(VALUE);
+            payload[write + VALUE.len()..write + len].copy_from_slice(plain);
+            write += len;
+        }
+        copied = end - 1;
+        at = end;
+    }
+    let changed = copied != write;
+    if changed {
+        let len = payload.len();
+        payload.copy_within(copied..len, write);
+        payload.truncate(write + (len - copied));
+    }
+    (changed, done)
+}
+
+/// The offset past a personal field at `start` whose value is plaintext (any JSON); `None` for
+/// a field that is not one, or one sealed in another layout.
+fn skip_node(payload: &[u8], start: usize) -> Option<usize> {
+    let mut nodes = serde_json::Deserializer::from_slice(&payload[start..]).into_iter::<Node<'_>>();
+    let node = nodes.next()?.ok()?;
+    (node.value.is_some() && node.sealed.is_none()).then(|| start + nodes.byte_offset())
+}
+
+/// Logs a sealed field that its subject's key does not open (read as redacted).
+fn unopenable(subject: &str) {
+    tracing::warn!(
+        subject,
+        "a personal field does not open with its subject's key: read as redacted"
+    );
 }
 
 /// Encrypts one value (its JSON text) with a fresh random nonce: the sealed value's text.
@@ -266,19 +387,31 @@ fn close(key: &SubjectKey, subject: &str, value: &str) -> Result<String, Persona
 }
 
 /// Decrypts one sealed value; `None` if it is not base64 of a value in [`FORMAT`] that `key`
-/// opens to UTF-8 text (the cipher authenticates it: it is the JSON that was sealed). A short
-/// value is decoded on the stack.
+/// opens to UTF-8 text (the cipher authenticates it: it is the JSON that was sealed).
 fn open(key: &SubjectKey, subject: &str, sealed: &str) -> Option<String> {
-    let mut stack = [0u8; 256];
-    let mut heap: Vec<u8>;
+    let (mut stack, mut heap) = ([0u8; 256], Vec::new());
+    decrypt(key, subject, sealed.as_bytes(), &mut stack, &mut heap)
+        .and_then(|text| String::from_utf8(text.to_vec()).ok())
+}
+
+/// [`open`] into `stack` when the value is short, else into `heap`: the plaintext's bytes,
+/// valid UTF-8.
+fn decrypt<'b>(
+    key: &SubjectKey,
+    subject: &str,
+    sealed: &[u8],
+    stack: &'b mut [u8; 256],
+    heap: &'b mut Vec<u8>,
+) -> Option<&'b [u8]> {
     let bytes: &mut [u8] = match base64::decoded_len_estimate(sealed.len()) {
         n if n <= stack.len() => {
-            let n = STANDARD_NO_PAD.decode_slice(sealed, &mut stack).ok()?;
+            let n = STANDARD_NO_PAD.decode_slice(sealed, stack).ok()?;
             &mut stack[..n]
         }
         _ => {
-            heap = STANDARD_NO_PAD.decode(sealed).ok()?;
-            &mut heap
+            heap.clear();
+            STANDARD_NO_PAD.decode_vec(sealed, heap).ok()?;
+            heap
         }
     };
     if bytes.len() < 1 + NONCE + TAG || bytes[0] != FORMAT {
@@ -294,7 +427,8 @@ fn open(key: &SubjectKey, subject: &str, sealed: &str) -> Option<String> {
             Tag::from_slice(tag),
         )
         .ok()?;
-    std::str::from_utf8(text).ok().map(str::to_owned)
+    std::str::from_utf8(text).ok()?;
+    Some(text)
 }
 
 type Visit<'v> = dyn FnMut(&str, Field<'_>) -> Result<Replace, PersonalError> + 'v;
@@ -381,30 +515,59 @@ fn fast(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Option<Vec<u8>>>
 /// (`{"$personal":"<subject>","sealed":"<base64>"}` or `{"$personal":"<subject>"}`, the subject
 /// without escapes): its subject, the field and the offset past it. `None` for anything else.
 fn scan(payload: &[u8], start: usize) -> Option<(&str, Field<'_>, usize)> {
-    /// A JSON string's text from `at` (just past its opening quote) to its closing quote,
-    /// if it has no escape; and the offset past the closing quote.
-    fn plain_string(payload: &[u8], at: usize) -> Option<(&str, usize)> {
+    let found = compact(payload, start)?;
+    let subject = std::str::from_utf8(&payload[found.subject]).expect("checked by compact");
+    let field = match found.sealed {
+        Some(sealed) => Field::Sealed(std::str::from_utf8(&payload[sealed]).ok()?),
+        None => Field::Redacted,
+    };
+    Some((subject, field, found.end))
+}
+
+/// Where the parts of a field in the compact layout are (see [`compact`]).
+struct Compact {
+    /// The subject's text: UTF-8 without escapes or control characters.
+    subject: Range<usize>,
+    /// The ciphertext's text (not checked), or `None` for a redacted field.
+    sealed: Option<Range<usize>>,
+    /// The offset past the field's closing brace.
+    end: usize,
+}
+
+/// The parts of a sealed or redacted field at `start` in the layout [`write_node`] gives it;
+/// `None` for anything else.
+fn compact(payload: &[u8], start: usize) -> Option<Compact> {
+    /// A JSON string's bytes from `at` (just past its opening quote) to its closing quote, if
+    /// it has no escape.
+    fn plain_string(payload: &[u8], at: usize) -> Option<Range<usize>> {
         let len = memchr::memchr2(b'"', b'\\', payload.get(at..)?)?;
-        if payload[at + len] != b'"' {
-            return None;
-        }
-        let text = std::str::from_utf8(&payload[at..at + len]).ok()?;
-        Some((text, at + len + 1))
+        (payload[at + len] == b'"').then_some(at..at + len)
     }
     const SEALED: &[u8] = b",\"sealed\":\"";
     let at = start + OPENING.len();
     if payload.get(at) != Some(&b'"') {
         return None;
     }
-    let (subject, at) = plain_string(payload, at + 1)?;
-    if subject.bytes().any(|b| b < 0x20) {
+    let subject = plain_string(payload, at + 1)?;
+    let text = &payload[subject.clone()];
+    if text.iter().any(|&b| b < 0x20) || std::str::from_utf8(text).is_err() {
         return None;
     }
+    let at = subject.end + 1;
     match payload.get(at)? {
-        b'}' => Some((subject, Field::Redacted, at + 1)),
+        b'}' => Some(Compact {
+            subject,
+            sealed: None,
+            end: at + 1,
+        }),
         b',' if payload[at..].starts_with(SEALED) => {
-            let (sealed, at) = plain_string(payload, at + SEALED.len())?;
-            (payload.get(at) == Some(&b'}')).then_some((subject, Field::Sealed(sealed), at + 1))
+            let sealed = plain_string(payload, at + SEALED.len())?;
+            let end = sealed.end + 1;
+            (payload.get(end) == Some(&b'}')).then_some(Compact {
+                subject,
+                sealed: Some(sealed),
+                end: end + 1,
+            })
         }
         _ => None,
     }
@@ -512,6 +675,15 @@ fn walk(value: &mut serde_json::Value, visit: &mut Visit<'_>) -> Result<bool, Pe
 mod tests {
     use super::*;
 
+    /// `payload` opened by [`unseal`], if that changed it.
+    fn unsealed(
+        payload: &[u8],
+        key: &mut dyn FnMut(&str) -> Option<KeyState>,
+    ) -> Result<Option<Vec<u8>>, PersonalError> {
+        let mut payload = payload.to_vec();
+        Ok(unseal(&mut payload, key)?.then_some(payload))
+    }
+
     fn keys<'s>(state: &'s KeyState) -> impl Fn(&str) -> Option<&'s KeyState> {
         move |_| Some(state)
     }
@@ -534,14 +706,89 @@ mod tests {
             None,
             "sealing is idempotent"
         );
-        let opened = unseal(&sealed, &mut |_| Some(key.clone()))
+        let opened = unsealed(&sealed, &mut |_| Some(key.clone()))
             .unwrap()
             .unwrap();
         assert_eq!(opened, payload.to_vec());
         assert_eq!(
-            unseal(&sealed, &mut |_| None).unwrap(),
+            unsealed(&sealed, &mut |_| None).unwrap(),
             None,
             "no key at hand: left sealed"
+        );
+    }
+
+    #[test]
+    fn fields_open_in_place_around_the_rest_of_the_payload() {
+        let (one, two) = (SubjectKey::generate(), SubjectKey::generate());
+        let long = "x".repeat(400);
+        let payload = format!(
+            r#"{{"a":{{"$personal":"c-1","value":"short"}},"b":[1,{{"$personal":"c-2","value":{{"n":[1,2]}}}}],"c":{{"$personal":"c-1","value":"{long}"}},"d":"$personal","e":{{"$personal":"c-3"}}}}"#
+        );
+        let pick = |s: &str| match s {
+            "c-1" => Some(KeyState::Active(one.clone())),
+            "c-2" => Some(KeyState::Active(two.clone())),
+            _ => None,
+        };
+        let (a, b) = (KeyState::Active(one.clone()), KeyState::Active(two.clone()));
+        let sealed = seal(payload.as_bytes(), &|s| match s {
+            "c-1" => Some(&a),
+            "c-2" => Some(&b),
+            _ => None,
+        })
+        .unwrap()
+        .unwrap();
+        // Every key at hand: the exact text back, the long value through the heap.
+        assert_eq!(
+            unsealed(&sealed, &mut |s| pick(s)).unwrap().unwrap(),
+            payload.as_bytes()
+        );
+        // One subject's key not at hand: its field stays sealed, the others open, and a second
+        // pass with that key gives the exact text.
+        let mut partial = sealed.clone();
+        assert!(unseal(&mut partial, &mut |s| (s != "c-2")
+            .then(|| pick(s))
+            .flatten())
+        .unwrap());
+        let text = String::from_utf8(partial.clone()).unwrap();
+        assert!(
+            text.contains(r#""a":{"$personal":"c-1","value":"short"}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"{"$personal":"c-2","sealed":""#), "{text}");
+        assert!(unseal(&mut partial, &mut |s| pick(s)).unwrap());
+        assert_eq!(partial, payload.as_bytes());
+        // A key that does not open a field redacts that field alone.
+        let wrong = KeyState::Active(SubjectKey::generate());
+        let read = unsealed(&sealed, &mut |s| {
+            if s == "c-2" {
+                Some(wrong.clone())
+            } else {
+                pick(s)
+            }
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            read,
+            payload
+                .replace(
+                    r#""$personal":"c-2","value":{"n":[1,2]}"#,
+                    r#""$personal":"c-2""#
+                )
+                .as_bytes()
+        );
+        // A plaintext field before a sealed one is passed over, not re-read.
+        let mixed = format!(
+            r#"{{"p":{{"$personal":"c-1","value":{{"k":"}}"}}}},"s":{}}}"#,
+            &String::from_utf8(sealed.clone()).unwrap()
+        );
+        let read = unsealed(mixed.as_bytes(), &mut |s| pick(s))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            read,
+            format!(r#"{{"p":{{"$personal":"c-1","value":{{"k":"}}"}}}},"s":{payload}}}"#)
+                .as_bytes()
         );
     }
 
@@ -556,7 +803,7 @@ mod tests {
             KeyState::Unknown,
             KeyState::Active(SubjectKey::generate()),
         ] {
-            let opened = unseal(&sealed, &mut |_| Some(gone.clone()))
+            let opened = unsealed(&sealed, &mut |_| Some(gone.clone()))
                 .unwrap()
                 .unwrap();
             assert_eq!(
@@ -581,7 +828,7 @@ mod tests {
         let spaced = br#"{ "a": { "$personal" : "c-1", "value" : [1, 2] }, "s": "$personal" }"#;
         let sealed = seal(spaced, &keys(&key)).unwrap().unwrap();
         assert!(!String::from_utf8_lossy(&sealed).contains("[1,2]"));
-        let opened = unseal(&sealed, &mut |_| Some(key.clone()))
+        let opened = unsealed(&sealed, &mut |_| Some(key.clone()))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -617,7 +864,7 @@ mod tests {
         // A subject with a quote and a backslash: written escaped, read by the parser.
         let payload = br#"{"n":{"$personal":"c-\"1\\","value":[1,"two"]}}"#;
         let sealed = seal(payload, &keys(&key)).unwrap().unwrap();
-        let opened = unseal(&sealed, &mut |s| {
+        let opened = unsealed(&sealed, &mut |s| {
             assert_eq!(s, "c-\"1\\");
             Some(key.clone())
         })
@@ -635,12 +882,12 @@ mod tests {
             r#"{{"$personal":"c-2","sealed":"{}"}}"#,
             STANDARD_NO_PAD.encode(bytes)
         );
-        let read = unseal(other.as_bytes(), &mut |_| Some(key.clone()))
+        let read = unsealed(other.as_bytes(), &mut |_| Some(key.clone()))
             .unwrap()
             .unwrap();
         assert_eq!(read, br#"{"$personal":"c-2"}"#.to_vec());
         let ours = format!(r#"{{"$personal":"c-2","sealed":"{text}"}}"#);
-        let read = unseal(ours.as_bytes(), &mut |_| Some(key.clone()))
+        let read = unsealed(ours.as_bytes(), &mut |_| Some(key.clone()))
             .unwrap()
             .unwrap();
         assert_eq!(read, br#"{"$personal":"c-2","value":"x"}"#.to_vec());
@@ -664,7 +911,7 @@ mod tests {
             eprintln!("{what}: {:?} per call", started.elapsed() / n);
         };
         time("unseal", &mut || {
-            std::hint::black_box(unseal(&sealed, &mut |_| Some(key.clone())).unwrap());
+            std::hint::black_box(unsealed(&sealed, &mut |_| Some(key.clone())).unwrap());
         });
         time("transform, keep", &mut || {
             std::hint::black_box(transform(&sealed, &mut |_, _| Ok(Replace::Keep)).unwrap());

@@ -40,7 +40,7 @@ use super::{
 use crate::base::message::{
     CommandReceipt, EntityId, NewEvent, Position, RecordedEvent, Sequence, StoredCommand, StreamId,
 };
-use crate::codec::personal::{self, has_personal, may_be_sealed, PersonalError};
+use crate::codec::personal::{self, has_personal, PersonalError};
 
 /// Subject keys recently read, each for a bounded time.
 struct KeyCache {
@@ -305,7 +305,6 @@ impl SealedStore {
         &self,
         payloads: impl IntoIterator<Item = &'p mut Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let payloads = payloads.into_iter().filter(|p| may_be_sealed(p));
         let mut missing: Vec<String> = Vec::new();
         let mut waiting = Vec::new();
         // The first few keys this call has looked up: a page of a few subjects' records takes
@@ -314,7 +313,7 @@ impl SealedStore {
         let mut seen: Vec<(String, KeyState)> = Vec::with_capacity(SEEN);
         for payload in payloads {
             let mut absent = false;
-            let opened = personal::unseal(payload, &mut |subject| {
+            personal::unseal(payload, &mut |subject| {
                 if let Some((_, state)) = seen.iter().find(|(s, _)| s == subject) {
                     return Some(state.clone());
                 }
@@ -332,9 +331,6 @@ impl SealedStore {
                 cached
             })
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if let Some(opened) = opened {
-                *payload = opened;
-            }
             if absent {
                 waiting.push(payload);
             }
@@ -344,11 +340,8 @@ impl SealedStore {
         }
         let keys = self.keys_for(missing, Create::No).await?;
         for payload in waiting {
-            let opened = personal::unseal(payload, &mut |subject| keys.get(subject).cloned())
+            personal::unseal(payload, &mut |subject| keys.get(subject).cloned())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if let Some(opened) = opened {
-                *payload = opened;
-            }
         }
         Ok(())
     }
