@@ -159,3 +159,17 @@ impl std::fmt::Display for EsrsError {
 }
 
 impl std::error::Error for EsrsError {}
+
+impl EsrsError {
+    /// True when another writer stored the aggregate's next sequence number first: `esrs`
+    /// leaves retrying such a lost race (its events table's unique key) to the caller.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            EsrsError::Store(PgStoreError::Sqlx(sqlx::Error::Database(e))) if e.is_unique_violation()
+        )
+    }
+}
+
+/// The events table `esrs` keeps for [`EsrsAccount`].
+pub const EVENTS_TABLE: &str = "esrs_bank_account_events";

@@ -1,7 +1,7 @@
 //! W8: Postgres under concurrency. 1, 8 and 32 concurrent senders, each on its own stream, and
-//! 32 senders on one stream, for sourceflow, `cqrs-es` + `postgres-es` and two floors (one
-//! row per statement; one command's rows in one statement), each framework in a schema of its
-//! own and the floors in a third.
+//! 32 senders on one stream, for sourceflow, `cqrs-es` + `postgres-es`, `esrs` (with the bench's
+//! `esrs` feature) and two floors (one row per statement; one command's rows in one statement),
+//! each framework in a schema of its own and the floors in another.
 //!
 //! The systems take turns cell by cell in every round (the order rotating), so drift on the
 //! machine hits all of them alike; a cell's figure is the median of its rounds. Every cell
@@ -135,6 +135,57 @@ impl System for CqrsPg {
     }
 }
 
+/// `esrs` with its Postgres store, as in W5: load the aggregate's events, handle, persist, then
+/// its event handler upserts the summary row.
+#[cfg(feature = "esrs")]
+struct EsrsPg {
+    esrs: crate::peers::esrs::Esrs,
+    pool: PgPool,
+}
+
+#[cfg(feature = "esrs")]
+impl EsrsPg {
+    fn id(account: u64) -> uuid::Uuid {
+        uuid::Uuid::from_u128(u128::from(account) + 1)
+    }
+}
+
+#[cfg(feature = "esrs")]
+#[async_trait::async_trait]
+impl System for EsrsPg {
+    fn name(&self) -> &'static str {
+        "esrs"
+    }
+
+    /// A lost race is the events table's unique key refusing the insert: retried by the
+    /// caller, as for `cqrs-es`.
+    async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64> {
+        for conflicts in 0..MAX_ATTEMPTS {
+            match self.esrs.deposit(Self::id(account), Deposit::nth(n)).await {
+                Ok(()) => return Ok(conflicts),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => bail!("{e}"),
+            }
+        }
+        bail!("esrs: {MAX_ATTEMPTS} conflicts in a row on account {account}")
+    }
+
+    async fn applied(&self, account: u64) -> anyhow::Result<Applied> {
+        use crate::peers::esrs::{EVENTS_TABLE, VIEW_TABLE};
+        let (log, view): (i64, Option<i64>) = sqlx::query_as(&format!(
+            "SELECT (SELECT count(*) FROM {EVENTS_TABLE} WHERE aggregate_id = $1), \
+             (SELECT deposits FROM {VIEW_TABLE} WHERE id = $1)"
+        ))
+        .bind(Self::id(account))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Applied {
+            log: u64::try_from(log)?,
+            view: u64::try_from(view.unwrap_or(0))?,
+        })
+    }
+}
+
 struct RowFloor(floor::RowInsert);
 
 #[async_trait::async_trait]
@@ -179,13 +230,17 @@ impl System for UnitFloor {
     }
 }
 
-/// The systems, in the order of the table: ours, the peer, the two floors.
-const SYSTEMS: usize = 4;
-/// Their schemas: ours, the peer's, the floors' (each floor in tables of its own).
-const SCHEMAS: usize = 3;
+/// What a system is in the table.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Ours,
+    Peer,
+    RowFloor,
+    UnitFloor,
+}
+
+/// Where sourceflow is in the table (first; the peers follow, then the two floors).
 const OURS: usize = 0;
-const PEER: usize = 1;
-const UNIT_FLOOR: usize = 3;
 
 /// One cell of the table: how many senders, and whether they share one stream.
 #[derive(Clone, Copy)]
@@ -285,7 +340,7 @@ pub async fn w8(settings: &Settings) -> anyhow::Result<Vec<Row>> {
     let Some(url) = settings.pg_url.clone() else {
         return Ok(vec![Row::not_available(
             "W8",
-            "Postgres concurrency vs cqrs-es/postgres-es and the floors",
+            "Postgres concurrency vs the peers and the floors",
             "SOURCEFLOW_PG_URL is not set",
         )]);
     };
@@ -295,8 +350,14 @@ pub async fn w8(settings: &Settings) -> anyhow::Result<Vec<Row>> {
 /// W8 with `rounds` rounds of `commands` commands per cell and system.
 async fn run(url: &str, rounds: usize, commands: u64) -> anyhow::Result<Vec<Row>> {
     let pid = std::process::id();
-    let schemas: [String; SCHEMAS] =
-        ["sf", "cqrs", "floors"].map(|s| format!("sfbench_w8_{s}_{pid}"));
+    let mut names = vec!["sf", "cqrs", "floors"];
+    if cfg!(feature = "esrs") {
+        names.push("esrs");
+    }
+    let schemas: Vec<String> = names
+        .iter()
+        .map(|s| format!("sfbench_w8_{s}_{pid}"))
+        .collect();
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
@@ -328,7 +389,7 @@ async fn run(url: &str, rounds: usize, commands: u64) -> anyhow::Result<Vec<Row>
 
 async fn w8_in(
     url: &str,
-    schemas: &[String; SCHEMAS],
+    schemas: &[String],
     rounds: usize,
     commands: u64,
 ) -> anyhow::Result<Vec<Row>> {
@@ -346,14 +407,14 @@ async fn w8_in(
     };
 
     // sourceflow as a user builds it (the store's default pool: 10 connections, no ping).
-    let store = sourceflow_sqlx::PostgresStore::connect_with_schema(url, &schemas[OURS]).await?;
+    let store = sourceflow_sqlx::PostgresStore::connect_with_schema(url, &schemas[0]).await?;
     let ours_pool = store.pool().clone();
     let ours = Ours {
         flow: domain::flow(store, Components::Full).await?,
         pool: ours_pool,
     };
     // The peer as its docs build it (sqlx's defaults: 10 connections, a ping per checkout).
-    let cqrs_pool = pool(&schemas[PEER], 10, true).await?;
+    let cqrs_pool = pool(&schemas[1], 10, true).await?;
     cqrs::postgres::create_tables(&cqrs_pool).await?;
     let peer = CqrsPg {
         framework: cqrs::postgres::framework(cqrs_pool.clone()),
@@ -363,33 +424,54 @@ async fn w8_in(
     // never limits them.
     let floor_pool = pool(&schemas[2], 32, false).await?;
     floor::create_tables(&floor_pool).await?;
-    let systems: [Arc<dyn System>; SYSTEMS] = [
-        Arc::new(ours),
-        Arc::new(peer),
+    let mut systems: Vec<(Arc<dyn System>, Role)> =
+        vec![(Arc::new(ours), Role::Ours), (Arc::new(peer), Role::Peer)];
+    #[cfg_attr(not(feature = "esrs"), allow(unused_mut))]
+    let mut pools = vec![floor_pool.clone(), cqrs_pool];
+    // esrs as W5 builds it: sqlx's defaults (10 connections, a ping per checkout).
+    #[cfg(feature = "esrs")]
+    {
+        let esrs_pool = pool(&schemas[3], 10, true).await?;
+        systems.push((
+            Arc::new(EsrsPg {
+                esrs: crate::peers::esrs::Esrs::new(esrs_pool.clone()).await?,
+                pool: esrs_pool.clone(),
+            }),
+            Role::Peer,
+        ));
+        pools.push(esrs_pool);
+    }
+    systems.push((
         Arc::new(RowFloor(floor::RowInsert::new(floor_pool.clone()))),
-        Arc::new(UnitFloor(floor::UnitOfWork::new(floor_pool.clone()))),
-    ];
+        Role::RowFloor,
+    ));
+    systems.push((
+        Arc::new(UnitFloor(floor::UnitOfWork::new(floor_pool))),
+        Role::UnitFloor,
+    ));
+    let count = systems.len();
 
     progress(format!(
         "W8: Postgres, {rounds} rounds of {commands} commands per cell and system \
          (1, 8, 32 senders on their own streams; 32 on one stream)"
     ));
     // Warm-up: every pool's connections and prepared statements (accounts outside the cells).
-    for system in &systems {
+    for (system, _) in &systems {
         run_cell(system, CELLS[2], 64, 900_000).await?;
     }
-    let mut rates = vec![vec![Vec::new(); CELLS.len()]; SYSTEMS];
+    let mut rates = vec![vec![Vec::new(); CELLS.len()]; count];
     // Per system, for the one-stream cell: conflicts retried, and each round's exactness.
-    let mut hot: Vec<(u64, Vec<String>, bool)> = vec![(0, Vec::new(), true); SYSTEMS];
+    let mut hot: Vec<(u64, Vec<String>, bool)> = vec![(0, Vec::new(), true); count];
     for round in 0..rounds {
         for (c, cell) in CELLS.iter().enumerate() {
             let base = 10_000 * (round as u64 + 1) + 1_000 * c as u64;
-            for k in 0..SYSTEMS {
-                let s = (k + round + c) % SYSTEMS;
-                if cell.one_stream && !systems[s].keeps_streams() {
+            for k in 0..count {
+                let s = (k + round + c) % count;
+                let system = &systems[s].0;
+                if cell.one_stream && !system.keeps_streams() {
                     continue;
                 }
-                let outcome = run_cell(&systems[s], *cell, commands, base).await?;
+                let outcome = run_cell(system, *cell, commands, base).await?;
                 rates[s][c].push(outcome.rate);
                 if let Some((applied, sent)) = outcome.exact {
                     let entry = &mut hot[s];
@@ -407,7 +489,7 @@ async fn w8_in(
             ));
         }
     }
-    for system_pool in [&floor_pool, &cqrs_pool] {
+    for system_pool in pools {
         system_pool.close().await;
     }
 
@@ -415,34 +497,43 @@ async fn w8_in(
         .into_iter()
         .map(|cells| cells.into_iter().map(|mut r| median_f64(&mut r)).collect())
         .collect();
-    let names = systems.each_ref().map(|s| (s.name(), s.keeps_streams()));
+    let names: Vec<(&'static str, Role)> = systems.iter().map(|(s, r)| (s.name(), *r)).collect();
     Ok(rows(&names, &median, &hot, commands, rounds))
 }
 
-/// The table's rows from each system's (name, whether it keeps streams), the median rate per
-/// system and cell, and per system the hot stream's conflicts, counts and exactness.
+/// The table's rows from each system's (name, role), the median rate per system and cell, and
+/// per system the hot stream's conflicts, counts and exactness. The peers' figure in a cell is
+/// the faster peer's.
 fn rows(
-    systems: &[(&'static str, bool); SYSTEMS],
+    systems: &[(&'static str, Role)],
     median: &[Vec<f64>],
     hot: &[(u64, Vec<String>, bool)],
     commands: u64,
     rounds: usize,
 ) -> Vec<Row> {
     let ours = |c: usize| median[OURS][c];
+    let with = |role: Role| (0..systems.len()).filter(move |&s| systems[s].1 == role);
+    let peer = |c: usize| with(Role::Peer).map(|s| median[s][c]).fold(0.0, f64::max);
+    let unit_floor = |c: usize| {
+        with(Role::UnitFloor)
+            .map(|s| median[s][c])
+            .fold(0.0, f64::max)
+    };
+    let keeps_streams = |s: usize| matches!(systems[s].1, Role::Ours | Role::Peer);
     let mut rows = Vec::new();
     for (c, cell) in CELLS.iter().enumerate() {
-        let measured = (0..SYSTEMS)
-            .filter(|&s| !cell.one_stream || systems[s].1)
+        let measured = (0..systems.len())
+            .filter(|&s| !cell.one_stream || keeps_streams(s))
             .map(|s| format!("{} {}", systems[s].0, fmt_rate(median[s][c])))
             .collect::<Vec<_>>()
             .join("; ");
         let note = if cell.one_stream {
-            format!("ours / peer {:.2}", ours(c) / median[PEER][c])
+            format!("ours / faster peer {:.2}", ours(c) / peer(c))
         } else {
             format!(
-                "ours / peer {:.2}; ours / unit-of-work floor {:.2}",
-                ours(c) / median[PEER][c],
-                ours(c) / median[UNIT_FLOOR][c]
+                "ours / faster peer {:.2}; ours / unit-of-work floor {:.2}",
+                ours(c) / peer(c),
+                ours(c) / unit_floor(c)
             )
         };
         rows.push(
@@ -450,18 +541,23 @@ fn rows(
         );
     }
     let (one, eight, many) = (ours(0), ours(1), ours(2));
-    rows.push(Row::checked(
+    let mut faster = Row::checked(
         "W8",
         "Postgres, 32 senders: ours / faster peer",
-        format!("{} vs {}", fmt_rate(many), fmt_rate(median[PEER][2])),
-        many / median[PEER][2],
+        format!("{} vs {}", fmt_rate(many), fmt_rate(peer(2))),
+        many / peer(2),
         Target::AtLeast(2.5),
-    ));
+    );
+    if !systems.iter().any(|(name, _)| *name == "esrs") {
+        faster = faster
+            .note("esrs n/a: build with --features esrs (it forces OpenSSL via sqlx native-tls)");
+    }
+    rows.push(faster);
     rows.push(Row::checked(
         "W8",
         "Postgres, 32 senders: ours / raw unit-of-work floor",
-        format!("{} vs {}", fmt_rate(many), fmt_rate(median[UNIT_FLOOR][2])),
-        many / median[UNIT_FLOOR][2],
+        format!("{} vs {}", fmt_rate(many), fmt_rate(unit_floor(2))),
+        many / unit_floor(2),
         Target::AtLeast(0.6),
     ));
     rows.push(Row::checked(
@@ -490,6 +586,10 @@ fn rows(
             counts.join(", ")
         )
     };
+    let peers = with(Role::Peer)
+        .map(exactness)
+        .collect::<Vec<_>>()
+        .join("; ");
     rows.push(
         Row::checked(
             "W8",
@@ -499,8 +599,7 @@ fn rows(
             Target::AtLeast(1.0),
         )
         .note(format!(
-            "{}; {commands} commands per round + 1 untimed, {rounds} rounds",
-            exactness(PEER)
+            "{peers}; {commands} commands per round + 1 untimed, {rounds} rounds"
         )),
     );
     rows
@@ -510,11 +609,11 @@ fn rows(
 mod tests {
     use super::*;
 
-    const NAMES: [(&str, bool); SYSTEMS] = [
-        ("sourceflow", true),
-        ("peer", true),
-        ("row", false),
-        ("unit", false),
+    const NAMES: [(&str, Role); 4] = [
+        ("sourceflow", Role::Ours),
+        ("peer", Role::Peer),
+        ("row", Role::RowFloor),
+        ("unit", Role::UnitFloor),
     ];
 
     fn missed(rows: &[Row]) -> Vec<String> {
@@ -526,7 +625,7 @@ mod tests {
 
     #[test]
     fn every_target_is_checked_and_a_fall_is_a_miss() {
-        let exact = vec![(0, vec!["321/321/321".to_owned()], true); SYSTEMS];
+        let exact = vec![(0, vec!["321/321/321".to_owned()], true); NAMES.len()];
         // Per system, per cell (1, 8, 32, one stream).
         let good = [
             vec![1_000.0, 4_000.0, 13_000.0, 900.0],
@@ -552,6 +651,44 @@ mod tests {
         assert!(
             missed.iter().any(|w| w.contains("one stream")),
             "{missed:?}"
+        );
+    }
+
+    /// With a second peer (esrs), ours is compared with the faster of the two, and the hot
+    /// stream's note reports each peer's exactness.
+    #[test]
+    fn the_faster_peer_is_the_one_compared() {
+        let names = [
+            ("sourceflow", Role::Ours),
+            ("cqrs", Role::Peer),
+            ("esrs", Role::Peer),
+            ("row", Role::RowFloor),
+            ("unit", Role::UnitFloor),
+        ];
+        let mut hot = vec![(0, vec!["321/321/321".to_owned()], true); names.len()];
+        hot[2] = (7, vec!["321/300/321".to_owned()], false);
+        let median = [
+            vec![1_000.0, 4_000.0, 13_000.0, 900.0],
+            vec![500.0, 2_000.0, 4_000.0, 100.0],
+            vec![600.0, 2_500.0, 6_000.0, 120.0],
+            vec![2_000.0, 10_000.0, 30_000.0, 0.0],
+            vec![1_500.0, 8_000.0, 20_000.0, 0.0],
+        ];
+        let rows = rows(&names, &median, &hot, 320, 2);
+        let faster = rows
+            .iter()
+            .find(|r| r.what.contains("ours / faster peer"))
+            .expect("the peer row");
+        assert!((faster.ratio.expect("a ratio") - 13_000.0 / 6_000.0).abs() < 1e-9);
+        assert_eq!(
+            missed(&rows),
+            vec!["Postgres, 32 senders: ours / faster peer"]
+        );
+        let exact = rows.last().expect("the hot-stream row");
+        let note = &exact.note;
+        assert!(
+            note.contains("cqrs exact") && note.contains("esrs NOT exact, 7"),
+            "{note}"
         );
     }
 
