@@ -243,7 +243,11 @@ mod tests {
         assert!(redacted.is_redacted());
         let escaped: Personal<i64> =
             serde_json::from_str(r#"{"\u0024personal":"c-1","v\u0061lue":5}"#).unwrap();
-        assert_eq!(escaped, Personal::new("c-1", 5), "escaped keys read the same");
+        assert_eq!(
+            escaped,
+            Personal::new("c-1", 5),
+            "escaped keys read the same"
+        );
         let sealed: Personal<String> =
             serde_json::from_str(r#"{"$personal":"c-1","sealed":"AAAA"}"#).unwrap();
         assert!(

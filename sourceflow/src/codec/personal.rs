@@ -335,10 +335,7 @@ fn open_in_place(
         write += keep - copied;
         if let Some(plain) = plain {
             let len = VALUE.len() + plain.len();
-            debug_assert!(
-                write + len < end,
-                "an opened field outgrew its ciphertext"
-            );
+            debug_assert!(write + len < end, "an opened field outgrew its ciphertext");
             payload[write..write + VALUE.len()].copy_from_slice(VALUE);
             payload[write + VALUE.len()..write + len].copy_from_slice(plain);
             write += len;
