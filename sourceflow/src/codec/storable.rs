@@ -55,17 +55,30 @@ impl EncodeError {
 /// [`EncodeError::Unstorable`] naming each field that JSON cannot carry,
 /// [`EncodeError::Serde`] if the value's own `Serialize` impl fails.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    let mut walk = Walk::default();
-    match value.serialize(&mut walk) {
-        Ok(()) if walk.violations.is_empty() => {
-            // Sized for a typical message, so that most are written without growing.
-            let mut bytes = Vec::with_capacity(ENCODED_CAPACITY);
-            serde_json::to_writer(&mut bytes, value).map_err(EncodeError::Serde)?;
-            Ok(bytes)
+    // The first walk only looks: it keeps no path, so a value that reads back costs no
+    // allocation. Only a value it finds fault with is walked again, naming each field.
+    let mut look = Walk::default();
+    let found = match value.serialize(&mut look) {
+        Ok(()) if look.found => {
+            let mut named = Walk {
+                named: true,
+                ..Walk::default()
+            };
+            value
+                .serialize(&mut named)
+                .map_err(|Custom(message)| EncodeError::Serde(ser::Error::custom(message)))?;
+            named.violations
         }
-        Ok(()) => Err(EncodeError::Unstorable(walk.violations)),
-        Err(Custom(message)) => Err(EncodeError::Serde(ser::Error::custom(message))),
+        Ok(()) => Violations::default(),
+        Err(Custom(message)) => return Err(EncodeError::Serde(ser::Error::custom(message))),
+    };
+    if !found.is_empty() {
+        return Err(EncodeError::Unstorable(found));
     }
+    // Sized for a typical message, so that most are written without growing.
+    let mut bytes = Vec::with_capacity(ENCODED_CAPACITY);
+    serde_json::to_writer(&mut bytes, value).map_err(EncodeError::Serde)?;
+    Ok(bytes)
 }
 
 /// The bytes an encoded payload starts with room for.
@@ -79,9 +92,13 @@ enum Segment {
     Index(usize),
 }
 
-/// Walks a value as `serde_json` would write it, recording what would not read back.
+/// Walks a value as `serde_json` would write it, finding what would not read back: whether
+/// anything does, or (`named`) each field that does, with its path.
 #[derive(Default)]
 struct Walk {
+    /// Keep the path and name each violation; without it the walk only sets `found`.
+    named: bool,
+    found: bool,
     depth: usize,
     path: Vec<Segment>,
     /// Per open sequence: the index of its next element.
@@ -117,6 +134,10 @@ impl Walk {
         self.depth += 1;
         if self.depth > MAX_DEPTH && !self.too_deep {
             self.too_deep = true;
+            self.found = true;
+            if !self.named {
+                return;
+            }
             let field = self.field();
             self.violations.add(
                 field,
@@ -135,6 +156,10 @@ impl Walk {
         if self.in_key {
             self.key = Cow::Borrowed("<number>");
         } else if !finite {
+            self.found = true;
+            if !self.named {
+                return;
+            }
             let field = self.field();
             self.violations.add(
                 field,
@@ -144,12 +169,15 @@ impl Walk {
     }
 
     fn scalar(&mut self, text: impl fmt::Display) {
-        if self.in_key {
+        if self.in_key && self.named {
             self.key = Cow::Owned(text.to_string());
         }
     }
 
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Custom> {
+        if !self.named {
+            return value.serialize(&mut *self);
+        }
         let index = self.indexes.last().copied().unwrap_or(0);
         if let Some(next) = self.indexes.last_mut() {
             *next += 1;
@@ -158,6 +186,9 @@ impl Walk {
     }
 
     fn within<T: Serialize + ?Sized>(&mut self, at: Segment, value: &T) -> Result<(), Custom> {
+        if !self.named {
+            return value.serialize(&mut *self);
+        }
         self.path.push(at);
         let done = value.serialize(&mut *self);
         self.path.pop();
@@ -303,7 +334,9 @@ impl ser::Serializer for &mut Walk {
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Self, Custom> {
         self.open();
-        self.indexes.push(0);
+        if self.named {
+            self.indexes.push(0);
+        }
         Ok(self)
     }
     fn serialize_tuple(self, len: usize) -> Result<Self, Custom> {
@@ -320,9 +353,11 @@ impl ser::Serializer for &mut Walk {
         _: usize,
     ) -> Result<Self, Custom> {
         self.open();
-        self.path.push(Segment::Name(variant));
+        if self.named {
+            self.path.push(Segment::Name(variant));
+            self.indexes.push(0);
+        }
         self.open();
-        self.indexes.push(0);
         Ok(self)
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Self, Custom> {
@@ -341,7 +376,9 @@ impl ser::Serializer for &mut Walk {
         _: usize,
     ) -> Result<Self, Custom> {
         self.open();
-        self.path.push(Segment::Name(variant));
+        if self.named {
+            self.path.push(Segment::Name(variant));
+        }
         self.open();
         Ok(self)
     }
@@ -354,7 +391,9 @@ impl ser::SerializeSeq for &mut Walk {
         self.element(value)
     }
     fn end(self) -> Result<(), Custom> {
-        self.indexes.pop();
+        if self.named {
+            self.indexes.pop();
+        }
         self.close();
         Ok(())
     }
@@ -389,9 +428,11 @@ impl ser::SerializeTupleVariant for &mut Walk {
         self.element(value)
     }
     fn end(self) -> Result<(), Custom> {
-        self.indexes.pop();
+        if self.named {
+            self.indexes.pop();
+            self.path.pop();
+        }
         self.close();
-        self.path.pop();
         self.close();
         Ok(())
     }
@@ -444,8 +485,10 @@ impl ser::SerializeStructVariant for &mut Walk {
         self.within(Segment::Name(name), value)
     }
     fn end(self) -> Result<(), Custom> {
+        if self.named {
+            self.path.pop();
+        }
         self.close();
-        self.path.pop();
         self.close();
         Ok(())
     }
