@@ -222,8 +222,6 @@ impl NatsCommandWorker {
             .as_ref()
             .and_then(|h| h.get(wire::REPLY_TO))
             .map(|v| v.as_str().to_owned());
-        let name = envelope.name.to_string();
-        let stream = envelope.stream.to_string();
         // The first delivery of a first send cannot be a duplicate: no duplicate lookup. A
         // redelivery, a resend with the same message id and a retry here are looked up.
         let first_delivery = message
@@ -256,7 +254,7 @@ impl NatsCommandWorker {
                         return Outcome::Abandoned;
                     }
                     retry += 1;
-                    warn!(command = %name, stream = %stream, error = %e, retry, "store unavailable; retrying");
+                    warn!(command = %envelope.name, stream = %envelope.stream, error = %e, retry, "store unavailable; retrying");
                     tokio::time::sleep(Duration::from_millis(100u64 << retry.min(4))).await;
                     continue;
                 }
@@ -273,7 +271,7 @@ impl NatsCommandWorker {
                     // The handler's answer (rejected, invalid, conflict beyond the retry
                     // budget): final, reported to the sender, not retried.
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    debug!(command = %name, stream = %stream, error = %e, "command failed");
+                    debug!(command = %envelope.name, stream = %envelope.stream, error = %e, "command failed");
                     self.reply(reply_to, Err(WireError::from_error(&e))).await;
                     Outcome::Done
                 }
