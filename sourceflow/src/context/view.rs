@@ -26,6 +26,9 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct ModelCache {
     entries: HashMap<(&'static str, EntityId), Option<Box<dyn Any + Send>>>,
+    /// The last batch's slot table, emptied: the next batch fills it again instead of
+    /// allocating one (a batch per command when commands project inline).
+    spare: HashMap<(&'static str, EntityId), Slot>,
 }
 
 impl ModelCache {
@@ -51,6 +54,9 @@ impl ModelCache {
     }
 }
 
+/// The largest slot table a view keeps for its next batch.
+const SPARE_SLOTS: usize = 64;
+
 /// Loads and saves view models for a projection.
 ///
 /// A projection taking `&mut Model` gets the model keyed by the event's entity id (or by the
@@ -67,11 +73,11 @@ pub struct ViewContext {
 impl ViewContext {
     /// A context reading through `cache` (which it takes over until
     /// [`into_cache`](Self::into_cache)).
-    pub(crate) fn new(store: Arc<dyn Store>, cache: ModelCache) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, mut cache: ModelCache) -> Self {
         Self {
             store,
             meta: None,
-            slots: HashMap::default(),
+            slots: std::mem::take(&mut cache.spare),
             cache,
         }
     }
@@ -201,14 +207,18 @@ impl ViewContext {
     /// Ends the batch and hands back the model cache: with this batch's models when its writes
     /// were `committed`, and otherwise with only the models it read unchanged.
     pub(crate) fn into_cache(self, committed: bool) -> ModelCache {
-        let mut cache = self.cache;
-        if cache.entries.len() + self.slots.len() > ModelCache::CAPACITY {
+        let (mut cache, mut slots) = (self.cache, self.slots);
+        if cache.entries.len() + slots.len() > ModelCache::CAPACITY {
             cache.entries.clear();
         }
-        for (key, slot) in self.slots {
+        for (key, slot) in slots.drain() {
             if committed || !slot.dirty {
                 cache.entries.insert(key, slot.state);
             }
+        }
+        // A batch that touched many models (a rebuild's) does not keep its large table.
+        if slots.capacity() <= SPARE_SLOTS {
+            cache.spare = slots;
         }
         cache
     }
