@@ -23,8 +23,6 @@ pub use upcast::UpcastRecord;
 
 /// A decoded message shared between its consumers.
 pub type ErasedMessage = Arc<dyn Any + Send + Sync>;
-/// A command's decoded events, in order: most commands publish one or two, kept inline.
-pub(crate) type DecodedEvents = smallvec::SmallVec<[ErasedMessage; 2]>;
 /// A type-erased component instance (a saga, view or aggregate).
 pub type ErasedComponent = Arc<dyn Any + Send + Sync>;
 /// A type-erased entity or view model state.

@@ -13,7 +13,7 @@ use crate::base::error::{Error, Location};
 use crate::base::message::{Command, EntityId, Envelope, Event, NewEvent, StreamId};
 use crate::base::validate::Violations;
 use crate::codec::storable;
-use crate::codec::DecodedEvents;
+use crate::codec::ErasedMessage;
 use crate::store::schedule::{ScheduleId, When};
 use crate::store::OutboxMessage;
 
@@ -76,7 +76,7 @@ pub struct SagaContext {
     pub(crate) keep_events: bool,
     pub(crate) events: Vec<NewEvent>,
     /// The published events as values, index for index with `events`.
-    pub(crate) decoded: DecodedEvents,
+    pub(crate) decoded: Vec<ErasedMessage>,
     pub(crate) outbox: Vec<OutboxMessage>,
     pub(crate) problems: Vec<Error>,
     pub(crate) streams: CommandStreams,
@@ -93,7 +93,7 @@ impl SagaContext {
             replay,
             keep_events: true,
             events: Vec::new(),
-            decoded: DecodedEvents::new(),
+            decoded: Vec::new(),
             outbox: Vec::new(),
             problems: Vec::new(),
             streams,

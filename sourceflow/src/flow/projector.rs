@@ -1,7 +1,7 @@
 //! The write side's requests around a commit, answered by the read side's views.
 
 use crate::base::message::{CommandReceipt, NewEvent, Position, RecordedEvent, Sequence, StreamId};
-use crate::codec::{DecodedEvents, ErasedMessage};
+use crate::codec::ErasedMessage;
 use crate::read::subscriber::{GroupMember as ViewMember, Prepared as PreparedView};
 use crate::read::ReadSide;
 use crate::store::GroupProjection;
@@ -89,7 +89,7 @@ impl Projector for ReadSide {
         self.recent.record(events, decoded);
     }
 
-    async fn project(&self, receipt: &CommandReceipt, decoded: DecodedEvents) {
+    async fn project(&self, receipt: &CommandReceipt, decoded: Vec<ErasedMessage>) {
         self.project_committed(receipt, decoded).await;
     }
 }

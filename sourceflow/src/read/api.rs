@@ -13,14 +13,18 @@ use super::ReadSide;
 use crate::base::error::Error;
 use crate::base::lifecycle::is_erased;
 use crate::base::message::{CommandReceipt, Position, RecordedEvent};
-use crate::codec::{DecodedEvents, ErasedMessage};
+use crate::codec::ErasedMessage;
 use crate::store::Store;
 
 impl ReadSide {
     /// Delivers a command's events to the in-process views and aggregates before `send`
     /// returns. A failing view is logged and left for the next catch-up: the command itself is
     /// committed and its receipt stands.
-    pub(crate) async fn project_committed(&self, receipt: &CommandReceipt, decoded: DecodedEvents) {
+    pub(crate) async fn project_committed(
+        &self,
+        receipt: &CommandReceipt,
+        decoded: Vec<ErasedMessage>,
+    ) {
         let Some(target) = receipt.events.last().map(|e| e.position) else {
             return;
         };

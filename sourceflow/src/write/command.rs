@@ -17,7 +17,7 @@ use crate::base::message::{
 };
 use crate::base::validate::Violations;
 use crate::codec::storable;
-use crate::codec::{command_record, DecodedEvents, ErasedState};
+use crate::codec::{command_record, ErasedMessage, ErasedState};
 use crate::context::SagaContext;
 use crate::store::{StoreError, UnitOfWork};
 
@@ -217,7 +217,7 @@ impl WriteSide {
         route: &SagaRoute,
         command: &OutgoingCommand,
         check_duplicate: bool,
-    ) -> Result<(CommandReceipt, DecodedEvents), Error> {
+    ) -> Result<(CommandReceipt, Vec<ErasedMessage>), Error> {
         let inner = self;
         let stream = &command.envelope.stream;
         if check_duplicate {
@@ -232,7 +232,7 @@ impl WriteSide {
                     .duplicates
                     .fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("sourceflow.commands.duplicates").increment(1);
-                return Ok((receipt, DecodedEvents::new()));
+                return Ok((receipt, Vec::new()));
             }
         }
         let mut violations = Violations::default();
@@ -397,7 +397,7 @@ impl WriteSide {
                             .duplicates
                             .fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("sourceflow.commands.duplicates").increment(1);
-                        return Ok((receipt, DecodedEvents::new()));
+                        return Ok((receipt, Vec::new()));
                     }
                     receipt.retries = attempt - 1;
                     if let Some(state) = state {

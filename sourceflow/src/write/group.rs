@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::{GroupMember, Projector, WriteSide};
 use crate::base::message::{CommandReceipt, Sequence};
-use crate::codec::{DecodedEvents, ErasedMessage};
+use crate::codec::ErasedMessage;
 use crate::store::turns::{Turn, Turns};
 use crate::store::{GroupCommit, StoreError, UnitGroup, UnitOfWork};
 
@@ -30,7 +30,7 @@ const MAX_GROUP: usize = 128;
 pub(crate) struct Queued {
     unit: Arc<UnitOfWork>,
     first_sequence: Option<Sequence>,
-    decoded: DecodedEvents,
+    decoded: Vec<ErasedMessage>,
     reply: oneshot::Sender<Result<CommandReceipt, StoreError>>,
 }
 
@@ -54,7 +54,7 @@ impl WriteSide {
         let ticket = self.units.push(Queued {
             unit: unit.clone(),
             first_sequence,
-            decoded: decoded.iter().cloned().collect(),
+            decoded: decoded.to_vec(),
             reply,
         });
         // The answer or the turn, whichever comes first: a unit that an earlier turn took is

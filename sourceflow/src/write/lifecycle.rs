@@ -19,7 +19,7 @@ use crate::base::message::{
     id_and_now, CommandReceipt, Envelope, Event, Message, NewEvent, Sequence, StoredCommand,
     StreamId,
 };
-use crate::codec::{storable, DecodedEvents};
+use crate::codec::{storable, ErasedMessage};
 use crate::store::{StoreError, UnitOfWork};
 
 /// What to do to a stream.
@@ -170,7 +170,7 @@ fn marker(
     stream: &StreamId,
     last: Sequence,
     change: Change,
-) -> Result<(UnitOfWork, DecodedEvents), Error> {
+) -> Result<(UnitOfWork, Vec<ErasedMessage>), Error> {
     let (message_id, timestamp) = id_and_now();
     let envelope = |name: &'static str, message_id, causation_id| Envelope {
         message_id,
@@ -182,7 +182,7 @@ fn marker(
         timestamp,
     };
     let mut events = Vec::new();
-    let mut decoded = DecodedEvents::new();
+    let mut decoded: Vec<ErasedMessage> = Vec::new();
     let mut event = |e: Arc<dyn std::any::Any + Send + Sync>, name: &'static str, payload| {
         let (event_id, _) = id_and_now();
         let mut envelope = envelope(name, event_id, Some(message_id));

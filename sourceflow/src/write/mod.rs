@@ -30,7 +30,7 @@ use std::sync::Arc;
 use foldhash::HashMap;
 
 use crate::base::message::{CommandReceipt, NewEvent, Position, RecordedEvent, Sequence, StreamId};
-use crate::codec::{DecodedEvents, ErasedComponent, ErasedMessage, StateVtable, TypeRecord};
+use crate::codec::{ErasedComponent, ErasedMessage, StateVtable, TypeRecord};
 use crate::context::saga::CommandStreams;
 use crate::routes::HandleFn;
 use crate::signals::Signals;
@@ -142,6 +142,6 @@ pub(crate) trait Projector: Sync {
     fn project(
         &self,
         receipt: &CommandReceipt,
-        decoded: DecodedEvents,
+        decoded: Vec<ErasedMessage>,
     ) -> impl Future<Output = ()> + Send;
 }
