@@ -166,12 +166,18 @@ pub(crate) fn has_personal(payload: &[u8]) -> bool {
 /// Where `payload` has `"$personal"` as an object key (the string followed by a colon; the
 /// same text as a string value is not one).
 fn subject_keys(payload: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    MARK_FINDER.find_iter(payload).filter(move |&at| {
-        payload[at + MARK.len()..]
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|&b| b == b':')
-    })
+    MARK_FINDER
+        .find_iter(payload)
+        .filter(move |&at| is_key_at(payload, at))
+}
+
+/// True if the [`MARK`] found at `at` is an object key: followed by a colon, perhaps after
+/// whitespace.
+fn is_key_at(payload: &[u8], at: usize) -> bool {
+    payload[at + MARK.len()..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b':')
 }
 
 /// Adds the subjects of `payload`'s plaintext personal fields (the ones sealing needs keys
@@ -278,11 +284,7 @@ fn open_in_place(
     let mut heap = Vec::new();
     while let Some(found) = MARK_FINDER.find(&payload[at..]) {
         let mark = at + found;
-        let is_key = payload[mark + MARK.len()..]
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|&b| b == b':');
-        if !is_key {
+        if !is_key_at(payload, mark) {
             at = mark + MARK.len();
             continue;
         }
@@ -337,7 +339,7 @@ fn open_in_place(
             let len = VALUE.len() + plain.len();
             debug_assert!(write + len < end, "an opened field outgrew its ciphertext");
             payload[write..write + VALUE.len()].copy_from_slice(VALUE);
-            payload[write + VALUE.len()..write + len].copy_from_slice(plain);
+            payload[write + VALUE.len()..write + len].copy_from_slice(plain.as_bytes());
             write += len;
         }
         copied = end - 1;
@@ -355,9 +357,16 @@ fn open_in_place(
 /// The offset past a personal field at `start` whose value is plaintext (any JSON); `None` for
 /// a field that is not one, or one sealed in another layout.
 fn skip_node(payload: &[u8], start: usize) -> Option<usize> {
+    let (node, end) = node_at(payload, start)?;
+    (node.value.is_some() && node.sealed.is_none()).then_some(end)
+}
+
+/// The [`Node`] at `start` parsed by serde, and the offset past it; `None` if what is there is
+/// not one.
+fn node_at(payload: &[u8], start: usize) -> Option<(Node<'_>, usize)> {
     let mut nodes = serde_json::Deserializer::from_slice(&payload[start..]).into_iter::<Node<'_>>();
     let node = nodes.next()?.ok()?;
-    (node.value.is_some() && node.sealed.is_none()).then(|| start + nodes.byte_offset())
+    Some((node, start + nodes.byte_offset()))
 }
 
 /// Logs a sealed field that its subject's key does not open (read as redacted).
@@ -387,19 +396,17 @@ fn close(key: &SubjectKey, subject: &str, value: &str) -> Result<String, Persona
 /// opens to UTF-8 text (the cipher authenticates it: it is the JSON that was sealed).
 fn open(key: &SubjectKey, subject: &str, sealed: &str) -> Option<String> {
     let (mut stack, mut heap) = ([0u8; 256], Vec::new());
-    decrypt(key, subject, sealed.as_bytes(), &mut stack, &mut heap)
-        .and_then(|text| String::from_utf8(text.to_vec()).ok())
+    decrypt(key, subject, sealed.as_bytes(), &mut stack, &mut heap).map(str::to_owned)
 }
 
-/// [`open`] into `stack` when the value is short, else into `heap`: the plaintext's bytes,
-/// valid UTF-8.
+/// [`open`] into `stack` when the value is short, else into `heap`: the plaintext.
 fn decrypt<'b>(
     key: &SubjectKey,
     subject: &str,
     sealed: &[u8],
     stack: &'b mut [u8; 256],
     heap: &'b mut Vec<u8>,
-) -> Option<&'b [u8]> {
+) -> Option<&'b str> {
     let bytes: &mut [u8] = match base64::decoded_len_estimate(sealed.len()) {
         n if n <= stack.len() => {
             let n = STANDARD_NO_PAD.decode_slice(sealed, stack).ok()?;
@@ -424,8 +431,7 @@ fn decrypt<'b>(
             Tag::from_slice(tag),
         )
         .ok()?;
-    std::str::from_utf8(text).ok()?;
-    Some(text)
+    std::str::from_utf8(text).ok()
 }
 
 type Visit<'v> = dyn FnMut(&str, Field<'_>) -> Result<Replace, PersonalError> + 'v;
@@ -473,13 +479,9 @@ fn fast(payload: &[u8], visit: &mut Visit<'_>) -> Result<Option<Option<Vec<u8>>>
         let (replacement, subject, end) = match scan(payload, start) {
             Some((subject, field, end)) => (visit(subject, field)?, Cow::Borrowed(subject), end),
             None => {
-                let mut nodes =
-                    serde_json::Deserializer::from_slice(&payload[start..]).into_iter::<Node<'_>>();
-                let node = match nodes.next() {
-                    Some(Ok(node)) => node,
-                    _ => return Ok(None),
+                let Some((node, end)) = node_at(payload, start) else {
+                    return Ok(None);
                 };
-                let end = start + nodes.byte_offset();
                 let field = match (&node.value, &node.sealed) {
                     (Some(value), None) => Field::Plain(value.get()),
                     (None, Some(sealed)) => Field::Sealed(sealed),
