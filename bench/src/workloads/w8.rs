@@ -38,11 +38,6 @@ struct Applied {
 trait System: Send + Sync {
     fn name(&self) -> &'static str;
 
-    /// Whether the system keeps streams (the floors do not: the hot-stream cell skips them).
-    fn keeps_streams(&self) -> bool {
-        true
-    }
-
     /// Sends the `n`-th deposit to `account`; returns the conflicts the caller retried.
     async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64>;
 
@@ -194,10 +189,6 @@ impl System for RowFloor {
         "sqlx 1-row INSERT"
     }
 
-    fn keeps_streams(&self) -> bool {
-        false
-    }
-
     async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64> {
         self.0.insert(account, n).await?;
         Ok(0)
@@ -214,10 +205,6 @@ struct UnitFloor(floor::UnitOfWork);
 impl System for UnitFloor {
     fn name(&self) -> &'static str {
         "raw unit of work"
-    }
-
-    fn keeps_streams(&self) -> bool {
-        false
     }
 
     async fn deposit(&self, account: u64, n: u64) -> anyhow::Result<u64> {
@@ -237,6 +224,13 @@ enum Role {
     Peer,
     RowFloor,
     UnitFloor,
+}
+
+impl Role {
+    /// Whether such a system keeps streams (the floors do not: the hot-stream cell skips them).
+    fn keeps_streams(self) -> bool {
+        matches!(self, Role::Ours | Role::Peer)
+    }
 }
 
 /// Where sourceflow is in the table (first; the peers follow, then the two floors).
@@ -467,8 +461,8 @@ async fn w8_in(
             let base = 10_000 * (round as u64 + 1) + 1_000 * c as u64;
             for k in 0..count {
                 let s = (k + round + c) % count;
-                let system = &systems[s].0;
-                if cell.one_stream && !system.keeps_streams() {
+                let (system, role) = &systems[s];
+                if cell.one_stream && !role.keeps_streams() {
                     continue;
                 }
                 let outcome = run_cell(system, *cell, commands, base).await?;
@@ -519,11 +513,10 @@ fn rows(
             .map(|s| median[s][c])
             .fold(0.0, f64::max)
     };
-    let keeps_streams = |s: usize| matches!(systems[s].1, Role::Ours | Role::Peer);
     let mut rows = Vec::new();
     for (c, cell) in CELLS.iter().enumerate() {
         let measured = (0..systems.len())
-            .filter(|&s| !cell.one_stream || keeps_streams(s))
+            .filter(|&s| !cell.one_stream || systems[s].1.keeps_streams())
             .map(|s| format!("{} {}", systems[s].0, fmt_rate(median[s][c])))
             .collect::<Vec<_>>()
             .join("; ");
