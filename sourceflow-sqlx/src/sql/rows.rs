@@ -241,6 +241,17 @@ pub(crate) fn receipt<R: Columns>(
     }))
 }
 
+/// The stream id that the rows of one read of `stream` name: equal to it, but with a reference
+/// count of its own. The caller (a replay) clones and drops its own id on another core while
+/// the next page is read, and one count written from both cores would move between their
+/// caches on every row.
+pub(crate) fn page_stream(stream: &StreamId) -> StreamId {
+    StreamId {
+        entity_type: stream.entity_type.clone(),
+        id: EntityId::from(stream.id.as_str()),
+    }
+}
+
 /// The events of a stream read from `from`, checked to be dense.
 ///
 /// # Errors
@@ -250,9 +261,10 @@ pub(crate) fn stream_events<R: Columns>(
     stream: &StreamId,
     from: Sequence,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let page = &page_stream(stream);
     let events = rows
         .iter()
-        .map(|row| event_row_in(row, stream))
+        .map(|row| event_row_in(row, page))
         .collect::<Result<Vec<_>, _>>()?;
     checked_events(events, stream, from)
 }
@@ -282,9 +294,10 @@ pub(crate) fn stream_commands<R: Columns>(
     stream: &StreamId,
     from: Sequence,
 ) -> Result<Vec<StoredCommand>, StoreError> {
+    let page = &page_stream(stream);
     let commands = rows
         .iter()
-        .map(|row| command_row_in(row, stream))
+        .map(|row| command_row_in(row, page))
         .collect::<Result<Vec<_>, _>>()?;
     checked_commands(commands, stream, from)
 }

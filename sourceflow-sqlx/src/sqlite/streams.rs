@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use sourceflow::message::StoredCommand;
 use sourceflow::store::StoreError;
-use sourceflow::{EntityId, RecordedEvent, Sequence, StreamId};
+use sourceflow::{RecordedEvent, Sequence, StreamId};
 
 use super::database::{open_reader, Database};
 use super::error::classify_writer;
 use crate::retry::Backoff;
 use crate::sql::read::StreamQuery;
-use crate::sql::rows::{checked_commands, checked_events, command_row_in, event_row_in};
+use crate::sql::rows::{
+    checked_commands, checked_events, command_row_in, event_row_in, page_stream,
+};
 use crate::sql::values::bound;
 
 /// What a read of one stream returns: how each row maps, and how the rows are checked.
@@ -136,14 +138,7 @@ fn run<T: StreamRow>(
         .prepare_cached(query.sql)
         .map_err(classify_writer)?;
     let params = rusqlite::params![stream.entity_type, stream.id.as_str(), from, to];
-    // Every row names its stream, and an id is shared by counting references. The rows get an
-    // id of their own, not the caller's: the caller (a replay) counts references to its id
-    // on another core while this page is read, and one count written from both would bounce
-    // between the cores' caches on every row.
-    let stream = &StreamId {
-        entity_type: stream.entity_type.clone(),
-        id: EntityId::from(stream.id.as_str()),
-    };
+    let stream = &page_stream(stream);
     let mut rows = statement.query(params).map_err(classify_writer)?;
     // A bounded read (a replay's page) has at most one row per sequence: sized once.
     let bounded = usize::try_from(to.saturating_sub(from).saturating_add(1)).unwrap_or(0);
