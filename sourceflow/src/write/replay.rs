@@ -95,7 +95,7 @@ struct CommandPages {
 }
 
 /// Pages a replay reads ahead of the one it is running.
-const READ_AHEAD: usize = 3;
+const READ_AHEAD: usize = 4;
 
 /// A page being read ahead, up to command `end`; dropping it abandons the read.
 struct ReadAhead {
