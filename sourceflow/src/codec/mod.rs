@@ -132,11 +132,26 @@ fn type_id_of<T: 'static>() -> TypeId {
     TypeId::of::<T>()
 }
 
+/// Reads stored JSON as `T`.
+///
+/// `serde_json::from_slice` checks each string it meets (every key and every text value) as
+/// UTF-8 with a call of its own; here the whole payload is checked once, which is quick for
+/// ASCII, and read as text, which skips those calls. Bytes that are not UTF-8 are read as bytes,
+/// for serde_json's own error.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
 fn decode_message<T>(bytes: &[u8]) -> Result<ErasedMessage, serde_json::Error>
 where
     T: serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    serde_json::from_slice::<T>(bytes).map(|m| Arc::new(m) as ErasedMessage)
+    from_json::<T>(bytes).map(|m| Arc::new(m) as ErasedMessage)
 }
 
 fn decode_message_value<T>(value: serde_json::Value) -> Result<ErasedMessage, serde_json::Error>
@@ -212,7 +227,7 @@ fn decode_state<T>(bytes: &[u8]) -> Result<ErasedState, serde_json::Error>
 where
     T: serde::de::DeserializeOwned + Send + 'static,
 {
-    serde_json::from_slice::<T>(bytes).map(|s| Box::new(s) as ErasedState)
+    from_json::<T>(bytes).map(|s| Box::new(s) as ErasedState)
 }
 
 fn encode_state<T: serde::Serialize + 'static>(
@@ -385,7 +400,7 @@ impl TypeRecord {
         if version > self.version {
             return Err(upcast::newer(self, stored_name, version, at()));
         }
-        let value = serde_json::from_slice(payload).map_err(|source| Error::Decode {
+        let value = from_json(payload).map_err(|source| Error::Decode {
             name: stored_name.to_owned(),
             at: at(),
             source,
@@ -396,7 +411,7 @@ impl TypeRecord {
 
 /// Decodes a stored view model.
 pub(crate) fn decode_model<M: ViewModel>(id: &EntityId, bytes: &[u8]) -> Result<M, Error> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Decode {
+    from_json(bytes).map_err(|source| Error::Decode {
         name: M::NAME.to_owned(),
         at: Location::ViewModel {
             model_type: M::NAME.to_owned(),
@@ -418,7 +433,7 @@ impl RecordedEvent {
         let name = &*self.envelope.name;
         let at = || self.location();
         if name == E::NAME && self.envelope.version == E::VERSION {
-            return serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
+            return from_json(&self.payload).map_err(|source| Error::Decode {
                 name: name.to_owned(),
                 at: at(),
                 source,
@@ -490,10 +505,50 @@ impl RecordedEvent {
     /// # Errors
     /// [`Error::Decode`] if the stored bytes are not JSON.
     pub fn payload_json(&self) -> Result<serde_json::Value, Error> {
-        serde_json::from_slice(&self.payload).map_err(|source| Error::Decode {
+        from_json(&self.payload).map_err(|source| Error::Decode {
             name: self.envelope.name.to_string(),
             at: self.location(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Memo {
+        text: String,
+        n: i64,
+    }
+
+    /// Text reads as serde_json reads the bytes, escapes and non-ASCII included, and bytes
+    /// that are not UTF-8 fail with serde_json's own error, not a panic or a lossy read.
+    #[test]
+    fn stored_json_reads_as_serde_json_reads_the_bytes() {
+        for json in [
+            r#"{"text":"plain","n":1}"#,
+            r#"{"n":-2,"text":"caf\u00e9 \"quoted\" \ud83d\ude00"}"#,
+            "{\"text\":\"Grüße, 世界\",\"n\":3}",
+        ] {
+            let expected: Memo = serde_json::from_slice(json.as_bytes()).unwrap();
+            assert_eq!(
+                from_json::<Memo>(json.as_bytes()).unwrap(),
+                expected,
+                "{json}"
+            );
+        }
+        let not_utf8 = b"{\"text\":\"\xff\",\"n\":1}";
+        let ours = from_json::<Memo>(not_utf8).unwrap_err();
+        let theirs = serde_json::from_slice::<Memo>(not_utf8).unwrap_err();
+        assert_eq!(ours.to_string(), theirs.to_string());
+        let not_json = br#"{"text":"x","n":}"#;
+        assert_eq!(
+            from_json::<Memo>(not_json).unwrap_err().to_string(),
+            serde_json::from_slice::<Memo>(not_json)
+                .unwrap_err()
+                .to_string()
+        );
     }
 }
