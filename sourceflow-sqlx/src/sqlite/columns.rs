@@ -198,7 +198,14 @@ impl Columns for rusqlite::Row<'_> {
         }
     }
 
+    /// The stored fixed-width text is read from the row's bytes (no UTF-8 check); any other
+    /// text goes through the general parser.
     fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
+        if let ValueRef::Text(bytes) = row_value(self, index)? {
+            if let Some(time) = parse_time_text(bytes) {
+                return Ok(time);
+            }
+        }
         parse_time(row_text(self, index)?)
     }
 
