@@ -34,10 +34,17 @@ pub(super) fn bound_text(t: &DateTime<Utc>) -> String {
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    if let Some(time) = parse_time_text(text.as_bytes()) {
+    parse_time_bytes(text.as_bytes())
+}
+
+/// A stored timestamp from a column's bytes: the fixed-width text [`time_text`] writes is read
+/// without a UTF-8 check or a general RFC 3339 parser; any other text goes through both.
+fn parse_time_bytes(bytes: &[u8]) -> Result<DateTime<Utc>, StoreError> {
+    if let Some(time) = parse_time_text(bytes) {
         return Ok(time);
     }
-    DateTime::parse_from_rfc3339(text)
+    let text = String::from_utf8_lossy(bytes);
+    DateTime::parse_from_rfc3339(&text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("bad timestamp {text:?}: {e}")))
 }
@@ -198,15 +205,12 @@ impl Columns for rusqlite::Row<'_> {
         }
     }
 
-    /// The stored fixed-width text is read from the row's bytes (no UTF-8 check); any other
-    /// text goes through the general parser.
+    /// Read from the row's bytes ([`parse_time_bytes`]).
     fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
-        if let ValueRef::Text(bytes) = row_value(self, index)? {
-            if let Some(time) = parse_time_text(bytes) {
-                return Ok(time);
-            }
+        match row_value(self, index)? {
+            ValueRef::Text(bytes) => parse_time_bytes(bytes),
+            other => Err(corrupt_value(index, "text", &Value::from(other))),
         }
-        parse_time(row_text(self, index)?)
     }
 
     fn name(&self, index: usize) -> Result<Cow<'static, str>, StoreError> {
