@@ -10,7 +10,7 @@ use sourceflow::prelude::*;
 use sourceflow::store::{Page, StoreAdmin};
 use sourceflow::Verification;
 use sourceflow_tests::backends::{self, SharedDb};
-use sourceflow_tests::scenarios::{Tally, TallyModel};
+use sourceflow_tests::scenarios::{Tally, TallyModel, TallyView};
 
 const LOAD: &str = env!("CARGO_BIN_EXE_sf-load");
 
@@ -251,6 +251,81 @@ async fn many_writers_and_a_catch_up_reader(shared: SharedDb) {
             "{id}: each event applied once"
         );
     }
+}
+
+/// 32 concurrent writers in two processes that keep only the write side (the tally's saga, no
+/// view), while this process's read side [`follow`](SourceFlow::follow)s the log: the view
+/// counts every event exactly once, progress is reported in log order, and the view is current
+/// without a catch-up of its own.
+async fn a_following_read_side_keeps_up_with_writers_elsewhere(shared: SharedDb) {
+    const PER_SENDER: u64 = 25;
+    let total = 2 * 16 * PER_SENDER;
+    let read_side = SourceFlow::builder()
+        .shared_store(shared.store.clone())
+        .without_discovery()
+        .view(TallyView)
+        .build()
+        .await
+        .unwrap();
+    let (reports, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let following = {
+        let read_side = read_side.clone();
+        tokio::spawn(async move {
+            read_side
+                .follow_with(move |p| {
+                    let _ = reports.send((p.position, p.applied));
+                })
+                .await
+        })
+    };
+    let children: Vec<_> = (0..2)
+        .map(|_| spawn(&shared.spec, "spread-write-side", "f", PER_SENDER))
+        .collect();
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.status.success(), "a writer failed: {:?}", out.status);
+    }
+    let mut last = (Position::START, 0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while last.1 < total {
+        let report = tokio::time::timeout_at(deadline, progress.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the read side took {} of {total} events", last.1))
+            .expect("following stopped");
+        assert!(
+            report.0 > last.0 && report.1 > last.1,
+            "progress moves forward"
+        );
+        last = report;
+    }
+    assert!(!following.is_finished(), "following goes on");
+    following.abort();
+    for k in 0..16 {
+        let id = format!("f-{k}");
+        let model: TallyModel = read_side.view_model(&*id).await.unwrap().unwrap();
+        assert_eq!(
+            model,
+            TallyModel {
+                applied: 2 * PER_SENDER,
+                total: 2 * PER_SENDER as i64
+            },
+            "{id}: each event applied once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_following_read_side_keeps_up_with_writers_elsewhere() {
+    a_following_read_side_keeps_up_with_writers_elsewhere(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn postgres_a_following_read_side_keeps_up_with_writers_elsewhere() {
+    a_following_read_side_keeps_up_with_writers_elsewhere(postgres().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ use crate::base::message::{
 };
 use crate::codec::decode_model;
 use crate::codec::personal::has_personal;
-use crate::read::subscriber::Progress;
+use crate::read::subscriber::{Progress, BATCH};
 use crate::read::ReadSide;
 use crate::signals::Stats;
 use crate::store::{Page, SealedStore, Store, StoreAdmin};
@@ -406,6 +406,64 @@ impl SourceFlow {
         let caught_up = self.inner.read.catch_up().await;
         self.drain_outbox().await;
         caught_up
+    }
+
+    /// Keeps every view and aggregate of this flow current with the store's log for as long as
+    /// it runs: the process that serves the read side of a store other processes write to
+    /// (writers built with their sagas only, a NATS deployment's workers on a shared
+    /// Postgres). It first [catches up](Self::catch_up), then applies what any process commits,
+    /// in log order, in batches of what one read of the log returns (one commit per view per
+    /// batch), within milliseconds of the commit while the log keeps growing (the polling of
+    /// [`subscribe`](Self::subscribe)). Views stay exactly once however many processes project
+    /// them. Reactions' follow-up commands are sent after each batch.
+    ///
+    /// ```no_run
+    /// # use sourceflow::prelude::*;
+    /// # async fn demo(read_side: SourceFlow) -> Result<(), Error> {
+    /// tokio::spawn(async move { read_side.follow().await });
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The first failure of a view or aggregate ([`Error::Decode`], [`Error::Store`], or a
+    /// handler's error); nothing of that subscriber's failed batch is committed, so following
+    /// again retries it. It never returns otherwise.
+    pub async fn follow(&self) -> Result<(), Error> {
+        self.follow_with(|_| {}).await
+    }
+
+    /// [`follow`](Self::follow), reporting progress after every batch applied
+    /// ([`Progress::applied`] counts the events taken off the log since the catch-up,
+    /// [`Progress::position`] is the last one's position).
+    ///
+    /// # Errors
+    /// As [`follow`](Self::follow).
+    pub async fn follow_with(
+        &self,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<(), Error> {
+        use futures_util::StreamExt as _;
+        let read = &self.inner.read;
+        // Read from the head as it was before catching up: what commits meanwhile is read
+        // again and skipped by each subscriber's position.
+        let from = read.store.head().await?;
+        self.catch_up().await?;
+        let mut batches = std::pin::pin!(read.clone().subscribe(from).ready_chunks(BATCH));
+        let mut applied = 0;
+        while let Some(batch) = batches.next().await {
+            let events = batch.into_iter().collect::<Result<Vec<_>, _>>()?;
+            read.apply_remote(&events).await?;
+            self.drain_outbox().await;
+            applied += events.len() as u64;
+            if let Some(last) = events.last() {
+                progress(Progress {
+                    position: last.position,
+                    head: last.position,
+                    applied,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Clears view `V`'s models and position and re-projects the whole event log into it.

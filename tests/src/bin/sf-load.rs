@@ -5,6 +5,7 @@
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> tally <id> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> bank <prefix> <accounts>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> spread <prefix> <count>
+//! sf-load <sqlite:PATH | postgres:URL#SCHEMA> spread-write-side <prefix> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> tally-until-deleted <id> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> notes <member> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> read-notes <member> 0
@@ -12,7 +13,9 @@
 //! `tally` adds 1 to one tally `count` times (contention across processes); `bank` opens
 //! accounts, deposits and overdraws each (so every account triggers a reaction and a
 //! follow-up command through the outbox); `spread` runs [`SENDERS`] concurrent senders, each
-//! adding 1 to its own tally `<prefix>-<k>` `count` times (one line when all are done).
+//! adding 1 to its own tally `<prefix>-<k>` `count` times (one line when all are done);
+//! `spread-write-side` does the same with the tally's saga alone (no view: another process
+//! follows the log).
 //! `tally-until-deleted` adds 1 like `tally`, printing each receipt's sequence, and stops with
 //! `deleted` once a send is refused because another process deleted the stream. `notes` keeps
 //! `count` personal notes about a member, a line per note; `read-notes` replays the member and
@@ -25,7 +28,7 @@ use bank::{Deposit, OpenAccount, Withdraw};
 use sourceflow::prelude::*;
 use sourceflow::store::Store;
 use sourceflow_tests::members::{note, Member};
-use sourceflow_tests::scenarios::Add;
+use sourceflow_tests::scenarios::{Add, TallySaga};
 
 /// The concurrent senders of `spread`.
 const SENDERS: usize = 16;
@@ -52,11 +55,13 @@ async fn run(args: &[String]) -> Result<(), String> {
         return Err("usage: sf-load STORE (tally|bank) KEY COUNT".to_owned());
     };
     let count: u64 = count.parse().map_err(|_| "COUNT must be a number")?;
-    let flow = SourceFlow::builder()
-        .shared_store(open_store(spec).await?)
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
+    let builder = SourceFlow::builder().shared_store(open_store(spec).await?);
+    let builder = if mode == "spread-write-side" {
+        builder.without_discovery().saga(TallySaga)
+    } else {
+        builder
+    };
+    let flow = builder.build().await.map_err(|e| e.to_string())?;
     match mode.as_str() {
         "tally" => {
             for i in 1..=count {
@@ -100,7 +105,7 @@ async fn run(args: &[String]) -> Result<(), String> {
                 println!("committed {i}");
             }
         }
-        "spread" => {
+        "spread" | "spread-write-side" => {
             let senders = (0..SENDERS).map(|k| {
                 let (flow, id) = (flow.clone(), EntityId::from(format!("{key}-{k}")));
                 tokio::spawn(async move {
