@@ -14,6 +14,14 @@ use anyhow::{bail, Context as _};
 use sourceflow_bench::report::{self, Row};
 use sourceflow_bench::workloads::{self, progress, Settings};
 
+/// Every system in the table (sourceflow, the peers, the raw floors) runs on mimalloc, the
+/// allocator a throughput-minded service would pick: glibc's spends a visible share of a
+/// multi-threaded async process in its free-list bookkeeping. BENCHMARKS.md compares both.
+/// (The `count-allocations` feature replaces it with a counting allocator.)
+#[cfg(not(feature = "count-allocations"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str =
     "usage: sourceflow-bench [--quick] [--check] [--only w1,w2,w3,w4,w5,w6,w7,w8,w9,w10,w11,w12]
 

@@ -3,15 +3,19 @@
 //! Postgres, interleaved cell by cell with W8's sourceflow cell (the same flow sending
 //! directly to Postgres, 32 senders).
 //!
-//! A deployment is the shape the NATS transport recommends: workers that keep only the write
-//! side (the saga, each with a store and pool of its own, as separate processes would), one
-//! [`NatsEventPublisher`] and one batched [`NatsViewFeeder`] keeping the view and the
-//! aggregate. A cell is timed until every command is answered and every event is applied to
-//! the view, so the view work the direct flow does before `send` returns is counted on both
-//! sides. Each deployment has a schema and a topology of its own, and its workers share the
-//! partitions out before the first round. Workers run in this process, on its runtime: on a
-//! two-core machine separate processes would not get more CPU.
+//! A deployment is workers that keep only the write side (the saga, each with a store and pool
+//! of its own, as separate processes would) and one read side keeping the view and the
+//! aggregate. In the measured deployments the read side shares the workers' Postgres and
+//! [follows](SourceFlow::follow) its log; a context cell runs one worker with the read side fed
+//! over NATS instead (one [`NatsEventPublisher`] and one batched [`NatsViewFeeder`]: the shape
+//! for a read side that does not share the store). A cell is timed until every command is
+//! answered and every event is applied to the view, so the view work the direct flow does
+//! before `send` returns is counted on both sides. Each deployment has a schema and a topology
+//! of its own, and its workers share the partitions out before the first round. Workers run in
+//! this process, on its runtime: on a two-core machine separate processes would not get more
+//! CPU.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +37,10 @@ use crate::report::{median_f64, Row, Target};
 
 /// Concurrent senders in every cell.
 const SENDERS: u64 = 32;
-/// The deployments' worker counts.
+/// The deployments' worker counts (read side following the log), then the context
+/// deployment's (read side fed over NATS).
 const WORKERS: [usize; 3] = [1, 2, 4];
+const CONTEXT_WORKERS: usize = 1;
 /// Command partitions of every deployment.
 const PARTITIONS: u32 = 16;
 
@@ -54,6 +60,21 @@ pub async fn w9(settings: &Settings) -> anyhow::Result<Vec<Row>> {
     run(&pg, &nats, settings.pick(2, 3), settings.pick(320, 960)).await
 }
 
+/// How a deployment's read side gets the events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// It follows the log of the Postgres the workers commit to.
+    Log,
+    /// A publisher copies the log to a JetStream stream, a batched feeder applies it.
+    Nats,
+}
+
+/// Events a deployment's read side has taken so far.
+enum Applied {
+    Log(Arc<AtomicU64>),
+    Nats(Box<NatsViewFeeder>),
+}
+
 /// One system of the table: the direct flow, or a deployment of workers.
 enum System {
     Direct {
@@ -61,8 +82,9 @@ enum System {
     },
     Nats {
         workers: usize,
+        feed: Feed,
         api: SourceFlow,
-        feeder: Box<NatsViewFeeder>,
+        applied: Applied,
         /// The read side's flow (reads the view's models).
         read_side: SourceFlow,
         tasks: Vec<JoinHandle<()>>,
@@ -73,6 +95,9 @@ impl System {
     fn name(&self) -> String {
         match self {
             System::Direct { .. } => "W8 sourceflow (direct)".to_owned(),
+            System::Nats {
+                feed: Feed::Nats, ..
+            } => "1 worker, view fed over NATS".to_owned(),
             System::Nats { workers: 1, .. } => "1 worker".to_owned(),
             System::Nats { workers, .. } => format!("{workers} workers"),
         }
@@ -87,12 +112,19 @@ impl System {
         Ok(())
     }
 
-    /// Events the deployment's feeder applied so far (0 for the direct flow, whose view is
+    /// Events the deployment's read side applied so far (0 for the direct flow, whose view is
     /// current when `send` returns).
     fn applied(&self) -> u64 {
         match self {
             System::Direct { .. } => 0,
-            System::Nats { feeder, .. } => feeder.delivered(),
+            System::Nats {
+                applied: Applied::Log(counter),
+                ..
+            } => counter.load(Ordering::Relaxed),
+            System::Nats {
+                applied: Applied::Nats(feeder),
+                ..
+            } => feeder.delivered(),
         }
     }
 
@@ -178,14 +210,15 @@ async fn store(url: &str, schema: &str) -> anyhow::Result<PostgresStore> {
         .await?)
 }
 
-/// Starts a deployment of `workers` workers in `schema` with topology `topology`, and waits
-/// until they have shared the partitions out.
+/// Starts a deployment of `workers` workers in `schema` with topology `topology`, its read side
+/// fed by `feed`, and waits until the workers have shared the partitions out.
 async fn deployment(
     pg: &str,
     nats: &str,
     schema: &str,
     topology: &Topology,
     workers: usize,
+    feed: Feed,
 ) -> anyhow::Result<System> {
     let client = || async { anyhow::Ok(async_nats::connect(nats).await?) };
     let mut tasks = Vec::new();
@@ -203,22 +236,42 @@ async fn deployment(
             }
         }));
     }
-    let publisher_flow = publisher_flow.context("a deployment has a worker")?;
-    let publisher = NatsEventPublisher::new(client().await?, publisher_flow, topology.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = publisher.run().await {
-            progress(format!("W9: the publisher stopped: {e}"));
-        }
-    }));
     let read_side = domain::flow(store(pg, schema).await?, Components::ReadSide).await?;
-    let feeder = NatsViewFeeder::new(client().await?, read_side.clone(), topology.clone(), "w9")
-        .ack_wait(Duration::from_secs(5));
-    let running = feeder.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = running.run().await {
-            progress(format!("W9: the feeder stopped: {e}"));
+    let applied = match feed {
+        Feed::Log => {
+            let counter = Arc::new(AtomicU64::new(0));
+            let (following, taken) = (read_side.clone(), counter.clone());
+            tasks.push(tokio::spawn(async move {
+                let followed = following
+                    .follow_with(|p| taken.store(p.applied, Ordering::Relaxed))
+                    .await;
+                if let Err(e) = followed {
+                    progress(format!("W9: the read side stopped: {e}"));
+                }
+            }));
+            Applied::Log(counter)
         }
-    }));
+        Feed::Nats => {
+            let publisher_flow = publisher_flow.context("a deployment has a worker")?;
+            let publisher =
+                NatsEventPublisher::new(client().await?, publisher_flow, topology.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = publisher.run().await {
+                    progress(format!("W9: the publisher stopped: {e}"));
+                }
+            }));
+            let feeder =
+                NatsViewFeeder::new(client().await?, read_side.clone(), topology.clone(), "w9")
+                    .ack_wait(Duration::from_secs(5));
+            let running = feeder.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = running.run().await {
+                    progress(format!("W9: the feeder stopped: {e}"));
+                }
+            }));
+            Applied::Nats(Box::new(feeder))
+        }
+    };
     let dispatcher = NatsCommandDispatcher::builder(client().await?, topology.clone())
         .route::<Deposit>()
         .timeout(Duration::from_secs(30))
@@ -232,8 +285,9 @@ async fn deployment(
         .await?;
     let system = System::Nats {
         workers,
+        feed,
         api,
-        feeder: Box::new(feeder),
+        applied,
         read_side,
         tasks,
     };
@@ -256,14 +310,19 @@ async fn deployment(
 /// W9 with `rounds` rounds of `commands` commands per cell.
 async fn run(pg: &str, nats: &str, rounds: usize, commands: u64) -> anyhow::Result<Vec<Row>> {
     let pid = std::process::id();
+    let deployments = deployments();
     let schemas: Vec<String> = std::iter::once("direct".to_owned())
-        .chain(WORKERS.iter().map(|w| format!("nats{w}")))
+        .chain(
+            deployments
+                .iter()
+                .map(|(w, feed)| deployment_name(*w, *feed)),
+        )
         .map(|s| format!("sfbench_w9_{s}_{pid}"))
         .collect();
-    let topologies: Vec<Topology> = WORKERS
+    let topologies: Vec<Topology> = deployments
         .iter()
-        .map(|w| {
-            Topology::new(format!("sfbenchw9_{pid}_{w}"))
+        .map(|(w, feed)| {
+            Topology::new(format!("sfbenchw9_{pid}_{}", deployment_name(*w, *feed)))
                 .partitions(PARTITIONS)
                 .in_memory()
         })
@@ -302,6 +361,23 @@ async fn run(pg: &str, nats: &str, rounds: usize, commands: u64) -> anyhow::Resu
     Ok(rows)
 }
 
+/// Every deployment: its worker count and its read side's feed.
+fn deployments() -> Vec<(usize, Feed)> {
+    WORKERS
+        .iter()
+        .map(|&w| (w, Feed::Log))
+        .chain(std::iter::once((CONTEXT_WORKERS, Feed::Nats)))
+        .collect()
+}
+
+/// A deployment's part of its schema's and topology's names.
+fn deployment_name(workers: usize, feed: Feed) -> String {
+    match feed {
+        Feed::Log => format!("nats{workers}"),
+        Feed::Nats => format!("nats{workers}feed"),
+    }
+}
+
 async fn recreate(admin: &PgPool, schema: &str) -> anyhow::Result<()> {
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .execute(admin)
@@ -322,15 +398,22 @@ async fn w9_in(
 ) -> anyhow::Result<Vec<Row>> {
     let direct = domain::flow(store(pg, &schemas[0]).await?, Components::Full).await?;
     let mut systems: Vec<Arc<System>> = vec![Arc::new(System::Direct { flow: direct })];
-    for (i, workers) in WORKERS.iter().enumerate() {
-        progress(format!("W9: starting a deployment of {workers} worker(s)"));
+    for (i, (workers, feed)) in deployments().into_iter().enumerate() {
+        progress(format!(
+            "W9: starting a deployment of {workers} worker(s){}",
+            if feed == Feed::Nats {
+                ", view fed over NATS"
+            } else {
+                ""
+            }
+        ));
         systems.push(Arc::new(
-            deployment(pg, nats, &schemas[i + 1], &topologies[i], *workers).await?,
+            deployment(pg, nats, &schemas[i + 1], &topologies[i], workers, feed).await?,
         ));
     }
     progress(format!(
         "W9: NATS, {rounds} rounds of {commands} commands per cell, {SENDERS} senders \
-         (W8's direct flow, 1, 2 and 4 workers)"
+         (W8's direct flow, 1, 2 and 4 workers, 1 worker with the view fed over NATS)"
     ));
     // Warm-up: connections, consumers, caches (accounts outside the cells).
     for system in &systems {
@@ -352,7 +435,7 @@ async fn w9_in(
 }
 
 /// The table's rows from the systems' names and median rates (direct first, then 1, 2 and 4
-/// workers).
+/// workers, then 1 worker with the view fed over NATS).
 fn rows(names: &[String], median: &[f64], commands: u64, rounds: usize) -> Vec<Row> {
     let measured = names
         .iter()
@@ -360,7 +443,8 @@ fn rows(names: &[String], median: &[f64], commands: u64, rounds: usize) -> Vec<R
         .map(|(name, rate)| format!("{name} {}", fmt_rate(*rate)))
         .collect::<Vec<_>>()
         .join("; ");
-    let (direct, one, two, four) = (median[0], median[1], median[2], median[3]);
+    let (direct, one, two, four, over_nats) =
+        (median[0], median[1], median[2], median[3], median[4]);
     vec![
         Row::info(
             "W9",
@@ -368,7 +452,8 @@ fn rows(names: &[String], median: &[f64], commands: u64, rounds: usize) -> Vec<R
             measured,
         )
         .note(format!(
-            "{PARTITIONS} partitions, window 16; {commands} commands per cell, {rounds} rounds"
+            "{PARTITIONS} partitions, window 16; the read side follows the Postgres log; \
+             {commands} commands per cell, {rounds} rounds"
         )),
         Row::checked(
             "W9",
@@ -385,6 +470,15 @@ fn rows(names: &[String], median: &[f64], commands: u64, rounds: usize) -> Vec<R
             Target::AtLeast(1.0),
         )
         .note("below 1: adding workers lowers throughput"),
+        Row::info(
+            "W9",
+            "context: 1 worker, view fed over NATS / W8 sourceflow at 32 senders",
+            format!("{} vs {}", fmt_rate(over_nats), fmt_rate(direct)),
+        )
+        .note(format!(
+            "ratio {:.2}, no target; a publisher and a batched feeder carry the events",
+            over_nats / direct
+        )),
     ]
 }
 
@@ -394,7 +488,9 @@ mod tests {
 
     #[test]
     fn the_targets_are_checked_and_a_fall_is_a_miss() {
-        let names: Vec<String> = ["direct", "1", "2", "4"].map(String::from).to_vec();
+        let names: Vec<String> = ["direct", "1", "2", "4", "1 over NATS"]
+            .map(String::from)
+            .to_vec();
         let missed = |median: &[f64]| {
             rows(&names, median, 320, 2)
                 .iter()
@@ -402,10 +498,10 @@ mod tests {
                 .map(|r| r.what.clone())
                 .collect::<Vec<_>>()
         };
-        assert!(missed(&[1_000.0, 800.0, 900.0, 1_200.0]).is_empty());
-        let slow = missed(&[1_000.0, 600.0, 900.0, 1_200.0]);
+        assert!(missed(&[1_000.0, 800.0, 900.0, 1_200.0, 500.0]).is_empty());
+        let slow = missed(&[1_000.0, 600.0, 900.0, 1_200.0, 500.0]);
         assert!(slow.iter().any(|w| w.contains("1 worker")), "{slow:?}");
-        let falling = missed(&[1_000.0, 800.0, 900.0, 700.0]);
+        let falling = missed(&[1_000.0, 800.0, 900.0, 700.0, 500.0]);
         assert!(
             falling.iter().any(|w| w.contains("4 workers / 1")),
             "{falling:?}"
@@ -423,7 +519,7 @@ mod tests {
         let pg = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
         let nats = std::env::var("SOURCEFLOW_NATS_URL").expect("SOURCEFLOW_NATS_URL");
         let rows = run(&pg, &nats, 1, 64).await.expect("W9");
-        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.len(), 4);
         assert!(
             rows[1].met().is_some() && rows[2].met().is_some(),
             "{rows:?}"
@@ -438,8 +534,12 @@ mod tests {
         assert_eq!(left, 0, "W9 left its schemas behind");
         let jetstream =
             async_nats::jetstream::new(async_nats::connect(&nats).await.expect("connect"));
-        for w in WORKERS {
-            let name = format!("sfbenchw9_{}_{w}_commands", std::process::id());
+        for (w, feed) in deployments() {
+            let name = format!(
+                "sfbenchw9_{}_{}_commands",
+                std::process::id(),
+                deployment_name(w, feed)
+            );
             assert!(
                 jetstream.get_stream(&name).await.is_err(),
                 "W9 left {name} behind"
