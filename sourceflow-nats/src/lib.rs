@@ -11,7 +11,9 @@
 //! - [`NatsEventPublisher`] follows the event log and publishes every committed event,
 //!   deduplicated by message id, one publisher per topology at a time; [`NatsViewFeeder`]
 //!   applies them to another process's views in batches, and [`NatsEventSubscriber`] to a
-//!   hand-written handler, exactly once.
+//!   hand-written handler, exactly once. A read side that shares the workers' store needs
+//!   neither: [`SourceFlow::follow`](sourceflow::SourceFlow::follow) applies the store's log
+//!   directly, without a second copy of it on JetStream.
 //!
 //! Commands and events carry the W3C trace context of the span that sent them, and the worker
 //! or subscriber handles them in that trace: see [`trace`] for the spans and their fields.
