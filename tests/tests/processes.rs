@@ -328,6 +328,109 @@ async fn postgres_a_following_read_side_keeps_up_with_writers_elsewhere() {
     a_following_read_side_keeps_up_with_writers_elsewhere(postgres().await).await;
 }
 
+/// A following read side outlives its database: while writers in another process send a second
+/// load, every connection of its store is terminated by the server as soon as it opens, for two
+/// seconds; it goes on applying the load afterwards (retrying what failed meanwhile), each
+/// event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn postgres_a_following_read_side_survives_its_connections_being_killed() {
+    const PER_SENDER: u64 = 10;
+    let shared = postgres().await;
+    let (url, schema) = shared
+        .spec
+        .strip_prefix("postgres:")
+        .and_then(|rest| rest.rsplit_once('#'))
+        .expect("postgres:URL#SCHEMA");
+    let name = format!("sf_follow_{}", std::process::id());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = sourceflow_sqlx::PostgresStore::connect_with_schema(
+        &format!("{url}{separator}application_name={name}"),
+        schema,
+    )
+    .await
+    .unwrap();
+    let read_side = SourceFlow::builder()
+        .store(store)
+        .without_discovery()
+        .view(TallyView)
+        .build()
+        .await
+        .unwrap();
+    let (reports, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let following = {
+        let read_side = read_side.clone();
+        tokio::spawn(async move {
+            read_side
+                .follow_with(move |p| {
+                    let _ = reports.send(p.applied);
+                })
+                .await
+        })
+    };
+    let load = || async {
+        let child = spawn(&shared.spec, "spread-write-side", "k", PER_SENDER);
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.status.success(), "a writer failed: {:?}", out.status);
+    };
+    // Waits until the read side has taken `total` events.
+    async fn until(progress: &mut tokio::sync::mpsc::UnboundedReceiver<u64>, total: u64) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut applied = 0;
+        while applied < total {
+            applied = tokio::time::timeout_at(deadline, progress.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the read side took {applied} of {total} events"))
+                .expect("following stopped");
+        }
+    }
+    load().await;
+    until(&mut progress, 16 * PER_SENDER).await;
+
+    // For two seconds, every connection the read side's store opens is killed at once: more
+    // than the store's own retries ride out, so failures reach `follow`.
+    let admin = sqlx::PgPool::connect(url).await.unwrap();
+    let killer = {
+        let (admin, name) = (admin.clone(), name.clone());
+        tokio::spawn(async move {
+            let (started, mut killed) = (std::time::Instant::now(), 0);
+            while started.elapsed() < std::time::Duration::from_secs(2) {
+                let done: Vec<bool> = sqlx::query_scalar(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1",
+                )
+                .bind(&name)
+                .fetch_all(&admin)
+                .await
+                .unwrap();
+                killed += done.len();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            killed
+        })
+    };
+    load().await;
+    assert!(
+        killer.await.unwrap() > 0,
+        "the read side's connections were killed"
+    );
+    until(&mut progress, 2 * 16 * PER_SENDER).await;
+    assert!(!following.is_finished(), "following goes on");
+    following.abort();
+    for k in 0..16 {
+        let id = format!("k-{k}");
+        let model: TallyModel = read_side.view_model(&*id).await.unwrap().unwrap();
+        assert_eq!(
+            model.applied,
+            2 * PER_SENDER,
+            "{id}: each event applied once"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_many_writers_and_a_catch_up_reader() {
     many_writers_and_a_catch_up_reader(sqlite().await).await;

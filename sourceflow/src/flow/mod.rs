@@ -424,10 +424,13 @@ impl SourceFlow {
     /// # Ok(()) }
     /// ```
     ///
+    /// A transient fault of the store (the database restarting, a dropped connection) is
+    /// logged and retried with backoff, reading or applying, for as long as it lasts.
+    ///
     /// # Errors
-    /// The first failure of a view or aggregate ([`Error::Decode`], [`Error::Store`], or a
-    /// handler's error); nothing of that subscriber's failed batch is committed, so following
-    /// again retries it. It never returns otherwise.
+    /// The first failure of a view or aggregate ([`Error::Decode`], a lasting
+    /// [`Error::Store`], or a handler's error); nothing of that subscriber's failed batch is
+    /// committed, so following again retries it. It never returns otherwise.
     pub async fn follow(&self) -> Result<(), Error> {
         self.follow_with(|_| {}).await
     }
@@ -449,20 +452,57 @@ impl SourceFlow {
         let from = read.store.head().await?;
         self.catch_up().await?;
         let mut batches = std::pin::pin!(read.clone().subscribe(from).ready_chunks(BATCH));
-        let mut applied = 0;
+        let (mut applied, mut failures) = (0, 0);
         while let Some(batch) = batches.next().await {
-            let events = batch.into_iter().collect::<Result<Vec<_>, _>>()?;
-            read.apply_remote(&events).await?;
-            self.drain_outbox().await;
-            applied += events.len() as u64;
+            // A failed read leaves the subscription where it was: the events around it are
+            // still in log order.
+            let (mut events, mut failed) = (Vec::with_capacity(batch.len()), None);
+            for item in batch {
+                match item {
+                    Ok(event) => events.push(event),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
             if let Some(last) = events.last() {
+                self.apply_followed(&events).await?;
+                applied += events.len() as u64;
                 progress(Progress {
                     position: last.position,
                     head: last.position,
                     applied,
                 });
             }
+            match failed {
+                Some(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "follow: cannot read the log; retrying");
+                    tokio::time::sleep(follow_backoff(failures)).await;
+                    failures += 1;
+                }
+                Some(e) => return Err(e),
+                None => failures = 0,
+            }
         }
+        Ok(())
+    }
+
+    /// Applies one batch [`follow`](Self::follow) read, retrying while the store's failures are
+    /// transient, then sends reactions' follow-ups.
+    async fn apply_followed(&self, events: &[RecordedEvent]) -> Result<(), Error> {
+        let mut failures = 0;
+        loop {
+            match self.inner.read.apply_remote(events).await {
+                Ok(_) => break,
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "follow: cannot apply a batch; retrying");
+                    tokio::time::sleep(follow_backoff(failures)).await;
+                    failures += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.drain_outbox().await;
         Ok(())
     }
 
@@ -537,4 +577,15 @@ impl SourceFlow {
             }
         });
     }
+}
+
+/// True for a store fault worth retrying (the database restarting, a dropped connection).
+fn is_transient(error: &Error) -> bool {
+    matches!(error, Error::Store(e) if e.is_transient())
+}
+
+/// How long [`SourceFlow::follow`] waits after its `failures`-th transient fault in a row:
+/// 50 ms, doubling up to 3.2 s.
+fn follow_backoff(failures: u32) -> Duration {
+    Duration::from_millis(50 << failures.min(6))
 }
