@@ -31,16 +31,60 @@ fn spawn(spec: &str, mode: &str, key: &str, count: u64) -> std::process::Child {
         .expect("start sf-load")
 }
 
-async fn two_writers_one_account(shared: SharedDb) {
-    let children: Vec<_> = (0..2)
-        .map(|_| spawn(&shared.spec, "tally", "shared", 1_000))
-        .collect();
+/// Waits for writer processes, each of which must succeed; their outputs.
+async fn finish(children: Vec<std::process::Child>) -> Vec<std::process::Output> {
+    let mut outputs = Vec::new();
     for child in children {
         let out = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
             .unwrap()
             .unwrap();
         assert!(out.status.success(), "a writer failed: {:?}", out.status);
+        outputs.push(out);
+    }
+    outputs
+}
+
+/// A follower's reports: the position reached and the events taken so far.
+type Reports = tokio::sync::mpsc::UnboundedReceiver<(Position, u64)>;
+
+/// Runs `read_side.follow_with` in a task; its reports arrive on the receiver.
+fn follow(read_side: &SourceFlow) -> (tokio::task::JoinHandle<Result<(), Error>>, Reports) {
+    let (reports, progress) = tokio::sync::mpsc::unbounded_channel();
+    let read_side = read_side.clone();
+    let following = tokio::spawn(async move {
+        read_side
+            .follow_with(move |p| {
+                let _ = reports.send((p.position, p.applied));
+            })
+            .await
+    });
+    (following, progress)
+}
+
+/// Waits (30 s at most) until the follower has taken `total` events, checking that each report
+/// moves forward.
+async fn until(progress: &mut Reports, total: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = (Position::START, 0);
+    while last.1 < total {
+        let report = tokio::time::timeout_at(deadline, progress.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the read side took {} of {total} events", last.1))
+            .expect("following stopped");
+        assert!(
+            report.0 > last.0 && report.1 > last.1,
+            "progress moves forward"
+        );
+        last = report;
+    }
+}
+
+async fn two_writers_one_account(shared: SharedDb) {
+    let children: Vec<_> = (0..2)
+        .map(|_| spawn(&shared.spec, "tally", "shared", 1_000))
+        .collect();
+    for out in finish(children).await {
         let lines = String::from_utf8_lossy(&out.stdout).lines().count();
         assert_eq!(lines, 1_000, "every send returned Ok");
     }
@@ -198,13 +242,7 @@ async fn many_writers_and_a_catch_up_reader(shared: SharedDb) {
     let children: Vec<_> = (0..2)
         .map(|_| spawn(&shared.spec, "spread", "t", PER_SENDER))
         .collect();
-    for child in children {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(out.status.success(), "a writer failed: {:?}", out.status);
-    }
+    finish(children).await;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = reader.await.unwrap();
 
@@ -267,40 +305,12 @@ async fn a_following_read_side_keeps_up_with_writers_elsewhere(shared: SharedDb)
         .build()
         .await
         .unwrap();
-    let (reports, mut progress) = tokio::sync::mpsc::unbounded_channel();
-    let following = {
-        let read_side = read_side.clone();
-        tokio::spawn(async move {
-            read_side
-                .follow_with(move |p| {
-                    let _ = reports.send((p.position, p.applied));
-                })
-                .await
-        })
-    };
+    let (following, mut progress) = follow(&read_side);
     let children: Vec<_> = (0..2)
         .map(|_| spawn(&shared.spec, "spread-write-side", "f", PER_SENDER))
         .collect();
-    for child in children {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(out.status.success(), "a writer failed: {:?}", out.status);
-    }
-    let mut last = (Position::START, 0);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while last.1 < total {
-        let report = tokio::time::timeout_at(deadline, progress.recv())
-            .await
-            .unwrap_or_else(|_| panic!("the read side took {} of {total} events", last.1))
-            .expect("following stopped");
-        assert!(
-            report.0 > last.0 && report.1 > last.1,
-            "progress moves forward"
-        );
-        last = report;
-    }
+    finish(children).await;
+    until(&mut progress, total).await;
     assert!(!following.is_finished(), "following goes on");
     following.abort();
     for k in 0..16 {
@@ -357,36 +367,15 @@ async fn postgres_a_following_read_side_survives_its_connections_being_killed() 
         .build()
         .await
         .unwrap();
-    let (reports, mut progress) = tokio::sync::mpsc::unbounded_channel();
-    let following = {
-        let read_side = read_side.clone();
-        tokio::spawn(async move {
-            read_side
-                .follow_with(move |p| {
-                    let _ = reports.send(p.applied);
-                })
-                .await
-        })
+    let (following, mut progress) = follow(&read_side);
+    let load = || {
+        finish(vec![spawn(
+            &shared.spec,
+            "spread-write-side",
+            "k",
+            PER_SENDER,
+        )])
     };
-    let load = || async {
-        let child = spawn(&shared.spec, "spread-write-side", "k", PER_SENDER);
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(out.status.success(), "a writer failed: {:?}", out.status);
-    };
-    // Waits until the read side has taken `total` events.
-    async fn until(progress: &mut tokio::sync::mpsc::UnboundedReceiver<u64>, total: u64) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut applied = 0;
-        while applied < total {
-            applied = tokio::time::timeout_at(deadline, progress.recv())
-                .await
-                .unwrap_or_else(|_| panic!("the read side took {applied} of {total} events"))
-                .expect("following stopped");
-        }
-    }
     load().await;
     until(&mut progress, 16 * PER_SENDER).await;
 
