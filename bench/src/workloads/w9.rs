@@ -199,9 +199,10 @@ async fn run_cell(system: &Arc<System>, commands: u64, base: u64) -> anyhow::Res
     Ok(rate(sent, elapsed))
 }
 
-/// A Postgres store in `schema`, with a pool of 5 connections: the three deployments run
-/// 10 stores against one server at once, and 10 default pools of 10 would reach the server's
-/// default `max_connections` (100), where connections are refused and commands stall.
+/// A Postgres store in `schema`, with a pool of 5 connections: the direct flow and the four
+/// deployments (8 workers, 4 read sides) run 13 stores against one server at once, and 13
+/// default pools of 10 would pass the server's default `max_connections` (100), where
+/// connections are refused and commands stall.
 async fn store(url: &str, schema: &str) -> anyhow::Result<PostgresStore> {
     Ok(PostgresStore::builder(url)
         .schema(schema)
