@@ -19,6 +19,7 @@
 //! | `group` | [`group_scenarios`] | group commit: the units of concurrent senders committed in order in one transaction, with the views' projection of the whole group when its assumptions hold | stores whose [`Store::groups`](sourceflow::store::Store::groups) returns `Some` |
 //! | `schedule` | [`schedule_scenarios`] | scheduled commands: committed with their unit only, claimed in due order by one caller at a time, cancels exclusive with claims | stores whose [`Store::schedules`](sourceflow::store::Store::schedules) returns `Some` |
 //! | `keys` | [`key_scenarios`] | subject keys for personal data: made on first use (concurrent first uses agree; with the unit that first uses them, or not at all), forgotten for good | stores whose [`Store::keys`](sourceflow::store::Store::keys) returns `Some` |
+//! | `lease` | [`lease_scenarios`] | leases: one holder at a time until its time runs out or it gives the lease up, one winner among concurrent takers | stores whose [`Store::leases`](sourceflow::store::Store::leases) returns `Some` |
 //! | `lifecycle` | [`lifecycle_scenarios`] | deleting a stream (tombstone, erasure in place, positions and message ids kept), archiving and restoring it | stores that implement [`Store::delete_stream`](sourceflow::store::Store::delete_stream) and the archive methods (the provided implementations refuse) |
 //! | `admin` | [`admin_scenarios`] | the tooling of [`StoreAdmin`](sourceflow::store::StoreAdmin): direct appends, time-range reads, model edits, listings | stores whose [`Store::admin`](sourceflow::store::Store::admin) returns `Some` |
 //!
@@ -112,6 +113,7 @@ pub mod core_scenarios;
 pub mod group_scenarios;
 pub mod inline_scenarios;
 pub mod key_scenarios;
+pub mod lease_scenarios;
 pub mod lifecycle_scenarios;
 pub mod records;
 pub mod schedule_scenarios;
@@ -127,7 +129,7 @@ pub use fixture::{run, Fixture};
 ///     mod <module name> {
 ///         fixture: <expression>,           // a Fixture; evaluated in an async block, per test
 ///         groups: [<group>, ...],          // any of `core`, `inline`, `admin`, `schedule`,
-///                                          // `keys`, `lifecycle`
+///                                          // `keys`, `lease`, `lifecycle`
 ///     }
 /// }
 /// ```
@@ -245,6 +247,14 @@ macro_rules! __conformance_group {
             a_unit_whose_subject_has_another_key_is_refused,
         ] $($how)*}
     };
+    (lease $($how:tt)*) => {
+        $crate::__conformance_expand! {lease_scenarios [
+            a_lease_has_one_holder_until_its_time_runs_out,
+            a_released_lease_is_free_at_once,
+            concurrent_takers_get_one_lease,
+            leases_are_independent_by_name,
+        ] $($how)*}
+    };
     (lifecycle $($how:tt)*) => {
         $crate::__conformance_expand! {lifecycle_scenarios [
             deletion_erases_in_place,
@@ -257,7 +267,7 @@ macro_rules! __conformance_group {
         ::core::compile_error!(::core::concat!(
             "unknown conformance group `",
             ::core::stringify!($unknown),
-            "`: the groups are `core`, `inline`, `group`, `admin`, `schedule`, `keys` and `lifecycle`"
+            "`: the groups are `core`, `inline`, `group`, `admin`, `schedule`, `keys`, `lease` and `lifecycle`"
         ));
     };
 }
@@ -334,6 +344,11 @@ mod tests {
         );
         let keys: &[&str] = crate::__conformance_group!(keys names);
         assert_eq!(listed(keys), defined(&[include_str!("key_scenarios.rs")]));
+        let lease: &[&str] = crate::__conformance_group!(lease names);
+        assert_eq!(
+            listed(lease),
+            defined(&[include_str!("lease_scenarios.rs")])
+        );
         let lifecycle: &[&str] = crate::__conformance_group!(lifecycle names);
         assert_eq!(
             listed(lifecycle),

@@ -6,6 +6,6 @@ use sourceflow_testkit::{store_conformance, Fixture};
 store_conformance! {
     mod memory {
         fixture: Fixture::new(MemoryStore::new()),
-        groups: [core, inline, admin, schedule, keys, lifecycle],
+        groups: [core, inline, admin, schedule, keys, lease, lifecycle],
     }
 }

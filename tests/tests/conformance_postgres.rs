@@ -53,7 +53,7 @@ store_conformance! {
     #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
     mod postgres {
         fixture: postgres().await,
-        groups: [core, inline, group, admin, schedule, keys, lifecycle],
+        groups: [core, inline, group, admin, schedule, keys, lease, lifecycle],
     }
 }
 

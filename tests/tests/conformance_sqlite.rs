@@ -28,14 +28,14 @@ async fn sqlite_memory() -> Fixture {
 store_conformance! {
     mod file {
         fixture: sqlite_file().await,
-        groups: [core, inline, admin, schedule, keys, lifecycle],
+        groups: [core, inline, admin, schedule, keys, lease, lifecycle],
     }
 }
 
 store_conformance! {
     mod memory {
         fixture: sqlite_memory().await,
-        groups: [core, inline, admin, schedule, keys, lifecycle],
+        groups: [core, inline, admin, schedule, keys, lease, lifecycle],
     }
 }
 

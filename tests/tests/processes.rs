@@ -338,6 +338,170 @@ async fn postgres_a_following_read_side_keeps_up_with_writers_elsewhere() {
     a_following_read_side_keeps_up_with_writers_elsewhere(postgres().await).await;
 }
 
+/// A read side following `shared` with the tally's view alone, as `follow` and
+/// `sf-load follow-tally` build it.
+async fn tally_read_side(shared: &SharedDb) -> SourceFlow {
+    SourceFlow::builder()
+        .shared_store(shared.store.clone())
+        .without_discovery()
+        .view(TallyView)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Waits (30 s at most) until `read_side`'s tallies `<prefix>-0` to `<prefix>-15` have each
+/// applied `expected` events, and checks that none applied more.
+async fn until_tallies(read_side: &SourceFlow, prefix: &str, expected: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    for k in 0..16 {
+        let id = format!("{prefix}-{k}");
+        loop {
+            let model: Option<TallyModel> = read_side.view_model(&*id).await.unwrap();
+            let applied = model.as_ref().map_or(0, |m| m.applied);
+            assert!(
+                applied <= expected,
+                "{id}: {model:?}, more than {expected} applied"
+            );
+            if applied == expected {
+                assert_eq!(
+                    model.unwrap().total,
+                    expected as i64,
+                    "{id}: each event applied once"
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id}: {applied} of {expected} events applied"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Of two read sides following one store with the same view, the first applies the log and
+/// the second stands by (it reports nothing); when the first stops following, it gives its lease
+/// up and the second takes over at once: the view ends with every event applied once.
+async fn a_standby_read_side_takes_over_when_the_other_stops(shared: SharedDb) {
+    const PER_SENDER: u64 = 10;
+    let first = tally_read_side(&shared).await;
+    let (first_following, mut first_progress) = follow(&first);
+    finish(vec![spawn(&shared.spec, "spread-write-side", "g", 1)]).await;
+    until(&mut first_progress, 16).await;
+    let second = tally_read_side(&shared).await;
+    let (second_following, mut second_progress) = follow(&second);
+    finish(vec![spawn(
+        &shared.spec,
+        "spread-write-side",
+        "g",
+        PER_SENDER,
+    )])
+    .await;
+    until(&mut first_progress, 16 + 16 * PER_SENDER).await;
+    assert!(
+        second_progress.try_recv().is_err(),
+        "the read side standing by applied nothing"
+    );
+    first_following.abort();
+    let _ = first_following.await;
+    finish(vec![spawn(
+        &shared.spec,
+        "spread-write-side",
+        "g",
+        PER_SENDER,
+    )])
+    .await;
+    until_tallies(&second, "g", 1 + 2 * PER_SENDER).await;
+    assert!(!second_following.is_finished(), "following goes on");
+    second_following.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_standby_read_side_takes_over_when_the_other_stops() {
+    a_standby_read_side_takes_over_when_the_other_stops(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn postgres_a_standby_read_side_takes_over_when_the_other_stops() {
+    a_standby_read_side_takes_over_when_the_other_stops(postgres().await).await;
+}
+
+/// Waits (30 s at most) until the other process reports that it has applied `total` events.
+async fn other_applied(applied: &mut tokio::sync::mpsc::UnboundedReceiver<u64>, total: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = 0;
+    while last < total {
+        last = tokio::time::timeout_at(deadline, applied.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the other process applied {last} of {total}"))
+            .expect("the other process stopped following");
+    }
+}
+
+/// A read side standing by in this process takes over from one in another process that is
+/// killed while it applies the log (so it never gives its lease up): once the lease runs out,
+/// this one catches up with what was committed meanwhile, and every event is applied once.
+async fn a_standby_read_side_takes_over_from_a_killed_one(shared: SharedDb) {
+    const PER_SENDER: u64 = 10;
+    let mut holder = Command::new(LOAD)
+        .args([shared.spec.as_str(), "follow-tally", "-", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sf-load");
+    let (reports, mut applied) = tokio::sync::mpsc::unbounded_channel();
+    let lines = BufReader::new(holder.stdout.take().expect("piped stdout"));
+    std::thread::spawn(move || {
+        for line in lines.lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("applied ") {
+                let _ = reports.send(n.parse::<u64>().expect("a count"));
+            }
+        }
+    });
+    // The only follower at first: it takes the read side's lease.
+    finish(vec![spawn(&shared.spec, "spread-write-side", "k", 1)]).await;
+    other_applied(&mut applied, 16).await;
+    let standby = tally_read_side(&shared).await;
+    let (following, mut progress) = follow(&standby);
+    finish(vec![spawn(
+        &shared.spec,
+        "spread-write-side",
+        "k",
+        PER_SENDER,
+    )])
+    .await;
+    other_applied(&mut applied, 16 + 16 * PER_SENDER).await;
+    assert!(
+        progress.try_recv().is_err(),
+        "the read side standing by applied nothing"
+    );
+    holder.kill().expect("kill the other process");
+    holder.wait().expect("reap it");
+    finish(vec![spawn(
+        &shared.spec,
+        "spread-write-side",
+        "k",
+        PER_SENDER,
+    )])
+    .await;
+    until_tallies(&standby, "k", 1 + 2 * PER_SENDER).await;
+    assert!(!following.is_finished(), "following goes on");
+    following.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_standby_read_side_takes_over_from_a_killed_one() {
+    a_standby_read_side_takes_over_from_a_killed_one(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn postgres_a_standby_read_side_takes_over_from_a_killed_one() {
+    a_standby_read_side_takes_over_from_a_killed_one(postgres().await).await;
+}
+
 /// A following read side outlives its database: while writers in another process send a second
 /// load, every connection of its store is terminated by the server as soon as it opens, for two
 /// seconds; it goes on applying the load afterwards (retrying what failed meanwhile), each

@@ -145,10 +145,11 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::retry::Backoff;
+use crate::sql::lease::{HOLD_LEASE, RELEASE_LEASE};
 use crate::sql::read::{Param, Query, ReadQueries};
 use crate::sql::rows::{message_name, Columns};
 use crate::sql::values::{corrupt, db_int, from_db, payload_text};
-use crate::sql::write::KeyWrite;
+use crate::sql::write::{KeyWrite, LeaseWrite};
 use crate::sql::write::{Write, Written};
 use crate::sql::{Backend, SqlStore};
 use commit::BindEnvelope;
@@ -312,6 +313,32 @@ impl Postgres {
 }
 
 impl Postgres {
+    /// A lease write: one statement, whose one changed row means the lease is held.
+    async fn lease(&self, write: LeaseWrite) -> Result<Written, StoreError> {
+        match write {
+            LeaseWrite::Hold {
+                name,
+                holder,
+                now,
+                until,
+            } => {
+                let params = [
+                    Param::Text(&name),
+                    Param::Text(&holder),
+                    Param::Int(until),
+                    Param::Int(now),
+                ];
+                let changed = self.execute("hold lease", HOLD_LEASE, &params).await?;
+                Ok(Written::Held(changed == 1))
+            }
+            LeaseWrite::Release { name, holder } => {
+                let params = [Param::Text(&name), Param::Text(&holder)];
+                self.execute_done("release lease", RELEASE_LEASE, &params)
+                    .await
+            }
+        }
+    }
+
     /// As [`execute`](Self::execute), for a write whose answer is only done or failed.
     async fn execute_done(
         &self,
@@ -440,6 +467,7 @@ impl Backend for Postgres {
                 self.execute_done("forget subject", FORGET_SUBJECT, &params)
                     .await
             }
+            Write::Leases(write) => self.lease(write).await,
             Write::DeleteStream(unit) => self.change_stream(unit, lifecycle::Change::Delete).await,
             Write::ArchiveStream(unit) => {
                 self.change_stream(unit, lifecycle::Change::Archive).await

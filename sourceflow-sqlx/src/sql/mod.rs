@@ -10,6 +10,7 @@
 
 pub(crate) mod inspect;
 pub(crate) mod keys;
+pub(crate) mod lease;
 pub(crate) mod queries;
 pub(crate) mod read;
 pub(crate) mod rows;
@@ -381,6 +382,10 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn keys(&self) -> Option<&dyn sourceflow::personal::KeyStore> {
+        Some(self)
+    }
+
+    fn leases(&self) -> Option<&dyn sourceflow::store::Leases> {
         Some(self)
     }
 

@@ -70,6 +70,8 @@ pub(crate) enum Write {
     Schedules(ScheduleWrite),
     /// The writes of [`KeyStore`](sourceflow::personal::KeyStore).
     Keys(KeyWrite),
+    /// The writes of [`Leases`](sourceflow::store::Leases).
+    Leases(LeaseWrite),
 }
 
 /// What a write produced: the answer of the method that asked for it.
@@ -81,6 +83,8 @@ pub(crate) enum Written {
     Events(Vec<RecordedEvent>),
     Done,
     Schedules(ScheduleAnswer),
+    /// Whether a lease is held by the one who asked for it.
+    Held(bool),
 }
 
 /// A scheduling write (or a read that both backends run where they write).
@@ -132,6 +136,21 @@ pub(crate) enum KeyWrite {
     },
     /// Deletes `subject`'s key and marks it forgotten (a row even if it had none).
     Forget { subject: String, now: DateTime<Utc> },
+}
+
+/// A write to the lease table (times in milliseconds since the Unix epoch).
+#[derive(Debug)]
+pub(crate) enum LeaseWrite {
+    /// Takes or renews lease `name` for `holder` until `until` (see
+    /// [`HOLD_LEASE`](super::lease::HOLD_LEASE)).
+    Hold {
+        name: String,
+        holder: String,
+        now: i64,
+        until: i64,
+    },
+    /// Gives lease `name` up if `holder` holds it.
+    Release { name: String, holder: String },
 }
 
 /// An answer of the wrong kind for its write: a bug in a backend, reported rather than

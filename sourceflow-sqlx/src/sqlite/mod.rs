@@ -23,6 +23,7 @@ mod commit;
 mod database;
 mod error;
 mod keys;
+mod lease;
 mod lifecycle;
 mod open;
 mod queries;

@@ -456,6 +456,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, StoreError> 
         }
         Write::Schedules(write) => super::schedule::apply(connection, write),
         Write::Keys(write) => super::keys::apply(connection, write),
+        Write::Leases(write) => super::lease::apply(connection, write),
         Write::DeleteStream(unit) => {
             super::lifecycle::delete_stream(connection, unit).map(Written::Receipt)
         }

@@ -6,6 +6,7 @@
 
 mod builder;
 mod check;
+mod follow;
 mod personal;
 mod projector;
 mod schedule;
@@ -25,7 +26,7 @@ use crate::base::message::{
 };
 use crate::codec::decode_model;
 use crate::codec::personal::has_personal;
-use crate::read::subscriber::{Progress, BATCH};
+use crate::read::subscriber::Progress;
 use crate::read::ReadSide;
 use crate::signals::Stats;
 use crate::store::{Page, SealedStore, Store, StoreAdmin};
@@ -408,104 +409,6 @@ impl SourceFlow {
         caught_up
     }
 
-    /// Keeps every view and aggregate of this flow current with the store's log for as long as
-    /// it runs: the process that serves the read side of a store other processes write to
-    /// (writers built with their sagas only, a NATS deployment's workers on a shared
-    /// Postgres). It first [catches up](Self::catch_up), then applies what any process commits,
-    /// in log order, in batches of what one read of the log returns (one commit per view per
-    /// batch), within milliseconds of the commit while the log keeps growing (the polling of
-    /// [`subscribe`](Self::subscribe)). Views stay exactly once however many processes project
-    /// them. Reactions' follow-up commands are sent after each batch.
-    ///
-    /// ```no_run
-    /// # use sourceflow::prelude::*;
-    /// # async fn demo(read_side: SourceFlow) -> Result<(), Error> {
-    /// tokio::spawn(async move { read_side.follow().await });
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// A transient fault of the store (the database restarting, a dropped connection) is
-    /// logged and retried with backoff, reading or applying, for as long as it lasts.
-    ///
-    /// # Errors
-    /// The first failure of a view or aggregate ([`Error::Decode`], a lasting
-    /// [`Error::Store`], or a handler's error); nothing of that subscriber's failed batch is
-    /// committed, so following again retries it. It never returns otherwise.
-    pub async fn follow(&self) -> Result<(), Error> {
-        self.follow_with(|_| {}).await
-    }
-
-    /// [`follow`](Self::follow), reporting progress after every batch applied
-    /// ([`Progress::applied`] counts the events taken off the log since the catch-up,
-    /// [`Progress::position`] is the last one's position).
-    ///
-    /// # Errors
-    /// As [`follow`](Self::follow).
-    pub async fn follow_with(
-        &self,
-        mut progress: impl FnMut(Progress) + Send,
-    ) -> Result<(), Error> {
-        use futures_util::StreamExt as _;
-        let read = &self.inner.read;
-        // Read from the head as it was before catching up: what commits meanwhile is read
-        // again and skipped by each subscriber's position.
-        let from = read.store.head().await?;
-        self.catch_up().await?;
-        let mut batches = std::pin::pin!(read.clone().subscribe(from).ready_chunks(BATCH));
-        let (mut applied, mut failures) = (0, 0);
-        while let Some(batch) = batches.next().await {
-            // A failed read leaves the subscription where it was: the events around it are
-            // still in log order.
-            let (mut events, mut failed) = (Vec::with_capacity(batch.len()), None);
-            for item in batch {
-                match item {
-                    Ok(event) => events.push(event),
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(last) = events.last() {
-                self.apply_followed(&events).await?;
-                applied += events.len() as u64;
-                progress(Progress {
-                    position: last.position,
-                    head: last.position,
-                    applied,
-                });
-            }
-            match failed {
-                Some(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "follow: cannot read the log; retrying");
-                    tokio::time::sleep(follow_backoff(failures)).await;
-                    failures += 1;
-                }
-                Some(e) => return Err(e),
-                None => failures = 0,
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies one batch [`follow`](Self::follow) read, retrying while the store's failures are
-    /// transient, then sends reactions' follow-ups.
-    async fn apply_followed(&self, events: &[RecordedEvent]) -> Result<(), Error> {
-        let mut failures = 0;
-        loop {
-            match self.inner.read.apply_remote(events).await {
-                Ok(_) => break,
-                Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "follow: cannot apply a batch; retrying");
-                    tokio::time::sleep(follow_backoff(failures)).await;
-                    failures += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.drain_outbox().await;
-        Ok(())
-    }
-
     /// Clears view `V`'s models and position and re-projects the whole event log into it.
     ///
     /// # Errors
@@ -577,15 +480,4 @@ impl SourceFlow {
             }
         });
     }
-}
-
-/// True for a store fault worth retrying (the database restarting, a dropped connection).
-fn is_transient(error: &Error) -> bool {
-    matches!(error, Error::Store(e) if e.is_transient())
-}
-
-/// How long [`SourceFlow::follow`] waits after its `failures`-th transient fault in a row:
-/// 50 ms, doubling up to 3.2 s.
-fn follow_backoff(failures: u32) -> Duration {
-    Duration::from_millis(50 << failures.min(6))
 }

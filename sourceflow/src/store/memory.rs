@@ -2,6 +2,7 @@
 
 mod inspect;
 mod keys;
+mod lease;
 mod schedule;
 
 use std::borrow::Cow;
@@ -170,6 +171,8 @@ struct Inner {
     outbox: BTreeMap<u64, OutboxMessage>,
     next_outbox_id: u64,
     schedules: schedule::ScheduleTable,
+    /// Leases: each holder and the end of its time.
+    leases: HashMap<String, (Uuid, DateTime<Utc>)>,
 }
 
 /// A timestamp as every store keeps it: truncated to whole microseconds.
@@ -752,6 +755,10 @@ impl Store for MemoryStore {
     }
 
     fn keys(&self) -> Option<&dyn super::KeyStore> {
+        Some(self)
+    }
+
+    fn leases(&self) -> Option<&dyn super::Leases> {
         Some(self)
     }
 }

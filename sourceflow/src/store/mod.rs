@@ -41,6 +41,7 @@
 pub mod group;
 mod inspect;
 pub mod keys;
+pub mod lease;
 mod memory;
 pub mod schedule;
 mod sealed;
@@ -51,6 +52,7 @@ pub use group::{GroupCommit, GroupOutcome, GroupProjection, UnitGroup};
 pub use inspect::{Activity, Correlated, StoreInspect};
 
 pub use keys::KeyStore;
+pub use lease::Leases;
 pub use memory::MemoryStore;
 pub use schedule::ScheduleStore;
 pub use sealed::SealedStore;
@@ -344,6 +346,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// This store's group commit with views ([`GroupCommit`]), if it commits a group of units
     /// as one transaction (`None` by default: concurrent commands commit one by one).
     fn groups(&self) -> Option<&dyn GroupCommit> {
+        None
+    }
+
+    /// This store's leases ([`Leases`]), if it keeps them (`None` by default: such a store's
+    /// [`follow`](crate::SourceFlow::follow) applies the log in every process that follows it).
+    fn leases(&self) -> Option<&dyn Leases> {
         None
     }
 }

@@ -730,6 +730,10 @@ impl Store for SealedStore {
         self.key_store()
     }
 
+    fn leases(&self) -> Option<&dyn super::Leases> {
+        self.inner.leases()
+    }
+
     fn groups(&self) -> Option<&dyn GroupCommit> {
         self.inner.groups().map(|_| self as &dyn GroupCommit)
     }

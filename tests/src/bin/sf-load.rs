@@ -6,6 +6,7 @@
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> bank <prefix> <accounts>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> spread <prefix> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> spread-write-side <prefix> <count>
+//! sf-load <sqlite:PATH | postgres:URL#SCHEMA> follow-tally - 0
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> tally-until-deleted <id> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> notes <member> <count>
 //! sf-load <sqlite:PATH | postgres:URL#SCHEMA> read-notes <member> 0
@@ -15,7 +16,8 @@
 //! follow-up command through the outbox); `spread` runs [`SENDERS`] concurrent senders, each
 //! adding 1 to its own tally `<prefix>-<k>` `count` times (one line when all are done);
 //! `spread-write-side` does the same with the tally's saga alone (no view: another process
-//! follows the log).
+//! follows the log). `follow-tally` is that other process: it follows the log with the tally's
+//! view until it is killed, printing `applied <n>` after each batch it applies.
 //! `tally-until-deleted` adds 1 like `tally`, printing each receipt's sequence, and stops with
 //! `deleted` once a send is refused because another process deleted the stream. `notes` keeps
 //! `count` personal notes about a member, a line per note; `read-notes` replays the member and
@@ -28,7 +30,7 @@ use bank::{Deposit, OpenAccount, Withdraw};
 use sourceflow::prelude::*;
 use sourceflow::store::Store;
 use sourceflow_tests::members::{note, Member};
-use sourceflow_tests::scenarios::{Add, TallySaga};
+use sourceflow_tests::scenarios::{Add, TallySaga, TallyView};
 
 /// The concurrent senders of `spread`.
 const SENDERS: usize = 16;
@@ -56,10 +58,10 @@ async fn run(args: &[String]) -> Result<(), String> {
     };
     let count: u64 = count.parse().map_err(|_| "COUNT must be a number")?;
     let builder = SourceFlow::builder().shared_store(open_store(spec).await?);
-    let builder = if mode == "spread-write-side" {
-        builder.without_discovery().saga(TallySaga)
-    } else {
-        builder
+    let builder = match mode.as_str() {
+        "spread-write-side" => builder.without_discovery().saga(TallySaga),
+        "follow-tally" => builder.without_discovery().view(TallyView),
+        _ => builder,
     };
     let flow = builder.build().await.map_err(|e| e.to_string())?;
     match mode.as_str() {
@@ -121,6 +123,16 @@ async fn run(args: &[String]) -> Result<(), String> {
                 sender.map_err(|e| e.to_string())??;
             }
             println!("committed {}", SENDERS as u64 * count);
+        }
+        "follow-tally" => {
+            use std::io::Write as _;
+            flow.follow_with(|p| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "applied {}", p.applied);
+                let _ = out.flush();
+            })
+            .await
+            .map_err(|e| e.to_string())?;
         }
         "notes" => {
             for i in 1..=count {
