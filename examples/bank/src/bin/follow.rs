@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The writers may keep the view themselves too (the bank binary does): each event is applied
-//! once however many processes project it. Ctrl-C (or, with a second argument, that many
+//! once however many processes project it. Start this binary twice and one applies the log while
+//! the other stands by (it prints nothing); stop the first and the second takes over. Ctrl-C (or, with a second argument, that many
 //! seconds) prints the accounts' balances and stops.
 
 use std::time::Duration;
