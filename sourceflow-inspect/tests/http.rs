@@ -41,6 +41,61 @@ async fn sqlite_pages_paging_trace_and_markup() {
     markup_is_text(&addr, &*store).await;
 }
 
+/// The overview lists the stored leases: a follower holding its read side, and one whose
+/// time ran out, each with its holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_lists_who_follows_the_log() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(dir.path().join("leases.db"))
+            .await
+            .expect("open the SQLite file"),
+    );
+    let addr = serve(sourceflow_inspect::router(store.clone())).await;
+    let empty = get(&addr, "/").await.ok();
+    assert!(empty.contains("No leases."), "no lease yet");
+    let leases = store.leases().expect("the store keeps leases");
+    let (holder, gone) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let now = chrono::Utc::now();
+    let held = leases
+        .hold(
+            "sourceflow.follow:shop.OrderSummaryView",
+            holder,
+            now,
+            now + chrono::TimeDelta::seconds(10),
+        )
+        .await
+        .expect("hold");
+    assert!(held);
+    let old = now - chrono::TimeDelta::minutes(1);
+    leases
+        .hold(
+            "sourceflow.follow:<old>",
+            gone,
+            old,
+            old + chrono::TimeDelta::seconds(10),
+        )
+        .await
+        .expect("hold");
+    let overview = get(&addr, "/").await.ok();
+    let table = &overview[overview
+        .find(r#"<table id="leases">"#)
+        .expect("the lease table")..];
+    let table = &table[..table.find("</table>").expect("its end")];
+    let row = |name: &str| {
+        let at = table
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} listed: {table}"));
+        table[at..].split("</tr>").next().expect("a row").to_owned()
+    };
+    let following = row("sourceflow.follow:shop.OrderSummaryView");
+    assert!(following.contains(&holder.to_string()), "{following}");
+    assert!(following.contains(r#"<td class="ok">in "#), "{following}");
+    let ran_out = row("sourceflow.follow:&lt;old&gt;");
+    assert!(ran_out.contains(&gone.to_string()), "{ran_out}");
+    assert!(ran_out.contains(r#"<td class="lag">ran out "#), "{ran_out}");
+}
+
 /// Opens the event stream at `target` and returns once the response's head has arrived: the
 /// tail is following from then on.
 async fn open_events(addr: &str, target: &str, extra: &str) -> (tokio::net::TcpStream, String) {

@@ -1,5 +1,6 @@
 //! The overview: entity types with their streams, the log's head and recent activity, every
-//! view's and reaction's position and lag, the outbox backlog.
+//! view's and reaction's position and lag, the leases of the read sides following the log, the
+//! outbox backlog.
 
 use std::fmt::Write as _;
 
@@ -16,11 +17,12 @@ pub(crate) async fn overview(State(app): State<App>, Base(base): Base) -> PageRe
     let admin = app.admin()?;
     let head = store.head().await?;
     let since = Utc::now() - TimeDelta::minutes(1);
-    let (types, counts, activity, positions, outbox) = tokio::try_join!(
+    let (types, counts, activity, positions, leases, outbox) = tokio::try_join!(
         admin.entity_types(),
         inspect.entity_state_counts(),
         inspect.recorded_since(since),
         inspect.positions(),
+        inspect.leases(),
         inspect.outbox_len(),
     )?;
 
@@ -95,9 +97,40 @@ pub(crate) async fn overview(State(app): State<App>, Base(base): Base) -> PageRe
         body.push_str(r#"<tr><td colspan="4" class="empty">No stored positions.</td></tr>"#);
     }
     body.push_str("</tbody></table>\n");
+    body.push_str(&lease_table(&leases));
 
     body.push_str(&action_forms(&app, &base));
     Ok(Html(page(&base, "Overview", &body)))
+}
+
+/// The leases: which process (a follower's id) applies the log for which read side, and for
+/// how long unless it renews its lease.
+fn lease_table(leases: &[sourceflow::store::LeaseRecord]) -> String {
+    let mut table = String::from(
+        r#"<h2>Read sides following the log</h2>
+<table id="leases"><thead><tr><th>Lease</th><th>Holder</th><th>Runs out</th></tr></thead><tbody>
+"#,
+    );
+    let now = Utc::now();
+    for lease in leases {
+        let left = lease.expires_at - now;
+        let (class, when) = if left > TimeDelta::zero() {
+            ("ok", format!("in {} s", left.num_seconds()))
+        } else {
+            ("lag", format!("ran out {} s ago", (-left).num_seconds()))
+        };
+        let _ = writeln!(
+            table,
+            r#"<tr><td>{name}</td><td>{holder}</td><td class="{class}">{when}</td></tr>"#,
+            name = escape(&lease.name),
+            holder = lease.holder,
+        );
+    }
+    if leases.is_empty() {
+        table.push_str(r#"<tr><td colspan="3" class="empty">No leases.</td></tr>"#);
+    }
+    table.push_str("</tbody></table>\n");
+    table
 }
 
 /// The forms that jump to a correlation trace or a stream.

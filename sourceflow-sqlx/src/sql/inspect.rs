@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sourceflow::store::{Activity, Correlated, Page, StoreError, StoreInspect};
+use sourceflow::store::{Activity, Correlated, LeaseRecord, Page, StoreError, StoreInspect};
 use sourceflow::{EntityId, Position, RecordedEvent, Sequence, StreamId};
 use uuid::Uuid;
 
@@ -90,6 +90,9 @@ pub(crate) const CORRELATED_EVENTS: &str = concat!(
 
 /// Every handler's position (one row per view, aggregate or checkpoint).
 pub(crate) const POSITIONS: &str = "SELECT handler, position FROM sf_positions ORDER BY handler";
+
+/// Every lease: name, holder (text), end in milliseconds since the Unix epoch.
+pub(crate) const LEASES: &str = "SELECT name, holder, expires_at FROM sf_leases ORDER BY name";
 
 /// The outbox backlog.
 pub(crate) const OUTBOX_LEN: &str = "SELECT COUNT(*) FROM sf_outbox";
@@ -179,6 +182,25 @@ impl<B: Backend> StoreInspect for SqlStore<B> {
         let rows = fetch(self.backend(), "positions", POSITIONS, &[]).await?;
         rows.iter()
             .map(|row| Ok((row.text(0)?, Position(from_db(row.int(1)?, "position")?))))
+            .collect()
+    }
+
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
+        let rows = fetch(self.backend(), "leases", LEASES, &[]).await?;
+        rows.iter()
+            .map(|row| {
+                let holder = row.text(1)?;
+                let expires_at = row.int(2)?;
+                Ok(LeaseRecord {
+                    name: row.text(0)?,
+                    holder: Uuid::parse_str(&holder).map_err(|_| {
+                        StoreError::Corrupt(format!("lease holder {holder:?} is not a UUID"))
+                    })?,
+                    expires_at: DateTime::from_timestamp_millis(expires_at).ok_or_else(|| {
+                        StoreError::Corrupt(format!("lease end {expires_at} is out of range"))
+                    })?,
+                })
+            })
             .collect()
     }
 

@@ -71,6 +71,10 @@ pub trait StoreInspect: Send + Sync {
     /// name.
     async fn positions(&self) -> Result<Vec<(String, Position)>, StoreError>;
 
+    /// Every lease the store keeps ([`Leases`](super::Leases)), sorted by name, run out or
+    /// not: who follows the log for which read side.
+    async fn leases(&self) -> Result<Vec<super::LeaseRecord>, StoreError>;
+
     /// The number of outbox entries waiting to be sent.
     async fn outbox_len(&self) -> Result<u64, StoreError>;
 

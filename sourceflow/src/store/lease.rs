@@ -19,6 +19,17 @@ use uuid::Uuid;
 
 use crate::base::error::StoreError;
 
+/// A lease as stored, for inspectors ([`StoreInspect::leases`](super::StoreInspect::leases)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The lease's name (a follower's is `sourceflow.follow:` and its views' names).
+    pub name: String,
+    /// Who holds it (a follower's id, made when it starts following).
+    pub holder: Uuid,
+    /// When it runs out unless renewed (in the past: free to take).
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Named leases kept in a store.
 #[async_trait]
 pub trait Leases: Send + Sync {

@@ -52,7 +52,7 @@ pub use group::{GroupCommit, GroupOutcome, GroupProjection, UnitGroup};
 pub use inspect::{Activity, Correlated, StoreInspect};
 
 pub use keys::KeyStore;
-pub use lease::Leases;
+pub use lease::{LeaseRecord, Leases};
 pub use memory::MemoryStore;
 pub use schedule::ScheduleStore;
 pub use sealed::SealedStore;

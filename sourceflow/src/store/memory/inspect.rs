@@ -95,6 +95,21 @@ impl StoreInspect for MemoryStore {
         Ok(Correlated { commands, events })
     }
 
+    async fn leases(&self) -> Result<Vec<crate::store::LeaseRecord>, StoreError> {
+        let inner = self.lock();
+        let mut leases: Vec<_> = inner
+            .leases
+            .iter()
+            .map(|(name, (holder, until))| crate::store::LeaseRecord {
+                name: name.clone(),
+                holder: *holder,
+                expires_at: *until,
+            })
+            .collect();
+        leases.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(leases)
+    }
+
     async fn positions(&self) -> Result<Vec<(String, Position)>, StoreError> {
         let inner = self.lock();
         let mut positions: Vec<_> = inner
