@@ -298,13 +298,7 @@ async fn many_writers_and_a_catch_up_reader(shared: SharedDb) {
 async fn a_following_read_side_keeps_up_with_writers_elsewhere(shared: SharedDb) {
     const PER_SENDER: u64 = 25;
     let total = 2 * 16 * PER_SENDER;
-    let read_side = SourceFlow::builder()
-        .shared_store(shared.store.clone())
-        .without_discovery()
-        .view(TallyView)
-        .build()
-        .await
-        .unwrap();
+    let read_side = tally_read_side(&shared).await;
     let (following, mut progress) = follow(&read_side);
     let children: Vec<_> = (0..2)
         .map(|_| spawn(&shared.spec, "spread-write-side", "f", PER_SENDER))
@@ -336,6 +330,18 @@ async fn sqlite_a_following_read_side_keeps_up_with_writers_elsewhere() {
 #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn postgres_a_following_read_side_keeps_up_with_writers_elsewhere() {
     a_following_read_side_keeps_up_with_writers_elsewhere(postgres().await).await;
+}
+
+/// Sends `per_sender` commands to each of the tallies `<prefix>-0` to `<prefix>-15` from a
+/// writer process built with the tally's saga alone, and waits for it.
+async fn write_side_load(shared: &SharedDb, prefix: &str, per_sender: u64) {
+    finish(vec![spawn(
+        &shared.spec,
+        "spread-write-side",
+        prefix,
+        per_sender,
+    )])
+    .await;
 }
 
 /// A read side following `shared` with the tally's view alone, as `follow` and
@@ -380,39 +386,59 @@ async fn until_tallies(read_side: &SourceFlow, prefix: &str, expected: u64) {
     }
 }
 
-/// Of two read sides following one store with the same view, the first applies the log and
-/// the second stands by (it reports nothing); when the first stops following, it gives its lease
-/// up and the second takes over at once: the view ends with every event applied once.
+/// The holder of the one lease `shared` keeps while it has not run out, if any.
+async fn lease_holder(shared: &SharedDb) -> Option<uuid::Uuid> {
+    let inspect = shared
+        .store
+        .admin()
+        .and_then(|admin| admin.inspect())
+        .expect("an inspectable store");
+    let leases = inspect.leases().await.unwrap();
+    assert!(leases.len() <= 1, "one read side, one lease: {leases:?}");
+    leases
+        .into_iter()
+        .find(|lease| lease.expires_at > chrono::Utc::now())
+        .map(|lease| lease.holder)
+}
+
+/// Waits (30 s at most) until a follower other than `not` holds the read side's lease.
+async fn until_held(shared: &SharedDb, not: Option<uuid::Uuid>) -> uuid::Uuid {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(holder) = lease_holder(shared).await.filter(|h| Some(*h) != not) {
+            return holder;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no follower took the read side's lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Of two read sides following one store with the same view, the first holds the read side's
+/// lease and applies the log while the second stands by (it reports nothing, and the lease
+/// stays the first's); when the first stops following, it gives its lease up and the second
+/// takes over at once: the view ends with every event applied once.
 async fn a_standby_read_side_takes_over_when_the_other_stops(shared: SharedDb) {
     const PER_SENDER: u64 = 10;
     let first = tally_read_side(&shared).await;
-    let (first_following, mut first_progress) = follow(&first);
-    finish(vec![spawn(&shared.spec, "spread-write-side", "g", 1)]).await;
-    until(&mut first_progress, 16).await;
+    let (first_following, _) = follow(&first);
+    let first_holder = until_held(&shared, None).await;
     let second = tally_read_side(&shared).await;
     let (second_following, mut second_progress) = follow(&second);
-    finish(vec![spawn(
-        &shared.spec,
-        "spread-write-side",
-        "g",
-        PER_SENDER,
-    )])
-    .await;
-    until(&mut first_progress, 16 + 16 * PER_SENDER).await;
+    write_side_load(&shared, "g", PER_SENDER).await;
+    until_tallies(&first, "g", PER_SENDER).await;
+    assert_eq!(lease_holder(&shared).await, Some(first_holder));
     assert!(
         second_progress.try_recv().is_err(),
         "the read side standing by applied nothing"
     );
     first_following.abort();
     let _ = first_following.await;
-    finish(vec![spawn(
-        &shared.spec,
-        "spread-write-side",
-        "g",
-        PER_SENDER,
-    )])
-    .await;
-    until_tallies(&second, "g", 1 + 2 * PER_SENDER).await;
+    write_side_load(&shared, "g", PER_SENDER).await;
+    until_tallies(&second, "g", 2 * PER_SENDER).await;
+    until_held(&shared, Some(first_holder)).await;
     assert!(!second_following.is_finished(), "following goes on");
     second_following.abort();
 }
@@ -428,65 +454,32 @@ async fn postgres_a_standby_read_side_takes_over_when_the_other_stops() {
     a_standby_read_side_takes_over_when_the_other_stops(postgres().await).await;
 }
 
-/// Waits (30 s at most) until the other process reports that it has applied `total` events.
-async fn other_applied(applied: &mut tokio::sync::mpsc::UnboundedReceiver<u64>, total: u64) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut last = 0;
-    while last < total {
-        last = tokio::time::timeout_at(deadline, applied.recv())
-            .await
-            .unwrap_or_else(|_| panic!("the other process applied {last} of {total}"))
-            .expect("the other process stopped following");
-    }
-}
-
 /// A read side standing by in this process takes over from one in another process that is
-/// killed while it applies the log (so it never gives its lease up): once the lease runs out,
-/// this one catches up with what was committed meanwhile, and every event is applied once.
+/// killed while it holds the lease (so it never gives it up): once the lease runs out, this one
+/// takes it, catches up with what was committed meanwhile, and every event is applied once.
 async fn a_standby_read_side_takes_over_from_a_killed_one(shared: SharedDb) {
     const PER_SENDER: u64 = 10;
-    let mut holder = Command::new(LOAD)
+    let mut other = Command::new(LOAD)
         .args([shared.spec.as_str(), "follow-tally", "-", "0"])
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start sf-load");
-    let (reports, mut applied) = tokio::sync::mpsc::unbounded_channel();
-    let lines = BufReader::new(holder.stdout.take().expect("piped stdout"));
-    std::thread::spawn(move || {
-        for line in lines.lines().map_while(Result::ok) {
-            if let Some(n) = line.strip_prefix("applied ") {
-                let _ = reports.send(n.parse::<u64>().expect("a count"));
-            }
-        }
-    });
-    // The only follower at first: it takes the read side's lease.
-    finish(vec![spawn(&shared.spec, "spread-write-side", "k", 1)]).await;
-    other_applied(&mut applied, 16).await;
+    let other_holder = until_held(&shared, None).await;
     let standby = tally_read_side(&shared).await;
     let (following, mut progress) = follow(&standby);
-    finish(vec![spawn(
-        &shared.spec,
-        "spread-write-side",
-        "k",
-        PER_SENDER,
-    )])
-    .await;
-    other_applied(&mut applied, 16 + 16 * PER_SENDER).await;
+    write_side_load(&shared, "k", PER_SENDER).await;
+    until_tallies(&standby, "k", PER_SENDER).await;
+    assert_eq!(lease_holder(&shared).await, Some(other_holder));
     assert!(
         progress.try_recv().is_err(),
         "the read side standing by applied nothing"
     );
-    holder.kill().expect("kill the other process");
-    holder.wait().expect("reap it");
-    finish(vec![spawn(
-        &shared.spec,
-        "spread-write-side",
-        "k",
-        PER_SENDER,
-    )])
-    .await;
-    until_tallies(&standby, "k", 1 + 2 * PER_SENDER).await;
+    other.kill().expect("kill the other process");
+    other.wait().expect("reap it");
+    write_side_load(&shared, "k", PER_SENDER).await;
+    until_tallies(&standby, "k", 2 * PER_SENDER).await;
+    until_held(&shared, Some(other_holder)).await;
     assert!(!following.is_finished(), "following goes on");
     following.abort();
 }
@@ -532,14 +525,7 @@ async fn postgres_a_following_read_side_survives_its_connections_being_killed() 
         .await
         .unwrap();
     let (following, mut progress) = follow(&read_side);
-    let load = || {
-        finish(vec![spawn(
-            &shared.spec,
-            "spread-write-side",
-            "k",
-            PER_SENDER,
-        )])
-    };
+    let load = || write_side_load(&shared, "k", PER_SENDER);
     load().await;
     until(&mut progress, 16 * PER_SENDER).await;
 
