@@ -26,6 +26,7 @@ pub(crate) struct InspectQueries {
 }
 
 /// SQLite's text: a command row records the range of stream sequences its events took.
+#[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: InspectQueries = InspectQueries {
     stream_ids_with_prefix: "WITH RECURSIVE ids(id, n) AS ( \
            SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = ?1 \
@@ -50,6 +51,7 @@ pub(crate) const SQLITE: InspectQueries = InspectQueries {
 };
 
 /// Postgres' text: events are indexed by the command that recorded them.
+#[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: InspectQueries = InspectQueries {
     stream_ids_with_prefix: "WITH RECURSIVE ids(id, n) AS ( \
            SELECT (SELECT MIN(stream_id) FROM sf_commands WHERE stream_type = $1 \

@@ -58,6 +58,7 @@ impl<B> SqlStore<B> {
         &self.backend
     }
 
+    #[cfg(feature = "postgres")]
     pub(crate) fn backend_mut(&mut self) -> &mut B {
         &mut self.backend
     }

@@ -35,7 +35,10 @@ async fn main() -> anyhow::Result<()> {
         .nth(2)
         .map(|s| s.parse::<u64>())
         .transpose()?;
-    println!("following {path} (Ctrl-C to stop)");
+    println!(
+        "following {path} (Ctrl-C to stop); while another follower applies its log, this one \
+         stands by and takes over when that one stops"
+    );
     let following = read_side.follow_with(|progress| {
         println!(
             "applied {} events, up to position {}",
