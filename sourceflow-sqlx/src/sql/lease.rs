@@ -12,12 +12,11 @@ use super::write::{LeaseWrite, Write, Written};
 use super::{write_answer, Backend, SqlStore};
 
 /// Takes or renews a lease (`$1` name, `$2` holder, `$3` its new end, `$4` now, both in
-/// milliseconds): a row comes back if `$2` holds it now.
+/// milliseconds): it changes one row if `$2` holds the lease now, none otherwise.
 pub(crate) const HOLD_LEASE: &str = "INSERT INTO sf_leases (name, holder, expires_at) \
      VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
      SET holder = excluded.holder, expires_at = excluded.expires_at \
-     WHERE sf_leases.holder = excluded.holder OR sf_leases.expires_at <= $4 \
-     RETURNING holder";
+     WHERE sf_leases.holder = excluded.holder OR sf_leases.expires_at <= $4";
 
 /// Gives a lease up (`$1` name, `$2` holder) if that holder holds it.
 pub(crate) const RELEASE_LEASE: &str = "DELETE FROM sf_leases WHERE name = $1 AND holder = $2";

@@ -17,11 +17,9 @@ pub(super) fn apply(connection: &Connection, write: &LeaseWrite) -> Result<Writt
             now,
             until,
         } => {
-            let mut statement = connection.prepare_cached(HOLD_LEASE).map_err(db_err)?;
-            let mut rows = statement
-                .query(params![name, holder, until, now])
+            let changed = execute(connection, HOLD_LEASE, params![name, holder, until, now])
                 .map_err(db_err)?;
-            Ok(Written::Held(rows.next().map_err(db_err)?.is_some()))
+            Ok(Written::Held(changed == 1))
         }
         LeaseWrite::Release { name, holder } => {
             execute(connection, RELEASE_LEASE, params![name, holder]).map_err(db_err)?;
