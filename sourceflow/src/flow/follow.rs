@@ -104,9 +104,7 @@ impl SourceFlow {
     ) -> Result<(), Error> {
         use futures_util::StreamExt as _;
         let read = &self.inner.read;
-        // Held until this instant at least; renewed when `RENEW_EVERY` has passed.
-        let mut held_until = Instant::now() + LEASE_TERM;
-        let mut renewed = Instant::now();
+        let mut holding = lease.map(Holding::new);
         // Read from the head as it was before catching up: what commits meanwhile is read
         // again and skipped by each subscriber's position.
         let from = read.store.head().await?;
@@ -114,30 +112,13 @@ impl SourceFlow {
         let mut batches = std::pin::pin!(read.clone().subscribe(from).ready_chunks(BATCH));
         let (mut applied, mut failures) = (0, 0);
         loop {
-            let batch = match lease {
+            let batch = match &mut holding {
                 None => batches.next().await,
-                Some(lease) => {
-                    let due = tokio::time::Instant::from_std(renewed + RENEW_EVERY);
+                Some(holding) => {
+                    let due = tokio::time::Instant::from_std(holding.renew_at);
                     let next = tokio::time::timeout_at(due, batches.next()).await;
-                    if renewed.elapsed() >= RENEW_EVERY {
-                        match lease.renew().await {
-                            Ok(true) => {
-                                held_until = Instant::now() + LEASE_TERM;
-                                renewed = Instant::now();
-                            }
-                            Ok(false) => return Ok(()),
-                            Err(e) if Instant::now() + RENEW_EVERY < held_until => {
-                                tracing::warn!(error = %e, "follow: cannot renew the lease; retrying");
-                                // Again in `STANDBY_RETRY`, while the lease lasts.
-                                renewed = Instant::now()
-                                    .checked_sub(RENEW_EVERY - STANDBY_RETRY)
-                                    .unwrap_or_else(Instant::now);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "follow: cannot renew the lease in time");
-                                return Ok(());
-                            }
-                        }
+                    if !holding.keep().await {
+                        return Ok(());
                     }
                     match next {
                         Ok(batch) => batch,
@@ -236,6 +217,51 @@ impl Lease {
                 Err(e) => tracing::warn!(error = %e, "follow: cannot take the lease; retrying"),
             }
             tokio::time::sleep(STANDBY_RETRY).await;
+        }
+    }
+}
+
+/// A lease this follower holds: until when it lasts, and when to renew it next.
+struct Holding<'a> {
+    lease: &'a Lease,
+    until: Instant,
+    renew_at: Instant,
+}
+
+impl<'a> Holding<'a> {
+    /// The lease just taken.
+    fn new(lease: &'a Lease) -> Self {
+        let now = Instant::now();
+        Self {
+            lease,
+            until: now + LEASE_TERM,
+            renew_at: now + RENEW_EVERY,
+        }
+    }
+
+    /// Renews the lease when that is due; `false` once it is lost (another process holds it,
+    /// or it could not be renewed before it runs out).
+    async fn keep(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.renew_at {
+            return true;
+        }
+        match self.lease.renew().await {
+            Ok(true) => {
+                self.until = now + LEASE_TERM;
+                self.renew_at = now + RENEW_EVERY;
+                true
+            }
+            Ok(false) => false,
+            Err(e) if now + RENEW_EVERY < self.until => {
+                tracing::warn!(error = %e, "follow: cannot renew the lease; retrying");
+                self.renew_at = now + STANDBY_RETRY;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "follow: cannot renew the lease in time");
+                false
+            }
         }
     }
 }
