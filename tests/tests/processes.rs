@@ -416,31 +416,47 @@ async fn until_held(shared: &SharedDb, not: Option<uuid::Uuid>) -> uuid::Uuid {
     }
 }
 
+/// With `holder` holding the read side's lease of `shared`, starts a second read side and
+/// checks that it stands by while a load is applied (it reports nothing, the lease stays
+/// `holder`'s), then runs `stop_holder` and checks that it takes the lease over and applies a
+/// second load: the view ends with every event of the tallies `<prefix>-*` applied once.
+async fn standby_takes_over(
+    shared: &SharedDb,
+    prefix: &str,
+    holder: uuid::Uuid,
+    stop_holder: impl std::future::Future<Output = ()>,
+) {
+    const PER_SENDER: u64 = 10;
+    let standby = tally_read_side(shared).await;
+    let (following, mut progress) = follow(&standby);
+    write_side_load(shared, prefix, PER_SENDER).await;
+    until_tallies(&standby, prefix, PER_SENDER).await;
+    assert_eq!(lease_holder(shared).await, Some(holder));
+    assert!(
+        progress.try_recv().is_err(),
+        "the read side standing by applied nothing"
+    );
+    stop_holder.await;
+    write_side_load(shared, prefix, PER_SENDER).await;
+    until_tallies(&standby, prefix, 2 * PER_SENDER).await;
+    until_held(shared, Some(holder)).await;
+    assert!(!following.is_finished(), "following goes on");
+    following.abort();
+}
+
 /// Of two read sides following one store with the same view, the first holds the read side's
 /// lease and applies the log while the second stands by (it reports nothing, and the lease
 /// stays the first's); when the first stops following, it gives its lease up and the second
 /// takes over at once: the view ends with every event applied once.
 async fn a_standby_read_side_takes_over_when_the_other_stops(shared: SharedDb) {
-    const PER_SENDER: u64 = 10;
     let first = tally_read_side(&shared).await;
     let (first_following, _) = follow(&first);
     let first_holder = until_held(&shared, None).await;
-    let second = tally_read_side(&shared).await;
-    let (second_following, mut second_progress) = follow(&second);
-    write_side_load(&shared, "g", PER_SENDER).await;
-    until_tallies(&first, "g", PER_SENDER).await;
-    assert_eq!(lease_holder(&shared).await, Some(first_holder));
-    assert!(
-        second_progress.try_recv().is_err(),
-        "the read side standing by applied nothing"
-    );
-    first_following.abort();
-    let _ = first_following.await;
-    write_side_load(&shared, "g", PER_SENDER).await;
-    until_tallies(&second, "g", 2 * PER_SENDER).await;
-    until_held(&shared, Some(first_holder)).await;
-    assert!(!second_following.is_finished(), "following goes on");
-    second_following.abort();
+    standby_takes_over(&shared, "g", first_holder, async {
+        first_following.abort();
+        let _ = first_following.await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,7 +474,6 @@ async fn postgres_a_standby_read_side_takes_over_when_the_other_stops() {
 /// killed while it holds the lease (so it never gives it up): once the lease runs out, this one
 /// takes it, catches up with what was committed meanwhile, and every event is applied once.
 async fn a_standby_read_side_takes_over_from_a_killed_one(shared: SharedDb) {
-    const PER_SENDER: u64 = 10;
     let mut other = Command::new(LOAD)
         .args([shared.spec.as_str(), "follow-tally", "-", "0"])
         .stdout(Stdio::null())
@@ -466,22 +481,11 @@ async fn a_standby_read_side_takes_over_from_a_killed_one(shared: SharedDb) {
         .spawn()
         .expect("start sf-load");
     let other_holder = until_held(&shared, None).await;
-    let standby = tally_read_side(&shared).await;
-    let (following, mut progress) = follow(&standby);
-    write_side_load(&shared, "k", PER_SENDER).await;
-    until_tallies(&standby, "k", PER_SENDER).await;
-    assert_eq!(lease_holder(&shared).await, Some(other_holder));
-    assert!(
-        progress.try_recv().is_err(),
-        "the read side standing by applied nothing"
-    );
-    other.kill().expect("kill the other process");
-    other.wait().expect("reap it");
-    write_side_load(&shared, "k", PER_SENDER).await;
-    until_tallies(&standby, "k", 2 * PER_SENDER).await;
-    until_held(&shared, Some(other_holder)).await;
-    assert!(!following.is_finished(), "following goes on");
-    following.abort();
+    standby_takes_over(&shared, "k", other_holder, async {
+        other.kill().expect("kill the other process");
+        other.wait().expect("reap it");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
