@@ -276,3 +276,48 @@ pub async fn a_group_of_any_shape_commits_in_order(store: Arc<dyn Store>) {
     assert!(matches!(outcome.units[1], Err(StoreError::Conflict { .. })));
     assert!(outcome.projected.is_empty());
 }
+
+/// A group without projections (the views run elsewhere), of one event per unit on distinct
+/// streams and of any other shape: units commit in group order, their events at consecutive
+/// positions; a unit at a stale sequence is refused while the others commit, and a resent
+/// message id is answered with its first receipt.
+pub async fn a_group_without_views_commits_its_units(store: Arc<dyn Store>) {
+    let a = stream("conf.Account", "w-a");
+    let b = stream("conf.Account", "w-b");
+    let c = stream("conf.Account", "w-c");
+    let units = vec![unit(&a, 0, 1), unit(&b, 0, 1), unit(&c, 0, 1)];
+    let outcome = commit(&*store, &units, &[Some(1), Some(1), Some(1)], vec![]).await;
+    assert!(outcome.projected.is_empty());
+    let receipts = committed(&outcome);
+    let positions: Vec<u64> = receipts
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.position.0))
+        .collect();
+    let first = positions[0];
+    assert_eq!(positions, (first..first + 3).collect::<Vec<_>>());
+    assert_eq!(all_events(&*store).await.len(), 3);
+
+    let mut resent = unit(&a, 0, 1);
+    resent.command.envelope.message_id = units[0].command.envelope.message_id;
+    // Two events in a unit: the general shape.
+    let outcome = commit(
+        &*store,
+        &[resent, unit(&b, 0, 1), unit(&c, 1, 2)],
+        &[Some(1), Some(1), Some(2)],
+        vec![],
+    )
+    .await;
+    let duplicate = outcome.units[0]
+        .as_ref()
+        .expect("the resent unit's receipt");
+    assert!(duplicate.duplicate);
+    assert_eq!(duplicate.sequence, receipts[0].sequence);
+    let mut answers = outcome.units.into_iter().skip(1);
+    assert_conflict(answers.next().unwrap(), &b, 0);
+    let last = answers.next().unwrap().expect("the third unit commits");
+    assert_eq!(last.sequence, Sequence(2));
+    let positions: Vec<u64> = last.events.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, vec![first + 3, first + 4]);
+    assert_eq!(last.events[1].sequence, Sequence(3));
+    assert_eq!(all_events(&*store).await.len(), 5);
+}

@@ -210,6 +210,7 @@ macro_rules! __conformance_group {
             a_group_commits_its_units_and_views_together,
             a_group_whose_assumption_fails_commits_its_units_only,
             a_group_of_any_shape_commits_in_order,
+            a_group_without_views_commits_its_units,
         ] $($how)*}
     };
     (admin $($how:tt)*) => {

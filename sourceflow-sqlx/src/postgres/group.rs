@@ -198,8 +198,12 @@ impl GroupCommit for Postgres {
 }
 
 impl Postgres {
-    /// The one call that commits `group`; an error means nothing of it was written.
+    /// The one call that commits `group`; an error means nothing of it was written. A group
+    /// without projections (a deployment whose views run elsewhere) calls the units' function
+    /// itself: `sf_project_group`'s wrapping costs a commit more than the units' own writes
+    /// when a group is small.
     async fn commit_group_call(&self, group: &UnitGroup<'_>) -> Result<GroupOutcome, StoreError> {
+        let bare = group.projections.is_empty();
         let views = GroupArrays::new(&group.projections)?;
         let first_sequences = group
             .first_sequences
@@ -208,6 +212,11 @@ impl Postgres {
             .collect::<Result<Vec<_>, _>>()?;
         let common = UnitArrays::new(group.units.iter().map(|unit| (*unit, &[][..])))?;
         let rows = match common {
+            Some(arrays) if bare => {
+                bind_units(sqlx::query(COMMIT_UNITS).bind(self.lock_key), &arrays)
+                    .fetch_all(&self.pool)
+                    .await
+            }
             Some(arrays) => {
                 let query =
                     bind_units(sqlx::query(COMMIT_UNITS_GROUP).bind(self.lock_key), &arrays);
@@ -223,24 +232,43 @@ impl Postgres {
                     .enumerate()
                     .map(|(i, unit)| unit_json(i + 1, unit, &[]))
                     .collect::<Result<Vec<_>, _>>()?;
-                let query = sqlx::query(COMMIT_BATCH_GROUP)
-                    .bind(self.lock_key)
-                    .bind(serde_json::Value::Array(elements).to_string())
-                    .bind(&first_sequences);
-                views.bind(query).fetch_all(&self.pool).await
+                let elements = serde_json::Value::Array(elements).to_string();
+                if bare {
+                    sqlx::query(COMMIT_BATCH)
+                        .bind(self.lock_key)
+                        .bind(elements)
+                        .fetch_all(&self.pool)
+                        .await
+                } else {
+                    let query = sqlx::query(COMMIT_BATCH_GROUP)
+                        .bind(self.lock_key)
+                        .bind(elements)
+                        .bind(&first_sequences);
+                    views.bind(query).fetch_all(&self.pool).await
+                }
             }
         };
         let rows = rows.map_err(classify)?;
-        let Some((projected, rows)) = rows.split_last() else {
-            return Err(StoreError::Corrupt(
-                "a group commit returned no rows".into(),
-            ));
+        // The group functions end with the projections' row; the units' functions do not.
+        let (projected, rows) = if bare {
+            (None, &rows[..])
+        } else {
+            match rows.split_last() {
+                Some((projected, rows)) => (Some(projected), rows),
+                None => {
+                    return Err(StoreError::Corrupt(
+                        "a group commit returned no rows".into(),
+                    ))
+                }
+            }
         };
-        if rows.len() != group.units.len() || get::<i32>(projected, 0)? != 0 {
+        if rows.len() != group.units.len()
+            || projected.map_or(Ok(false), |row| get::<i32>(row, 0).map(|n| n != 0))?
+        {
             return Err(StoreError::Corrupt(format!(
                 "a group commit of {} units returned {} rows",
                 group.units.len(),
-                rows.len() + 1
+                rows.len() + usize::from(projected.is_some())
             )));
         }
         let mut units = Vec::with_capacity(rows.len());
@@ -252,7 +280,10 @@ impl Postgres {
             };
             units.push(answer.map(|(receipt, _)| receipt));
         }
-        let mut projected: Vec<bool> = get(projected, 6)?;
+        let mut projected: Vec<bool> = match projected {
+            Some(row) => get(row, 6)?,
+            None => Vec::new(),
+        };
         projected.resize(group.projections.len(), false);
         Ok(GroupOutcome { units, projected })
     }

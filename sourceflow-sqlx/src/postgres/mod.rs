@@ -65,7 +65,11 @@
 //! transaction of its own plus a projection batch. The view waits for the group's commit while
 //! it holds the view, so a group's projection starts where the previous one ended; a command
 //! whose group was projected finds its views past its events and returns at once. A group with
-//! a subject's first key, or one that fails as a whole, commits unit by unit.
+//! a subject's first key, or one that fails as a whole, commits unit by unit. A group without
+//! views (a write-side worker whose read side [follows](sourceflow::SourceFlow::follow) the
+//! log elsewhere) calls `sf_commit_units` or `sf_commit_batch` itself: the wrapper's composite
+//! rows and projection pass add ~0.1 ms of server time to a one-unit group whose own writes
+//! take ~0.2 ms (`pgbench`, one connection, `synchronous_commit = off`).
 //!
 //! These group functions are PL/pgSQL (migration `0014`): Postgres parses and analyses the body
 //! of an SQL function that writes on every call, which under load was a large share of the
