@@ -308,3 +308,98 @@ async fn from_pool_uses_the_pools_schema() {
     assert_eq!(schema_seen, schema);
     assert_eq!(keys.0, keys.1);
 }
+
+/// A group commits in one transaction whatever its shape, with or without views: every
+/// command and event row of it carries the same `xmin`. (A group whose call fails is committed
+/// unit by unit with the same answers, so only the rows' transaction ids tell the two apart.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn a_group_commits_in_one_transaction() {
+    use sourceflow::store::{GroupProjection, UnitGroup, UnitOfWork};
+    let (store, url, schema) = fresh().await;
+    let groups = store.groups().expect("the Postgres store commits groups");
+    let streams: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|id| conformance::stream("conf.Account", id))
+        .collect();
+    let view = |after: u64| GroupProjection {
+        handler: "conf.GroupView".into(),
+        expected: Position(after),
+        after: Position(after),
+        models: Vec::new(),
+    };
+    // One event per unit on distinct streams (the set-based call), then two events in one
+    // unit (the general call); each without views and with one.
+    let shapes: Vec<(&str, Vec<UnitOfWork>, bool)> = vec![
+        (
+            "common, no views",
+            streams.iter().map(|s| conformance::unit(s, 0, 1)).collect(),
+            false,
+        ),
+        (
+            "general, no views",
+            vec![
+                conformance::unit(&streams[0], 1, 2),
+                conformance::unit(&streams[1], 1, 1),
+            ],
+            false,
+        ),
+        (
+            "common, a view",
+            vec![
+                conformance::unit(&streams[0], 2, 1),
+                conformance::unit(&streams[2], 1, 1),
+            ],
+            true,
+        ),
+        (
+            "general, a view",
+            vec![
+                conformance::unit(&streams[1], 2, 2),
+                conformance::unit(&streams[2], 2, 1),
+            ],
+            true,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (shape, units, with_view) in shapes {
+        let head = store.head().await.unwrap();
+        if with_view {
+            store.set_position("conf.GroupView", head).await.unwrap();
+        }
+        let group = UnitGroup {
+            units: units.iter().collect(),
+            first_sequences: vec![None; units.len()],
+            projections: if with_view {
+                vec![view(head.0)]
+            } else {
+                vec![]
+            },
+        };
+        let outcome = groups.commit_group(group).await;
+        for unit in &outcome.units {
+            assert!(
+                unit.as_ref().is_ok_and(|r| !r.duplicate),
+                "{shape}: {unit:?}"
+            );
+        }
+        let transactions: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT count(DISTINCT xmin::text) FROM \"{schema}\".sf_events WHERE position > $1 \
+             UNION ALL \
+             SELECT count(DISTINCT c.xmin::text) FROM \"{schema}\".sf_commands c \
+               JOIN \"{schema}\".sf_events e ON e.stream_type = c.stream_type \
+                AND e.stream_id = c.stream_id AND e.command_sequence = c.sequence \
+              WHERE e.position > $1"
+        ))
+        .bind(i64::try_from(head.0).unwrap())
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        if transactions != vec![1, 1] {
+            failures.push(format!("{shape}: {transactions:?} transactions"));
+        }
+    }
+    store.pool().close().await;
+    drop_schema(&url, &schema).await;
+    assert!(failures.is_empty(), "{failures:?}");
+}
