@@ -9,6 +9,7 @@
 //! saga owning an account entity, one event, one view and one aggregate reaction. The peers in
 //! [`peers`] implement the same account.
 
+pub mod cleanup;
 pub mod domain;
 pub mod peers;
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
+use sourceflow_bench::cleanup::{self, Leftover};
 use sourceflow_bench::report::{self, Row};
 use sourceflow_bench::workloads::{self, progress, Settings};
 
@@ -32,7 +33,10 @@ const USAGE: &str =
 environment:
   SOURCEFLOW_PG_URL     Postgres URL for W5, W8 and W9 (fresh schemas are created and dropped)
   SOURCEFLOW_NATS_URL   NATS JetStream URL for W9 (fresh streams are created and deleted)
-  SOURCEFLOW_BENCH_DIR  where the SQLite files go (default: the temporary directory)";
+  SOURCEFLOW_BENCH_DIR  where the SQLite files go (default: the temporary directory)
+
+Ctrl-C (or SIGTERM) stops the run, removes what it made (schemas, streams, files) and exits
+with status 130.";
 
 struct Args {
     quick: bool,
@@ -135,6 +139,7 @@ fn run() -> anyhow::Result<ExitCode> {
         .prefix("sourceflow-bench-")
         .tempdir_in(&base)
         .with_context(|| format!("cannot create a directory in {}", base.display()))?;
+    let _dir_registered = cleanup::register(Leftover::Dir(dir.path().to_path_buf()));
     let settings = Settings {
         quick: args.quick,
         pg_url: std::env::var("SOURCEFLOW_PG_URL")
@@ -161,7 +166,7 @@ fn run() -> anyhow::Result<ExitCode> {
             ));
         }
     };
-    runtime.block_on(async {
+    let workloads = async {
         let path = dir.path();
         if wanted("w1") {
             record("W1", workloads::w1(&settings).await);
@@ -204,7 +209,24 @@ fn run() -> anyhow::Result<ExitCode> {
         if wanted("w12") {
             record("W12", workloads::w12::w12(&settings, path).await);
         }
+    };
+    // Interrupted, the workloads stop where they are (their futures dropped) and what they
+    // made outside the process is removed before exiting.
+    let interrupted = runtime.block_on(async {
+        tokio::select! {
+            () = workloads => false,
+            () = cleanup::interrupted() => true,
+        }
     });
+    if interrupted {
+        progress("interrupted: removing what this run made");
+        let failed = runtime.block_on(cleanup::remove_all());
+        drop(runtime);
+        if failed > 0 {
+            eprintln!("sourceflow-bench: {failed} leftover(s) could not be removed");
+        }
+        return Ok(ExitCode::from(130));
+    }
     drop(runtime);
 
     println!(

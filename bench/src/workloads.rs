@@ -1156,6 +1156,7 @@ pub async fn w5(settings: &Settings) -> anyhow::Result<Vec<Row>> {
         )]);
     };
     let schema = format!("sfbench_{}", std::process::id());
+    let _registered = crate::cleanup::schemas(&url, [&schema]);
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(&url)

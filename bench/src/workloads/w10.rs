@@ -233,6 +233,7 @@ pub async fn w10(settings: &Settings) -> anyhow::Result<Vec<Row>> {
         return Ok(rows);
     };
     let schema = format!("sfbench_w10_{}", std::process::id());
+    let _registered = crate::cleanup::schemas(&url, [&schema]);
     let store = sourceflow_sqlx::PostgresStore::connect_with_schema(&url, &schema).await?;
     let pool = store.pool().clone();
     let outcome = on(settings, "Postgres", Arc::new(store)).await;

@@ -352,6 +352,7 @@ async fn run(url: &str, rounds: usize, commands: u64) -> anyhow::Result<Vec<Row>
         .iter()
         .map(|s| format!("sfbench_w8_{s}_{pid}"))
         .collect();
+    let _registered = crate::cleanup::schemas(url, &schemas);
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect(url)

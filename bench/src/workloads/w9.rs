@@ -32,6 +32,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use super::{fmt_rate, progress, rate, Settings};
+use crate::cleanup::Leftover;
 use crate::domain::{self, account_id, AccountSummary, Components, Deposit};
 use crate::report::{median_f64, Row, Target};
 
@@ -233,7 +234,9 @@ async fn deployment(
         handles.push(worker.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = worker.run().await {
-                progress(format!("W9: a worker stopped: {e}"));
+                if !crate::cleanup::stopping() {
+                    progress(format!("W9: a worker stopped: {e}"));
+                }
             }
         }));
     }
@@ -247,7 +250,9 @@ async fn deployment(
                     .follow_with(|p| taken.store(p.applied, Ordering::Relaxed))
                     .await;
                 if let Err(e) = followed {
-                    progress(format!("W9: the read side stopped: {e}"));
+                    if !crate::cleanup::stopping() {
+                        progress(format!("W9: the read side stopped: {e}"));
+                    }
                 }
             }));
             Applied::Log(counter)
@@ -327,6 +332,15 @@ async fn run(pg: &str, nats: &str, rounds: usize, commands: u64) -> anyhow::Resu
                 .partitions(PARTITIONS)
                 .in_memory()
         })
+        .collect();
+    let _registered: Vec<_> = crate::cleanup::schemas(pg, &schemas)
+        .into_iter()
+        .chain(topologies.iter().map(|topology| {
+            crate::cleanup::register(Leftover::Streams {
+                url: nats.to_owned(),
+                topology: topology.clone(),
+            })
+        }))
         .collect();
     let admin = PgPoolOptions::new()
         .max_connections(1)
