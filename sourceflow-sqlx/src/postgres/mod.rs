@@ -83,6 +83,15 @@
 //! per call instead cost ~0.4 ms of a ~2 ms group commit. With the plan kept, W9's direct flow
 //! went from ~5,300 to ~7,000 commands/s, steady over 30 rounds.)
 //!
+//! The same holds for the duplicate lookup that a command sent with its own message id (an
+//! idempotency key, a redelivery) makes before it runs: it reads the command by the message
+//! id's unique key and then that command's events by their command sequence, as two parts the
+//! planner cannot merge. As one join, a plan made before the tables had statistics read the
+//! command through the primary key (whose first two columns are the same) and the events by
+//! their stream: every row of the stream, 4.3 ms against 0.04 ms for one lookup in a stream
+//! of 10,000 commands, for as long as the plan lived (for good on a server without
+//! autovacuum).
+//!
 //! The trade-offs. Throughput grows with the senders of one process (one flush per batch
 //! instead of per command), but processes sharing a schema still take the lock in turn, one
 //! batch at a time: more processes add batches, not parallel flushes. Each command waits for the
@@ -135,6 +144,8 @@ mod keys;
 mod lifecycle;
 mod migrate;
 mod queries;
+#[cfg(test)]
+mod receipt_lookup;
 mod schedule;
 
 use std::borrow::Cow;

@@ -8,12 +8,21 @@ use crate::sql::rows::event_columns;
 /// The read queries of this backend's own (see [`ReadQueries`] for their arguments and
 /// columns; the others are shared).
 pub(super) const READS: ReadQueries = ReadQueries {
+    // Two parts, each planned on its own (`OFFSET 0` keeps the planner from merging them):
+    // the command by its message id's unique key, then its events by their command's
+    // sequence. As one join, a plan made without statistics (a young schema, or a server
+    // without autovacuum) read the command through the primary key instead, whose first two
+    // columns are the same, and the events by their stream alone: every command and event of
+    // the stream for one lookup (tested in `receipt_lookup`).
     find_receipt: concat!(
         "SELECT c.sequence, ",
         event_columns!("e.", "CAST(e.payload AS TEXT)"),
-        " FROM sf_commands c LEFT JOIN sf_events e ON e.stream_type = c.stream_type \
-         AND e.stream_id = c.stream_id AND e.command_sequence = c.sequence \
-         WHERE c.stream_type = $1 AND c.stream_id = $2 AND c.message_id = $3 ORDER BY e.sequence"
+        " FROM (SELECT sequence FROM sf_commands \
+                 WHERE stream_type = $1 AND stream_id = $2 AND message_id = $3 OFFSET 0) c \
+         LEFT JOIN LATERAL (SELECT * FROM sf_events \
+                             WHERE stream_type = $1 AND stream_id = $2 \
+                               AND command_sequence = c.sequence OFFSET 0) e ON true \
+         ORDER BY e.sequence"
     ),
     stream_ids_first: STREAM_IDS,
     stream_ids_after: STREAM_IDS,
