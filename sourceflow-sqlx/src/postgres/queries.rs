@@ -8,20 +8,25 @@ use crate::sql::rows::event_columns;
 /// The read queries of this backend's own (see [`ReadQueries`] for their arguments and
 /// columns; the others are shared).
 pub(super) const READS: ReadQueries = ReadQueries {
-    // Two parts, each planned on its own (`OFFSET 0` keeps the planner from merging them):
-    // the command by its message id's unique key, then its events by their command's
-    // sequence. As one join, a plan made without statistics (a young schema, or a server
-    // without autovacuum) read the command through the primary key instead, whose first two
-    // columns are the same, and the events by their stream alone: every command and event of
-    // the stream for one lookup (tested in `receipt_lookup`).
+    // The command by its message id's unique key, then its events by their command's
+    // sequence. Without statistics (a young schema, or a server without autovacuum) an
+    // equality on an index's three columns costs the same as one on the first two of another
+    // index that starts with the same two (the commands' primary key, the events' stream
+    // key), and a plan could take that one and read the whole stream. So each part asks for
+    // its index's order: the first key at or after (stream, message id), and the events
+    // between two equal keys of (stream, command sequence), which that index alone reads
+    // without a sort. Tested in `receipt_lookup`.
     find_receipt: concat!(
         "SELECT c.sequence, ",
         event_columns!("e.", "CAST(e.payload AS TEXT)"),
-        " FROM (SELECT sequence FROM sf_commands \
-                 WHERE stream_type = $1 AND stream_id = $2 AND message_id = $3 OFFSET 0) c \
+        " FROM (SELECT stream_type, stream_id, message_id, sequence FROM sf_commands \
+                 WHERE (stream_type, stream_id, message_id) >= ($1, $2, $3) \
+                 ORDER BY stream_type, stream_id, message_id LIMIT 1) c \
          LEFT JOIN LATERAL (SELECT * FROM sf_events \
-                             WHERE stream_type = $1 AND stream_id = $2 \
-                               AND command_sequence = c.sequence OFFSET 0) e ON true \
+                             WHERE (stream_type, stream_id, command_sequence) \
+                                   BETWEEN ($1, $2, c.sequence) AND ($1, $2, c.sequence) \
+                             ORDER BY stream_type, stream_id, command_sequence) e ON true \
+         WHERE c.stream_type = $1 AND c.stream_id = $2 AND c.message_id = $3 \
          ORDER BY e.sequence"
     ),
     stream_ids_first: STREAM_IDS,
