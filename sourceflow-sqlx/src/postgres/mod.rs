@@ -91,7 +91,9 @@
 //! stream of 10,000 commands, for as long as the plan lived: for good on a server without
 //! autovacuum). The lookup asks instead for the first key at or after (stream, message id) in
 //! that index's order, which no other index gives without a sort, and then for that command's
-//! events between two equal keys of their command index.
+//! events between two equal keys of their command index. `sf_commit_inline` (migration `0017`)
+//! checks the stream's head as `sf_commit_units` does, and looks a refused unit's message id up
+//! the same way (tested in `plans.rs`).
 //!
 //! The trade-offs. Throughput grows with the senders of one process (one flush per batch
 //! instead of per command), but processes sharing a schema still take the lock in turn, one
@@ -144,9 +146,9 @@ mod group;
 mod keys;
 mod lifecycle;
 mod migrate;
-mod queries;
 #[cfg(test)]
-mod receipt_lookup;
+mod plans;
+mod queries;
 mod schedule;
 
 use std::borrow::Cow;

@@ -15,7 +15,7 @@ pub(super) const READS: ReadQueries = ReadQueries {
     // key), and a plan could take that one and read the whole stream. So each part asks for
     // its index's order: the first key at or after (stream, message id), and the events
     // between two equal keys of (stream, command sequence), which that index alone reads
-    // without a sort. Tested in `receipt_lookup`.
+    // without a sort. Tested in `plans`.
     find_receipt: concat!(
         "SELECT c.sequence, ",
         event_columns!("e.", "CAST(e.payload AS TEXT)"),

@@ -1,8 +1,9 @@
-//! The duplicate lookup reads the command and its events, however long the stream and
-//! whatever statistics the server has: `find_receipt` ([`READS`]) explained with the generic
-//! plan a pooled connection made while the schema was young (its tables never analyzed) and
-//! kept as the streams grew, and with a custom one. Needs `SOURCEFLOW_PG_URL` when the tests
-//! are built (ignored otherwise).
+//! Plans made without statistics (a young schema, or for good on a server without autovacuum)
+//! that a connection keeps as the tables grow still read one stream's few rows, not the
+//! stream: the duplicate lookup (`find_receipt`, [`READS`]), explained with the generic plan
+//! made while the schema was young and with a custom one, and `sf_commit_inline`'s stream-head
+//! check and refused-write lookup (migration 17), by the buffers a commit touches. Needs
+//! `SOURCEFLOW_PG_URL` when the tests are built (ignored otherwise).
 
 use super::queries::READS;
 
@@ -206,6 +207,100 @@ async fn a_receipt_is_found_without_reading_its_stream() {
         none.is_none(),
         "a message id is looked up in its own stream"
     );
+    pool.close().await;
+    let admin = sqlx::PgPool::connect(&url).await.expect("admin");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .expect("drop the schema");
+}
+
+/// Buffers a statement touched (shared hits and reads, its nested statements' included), from
+/// the first line of `EXPLAIN (ANALYZE, BUFFERS)` that reports them.
+fn buffers(plan: &[String]) -> u64 {
+    let Some(line) = plan.iter().find(|l| l.contains("Buffers: shared")) else {
+        return 0;
+    };
+    ["hit=", "read="]
+        .iter()
+        .filter_map(|key| {
+            let rest = &line[line.find(key)? + key.len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// `sf_commit_inline` with one event and nothing else, for stream `s1` at `expected`.
+fn commit_inline_call(expected: i64) -> String {
+    format!(
+        "SELECT * FROM sf_commit_inline(1, 'T', 's1', {expected}, gen_random_uuid(), 'C', 1, \
+         gen_random_uuid(), NULL, now(), '{{}}', '{{}}', ARRAY[gen_random_uuid()], ARRAY['E'], \
+         ARRAY[1::bigint], ARRAY[gen_random_uuid()], ARRAY[NULL::uuid], ARRAY[now()], \
+         ARRAY['{{}}'], '{{}}'::text[], '{{}}'::text[], '{{}}'::uuid[], '{{}}'::text[], \
+         '{{}}'::bigint[], '{{}}'::uuid[], '{{}}'::uuid[], '{{}}'::timestamptz[], '{{}}'::text[], \
+         '{{}}'::text[], '{{}}'::bigint[], '{{}}'::bigint[], '{{}}'::bigint[], '{{}}'::int[], \
+         '{{}}'::text[], '{{}}'::text[], '{{}}'::text[], '{{}}'::int[], '{{}}'::text[], \
+         '{{}}'::text[])"
+    )
+}
+
+/// The commit function's stream-head check and its lookup after a refused write keep plans
+/// made on a young schema, and those read a few index pages, not the stream.
+#[tokio::test]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn a_commit_checks_its_stream_without_reading_it() {
+    let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
+    let schema = format!("sf_commit_plans_{}", std::process::id());
+    let store = super::PostgresStore::connect_with_schema(&url, &schema)
+        .await
+        .expect("connect");
+    let pool = store.pool().clone();
+    let mut connection = pool.acquire().await.expect("a connection");
+    write_commands(&pool, 1).await;
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *connection)
+        .await
+        .expect("plan cache mode");
+    // The plans, made while the schema is young: a commit at the head (1), then one at a
+    // sequence the stream has moved past (refused, looked up).
+    for (expected, status) in [(1, "ok"), (1, "conflict")] {
+        let got: String = sqlx::query_scalar(&format!(
+            "SELECT r_status FROM ({}) r",
+            commit_inline_call(expected)
+        ))
+        .fetch_one(&mut *connection)
+        .await
+        .expect("commit");
+        assert_eq!(got, status);
+    }
+    write_commands(&pool, 1_999).await;
+    let head: i64 =
+        sqlx::query_scalar("SELECT max(sequence) FROM sf_commands WHERE stream_id = 's1'")
+            .fetch_one(&pool)
+            .await
+            .expect("head");
+    for (expected, what) in [
+        (head, "a commit at the head"),
+        (head - 1, "a refused commit"),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(&format!(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) {}",
+            commit_inline_call(expected)
+        ))
+        .fetch_all(&mut *connection)
+        .await
+        .expect("explain");
+        // A stream of 2,000 commands read through the wrong index takes a buffer per row.
+        assert!(
+            buffers(&plan) < 150,
+            "{what} in a stream of {head}: {}",
+            plan.join("\n")
+        );
+    }
+    drop(connection);
     pool.close().await;
     let admin = sqlx::PgPool::connect(&url).await.expect("admin");
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
