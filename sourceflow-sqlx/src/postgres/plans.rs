@@ -2,7 +2,8 @@
 //! that a connection keeps as the tables grow still read one stream's few rows, not the
 //! stream: the duplicate lookup (`find_receipt`, [`READS`]), explained with the generic plan
 //! made while the schema was young and with a custom one, and `sf_commit_inline`'s stream-head
-//! check and refused-write lookup (migration 17), by the buffers a commit touches. Needs
+//! check and refused-write lookup (migration 17), by the buffers a commit touches, and the
+//! load of an entity with its views' models (`GET_ENTITY_WITH_MODELS`). Needs
 //! `SOURCEFLOW_PG_URL` when the tests are built (ignored otherwise).
 
 use super::queries::READS;
@@ -300,6 +301,66 @@ async fn a_commit_checks_its_stream_without_reading_it() {
             plan.join("\n")
         );
     }
+    drop(connection);
+    pool.close().await;
+    let admin = sqlx::PgPool::connect(&url).await.expect("admin");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .expect("drop the schema");
+}
+
+/// A stream's first command reads its entity and the views' models it needs by their keys,
+/// with the plan made while the schema was young, not every view model.
+#[tokio::test]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn an_entity_is_loaded_with_its_models_without_reading_every_model() {
+    let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
+    let schema = format!("sf_model_plans_{}", std::process::id());
+    let store = super::PostgresStore::connect_with_schema(&url, &schema)
+        .await
+        .expect("connect");
+    let pool = store.pool().clone();
+    let mut connection = pool.acquire().await.expect("a connection");
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *connection)
+        .await
+        .expect("plan cache mode");
+    sqlx::query(&format!(
+        "PREPARE load(text, text, text[], text[]) AS {}",
+        super::queries::GET_ENTITY_WITH_MODELS
+    ))
+    .execute(&mut *connection)
+    .await
+    .expect("prepare");
+    sqlx::query("EXECUTE load('T', 's1', ARRAY['V', 'W'], ARRAY['m1', 'm2'])")
+        .execute(&mut *connection)
+        .await
+        .expect("the plan is made");
+    sqlx::query(
+        "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
+         SELECT 'V', 'm' || i, '{}', now() FROM generate_series(1, 5000) i",
+    )
+    .execute(&pool)
+    .await
+    .expect("models");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) \
+         EXECUTE load('T', 's1', ARRAY['V', 'V', 'W'], ARRAY['m7', 'm4000', 'm7'])",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .expect("explain");
+    // The two models that exist and the one that does not: three lookups.
+    assert!(
+        rows_touched(&plan, Some("sf_view_models")) <= 3,
+        "{}",
+        plan.join("\n")
+    );
+    sqlx::query("DEALLOCATE load")
+        .execute(&mut *connection)
+        .await
+        .expect("deallocate");
     drop(connection);
     pool.close().await;
     let admin = sqlx::PgPool::connect(&url).await.expect("admin");
