@@ -93,7 +93,9 @@
 //! that index's order, which no other index gives without a sort, and then for that command's
 //! events between two equal keys of their command index. `sf_commit_inline` (migration `0017`)
 //! checks the stream's head as `sf_commit_units` does, and looks a refused unit's message id up
-//! the same way (tested in `plans.rs`).
+//! the same way; a stream's first command loads the views' models it needs one key at a time
+//! rather than as a join, which such a plan ran as a scan of every model (tested in
+//! `plans.rs`).
 //!
 //! The trade-offs. Throughput grows with the senders of one process (one flush per batch
 //! instead of per command), but processes sharing a schema still take the lock in turn, one
