@@ -77,6 +77,48 @@ fn rows_are_counted_from_a_plan() {
     assert_eq!(rows_touched(&plan, Some("sf_events")), 9 + 20 + 3 + 4);
 }
 
+/// A fresh schema with the store's tables, never analyzed, and a connection of its pool that
+/// keeps generic plans (as a pooled connection does after a few calls).
+struct Young {
+    url: String,
+    schema: String,
+    store: super::PostgresStore,
+    pool: sqlx::PgPool,
+}
+
+impl Young {
+    async fn new(name: &str) -> (Self, sqlx::pool::PoolConnection<sqlx::Postgres>) {
+        let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
+        let schema = format!("sf_{name}_{}", std::process::id());
+        let store = super::PostgresStore::connect_with_schema(&url, &schema)
+            .await
+            .expect("connect");
+        let pool = store.pool().clone();
+        let mut connection = pool.acquire().await.expect("a connection");
+        sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut *connection)
+            .await
+            .expect("plan cache mode");
+        let young = Self {
+            url,
+            schema,
+            store,
+            pool,
+        };
+        (young, connection)
+    }
+
+    /// Drops the schema (its connection given back first).
+    async fn remove(self) {
+        self.pool.close().await;
+        let admin = sqlx::PgPool::connect(&self.url).await.expect("admin");
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .execute(&admin)
+            .await
+            .expect("drop the schema");
+    }
+}
+
 /// Writes `per_stream` more commands, one event each, to each of the streams `s0` and `s1`
 /// (type `T`), straight into the tables.
 async fn write_commands(pool: &sqlx::PgPool, per_stream: i64) {
@@ -110,19 +152,10 @@ async fn write_commands(pool: &sqlx::PgPool, per_stream: i64) {
 #[tokio::test]
 #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn a_receipt_is_found_without_reading_its_stream() {
-    let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
-    let schema = format!("sf_receipt_lookup_{}", std::process::id());
-    let store = super::PostgresStore::connect_with_schema(&url, &schema)
-        .await
-        .expect("connect");
-    let pool = store.pool().clone();
-    let mut connection = pool.acquire().await.expect("a connection");
+    let (young, mut connection) = Young::new("receipt_lookup").await;
+    let pool = young.pool.clone();
     // The plan a pooled connection keeps, made while the schema is young: two commands.
     write_commands(&pool, 1).await;
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut *connection)
-        .await
-        .expect("plan cache mode");
     sqlx::query(&format!(
         "PREPARE receipt(text, text, uuid) AS {}",
         READS.find_receipt
@@ -140,7 +173,7 @@ async fn a_receipt_is_found_without_reading_its_stream() {
         "SELECT analyze_count + autoanalyze_count FROM pg_stat_user_tables \
          WHERE schemaname = $1 AND relname = 'sf_commands'",
     )
-    .bind(&schema)
+    .bind(&young.schema)
     .fetch_optional(&pool)
     .await
     .expect("table statistics");
@@ -187,7 +220,7 @@ async fn a_receipt_is_found_without_reading_its_stream() {
     drop(connection);
     // And the store answers with the receipt, or with none.
     let stream = sourceflow::StreamId::new("T", "s1");
-    let receipt = sourceflow::store::Store::find_receipt(&store, &stream, middle)
+    let receipt = sourceflow::store::Store::find_receipt(&young.store, &stream, middle)
         .await
         .expect("lookup")
         .expect("found");
@@ -195,25 +228,20 @@ async fn a_receipt_is_found_without_reading_its_stream() {
     assert_eq!(receipt.events.len(), 1);
     assert_eq!(receipt.events[0].sequence, sourceflow::Sequence(1000));
     for other in [uuid::Uuid::nil(), uuid::Uuid::max()] {
-        let none = sourceflow::store::Store::find_receipt(&store, &stream, other)
+        let none = sourceflow::store::Store::find_receipt(&young.store, &stream, other)
             .await
             .expect("lookup");
         assert!(none.is_none(), "{other}");
     }
     let elsewhere = sourceflow::StreamId::new("T", "s0");
-    let none = sourceflow::store::Store::find_receipt(&store, &elsewhere, middle)
+    let none = sourceflow::store::Store::find_receipt(&young.store, &elsewhere, middle)
         .await
         .expect("lookup");
     assert!(
         none.is_none(),
         "a message id is looked up in its own stream"
     );
-    pool.close().await;
-    let admin = sqlx::PgPool::connect(&url).await.expect("admin");
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .expect("drop the schema");
+    young.remove().await;
 }
 
 /// Buffers a statement touched (shared hits and reads, its nested statements' included), from
@@ -253,18 +281,9 @@ fn commit_inline_call(expected: i64) -> String {
 #[tokio::test]
 #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn a_commit_checks_its_stream_without_reading_it() {
-    let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
-    let schema = format!("sf_commit_plans_{}", std::process::id());
-    let store = super::PostgresStore::connect_with_schema(&url, &schema)
-        .await
-        .expect("connect");
-    let pool = store.pool().clone();
-    let mut connection = pool.acquire().await.expect("a connection");
+    let (young, mut connection) = Young::new("commit_plans").await;
+    let pool = young.pool.clone();
     write_commands(&pool, 1).await;
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut *connection)
-        .await
-        .expect("plan cache mode");
     // The plans, made while the schema is young: a commit at the head (1), then one at a
     // sequence the stream has moved past (refused, looked up).
     for (expected, status) in [(1, "ok"), (1, "conflict")] {
@@ -302,12 +321,7 @@ async fn a_commit_checks_its_stream_without_reading_it() {
         );
     }
     drop(connection);
-    pool.close().await;
-    let admin = sqlx::PgPool::connect(&url).await.expect("admin");
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .expect("drop the schema");
+    young.remove().await;
 }
 
 /// A stream's first command reads its entity and the views' models it needs by their keys,
@@ -315,17 +329,8 @@ async fn a_commit_checks_its_stream_without_reading_it() {
 #[tokio::test]
 #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn an_entity_is_loaded_with_its_models_without_reading_every_model() {
-    let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
-    let schema = format!("sf_model_plans_{}", std::process::id());
-    let store = super::PostgresStore::connect_with_schema(&url, &schema)
-        .await
-        .expect("connect");
-    let pool = store.pool().clone();
-    let mut connection = pool.acquire().await.expect("a connection");
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut *connection)
-        .await
-        .expect("plan cache mode");
+    let (young, mut connection) = Young::new("model_plans").await;
+    let pool = young.pool.clone();
     sqlx::query(&format!(
         "PREPARE load(text, text, text[], text[]) AS {}",
         super::queries::GET_ENTITY_WITH_MODELS
@@ -362,10 +367,5 @@ async fn an_entity_is_loaded_with_its_models_without_reading_every_model() {
         .await
         .expect("deallocate");
     drop(connection);
-    pool.close().await;
-    let admin = sqlx::PgPool::connect(&url).await.expect("admin");
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .expect("drop the schema");
+    young.remove().await;
 }
