@@ -63,11 +63,16 @@ const GET_SCHEDULE: &str = concat!(
     "::bigint FROM sf_schedules WHERE id = $1"
 );
 
-const PENDING_SCHEDULES: &str = concat!(
+/// A page of open schedules in due order, after (`$1`, `$2`) (both NULL: from the first). One
+/// row comparison the open index can start from: as `$1 IS NULL OR (..) > (..)`, a generic
+/// plan could only filter, and read every earlier schedule for each page.
+pub(super) const PENDING_SCHEDULES: &str = concat!(
     "SELECT ",
     schedule_columns!("payload::text"),
     "::bigint FROM sf_schedules WHERE state IN ('pending', 'firing') \
-     AND ($1::timestamptz IS NULL OR (due_at, id) > ($1, $2)) ORDER BY due_at, id LIMIT $3"
+     AND (due_at, id) > (coalesce($1::timestamptz, '-infinity'), \
+                         coalesce($2::uuid, '00000000-0000-0000-0000-000000000000')) \
+     ORDER BY due_at, id LIMIT $3"
 );
 
 /// The columns of new schedules, as arrays for one statement.

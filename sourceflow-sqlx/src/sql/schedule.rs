@@ -30,9 +30,11 @@ macro_rules! schedule_columns {
 pub(crate) use schedule_columns;
 
 /// Whether any schedule is claimable at `$1`: read on the reader pool before a claim, so an
-/// idle scheduler's poll costs a read, not a write transaction.
-const ANY_CLAIMABLE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM sf_schedules \
-     WHERE ready_at IS NOT NULL AND ready_at <= $1 LIMIT 1) s";
+/// idle scheduler's poll costs a read, not a write transaction. The earliest one, in the ready
+/// index's order: without the order, a Postgres plan made on a young schema scanned the table
+/// for the first match, every pending schedule on every poll that found none.
+pub(crate) const ANY_CLAIMABLE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM sf_schedules \
+     WHERE ready_at IS NOT NULL AND ready_at <= $1 ORDER BY ready_at LIMIT 1) s";
 
 /// Reads a schedule row (columns as [`schedule_columns`] lists them).
 pub(crate) fn schedule_row(row: &impl Columns) -> Result<ScheduleRecord, StoreError> {
