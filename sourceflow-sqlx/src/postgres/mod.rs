@@ -94,8 +94,13 @@
 //! events between two equal keys of their command index. `sf_commit_inline` (migration `0017`)
 //! checks the stream's head as `sf_commit_units` does, and looks a refused unit's message id up
 //! the same way; a stream's first command loads the views' models it needs one key at a time
-//! rather than as a join, which such a plan ran as a scan of every model (tested in
-//! `plans.rs`).
+//! rather than as a join, which such a plan ran as a scan of every model; the scheduler's poll
+//! asks for the earliest ready schedule in the ready index's order, a page of open schedules
+//! starts from one row comparison, and saving an entity's state checks the stream's last
+//! command in primary-key order (tested in `plans.rs`). The custom plans a connection makes for
+//! its first few executions of a statement are made afresh each time; without statistics a few
+//! of them (a page of schedules, an entity save, the events of a found duplicate) may still
+//! read more than they return.
 //!
 //! The trade-offs. Throughput grows with the senders of one process (one flush per batch
 //! instead of per command), but processes sharing a schema still take the lock in turn, one
