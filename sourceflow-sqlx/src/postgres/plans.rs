@@ -87,7 +87,7 @@ struct Young {
 }
 
 impl Young {
-    async fn new(name: &str) -> (Self, sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    async fn new(name: &str) -> (Self, Connection) {
         let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
         let schema = format!("sf_{name}_{}", std::process::id());
         let store = super::PostgresStore::connect_with_schema(&url, &schema)
@@ -95,10 +95,7 @@ impl Young {
             .expect("connect");
         let pool = store.pool().clone();
         let mut connection = pool.acquire().await.expect("a connection");
-        sqlx::query("SET plan_cache_mode = force_generic_plan")
-            .execute(&mut *connection)
-            .await
-            .expect("plan cache mode");
+        run(&mut connection, "SET plan_cache_mode = force_generic_plan").await;
         let young = Self {
             url,
             schema,
@@ -117,6 +114,24 @@ impl Young {
             .await
             .expect("drop the schema");
     }
+}
+
+type Connection = sqlx::pool::PoolConnection<sqlx::Postgres>;
+
+/// Runs a statement of the test's own on `connection`.
+async fn run(connection: &mut Connection, sql: &str) {
+    sqlx::query(sql)
+        .execute(&mut **connection)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The lines of an `EXPLAIN` run on `connection`.
+async fn explained(connection: &mut Connection, sql: &str) -> Vec<String> {
+    sqlx::query_scalar(sql)
+        .fetch_all(&mut **connection)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Writes `per_stream` more commands, one event each, to each of the streams `s0` and `s1`
@@ -156,17 +171,19 @@ async fn a_receipt_is_found_without_reading_its_stream() {
     let pool = young.pool.clone();
     // The plan a pooled connection keeps, made while the schema is young: two commands.
     write_commands(&pool, 1).await;
-    sqlx::query(&format!(
-        "PREPARE receipt(text, text, uuid) AS {}",
-        READS.find_receipt
-    ))
-    .execute(&mut *connection)
-    .await
-    .expect("prepare");
-    sqlx::query("EXECUTE receipt('T', 's1', gen_random_uuid())")
-        .execute(&mut *connection)
-        .await
-        .expect("the plan is made");
+    run(
+        &mut connection,
+        &format!(
+            "PREPARE receipt(text, text, uuid) AS {}",
+            READS.find_receipt
+        ),
+    )
+    .await;
+    run(
+        &mut connection,
+        "EXECUTE receipt('T', 's1', gen_random_uuid())",
+    )
+    .await;
     // Then the streams grow to 2,000 commands each, still without statistics.
     write_commands(&pool, 1_999).await;
     let analyzed: Option<i64> = sqlx::query_scalar(
@@ -186,17 +203,15 @@ async fn a_receipt_is_found_without_reading_its_stream() {
     .expect("a message id");
 
     for mode in ["force_generic_plan", "force_custom_plan"] {
-        sqlx::query(&format!("SET plan_cache_mode = {mode}"))
-            .execute(&mut *connection)
-            .await
-            .expect("plan cache mode");
+        run(&mut connection, &format!("SET plan_cache_mode = {mode}")).await;
         for id in [middle, uuid::Uuid::nil(), uuid::Uuid::max()] {
-            let plan: Vec<String> = sqlx::query_scalar(&format!(
-                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE receipt('T', 's1', '{id}')"
-            ))
-            .fetch_all(&mut *connection)
-            .await
-            .expect("explain");
+            let plan: Vec<String> = explained(
+                &mut connection,
+                &format!(
+                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE receipt('T', 's1', '{id}')"
+                ),
+            )
+            .await;
             let plan_text = || format!("{mode}, message id {id}:\n{}", plan.join("\n"));
             // Every send with its own message id: one command's key, found or not.
             assert!(
@@ -213,10 +228,6 @@ async fn a_receipt_is_found_without_reading_its_stream() {
             }
         }
     }
-    sqlx::query("DEALLOCATE receipt")
-        .execute(&mut *connection)
-        .await
-        .expect("deallocate");
     drop(connection);
     // And the store answers with the receipt, or with none.
     let stream = sourceflow::StreamId::new("T", "s1");
@@ -306,13 +317,14 @@ async fn a_commit_checks_its_stream_without_reading_it() {
         (head, "a commit at the head"),
         (head - 1, "a refused commit"),
     ] {
-        let plan: Vec<String> = sqlx::query_scalar(&format!(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) {}",
-            commit_inline_call(expected)
-        ))
-        .fetch_all(&mut *connection)
-        .await
-        .expect("explain");
+        let plan: Vec<String> = explained(
+            &mut connection,
+            &format!(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) {}",
+                commit_inline_call(expected)
+            ),
+        )
+        .await;
         // A stream of 2,000 commands read through the wrong index takes a buffer per row.
         assert!(
             buffers(&plan) < 150,
@@ -331,17 +343,19 @@ async fn a_commit_checks_its_stream_without_reading_it() {
 async fn an_entity_is_loaded_with_its_models_without_reading_every_model() {
     let (young, mut connection) = Young::new("model_plans").await;
     let pool = young.pool.clone();
-    sqlx::query(&format!(
-        "PREPARE load(text, text, text[], text[]) AS {}",
-        super::queries::GET_ENTITY_WITH_MODELS
-    ))
-    .execute(&mut *connection)
-    .await
-    .expect("prepare");
-    sqlx::query("EXECUTE load('T', 's1', ARRAY['V', 'W'], ARRAY['m1', 'm2'])")
-        .execute(&mut *connection)
-        .await
-        .expect("the plan is made");
+    run(
+        &mut connection,
+        &format!(
+            "PREPARE load(text, text, text[], text[]) AS {}",
+            super::queries::GET_ENTITY_WITH_MODELS
+        ),
+    )
+    .await;
+    run(
+        &mut connection,
+        "EXECUTE load('T', 's1', ARRAY['V', 'W'], ARRAY['m1', 'm2'])",
+    )
+    .await;
     sqlx::query(
         "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
          SELECT 'V', 'm' || i, '{}', now() FROM generate_series(1, 5000) i",
@@ -349,23 +363,18 @@ async fn an_entity_is_loaded_with_its_models_without_reading_every_model() {
     .execute(&pool)
     .await
     .expect("models");
-    let plan: Vec<String> = sqlx::query_scalar(
+    let plan: Vec<String> = explained(
+        &mut connection,
         "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) \
          EXECUTE load('T', 's1', ARRAY['V', 'V', 'W'], ARRAY['m7', 'm4000', 'm7'])",
     )
-    .fetch_all(&mut *connection)
-    .await
-    .expect("explain");
+    .await;
     // The two models that exist and the one that does not: three lookups.
     assert!(
         rows_touched(&plan, Some("sf_view_models")) <= 3,
         "{}",
         plan.join("\n")
     );
-    sqlx::query("DEALLOCATE load")
-        .execute(&mut *connection)
-        .await
-        .expect("deallocate");
     drop(connection);
     young.remove().await;
 }
@@ -389,14 +398,8 @@ async fn schedules_are_polled_and_paged_without_reading_them_all() {
             "page(NULL, NULL, 10)",
         ),
     ] {
-        sqlx::query(&format!("PREPARE {statement} AS {sql}"))
-            .execute(&mut *connection)
-            .await
-            .expect("prepare");
-        sqlx::query(&format!("EXECUTE {first}"))
-            .execute(&mut *connection)
-            .await
-            .expect("the plan is made");
+        run(&mut connection, &format!("PREPARE {statement} AS {sql}")).await;
+        run(&mut connection, &format!("EXECUTE {first}")).await;
     }
     // 2,000 schedules due in an hour or more, every other one ready then.
     sqlx::query(
@@ -418,10 +421,7 @@ async fn schedules_are_polled_and_paged_without_reading_them_all() {
     .expect("the 1,000th schedule");
     let due = due.to_rfc3339();
     for mode in ["force_generic_plan", "force_custom_plan"] {
-        sqlx::query(&format!("SET plan_cache_mode = {mode}"))
-            .execute(&mut *connection)
-            .await
-            .expect("plan cache mode");
+        run(&mut connection, &format!("SET plan_cache_mode = {mode}")).await;
         // A page's custom plan, made without statistics, may still read the open schedules
         // with a bitmap and sort them (a connection's first few pages, before it keeps the
         // generic plan); the poll's never scans.
@@ -432,12 +432,11 @@ async fn schedules_are_polled_and_paged_without_reading_them_all() {
         let checked = std::iter::once(("poll(now())".to_owned(), 1))
             .chain(pages.into_iter().filter(|_| mode == "force_generic_plan"));
         for (execute, most) in checked {
-            let plan: Vec<String> = sqlx::query_scalar(&format!(
-                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE {execute}"
-            ))
-            .fetch_all(&mut *connection)
-            .await
-            .expect("explain");
+            let plan: Vec<String> = explained(
+                &mut connection,
+                &format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE {execute}"),
+            )
+            .await;
             assert!(
                 rows_touched(&plan, Some("sf_schedules")) <= most,
                 "{mode}, {execute}:\n{}",
@@ -464,17 +463,15 @@ async fn an_entity_state_is_saved_without_reading_its_stream() {
     .execute(&pool)
     .await
     .expect("an entity");
-    sqlx::query(&format!(
-        "PREPARE put(text, text, bigint, text, bigint) AS {}",
-        super::queries::PUT_ENTITY_CAS
-    ))
-    .execute(&mut *connection)
-    .await
-    .expect("prepare");
-    sqlx::query("EXECUTE put('T', 's1', 1, '{}', 1)")
-        .execute(&mut *connection)
-        .await
-        .expect("the plan is made");
+    run(
+        &mut connection,
+        &format!(
+            "PREPARE put(text, text, bigint, text, bigint) AS {}",
+            super::queries::PUT_ENTITY_CAS
+        ),
+    )
+    .await;
+    run(&mut connection, "EXECUTE put('T', 's1', 1, '{}', 1)").await;
     write_commands(&pool, 1_999).await;
     // The generic plan a connection keeps (a custom one, made without statistics, may still
     // sort the stream's commands found through the message-id key: a connection's first few
@@ -483,12 +480,11 @@ async fn an_entity_state_is_saved_without_reading_its_stream() {
         .execute(&pool)
         .await
         .expect("the stored version");
-    let plan: Vec<String> = sqlx::query_scalar(
+    let plan: Vec<String> = explained(
+        &mut connection,
         "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE put('T', 's1', 2000, '{}', 1999)",
     )
-    .fetch_all(&mut *connection)
-    .await
-    .expect("explain");
+    .await;
     assert!(
         rows_touched(&plan, Some("sf_commands")) <= 1,
         "{}",
