@@ -102,6 +102,13 @@
 //! of them (a page of schedules, an entity save, the events of a found duplicate) may still
 //! read more than they return.
 //!
+//! A view batch's commit (`sf_commit_projection`: every batch a follower or a catch-up projects,
+//! and the views' writes of every group commit) runs only the writes it has rows for (migration
+//! `0018`). Its delete of models joins the table with the keys to delete, and PL/pgSQL kept no
+//! plan for it (the plan for the keys given, usually none, always looked cheaper than one for
+//! any keys), so until then it was planned on every call of a batch that deleted nothing
+//! (`plans.rs` counts the plans the server reports for two batches: none).
+//!
 //! The trade-offs. Throughput grows with the senders of one process (one flush per batch
 //! instead of per command), but processes sharing a schema still take the lock in turn, one
 //! batch at a time: more processes add batches, not parallel flushes. Each command waits for the

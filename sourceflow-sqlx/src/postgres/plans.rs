@@ -3,8 +3,10 @@
 //! stream: the duplicate lookup (`find_receipt`, [`READS`]), explained with the generic plan
 //! made while the schema was young and with a custom one, and `sf_commit_inline`'s stream-head
 //! check and refused-write lookup (migration 17), by the buffers a commit touches, and the
-//! load of an entity with its views' models (`GET_ENTITY_WITH_MODELS`). Needs
-//! `SOURCEFLOW_PG_URL` when the tests are built (ignored otherwise).
+//! load of an entity with its views' models (`GET_ENTITY_WITH_MODELS`); and a view batch's
+//! commit plans no statement once its connection has made its plans (migration 18), counted
+//! from the plans the server reports. Needs `SOURCEFLOW_PG_URL` when the tests are built
+//! (ignored otherwise).
 
 use super::queries::READS;
 
@@ -495,6 +497,138 @@ async fn an_entity_state_is_saved_without_reading_its_stream() {
         .await
         .expect("the saved version");
     assert_eq!(saved, 2000);
+    drop(connection);
+    young.remove().await;
+}
+
+/// Counts the plans the server reports while `debug_print_plan` is on (a `plan:` notice each,
+/// which sqlx hands to `tracing`) on the thread that installed it.
+#[derive(Clone, Default)]
+struct PlanNotices(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl PlanNotices {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PlanNotices {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "message" {
+                    value.clone_into(&mut self.0);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        if event.metadata().target() != "sqlx::postgres::notice" {
+            return;
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if message.0.trim_matches('"').starts_with("plan:") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Commits a view batch as the store does (`COMMIT_PROJECTION`): handler `v` from `expected`
+/// to `position`, putting `puts` (model ids of type `M`) and deleting `deletes`.
+async fn commit_projection(
+    connection: &mut Connection,
+    expected: i64,
+    position: i64,
+    puts: &[&str],
+    deletes: &[&str],
+) -> bool {
+    let texts = |n: usize, value: &str| vec![value.to_owned(); n];
+    let none_text: Vec<String> = Vec::new();
+    let (_, applied): (String, bool) = sqlx::query_as(super::queries::COMMIT_PROJECTION)
+        .bind("v")
+        .bind(expected)
+        .bind(position)
+        .bind(texts(puts.len(), "M"))
+        .bind(puts)
+        .bind(texts(puts.len(), "{}"))
+        .bind(texts(deletes.len(), "M"))
+        .bind(deletes)
+        .bind(&none_text)
+        .bind(&none_text)
+        .bind(Vec::<uuid::Uuid>::new())
+        .bind(&none_text)
+        .bind(Vec::<i64>::new())
+        .bind(Vec::<uuid::Uuid>::new())
+        .bind(Vec::<uuid::Uuid>::new())
+        .bind(Vec::<chrono::DateTime<chrono::Utc>>::new())
+        .bind(&none_text)
+        .fetch_one(&mut **connection)
+        .await
+        .expect("a projection commit");
+    applied
+}
+
+/// A view batch (every follower's and catch-up's, and the views' part of every group commit)
+/// is committed without planning a statement once its connection has its plans: before
+/// migration 18, the delete of models was planned again on every call, even with nothing to
+/// delete. Its writes still apply: models put and deleted, the position moved.
+#[tokio::test]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn a_view_batch_is_committed_without_planning_a_statement() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let (young, mut connection) = Young::new("projection_plans").await;
+    // As the store's own connections: each statement's plan left to the server.
+    run(&mut connection, "RESET plan_cache_mode").await;
+    let mut position = 0;
+    // A connection makes custom plans for its first five executions of a statement.
+    for n in 0..8 {
+        let id = format!("m{n}");
+        assert!(commit_projection(&mut connection, position, position + 1, &[&id], &[]).await);
+        position += 1;
+    }
+    run(&mut connection, "SET client_min_messages = log").await;
+    run(&mut connection, "SET debug_print_plan = on").await;
+    let notices = PlanNotices::default();
+    let (planned, seen) = {
+        let _counting =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(notices.clone()));
+        for id in ["m8", "m9"] {
+            assert!(commit_projection(&mut connection, position, position + 1, &[id], &[]).await);
+            position += 1;
+        }
+        let planned = notices.count();
+        // A statement this connection has not run is planned, and the count sees it.
+        run(
+            &mut connection,
+            "SELECT count(*) FROM sf_view_models WHERE model_id <> 'x'",
+        )
+        .await;
+        (planned, notices.count() - planned)
+    };
+    run(&mut connection, "RESET debug_print_plan").await;
+    run(&mut connection, "RESET client_min_messages").await;
+    assert!(seen > 0, "the server's plan notices were not counted");
+    assert_eq!(planned, 0, "statements planned by two view batches");
+    // A batch that deletes still deletes, and a stale position still refuses.
+    assert!(commit_projection(&mut connection, position, position + 1, &[], &["m0", "m1"]).await);
+    assert!(!commit_projection(&mut connection, position, position + 1, &["m0"], &[]).await);
+    let models: Vec<String> =
+        sqlx::query_scalar("SELECT model_id FROM sf_view_models ORDER BY model_id")
+            .fetch_all(&mut *connection)
+            .await
+            .expect("the models");
+    assert_eq!(models, ["m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"]);
+    let stored: i64 = sqlx::query_scalar("SELECT position FROM sf_positions WHERE handler = 'v'")
+        .fetch_one(&mut *connection)
+        .await
+        .expect("the position");
+    assert_eq!(stored, position + 1);
     drop(connection);
     young.remove().await;
 }
