@@ -516,20 +516,17 @@ impl Backend for Postgres {
         stream: &StreamId,
         models: &[(&'static str, EntityId)],
     ) -> Result<EntityWithModels, StoreError> {
-        let types: Vec<&str> = models.iter().map(|(t, _)| *t).collect();
-        let ids: Vec<&str> = models.iter().map(|(_, id)| id.as_str()).collect();
-        let (pool, types, ids) = (&self.pool, &types, &ids);
+        let (pool, sql) = (&self.pool, &get_entity_with_models(models.len()));
         let rows = self
             .backoff
             .run(Self::NAME, "get_entity_with_models", || async move {
-                sqlx::query(GET_ENTITY_WITH_MODELS)
+                let mut query = sqlx::query(sql)
                     .bind(&*stream.entity_type)
-                    .bind(stream.id.as_str())
-                    .bind(types)
-                    .bind(ids)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(classify)
+                    .bind(stream.id.as_str());
+                for (model_type, id) in models {
+                    query = query.bind(*model_type).bind(id.as_str());
+                }
+                query.fetch_all(pool).await.map_err(classify)
             })
             .await?;
         let mut entity = None;

@@ -3,9 +3,9 @@
 //! stream: the duplicate lookup (`find_receipt`, [`READS`]), explained with the generic plan
 //! made while the schema was young and with a custom one, and `sf_commit_inline`'s stream-head
 //! check and refused-write lookup (migration 17), by the buffers a commit touches, and the
-//! load of an entity with its views' models (`GET_ENTITY_WITH_MODELS`); and a view batch's
-//! commit plans no statement once its connection has made its plans (migration 18), counted
-//! from the plans the server reports. Needs `SOURCEFLOW_PG_URL` when the tests are built
+//! load of an entity with its views' models (`get_entity_with_models`); and neither that load
+//! nor a view batch's commit (migration 18) plans a statement once its connection has made its
+//! plans, counted from the plans the server reports. Needs `SOURCEFLOW_PG_URL` when the tests are built
 //! (ignored otherwise).
 
 use super::queries::READS;
@@ -348,14 +348,14 @@ async fn an_entity_is_loaded_with_its_models_without_reading_every_model() {
     run(
         &mut connection,
         &format!(
-            "PREPARE load(text, text, text[], text[]) AS {}",
-            super::queries::GET_ENTITY_WITH_MODELS
+            "PREPARE load(text, text, text, text, text, text, text, text) AS {}",
+            super::queries::get_entity_with_models(3)
         ),
     )
     .await;
     run(
         &mut connection,
-        "EXECUTE load('T', 's1', ARRAY['V', 'W'], ARRAY['m1', 'm2'])",
+        "EXECUTE load('T', 's1', 'V', 'm1', 'W', 'm2', 'V', 'm3')",
     )
     .await;
     sqlx::query(
@@ -368,7 +368,7 @@ async fn an_entity_is_loaded_with_its_models_without_reading_every_model() {
     let plan: Vec<String> = explained(
         &mut connection,
         "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) \
-         EXECUTE load('T', 's1', ARRAY['V', 'V', 'W'], ARRAY['m7', 'm4000', 'm7'])",
+         EXECUTE load('T', 's1', 'V', 'm7', 'V', 'm4000', 'W', 'm7')",
     )
     .await;
     // The two models that exist and the one that does not: three lookups.
@@ -538,6 +538,48 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PlanNotices {
     }
 }
 
+/// Plans the server makes for one connection's statements, counted while it lasts.
+struct PlanCount {
+    notices: PlanNotices,
+    _counting: tracing::subscriber::DefaultGuard,
+}
+
+impl PlanCount {
+    /// Starts counting (on this thread, which must run the connection's statements).
+    async fn start(connection: &mut Connection) -> Self {
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        run(connection, "SET client_min_messages = log").await;
+        run(connection, "SET debug_print_plan = on").await;
+        let notices = PlanNotices::default();
+        let counting =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(notices.clone()));
+        Self {
+            notices,
+            _counting: counting,
+        }
+    }
+
+    /// The plans made since the start; checks first that a statement the connection has not
+    /// run is counted.
+    async fn stop(self, connection: &mut Connection) -> usize {
+        let planned = self.notices.count();
+        run(
+            connection,
+            &format!("SELECT '{}'::text", uuid::Uuid::new_v4()),
+        )
+        .await;
+        assert!(
+            self.notices.count() > planned,
+            "the server's plan notices were not counted"
+        );
+        drop(self);
+        run(connection, "RESET debug_print_plan").await;
+        run(connection, "RESET client_min_messages").await;
+        planned
+    }
+}
+
 /// Commits a view batch as the store does (`COMMIT_PROJECTION`): handler `v` from `expected`
 /// to `position`, putting `puts` (model ids of type `M`) and deleting `deletes`.
 async fn commit_projection(
@@ -580,8 +622,6 @@ async fn commit_projection(
 #[tokio::test]
 #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
 async fn a_view_batch_is_committed_without_planning_a_statement() {
-    use tracing_subscriber::layer::SubscriberExt as _;
-
     let (young, mut connection) = Young::new("projection_plans").await;
     // As the store's own connections: each statement's plan left to the server.
     run(&mut connection, "RESET plan_cache_mode").await;
@@ -592,28 +632,12 @@ async fn a_view_batch_is_committed_without_planning_a_statement() {
         assert!(commit_projection(&mut connection, position, position + 1, &[&id], &[]).await);
         position += 1;
     }
-    run(&mut connection, "SET client_min_messages = log").await;
-    run(&mut connection, "SET debug_print_plan = on").await;
-    let notices = PlanNotices::default();
-    let (planned, seen) = {
-        let _counting =
-            tracing::subscriber::set_default(tracing_subscriber::registry().with(notices.clone()));
-        for id in ["m8", "m9"] {
-            assert!(commit_projection(&mut connection, position, position + 1, &[id], &[]).await);
-            position += 1;
-        }
-        let planned = notices.count();
-        // A statement this connection has not run is planned, and the count sees it.
-        run(
-            &mut connection,
-            "SELECT count(*) FROM sf_view_models WHERE model_id <> 'x'",
-        )
-        .await;
-        (planned, notices.count() - planned)
-    };
-    run(&mut connection, "RESET debug_print_plan").await;
-    run(&mut connection, "RESET client_min_messages").await;
-    assert!(seen > 0, "the server's plan notices were not counted");
+    let counting = PlanCount::start(&mut connection).await;
+    for id in ["m8", "m9"] {
+        assert!(commit_projection(&mut connection, position, position + 1, &[id], &[]).await);
+        position += 1;
+    }
+    let planned = counting.stop(&mut connection).await;
     assert_eq!(planned, 0, "statements planned by two view batches");
     // A batch that deletes still deletes, and a stale position still refuses.
     assert!(commit_projection(&mut connection, position, position + 1, &[], &["m0", "m1"]).await);
@@ -629,6 +653,52 @@ async fn a_view_batch_is_committed_without_planning_a_statement() {
         .await
         .expect("the position");
     assert_eq!(stored, position + 1);
+    drop(connection);
+    young.remove().await;
+}
+
+/// A stream's first command loads its entity and the views' models without planning a
+/// statement once the connection has its plans: given the keys as arrays, the load was
+/// planned on every call (longer than it ran).
+#[tokio::test]
+#[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+async fn an_entity_is_loaded_with_its_models_without_planning_a_statement() {
+    let (young, mut connection) = Young::new("load_plans").await;
+    // As the store's own connections: each statement's plan left to the server.
+    run(&mut connection, "RESET plan_cache_mode").await;
+    run(
+        &mut connection,
+        "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
+         SELECT 'V', 'm' || i, '{}', now() FROM generate_series(1, 10) i",
+    )
+    .await;
+    let sql = super::queries::get_entity_with_models(2);
+    let load = |n: usize| {
+        sqlx::query(&sql)
+            .bind("T")
+            .bind(format!("s{n}"))
+            .bind("V")
+            .bind(format!("m{n}"))
+            .bind("W")
+            .bind(format!("m{n}"))
+    };
+    // A connection makes custom plans for its first five executions of a statement.
+    for n in 0..8 {
+        load(n).fetch_all(&mut *connection).await.expect("a load");
+    }
+    let counting = PlanCount::start(&mut connection).await;
+    let mut found = 0;
+    for n in 8..10 {
+        found += load(n)
+            .fetch_all(&mut *connection)
+            .await
+            .expect("a load")
+            .len();
+    }
+    let planned = counting.stop(&mut connection).await;
+    assert_eq!(planned, 0, "statements planned by two loads");
+    // Models m8 and m9 of type V exist; no entity, no model of type W.
+    assert_eq!(found, 2);
     drop(connection);
     young.remove().await;
 }

@@ -144,17 +144,28 @@ pub(super) const PUT_ENTITY_CAS: &str = "UPDATE sf_entities SET version = $3, st
                    ORDER BY sequence DESC LIMIT 1), 0) <= $3";
 pub(super) const DELETE_ENTITY: &str =
     "DELETE FROM sf_entities WHERE entity_type = $1 AND entity_id = $2";
-/// The entity (row `n = 0`) and the present ones of the asked models (row `n` = 1-based index).
-/// Each model is its own lookup (`LATERAL`, `OFFSET 0`): as a join, a plan made before the
-/// tables had statistics hashed the models asked for and read every view model to probe it
-/// (tested in `plans`).
-pub(super) const GET_ENTITY_WITH_MODELS: &str = "SELECT 0::bigint AS n, version, state::text \
-     FROM sf_entities WHERE entity_type = $1 AND entity_id = $2 \
-     UNION ALL SELECT u.n, NULL::bigint, m.state::text \
-     FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(model_type, model_id, n) \
-     CROSS JOIN LATERAL (SELECT state FROM sf_view_models \
-                          WHERE model_type = u.model_type AND model_id = u.model_id \
-                          OFFSET 0) m";
+/// The entity (row `n = 0`) and the present ones of `models` asked models (row `n` = 1-based
+/// index), each model its own lookup by its key (`$1`, `$2` the stream; model `n`'s type and
+/// id `$2n+1`, `$2n+2`). One statement text per number of models: every lookup is an equality
+/// on a primary key, so the plan a connection keeps for it is the one it would make for any
+/// keys. Given the keys as arrays, the statement was planned on every call (its plan for the
+/// keys given always looked cheaper than one for any number of keys), which took longer than
+/// running it; and as a join over the arrays, a plan made before the tables had statistics read
+/// every view model (both tested in `plans`).
+pub(super) fn get_entity_with_models(models: usize) -> String {
+    let mut sql = String::from(
+        "SELECT 0::bigint AS n, version, state::text FROM sf_entities \
+         WHERE entity_type = $1 AND entity_id = $2",
+    );
+    for n in 1..=models {
+        let (model_type, model_id) = (2 * n + 1, 2 * n + 2);
+        sql.push_str(&format!(
+            " UNION ALL SELECT {n}::bigint, NULL::bigint, state::text FROM sf_view_models \
+             WHERE model_type = ${model_type} AND model_id = ${model_id}"
+        ));
+    }
+    sql
+}
 pub(super) const PUT_MODEL: &str =
     "INSERT INTO sf_view_models (model_type, model_id, state, updated_at) \
      VALUES ($1, $2, $3::json, now()) ON CONFLICT (model_type, model_id) DO UPDATE \
