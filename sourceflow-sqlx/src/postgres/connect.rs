@@ -14,7 +14,6 @@ use crate::retry::Backoff;
 use crate::sql::SqlStore;
 
 /// Why a store could not be configured.
-/// Why a store could not be configured.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -207,5 +206,57 @@ mod tests {
     fn lock_keys_differ_per_schema() {
         assert_eq!(append_lock_key("public"), append_lock_key("public"));
         assert_ne!(append_lock_key("public"), append_lock_key("t_abc"));
+    }
+
+    /// `url` with `sslmode` set to `mode`.
+    fn with_sslmode(url: &str, mode: &str) -> String {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}sslmode={mode}")
+    }
+
+    /// Built without a TLS feature, a URL that requires TLS is refused rather than connected
+    /// in the clear.
+    #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
+    #[tokio::test]
+    #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+    async fn a_url_that_requires_tls_is_refused_without_a_tls_feature() {
+        let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
+        let refused = PostgresStore::builder(&with_sslmode(&url, "require"))
+            .schema(format!("sf_tls_{}", std::process::id()))
+            .connect()
+            .await;
+        let error = refused.expect_err("connected without TLS").to_string();
+        assert!(error.contains("TLS"), "{error}");
+    }
+
+    /// With a TLS feature, `sslmode` decides: `require` connects encrypted (the server must
+    /// offer TLS, as Debian's Postgres does with its snakeoil certificate), `disable` plain.
+    #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+    #[tokio::test]
+    #[cfg_attr(not(sourceflow_pg), ignore = "set SOURCEFLOW_PG_URL to run")]
+    async fn sslmode_decides_whether_connections_are_encrypted() {
+        let url = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
+        let schema = format!("sf_tls_{}", std::process::id());
+        for (mode, encrypted) in [("require", true), ("disable", false)] {
+            let store = PostgresStore::builder(&with_sslmode(&url, mode))
+                .schema(&schema)
+                .max_connections(1)
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("sslmode={mode}: {e}"));
+            let ssl: bool =
+                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .fetch_one(store.pool())
+                    .await
+                    .expect("pg_stat_ssl");
+            assert_eq!(ssl, encrypted, "sslmode={mode}");
+            if !encrypted {
+                sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .execute(store.pool())
+                    .await
+                    .expect("drop the schema");
+            }
+            store.pool().close().await;
+        }
     }
 }
