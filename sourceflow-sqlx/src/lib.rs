@@ -150,7 +150,10 @@
 //! duplicate, a projection batch as a position conflict.
 //!
 //! # Features
-//! `sqlite` and `postgres`, both on by default.
+//! `sqlite` and `postgres`, both on by default. `tls-rustls` (rustls, ring, the webpki roots)
+//! or `tls-native-tls` (the platform's TLS) lets Postgres connections use TLS, as the URL's
+//! `sslmode` asks; without either they are plain, and a URL that requires TLS is refused (see
+//! `PostgresStore::connect`).
 #![warn(missing_docs)]
 
 mod retry;
