@@ -538,6 +538,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PlanNotices {
     }
 }
 
+/// Executions of a statement after which a connection has made the plans it keeps: custom
+/// plans for the first five, then the generic one if it costs no more.
+const KEEPS_ITS_PLANS: usize = 8;
+
 /// Plans the server makes for one connection's statements, counted while it lasts.
 struct PlanCount {
     notices: PlanNotices,
@@ -626,8 +630,7 @@ async fn a_view_batch_is_committed_without_planning_a_statement() {
     // As the store's own connections: each statement's plan left to the server.
     run(&mut connection, "RESET plan_cache_mode").await;
     let mut position = 0;
-    // A connection makes custom plans for its first five executions of a statement.
-    for n in 0..8 {
+    for n in 0..KEEPS_ITS_PLANS {
         let id = format!("m{n}");
         assert!(commit_projection(&mut connection, position, position + 1, &[&id], &[]).await);
         position += 1;
@@ -682,8 +685,7 @@ async fn an_entity_is_loaded_with_its_models_without_planning_a_statement() {
             .bind("W")
             .bind(format!("m{n}"))
     };
-    // A connection makes custom plans for its first five executions of a statement.
-    for n in 0..8 {
+    for n in 0..KEEPS_ITS_PLANS {
         load(n).fetch_all(&mut *connection).await.expect("a load");
     }
     let counting = PlanCount::start(&mut connection).await;

@@ -153,16 +153,20 @@ pub(super) const DELETE_ENTITY: &str =
 /// running it; and as a join over the arrays, a plan made before the tables had statistics read
 /// every view model (both tested in `plans`).
 pub(super) fn get_entity_with_models(models: usize) -> String {
+    use std::fmt::Write as _;
+
     let mut sql = String::from(
         "SELECT 0::bigint AS n, version, state::text FROM sf_entities \
          WHERE entity_type = $1 AND entity_id = $2",
     );
     for n in 1..=models {
         let (model_type, model_id) = (2 * n + 1, 2 * n + 2);
-        sql.push_str(&format!(
+        // Writing to a String cannot fail.
+        let _ = write!(
+            sql,
             " UNION ALL SELECT {n}::bigint, NULL::bigint, state::text FROM sf_view_models \
              WHERE model_type = ${model_type} AND model_id = ${model_id}"
-        ));
+        );
     }
     sql
 }
