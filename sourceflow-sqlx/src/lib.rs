@@ -154,6 +154,17 @@
 //! or `tls-native-tls` (the platform's TLS) lets Postgres connections use TLS, as the URL's
 //! `sslmode` asks; without either they are plain, and a URL that requires TLS is refused (see
 //! `PostgresStore::connect`).
+//!
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "[`PostgresStore`]: #features\n[`PostgresStore::connect_with_schema`]: #features\n\
+           [`postgres`]: #features"
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "[`SqliteStore`]: #features\n[`SqliteStore::stats`]: #features\n\
+           [`Synchronous::Normal`]: #features"
+)]
 #![warn(missing_docs)]
 
 mod retry;

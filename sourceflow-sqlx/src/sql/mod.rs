@@ -42,8 +42,10 @@ use write::{Write, Written};
 ///
 /// Cheap to clone: clones share the backend's connections.
 ///
-/// [`SqliteStore`]: crate::SqliteStore
-/// [`PostgresStore`]: crate::PostgresStore
+#[cfg_attr(feature = "sqlite", doc = "[`SqliteStore`]: crate::SqliteStore")]
+#[cfg_attr(feature = "postgres", doc = "[`PostgresStore`]: crate::PostgresStore")]
+#[cfg_attr(not(feature = "sqlite"), doc = "[`SqliteStore`]: crate#features")]
+#[cfg_attr(not(feature = "postgres"), doc = "[`PostgresStore`]: crate#features")]
 #[derive(Clone)]
 pub struct SqlStore<B> {
     backend: B,
