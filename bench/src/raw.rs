@@ -6,8 +6,9 @@
 //! minutes the commit API needs. Every workload reads a seeded row back through the store
 //! before measuring, so a schema change shows up as a readable error, not as wrong numbers.
 //!
-//! [`postgres`] holds W8's Postgres floors.
+//! [`postgres`] holds W8's Postgres floors, [`nats`] W9's.
 
+pub mod nats;
 pub mod postgres;
 
 use std::path::Path;

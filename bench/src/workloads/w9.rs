@@ -14,7 +14,13 @@
 //! of its own, and its workers share the partitions out before the first round. Workers run in
 //! this process, on its runtime: on a two-core machine separate processes would not get more
 //! CPU.
+//!
+//! The floor ([`crate::raw::nats`]) runs in the same rounds with 1, 2 and 4 consumers: the same
+//! commands over the same JetStream to the same Postgres, each written as one statement by the
+//! least code that does it. Its rows say what the machine gives more consumers, apart from what
+//! the framework does.
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,13 +33,17 @@ use sourceflow_nats::{
     NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher, NatsViewFeeder, Topology,
 };
 use sourceflow_sqlx::PostgresStore;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use super::{fmt_rate, progress, rate, Settings};
 use crate::cleanup::Leftover;
 use crate::domain::{self, account_id, AccountSummary, Components, Deposit};
+use crate::raw::{
+    self,
+    nats::{RawDeployment, RawSender},
+};
 use crate::report::{median_f64, Row, Target};
 
 /// Concurrent senders in every cell.
@@ -42,6 +52,13 @@ const SENDERS: u64 = 32;
 /// deployment's (read side fed over NATS).
 const WORKERS: [usize; 3] = [1, 2, 4];
 const CONTEXT_WORKERS: usize = 1;
+/// The floor's consumer counts.
+const FLOOR_CONSUMERS: [usize; 3] = [1, 2, 4];
+/// Postgres connections of each floor deployment, shared out among its consumers: every
+/// system of the run holds its connections at once, and the server's default
+/// `max_connections` (100) leaves the floors about 30 beside the deployments' 65. Eight
+/// connections commit more than the two cores can handle however they are shared out.
+const FLOOR_CONNECTIONS: u32 = 8;
 /// Command partitions of every deployment.
 const PARTITIONS: u32 = 16;
 
@@ -90,6 +107,14 @@ enum System {
         read_side: SourceFlow,
         tasks: Vec<JoinHandle<()>>,
     },
+    /// The floor: raw consumers writing each command's rows in one statement.
+    Floor {
+        consumers: usize,
+        /// Kept for its consumers, which stop when it is dropped.
+        _deployment: Box<RawDeployment>,
+        senders: Vec<RawSender>,
+        pool: PgPool,
+    },
 }
 
 impl System {
@@ -101,6 +126,8 @@ impl System {
             } => "1 worker, view fed over NATS".to_owned(),
             System::Nats { workers: 1, .. } => "1 worker".to_owned(),
             System::Nats { workers, .. } => format!("{workers} workers"),
+            System::Floor { consumers: 1, .. } => "floor, 1 consumer".to_owned(),
+            System::Floor { consumers, .. } => format!("floor, {consumers} consumers"),
         }
     }
 
@@ -108,6 +135,12 @@ impl System {
         let flow = match self {
             System::Direct { flow } => flow,
             System::Nats { api, .. } => api,
+            System::Floor { senders, .. } => {
+                // A cell's 32 accounts are consecutive: one sender each.
+                return senders[(account % SENDERS) as usize]
+                    .deposit(account, n)
+                    .await;
+            }
         };
         flow.send(&*account_id(account), Deposit::nth(n)).await?;
         Ok(())
@@ -117,7 +150,7 @@ impl System {
     /// current when `send` returns).
     fn applied(&self) -> u64 {
         match self {
-            System::Direct { .. } => 0,
+            System::Direct { .. } | System::Floor { .. } => 0,
             System::Nats {
                 applied: Applied::Log(counter),
                 ..
@@ -129,11 +162,19 @@ impl System {
         }
     }
 
-    /// The deposits the view counted for `account`.
+    /// The deposits the view counted for `account` (for the floor, its command rows).
     async fn view_deposits(&self, account: u64) -> anyhow::Result<u64> {
         let flow = match self {
             System::Direct { flow } => flow,
             System::Nats { read_side, .. } => read_side,
+            System::Floor { pool, .. } => {
+                let rows: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM sf_commands WHERE stream_id = $1")
+                        .bind(account_id(account))
+                        .fetch_one(pool)
+                        .await?;
+                return Ok(u64::try_from(rows)?);
+            }
         };
         let summary: Option<AccountSummary> = flow.view_model(&*account_id(account)).await?;
         Ok(summary.map_or(0, |s| s.deposits))
@@ -313,22 +354,56 @@ async fn deployment(
     Ok(system)
 }
 
+/// The floor with `consumers` consumers, its tables in `schema` and its stream named after
+/// `topology`'s command stream.
+async fn floor(
+    pg: &str,
+    nats: &str,
+    schema: &str,
+    topology: &Topology,
+    consumers: usize,
+) -> anyhow::Result<System> {
+    let options = PgConnectOptions::from_str(pg)?.options([("search_path", schema)]);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await?;
+    raw::postgres::create_tables(&pool).await?;
+    let deployment = RawDeployment::start(
+        nats,
+        &options,
+        &topology.command_stream(),
+        PARTITIONS,
+        consumers,
+        FLOOR_CONNECTIONS / consumers as u32,
+    )
+    .await?;
+    let senders = try_join_all((0..SENDERS).map(|_| deployment.sender())).await?;
+    Ok(System::Floor {
+        consumers,
+        _deployment: Box::new(deployment),
+        senders,
+        pool,
+    })
+}
+
 /// W9 with `rounds` rounds of `commands` commands per cell.
 async fn run(pg: &str, nats: &str, rounds: usize, commands: u64) -> anyhow::Result<Vec<Row>> {
     let pid = std::process::id();
     let deployments = deployments();
-    let schemas: Vec<String> = std::iter::once("direct".to_owned())
-        .chain(
-            deployments
-                .iter()
-                .map(|(w, feed)| deployment_name(*w, *feed)),
-        )
+    let names: Vec<String> = deployments
+        .iter()
+        .map(|(w, feed)| deployment_name(*w, *feed))
+        .chain(FLOOR_CONSUMERS.iter().map(|c| format!("floor{c}")))
+        .collect();
+    let schemas: Vec<String> = std::iter::once("direct")
+        .chain(names.iter().map(String::as_str))
         .map(|s| format!("sfbench_w9_{s}_{pid}"))
         .collect();
-    let topologies: Vec<Topology> = deployments
+    let topologies: Vec<Topology> = names
         .iter()
-        .map(|(w, feed)| {
-            Topology::new(format!("sfbenchw9_{pid}_{}", deployment_name(*w, *feed)))
+        .map(|name| {
+            Topology::new(format!("sfbenchw9_{pid}_{name}"))
                 .partitions(PARTITIONS)
                 .in_memory()
         })
@@ -426,9 +501,20 @@ async fn w9_in(
             deployment(pg, nats, &schemas[i + 1], &topologies[i], workers, feed).await?,
         ));
     }
+    let deployed = deployments().len();
+    for (i, consumers) in FLOOR_CONSUMERS.into_iter().enumerate() {
+        progress(format!(
+            "W9: starting the floor with {consumers} consumer(s)"
+        ));
+        let (schema, topology) = (&schemas[1 + deployed + i], &topologies[deployed + i]);
+        systems.push(Arc::new(
+            floor(pg, nats, schema, topology, consumers).await?,
+        ));
+    }
     progress(format!(
         "W9: NATS, {rounds} rounds of {commands} commands per cell, {SENDERS} senders \
-         (W8's direct flow, 1, 2 and 4 workers, 1 worker with the view fed over NATS)"
+         (W8's direct flow, 1, 2 and 4 workers, 1 worker with the view fed over NATS, \
+         the floor with 1, 2 and 4 consumers)"
     ));
     // Warm-up: connections, consumers, caches (accounts outside the cells).
     for system in &systems {
@@ -450,16 +536,21 @@ async fn w9_in(
 }
 
 /// The table's rows from the systems' names and median rates (direct first, then 1, 2 and 4
-/// workers, then 1 worker with the view fed over NATS).
+/// workers, then 1 worker with the view fed over NATS, then the floor with 1, 2 and 4
+/// consumers).
 fn rows(names: &[String], median: &[f64], commands: u64, rounds: usize) -> Vec<Row> {
-    let measured = names
-        .iter()
-        .zip(median)
-        .map(|(name, rate)| format!("{name} {}", fmt_rate(*rate)))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let listed = |range: std::ops::Range<usize>| {
+        names[range.clone()]
+            .iter()
+            .zip(&median[range])
+            .map(|(name, rate)| format!("{name} {}", fmt_rate(*rate)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let measured = listed(0..5);
     let (direct, one, two, four, over_nats) =
         (median[0], median[1], median[2], median[3], median[4]);
+    let (floor_one, floor_two, floor_four) = (median[5], median[6], median[7]);
     vec![
         Row::info(
             "W9",
@@ -494,6 +585,20 @@ fn rows(names: &[String], median: &[f64], commands: u64, rounds: usize) -> Vec<R
             "ratio {:.2}, no target; a publisher and a batched feeder carry the events",
             over_nats / direct
         )),
+        Row::info(
+            "W9",
+            "context: the floor over the same NATS and Postgres (raw consumers, one statement per command)",
+            listed(5..8),
+        )
+        .note(format!(
+            "no target; floor 2/1 {:.2}, 4/1 {:.2}; ours / floor: 1 worker {:.2}, 2 workers {:.2}, \
+             4 workers {:.2}",
+            floor_two / floor_one,
+            floor_four / floor_one,
+            one / floor_one,
+            two / floor_two,
+            four / floor_four
+        )),
     ]
 }
 
@@ -503,9 +608,18 @@ mod tests {
 
     #[test]
     fn the_targets_are_checked_and_a_fall_is_a_miss() {
-        let names: Vec<String> = ["direct", "1", "2", "4", "1 over NATS"]
-            .map(String::from)
-            .to_vec();
+        let names: Vec<String> = [
+            "direct",
+            "1",
+            "2",
+            "4",
+            "1 over NATS",
+            "floor 1",
+            "floor 2",
+            "floor 4",
+        ]
+        .map(String::from)
+        .to_vec();
         let missed = |median: &[f64]| {
             rows(&names, median, 320, 2)
                 .iter()
@@ -513,10 +627,10 @@ mod tests {
                 .map(|r| r.what.clone())
                 .collect::<Vec<_>>()
         };
-        assert!(missed(&[1_000.0, 800.0, 900.0, 1_200.0, 500.0]).is_empty());
-        let slow = missed(&[1_000.0, 600.0, 900.0, 1_200.0, 500.0]);
+        assert!(missed(&[1_000.0, 800.0, 900.0, 1_200.0, 500.0, 1.0, 1.0, 1.0]).is_empty());
+        let slow = missed(&[1_000.0, 600.0, 900.0, 1_200.0, 500.0, 1.0, 1.0, 1.0]);
         assert!(slow.iter().any(|w| w.contains("1 worker")), "{slow:?}");
-        let falling = missed(&[1_000.0, 800.0, 900.0, 700.0, 500.0]);
+        let falling = missed(&[1_000.0, 800.0, 900.0, 700.0, 500.0, 1.0, 1.0, 1.0]);
         assert!(
             falling.iter().any(|w| w.contains("4 workers / 1")),
             "{falling:?}"
@@ -534,7 +648,7 @@ mod tests {
         let pg = std::env::var("SOURCEFLOW_PG_URL").expect("SOURCEFLOW_PG_URL");
         let nats = std::env::var("SOURCEFLOW_NATS_URL").expect("SOURCEFLOW_NATS_URL");
         let rows = run(&pg, &nats, 1, 64).await.expect("W9");
-        assert_eq!(rows.len(), 4);
+        assert_eq!(rows.len(), 5);
         assert!(
             rows[1].met().is_some() && rows[2].met().is_some(),
             "{rows:?}"
@@ -549,12 +663,13 @@ mod tests {
         assert_eq!(left, 0, "W9 left its schemas behind");
         let jetstream =
             async_nats::jetstream::new(async_nats::connect(&nats).await.expect("connect"));
-        for (w, feed) in deployments() {
-            let name = format!(
-                "sfbenchw9_{}_{}_commands",
-                std::process::id(),
-                deployment_name(w, feed)
-            );
+        let floors = FLOOR_CONSUMERS.iter().map(|c| format!("floor{c}"));
+        for deployment in deployments()
+            .into_iter()
+            .map(|(w, feed)| deployment_name(w, feed))
+            .chain(floors)
+        {
+            let name = format!("sfbenchw9_{}_{deployment}_commands", std::process::id());
             assert!(
                 jetstream.get_stream(&name).await.is_err(),
                 "W9 left {name} behind"
