@@ -1179,7 +1179,6 @@ pub async fn w5(settings: &Settings) -> anyhow::Result<Vec<Row>> {
 }
 
 async fn w5_in(settings: &Settings, url: &str, schema: &str) -> anyhow::Result<Vec<Row>> {
-    use std::str::FromStr;
     // Both runs send 10 commands to each account: a quick run has fewer accounts, not a
     // different shape (with one command per account, every command would be an account's
     // first, which reads the account before its commit).
@@ -1191,11 +1190,9 @@ async fn w5_in(settings: &Settings, url: &str, schema: &str) -> anyhow::Result<V
     let ours = domain::flow(store, Components::Full).await?;
     // The peers' pool as their docs build it (sqlx defaults: 10 connections, a ping per
     // checkout), with the schema as search_path.
-    let options =
-        sqlx::postgres::PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
-        .connect_with(options)
+        .connect_with(crate::raw::postgres::in_schema(url, schema)?)
         .await?;
     cqrs::postgres::create_tables(&pool).await?;
     #[cfg_attr(not(feature = "esrs"), allow(unused_mut))]

@@ -11,6 +11,7 @@
 //! grouping), replies and acknowledges. Nothing checks a stream's head or orders events, and a
 //! lost message would be lost: it is a floor, not a transport.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -70,7 +71,7 @@ impl RawDeployment {
                 .max_connections(pool_size)
                 .connect_with(pg.clone())
                 .await?;
-            let unit = std::sync::Arc::new(UnitOfWork::new(pool));
+            let unit = Arc::new(UnitOfWork::new(pool));
             for partition in (0..partitions).filter(|p| *p as usize % consumers == c) {
                 let consumer = stream
                     .create_consumer(consumer::pull::Config {
@@ -164,7 +165,7 @@ impl RawSender {
 async fn consume(
     consumer: consumer::Consumer<consumer::pull::Config>,
     client: Client,
-    unit: std::sync::Arc<UnitOfWork>,
+    unit: Arc<UnitOfWork>,
 ) -> anyhow::Result<()> {
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {

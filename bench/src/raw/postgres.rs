@@ -10,6 +10,9 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 use crate::domain::{account_id, Deposit};
@@ -58,6 +61,15 @@ const UNIT_OF_WORK: &str = "WITH command AS ( \
      INSERT INTO sf_view_models (model_type, model_id, state) \
      VALUES ('bench.AccountSummary', $1, $8::json) \
      ON CONFLICT (model_type, model_id) DO UPDATE SET state = excluded.state, updated_at = now()";
+
+/// Connection options for `url` with `schema` as the search path: the peers' and the floors'
+/// tables each live in a schema of their own.
+///
+/// # Errors
+/// If `url` is not a Postgres URL.
+pub fn in_schema(url: &str, schema: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?.options([("search_path", schema)]))
+}
 
 /// Creates the floors' tables in the pool's schema (which must be empty).
 ///

@@ -8,14 +8,13 @@
 //! writes to streams that already hold one (untimed) command, so the timed commands neither
 //! create streams nor open connections.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use futures_util::future::try_join_all;
 use sourceflow::SourceFlow;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use super::{fmt_rate, progress, rate, Settings};
@@ -389,7 +388,7 @@ async fn w8_in(
     commands: u64,
 ) -> anyhow::Result<Vec<Row>> {
     let pool = |schema: &str, connections: u32, ping: bool| {
-        let options = PgConnectOptions::from_str(url).map(|o| o.options([("search_path", schema)]));
+        let options = floor::in_schema(url, schema);
         async move {
             anyhow::Ok(
                 PgPoolOptions::new()

@@ -20,7 +20,6 @@
 //! least code that does it. Its rows say what the machine gives more consumers, apart from what
 //! the framework does.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use sourceflow_nats::{
     NatsCommandDispatcher, NatsCommandWorker, NatsEventPublisher, NatsViewFeeder, Topology,
 };
 use sourceflow_sqlx::PostgresStore;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
@@ -48,12 +47,11 @@ use crate::report::{median_f64, Row, Target};
 
 /// Concurrent senders in every cell.
 const SENDERS: u64 = 32;
-/// The deployments' worker counts (read side following the log), then the context
+/// The deployments' worker counts (read side following the log), and the floor's consumer
+/// counts; then the context
 /// deployment's (read side fed over NATS).
 const WORKERS: [usize; 3] = [1, 2, 4];
 const CONTEXT_WORKERS: usize = 1;
-/// The floor's consumer counts.
-const FLOOR_CONSUMERS: [usize; 3] = [1, 2, 4];
 /// Postgres connections of each floor deployment, shared out among its consumers: every
 /// system of the run holds its connections at once, and the server's default
 /// `max_connections` (100) leaves the floors about 30 beside the deployments' 65. Eight
@@ -363,7 +361,7 @@ async fn floor(
     topology: &Topology,
     consumers: usize,
 ) -> anyhow::Result<System> {
-    let options = PgConnectOptions::from_str(pg)?.options([("search_path", schema)]);
+    let options = raw::postgres::in_schema(pg, schema)?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options.clone())
@@ -394,7 +392,7 @@ async fn run(pg: &str, nats: &str, rounds: usize, commands: u64) -> anyhow::Resu
     let names: Vec<String> = deployments
         .iter()
         .map(|(w, feed)| deployment_name(*w, *feed))
-        .chain(FLOOR_CONSUMERS.iter().map(|c| format!("floor{c}")))
+        .chain(WORKERS.iter().map(|c| format!("floor{c}")))
         .collect();
     let schemas: Vec<String> = std::iter::once("direct")
         .chain(names.iter().map(String::as_str))
@@ -502,7 +500,7 @@ async fn w9_in(
         ));
     }
     let deployed = deployments().len();
-    for (i, consumers) in FLOOR_CONSUMERS.into_iter().enumerate() {
+    for (i, consumers) in WORKERS.into_iter().enumerate() {
         progress(format!(
             "W9: starting the floor with {consumers} consumer(s)"
         ));
@@ -663,7 +661,7 @@ mod tests {
         assert_eq!(left, 0, "W9 left its schemas behind");
         let jetstream =
             async_nats::jetstream::new(async_nats::connect(&nats).await.expect("connect"));
-        let floors = FLOOR_CONSUMERS.iter().map(|c| format!("floor{c}"));
+        let floors = WORKERS.iter().map(|c| format!("floor{c}"));
         for deployment in deployments()
             .into_iter()
             .map(|(w, feed)| deployment_name(w, feed))
